@@ -1,0 +1,148 @@
+"""Pinhole camera model and attitude helpers.
+
+Camera frame (OpenCV): +x to the image's right (columns), +y down (rows), +z along the boresight.
+Pixel centres sit at integer coordinates; the principal point defaults to ((w-1)/2, (h-1)/2).
+An attitude is the rotation camera -> ECEF (matrix columns = camera axes in ECEF), exchanged as a
+scalar-first quaternion [w, x, y, z].
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from . import geodesy
+
+
+class CameraError(ValueError):
+    """A camera description that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Camera:
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_fov(cls, width: int, height: int, fov_deg: float) -> "Camera":
+        """Ideal pinhole with horizontal field of view ``fov_deg`` and square pixels."""
+        if not (0.0 < fov_deg < 179.0):
+            raise CameraError(f"fov_deg must be in (0, 179), got {fov_deg}")
+        f = (width / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
+        return cls(int(width), int(height), f, f, (width - 1) / 2.0, (height - 1) / 2.0)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Camera":
+        if not isinstance(d, dict):
+            raise CameraError("camera: expected a mapping with width, height and fov_deg or fx/fy/cx/cy")
+        for key in ("width", "height"):
+            if key not in d:
+                raise CameraError(f"camera: missing key '{key}'")
+            if not isinstance(d[key], (int, float)) or int(d[key]) != d[key] or not (8 <= d[key] <= 16384):
+                raise CameraError(f"camera: '{key}' must be an integer in [8, 16384], got {d[key]!r}")
+        w, h = int(d["width"]), int(d["height"])
+        if "fov_deg" in d:
+            fov = d["fov_deg"]
+            if not isinstance(fov, (int, float)):
+                raise CameraError(f"camera: 'fov_deg' must be a number, got {fov!r}")
+            return cls.from_fov(w, h, float(fov))
+        if all(k in d for k in ("fx", "fy")):
+            vals = {}
+            for k in ("fx", "fy", "cx", "cy"):
+                v = d.get(k, (w - 1) / 2.0 if k == "cx" else (h - 1) / 2.0)
+                if not isinstance(v, (int, float)) or not math.isfinite(v):
+                    raise CameraError(f"camera: '{k}' must be a finite number, got {v!r}")
+                vals[k] = float(v)
+            if vals["fx"] <= 0 or vals["fy"] <= 0:
+                raise CameraError("camera: 'fx' and 'fy' must be positive")
+            return cls(w, h, vals["fx"], vals["fy"], vals["cx"], vals["cy"])
+        raise CameraError("camera: give 'fov_deg' or 'fx' and 'fy'")
+
+    @classmethod
+    def from_yaml(cls, path) -> "Camera":
+        path = Path(path)
+        try:
+            d = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise CameraError(f"camera file not found: {path}") from None
+        except yaml.YAMLError as exc:
+            raise CameraError(f"camera file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        return cls.from_dict(d)
+
+    def to_dict(self) -> dict:
+        return {"width": self.width, "height": self.height, "fov_deg": round(self.fov_deg, 6),
+                "fx": self.fx, "fy": self.fy, "cx": self.cx, "cy": self.cy}
+
+    def to_yaml(self, path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    # ---- properties ---------------------------------------------------------------------------
+    @property
+    def fov_deg(self) -> float:
+        """Horizontal field of view."""
+        return math.degrees(2.0 * math.atan((self.width / 2.0) / self.fx))
+
+    def scaled(self, width: int, height: int) -> "Camera":
+        """The same optics resampled to another image size."""
+        sx, sy = width / self.width, height / self.height
+        return Camera(width, height, self.fx * sx, self.fy * sy,
+                      (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5)
+
+    def footprint_half_width_km(self, alt_km: float) -> float:
+        """CONVENTIONS: alt_km * tan(fov_deg / 2)."""
+        return alt_km * math.tan(math.radians(self.fov_deg) / 2.0)
+
+    # ---- rays ---------------------------------------------------------------------------------
+    def pixel_rays(self, u=None, v=None) -> np.ndarray:
+        """Unit ray directions in the camera frame for pixels (u=col, v=row); full grid if None."""
+        if u is None:
+            v, u = np.mgrid[0:self.height, 0:self.width].astype(np.float64)
+        u = np.asarray(u, dtype=np.float64)
+        v = np.asarray(v, dtype=np.float64)
+        d = np.stack([(u - self.cx) / self.fx, (v - self.cy) / self.fy, np.ones_like(u)], axis=-1)
+        return d / np.linalg.norm(d, axis=-1, keepdims=True)
+
+    def project(self, dirs_cam) -> tuple[np.ndarray, np.ndarray]:
+        """Camera-frame directions (..., 3) to pixel (u, v); points behind the camera give NaN."""
+        d = np.asarray(dirs_cam, dtype=np.float64)
+        z = np.where(d[..., 2] > 1e-12, d[..., 2], np.nan)
+        return self.fx * d[..., 0] / z + self.cx, self.fy * d[..., 1] / z + self.cy
+
+
+# ---- attitude --------------------------------------------------------------------------------------
+
+def nadir_attitude(sub_lat_deg: float, sub_lon_deg: float, yaw_deg: float) -> np.ndarray:
+    """Camera -> ECEF rotation for a camera at nadir whose image up points at azimuth ``yaw_deg``."""
+    e, n, u = geodesy.enu_basis(sub_lat_deg, sub_lon_deg)
+    psi = math.radians(yaw_deg)
+    up = math.cos(psi) * n + math.sin(psi) * e
+    z = -u
+    y = -up
+    x = np.cross(y, z)
+    return np.stack([x, y, z], axis=1)
+
+
+def yaw_of_attitude(r_cam2ecef, ground_lat_deg: float, ground_lon_deg: float) -> float:
+    """CONVENTIONS yaw: azimuth (deg, clockwise from north) of the image's up direction at a ground point."""
+    e, n, u = geodesy.enu_basis(ground_lat_deg, ground_lon_deg)
+    up = -np.asarray(r_cam2ecef)[:, 1]
+    up = up - np.dot(up, u) * u          # project onto the local horizontal
+    return float(math.degrees(math.atan2(np.dot(up, e), np.dot(up, n))) % 360.0)
+
+
+def tilt_rotation(tilt_deg: float, azimuth_deg: float) -> np.ndarray:
+    """Rotation in the camera frame that tilts the boresight by ``tilt_deg`` towards the image
+    direction ``azimuth_deg`` (0 = up, 90 = right). Apply as R_cam2ecef @ tilt_rotation(...)."""
+    t = math.radians(tilt_deg)
+    a = math.radians(azimuth_deg)
+    axis = np.array([math.cos(a), math.sin(a), 0.0])  # rotating about this moves +z towards (sin a, -cos a)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + math.sin(t) * k + (1 - math.cos(t)) * (k @ k)

