@@ -17,7 +17,7 @@ COMMAND_MODULES = [
     "earthfix.tools.train_encoder",    # train
     "earthfix.tools.export_encoder",   # export
     "earthfix.tools.build_index",      # build-index, info
-    "earthfix.onboard.command",        # locate
+    "earthfix.tools.locate",           # locate
     "earthfix.tools.replay",           # replay, demo
     "earthfix.tools.evaluate",         # eval
 ]

@@ -1,0 +1,243 @@
+"""Build the reference bundle: render the global grid of views, encode them, compress, index, verify data.
+
+    earthfix build-index [--basemap PATH --bounds ...] [--encoder models/encoder_int8.onnx] --out DIR
+    earthfix info [--bundle DIR] --json
+
+Steps: (1) the Fibonacci-lattice grid of view centres per footprint scale (``grid.py``), land and coasts
+only; (2) each view rendered nadir/north-up from the basemap (water flattened) and encoded by the INT8
+encoder with its own preprocessing; (3) PCA to ``pca_dim`` (fitted on the reference descriptors) and
+re-normalisation; (4) an hnswlib inner-product graph; (5) the area keypoint store for verification;
+(6) manifest.yaml with every file's SHA-256. The default bundle is built on first use into the user
+cache (``$EARTHFIX_HOME`` or ``~/.cache/earthfix``) and rebuilt when the shipped encoder changes.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ..onboard.bundle import FORMAT_VERSION, MANIFEST, Bundle, BundleError, sha256_file
+from . import grid
+
+DEFAULT_INDEX = {"space": "ip", "M": 16, "ef_construction": 200, "ef": 96}
+DEFAULT_PCA_DIM = 64
+
+
+def models_dir() -> Path:
+    import earthfix.models as m
+    return Path(list(m.__path__)[0])
+
+
+def default_encoder_path() -> Path:
+    return models_dir() / "encoder_int8.onnx"
+
+
+def earthfix_home() -> Path:
+    return Path(os.environ.get("EARTHFIX_HOME", Path.home() / ".cache" / "earthfix"))
+
+
+def default_bundle_dir() -> Path:
+    return earthfix_home() / "bundles" / "default"
+
+
+def encode_views(basemap, encoder, lat, lon, scale, progress=True, batch=64):
+    from tqdm import tqdm
+    from ..onboard.preprocess import standardise
+    from .train_encoder import render_reference
+    out = np.zeros((len(lat), encoder.dim), np.float32)
+    it = range(0, len(lat), batch)
+    for s in tqdm(it, desc="encode views", unit="batch", disable=not progress, file=sys.stderr):
+        xs = np.stack([standardise(render_reference(basemap, float(lat[i]), float(lon[i]), int(scale[i])).image)
+                       for i in range(s, min(s + batch, len(lat)))])
+        out[s:s + len(xs)] = encoder.encode_batch(xs)
+    return out
+
+
+def fit_pca(desc: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    mean = desc.mean(axis=0)
+    _, _, vt = np.linalg.svd(desc - mean, full_matrices=False)
+    return mean.astype(np.float32), vt[:dim].T.astype(np.float32)
+
+
+def build_hnsw(vectors: np.ndarray, params: dict, threads: int = 2):
+    import hnswlib
+    index = hnswlib.Index(space=params["space"], dim=vectors.shape[1])
+    index.init_index(max_elements=len(vectors), ef_construction=params["ef_construction"], M=params["M"],
+                     random_seed=100)
+    index.set_num_threads(threads)
+    index.add_items(vectors, np.arange(len(vectors)))
+    index.set_ef(params["ef"])
+    return index
+
+
+def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=DEFAULT_PCA_DIM, index_params=None,
+                 keystore=True, progress=True, region=None, threads=2, log=None) -> Path:
+    """Build a bundle into ``out_dir`` (written to a temporary sibling, then renamed: never half-written).
+
+    ``region`` = (lat_min, lat_max, lon_min, lon_max) restricts the grid (small regional bundles for tests).
+    """
+    from ..onboard.encoder import Encoder
+    from ..sim.basemap import Basemap
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    t0 = time.time()
+    out_dir = Path(out_dir)
+    basemap = basemap or Basemap.default()
+    encoder_path = Path(encoder_path or default_encoder_path())
+    if not encoder_path.is_file():
+        raise FileNotFoundError(f"encoder not found: {encoder_path}")
+    encoder = Encoder.from_file(encoder_path, threads=threads)
+    params = dict(DEFAULT_INDEX, **(index_params or {}))
+    lat, lon, scale = grid.reference_grid()
+    if region is not None:
+        la0, la1, lo0, lo1 = region
+        keep = (lat >= la0) & (lat <= la1) & (lon >= lo0) & (lon <= lo1)
+        lat, lon, scale = lat[keep], lon[keep], scale[keep]
+    if len(lat) < 2:
+        raise ValueError("the grid has fewer than 2 views in that region")
+    log(f"build-index: {len(lat)} views over {len(grid.SCALES_KM)} scales")
+    desc = encode_views(basemap, encoder, lat, lon, scale, progress)
+    d = min(pca_dim, desc.shape[1], len(desc))
+    mean, comps = fit_pca(desc, d)
+    red = (desc - mean) @ comps
+    red /= np.linalg.norm(red, axis=1, keepdims=True) + 1e-12
+    index = build_hnsw(red.astype(np.float32), params, threads)
+
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    np.savez(tmp / "views.npz", lat=lat.astype(np.float32), lon=lon.astype(np.float32), scale=scale.astype(np.int16))
+    np.savez(tmp / "pca.npz", mean=mean, components=comps)
+    np.save(tmp / "descriptors.npy", red.astype(np.float16))
+    index.save_index(str(tmp / "index.hnsw"))
+    n_kp = 0
+    if keystore:
+        from .build_keystore import build_keystore
+        ks_region = None
+        if region is not None:
+            ks_region = region
+        store = build_keystore(basemap, region=ks_region, progress=progress)
+        store.save(tmp / "keystore.npz")
+        n_kp = len(store)
+    files = {}
+    for f in sorted(tmp.iterdir()):
+        files[f.name] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "encoder": {"file": encoder_path.name, "sha256": encoder.sha256, "descriptor_dim": int(desc.shape[1]),
+                    "rotations": encoder.rotations, "input_px": encoder.input_px},
+        "basemap": {"source": Path(basemap.source).name, "sha256": sha256_file(Path(basemap.source)) if Path(basemap.source).is_file() else None,
+                    "bounds": [basemap.lon_min, basemap.lon_max, basemap.lat_min, basemap.lat_max],
+                    "km_per_px": round(basemap.km_per_px, 3), "water": "flattened (GSHHS land mask)"},
+        "grid": {"kind": "fibonacci", "scales_km": list(grid.SCALES_KM), "spacing_frac": grid.SPACING_FRAC,
+                 "ref_fov_deg": grid.REF_FOV_DEG, "region": list(region) if region else None},
+        "index": dict(params, dim=int(red.shape[1]), library="hnswlib"),
+        "pca": {"dim_in": int(desc.shape[1]), "dim_out": int(red.shape[1])},
+        "counts": {"views": int(len(lat)), "views_per_scale": np.bincount(scale, minlength=len(grid.SCALES_KM)).tolist(),
+                   "keypoints": int(n_kp)},
+        "build_seconds": round(time.time() - t0, 1),
+        "files": files,
+    }
+    (tmp / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    log(f"build-index: wrote {out_dir} ({sum(v['bytes'] for v in files.values()) / 1e6:.1f} MB) in {time.time() - t0:.0f} s")
+    return out_dir
+
+
+def ensure_default_bundle(progress=True) -> Path:
+    """The default bundle (embedded basemap + shipped encoder), built on first use or after an encoder change."""
+    out = default_bundle_dir()
+    enc = default_encoder_path()
+    if (out / MANIFEST).is_file():
+        try:
+            m = yaml.safe_load((out / MANIFEST).read_text())
+            if m.get("encoder", {}).get("sha256") == sha256_file(enc):
+                return out
+        except Exception:
+            pass
+        print(f"earthfix: default bundle at {out} is stale or unreadable; rebuilding", file=sys.stderr)
+    else:
+        print(f"earthfix: building the default bundle into {out} (first use, a few minutes)", file=sys.stderr)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return build_bundle(out, progress=progress)
+
+
+def bundle_info(bundle_dir: Path, encoder_path: Path) -> dict:
+    from ..onboard.encoder import sha256_bytes
+    enc_sha = sha256_bytes(Path(encoder_path).read_bytes())
+    b = Bundle.load(bundle_dir, encoder_sha256=enc_sha, load_keystore=False)
+    m = b.manifest
+    return {"bundle_dir": str(Path(bundle_dir).resolve()), "bundle_bytes": b.bytes, "views": b.views,
+            "descriptor_dim": int(m["index"]["dim"]), "encoder_descriptor_dim": int(m["encoder"]["descriptor_dim"]),
+            "encoder": str(Path(encoder_path).resolve()), "encoder_sha256": enc_sha,
+            "format_version": m["format_version"], "scales_km": m["grid"]["scales_km"],
+            "views_per_scale": m["counts"]["views_per_scale"], "keypoints": m["counts"].get("keypoints", 0),
+            "index": m["index"], "basemap": m["basemap"]["source"],
+            "files": {k: v["bytes"] for k, v in m["files"].items()}}
+
+
+def register(sub):
+    p = sub.add_parser("build-index", help="build a reference bundle (views, HNSW index, keypoints)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=None, help="bundle directory (default: the default bundle location)")
+    p.add_argument("--basemap", default=None, help="equirectangular image (default: Blue Marble NG)")
+    p.add_argument("--bounds", nargs=4, type=float, default=[-180, 180, -90, 90],
+                   metavar=("LON_MIN", "LON_MAX", "LAT_MIN", "LAT_MAX"))
+    p.add_argument("--encoder", default=None, help="ONNX encoder (default: the shipped INT8 model)")
+    p.add_argument("--pca-dim", type=int, default=DEFAULT_PCA_DIM)
+    p.add_argument("--M", type=int, default=DEFAULT_INDEX["M"])
+    p.add_argument("--ef-construction", type=int, default=DEFAULT_INDEX["ef_construction"])
+    p.add_argument("--ef", type=int, default=DEFAULT_INDEX["ef"])
+    p.add_argument("--region", nargs=4, type=float, default=None, metavar=("LAT_MIN", "LAT_MAX", "LON_MIN", "LON_MAX"))
+    p.add_argument("--no-keystore", action="store_true")
+    p.set_defaults(func=run_build)
+
+    q = sub.add_parser("info", help="describe the bundle and encoder that locate would use")
+    q.add_argument("--bundle", default=None)
+    q.add_argument("--encoder", default=None)
+    q.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    q.set_defaults(func=run_info)
+
+
+def run_build(args) -> int:
+    from ..sim.basemap import Basemap, BasemapError
+    try:
+        basemap = Basemap.load(args.basemap, tuple(args.bounds)) if args.basemap else None
+    except BasemapError as exc:
+        print(f"earthfix build-index: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else default_bundle_dir()
+    try:
+        build_bundle(out, basemap, args.encoder, args.pca_dim,
+                     {"M": args.M, "ef_construction": args.ef_construction, "ef": args.ef},
+                     keystore=not args.no_keystore, region=args.region)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"earthfix build-index: {exc}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+def run_info(args) -> int:
+    encoder = Path(args.encoder) if args.encoder else default_encoder_path()
+    try:
+        bundle = Path(args.bundle) if args.bundle else ensure_default_bundle()
+        info = bundle_info(bundle, encoder)
+    except (BundleError, FileNotFoundError) as exc:
+        print(f"earthfix info: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(info))
+    else:
+        for k, v in info.items():
+            print(f"{k:>24}: {v}")
+    return 0

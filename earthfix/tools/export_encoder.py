@@ -1,0 +1,110 @@
+"""Export the trained encoder to ONNX (FP32), then quantize it to static INT8 (QDQ) with onnxruntime.
+
+Calibration uses simulated query frames (the same renderer and augmentation as training, another seed),
+so activation ranges match what the camera delivers. Writes into ``--models``:
+``encoder_fp32.onnx``, ``encoder_int8.onnx`` and ``encoder.json`` (input size, descriptor size,
+preprocessing, SHA-256 of both files).
+
+Run:  earthfix export --checkpoint runs/encoder/encoder.pt --models models
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..onboard.encoder import sha256_bytes
+from ..onboard.preprocess import INPUT_PX
+
+
+def export_fp32(checkpoint: Path, out: Path) -> None:
+    import torch
+    from .train_encoder import build_model
+    state = torch.load(checkpoint, weights_only=True)
+    model = build_model(int(state.get("dim", 128)))
+    model.load_state_dict(state["model"])
+    model.eval()
+    x = torch.zeros(1, 3, INPUT_PX, INPUT_PX)
+    torch.onnx.export(model, (x,), str(out), input_names=["image"], output_names=["descriptor"],
+                      dynamic_axes={"image": {0: "batch"}, "descriptor": {0: "batch"}}, opset_version=17,
+                      dynamo=False)
+
+
+def calibration_inputs(n: int, seed: int = 1234) -> np.ndarray:
+    """Preprocessed simulated queries for INT8 calibration (augmented, rotated, all scales)."""
+    import cv2
+    from ..onboard.preprocess import standardise
+    from ..sim.basemap import Basemap
+    from . import train_encoder as te
+    rng = np.random.default_rng(seed)
+    basemap = Basemap.default()
+    xs = []
+    while len(xs) < n:
+        p = te.random_land_point(rng)
+        view, blat, _, _ = te.render_query(basemap, rng, *p)
+        if not np.isfinite(blat):
+            continue
+        q = te.augment(view.image, view.land, rng) if len(xs) % 2 == 0 else view.image
+        xs.append(standardise(cv2.resize(q, (INPUT_PX, INPUT_PX), interpolation=cv2.INTER_AREA)))
+    return np.stack(xs).astype(np.float32)
+
+
+def quantize_int8(fp32: Path, out: Path, calib: np.ndarray) -> None:
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"image": calib[i:i + 1]} for i in range(len(calib))])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    pre = out.with_suffix(".pre.onnx")
+    quant_pre_process(str(fp32), str(pre))
+    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.Percentile,
+                    extra_options={"CalibPercentile": 99.99})
+    pre.unlink(missing_ok=True)
+
+
+def export(checkpoint: Path, models: Path, n_calib: int = 256) -> dict:
+    models.mkdir(parents=True, exist_ok=True)
+    fp32 = models / "encoder_fp32.onnx"
+    int8 = models / "encoder_int8.onnx"
+    export_fp32(checkpoint, fp32)
+    quantize_int8(fp32, int8, calibration_inputs(n_calib))
+    import onnxruntime as ort
+    dim = int(ort.InferenceSession(str(fp32)).get_outputs()[0].shape[-1])
+    meta = {"input_px": INPUT_PX, "descriptor_dim": dim, "channels": "BGR",
+            "preprocessing": "earthfix.onboard.preprocess.preprocess: INTER_AREA resize, per-channel standardisation",
+            "rotations": 4,
+            "files": {f.name: {"sha256": sha256_bytes(f.read_bytes()), "bytes": f.stat().st_size}
+                      for f in (fp32, int8)}}
+    (models / "encoder.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def register(sub):
+    p = sub.add_parser("export", help="export the encoder to ONNX FP32 and static INT8",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default="runs/encoder/encoder.pt")
+    p.add_argument("--models", default="models")
+    p.add_argument("--calib", type=int, default=256, help="calibration frames")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("earthfix export: torch is not installed; pip install 'earthfix[train]'", file=sys.stderr)
+        return 2
+    meta = export(Path(args.checkpoint), Path(args.models), args.calib)
+    print(json.dumps(meta, indent=2))
+    return 0

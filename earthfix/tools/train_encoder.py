@@ -1,0 +1,295 @@
+"""Train the global image encoder (torch, CPU) on pairs rendered on the fly from the default basemap.
+
+A pair is (reference view, query frame) of the same ground: the reference is a clean nadir north-up
+render at one of the bundle's footprint scales (``grid.SCALES_KM``), exactly as ``build-index`` renders
+it; the query is what a camera might see there: any yaw, 400-800 km, 50-90 deg FOV, 0-5 deg off nadir,
+offset up to half a lattice spacing, with strong appearance changes (water colour, season/colour
+shifts, channel mixing, snow, haze, gamma/contrast, illumination gradients, clouds, blur, noise, JPEG,
+panchromatic). Loss: symmetric InfoNCE over the batch, where views that overlap the anchor's footprint
+are masked out (neither positive nor negative). Batches are drawn in geographic clusters so the other
+places of a batch are regional look-alikes: cheap hard negatives.
+
+Run:  earthfix train --minutes 45 --out runs/encoder      (needs the [train] extra: torch)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..onboard import geodesy
+from ..onboard.camera import Camera, nadir_attitude, tilt_rotation
+from ..onboard.preprocess import INPUT_PX, standardise
+from . import grid
+
+QUERY_RENDER_PX = 128   # queries are rendered finer, degraded, then area-resized to INPUT_PX
+
+
+# ------------------------------------------------------------------------------------------------
+# model
+# ------------------------------------------------------------------------------------------------
+def build_model(dim: int = 128):
+    """Compact CNN: 4 stride-2 stages, GeM pooling, linear projection, L2 norm (~55 MMAC at 96 px)."""
+    import torch
+    from torch import nn
+
+    def cbr(cin, cout, stride=1, k=3):
+        return [nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+    class GeM(nn.Module):
+        def __init__(self, p=3.0):
+            super().__init__()
+            self.p = nn.Parameter(torch.tensor(float(p)))
+
+        def forward(self, x):
+            p = self.p.clamp(1.0, 6.0)
+            return x.clamp(min=1e-6).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+
+    class EncoderNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            layers = cbr(3, 32, 2)
+            for cin, cout in ((32, 48), (48, 96), (96, 160)):
+                layers += cbr(cin, cout, 2) + cbr(cout, cout)
+            layers += cbr(160, 256, 1, 1)
+            self.features = nn.Sequential(*layers)
+            self.pool = GeM()
+            self.proj = nn.Linear(256, dim)
+
+        def forward(self, x):
+            y = self.proj(self.pool(self.features(x)))
+            return nn.functional.normalize(y, dim=1)
+
+    return EncoderNet()
+
+
+# ------------------------------------------------------------------------------------------------
+# pairs
+# ------------------------------------------------------------------------------------------------
+def random_land_point(rng, near=None, radius_km=1200.0, min_land=0.15, hw_km=400.0):
+    for _ in range(500):
+        if near is None:
+            lat = math.degrees(math.asin(rng.uniform(-0.99, 0.99)))
+            lon = rng.uniform(-180, 180)
+        else:
+            d = radius_km * math.sqrt(rng.uniform(0, 1))
+            lat, lon = geodesy.destination(near[0], near[1], rng.uniform(0, 360), d)
+            lat, lon = float(lat), float(lon)
+        if abs(lat) < 82 and grid.land_fraction_near(lat, lon, hw_km) >= min_land:
+            return lat, lon
+    return None
+
+
+def smooth_noise(rng, size: int, octaves=(4, 8, 16, 32), persistence: float = 0.55) -> np.ndarray:
+    out = np.zeros((size, size), np.float32)
+    amp, tot = 1.0, 0.0
+    for o in octaves:
+        g = rng.standard_normal((o, o)).astype(np.float32)
+        out += amp * cv2.resize(g, (size, size), interpolation=cv2.INTER_CUBIC)
+        tot += amp
+        amp *= persistence
+    return out / tot
+
+
+def augment(img: np.ndarray, land: np.ndarray, rng) -> np.ndarray:
+    """Strong appearance change of a rendered query (uint8 BGR), written for training robustness."""
+    x = img.astype(np.float32) / 255.0
+    s = x.shape[0]
+    earth = (img.max(axis=2) > 0).astype(np.float32)[..., None]
+    water = (1.0 - np.clip(land, 0, 1))[..., None] * earth
+    # open water as real sensors see it: dark, nearly uniform, any tint, sometimes glint
+    wcol = np.array([rng.uniform(0.08, 0.4), rng.uniform(0.05, 0.3), rng.uniform(0.02, 0.2)], np.float32)
+    wfield = wcol * (1.0 + 0.15 * smooth_noise(rng, s, (2, 4))[..., None])
+    if rng.random() < 0.2:
+        wfield += rng.uniform(0.1, 0.5) * np.clip(smooth_noise(rng, s, (2,)), 0, 1)[..., None]
+    x = x * (1 - water) + wfield * water
+    # season / sensor colour
+    m = np.eye(3, dtype=np.float32) + rng.normal(0, 0.12, (3, 3)).astype(np.float32)
+    x = x @ m.T
+    x *= rng.uniform(0.75, 1.25, 3).astype(np.float32)
+    grey = x.mean(axis=2, keepdims=True)
+    x = grey + rng.uniform(0.3, 1.6) * (x - grey)
+    if rng.random() < 0.2:   # snow / ice cover on part of the land
+        snow = np.clip((smooth_noise(rng, s) - rng.uniform(-0.2, 0.6)) * 3, 0, 1)[..., None]
+        x = x * (1 - snow * (1 - water)) + rng.uniform(0.75, 1.0) * snow * (1 - water)
+    # illumination gradient and exposure
+    ang = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s - 0.5
+    x *= (rng.uniform(0.5, 1.4) * (1 + rng.uniform(0, 0.6) * (np.cos(ang) * xx + np.sin(ang) * yy)))[..., None]
+    # haze
+    h = rng.uniform(0, 0.35)
+    x = x * (1 - h) + h * np.array([rng.uniform(0.6, 0.9), rng.uniform(0.6, 0.85), rng.uniform(0.5, 0.8)], np.float32)
+    # clouds (with soft edges and varying thickness)
+    if rng.random() < 0.6:
+        cover = rng.uniform(0.0, 0.45)
+        n = smooth_noise(rng, s, (4, 8, 16, 32, 64))
+        thr = np.quantile(n, 1 - cover) if cover > 0 else n.max() + 1
+        a = np.clip((n - thr) * rng.uniform(4, 12), 0, 1) * rng.uniform(0.6, 1.0)
+        x = x * (1 - a[..., None]) + rng.uniform(0.75, 1.0) * a[..., None]
+    x = np.clip(x, 0, 1) ** rng.uniform(0.6, 1.6)
+    c = rng.uniform(0.6, 1.4)
+    x = np.clip((x - 0.5) * c + 0.5, 0, 1) * earth
+    out = (x * 255.0).astype(np.uint8)
+    if rng.random() < 0.5:
+        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.3, 1.3))
+    sigma = rng.uniform(0, 7)
+    out = np.clip(out.astype(np.float32) + rng.normal(0, sigma, out.shape), 0, 255).astype(np.uint8)
+    if rng.random() < 0.3:
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.uniform(35, 95))])
+        out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if rng.random() < 0.1:
+        out = cv2.cvtColor(cv2.cvtColor(out, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    return out
+
+
+def render_reference(basemap, lat, lon, scale_idx, size=INPUT_PX):
+    """The bundle's reference view: nadir, north-up, footprint half-width SCALES_KM[scale_idx]."""
+    from ..sim.render import render
+    hw = grid.SCALES_KM[scale_idx]
+    alt = grid.ref_alt_km(hw)
+    cam = Camera.from_fov(size, size, grid.REF_FOV_DEG)
+    pos = geodesy.geodetic_to_ecef(lat, lon, alt)
+    return render(basemap, cam, pos, nadir_attitude(lat, lon, 0.0))
+
+
+def render_query(basemap, rng, lat, lon, px=QUERY_RENDER_PX):
+    """A random camera above (lat, lon): returns (view, boresight lat, lon, half-width km)."""
+    from ..sim.render import render
+    alt = rng.uniform(400, 800)
+    fov = rng.uniform(50, 90)
+    cam = Camera.from_fov(px, px, fov)
+    r = nadir_attitude(lat, lon, rng.uniform(0, 360)) @ tilt_rotation(rng.uniform(0, 5), rng.uniform(0, 360))
+    view = render(basemap, cam, geodesy.geodetic_to_ecef(lat, lon, alt), r)
+    c = px // 2
+    blat, blon = float(view.lat[c, c]), float(view.lon[c, c])
+    return view, blat, blon, alt * math.tan(math.radians(fov) / 2)
+
+
+def nearest_scale(hw_km, rng):
+    logs = np.log(np.array(grid.SCALES_KM))
+    d = np.abs(logs - math.log(hw_km))
+    order = np.argsort(d)
+    # mostly the nearest scale, sometimes the second nearest (a query between two scales must match both)
+    return int(order[0] if rng.random() < 0.75 else order[1])
+
+
+def make_batch(basemap, rng, clusters=8, per_cluster=8):
+    qs, rs, meta = [], [], []
+    while len(qs) < clusters * per_cluster:
+        centre = random_land_point(rng)
+        if centre is None:
+            continue
+        for _ in range(per_cluster):
+            p = random_land_point(rng, near=centre, radius_km=1500.0)
+            if p is None:
+                continue
+            view, blat, blon, hw = render_query(basemap, rng, *p)
+            if not np.isfinite(blat):
+                continue
+            k = nearest_scale(hw, rng)
+            spacing = grid.SPACING_FRAC * 2 * grid.SCALES_KM[k]
+            rlat, rlon = geodesy.destination(blat, blon, rng.uniform(0, 360), rng.uniform(0, 0.5) * spacing)
+            ref = render_reference(basemap, float(rlat), float(rlon), k)
+            q = augment(view.image, view.land, rng)
+            q = cv2.resize(q, (INPUT_PX, INPUT_PX), interpolation=cv2.INTER_AREA)
+            qs.append(standardise(q))
+            rs.append(standardise(ref.image))
+            meta.append((blat, blon, hw, float(rlat), float(rlon), grid.SCALES_KM[k]))
+    return np.stack(qs), np.stack(rs), np.array(meta[: len(qs)])
+
+
+def overlap_mask(meta: np.ndarray) -> np.ndarray:
+    """True where query i and reference j (i != j) show overlapping ground: excluded from negatives."""
+    d = geodesy.great_circle_km(meta[:, 0][:, None], meta[:, 1][:, None], meta[:, 3][None], meta[:, 4][None])
+    lim = np.minimum(meta[:, 2][:, None], meta[:, 5][None]) * 1.0
+    m = d < lim
+    np.fill_diagonal(m, False)
+    return m
+
+
+# ------------------------------------------------------------------------------------------------
+# training loop
+# ------------------------------------------------------------------------------------------------
+def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: int, threads: int,
+          resume: bool = False, log=print):
+    import torch
+    from ..sim.basemap import Basemap
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(1)
+    rng = np.random.default_rng(seed)
+    basemap = Basemap.default()
+    model = build_model(dim)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = out_dir / "encoder.pt"
+    step0 = 0
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); step0 = int(state["step"])
+    tau = 0.05
+    t0 = time.time()
+    hist = []
+    step = step0
+    total = steps
+    while step < total and (time.time() - t0) < minutes * 60:
+        frac = min(1.0, (time.time() - t0) / (minutes * 60)) if minutes < 1e9 else step / total
+        for g in opt.param_groups:   # warm-up, then cosine decay over the time budget
+            g["lr"] = lr * min(1.0, (step - step0 + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac))
+        q, r, meta = make_batch(basemap, rng)
+        mask = torch.from_numpy(overlap_mask(meta))
+        model.train()
+        z = model(torch.from_numpy(np.concatenate([q, r])))
+        zq, zr = z[: len(q)], z[len(q):]
+        logits = zq @ zr.T / tau
+        logits = logits.masked_fill(mask, -1e4)
+        target = torch.arange(len(q))
+        loss = 0.5 * (torch.nn.functional.cross_entropy(logits, target)
+                      + torch.nn.functional.cross_entropy(logits.T, target))
+        opt.zero_grad(); loss.backward(); opt.step()
+        acc = (logits.argmax(1) == target).float().mean().item()
+        hist.append((step, loss.item(), acc))
+        step += 1
+        if step % 20 == 0:
+            l = np.mean([h[1] for h in hist[-20:]]); a = np.mean([h[2] for h in hist[-20:]])
+            log(f"step {step} loss {l:.3f} in-batch top1 {a:.3f} lr {opt.param_groups[0]['lr']:.2e} "
+                f"elapsed {(time.time() - t0) / 60:.1f} min")
+        if step % 100 == 0:
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "dim": dim}, ckpt)
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "dim": dim}, ckpt)
+    (out_dir / "train_log.json").write_text(json.dumps({"seed": seed, "steps": step, "minutes": minutes,
+                                                        "lr": lr, "dim": dim, "history": hist}))
+    return ckpt
+
+
+def register(sub):
+    p = sub.add_parser("train", help="train the image encoder (needs the [train] extra: torch)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/encoder", help="output directory (checkpoint, log)")
+    p.add_argument("--minutes", type=float, default=45.0, help="wall-clock budget")
+    p.add_argument("--steps", type=int, default=100000, help="maximum optimisation steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--dim", type=int, default=128, help="descriptor dimension")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--resume", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("earthfix train: torch is not installed; pip install 'earthfix[train]'", file=sys.stderr)
+        return 2
+    ckpt = train(Path(args.out), args.minutes, args.steps, args.seed, args.lr, args.dim, args.threads,
+                 args.resume, log=lambda s: print(s, file=sys.stderr, flush=True))
+    print(ckpt)
+    return 0
