@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "earthfix.tools.build_index",      # build-index, info
     "earthfix.tools.locate",           # locate
     "earthfix.tools.replay",           # replay, demo
+    "earthfix.tools.calibrate",        # calibrate
     "earthfix.tools.evaluate",         # eval
 ]
 

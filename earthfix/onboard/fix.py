@@ -41,6 +41,7 @@ class Fix:
     stages_ms: dict = field(default_factory=dict)
     ecef_km: list | None = None       # estimated spacecraft position, when a fix
     reason: str = ""                  # why there is no fix (diagnostic)
+    evidence: dict = field(default_factory=dict)   # verification evidence (diagnostic)
 
     def to_json(self, frame: str | None = None) -> dict:
         def r(x, nd):

@@ -1,0 +1,49 @@
+"""Calibrated confidence: P(boresight error <= 50 km | verification evidence), a logistic model.
+
+Features (from ``Verification.evidence``): log(1 + inliers), inlier ratio, inlier spread (hull area
+fraction), reprojection RMS (working px), altitude outside the plausible band (km / 100), log(1 + inlier
+margin over the second-best place), off-nadir tilt (deg / 10). The coefficients are fitted on simulated
+frames by ``earthfix calibrate`` (Platt scaling over the verification outcomes) and shipped in
+``models/confidence.json``; a frame without a hypothesis has confidence 0.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+FEATURES = ("log_inliers", "inlier_ratio", "spread", "reproj_rms", "alt_out_100km", "log_margin", "tilt_10deg")
+
+# conservative hand-set prior used until a fitted model is shipped: ~0.9 at 25 inliers with good spread
+PRIOR = {"intercept": -9.0, "coef": {"log_inliers": 3.2, "inlier_ratio": 2.0, "spread": 3.0, "reproj_rms": -0.8,
+                                      "alt_out_100km": -3.0, "log_margin": 0.8, "tilt_10deg": -0.5}}
+
+
+def features(ev: dict) -> np.ndarray:
+    def f(key, default=0.0):
+        v = ev.get(key, default)
+        return default if v is None or not math.isfinite(float(v)) else float(v)
+    return np.array([math.log1p(f("inliers")), f("inlier_ratio"), f("spread"), min(f("reproj_rms_px", 5.0), 10.0),
+                     f("alt_out_of_range_km", 10.0) / 100.0, math.log1p(max(f("inlier_margin"), 0.0)),
+                     min(f("tilt_deg", 0.0), 60.0) / 10.0])
+
+
+class ConfidenceModel:
+    def __init__(self, intercept: float, coef: dict):
+        self.intercept = float(intercept)
+        self.w = np.array([float(coef.get(k, 0.0)) for k in FEATURES])
+
+    @classmethod
+    def load(cls, path=None) -> "ConfidenceModel":
+        if path is not None and Path(path).is_file():
+            d = json.loads(Path(path).read_text())
+            return cls(d["intercept"], d["coef"])
+        return cls(PRIOR["intercept"], PRIOR["coef"])
+
+    def __call__(self, ev: dict) -> float:
+        if not ev or not ev.get("ok", False):
+            return 0.0
+        z = self.intercept + float(self.w @ features(ev))
+        return float(1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0))))

@@ -1,0 +1,115 @@
+"""The flight path for one frame: preprocess -> INT8 encoder -> HNSW top-k -> verification -> Fix.
+
+    loc = Localizer.load(bundle_dir, config_path)          # once
+    fix = loc.locate(frame, camera, attitude=None, time=None)
+
+Everything the Localizer uses is verified before use: the encoder file against its SHA-256 and the
+bundle's record of it, every bundle file against the manifest. Latency is measured per stage with
+``time.perf_counter``; decoding is the caller's and is excluded. Thread counts come from the config
+(1 by default, the setting of every latency figure).
+"""
+from __future__ import annotations
+
+import time as _time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .bundle import Bundle
+from .camera import Camera
+from .config import load_config
+from .confidence import ConfidenceModel
+from .encoder import Encoder
+from .fix import Candidate, Fix
+from .frames import FrameError, check_size, normalise_frame
+from .preprocess import preprocess
+
+BLANK_STD = 2.0            # grey-level std below which a frame carries no information
+
+
+def shipped_models_dir() -> Path:
+    import earthfix.models as m
+    return Path(list(m.__path__)[0])
+
+
+class Localizer:
+    def __init__(self, bundle: Bundle, encoder: Encoder, config: dict, confidence: ConfidenceModel):
+        from .verify import Verifier, VerifyConfig
+        self.bundle = bundle
+        self.encoder = encoder
+        self.cfg = config
+        self.confidence = confidence
+        vcfg = VerifyConfig(**{k: v for k, v in config.get("verify", {}).items()})
+        self.verifier = Verifier(bundle.keystore, vcfg) if bundle.keystore is not None else None
+        cv2.setNumThreads(int(config["threads"]))
+
+    @classmethod
+    def load(cls, bundle_dir, config_path=None, config: dict | None = None) -> "Localizer":
+        cfg = load_config(config_path, config)
+        enc_path = Path(cfg["encoder"]) if cfg["encoder"] else shipped_models_dir() / "encoder_int8.onnx"
+        if not enc_path.is_file():
+            raise FileNotFoundError(f"encoder not found: {enc_path}")
+        enc_bytes = enc_path.read_bytes()
+        encoder = Encoder(enc_bytes, threads=cfg["threads"], providers=cfg["providers"],
+                          rotations=cfg["rotations"], name=str(enc_path))
+        bundle = Bundle.load(bundle_dir, encoder_sha256=encoder.sha256, threads=cfg["threads"])
+        conf_path = cfg["confidence"].get("path") or shipped_models_dir() / "confidence.json"
+        return cls(bundle, encoder, cfg, ConfidenceModel.load(conf_path))
+
+    # ---- one frame -----------------------------------------------------------------------------
+    def candidates(self, desc: np.ndarray, k: int) -> list[Candidate]:
+        idx, sim = self.bundle.search(desc, k)
+        return [Candidate(float(self.bundle.lat[i]), float(self.bundle.lon[i]), float(s), int(i),
+                          int(self.bundle.scale[i])) for i, s in zip(idx, sim)]
+
+    def locate(self, frame, camera: Camera, attitude=None, time=None) -> Fix:
+        """Localize one frame (uint8 BGR or grey, or any array ``frames.normalise_frame`` accepts)."""
+        t0 = _time.perf_counter()
+        stages = {}
+        try:
+            img = normalise_frame(frame)
+            check_size(img, camera.width, camera.height)
+        except FrameError as exc:
+            return Fix.failed(str(exc))
+        grey = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        t = _time.perf_counter()
+        x = preprocess(img, self.encoder.input_px)
+        stages["preprocess_ms"] = (_time.perf_counter() - t) * 1e3
+        t = _time.perf_counter()
+        desc = self.encoder.encode_input(x)
+        stages["encode_ms"] = (_time.perf_counter() - t) * 1e3
+        t = _time.perf_counter()
+        cands = self.candidates(desc, self.cfg["top_k"])
+        stages["search_ms"] = (_time.perf_counter() - t) * 1e3
+        fix = Fix(candidates=cands)
+        if float(grey.std()) < BLANK_STD:
+            fix.reason = "blank frame"
+        elif self.verifier is not None and self.cfg["verify_k"] > 0:
+            deadline = t0 + self.cfg["deadline_ms"] / 1e3
+            t = _time.perf_counter()
+            feats = self.verifier.extract(img)
+            stages["features_ms"] = (_time.perf_counter() - t) * 1e3
+            t = _time.perf_counter()
+            scales = self.bundle.scales_km
+            rf = self.verifier.cfg.radius_factor
+            vc = [(c.lat, c.lon, rf * scales[c.scale]) for c in cands[: self.cfg["verify_k"]]]
+            v = self.verifier.verify(feats, camera, vc, attitude=attitude, deadline=deadline)
+            stages["verify_ms"] = (_time.perf_counter() - t) * 1e3
+            fix.inliers = int(v.inliers)
+            fix.confidence = self.confidence(v.evidence) if v.ok else 0.0
+            fix.reason = v.reason
+            fix.evidence = dict(v.evidence, hyp_lat=v.lat, hyp_lon=v.lon, hyp_alt_km=v.alt_km,
+                                hyp_yaw_deg=v.yaw_deg, hyp_sub_lat=v.sub_lat, hyp_sub_lon=v.sub_lon)
+            if v.ok:
+                fix.lat, fix.lon, fix.sub_lat, fix.sub_lon = v.lat, v.lon, v.sub_lat, v.sub_lon
+                fix.alt_km, fix.yaw_deg = v.alt_km, v.yaw_deg
+                fix.ecef_km = None if v.ecef_km is None else [float(a) for a in v.ecef_km]
+            fix.fix = bool(v.ok and fix.confidence >= self.cfg["min_confidence"])
+            if not fix.fix:   # the contract: position fields only with a trusted fix
+                fix.lat = fix.lon = fix.sub_lat = fix.sub_lon = fix.alt_km = fix.yaw_deg = None
+                fix.ecef_km = None
+        fix.latency_ms = (_time.perf_counter() - t0) * 1e3
+        stages["total_ms"] = fix.latency_ms
+        fix.stages_ms = {k: round(v, 3) for k, v in stages.items()}
+        return fix

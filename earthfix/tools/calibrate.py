@@ -1,0 +1,102 @@
+"""Fit the confidence model: P(boresight error <= 50 km | verification evidence).
+
+Runs the Localizer with no confidence gate on simulated calibration frames (land, cloudy land, ocean,
+night, from the default and the season-shifted basemaps; seeds disjoint from ``earthfix eval``), labels
+every hypothesis by its true error, fits a logistic regression (Newton/IRLS with a small L2 penalty) and
+writes ``models/confidence.json`` with the features, coefficients and a reliability table.
+
+Run:  earthfix calibrate --bundle DIR --frames 300 --out models/confidence.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..onboard import confidence as conf
+from ..onboard import geodesy
+
+CALIB_SEED = 7000
+
+
+def collect(loc, n: int, seed: int = CALIB_SEED, progress=True):
+    from tqdm import tqdm
+    from ..onboard.camera import Camera
+    from .framesets import FrameSpec, make_frameset, shifted_basemap
+    sets = [("land256", Camera.from_fov(256, 256, 80), None, FrameSpec(), 0.45),
+            ("land512", Camera.from_fov(512, 512, 60), None, FrameSpec(), 0.15),
+            ("season256", Camera.from_fov(256, 256, 80), "season", FrameSpec(), 0.2),
+            ("cloudy", Camera.from_fov(256, 256, 80), None, FrameSpec(cloud_cover=0.7), 0.1),
+            ("ocean", Camera.from_fov(256, 256, 80), None, FrameSpec(kind="ocean"), 0.05),
+            ("night", Camera.from_fov(256, 256, 80), None, FrameSpec(daylight=False), 0.05)]
+    rows = []
+    for k, (name, cam, bm, spec, share) in enumerate(sets):
+        m = max(4, int(round(n * share)))
+        basemap = shifted_basemap(bm) if bm else None
+        for img, truth in tqdm(make_frameset(m, seed + k, cam, basemap, spec), total=m, desc=f"calibrate {name}",
+                               disable=not progress, file=sys.stderr):
+            fix = loc.locate(img, cam)
+            ev = fix.evidence
+            if not ev or not ev.get("ok"):
+                continue
+            err = float(geodesy.great_circle_km(ev["hyp_lat"], ev["hyp_lon"], truth["bore_lat"], truth["bore_lon"])) \
+                if truth.get("bore_lat") is not None else 1e9
+            rows.append((conf.features(ev), err <= 50.0, err, name))
+    return rows
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50):
+    xb = np.hstack([np.ones((len(x), 1)), x])
+    w = np.zeros(xb.shape[1])
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-np.clip(xb @ w, -50, 50)))
+        g = xb.T @ (p - y) + l2 * np.r_[0.0, w[1:]]
+        h = (xb * (p * (1 - p))[:, None]).T @ xb + l2 * np.eye(len(w))
+        w -= np.linalg.solve(h, g)
+    return float(w[0]), w[1:]
+
+
+def register(sub):
+    p = sub.add_parser("calibrate", help="fit the confidence model on simulated frames",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bundle", default=None)
+    p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--out", default="models/confidence.json")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..onboard.localizer import Localizer
+    from .build_index import ensure_default_bundle
+    bundle = args.bundle or ensure_default_bundle()
+    loc = Localizer.load(bundle, config={"min_confidence": 0.0})
+    rows = collect(loc, args.frames)
+    if len(rows) < 10 or len({r[1] for r in rows}) < 2:
+        print(f"earthfix calibrate: need right and wrong hypotheses, got {len(rows)} rows", file=sys.stderr)
+        # a model that only knows right answers cannot tell wrong ones: keep the prior, but record why
+    x = np.stack([r[0] for r in rows]) if rows else np.zeros((0, len(conf.FEATURES)))
+    y = np.array([r[1] for r in rows], dtype=float)
+    if len(rows) >= 10 and 0 < y.sum() < len(y):
+        b, w = fit_logistic(x, y)
+        coef = {k: float(v) for k, v in zip(conf.FEATURES, w)}
+    else:
+        b, coef = conf.PRIOR["intercept"], dict(conf.PRIOR["coef"])
+    probs = 1.0 / (1.0 + np.exp(-(b + x @ np.array([coef[k] for k in conf.FEATURES])))) if len(x) else np.array([])
+    bins = np.linspace(0, 1, 11)
+    table = []
+    for lo, hi in zip(bins[:-1], bins[1:]):
+        m = (probs >= lo) & (probs < hi + (1e-9 if hi == 1 else 0))
+        if m.any():
+            table.append({"p_lo": round(lo, 1), "p_hi": round(hi, 1), "n": int(m.sum()),
+                          "observed": round(float(y[m].mean()), 3), "mean_p": round(float(probs[m].mean()), 3)})
+    wrong = probs[y == 0]
+    out = {"features": list(conf.FEATURES), "intercept": b, "coef": coef, "hypotheses": int(len(y)),
+           "right": int(y.sum()), "wrong": int(len(y) - y.sum()),
+           "max_p_of_wrong": float(wrong.max()) if len(wrong) else None, "reliability": table,
+           "command": f"earthfix calibrate --frames {args.frames} --out {args.out}"}
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps({k: out[k] for k in ("hypotheses", "right", "wrong", "max_p_of_wrong")}))
+    return 0

