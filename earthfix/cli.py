@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "earthfix.tools.locate",           # locate
     "earthfix.tools.replay",           # replay, demo
     "earthfix.tools.calibrate",        # calibrate
+    "earthfix.tools.index_bench",      # index-bench
     "earthfix.tools.evaluate",         # eval
 ]
 
