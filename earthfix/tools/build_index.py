@@ -119,11 +119,8 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=DEFAULT_PCA_D
     index.save_index(str(tmp / "index.hnsw"))
     n_kp = 0
     if keystore:
-        from .build_keystore import build_keystore
-        ks_region = None
-        if region is not None:
-            ks_region = region
-        store = build_keystore(basemap, region=ks_region, progress=progress)
+        from .build_keystore import BuildConfig, build_keystore
+        store = build_keystore(basemap, BuildConfig(bbox=tuple(region) if region else None), progress=progress)
         store.save(tmp / "keystore.npz")
         n_kp = len(store)
     files = {}

@@ -1,0 +1,124 @@
+"""Per-stage latency at one thread (onnxruntime ``intra_op_num_threads=1``, ``cv2.setNumThreads(1)``).
+
+    python -m pytest tests/bench --benchmark-enable --benchmark-only          # the table
+    python -m pytest tests/bench                                               # each runs once (a test)
+
+Stages: decode (PNG bytes -> array), preprocess, encode FP32, encode INT8 (4 rotations, as flown),
+search (HNSW top-k on the bundle), verify (features + verification of the top candidates), fuse (one
+orbit-fuser update), end to end (``Localizer.locate``, decoding excluded). The machine may be shared:
+compare figures as ratios within one run.
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_MODELS = Path(os.environ.get("EARTHFIX_TEST_MODELS", Path(__file__).resolve().parents[2] / "models"))
+if not (_MODELS / "encoder_int8.onnx").is_file():
+    pytest.skip(f"benchmarks need the shipped encoder {_MODELS / 'encoder_int8.onnx'} (not exported yet)",
+                allow_module_level=True)
+pytest.importorskip("pytest_benchmark")
+
+TOP_K = 10
+
+
+def test_decode(benchmark, frame_png, one_thread):
+    from earthfix.onboard.frames import decode_frame
+    img = benchmark(decode_frame, frame_png)
+    assert img.shape == (256, 256, 3)
+
+
+def test_preprocess(benchmark, frame, localizer):
+    from earthfix.onboard.preprocess import preprocess
+    x = benchmark(preprocess, frame, localizer.encoder.input_px)
+    assert x.shape == (1, 3, localizer.encoder.input_px, localizer.encoder.input_px)
+
+
+def test_encode_fp32(benchmark, frame, localizer, models_dir):
+    from earthfix.onboard.encoder import Encoder
+    from earthfix.onboard.preprocess import preprocess
+    path = models_dir / "encoder_fp32.onnx"
+    if not path.is_file():
+        pytest.skip(f"no FP32 encoder at {path}")
+    enc = Encoder.from_file(path, threads=1, rotations=localizer.encoder.rotations)
+    x = preprocess(frame, enc.input_px)
+    d = benchmark(enc.encode_input, x)
+    assert d.shape == (enc.dim,)
+
+
+def test_encode_int8(benchmark, frame, localizer):
+    from earthfix.onboard.preprocess import preprocess
+    x = preprocess(frame, localizer.encoder.input_px)
+    d = benchmark(localizer.encoder.encode_input, x)
+    assert d.shape == (localizer.encoder.dim,) and abs(float(np.linalg.norm(d)) - 1.0) < 1e-3
+
+
+def test_search(benchmark, frame, localizer):
+    desc = localizer.encoder.encode(frame)
+    idx, sim = benchmark(localizer.bundle.search, desc, TOP_K)
+    assert len(idx) == min(TOP_K, localizer.bundle.views) and np.all(np.diff(sim) <= 1e-6)
+
+
+def test_verify(benchmark, frame, camera, localizer):
+    """Features of the frame + verification of the top ``verify_k`` candidates (as ``Localizer.locate``)."""
+    v = localizer.verifier
+    if v is None:
+        pytest.skip("the bench bundle has no keystore")
+    cands = localizer.candidates(localizer.encoder.encode(frame), localizer.cfg["top_k"])
+    rf = v.cfg.radius_factor
+    vc = [(c.lat, c.lon, rf * localizer.bundle.scales_km[c.scale]) for c in cands[: localizer.cfg["verify_k"]]]
+
+    def verify_stage():
+        return v.verify(v.extract(frame), camera, vc)
+
+    res = benchmark(verify_stage)
+    assert res is not None
+
+
+def _orbit_fixes(n: int, t0: datetime, step_s: float = 10.0, noise_km: float = 2.0):
+    """ECEF positions (km) of a 550 km circular orbit at 51.6 deg, with noise: stand-in fixes."""
+    from earthfix.onboard import fusion
+    rng = np.random.default_rng(0)
+    r = 6378.137 + 550.0
+    w = np.sqrt(fusion.MU_KM3_S2 / r ** 3)
+    inc = np.radians(51.6)
+    out = []
+    for i in range(n):
+        t = t0 + timedelta(seconds=i * step_s)
+        u = w * i * step_s
+        p = r * np.array([np.cos(u), np.sin(u) * np.cos(inc), np.sin(u) * np.sin(inc)])
+        v = r * w * np.array([-np.sin(u), np.cos(u) * np.cos(inc), np.cos(u) * np.sin(inc)])
+        pe, _ = fusion.eci_to_ecef(p, v, t)
+        out.append((t, np.asarray(pe) + rng.normal(0.0, noise_km, 3)))
+    return out
+
+
+def test_fuse(benchmark, one_thread):
+    """One streaming update of the orbit fuser (add a fix, estimate the state) on a young solution."""
+    fusion = pytest.importorskip("earthfix.onboard.fusion", reason="earthfix.onboard.fusion not present yet")
+    t0 = datetime(2026, 3, 20, 12, 0, tzinfo=timezone.utc)
+    fixes = _orbit_fixes(13, t0)
+
+    def warm():
+        f = fusion.OrbitFuser()
+        for t, p in fixes[:12]:
+            f.add(t, p)
+        f.estimate(fixes[11][0])
+        return (f,), {}
+
+    def update(f):
+        t, p = fixes[12]
+        f.add(t, p)
+        return f.estimate(t)
+
+    est = benchmark.pedantic(update, setup=warm, rounds=5, iterations=1)
+    assert est is not None
+
+
+def test_end_to_end(benchmark, frame, camera, localizer):
+    fix = benchmark(localizer.locate, frame, camera)
+    assert fix.error is None and fix.stages_ms.get("total_ms", 0) > 0

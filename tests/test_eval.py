@@ -1,0 +1,211 @@
+"""Evaluation metrics (CONVENTIONS.md "Metrics") on synthetic inputs, and one ``earthfix eval --quick`` run.
+
+The quick run needs the shipped encoder (models/encoder_int8.onnx); it is skipped until that exists.
+``EARTHFIX_TEST_MODELS=DIR`` points the run at another directory holding encoder_int8.onnx (and
+encoder_fp32.onnx), e.g. an interim export during development.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from earthfix.onboard import geodesy
+from earthfix.tools import evaluate as ev
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = Path(os.environ.get("EARTHFIX_TEST_MODELS", REPO / "models"))
+TINY_REGION = (30.0, 40.0, -115.0, -100.0)     # textured US south-west: ~185 views over 4 scales
+
+
+def truth_at(lat=10.0, lon=20.0, hw_km=400.0, sun=30.0, land_clear=0.5):
+    return {"bore_lat": lat, "bore_lon": lon, "footprint_half_width_km": hw_km, "sun_elev_deg": sun,
+            "land_clear_frac": land_clear}
+
+
+def offset(lat, lon, km, az=90.0):
+    a, b = geodesy.destination(lat, lon, az, km)
+    return float(a), float(b)
+
+
+# ---- eligibility and retrieval hits -------------------------------------------------------------
+
+def test_eligible_needs_daylight_and_20pc_clear_land():
+    assert ev.is_eligible(truth_at(sun=1.0, land_clear=0.2))
+    assert not ev.is_eligible(truth_at(sun=-0.5, land_clear=0.9))       # night
+    assert not ev.is_eligible(truth_at(sun=None, land_clear=0.9))       # boresight off the Earth
+    assert not ev.is_eligible(truth_at(sun=40.0, land_clear=0.199))     # ocean or cloud
+
+
+def test_first_hit_rank_uses_half_the_footprint_half_width():
+    t = truth_at(hw_km=400.0)                                            # hit radius 200 km
+    far = offset(10.0, 20.0, 900.0)
+    near = offset(10.0, 20.0, 190.0)
+    edge = offset(10.0, 20.0, 210.0)
+    assert ev.hit_radius_km(t) == 200.0
+    assert ev.first_hit_rank([far, far, near, far], t) == 3
+    assert ev.first_hit_rank([far, edge], t) is None
+    assert ev.first_hit_rank([], t) is None
+    assert ev.first_hit_rank([near], dict(t, bore_lat=None, bore_lon=None)) is None
+
+
+def test_recall_at_k_counts_eligible_frames_only():
+    ranks = [1, 3, None, 7, 2, None]
+    eligible = [True, True, True, True, False, False]
+    assert ev.recall_at_k(ranks, eligible, 1) == pytest.approx(1 / 4)
+    assert ev.recall_at_k(ranks, eligible, 5) == pytest.approx(2 / 4)
+    assert ev.recall_at_k(ranks, eligible, 10) == pytest.approx(3 / 4)
+    assert ev.recall_at_k(ranks, [False] * 6, 10) is None
+    curve = ev.recall_curve(ranks, eligible, 10)
+    assert len(curve) == 10 and all(a <= b for a, b in zip(curve, curve[1:]))
+
+
+def test_fix_rate_over_eligible_frames():
+    assert ev.fix_rate([True, False, True, True], [True, True, False, True]) == pytest.approx(2 / 3)
+    assert ev.fix_rate([True], [False]) is None
+
+
+# ---- errors and false fixes ---------------------------------------------------------------------
+
+def test_position_error_is_great_circle_km():
+    t = truth_at(0.0, 0.0)
+    lat, lon = offset(0.0, 0.0, 123.0, az=33.0)
+    assert ev.position_error_km(lat, lon, t) == pytest.approx(123.0, abs=0.01)
+    assert ev.position_error_km(None, None, t) == math.inf
+    assert ev.position_error_km(1.0, 1.0, dict(t, bore_lat=None)) == math.inf
+
+
+def test_false_fix_over_all_frames_any_fix_beyond_50_km():
+    fixed = [True, True, True, False, False]
+    err = [10.0, 50.0, 50.1, 9999.0, None]       # a non-fix is never false, whatever its error
+    n, rate = ev.false_fixes(fixed, err)
+    assert n == 1 and rate == pytest.approx(1 / 5)
+    # a fix with no measurable error (no truth boresight) is false
+    assert ev.false_fixes([True], [None]) == (1, 1.0)
+    assert ev.false_fixes([True], [math.inf]) == (1, 1.0)
+    assert ev.false_fixes([], []) == (0, None)
+
+
+def test_percentiles_linear_and_skip_missing():
+    p = ev.percentiles([4.0, 1.0, None, 3.0, 2.0, float("nan")])
+    assert p["p50"] == pytest.approx(2.5)
+    assert p["p90"] == pytest.approx(3.7)
+    assert p["p99"] == pytest.approx(3.97)
+    v = np.arange(1, 101, dtype=float)
+    assert ev.percentiles(v, (50, 99)) == {"p50": pytest.approx(50.5), "p99": pytest.approx(99.01)}
+    assert ev.percentiles([], (50, 90)) == {"p50": None, "p90": None}
+
+
+def test_yaw_error_wraps_and_altitude_error_is_absolute():
+    assert ev.yaw_error_deg(359.0, 1.0) == pytest.approx(2.0)
+    assert ev.yaw_error_deg(10.0, 190.0) == pytest.approx(180.0)
+    assert ev.yaw_error_deg(90.0, 45.0) == pytest.approx(45.0)
+    assert ev.yaw_error_deg(None, 45.0) is None
+    assert ev.altitude_error_km(590.0, 600.0) == pytest.approx(10.0)
+
+
+def test_bins_half_open_last_closed():
+    edges = (0.0, 0.2, 0.5, 1.0)
+    assert ev.bin_label(0.0, edges) == "0.0-0.2"
+    assert ev.bin_label(0.2, edges) == "0.2-0.5"
+    assert ev.bin_label(1.0, edges) == "0.5-1.0"
+    assert ev.bin_label(None, edges) == "0.0-0.2"
+
+
+def record(scenario="land256", eligible=True, fix=False, err=None, rank=None, top1=500.0, stress=False, **kw):
+    r = {"scenario": scenario, "stress": stress, "eligible": eligible, "fix": fix, "err_km": err, "rank_hnsw": rank,
+         "top1_err_km": top1, "yaw_err_deg": 1.0 if fix else None, "alt_err_km": 5.0 if fix else None,
+         "land_frac": 0.9, "cloud_frac": 0.1, "error": None,
+         "stages_ms": {"preprocess_ms": 1.0, "encode_ms": 2.0, "search_ms": 0.1, "total_ms": 10.0}}
+    r.update(kw)
+    return r
+
+
+def test_summaries_on_synthetic_records(tmp_path):
+    recs = [record(fix=True, err=3.0, rank=1, top1=40.0, rank_hand=None, rank_int8_exact=1, encode_int8_ms=2.0,
+                   hand_ms=1.0, exact_search_ms=0.2),
+            record(fix=False, rank=4, top1=80.0, rank_hand=4, rank_int8_exact=4, encode_int8_ms=2.0, hand_ms=1.0,
+                   exact_search_ms=0.2),
+            record(scenario="ocean", eligible=False, fix=True, err=800.0, top1=800.0, land_frac=0.0, cloud_frac=0.5,
+                   rank_hand=None, rank_int8_exact=None, encode_int8_ms=2.0, hand_ms=1.0, exact_search_ms=0.2),
+            record(scenario="night", eligible=False, top1=3000.0, stages_ms={"total_ms": 3.0}, rank_hand=None,
+                   rank_int8_exact=None, encode_int8_ms=2.0, hand_ms=1.0, exact_search_ms=0.2)]
+    s = ev.summarise(recs)
+    assert (s["frames"], s["eligible"], s["fixes"]) == (4, 2, 2)
+    assert s["recall"] == {"@1": 0.5, "@5": 1.0, "@10": 1.0}
+    assert s["fix_rate"] == 0.5
+    assert s["false_fixes"] == 1 and s["false_fix_rate"] == 0.25
+    assert s["error_km"]["p50"] == pytest.approx(401.5)
+    assert s["latency_ms"]["total_ms"]["p50"] == pytest.approx(10.0)
+    assert s["latency_ms"]["preprocess_ms"]["n"] == 3
+    v = ev.verification_comparison(recs)
+    assert v["off"]["positions"] == 4 and v["off"]["false_fixes"] == 3
+    assert v["on"]["positions"] == 2 and v["on"]["false_fixes"] == 1
+    rc = ev.retrieval_comparison(recs)
+    assert rc["handcrafted_exact"]["recall@1"] == 0.0 and rc["handcrafted_exact"]["recall@10"] == 0.5
+    assert rc["int8_hnsw"]["recall@1"] == 0.5
+    rows = ev.breakdown(recs, "land_frac", ev.LAND_BINS)
+    assert sum(r["frames"] for r in rows) == 4 and rows[0]["frames"] == 1 and rows[-1]["eligible"] == 2
+    from earthfix.tools import report_plots
+    rep = {"retrieval": rc}
+    paths = report_plots.make_all(rep, recs, tmp_path)
+    assert all(Path(p).stat().st_size > 1000 for p in paths)
+
+
+def test_exact_topk_best_first():
+    refs = np.eye(5, dtype=np.float32)
+    q = np.array([0.1, 0.9, 0.0, 0.5, 0.2], np.float32)
+    assert ev.exact_topk(refs, q, 3).tolist() == [1, 3, 4]
+    assert ev.exact_topk(refs, q, 10).tolist() == [1, 3, 4, 0, 2]
+
+
+def test_eval_seeds_disjoint_from_calibration():
+    from earthfix.tools.calibrate import CALIB_SEED
+    seeds = {ev.scenario_seed(s, k) for s in range(5) for k in range(len(ev.SCENARIOS))}
+    assert not seeds & set(range(CALIB_SEED, CALIB_SEED + 100))
+    assert len(seeds) == 5 * len(ev.SCENARIOS)
+
+
+# ---- one quick end-to-end run -------------------------------------------------------------------
+
+@pytest.mark.skipif(not (MODELS / "encoder_int8.onnx").is_file(),
+                    reason=f"no shipped encoder yet ({MODELS / 'encoder_int8.onnx'}): export the model first")
+def test_quick_eval_run_on_tiny_regional_bundle(tmp_path):
+    from earthfix.tools.build_index import build_bundle
+    t0 = time.time()
+    enc = MODELS / "encoder_int8.onnx"
+    bundle = build_bundle(tmp_path / "bundle", encoder_path=enc, region=TINY_REGION, progress=False, threads=1,
+                          log=lambda s: None)
+    cfg = tmp_path / "localizer.yaml"
+    cfg.write_text(f"encoder: {enc}\nconfidence: {{path: {MODELS / 'confidence.json'}}}\n")
+    out = tmp_path / "report"
+    args = Namespace(bundle=str(bundle), out=str(out), frames=150, seed=0, quick=True, no_baselines=False,
+                     no_heavy=False, encoder=None, encoder_fp32=None, config=str(cfg), region=list(TINY_REGION),
+                     interim=False, quiet=True)
+    rep = ev.run_eval(args, log=lambda s: None)
+    n = ev.QUICK_FRAMES
+    assert rep["frames_per_scenario"] == n
+    assert rep["all_including_stress"]["frames"] == n * len(ev.SCENARIOS)
+    assert set(rep["scenarios"]) == {s.name for s in ev.SCENARIOS}
+    assert rep["night_ocean_false_fixes"]["false_fixes"] == 0
+    assert "skipped" in rep["heavy"]
+    assert rep["retrieval"]["int8_hnsw"]["recall@10"] is not None
+    if (MODELS / "encoder_fp32.onnx").is_file():
+        assert "fp32_exact" in rep["retrieval"]
+    for f in ("report.md", "report.json", "frames.jsonl", "recall_at_k.png", "error_cdf.png", "latency.png"):
+        assert (out / f).is_file(), f
+    lines = (out / "frames.jsonl").read_text().splitlines()
+    assert len(lines) == n * len(ev.SCENARIOS)
+    assert all(json.loads(ln)["stages_ms"].get("total_ms", 0) > 0 for ln in lines if not json.loads(ln)["error"])
+    md = (out / "report.md").read_text()
+    assert "earthfix eval --bundle" in md and "--quick" in md and "onnxruntime" in md
+    assert json.loads((out / "report.json").read_text())["command"] == rep["command"]
+    # the reference descriptors are cached: a second run does not re-render
+    assert any((out / "cache").glob("hand_*.npy"))
+    assert time.time() - t0 < 120
