@@ -49,11 +49,7 @@ class Camera:
             if not isinstance(d[key], (int, float)) or int(d[key]) != d[key] or not (8 <= d[key] <= 16384):
                 raise CameraError(f"camera: '{key}' must be an integer in [8, 16384], got {d[key]!r}")
         w, h = int(d["width"]), int(d["height"])
-        if "fov_deg" in d:
-            fov = d["fov_deg"]
-            if not isinstance(fov, (int, float)):
-                raise CameraError(f"camera: 'fov_deg' must be a number, got {fov!r}")
-            return cls.from_fov(w, h, float(fov))
+        # explicit intrinsics win over fov_deg (to_dict writes both; fov_deg alone cannot carry fy, cx, cy)
         if all(k in d for k in ("fx", "fy")):
             vals = {}
             for k in ("fx", "fy", "cx", "cy"):
@@ -64,6 +60,11 @@ class Camera:
             if vals["fx"] <= 0 or vals["fy"] <= 0:
                 raise CameraError("camera: 'fx' and 'fy' must be positive")
             return cls(w, h, vals["fx"], vals["fy"], vals["cx"], vals["cy"])
+        if "fov_deg" in d:
+            fov = d["fov_deg"]
+            if not isinstance(fov, (int, float)):
+                raise CameraError(f"camera: 'fov_deg' must be a number, got {fov!r}")
+            return cls.from_fov(w, h, float(fov))
         raise CameraError("camera: give 'fov_deg' or 'fx' and 'fy'")
 
     @classmethod

@@ -12,6 +12,7 @@ real sensors do not see the sea-floor relief that the Blue Marble paints, and no
 from __future__ import annotations
 
 import gzip
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -142,31 +143,74 @@ class Basemap:
     def sample(self, lat_deg, lon_deg, level: float = 0.0, with_land: bool = True):
         """Bilinear samples (trilinear across pyramid levels) at geodetic points, any shape.
 
-        Returns (bgr uint8 (...,3), land float32 (...)); points outside the bounds are black, land 0.
+        Returns (bgr uint8 (...,3), land float32 (...)); points outside the bounds or NaN are black, land 0.
         """
         lat = np.asarray(lat_deg, dtype=np.float64)
         lon = np.asarray(lon_deg, dtype=np.float64)
-        x0, y0 = self.to_pixel(lat, lon)
+        dlon, dlat = self.deg_per_px
+        if self.is_global and lon.size:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)      # all-NaN views (camera sees only space)
+                inside = np.nanmin(lon) >= self.lon_min and np.nanmax(lon) < self.lon_min + 360.0
+            if not inside:
+                lon = (lon - self.lon_min) % 360.0 + self.lon_min
+        # level-0 pixel coordinates shifted by +0.5 (pixel edges at integers), float32 is ample (< 1e-3 px)
+        x0 = ((lon - self.lon_min) * (1.0 / dlon)).astype(np.float32)
+        y0 = ((self.lat_max - lat) * (1.0 / dlat)).astype(np.float32)
+        bad = ~(np.isfinite(x0) & np.isfinite(y0))
+        if bad.any():
+            x0[bad] = -1e6            # far outside every level: remap's constant border (black, land 0)
+            y0[bad] = -1e6
         lo = int(np.floor(max(level, 0.0)))
         frac = float(max(level, 0.0) - lo)
-        out_img, out_land = None, None
+        parts = []
         for lev, wgt in ((lo, 1.0 - frac), (lo + 1, frac)):
             if wgt <= 1e-3:
                 continue
             img, land = self.pyramid(lev)
             s = 2.0 ** min(lev, len(self._pyramid) - 1)
-            mx = ((x0 + 0.5) / s - 0.5 + PAD).astype(np.float32)
-            my = ((y0 + 0.5) / s - 0.5 + PAD).astype(np.float32)
-            im = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            ld = cv2.remap(land, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT) if with_land else None
-            if out_img is None:
-                out_img = im.astype(np.float32) * wgt
-                out_land = ld * wgt if with_land else None
-            else:
-                out_img += im.astype(np.float32) * wgt
-                if with_land:
-                    out_land += ld * wgt
-        return np.clip(out_img + 0.5, 0, 255).astype(np.uint8), out_land
+            off = np.float32(PAD - 0.5)
+            mx = x0 * np.float32(1.0 / s) + off if s != 1.0 else x0 + off
+            my = y0 * np.float32(1.0 / s) + off if s != 1.0 else y0 + off
+            mx2, my2, back = _maps_2d(mx, my)
+            m1, m2 = cv2.convertMaps(mx2, my2, cv2.CV_16SC2)      # fixed point (1/32 px) for both remaps
+            im = back(cv2.remap(img, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0))
+            ld = back(cv2.remap(land, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)) if with_land else None
+            parts.append((im, ld, wgt))
+        if len(parts) == 1:
+            im, ld, _ = parts[0]
+            return im, ld
+        (i0, l0, w0), (i1, l1, w1) = parts
+        out_img = cv2.addWeighted(i0, w0, i1, w1, 0.0).reshape(i0.shape)   # rounds and saturates
+        out_land = (l0 * np.float32(w0) + l1 * np.float32(w1)) if with_land else None
+        return out_img, out_land
+
+
+def _maps_2d(mx: np.ndarray, my: np.ndarray):
+    """Float32 maps of any shape as 2-D maps that ``cv2.remap`` accepts (< 32767 a side), and a function
+    that gives remap's output back the maps' shape (+ channels)."""
+    shape = mx.shape
+    if mx.ndim == 2 and max(shape) < 32767:
+        return mx, my, lambda out: out
+    n = int(mx.size)
+    cols = 1024
+    rows = max(-(-n // cols), 1)
+    fx = np.full(rows * cols, -1e6, np.float32)
+    fy = np.full(rows * cols, -1e6, np.float32)
+    fx[:n] = mx.ravel()
+    fy[:n] = my.ravel()
+
+    def back(out):
+        chans = out.shape[2:]
+        return out.reshape((rows * cols,) + chans)[:n].reshape(shape + chans)
+    return fx.reshape(rows, cols), fy.reshape(rows, cols), back
+
+
+def remap_any(src: np.ndarray, mx: np.ndarray, my: np.ndarray, interpolation=cv2.INTER_LINEAR,
+              border_mode=cv2.BORDER_CONSTANT, border_value=0) -> np.ndarray:
+    """``cv2.remap`` for float32 maps of any shape; returns an array of shape ``mx.shape`` (+ channels)."""
+    mx2, my2, back = _maps_2d(mx, my)
+    return back(cv2.remap(src, mx2, my2, interpolation, borderMode=border_mode, borderValue=border_value))
 
 
 PAD = 4  # pixels of padding around each pyramid level (wrapped in longitude for global maps)

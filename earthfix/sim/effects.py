@@ -1,0 +1,499 @@
+"""Photometric effects applied to a geometric ``View``: sun illumination and night, geo-anchored clouds,
+haze, appearance (colour/season) shifts, optics and sensor effects.
+
+Conventions: images are BGR uint8; every random choice comes from the ``numpy.random.Generator`` passed
+in, so a frame is reproducible from its seed. The sun is computed with the Astronomical Almanac's
+low-precision formulas (about 0.01 deg from 1950 to 2050), rotated to ECEF with the same GMST as the
+orbits (``earthfix.sim.orbit.gmst_rad``). Sun elevations are geodetic (above the ellipsoid's tangent
+plane), in degrees, without refraction.
+
+Order of the pipeline (physical): ground reflectance (+ appearance shift) -> clouds -> haze veil ->
+illumination -> vignetting, exposure gain and white balance -> optical blur -> sensor noise ->
+8-bit quantization -> optional JPEG. Pixels off the Earth stay black (plus sensor noise).
+
+Everything is vectorised with numpy float32 and OpenCV; a 256x256 frame costs a few milliseconds.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from ..onboard import geodesy
+from .basemap import remap_any
+from .orbit import gmst_rad, parse_time
+
+HAZE_BGR = (205.0, 190.0, 175.0)      # bluish-white atmospheric veil
+CLOUD_GREY = 240.0                    # thick cloud top, fully lit (DN)
+SIN_TWILIGHT = math.sin(math.radians(-6.0))  # civil twilight: below this the ground is dark
+
+
+# ---- configuration ---------------------------------------------------------------------------------
+
+@dataclass
+class EffectsConfig:
+    """Switches and strengths of every effect (``clean()`` turns all of them off).
+
+    Strengths are 0..1 unless a unit is given; jitters are standard deviations.
+    """
+    illumination: bool = True     # sun-angle shading of the day side, warm tint at low sun
+    night: bool = True            # the side away from the sun goes ~black (sensor noise only)
+    clouds: bool = True
+    cloud_cover: float = 0.3      # share of the globe under cloud (opacity > 0.5)
+    cloud_opacity: float = 1.0    # opacity of the thickest clouds
+    haze: float = 0.06            # atmospheric veil at nadir; grows with the air mass off nadir
+    noise_sigma: float = 2.0      # read noise, DN (shot noise adds sqrt(shot_noise * signal))
+    shot_noise: float = 0.03      # DN of variance per DN of signal
+    blur_sigma: float = 0.6       # optical PSF, pixels
+    vignetting: float = 0.2       # relative light loss in the image corners
+    exposure_jitter: float = 0.12  # log-gain standard deviation per frame
+    white_balance_jitter: float = 0.03  # per-channel log-gain standard deviation per frame
+    jpeg_quality: int | None = None     # None: no JPEG round trip
+    appearance: float = 0.5       # strength of the per-frame colour/season/haze shift
+
+    @classmethod
+    def default(cls) -> "EffectsConfig":
+        return cls()
+
+    @classmethod
+    def clean(cls) -> "EffectsConfig":
+        """Geometry only: the rendered basemap, untouched."""
+        return cls(illumination=False, night=False, clouds=False, cloud_cover=0.0, haze=0.0,
+                   noise_sigma=0.0, shot_noise=0.0, blur_sigma=0.0, vignetting=0.0, exposure_jitter=0.0,
+                   white_balance_jitter=0.0, jpeg_quality=None, appearance=0.0)
+
+    @property
+    def is_clean(self) -> bool:
+        c = self.clean()
+        return all(getattr(self, f.name) == getattr(c, f.name) for f in fields(self) if f.name != "cloud_cover")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None, base: "EffectsConfig | None" = None) -> "EffectsConfig":
+        """Build from a mapping (e.g. YAML); missing keys keep ``base`` (default: ``default()``).
+        Raises ValueError with a one-line reason on unknown keys or bad values."""
+        cfg = asdict(base if base is not None else cls.default())
+        if d is None:
+            return cls(**cfg)
+        if not isinstance(d, dict):
+            raise ValueError("effects: expected a mapping of effect names to values")
+        known = {f.name: f for f in fields(cls)}
+        for key, val in d.items():
+            if key not in known:
+                raise ValueError(f"effects: unknown key {key!r}; known: {', '.join(known)}")
+            if key in ("illumination", "night", "clouds"):
+                if not isinstance(val, bool):
+                    raise ValueError(f"effects: {key!r} must be true or false, got {val!r}")
+            elif key == "jpeg_quality":
+                if val is not None and (not isinstance(val, int) or isinstance(val, bool) or not 1 <= val <= 100):
+                    raise ValueError(f"effects: 'jpeg_quality' must be null or an integer 1..100, got {val!r}")
+            else:
+                if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val) or val < 0:
+                    raise ValueError(f"effects: {key!r} must be a non-negative number, got {val!r}")
+                if key in ("cloud_cover", "cloud_opacity", "haze", "vignetting", "appearance") and val > 1:
+                    raise ValueError(f"effects: {key!r} must be in [0, 1], got {val!r}")
+                val = float(val)
+            cfg[key] = val
+        return cls(**cfg)
+
+
+# ---- the sun ---------------------------------------------------------------------------------------
+
+def sun_direction_ecef(t) -> np.ndarray:
+    """Unit vector from the Earth's centre to the Sun in ECEF at UTC time ``t``.
+
+    Astronomical Almanac low-precision solar coordinates (mean equator and equinox of date), rotated
+    about z by GMST (the TEME -> ECEF rotation the orbits use; the equation of the equinoxes, < 1 arcsec,
+    is neglected like there).
+    """
+    t = parse_time(t)
+    jd = (t - datetime(2000, 1, 1, 12, tzinfo=t.tzinfo)).total_seconds() / 86400.0  # days from J2000.0
+    L = math.radians((280.460 + 0.9856474 * jd) % 360.0)      # mean longitude
+    g = math.radians((357.528 + 0.9856003 * jd) % 360.0)      # mean anomaly
+    lam = L + math.radians(1.915) * math.sin(g) + math.radians(0.020) * math.sin(2 * g)  # ecliptic longitude
+    eps = math.radians(23.439 - 4.0e-7 * jd)                   # obliquity
+    x, y, z = math.cos(lam), math.cos(eps) * math.sin(lam), math.sin(eps) * math.sin(lam)
+    th = gmst_rad(t)
+    c, s = math.cos(th), math.sin(th)
+    v = np.array([c * x + s * y, -s * x + c * y, z])
+    return v / np.linalg.norm(v)
+
+
+def sun_elevation_deg(lat_deg, lon_deg, t=None, sun_dir=None):
+    """Geodetic elevation of the Sun (deg) at ground points (vectorised); give ``t`` or ``sun_dir``."""
+    s = sun_direction_ecef(t) if sun_dir is None else np.asarray(sun_dir, dtype=float)
+    lat = np.radians(lat_deg)
+    lon = np.radians(lon_deg)
+    cl = np.cos(lat)
+    sin_el = cl * np.cos(lon) * s[0] + cl * np.sin(lon) * s[1] + np.sin(lat) * s[2]
+    return np.degrees(np.arcsin(np.clip(sin_el, -1.0, 1.0)))
+
+
+# ---- clouds ----------------------------------------------------------------------------------------
+
+def _pyrup_wrap(f: np.ndarray) -> np.ndarray:
+    """Double a lat/lon grid with a Gaussian pyramid step, periodic in longitude."""
+    p = 3
+    g = cv2.copyMakeBorder(f, 0, 0, p, p, cv2.BORDER_WRAP)
+    g = cv2.pyrUp(g)
+    return np.ascontiguousarray(g[:, 2 * p:-2 * p])
+
+
+class CloudField:
+    """A global, geo-anchored procedural cloud field: the same place sees the same clouds in every frame.
+
+    Two layers of fractal noise: a global equirectangular grid (``width`` x ``width/2``, default ~10 km per
+    texel at the equator) synthesised octave by octave (Gaussian pyramid upsampling, periodic in
+    longitude, so the date line is seamless), plus a periodic fine-detail tile sampled at ~2.4 km per
+    texel for ragged cloud edges. The field is thresholded with a soft step at the quantile that makes
+    ``cover`` of the globe's area cloudy (opacity > 0.5). The grid stretches features east-west by
+    1/cos(lat) at high latitudes (a known simplification).
+    """
+
+    def __init__(self, seed: int = 0, cover: float = 0.3, width: int = 4096, persistence: float = 0.9,
+                 detail: float = 0.2, edge: float = 0.8):
+        if not 0.0 <= cover <= 1.0:
+            raise ValueError(f"cloud cover must be in [0, 1], got {cover}")
+        self.seed, self.cover, self.edge = int(seed), float(cover), float(edge)
+        rng = np.random.default_rng([0xC10D, self.seed])
+        # octave synthesis: noise added down to ~40 km features, then two smoothing doublings
+        f = rng.standard_normal((4, 8), dtype=np.float32)
+        amp = 1.0
+        while f.shape[1] < width:
+            f = _pyrup_wrap(f)
+            if f.shape[1] <= width // 4:
+                amp *= persistence
+                f += amp * rng.standard_normal(f.shape, dtype=np.float32)
+        f = f[:, :width] if f.shape[1] > width else f
+        f = (f - f.mean()) / (f.std() + 1e-6)
+        self.width, self.height = f.shape[1], f.shape[0]
+        self._pad = 2
+        self.base = cv2.copyMakeBorder(cv2.copyMakeBorder(f, 0, 0, 2, 2, cv2.BORDER_WRAP), 2, 2, 0, 0,
+                                       cv2.BORDER_REPLICATE)
+        # periodic detail tile: band-passed white noise (FFT filtering is periodic by construction)
+        n = 512
+        self.tile_px = n
+        self.tiles_per_turn = 32          # 32 * 512 texels per 360 deg: ~2.4 km per texel
+        w = rng.standard_normal((n, n))
+        k = np.hypot(*np.meshgrid(np.fft.fftfreq(n), np.fft.rfftfreq(n), indexing="ij"))
+        # difference of Gaussians (sigma 2.5 and 12 texels: ~6..30 km structures), periodic via the FFT
+        band = np.exp(-2.0 * (np.pi * 2.5 * k) ** 2) - np.exp(-2.0 * (np.pi * 12.0 * k) ** 2)
+        d = np.fft.irfft2(np.fft.rfft2(w) * band, s=(n, n))
+        self.tile = ((d - d.mean()) / (d.std() + 1e-9) * detail).astype(np.float32)
+        # quantiles of the combined field over area-uniform points -> threshold for any cover
+        qr = np.random.default_rng([0xC10E, self.seed])
+        lat = np.degrees(np.arcsin(qr.uniform(-1.0, 1.0, 20000)))
+        lon = qr.uniform(-180.0, 180.0, 20000)
+        v = self.value(lat, lon)
+        self._qs = np.linspace(0.0, 1.0, 201)
+        self._qv = np.quantile(v, self._qs)
+
+    def threshold(self, cover: float) -> float:
+        """Field value above which a share ``cover`` of the globe lies (cover 0: none, 1: all)."""
+        if cover <= 0.0:
+            return 1e9
+        if cover >= 1.0:
+            return -1e9
+        return float(np.interp(1.0 - float(cover), self._qs, self._qv))
+
+    def value(self, lat_deg, lon_deg, lon_offset_deg: float = 0.0, flip_lat: bool = False) -> np.ndarray:
+        """Raw field value (about zero mean, unit spread) at geodetic points, float32; NaN points get -50
+        (never cloud)."""
+        lat = np.asarray(lat_deg, dtype=np.float64)
+        lon = np.asarray(lon_deg, dtype=np.float64)
+        if flip_lat:
+            lat = -lat
+        # texel coordinates in float32 (< 1e-3 texel error), wrapped with floor (np.mod is slow)
+        lon_u = lon.astype(np.float32)
+        lon_u += np.float32(180.0 + lon_offset_deg)                      # degrees east of the date line
+        if lon_offset_deg or np.any(lon_u < 0) or np.any(lon_u > 360):  # (render gives -180..180)
+            lon_u -= np.float32(360.0) * np.floor(lon_u * np.float32(1 / 360.0))
+        colat = np.float32(90.0) - lat.astype(np.float32)
+        bad = np.isnan(lon_u)
+        bad |= np.isnan(colat)
+        if bad.any():
+            lon_u[bad] = -1e5             # outside the grid: border value, no cloud
+            colat[bad] = -1e5
+        mx = lon_u * np.float32(self.width / 360.0) + np.float32(self._pad - 0.5)
+        my = colat * np.float32(self.height / 180.0) + np.float32(self._pad - 0.5)
+        v = remap_any(self.base, mx, my, border_value=-50.0)
+        # detail tile, period 360/tiles_per_turn degrees; coordinates reduced into the tile for remap's
+        # fast path (BORDER_WRAP only handles the last half texel)
+        n = np.float32(self.tile_px)
+        tpx = np.float32(self.tile_px * self.tiles_per_turn / 360.0)
+        tx = lon_u * tpx
+        tx -= n * np.floor(tx * (1 / n))
+        ty = colat * tpx
+        ty -= n * np.floor(ty * (1 / n))
+        v += remap_any(self.tile, tx, ty, border_mode=cv2.BORDER_WRAP)
+        return v
+
+    def sample(self, lat_deg, lon_deg, cover: float | None = None, lon_offset_deg: float = 0.0,
+               flip_lat: bool = False) -> np.ndarray:
+        """Cloud opacity (float32, 0..1) at geodetic points; 0 at NaN points.
+
+        ``cover`` overrides the field's cover; ``lon_offset_deg``/``flip_lat`` move the whole field
+        (for frames that should not share clouds with a place)."""
+        return self.sample_with_thickness(lat_deg, lon_deg, cover, lon_offset_deg, flip_lat)[0]
+
+    def sample_with_thickness(self, lat_deg, lon_deg, cover=None, lon_offset_deg=0.0, flip_lat=False):
+        """(opacity, thickness): thickness (0..1) grows towards the cores of clouds (brighter tops)."""
+        thr = np.float32(self.threshold(self.cover if cover is None else cover))
+        v = self.value(lat_deg, lon_deg, lon_offset_deg, flip_lat)
+        v -= thr
+        x = v * np.float32(1.0 / self.edge) + np.float32(0.5)
+        np.clip(x, 0.0, 1.0, out=x)
+        opacity = x * x * (np.float32(3.0) - np.float32(2.0) * x)  # smoothstep: 0.5 exactly at the threshold
+        v *= np.float32(1.0 / 1.5)
+        np.clip(v, 0.0, 1.0, out=v)
+        return opacity, v
+
+
+@lru_cache(maxsize=4)
+def shared_cloud_field(seed: int = 0) -> CloudField:
+    """A cached field for frames rendered one by one (move it with a random offset per frame)."""
+    return CloudField(seed)
+
+
+# ---- appearance ------------------------------------------------------------------------------------
+
+def appearance_shift(img: np.ndarray, rng: np.random.Generator, strength: float = 0.5) -> np.ndarray:
+    """A random per-frame colour/season/sensor shift of a BGR uint8 image (``strength`` 0..1).
+
+    Hue rotation, selective green -> yellow/brown "season" shift, saturation and value gamma,
+    contrast and brightness, a random near-identity channel mix (another sensor's spectral bands) and a
+    thin haze veil. Two OpenCV colour conversions, one LUT and one matrix transform: about 1 ms at 256x256.
+    """
+    if strength <= 0:
+        return img
+    s = float(strength)
+    n = rng.standard_normal(9)
+    u = rng.uniform(size=3)
+    i = np.arange(256, dtype=np.float32)
+    # hue (OpenCV 0..179): global shift + a bump that drags greens (~60) towards yellow/brown (~25)
+    dh = 6.0 * s * n[0]
+    season = 28.0 * s * u[0] * (1.0 if u[1] < 0.7 else -0.4)     # mostly browner, sometimes greener
+    h = i[:180]
+    bump = np.exp(-0.5 * ((h - 62.0) / 20.0) ** 2)
+    hue = np.mod(h + dh - season * bump, 180.0)
+    hue = np.concatenate([hue, np.zeros(76, np.float32)])
+    sat = 255.0 * (i / 255.0) ** math.exp(0.35 * s * n[1]) * math.exp(0.25 * s * n[2])
+    gamma = math.exp(0.25 * s * n[3])
+    contrast = math.exp(0.2 * s * n[4])
+    val = 255.0 * (i / 255.0) ** gamma
+    val = (val - 128.0) * contrast + 128.0 + 12.0 * s * n[5]
+    lut = np.stack([hue, sat, val], axis=-1)
+    lut = np.clip(lut + 0.5, 0, 255).astype(np.uint8).reshape(256, 1, 3)
+    hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+    out = cv2.cvtColor(cv2.LUT(hsv, lut), cv2.COLOR_HSV2BGR)
+    # channel mixing with rows summing to 1 (greys stay grey), then a thin veil
+    mix = np.eye(3) + 0.08 * s * rng.standard_normal((3, 3))
+    mix /= mix.sum(axis=1, keepdims=True)
+    veil = 0.2 * s * u[2]
+    m = np.zeros((3, 4))
+    m[:, :3] = (1.0 - veil) * mix
+    m[:, 3] = veil * np.array(HAZE_BGR) * (1.0 + 0.05 * n[6:9])
+    return cv2.transform(out, m)
+
+
+# ---- the pipeline ----------------------------------------------------------------------------------
+
+_VIGNETTE_CACHE: dict = {}
+
+
+def _vignette(h: int, w: int, strength: float) -> np.ndarray:
+    key = (h, w, round(strength, 6))
+    v = _VIGNETTE_CACHE.get(key)
+    if v is None:
+        if len(_VIGNETTE_CACHE) > 16:
+            _VIGNETTE_CACHE.clear()
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        r2 = ((xx - (w - 1) / 2) ** 2 + (yy - (h - 1) / 2) ** 2) / (((w - 1) / 2) ** 2 + ((h - 1) / 2) ** 2)
+        v = (1.0 - strength * r2).astype(np.float32)       # smooth cos^4-like fall-off, 1 - strength at corners
+        _VIGNETTE_CACHE[key] = v
+    return v
+
+
+def boresight_latlon(view) -> tuple[float, float] | None:
+    """Geodetic (lat, lon) where the ray through the principal point meets the ellipsoid, None if it
+    misses. Uses the view's pose when known, else the ground point of the centre pixel."""
+    if view.pos_ecef_km is not None and view.r_cam2ecef is not None:
+        p, ok = geodesy.ray_ellipsoid(view.pos_ecef_km, np.asarray(view.r_cam2ecef)[:, 2])
+        if not bool(ok):
+            return None
+        lat, lon = geodesy.surface_to_geodetic(p)
+        return float(lat), float(lon)
+    h, w = view.hit.shape
+    if not view.hit[h // 2, w // 2]:
+        return None
+    return float(view.lat[h // 2, w // 2]), float(view.lon[h // 2, w // 2])
+
+
+_NOISE_BANK: dict = {}
+
+
+def _noise(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit Gaussian noise, H x W x 3 float32: a random window (offsets from ``rng``) of a fixed bank twice
+    the frame size, so a frame costs no random generation (~0.4 ms saved at 256x256); frames get
+    independent-looking noise and stay reproducible from ``rng``."""
+    bank = _NOISE_BANK.get((h, w))
+    if bank is None:
+        if len(_NOISE_BANK) > 4:
+            _NOISE_BANK.clear()
+        bank = np.random.default_rng(0x5E4503).standard_normal((2 * h, 2 * w, 3), dtype=np.float32)
+        _NOISE_BANK[(h, w)] = bank
+    y, x = rng.integers(0, h + 1), rng.integers(0, w + 1)
+    return bank[y:y + h, x:x + w]
+
+
+def _sun_and_airmass(view, s_dir, need_airmass: bool):
+    """Per-pixel sin(sun elevation) and air mass (1 / cos of the view zenith angle, capped at ~6.7), float32.
+
+    Both are smooth over the ground: when the whole frame is Earth they are computed on a grid 8x coarser
+    (block-averaged ground points) and interpolated back (< 0.01 deg of sun elevation); when the limb is
+    in view, per pixel (0 off the Earth)."""
+    h, w = view.hit.shape
+    coarse = bool(view.hit.all()) and min(h, w) >= 32
+    if coarse:
+        p = cv2.resize(view.points, (max(w // 8, 2), max(h // 8, 2)), interpolation=cv2.INTER_AREA)
+    else:
+        p = np.where(view.hit[..., None], view.points, 0.0)
+    n = p * np.array([1 / geodesy.A_KM ** 2, 1 / geodesy.A_KM ** 2, 1 / geodesy.B_KM ** 2])
+    n /= np.linalg.norm(n, axis=-1, keepdims=True) + 1e-300
+    sin_el = (n @ np.asarray(s_dir, dtype=np.float64)).astype(np.float32)
+    airmass = None
+    if need_airmass:
+        rel = p - np.asarray(view.pos_ecef_km, dtype=np.float64)
+        cos_vz = -np.einsum("...i,...i->...", rel, n) / (np.linalg.norm(rel, axis=-1) + 1e-300)
+        airmass = (1.0 / np.maximum(cos_vz, 0.15)).astype(np.float32)
+    if coarse:
+        sin_el = cv2.resize(sin_el, (w, h), interpolation=cv2.INTER_LINEAR)
+        if airmass is not None:
+            airmass = cv2.resize(airmass, (w, h), interpolation=cv2.INTER_LINEAR)
+    return sin_el, airmass
+
+
+def apply(view, t, cfg: EffectsConfig, rng: np.random.Generator, clouds: CloudField | None = None,
+          sun_dir=None) -> tuple[np.ndarray, dict]:
+    """Apply the effects of ``cfg`` to a rendered ``View`` at UTC time ``t``.
+
+    ``clouds``: a geo-anchored ``CloudField`` (pass the same one for all frames of a replay); if None and
+    ``cfg.clouds``, a shared field is used with a random per-frame offset (clouds not tied to places).
+
+    Returns (BGR uint8 image, info) with info:
+    - ``sun_elev_deg``: sun elevation at the boresight point (None if the boresight misses the Earth);
+    - ``cloud_frac``: share of Earth pixels whose cloud opacity exceeds 0.5;
+    - ``land_frac``: share of all pixels that are land (land fraction > 0.5);
+    - ``land_clear_frac``: share of all pixels that are land and not cloud-covered (CONVENTIONS'
+      eligible frame needs >= 0.2 of it in daylight).
+    """
+    h, w = view.hit.shape
+    hit = view.hit
+    n_pix = float(h * w)
+    s_dir = sun_direction_ecef(t) if sun_dir is None else np.asarray(sun_dir, dtype=np.float64)
+    bore = boresight_latlon(view)
+    sun_elev = None if bore is None else float(sun_elevation_deg(bore[0], bore[1], sun_dir=s_dir))
+    land_mask = view.land > 0.5
+
+    alpha = None
+    if cfg.clouds and cfg.cloud_cover > 0 and cfg.cloud_opacity > 0:
+        if clouds is None:
+            alpha, thick = shared_cloud_field().sample_with_thickness(
+                view.lat, view.lon, cfg.cloud_cover, float(rng.uniform(0, 360)), bool(rng.uniform() < 0.5))
+        else:
+            alpha, thick = clouds.sample_with_thickness(view.lat, view.lon, cfg.cloud_cover)
+        if cfg.cloud_opacity != 1.0:
+            alpha *= np.float32(cfg.cloud_opacity)
+        all_hit = bool(hit.all())
+        if not all_hit:
+            alpha[~hit] = 0.0
+        cloudy = alpha > 0.5
+        n_hit = h * w if all_hit else int(np.count_nonzero(hit))
+        cloud_frac = float(np.count_nonzero(cloudy)) / n_hit if n_hit else 0.0
+        land_clear = float(np.count_nonzero(land_mask & ~cloudy)) / n_pix
+    else:
+        cloud_frac = 0.0
+        land_clear = float(np.count_nonzero(land_mask)) / n_pix
+    info = {"sun_elev_deg": sun_elev, "cloud_frac": cloud_frac,
+            "land_frac": float(np.count_nonzero(land_mask)) / n_pix, "land_clear_frac": land_clear}
+
+    if cfg.is_clean and alpha is None:
+        return view.image.copy(), info
+
+    ground = view.image
+    if cfg.appearance > 0:
+        ground = appearance_shift(ground, rng, cfg.appearance)
+
+    # Clouds, haze, illumination, vignetting, exposure and white balance are all per-pixel affine maps of
+    # the ground colour: out_c = ground_c * A_c + B_c, with A and B built on cheap H x W planes (numpy
+    # broadcasting of planes over 3 channels is slow; cv2.merge is not).
+    need_sun = cfg.illumination or cfg.night
+    need_airmass = cfg.haze > 0 and view.pos_ecef_km is not None
+    if need_sun or need_airmass:
+        sin_el, airmass = _sun_and_airmass(view, s_dir, need_airmass)
+    gain = np.ones((h, w), np.float32) if cfg.vignetting <= 0 else _vignette(h, w, cfg.vignetting).copy()
+    colour = np.ones(3)
+    if need_sun:
+        if cfg.illumination:
+            k = np.clip((sin_el + np.float32(0.03)) * np.float32(1 / 1.03), 0.0, 1.0)
+            np.sqrt(k, out=k)                           # brighter than Lambert: exposure set for low sun too
+            if not cfg.night:
+                np.maximum(k, np.float32(0.35), out=k)  # no night: the dark side looks like low sun
+            gain *= k
+            if sun_elev is not None:                    # warm light at low sun, frame-wide
+                d = float(np.clip(math.sin(math.radians(max(sun_elev, 0.0))) / 0.35, 0.0, 1.0))
+                colour *= np.array([0.78 + 0.22 * d, 0.92 + 0.08 * d, 1.0])
+        if cfg.night:                                   # civil twilight down to black
+            gain *= np.clip((sin_el - np.float32(SIN_TWILIGHT)) * np.float32(1 / (0.03 - SIN_TWILIGHT)), 0.0, 1.0)
+    if cfg.exposure_jitter > 0:
+        colour *= math.exp(cfg.exposure_jitter * rng.standard_normal())
+    if cfg.white_balance_jitter > 0:
+        colour *= np.exp(cfg.white_balance_jitter * rng.standard_normal(3))
+    if not hit.all():
+        gain[~hit] = 0.0                                # space is black
+    a_plane, b_cloud, b_haze = gain, None, None
+    if cfg.haze > 0:
+        if need_airmass:
+            hz = np.minimum(np.float32(cfg.haze) * airmass, np.float32(0.7))   # veil grows with air mass
+        else:
+            hz = np.full((h, w), min(cfg.haze, 0.7), np.float32)
+        b_haze = hz * gain
+        a_plane = gain - b_haze                          # gain * (1 - hz)
+    if alpha is not None:
+        np.sqrt(thick, out=thick)                       # thin, broken cloud is grey; thick cores bright
+        b_cloud = (thick * np.float32(0.3 * CLOUD_GREY) + np.float32(0.7 * CLOUD_GREY)) * alpha * a_plane
+        a_plane = a_plane - alpha * a_plane             # * (1 - alpha)
+    img = ground.astype(np.float32)
+    img *= cv2.merge([a_plane * np.float32(c) for c in colour])
+    if b_cloud is not None or b_haze is not None:
+        offs = []
+        for c, hc in zip(colour, HAZE_BGR):
+            b = b_cloud if b_haze is None else (b_haze * np.float32(hc) if b_cloud is None
+                                                 else b_cloud + b_haze * np.float32(hc))
+            offs.append(b * np.float32(c))
+        img += cv2.merge(offs)
+
+    if cfg.blur_sigma > 0:
+        img = cv2.GaussianBlur(img, (0, 0), cfg.blur_sigma)
+    if cfg.noise_sigma > 0 or cfg.shot_noise > 0:
+        noise = _noise(h, w, rng)
+        if cfg.shot_noise > 0:
+            sigma = cv2.max(img, 0.0)
+            sigma *= np.float32(cfg.shot_noise)
+            sigma += np.float32(cfg.noise_sigma ** 2)
+            np.sqrt(sigma, out=sigma)
+            sigma *= noise
+            img += sigma
+        else:
+            img += noise * np.float32(cfg.noise_sigma)
+    out = cv2.convertScaleAbs(cv2.max(img, 0.0))        # round and saturate to uint8 (negatives -> 0 first)
+    if cfg.jpeg_quality is not None:
+        _, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(cfg.jpeg_quality)])
+        out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    return out, info

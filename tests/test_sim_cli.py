@@ -1,0 +1,209 @@
+"""The ``earthfix sim`` contract, checked against an independent renderer written here from scratch."""
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from earthfix.cli import main
+
+CONTRACT_KEYS = {"frame", "time", "ecef_km", "sub_lat", "sub_lon", "alt_km", "yaw_deg", "bore_lat", "bore_lon",
+                 "sun_elev_deg", "cloud_frac", "land_clear_frac"}
+EXTRA_KEYS = {"footprint_half_width_km", "land_frac", "eligible", "q_cam2ecef_wxyz", "tilt_deg",
+              "velocity_ecef_km_s"}
+
+
+# ---- independent renderer: own WGS84, own quaternion, own ray/ellipsoid, own bilinear lookup ----------
+
+A, F = 6378.137, 1 / 298.257223563
+B, E2 = A * (1 - F), F * (2 - F)
+
+
+def quat_to_matrix(q):
+    w, x, y, z = np.asarray(q, float) / np.linalg.norm(q)
+    return np.array([[w * w + x * x - y * y - z * z, 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                     [2 * (x * y + w * z), w * w - x * x + y * y - z * z, 2 * (y * z - w * x)],
+                     [2 * (x * z - w * y), 2 * (y * z + w * x), w * w - x * x - y * y + z * z]])
+
+
+def independent_render(cam: dict, ecef_km, q_wxyz, image: np.ndarray, land: np.ndarray):
+    """Pinhole rays -> WGS84 ellipsoid -> geodetic -> bilinear lookup in a global plate carree image."""
+    w, h, fov = cam["width"], cam["height"], cam["fov_deg"]
+    f = (w / 2) / math.tan(math.radians(fov) / 2)
+    v, u = np.mgrid[0:h, 0:w].astype(float)
+    d = np.stack([(u - (w - 1) / 2) / f, (v - (h - 1) / 2) / f, np.ones_like(u)], -1)
+    d = d @ quat_to_matrix(q_wxyz).T                                     # camera -> ECEF
+    o = np.asarray(ecef_km, float)
+    k = np.array([1 / A ** 2, 1 / A ** 2, 1 / B ** 2])
+    qa = (d * d * k).sum(-1)
+    qb = 2 * (d * o * k).sum(-1)
+    qc = (o * o * k).sum() - 1
+    disc = qb * qb - 4 * qa * qc
+    hit = disc > 0
+    t = (-qb - np.sqrt(np.where(hit, disc, 0))) / (2 * qa)
+    p = o + t[..., None] * d
+    lat = np.degrees(np.arctan2(p[..., 2], (1 - E2) * np.hypot(p[..., 0], p[..., 1])))
+    lon = np.degrees(np.arctan2(p[..., 1], p[..., 0]))
+    H, W = image.shape[:2]
+    x = (lon + 180) / 360 * W - 0.5
+    y = (90 - lat) / 180 * H - 0.5
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    fx_, fy_ = (x - x0)[..., None], (y - y0)[..., None]
+    y0c, y1c = np.clip(y0, 0, H - 1), np.clip(y0 + 1, 0, H - 1)
+    x0w, x1w = x0 % W, (x0 + 1) % W
+    img = image.astype(float)
+    out = ((1 - fy_) * ((1 - fx_) * img[y0c, x0w] + fx_ * img[y0c, x1w])
+           + fy_ * ((1 - fx_) * img[y1c, x0w] + fx_ * img[y1c, x1w]))
+    out[~hit] = 0
+    ld = land[np.clip(np.round(y).astype(int), 0, H - 1), np.round(x).astype(int) % W]
+    return out, hit, np.where(hit, ld, 0.0)
+
+
+def ncc(a, b):
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / math.sqrt((a * a).sum() * (b * b).sum() + 1e-12))
+
+
+def read_truth(out):
+    return [json.loads(line) for line in (out / "truth.jsonl").read_text().splitlines()]
+
+
+# ---- the contract -----------------------------------------------------------------------------------
+
+def test_sim_contract_clean_nadir(tmp_path, cam256_path, basemap):
+    out = tmp_path / "run"
+    rc = main(["sim", "--preset", "iss", "--start", "2026-03-20T12:00:00", "--duration", "30m",
+               "--interval", "60s", "--camera", str(cam256_path), "--attitude", "nadir", "--clean",
+               "--out", str(out)])
+    assert rc == 0
+    cam = yaml.safe_load((out / "camera.yaml").read_text())
+    assert cam["width"] == 256 and cam["height"] == 256 and abs(cam["fov_deg"] - 80) < 1e-9
+    truth = read_truth(out)
+    assert len(truth) == 30
+    for i, tr in enumerate(truth):
+        assert CONTRACT_KEYS | EXTRA_KEYS <= set(tr)
+        assert tr["frame"] == f"frame_{i:05d}.png"
+        assert tr["time"].startswith("2026-03-20T12:") and tr["time"].endswith("Z")
+        img = cv2.imread(str(out / tr["frame"]), cv2.IMREAD_UNCHANGED)
+        assert img is not None and img.shape == (256, 256, 3)
+        assert tr["cloud_frac"] == 0 and tr["tilt_deg"] < 1e-4
+        assert abs(tr["bore_lat"] - tr["sub_lat"]) < 1e-5
+        assert abs(np.linalg.norm(tr["ecef_km"]) - 6378 - tr["alt_km"]) < 25
+        assert tr["eligible"] == (tr["sun_elev_deg"] > 0 and tr["land_clear_frac"] >= 0.2)
+    _check_against_independent_renderer(out, truth, basemap, min_frames=2)
+
+
+def test_sim_tilted_frames_over_land_match_independent_renderer(tmp_path, cam256_path, basemap):
+    out = tmp_path / "tilt"
+    rc = main(["sim", "--preset", "iss", "--start", "2026-03-20T12:47:00", "--duration", "8m",
+               "--interval", "60s", "--camera", str(cam256_path), "--attitude", "tilt", "--tilt-deg", "25",
+               "--yaw", "random", "--clean", "--seed", "3", "--out", str(out)])
+    assert rc == 0
+    truth = read_truth(out)
+    assert all(abs(t["tilt_deg"] - 25) < 1e-3 for t in truth)
+    _check_against_independent_renderer(out, truth, basemap, min_frames=5)
+
+
+def _check_against_independent_renderer(out, truth, basemap, min_frames):
+    cam = yaml.safe_load((out / "camera.yaml").read_text())
+    checked = water_checked = 0
+    for tr in truth:
+        img = cv2.imread(str(out / tr["frame"]))
+        ref, hit, land = independent_render(cam, tr["ecef_km"], tr["q_cam2ecef_wxyz"], basemap.image, basemap.land)
+        g = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(float)
+        gr = cv2.cvtColor(np.clip(ref, 0, 255).astype(np.uint8), cv2.COLOR_BGR2GRAY).astype(float)
+        assert ((g > 0) | ~hit).mean() > 0.99                        # Earth where the rays hit it
+        lm = (land > 0.5) & hit
+        if lm.mean() >= 0.2 and gr[lm].std() > 4:                    # textured land frame
+            assert ncc(g[lm], gr[lm]) >= 0.8, tr["frame"]
+            # pixel by pixel: 1 deg of yaw or 10 km of position already costs 2-4 DN here
+            assert np.abs(g[lm] - gr[lm]).mean() < 1.5, tr["frame"]
+            checked += 1
+        # open water is flattened: one uniform colour, no sea-floor relief
+        ocean = cv2.erode((land == 0).astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & hit
+        if ocean.sum() > 500:
+            assert img[ocean].std(axis=0).max() < 1.0
+            water_checked += 1
+    assert checked >= min_frames and water_checked >= 1
+
+
+def test_sim_default_effects_jpeg_and_contact_sheet(tmp_path, cam256_path):
+    out = tmp_path / "fx"
+    rc = main(["sim", "--preset", "sso", "--start", "2026-03-20T10:00:00", "--duration", "3m", "--interval", "60s",
+               "--camera", str(cam256_path), "--jpeg", "--contact-sheet", "--seed", "2", "--cloud-cover", "0.5",
+               "--out", str(out)])
+    assert rc == 0
+    truth = read_truth(out)
+    assert [t["frame"] for t in truth] == [f"frame_{i:05d}.jpg" for i in range(3)]
+    assert all((out / t["frame"]).exists() for t in truth)
+    sheet = cv2.imread(str(out / "contact_sheet.png"))
+    assert sheet is not None and sheet.shape[0] > 100
+
+
+def test_sim_tle_file(tmp_path, cam256_path):
+    from earthfix.sim.orbit import PRESETS
+    p = PRESETS["iss"]
+    tle = tmp_path / "iss.tle"
+    tle.write_text(f"ISS (ZARYA)\n{p['line1']}\n{p['line2']}\n")
+    out = tmp_path / "tle"
+    assert main(["sim", "--tle", str(tle), "--start", "2026-03-20T12:00:00", "--duration", "60s", "--interval",
+                 "60s", "--camera", str(cam256_path), "--clean", "--out", str(out)]) == 0
+    ref = tmp_path / "ref"
+    assert main(["sim", "--preset", "iss", "--start", "2026-03-20T12:00:00", "--duration", "60s", "--interval",
+                 "60s", "--camera", str(cam256_path), "--clean", "--out", str(ref)]) == 0
+    assert read_truth(out) == read_truth(ref)
+
+
+def test_sim_camera_intrinsics_and_effects_file(tmp_path):
+    cam = tmp_path / "cam.yaml"
+    cam.write_text("width: 200\nheight: 150\nfx: 180.0\nfy: 185.0\ncx: 101.25\ncy: 73.5\n")
+    fxy = tmp_path / "fx.yaml"
+    fxy.write_text("clouds: false\nnoise_sigma: 0\nshot_noise: 0\njpeg_quality: 70\n")
+    out = tmp_path / "cam"
+    assert main(["sim", "--preset", "sso", "--start", "2026-03-20T10:00:00", "--duration", "60s", "--interval",
+                 "60s", "--camera", str(cam), "--effects", str(fxy), "--out", str(out)]) == 0
+    from earthfix.onboard.camera import Camera
+    assert Camera.from_yaml(out / "camera.yaml") == Camera(200, 150, 180.0, 185.0, 101.25, 73.5)
+    (tr,) = read_truth(out)
+    assert cv2.imread(str(out / tr["frame"])).shape == (150, 200, 3) and tr["cloud_frac"] == 0
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--preset", "mars"], "unknown preset"),
+    (["--tle", "/nonexistent/x.tle"], "cannot read TLE"),
+    (["--preset", "iss", "--start", "yesterday"], "ISO 8601"),
+    (["--preset", "iss", "--duration", "ten minutes"], "duration"),
+    (["--preset", "iss", "--cloud-cover", "2"], "cloud_cover"),
+    (["--preset", "iss", "--clean", "--effects", "x.yaml"], "contradicts"),
+    (["--preset", "iss", "--effects", "/nonexistent/fx.yaml"], "cannot read effects"),
+    (["--preset", "iss", "--basemap", "/nonexistent/map.jpg"], "cannot read basemap"),
+    (["--preset", "iss", "--yaw", "north"], "--yaw"),
+])
+def test_sim_bad_inputs_fail_in_one_line(tmp_path, capsys, cam256_path, args, needle):
+    rc = main(["sim", *args, "--camera", str(cam256_path), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and err.startswith("earthfix sim: error:") and needle in err, err
+
+
+@pytest.mark.parametrize("content,needle", [
+    (None, "not found"), ("width: 256\n", "height"), ("width: 256\nheight: 256\nfov_deg: 200\n", "fov_deg"),
+    ("width: [\n", "YAML"),
+])
+def test_sim_bad_camera_file(tmp_path, capsys, content, needle):
+    cam = tmp_path / "cam.yaml"
+    if content is not None:
+        cam.write_text(content)
+    rc = main(["sim", "--preset", "iss", "--camera", str(cam), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_sim_bad_tle_content(tmp_path, capsys, cam256_path):
+    tle = tmp_path / "bad.tle"
+    tle.write_text("hello\nworld\n")
+    rc = main(["sim", "--tle", str(tle), "--camera", str(cam256_path), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "TLE" in err, err

@@ -1,0 +1,180 @@
+"""Simulator effects: sun, night, clouds, clean = geometry, appearance, determinism, config."""
+import math
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from earthfix.onboard import geodesy
+from earthfix.onboard.camera import nadir_attitude
+from earthfix.sim import effects as fx
+from earthfix.sim.render import render
+from earthfix.sim.scenario import single_frame
+
+
+@pytest.fixture(scope="module")
+def clouds():
+    return fx.CloudField(seed=11, cover=0.3)
+
+
+def view_at(basemap, cam, lat, lon, alt=600.0, yaw=0.0):
+    pos = geodesy.geodetic_to_ecef(lat, lon, alt)
+    return render(basemap, cam, pos, nadir_attitude(lat, lon, yaw))
+
+
+# ---- the sun --------------------------------------------------------------------------------------
+
+def test_sun_declination_and_subsolar_longitude():
+    def decl_lon(t):
+        s = fx.sun_direction_ecef(t)
+        assert abs(np.linalg.norm(s) - 1) < 1e-12
+        return math.degrees(math.asin(s[2])), math.degrees(math.atan2(s[1], s[0]))
+    d, _ = decl_lon("2026-06-21T08:24:00Z")          # June solstice 2026: 08:24 UTC
+    assert abs(d - 23.436) < 0.02
+    d, _ = decl_lon("2026-12-21T20:50:00Z")          # December solstice 2026: 20:50 UTC
+    assert abs(d + 23.436) < 0.02
+    d, lon = decl_lon("2026-03-20T14:46:00Z")        # March equinox 2026: 14:46 UTC
+    assert abs(d) < 0.02
+    # equation of time on 20 March ~ -7.4 min: at 12:00 UTC the sun is still ~1.85 deg east of Greenwich
+    _, lon = decl_lon("2026-03-20T12:00:00Z")
+    assert abs(lon - 1.85) < 0.15
+
+
+def test_sun_elevation_vectorised():
+    t = datetime(2026, 3, 20, 12, tzinfo=timezone.utc)
+    s = fx.sun_direction_ecef(t)
+    lat0, lon0 = math.degrees(math.asin(s[2])), math.degrees(math.atan2(s[1], s[0]))
+    el = fx.sun_elevation_deg(np.array([[lat0, -lat0]]), np.array([[lon0, lon0 + 180]]), t)
+    assert el.shape == (1, 2)
+    assert el[0, 0] > 89.8 and el[0, 1] < -89.8
+    assert abs(float(fx.sun_elevation_deg(0.0, lon0 + 90.0, t))) < 0.5        # terminator
+
+
+# ---- apply ----------------------------------------------------------------------------------------
+
+def test_clean_is_pure_geometry(basemap, cam256):
+    v = view_at(basemap, cam256, 40.0, -105.0)
+    for t in ("2026-03-20T19:00:00Z", "2026-03-20T07:00:00Z"):            # day and night
+        img, info = fx.apply(v, fx.parse_time(t), fx.EffectsConfig.clean(), np.random.default_rng(0))
+        assert np.array_equal(img, v.image)
+        assert info["cloud_frac"] == 0.0 and info["land_clear_frac"] == info["land_frac"] > 0.9
+
+
+def test_night_frame_is_dark(basemap, cam256):
+    cfg = fx.EffectsConfig.default()
+    lat, lon = 25.0, 45.0                                                   # Arabia, local midnight
+    night, tr = single_frame(basemap, cam256, lat, lon, 600, 0, t="2026-03-20T21:00:00Z", effects=cfg,
+                             rng=np.random.default_rng(1))
+    day, tr_day = single_frame(basemap, cam256, lat, lon, 600, 0, t="2026-03-20T09:00:00Z", effects=cfg,
+                               rng=np.random.default_rng(1))
+    assert tr["sun_elev_deg"] < -30 and not tr["eligible"]
+    assert night.mean() < 6 and night.max() < 40                            # ~black, faint noise
+    assert 0 < night.std() < 5
+    assert tr_day["sun_elev_deg"] > 30 and day.mean() > 60
+
+
+def test_low_sun_is_darker_than_high_sun(basemap, cam256):
+    cfg = fx.EffectsConfig.clean()
+    cfg.illumination = cfg.night = True
+    v = view_at(basemap, cam256, 23.0, 12.0)                                # Sahara
+    means = []
+    for hour in (11.2, 8.0, 6.6):
+        t = datetime(2026, 3, 20, int(hour), int(hour % 1 * 60), tzinfo=timezone.utc)
+        img, info = fx.apply(v, t, cfg, np.random.default_rng(0))
+        means.append((info["sun_elev_deg"], img.mean()))
+    assert means[0][0] > means[1][0] > means[2][0]
+    assert means[0][1] > means[1][1] > means[2][1]
+
+
+def test_cloud_field_cover_and_geo_anchoring(clouds):
+    rng = np.random.default_rng(0)
+    lat = np.degrees(np.arcsin(rng.uniform(-1, 1, 100_000)))               # area-uniform points
+    lon = rng.uniform(-180, 180, 100_000)
+    for cover in (0.1, 0.3, 0.6):
+        share = float((clouds.sample(lat, lon, cover=cover) > 0.5).mean())
+        assert abs(share - cover) < 0.03, (cover, share)
+    op = clouds.sample(lat[:1000].reshape(20, 50), lon[:1000].reshape(20, 50))
+    assert op.dtype == np.float32 and op.shape == (20, 50) and 0 <= op.min() and op.max() <= 1
+    # same places, same clouds (any call order / shape); another seed, other clouds
+    assert np.array_equal(op.ravel(), clouds.sample(lat[:1000], lon[:1000]))
+    other = fx.CloudField(seed=12, cover=0.3).sample(lat[:1000], lon[:1000])
+    assert np.abs(other - op.ravel()).mean() > 0.05
+    # the date line is seamless: jumps across it are like jumps between neighbours elsewhere
+    la = np.linspace(-60, 60, 2000)
+    across = np.abs(clouds.value(la, np.full_like(la, 179.99)) - clouds.value(la, np.full_like(la, -179.99)))
+    inside = np.abs(clouds.value(la, np.full_like(la, 10.01)) - clouds.value(la, np.full_like(la, 9.99)))
+    assert across.mean() < 2 * inside.mean() + 1e-3
+    assert np.all(clouds.sample(np.array([np.nan]), np.array([np.nan])) == 0)
+
+
+def test_cloud_frac_grows_with_cover(basemap, cam256, clouds):
+    places = [(30, 10), (45, 0), (-20, 135), (40, -100), (5, 20), (-30, -60)]
+    views = [view_at(basemap, cam256, la, lo) for la, lo in places]
+    t = datetime(2026, 3, 20, 12, tzinfo=timezone.utc)
+    fracs = []
+    for cover in (0.0, 0.1, 0.4, 0.8):
+        cfg = fx.EffectsConfig.clean()
+        cfg.clouds, cfg.cloud_cover = True, cover
+        infos = [fx.apply(v, t, cfg, np.random.default_rng(0), clouds=clouds)[1] for v in views]
+        fracs.append(np.mean([i["cloud_frac"] for i in infos]))
+        for i in infos:
+            assert 0 <= i["land_clear_frac"] <= i["land_frac"] <= 1
+    assert fracs[0] == 0.0
+    assert fracs[1] < fracs[2] < fracs[3] and fracs[3] > 0.5
+
+
+def test_clouds_whiten_the_frame_and_cut_clear_land(basemap, cam256, clouds):
+    v = view_at(basemap, cam256, 5.0, 20.0)                                 # dark green Central Africa
+    cfg = fx.EffectsConfig.clean()
+    cfg.clouds, cfg.cloud_cover = True, 0.7
+    img, info = fx.apply(v, datetime(2026, 3, 20, 11, tzinfo=timezone.utc), cfg, np.random.default_rng(0),
+                         clouds=clouds)
+    cloudy = clouds.sample(v.lat, v.lon, cover=0.7) > 0.5
+    assert cloudy.any() and (~cloudy).any()
+    assert img[cloudy].mean() > 150 > img[~cloudy].mean()
+    assert abs(info["land_clear_frac"] - float(((v.land > 0.5) & ~cloudy).mean())) < 1e-6
+
+
+def test_effects_deterministic_given_rng(basemap, cam256):
+    v = view_at(basemap, cam256, 46.5, 9.0)
+    t = datetime(2026, 3, 20, 11, tzinfo=timezone.utc)
+    cfg = fx.EffectsConfig.default()
+    cfg.jpeg_quality = 85
+    a = fx.apply(v, t, cfg, np.random.default_rng(3))[0]
+    b = fx.apply(v, t, cfg, np.random.default_rng(3))[0]
+    c = fx.apply(v, t, cfg, np.random.default_rng(4))[0]
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert a.shape == v.image.shape and a.dtype == np.uint8
+
+
+def test_each_effect_changes_the_image(basemap, cam256):
+    v = view_at(basemap, cam256, 46.5, 9.0)
+    t = datetime(2026, 3, 20, 11, tzinfo=timezone.utc)
+    for key, val in [("haze", 0.2), ("noise_sigma", 3.0), ("blur_sigma", 1.0), ("vignetting", 0.3),
+                     ("exposure_jitter", 0.2), ("white_balance_jitter", 0.1), ("jpeg_quality", 30),
+                     ("appearance", 1.0)]:
+        cfg = fx.EffectsConfig.from_dict({key: val}, base=fx.EffectsConfig.clean())
+        img = fx.apply(v, t, cfg, np.random.default_rng(0))[0]
+        assert np.abs(img.astype(int) - v.image).mean() > 0.3, key
+
+
+def test_appearance_shift():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert fx.appearance_shift(img, rng, 0.0) is img
+    outs = [fx.appearance_shift(img, np.random.default_rng(s), 1.0) for s in range(4)]
+    for o in outs:
+        assert o.shape == img.shape and o.dtype == np.uint8
+        assert np.abs(o.astype(int) - img).mean() > 2
+    assert not np.array_equal(outs[0], outs[1])
+
+
+def test_effects_config_dict_round_trip():
+    cfg = fx.EffectsConfig.default()
+    assert fx.EffectsConfig.from_dict(cfg.to_dict()) == cfg
+    assert fx.EffectsConfig.clean().is_clean and not cfg.is_clean
+    assert fx.EffectsConfig.from_dict({"cloud_cover": 0.5}).cloud_cover == 0.5
+    for bad in ({"cloud_covr": 0.5}, {"cloud_cover": 1.5}, {"night": "yes"}, {"jpeg_quality": 0},
+                {"noise_sigma": -1}):
+        with pytest.raises(ValueError):
+            fx.EffectsConfig.from_dict(bad)
