@@ -25,7 +25,7 @@ def features(ev: dict) -> np.ndarray:
     def f(key, default=0.0):
         v = ev.get(key, default)
         return default if v is None or not math.isfinite(float(v)) else float(v)
-    return np.array([math.log1p(f("inliers")), f("inlier_ratio"), f("spread"), min(f("reproj_rms_px", 5.0), 10.0),
+    return np.array([math.log1p(f("inliers")), f("inlier_ratio"), f("spread"), min(f("reproj_rms_work_px", 5.0), 10.0),
                      f("alt_out_of_range_km", 10.0) / 100.0, math.log1p(max(f("inlier_margin"), 0.0)),
                      min(f("tilt_deg", 0.0), 60.0) / 10.0])
 

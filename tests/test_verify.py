@@ -1,0 +1,175 @@
+"""Geometric verification: keypoint store, features, pose from a frame (fast: one small regional store)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from earthfix.onboard import geodesy
+from earthfix.onboard.camera import Camera, nadir_attitude
+from earthfix.onboard.features import FeatureConfig, extract, extract_features
+from earthfix.onboard.keystore import KeypointStore
+from earthfix.onboard.verify import Verifier, VerifyConfig
+from earthfix.sim import render
+from earthfix.tools.build_keystore import BuildConfig, build_keystore
+
+# North Africa and Arabia: textured desert, coasts (Mediterranean, Red Sea, Gulf), wide enough that a
+# candidate 2000 km from a frame is still inside the store
+REGION = (12.0, 36.0, -5.0, 45.0)
+
+
+@pytest.fixture(scope="module")
+def store(basemap, tmp_path_factory):
+    cv2.setNumThreads(2)
+    st = build_keystore(basemap, BuildConfig(bbox=REGION), progress=False)
+    path = tmp_path_factory.mktemp("ks") / "region.npz"
+    st.save(path)
+    return KeypointStore.load(path, mmap=True)
+
+
+@pytest.fixture(scope="module")
+def verifier(store):
+    return Verifier(store, VerifyConfig())
+
+
+def appearance(img, seed=0):
+    """Our own sensor change: gamma, colour balance, offset, slight blur, noise."""
+    rng = np.random.default_rng(seed)
+    f = img.astype(np.float32) / 255.0
+    f = f ** 1.3
+    f = f * np.array([0.85, 1.0, 1.15], np.float32) + 0.04
+    f = cv2.GaussianBlur(f, (0, 0), 0.7)
+    f += rng.normal(0, 0.02, f.shape).astype(np.float32)
+    return np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def frame(basemap, cam, lat, lon, alt_km, yaw_deg):
+    pos = geodesy.geodetic_to_ecef(lat, lon, alt_km)
+    return render.render(basemap, cam, pos, nadir_attitude(lat, lon, yaw_deg)).image
+
+
+def yaw_err(a, b):
+    return abs((a - b + 180.0) % 360.0 - 180.0)
+
+
+def test_store_has_no_water_keypoints_and_index_works(store, basemap):
+    assert len(store) > 2000
+    assert store.meta["stats"]["bytes_per_km2"] < 0.5
+    # every keypoint on land (0.5 at the rendered resolution; allow for the map's finer coastline)
+    x, y = basemap.to_pixel(np.asarray(store.lat, float), np.asarray(store.lon, float))
+    land = cv2.remap(basemap.land, x.astype(np.float32)[:, None], y.astype(np.float32)[:, None],
+                     cv2.INTER_LINEAR).ravel()
+    assert land.min() > 0.2 and np.mean(land > 0.5) > 0.97
+    lat, lon = np.asarray(store.lat), np.asarray(store.lon)
+    assert lat.min() >= REGION[0] and lat.max() <= REGION[1] and lon.min() >= REGION[2] and lon.max() <= REGION[3]
+    # grid query == brute force
+    for qlat, qlon, r in ((24.0, 20.0, 700.0), (35.0, 44.0, 300.0), (13.0, -4.0, 1200.0)):
+        got = store.query(qlat, qlon, r)
+        d = geodesy.great_circle_km(qlat, qlon, lat.astype(float), lon.astype(float))
+        assert np.array_equal(got, np.flatnonzero(d <= r))
+
+
+def test_features_deterministic_and_in_input_pixels(basemap):
+    cam = Camera.from_fov(512, 512, 60)
+    img = frame(basemap, cam, 24.0, 15.0, 450.0, 37.0)
+    a = extract_features(img, FeatureConfig())
+    b = extract_features(img.copy(), FeatureConfig())
+    assert len(a) > 50 and np.array_equal(a.xy, b.xy) and np.array_equal(a.desc, b.desc)
+    assert a.xy[:, 0].max() > 300          # coordinates are in the 512-px input, not the working image
+    xy, desc, size = extract(img)
+    assert xy.dtype == np.float32 and desc.shape == (len(xy), 128) and size.shape == (len(xy),)
+
+
+@pytest.mark.parametrize("w,fov,alt_km,lat,lon", [(256, 80.0, 600.0, 24.0, 12.0), (512, 60.0, 450.0, 27.0, 30.0)])
+def test_true_candidate_verifies(verifier, basemap, w, fov, alt_km, lat, lon):
+    cam = Camera.from_fov(w, w, fov)
+    img = appearance(frame(basemap, cam, lat, lon, alt_km, 37.0))
+    f = verifier.extract(img)
+    # the candidate is off by a third of the footprint half-width, as retrieval hits are
+    clat, clon = geodesy.destination(lat, lon, 120.0, cam.footprint_half_width_km(alt_km) / 3)
+    v = verifier.verify(f, cam, [(float(clat), float(clon))])
+    assert v.ok, v.reason
+    assert geodesy.great_circle_km(v.lat, v.lon, lat, lon) < 5.0
+    assert geodesy.great_circle_km(v.sub_lat, v.sub_lon, lat, lon) < 10.0
+    assert abs(v.alt_km - alt_km) < 20.0
+    assert yaw_err(v.yaw_deg, 37.0) < 1.5
+    assert v.inliers >= 30 and v.spread > 0.2 and v.candidate == 0
+    for key in ("inliers", "inlier_ratio", "spread", "reproj_rms_px", "alt_out_of_range_km", "tilt_deg",
+                "second_inliers"):
+        assert key in v.evidence
+
+
+def test_wrong_candidate_and_ranking(verifier, basemap):
+    cam = Camera.from_fov(256, 256, 80)
+    lat, lon = 24.0, 5.0
+    f = verifier.extract(appearance(frame(basemap, cam, lat, lon, 600.0, 37.0), seed=1))
+    far = geodesy.destination(lat, lon, 90.0, 2000.0)
+    v = verifier.verify(f, cam, [far])
+    assert not v.ok and v.inliers < 10
+    # wrong first, right second: the right one wins and the wrong one is the second-best evidence
+    v2 = verifier.verify(f, cam, [far, (lat + 1.0, lon - 1.0)])
+    assert v2.ok and v2.candidate == 1 and v2.second_inliers < 10
+    assert geodesy.great_circle_km(v2.lat, v2.lon, lat, lon) < 5.0
+
+
+def test_known_attitude(verifier, basemap):
+    cam = Camera.from_fov(256, 256, 80)
+    lat, lon, alt = 22.0, 38.0, 700.0
+    r = nadir_attitude(lat, lon, 200.0)
+    img = appearance(render.render(basemap, cam, geodesy.geodetic_to_ecef(lat, lon, alt), r).image, seed=2)
+    v = verifier.verify(verifier.extract(img), cam, [(lat, lon)], attitude=geodesy.quat_from_matrix(r))
+    assert v.ok and geodesy.great_circle_km(v.sub_lat, v.sub_lon, lat, lon) < 5.0 and abs(v.alt_km - alt) < 10
+
+
+def test_water_blank_and_noise_give_nothing(verifier, basemap):
+    cam = Camera.from_fov(256, 256, 80)
+    cand = [(24.0, 12.0), (28.0, 30.0)]
+    water = appearance(frame(basemap, cam, 30.0, -40.0, 600.0, 37.0), seed=3)   # mid-Atlantic
+    blank = np.full((256, 256, 3), 128, np.uint8)
+    noise = np.random.default_rng(4).integers(0, 256, (256, 256, 3)).astype(np.uint8)
+    for img in (water, blank, noise):
+        v = verifier.verify(verifier.extract(img), cam, cand)
+        assert not v.ok and v.inliers < 10
+
+
+def test_store_roundtrip_bytes_and_truncation(store, tmp_path):
+    path = tmp_path / "s.npz"
+    store.save(path)
+    a = KeypointStore.load(path, mmap=False)
+    b = KeypointStore.from_bytes(path.read_bytes())
+    for s in (a, b):
+        assert len(s) == len(store) and np.array_equal(s.desc, store.desc) and np.array_equal(s.lat, store.lat)
+        assert np.array_equal(s.query(24.0, 20.0, 500.0), store.query(24.0, 20.0, 500.0))
+    t = store.truncated(32)
+    assert t.dim == 32 and np.array_equal(t.desc, np.asarray(store.desc)[:, :32])
+    cfg = VerifyConfig(**{"feature": {"max_keypoints": 150}, "alt_range_km": [200, 2000]})
+    assert cfg.feature.max_keypoints == 150 and cfg.alt_range_km == (200, 2000)
+
+
+def test_grid_query_across_antimeridian_and_poles():
+    rng = np.random.default_rng(0)
+    n = 20000
+    lat = np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
+    lon = rng.uniform(-180, 180, n)
+    d = 8
+    st = KeypointStore.from_unsorted(lat, lon, rng.integers(0, 256, (n, d)), np.ones(n), np.zeros(n, np.int64),
+                                     np.zeros(128), np.zeros((d, 128)), np.ones(d), cell_deg=2.0)
+    slat, slon = np.asarray(st.lat, float), np.asarray(st.lon, float)
+    for qlat, qlon, r in ((10.0, 179.5, 900.0), (-5.0, -179.9, 400.0), (88.0, 30.0, 700.0), (-89.5, -100.0, 300.0),
+                          (70.0, 178.0, 1500.0)):
+        got = st.query(qlat, qlon, r)
+        want = np.flatnonzero(geodesy.great_circle_km(qlat, qlon, slat, slon) <= r)
+        assert np.array_equal(got, want), (qlat, qlon, r)
+
+
+def test_candidates_merge_and_deadline(verifier, basemap):
+    import time
+    cam = Camera.from_fov(256, 256, 80)
+    lat, lon = 26.0, 20.0
+    f = verifier.extract(appearance(frame(basemap, cam, lat, lon, 600.0, 300.0), seed=5))
+    far = geodesy.destination(lat, lon, 0.0, 2000.0)
+    near = geodesy.destination(lat, lon, 45.0, 100.0)
+    v = verifier.verify(f, cam, [far, (lat, lon), near])
+    assert v.ok and v.evidence["groups_total"] == 2 and v.candidate == 1
+    v = verifier.verify(f, cam, [far, (lat, lon)], deadline=time.perf_counter())
+    assert not v.ok and v.groups_evaluated == 1 and v.evidence["deadline_hit"]
