@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "earthfix.tools.replay",           # replay, demo
     "earthfix.tools.calibrate",        # calibrate
     "earthfix.tools.index_bench",      # index-bench
+    "earthfix.tools.soak",             # soak
     "earthfix.tools.evaluate",         # eval
 ]
 

@@ -63,7 +63,7 @@ def test_daylight_pass_over_south_america(localizer, tmp_path):
     for name in ("report.md", "report.json", "track.png", "track.geojson", "ephemeris.oem"):
         assert (tmp_path / name).is_file(), name
     eligible = [i for i, t in enumerate(truth) if t["eligible"]]
-    assert len(eligible) >= 15
+    assert len(eligible) >= 10
     fixed = [i for i in eligible if fixes[i]["fix"]]
     assert len(fixed) / len(eligible) >= 0.5
     errs = [_err_km(fixes[i], truth[i]) for i in fixed]

@@ -9,10 +9,19 @@ Layout (``format_version`` 1):
     descriptors.npy reduced descriptors, float16 (exact search, rebuilds)
     index.hnsw      hnswlib graph over the reduced descriptors (inner product)
     keystore.npz    verification keypoints per ground area (see keystore.py)
+    keyindex.hnsw   optional: hnswlib graph (l2) over the keystore's descriptors, label = keypoint row, for
+                    keypoint voting (vote.py); manifest 'keyindex' holds its parameters, dim and count.
+                    Bundles without it load with ``keyindex`` None (voting off)
 
 Loading checks every file against the manifest (size, then SHA-256) and the encoder against the one the
 bundle was built with; any mismatch raises ``BundleError`` with a one-line reason. Arrays are read from
 the verified bytes with ``allow_pickle=False``; nothing is ever unpickled or evaluated.
+
+The manifest itself is covered by ``manifest.sha256`` (``sha256sum`` format, written by ``seal_manifest``):
+when that file is present, a manifest whose bytes do not match it is refused, so that no altered number in
+it (an index parameter, a scale) can be used. A bundle without it (built before sealing) is still loaded:
+its manifest is then only checked for structure. Files in the directory that the manifest does not list
+are never read; they are ignored (and named in ``Bundle.unlisted``), not refused.
 """
 from __future__ import annotations
 
@@ -28,6 +37,8 @@ import yaml
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.yaml"
+MANIFEST_SEAL = "manifest.sha256"      # "<sha256 of manifest.yaml>  manifest.yaml\n" (sha256sum -c format)
+_HEX = set("0123456789abcdef")
 
 
 class BundleError(RuntimeError):
@@ -42,19 +53,163 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_manifest(bundle_dir: Path) -> dict:
+def _is_sha(x) -> bool:
+    return isinstance(x, str) and len(x) == 64 and set(x) <= _HEX
+
+
+def seal_manifest(bundle_dir) -> str:
+    """Write ``manifest.sha256`` for the bundle's current manifest.yaml; returns the digest. Call it last
+    when building a bundle (after the manifest is written)."""
+    d = Path(bundle_dir)
+    digest = hashlib.sha256((d / MANIFEST).read_bytes()).hexdigest()
+    (d / MANIFEST_SEAL).write_text(f"{digest}  {MANIFEST}\n")
+    return digest
+
+
+def _manifest_bytes(bundle_dir: Path) -> tuple[bytes, bool]:
+    """manifest.yaml's bytes, checked against manifest.sha256 when the bundle is sealed."""
     path = Path(bundle_dir) / MANIFEST
     if not path.is_file():
         raise BundleError(f"bundle {bundle_dir}: no {MANIFEST}")
     try:
-        m = yaml.safe_load(path.read_text())
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"bundle {bundle_dir}: {MANIFEST} cannot be read ({exc.strerror})") from None
+    seal_path = Path(bundle_dir) / MANIFEST_SEAL
+    if not seal_path.exists():
+        return data, False
+    try:
+        seal = seal_path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"bundle {bundle_dir}: {MANIFEST_SEAL} cannot be read ({exc.strerror})") from None
+    expected = f"  {MANIFEST}\n".encode()
+    if len(seal) != 64 + len(expected) or not seal.endswith(expected) or not _is_sha(seal[:64].decode("latin-1")):
+        raise BundleError(f"bundle {bundle_dir}: {MANIFEST_SEAL} is malformed (corrupted or altered)")
+    if hashlib.sha256(data).hexdigest() != seal[:64].decode():
+        raise BundleError(f"bundle {bundle_dir}: {MANIFEST} fails its SHA-256 check against {MANIFEST_SEAL} "
+                          f"(corrupted or altered)")
+    return data, True
+
+
+def _check_manifest(bundle_dir, m: dict) -> None:
+    """Structure and types of every manifest field that loading uses: BundleError naming the field."""
+    def bad(what):
+        raise BundleError(f"bundle {bundle_dir}: {MANIFEST} field {what} is missing or malformed")
+
+    def mapping(key):
+        if not isinstance(m.get(key), dict):
+            bad(f"'{key}'")
+        return m[key]
+
+    def integer(x) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    files = mapping("files")
+    for name, entry in files.items():
+        if (not isinstance(name, str) or not name or name in (".", "..", MANIFEST, MANIFEST_SEAL)
+                or "/" in name or "\\" in name or "\0" in name):
+            bad(f"'files' (file name {str(name)[:40]!r})")
+        if not isinstance(entry, dict) or not _is_sha(entry.get("sha256")):
+            bad(f"'files.{name}.sha256'")
+        if "bytes" in entry and not (integer(entry["bytes"]) and entry["bytes"] >= 0):
+            bad(f"'files.{name}.bytes'")
+    enc = mapping("encoder")
+    if not _is_sha(enc.get("sha256")):
+        bad("'encoder.sha256'")
+    index = mapping("index")
+    if not (integer(index.get("dim")) and 1 <= index["dim"] <= 65536):
+        bad("'index.dim'")
+    if index.get("space", "ip") not in ("ip", "cosine", "l2"):
+        bad("'index.space'")
+    if not (integer(index.get("ef", 64)) and 1 <= index.get("ef", 64) <= 100000):
+        bad("'index.ef'")
+    counts = mapping("counts")
+    if not (integer(counts.get("views")) and counts["views"] >= 1):
+        bad("'counts.views'")
+    scales = mapping("grid").get("scales_km")
+    if (not isinstance(scales, list) or not scales
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < 1e5 for x in scales)):
+        bad("'grid.scales_km'")
+    if "keyindex" in m:
+        ki = mapping("keyindex")
+        if not (integer(ki.get("dim")) and 1 <= ki["dim"] <= 4096):
+            bad("'keyindex.dim'")
+        if not (integer(ki.get("count")) and ki["count"] >= 1):
+            bad("'keyindex.count'")
+        if ki.get("space", "l2") not in ("l2", "ip"):
+            bad("'keyindex.space'")
+        if not (integer(ki.get("ef", 12)) and 1 <= ki.get("ef", 12) <= 100000):
+            bad("'keyindex.ef'")
+        if "store_desc_sha256" in ki and not _is_sha(ki["store_desc_sha256"]):
+            bad("'keyindex.store_desc_sha256'")
+
+
+def read_manifest(bundle_dir: Path) -> dict:
+    m, _ = _read_manifest(bundle_dir)
+    return m
+
+
+def _read_manifest(bundle_dir: Path) -> tuple[dict, bool]:
+    data, sealed = _manifest_bytes(bundle_dir)
+    try:
+        m = yaml.safe_load(data.decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise BundleError(f"bundle {bundle_dir}: {MANIFEST} is not valid YAML ({type(exc).__name__})") from None
+    except RecursionError:
+        raise BundleError(f"bundle {bundle_dir}: {MANIFEST} is not valid YAML (nested too deeply)") from None
     if not isinstance(m, dict) or "files" not in m or "format_version" not in m:
         raise BundleError(f"bundle {bundle_dir}: {MANIFEST} lacks 'files' or 'format_version'")
     if m["format_version"] != FORMAT_VERSION:
-        raise BundleError(f"bundle {bundle_dir}: format_version {m['format_version']!r}, this build reads {FORMAT_VERSION}")
-    return m
+        raise BundleError(f"bundle {bundle_dir}: format_version {str(m['format_version'])[:20]!r}, "
+                          f"this build reads {FORMAT_VERSION}")
+    _check_manifest(bundle_dir, m)
+    return m, sealed
+
+
+ENCODER_RECORD = "encoder.json"        # written by ``earthfix export`` next to the models: files -> sha256, bytes
+
+
+def check_encoder_record(encoder_path) -> bool:
+    """Check an encoder file against the export record next to it (``encoder.json``), when there is one:
+    BundleError if the record lists the file with another SHA-256 (a corrupted model must be refused before
+    a default bundle is rebuilt from it). Returns True when a record was checked."""
+    path = Path(encoder_path)
+    rec_path = path.parent / ENCODER_RECORD
+    if not rec_path.is_file():
+        return False
+    try:
+        import json
+        entry = json.loads(rec_path.read_text()).get("files", {}).get(path.name)
+    except (OSError, ValueError, AttributeError):
+        raise BundleError(f"{rec_path} is unreadable (corrupted?): cannot vouch for {path.name}") from None
+    if not isinstance(entry, dict) or "sha256" not in entry:
+        return False
+    try:
+        sha = sha256_file(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"encoder not found: {path}") from None
+    if sha != entry["sha256"]:
+        raise BundleError(f"encoder {path} fails its SHA-256 check against {rec_path} (corrupted or altered)")
+    return True
+
+
+def check_encoder(bundle_dir, encoder_path) -> str:
+    """Refuse, before the encoder is parsed by anything, an encoder file whose SHA-256 is not the one the
+    bundle was built with (a corrupted or a different model). Returns the SHA-256."""
+    bundle_dir = Path(bundle_dir)
+    if not bundle_dir.is_dir():
+        raise BundleError(f"bundle directory not found: {bundle_dir}")
+    m = read_manifest(bundle_dir)
+    try:
+        sha = sha256_file(Path(encoder_path))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"encoder not found: {encoder_path}") from None
+    except OSError as exc:
+        raise BundleError(f"encoder {encoder_path} cannot be read ({exc.strerror})") from None
+    if sha != m["encoder"]["sha256"]:
+        raise BundleError(f"bundle {bundle_dir} was built with encoder {m['encoder']['sha256'][:12]}..., not "
+                          f"{encoder_path} ({sha[:12]}...): a different or corrupted encoder")
+    return sha
 
 
 def verified_bytes(bundle_dir: Path, name: str, manifest: dict) -> bytes:
@@ -64,8 +219,10 @@ def verified_bytes(bundle_dir: Path, name: str, manifest: dict) -> bytes:
     path = Path(bundle_dir) / name
     try:
         data = path.read_bytes()
-    except OSError:
+    except FileNotFoundError:
         raise BundleError(f"bundle {bundle_dir}: {name} is missing") from None
+    except OSError as exc:
+        raise BundleError(f"bundle {bundle_dir}: {name} cannot be read ({exc.strerror})") from None
     if "bytes" in entry and len(data) != entry["bytes"]:
         raise BundleError(f"bundle {bundle_dir}: {name} has {len(data)} bytes, manifest says {entry['bytes']} (truncated or altered)")
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
@@ -76,6 +233,32 @@ def verified_bytes(bundle_dir: Path, name: str, manifest: dict) -> bytes:
 def load_npz(data: bytes) -> dict:
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+def _load_keyindex(bundle_dir, blob: bytes, meta, keystore, threads: int):
+    """The voting index from verified bytes, cross-checked against its store before native code reads it."""
+    import hnswlib
+    if not isinstance(meta, dict):
+        raise BundleError(f"bundle {bundle_dir}: keyindex.hnsw is listed but the manifest has no 'keyindex'")
+    if meta["dim"] != keystore.dim or meta["count"] != len(keystore):
+        raise BundleError(f"bundle {bundle_dir}: keyindex ({meta['count']} x {meta['dim']}) disagrees with the "
+                          f"keystore ({len(keystore)} x {keystore.dim})")
+    if "store_desc_sha256" in meta and \
+            hashlib.sha256(np.ascontiguousarray(keystore.desc)).hexdigest() != meta["store_desc_sha256"]:
+        raise BundleError(f"bundle {bundle_dir}: keyindex was built from another keystore (descriptor SHA-256)")
+    index = hnswlib.Index(space=meta.get("space", "l2"), dim=int(meta["dim"]))
+    with tempfile.NamedTemporaryFile(suffix=".hnsw", delete=False) as tmp:   # hnswlib reads only paths
+        tmp.write(blob)
+    try:
+        index.load_index(tmp.name, max_elements=int(meta["count"]))
+    finally:
+        os.unlink(tmp.name)
+    if index.get_current_count() != len(keystore):
+        raise BundleError(f"bundle {bundle_dir}: keyindex holds {index.get_current_count()} items, "
+                          f"the keystore {len(keystore)}")
+    index.set_ef(int(meta.get("ef", 12)))
+    index.set_num_threads(int(threads))
+    return index
 
 
 @dataclass
@@ -91,6 +274,9 @@ class Bundle:
     keystore: object | None = None     # earthfix.onboard.keystore.KeypointStore
     descriptors: np.ndarray | None = None
     scales_km: tuple = field(default_factory=tuple)
+    sealed: bool = False               # manifest.yaml verified against manifest.sha256
+    unlisted: tuple = ()               # files in the directory that the manifest does not list (ignored)
+    keyindex: object | None = None     # hnswlib.Index over keystore descriptors (vote.py); None if absent
 
     @classmethod
     def load(cls, bundle_dir, encoder_sha256: str | None = None, threads: int = 1,
@@ -99,8 +285,8 @@ class Bundle:
         bundle_dir = Path(bundle_dir)
         if not bundle_dir.is_dir():
             raise BundleError(f"bundle directory not found: {bundle_dir}")
-        m = read_manifest(bundle_dir)
-        enc = m.get("encoder", {}).get("sha256")
+        m, sealed = _read_manifest(bundle_dir)
+        enc = m["encoder"]["sha256"]
         if encoder_sha256 is not None and enc != encoder_sha256:
             raise BundleError(f"bundle {bundle_dir} was built with encoder {str(enc)[:12]}..., "
                               f"not the loaded encoder {encoder_sha256[:12]}...")
@@ -109,10 +295,20 @@ class Bundle:
         for needed in ("views.npz", "pca.npz", "index.hnsw"):
             if needed not in blobs:
                 raise BundleError(f"bundle {bundle_dir}: manifest lists no {needed}")
+        n = int(m["counts"]["views"])
+        scales_km = tuple(float(s) for s in m["grid"]["scales_km"])
         try:
             views = load_npz(blobs["views.npz"])
             pca = load_npz(blobs["pca.npz"])
             dim = int(m["index"]["dim"])
+            # cross-checks before any native code trusts these numbers
+            if pca["components"].ndim != 2 or pca["components"].shape[1] != dim \
+                    or pca["mean"].shape != (pca["components"].shape[0],):
+                raise BundleError(f"bundle {bundle_dir}: PCA shape disagrees with the index dimension {dim}")
+            if not (len(views["lat"]) == len(views["lon"]) == len(views["scale"]) == n):
+                raise BundleError(f"bundle {bundle_dir}: view count disagrees with the manifest")
+            if n and (views["scale"].min() < 0 or views["scale"].max() >= len(scales_km)):
+                raise BundleError(f"bundle {bundle_dir}: view scales outside grid.scales_km")
             index = hnswlib.Index(space=m["index"].get("space", "ip"), dim=dim)
             # hnswlib reads only from a path: load a private copy of the verified bytes
             with tempfile.NamedTemporaryFile(suffix=".hnsw", delete=False) as tmp:
@@ -127,6 +323,9 @@ class Bundle:
             if load_keystore and "keystore.npz" in blobs:
                 from .keystore import KeypointStore
                 keystore = KeypointStore.from_bytes(blobs["keystore.npz"])
+            keyindex = None
+            if keystore is not None and "keyindex.hnsw" in blobs:
+                keyindex = _load_keyindex(bundle_dir, blobs["keyindex.hnsw"], m.get("keyindex"), keystore, threads)
             desc = None
             if load_descriptors and "descriptors.npy" in blobs:
                 desc = np.load(io.BytesIO(blobs["descriptors.npy"]), allow_pickle=False)
@@ -134,13 +333,14 @@ class Bundle:
             raise
         except Exception as exc:  # malformed but correctly summed content: still refuse cleanly
             raise BundleError(f"bundle {bundle_dir}: unreadable content ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-        n = int(m["counts"]["views"])
         if len(views["lat"]) != n or index.get_current_count() != n:
             raise BundleError(f"bundle {bundle_dir}: view count disagrees with the manifest")
+        known = set(m["files"]) | {MANIFEST, MANIFEST_SEAL}
+        unlisted = tuple(sorted(p.name for p in bundle_dir.iterdir() if p.name not in known))
         return cls(bundle_dir, m, views["lat"].astype(np.float64), views["lon"].astype(np.float64),
                    views["scale"].astype(np.int64), pca["mean"].astype(np.float32),
-                   pca["components"].astype(np.float32), index, keystore, desc,
-                   tuple(float(s) for s in m["grid"]["scales_km"]))
+                   pca["components"].astype(np.float32), index, keystore, desc, scales_km,
+                   sealed, unlisted, keyindex)
 
     @property
     def views(self) -> int:

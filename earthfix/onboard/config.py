@@ -1,6 +1,8 @@
 """Onboard configuration: YAML (safe_load) validated key by key with messages that name the key."""
 from __future__ import annotations
 
+import difflib
+import math
 from pathlib import Path
 
 import yaml
@@ -14,6 +16,7 @@ DEFAULTS = {
     "verify_k": 10,
     "deadline_ms": 60.0,
     "min_confidence": 0.9,
+    "vote": True,
     "verify": {},
     "confidence": {},
 }
@@ -23,15 +26,52 @@ class ConfigError(ValueError):
     pass
 
 
+# verify/feature values beyond these make OpenCV fail or hang (measured: sigma 1e6 or 1e6 octave layers
+# never return, grid_cells 1e6 allocates terabytes, a zero tile size divides by zero); other numbers
+# only need to be finite and >= 0
+_RANGES = {
+    "verify.ransac_conf": (1e-6, 1.0 - 1e-9),
+    "verify.feature.sigma": (0.1, 10.0),
+    "verify.feature.n_octave_layers": (1, 10),
+    "verify.feature.clahe_tile_px": (1, 4096),
+    "verify.feature.grid_cells": (0, 64),
+    "verify.feature.max_keypoints": (0, 100000),
+}
+# cv2.findHomography methods: 0 (least squares), LMEDS, RANSAC, RHO, USAC_*
+_CHOICES = {"verify.homography_method": [0, 4, 8, 16, 32, 33, 34, 35, 36, 37, 38]}
+
+
+def _r(value, n: int = 40) -> str:
+    """repr of a value, shortened: messages stay one short line."""
+    s = repr(value).replace("\n", " ")
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def _name(key, n: int = 40) -> str:
+    """A key as it appears in messages: one line, shortened."""
+    s = str(key).replace("\n", " ").replace("\r", " ")
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def _finite(x) -> bool:
+    try:
+        return math.isfinite(x)
+    except OverflowError:           # an int too large for a float
+        return False
+
+
 def _check(key, value, kind, lo=None, hi=None, choices=None):
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(f"config: '{key}' must be an integer, got {value!r}")
+        raise ConfigError(f"config: '{key}' must be an integer, got {_r(value)}")
     if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise ConfigError(f"config: '{key}' must be a number, got {value!r}")
+        raise ConfigError(f"config: '{key}' must be a number, got {_r(value)}")
+    if kind is float and not _finite(value):
+        raise ConfigError(f"config: '{key}' must be a finite number, got {_r(value)}")
     if lo is not None and value < lo or hi is not None and value > hi:
-        raise ConfigError(f"config: '{key}' must be in [{lo}, {hi}], got {value!r}")
+        rng = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ConfigError(f"config: '{key}' must be {rng}, got {_r(value)}")
     if choices is not None and value not in choices:
-        raise ConfigError(f"config: '{key}' must be one of {choices}, got {value!r}")
+        raise ConfigError(f"config: '{key}' must be one of {choices}, got {_r(value)}")
 
 
 def validate(cfg: dict) -> dict:
@@ -39,7 +79,7 @@ def validate(cfg: dict) -> dict:
         raise ConfigError("config: expected a mapping at the top level")
     unknown = set(cfg) - set(DEFAULTS)
     if unknown:
-        raise ConfigError(f"config: unknown key '{sorted(unknown)[0]}' (known: {', '.join(DEFAULTS)})")
+        raise ConfigError(f"config: unknown key '{sorted(map(_name, unknown))[0]}' (known: {', '.join(DEFAULTS)})")
     out = dict(DEFAULTS, **cfg)
     if out["encoder"] is not None and not isinstance(out["encoder"], str):
         raise ConfigError("config: 'encoder' must be a path or null")
@@ -51,10 +91,64 @@ def validate(cfg: dict) -> dict:
     _check("verify_k", out["verify_k"], int, 0, 100)
     _check("deadline_ms", out["deadline_ms"], float, 1, 60000)
     _check("min_confidence", out["min_confidence"], float, 0.0, 1.0)
+    if not isinstance(out["vote"], bool):
+        raise ConfigError(f"config: 'vote' must be true or false, got {_r(out['vote'])}")
     for k in ("verify", "confidence"):
         if not isinstance(out[k], dict):
             raise ConfigError(f"config: '{k}' must be a mapping")
+    bad = sorted(map(_name, set(out["confidence"]) - {"path"}))
+    if bad:
+        raise ConfigError(f"config: unknown key 'confidence.{bad[0]}' (known: path)")
+    if out["confidence"].get("path") is not None and not isinstance(out["confidence"]["path"], str):
+        raise ConfigError("config: 'confidence.path' must be a path or null")
+    _check_verify(out["verify"])
     return out
+
+
+def _check_fields(prefix: str, cls, d: dict) -> None:
+    """Keys of ``d`` against the dataclass ``cls``: known names, and values of the defaults' types
+    (numbers finite and >= 0, tuples of numbers of the same length, nested mappings recursively)."""
+    import dataclasses
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in d.items():
+        name = f"{prefix}.{_name(key)}"
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"did you mean '{prefix}.{close[0]}'?" if close else f"see {cls.__name__} for the keys"
+            raise ConfigError(f"config: unknown key '{name}' ({hint})")
+        f = fields[key]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if value is None and "None" in str(f.type):
+            continue
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config: '{name}' must be a mapping")
+            _check_fields(name, type(default), value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"config: '{name}' must be true or false, got {_r(value)}")
+        elif isinstance(default, (int, float)):
+            kind = int if isinstance(default, int) and "float" not in str(f.type) else float
+            lo, hi = _RANGES.get(name, (0, None))
+            _check(name, value, kind, lo, hi, _CHOICES.get(name))
+        elif isinstance(default, tuple):
+            if (not isinstance(value, (list, tuple)) or len(value) != len(default)
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v)
+                               for v in value)):
+                raise ConfigError(f"config: '{name}' must be a list of {len(default)} finite numbers, got {_r(value)}")
+        elif isinstance(default, str):
+            if not isinstance(value, str):
+                raise ConfigError(f"config: '{name}' must be a string, got {_r(value)}")
+
+
+def _check_verify(d: dict) -> None:
+    from .verify import VerifyConfig
+    _check_fields("verify", VerifyConfig, d)
+    try:
+        VerifyConfig(**d)
+    except (TypeError, ValueError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"config: {msg}" if msg.startswith("verify:") else f"config: 'verify': {msg}") from None
 
 
 def load_config(path=None, overrides: dict | None = None) -> dict:
@@ -62,11 +156,18 @@ def load_config(path=None, overrides: dict | None = None) -> dict:
     if path is not None:
         p = Path(path)
         try:
-            cfg = yaml.safe_load(p.read_text()) or {}
+            cfg = yaml.safe_load(p.read_text())
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {p}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {p} cannot be read: {getattr(exc, 'strerror', None) or type(exc).__name__}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        cfg = {} if cfg is None else cfg
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"config file {p}: expected a mapping at the top level")
     if overrides:
-        cfg = dict(cfg, **overrides)
+        if not isinstance(overrides, dict):
+            raise ConfigError("config: overrides must be a mapping")
+        cfg = dict(cfg, **{str(k) if not isinstance(k, str) else k: v for k, v in overrides.items()})
     return validate(cfg)

@@ -1,5 +1,10 @@
 """The flight path for one frame: preprocess -> INT8 encoder -> HNSW top-k -> verification -> Fix.
 
+When no candidate of the encoder verifies with enough confidence and time remains, keypoint voting
+(``vote.py``, over the bundle's ``keyindex.hnsw``; config ``vote``) proposes places from the same frame
+features and those are verified too; the better verification is kept (``fix.evidence['source']``:
+``'encoder'`` or ``'vote'``). ``fix.candidates`` stays the encoder's top-k either way.
+
     loc = Localizer.load(bundle_dir, config_path)          # once
     fix = loc.locate(frame, camera, attitude=None, time=None)
 
@@ -16,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import geodesy
 from .bundle import Bundle
 from .camera import Camera
 from .config import load_config
@@ -42,6 +48,10 @@ class Localizer:
         self.confidence = confidence
         vcfg = VerifyConfig(**{k: v for k, v in config.get("verify", {}).items()})
         self.verifier = Verifier(bundle.keystore, vcfg) if bundle.keystore is not None else None
+        self.voter = None
+        if config.get("vote", True) and self.verifier is not None and getattr(bundle, "keyindex", None) is not None:
+            from .vote import KeypointVoter
+            self.voter = KeypointVoter(bundle.keystore, bundle.keyindex)
         cv2.setNumThreads(int(config["threads"]))
 
     @classmethod
@@ -58,6 +68,32 @@ class Localizer:
         return cls(bundle, encoder, cfg, ConfidenceModel.load(conf_path))
 
     # ---- one frame -----------------------------------------------------------------------------
+    SAME_PLACE_KM = 100.0      # two hypotheses closer than this are one place (not competing evidence)
+
+    def _better(self, v_enc, conf_enc: float, v_vote):
+        """The better of the encoder's and the vote's verifications: (verification, confidence, source).
+
+        Each one's best inlier count is the other's competing evidence unless both found the same place
+        (``second_inliers``/``inlier_margin`` enter the confidence): voting must not make a place look more
+        unique than the two searches together showed it to be."""
+        def merged(a, b):
+            if not a.ok:
+                return a
+            same = (b.lat is not None and a.lat is not None
+                    and float(geodesy.great_circle_km(a.lat, a.lon, b.lat, b.lon)) < self.SAME_PLACE_KM)
+            if not same and b.inliers > a.second_inliers:
+                a.second_inliers = int(b.inliers)
+                a.evidence = dict(a.evidence, second_inliers=a.second_inliers,
+                                  inlier_margin=int(a.inliers) - a.second_inliers)
+            return a
+        conf_vote = self.confidence(v_vote.evidence) if v_vote.ok else 0.0
+        if (v_vote.ok, conf_vote, v_vote.inliers) > (v_enc.ok, conf_enc, v_enc.inliers):
+            best, other, source = v_vote, v_enc, "vote"
+        else:
+            best, other, source = v_enc, v_vote, "encoder"
+        best = merged(best, other)
+        return best, (self.confidence(best.evidence) if best.ok else 0.0), source
+
     def candidates(self, desc: np.ndarray, k: int) -> list[Candidate]:
         idx, sim = self.bundle.search(desc, k)
         return [Candidate(float(self.bundle.lat[i]), float(self.bundle.lon[i]), float(s), int(i),
@@ -96,11 +132,27 @@ class Localizer:
             vc = [(c.lat, c.lon, rf * scales[c.scale]) for c in cands[: self.cfg["verify_k"]]]
             v = self.verifier.verify(feats, camera, vc, attitude=attitude, deadline=deadline)
             stages["verify_ms"] = (_time.perf_counter() - t) * 1e3
+            conf = self.confidence(v.evidence) if v.ok else 0.0
+            source = "encoder"
+            n_vote = 0
+            if (self.voter is not None and not (v.ok and conf >= self.cfg["min_confidence"])
+                    and _time.perf_counter() < deadline):
+                # the encoder's places failed: the keypoints vote for places of their own (same features)
+                t = _time.perf_counter()
+                vcands = self.voter.candidates(feats, camera)
+                stages["vote_ms"] = (_time.perf_counter() - t) * 1e3
+                n_vote = len(vcands)
+                if vcands:
+                    t = _time.perf_counter()
+                    v2 = self.verifier.verify(feats, camera, vcands, attitude=attitude, deadline=deadline)
+                    stages["verify2_ms"] = (_time.perf_counter() - t) * 1e3
+                    v, conf, source = self._better(v, conf, v2)
             fix.inliers = int(v.inliers)
-            fix.confidence = self.confidence(v.evidence) if v.ok else 0.0
+            fix.confidence = conf
             fix.reason = v.reason
             fix.evidence = dict(v.evidence, hyp_lat=v.lat, hyp_lon=v.lon, hyp_alt_km=v.alt_km,
-                                hyp_yaw_deg=v.yaw_deg, hyp_sub_lat=v.sub_lat, hyp_sub_lon=v.sub_lon)
+                                hyp_yaw_deg=v.yaw_deg, hyp_sub_lat=v.sub_lat, hyp_sub_lon=v.sub_lon,
+                                source=source, vote_candidates=n_vote)
             if v.ok:
                 fix.lat, fix.lon, fix.sub_lat, fix.sub_lon = v.lat, v.lon, v.sub_lat, v.sub_lon
                 fix.alt_km, fix.yaw_deg = v.alt_km, v.yaw_deg

@@ -6,8 +6,9 @@
 Steps: (1) the Fibonacci-lattice grid of view centres per footprint scale (``grid.py``), land and coasts
 only; (2) each view rendered nadir/north-up from the basemap (water flattened) and encoded by the INT8
 encoder with its own preprocessing; (3) PCA to ``pca_dim`` (fitted on the reference descriptors) and
-re-normalisation; (4) an hnswlib inner-product graph; (5) the area keypoint store for verification;
-(6) manifest.yaml with every file's SHA-256. The default bundle is built on first use into the user
+re-normalisation; (4) an hnswlib inner-product graph; (5) the area keypoint store for verification and
+the key index over its descriptors for keypoint voting (``build_keyindex``); (6) manifest.yaml with every
+file's SHA-256. The default bundle is built on first use into the user
 cache (``$EARTHFIX_HOME`` or ``~/.cache/earthfix``) and rebuilt when the shipped encoder changes.
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ import yaml
 from ..onboard.bundle import FORMAT_VERSION, MANIFEST, Bundle, BundleError, sha256_file
 from . import grid
 
-DEFAULT_INDEX = {"space": "ip", "M": 16, "ef_construction": 200, "ef": 96}
+DEFAULT_INDEX = {"space": "ip", "M": 16, "ef_construction": 200, "ef": 64}   # docs/BUNDLE.md: sweep
 DEFAULT_PCA_DIM = 64
 
 
@@ -79,10 +80,13 @@ def build_hnsw(vectors: np.ndarray, params: dict, threads: int = 2):
 
 
 def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=DEFAULT_PCA_DIM, index_params=None,
-                 keystore=True, progress=True, region=None, threads=2, log=None) -> Path:
+                 keystore=True, progress=True, region=None, threads=2, log=None, keyindex=True,
+                 keyindex_params=None) -> Path:
     """Build a bundle into ``out_dir`` (written to a temporary sibling, then renamed: never half-written).
 
     ``region`` = (lat_min, lat_max, lon_min, lon_max) restricts the grid (small regional bundles for tests).
+    ``keyindex`` (with ``keystore``): also the voting index ``keyindex.hnsw`` (``build_keyindex``, built on
+    one thread so that it is reproducible; ~10 s for the global store), parameters in manifest 'keyindex'.
     """
     from ..onboard.encoder import Encoder
     from ..sim.basemap import Basemap
@@ -118,11 +122,16 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=DEFAULT_PCA_D
     np.save(tmp / "descriptors.npy", red.astype(np.float16))
     index.save_index(str(tmp / "index.hnsw"))
     n_kp = 0
+    keyindex_meta = None
     if keystore:
         from .build_keystore import BuildConfig, build_keystore
         store = build_keystore(basemap, BuildConfig(bbox=tuple(region) if region else None), progress=progress)
         store.save(tmp / "keystore.npz")
         n_kp = len(store)
+        if keyindex:
+            from .build_keyindex import build_keyindex
+            kindex, keyindex_meta = build_keyindex(store, keyindex_params, threads=1)
+            kindex.save_index(str(tmp / "keyindex.hnsw"))
     files = {}
     for f in sorted(tmp.iterdir()):
         files[f.name] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
@@ -137,6 +146,7 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=DEFAULT_PCA_D
         "grid": {"kind": "fibonacci", "scales_km": list(grid.SCALES_KM), "spacing_frac": grid.SPACING_FRAC,
                  "ref_fov_deg": grid.REF_FOV_DEG, "region": list(region) if region else None},
         "index": dict(params, dim=int(red.shape[1]), library="hnswlib"),
+        **({"keyindex": keyindex_meta} if keyindex_meta else {}),
         "pca": {"dim_in": int(desc.shape[1]), "dim_out": int(red.shape[1])},
         "counts": {"views": int(len(lat)), "views_per_scale": np.bincount(scale, minlength=len(grid.SCALES_KM)).tolist(),
                    "keypoints": int(n_kp)},
@@ -196,6 +206,7 @@ def register(sub):
     p.add_argument("--ef", type=int, default=DEFAULT_INDEX["ef"])
     p.add_argument("--region", nargs=4, type=float, default=None, metavar=("LAT_MIN", "LAT_MAX", "LON_MIN", "LON_MAX"))
     p.add_argument("--no-keystore", action="store_true")
+    p.add_argument("--no-keyindex", action="store_true", help="no keypoint-voting index (keyindex.hnsw)")
     p.set_defaults(func=run_build)
 
     q = sub.add_parser("info", help="describe the bundle and encoder that locate would use")
@@ -216,7 +227,7 @@ def run_build(args) -> int:
     try:
         build_bundle(out, basemap, args.encoder, args.pca_dim,
                      {"M": args.M, "ef_construction": args.ef_construction, "ef": args.ef},
-                     keystore=not args.no_keystore, region=args.region)
+                     keystore=not args.no_keystore, region=args.region, keyindex=not args.no_keyindex)
     except (FileNotFoundError, ValueError) as exc:
         print(f"earthfix build-index: {exc}", file=sys.stderr)
         return 2

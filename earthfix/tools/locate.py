@@ -27,9 +27,44 @@ def register(sub):
     p.set_defaults(func=run)
 
 
+def _finite_json(x):
+    """Non-finite floats -> null (strict JSON has no NaN/Infinity), recursively."""
+    if isinstance(x, float):
+        return x if x == x and x not in (float("inf"), float("-inf")) else None
+    if isinstance(x, dict):
+        return {k: _finite_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite_json(v) for v in x]
+    return x
+
+
 def _emit(obj) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
+    try:
+        text = json.dumps(obj, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite_json(obj), allow_nan=False)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def encoder_path(config_path) -> Path:
+    """The encoder file a Localizer loaded with this config would use."""
+    from ..onboard.config import load_config
+    from ..onboard.localizer import shipped_models_dir
+    cfg = load_config(config_path)
+    return Path(cfg["encoder"]) if cfg["encoder"] else shipped_models_dir() / "encoder_int8.onnx"
+
+
+def load_checked(bundle, config_path):
+    """Localizer on ``bundle``; the encoder file is checked against its export record (encoder.json) and the
+    bundle's record of it before any parser (onnxruntime) reads it: a corrupted encoder is refused as
+    BundleError, not parsed."""
+    from ..onboard.bundle import check_encoder, check_encoder_record
+    from ..onboard.localizer import Localizer
+    enc = encoder_path(config_path)
+    check_encoder_record(enc)
+    check_encoder(bundle, enc)
+    return Localizer.load(bundle, config_path)
 
 
 def run(args) -> int:
@@ -40,12 +75,15 @@ def run(args) -> int:
     from ..onboard.config import ConfigError
     from ..onboard.fix import Fix
     from ..onboard.frames import FrameError, read_frame
-    from ..onboard.localizer import Localizer
 
     try:
         camera = Camera.from_yaml(args.camera)
-    except CameraError as exc:
-        print(f"earthfix locate: {exc}", file=sys.stderr)
+    except (CameraError, OSError, UnicodeDecodeError, ValueError, OverflowError) as exc:
+        # CameraError covers a missing file and bad keys; a directory, binary data or inf/nan sizes
+        # raise others (camera.py): all are one line here
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"earthfix locate: camera {args.camera}: {msg}" if not isinstance(exc, CameraError)
+              else f"earthfix locate: {msg}", file=sys.stderr)
         return 2
     attitude = None
     if args.attitude:
@@ -60,25 +98,47 @@ def run(args) -> int:
     try:
         bundle = args.bundle
         if bundle is None:
-            from .build_index import ensure_default_bundle
+            from ..onboard.bundle import check_encoder_record
+            from .build_index import default_encoder_path, ensure_default_bundle
+            check_encoder_record(default_encoder_path())   # never (re)build the default bundle from a bad model
             bundle = ensure_default_bundle()
         try:
-            loc = Localizer.load(bundle, args.config)
+            loc = load_checked(bundle, args.config)
         except BundleError as exc:
             if not args.fallback_bundle:
                 raise
-            print(f"earthfix locate: WARNING: {exc}; falling back to {args.fallback_bundle}", file=sys.stderr)
-            loc = Localizer.load(args.fallback_bundle, args.config)
+            print(f"earthfix locate: WARNING: BUNDLE REFUSED: {exc}", file=sys.stderr)
+            print(f"earthfix locate: WARNING: USING FALLBACK BUNDLE {args.fallback_bundle} "
+                  f"(last known good; fixes come from it)", file=sys.stderr)
+            bundle = args.fallback_bundle
+            try:
+                loc = load_checked(bundle, args.config)
+            except BundleError as exc2:
+                raise BundleError(f"fallback bundle refused too: {exc2}") from None
     except (BundleError, ConfigError, FileNotFoundError) as exc:
-        print(f"earthfix locate: {exc}", file=sys.stderr)
+        print(f"earthfix locate: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 2
+    except Exception as exc:   # anything else at load (e.g. a parser error): one line, nothing located
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"earthfix locate: cannot load bundle {bundle or '(default)'}: {type(exc).__name__}: {msg}",
+              file=sys.stderr)
+        return 2
+    if getattr(loc.bundle, "unlisted", ()):
+        print(f"earthfix locate: note: ignoring files not in the manifest of {bundle}: "
+              f"{', '.join(loc.bundle.unlisted[:5])}{' ...' if len(loc.bundle.unlisted) > 5 else ''}",
+              file=sys.stderr)
+    size = (camera.width, camera.height)
     for path in args.frames:
         try:
-            frame = read_frame(path)
+            frame = read_frame(path, size)
             fix = loc.locate(frame, camera, attitude=attitude, time=args.time)
         except FrameError as exc:
             fix = Fix.failed(str(exc))
         except Exception as exc:  # never stop the batch for one frame
             fix = Fix.failed(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-        _emit(fix.to_json(path))
+        try:
+            line = fix.to_json(path)
+        except Exception as exc:
+            line = Fix.failed(f"internal error: {type(exc).__name__} while formatting the result").to_json(path)
+        _emit(line)
     return 0

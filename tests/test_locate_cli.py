@@ -1,0 +1,225 @@
+"""The locate contract on a mixed batch: one strict-JSON line per frame, in order, ``error`` on each bad one,
+nothing else on stdout, no traceback anywhere, exit 0; and one-line refusals with exit 2 for what makes the
+whole run impossible (camera, config, attitude).
+
+Needs the shipped encoder (models/encoder_int8.onnx) or ``EARTHFIX_TEST_MODELS=DIR``; skipped otherwise.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = Path(os.environ.get("EARTHFIX_TEST_MODELS", REPO / "models"))
+ENCODER = MODELS / "encoder_int8.onnx"
+TINY_REGION = (30.0, 40.0, -115.0, -100.0)
+needs_model = pytest.mark.skipif(not ENCODER.is_file(),
+                                 reason=f"no encoder at {ENCODER}: export the model first "
+                                        f"(or set EARTHFIX_TEST_MODELS=DIR)")
+pytestmark = needs_model
+
+
+def localizer_config() -> dict:
+    return {"encoder": str(ENCODER), "confidence": {"path": str(MODELS / "confidence.json")}}
+
+
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A small regional bundle built once per session from ENCODER (shared with the other reliability tests)."""
+    from earthfix.onboard.bundle import MANIFEST, sha256_file
+    from earthfix.tools.build_index import build_bundle
+    out = tmp_path_factory.getbasetemp() / f"reliability_bundle_{sha256_file(ENCODER)[:12]}"
+    if not (out / MANIFEST).is_file():
+        build_bundle(out, encoder_path=ENCODER, region=TINY_REGION, progress=False, threads=1, log=lambda s: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    if not ENCODER.is_file():
+        pytest.skip(f"no encoder at {ENCODER}")
+    return tiny_bundle(tmp_path_factory)
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return len(payload).to_bytes(4, "big") + kind + payload + zlib.crc32(kind + payload).to_bytes(4, "big")
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory, basemap, cam256):
+    """A mixed batch of good and bad frames on disk: [(path, kind)], kind good / bad / blank."""
+    from earthfix.sim.scenario import single_frame
+    d = tmp_path_factory.mktemp("batch")
+    good, _ = single_frame(basemap, cam256, 35.0, -110.0, 500.0, 30.0)
+    good2, _ = single_frame(basemap, cam256, 33.0, -105.0, 550.0, 200.0)
+    rng = np.random.default_rng(0)
+    p = cv2.imencode(".png", good)[1].tobytes()
+    j = cv2.imencode(".jpg", good2)[1].tobytes()
+    files = {
+        "good.png": (p, "good"),
+        "empty.png": (b"", "bad"),
+        "good2.jpg": (j, "good"),
+        "notes.png": (b"downlink log, not an image\n" * 3, "bad"),
+        "truncated.png": (p[: len(p) // 2], "bad"),
+        "grey.png": (cv2.imencode(".png", cv2.cvtColor(good, cv2.COLOR_BGR2GRAY))[1].tobytes(), "good"),
+        "truncated.jpg": (j[: len(j) // 3], "bad"),
+        "one_pixel.png": (cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))[1].tobytes(), "bad"),
+        "sixteen_bit.png": (cv2.imencode(".png", good.astype(np.uint16) * 257)[1].tobytes(), "good"),
+        "wrong_size.png": (cv2.imencode(".png", cv2.resize(good, (320, 240)))[1].tobytes(), "bad"),
+        "bgra.png": (cv2.imencode(".png", np.dstack([good, np.full(good.shape[:2], 255, np.uint8)]))[1].tobytes(),
+                     "good"),
+        "black.png": (cv2.imencode(".png", np.zeros_like(good))[1].tobytes(), "blank"),
+        "damaged_scan.jpg": (j[:len(j) // 2] + j[len(j) // 2 + 300:], "bad"),
+        "white.png": (cv2.imencode(".png", np.full_like(good, 255))[1].tobytes(), "blank"),
+        "saturated.png": (cv2.imencode(".png", np.clip(good.astype(int) * 8, 0, 255).astype(np.uint8))[1].tobytes(),
+                          "honest"),
+        "noise.png": (cv2.imencode(".png", rng.integers(0, 256, good.shape, np.uint8))[1].tobytes(), "blank"),
+        "bomb.png": (p[:8] + png_chunk(b"IHDR", (30000).to_bytes(4, "big") * 2 + p[24:29]) + p[33:], "bad"),
+        "good_again.png": (p, "good"),
+    }
+    out = []
+    for name, (data, kind) in files.items():
+        (d / name).write_bytes(data)
+        out.append((str(d / name), kind))
+    (d / "a_directory").mkdir()
+    out.insert(3, (str(d / "a_directory"), "bad"))
+    out.insert(7, (str(d / "does_not_exist.png"), "bad"))
+    (d / "cfg.yaml").write_text(yaml.safe_dump(localizer_config()))
+    return {"frames": out, "config": str(d / "cfg.yaml"), "dir": d}
+
+
+def strict_json_lines(out: str) -> list[dict]:
+    def no_const(c):
+        raise ValueError(f"non-standard JSON constant {c}")
+    lines = out.split("\n")
+    assert lines[-1] == "", "stdout must end with a newline"
+    return [json.loads(ln, parse_constant=no_const) for ln in lines[:-1]]
+
+
+CONTRACT_KEYS = {"frame", "fix", "lat", "lon", "sub_lat", "sub_lon", "alt_km", "yaw_deg", "confidence", "candidates",
+                 "latency_ms"}
+
+
+def check_batch(out: str, err: str, frames) -> list[dict]:
+    lines = strict_json_lines(out)
+    assert len(lines) == len(frames)
+    assert "Traceback" not in err and "Traceback" not in out
+    for ln, (path, kind) in zip(lines, frames):
+        assert ln["frame"] == path                              # in order, the path as given
+        assert CONTRACT_KEYS <= set(ln) <= CONTRACT_KEYS | {"error"}
+        assert 0.0 <= ln["confidence"] <= 1.0
+        if kind == "bad":
+            assert isinstance(ln["error"], str) and ln["error"].strip() and "\n" not in ln["error"], (path, ln)
+            assert ln["fix"] is False and ln["lat"] is None
+        else:
+            assert "error" not in ln, (path, ln.get("error"))
+            assert ln["candidates"], path
+        if kind == "blank":
+            assert ln["fix"] is False and ln["lat"] is None and ln["alt_km"] is None, path
+        if not ln["fix"]:
+            assert all(ln[k] is None for k in ("lat", "lon", "sub_lat", "sub_lon", "alt_km", "yaw_deg"))
+    return lines
+
+
+def test_mixed_batch_subprocess(bundle_dir, batch, cam256_path):
+    """The real console entry point in a fresh process."""
+    frames = batch["frames"]
+    cmd = [sys.executable, "-m", "earthfix", "locate", "--camera", str(cam256_path), "--bundle", str(bundle_dir),
+           "--config", batch["config"], *[p for p, _ in frames]]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = check_batch(r.stdout, r.stderr, frames)
+    by_name = {Path(ln["frame"]).name: ln for ln in lines}
+    assert by_name["good.png"]["fix"] is True                   # good frames are located, not just tolerated
+    assert "IHDR" not in r.stderr and "libpng error" not in r.stderr and "Corrupt JPEG" not in r.stderr
+
+
+def test_mixed_batch_in_process(bundle_dir, batch, cam256_path, capfd):
+    """Same batch through earthfix.cli.main, stdout captured at the file-descriptor level."""
+    from earthfix.cli import main
+    frames = batch["frames"]
+    rc = main(["locate", "--camera", str(cam256_path), "--bundle", str(bundle_dir), "--config", batch["config"],
+               *[p for p, _ in frames]])
+    out, err = capfd.readouterr()
+    assert rc == 0
+    lines = check_batch(out, err, frames)
+    errors = {Path(ln["frame"]).name: ln["error"] for ln in lines if "error" in ln}
+    assert errors["empty.png"] == "empty file"
+    assert "truncated" in errors["truncated.png"] and "truncated" in errors["truncated.jpg"]
+    assert "320x240 px but the camera is 256x256" in errors["wrong_size.png"]
+    assert "smaller than" in errors["one_pixel.png"]
+    assert "larger than" in errors["bomb.png"]
+    assert "JPEG" in errors["damaged_scan.jpg"]
+    assert errors["does_not_exist.png"] == "file not found"
+    assert errors["a_directory"].startswith("is a directory")
+
+
+def test_only_bad_frames_still_exit_0(bundle_dir, batch, cam256_path, capfd):
+    from earthfix.cli import main
+    bad = [(p, k) for p, k in batch["frames"] if k == "bad"]
+    rc = main(["locate", "--camera", str(cam256_path), "--bundle", str(bundle_dir), "--config", batch["config"],
+               *[p for p, _ in bad]])
+    out, err = capfd.readouterr()
+    assert rc == 0
+    check_batch(out, err, bad)
+
+
+def test_same_frame_twice_gives_the_same_answer(bundle_dir, batch, cam256_path, capfd):
+    from earthfix.cli import main
+    good = [p for p, k in batch["frames"] if k == "good"][:1] * 3
+    assert main(["locate", "--camera", str(cam256_path), "--bundle", str(bundle_dir), "--config", batch["config"],
+                 *good]) == 0
+    lines = strict_json_lines(capfd.readouterr().out)
+    strip = [{k: v for k, v in ln.items() if k != "latency_ms"} for ln in lines]
+    assert strip[0] == strip[1] == strip[2]
+
+
+def test_run_level_errors_exit_2_with_one_line(bundle_dir, batch, cam256_path, tmp_path, capfd):
+    from earthfix.cli import main
+    (tmp_path / "cam_dir").mkdir()
+    (tmp_path / "cam_bin.yaml").write_bytes(b"\xff\xfe\x00\x81" * 10)
+    (tmp_path / "cam_inf.yaml").write_text("width: .inf\nheight: 256\nfov_deg: 80\n")
+    (tmp_path / "cam_nan.yaml").write_text("width: 256\nheight: .nan\nfov_deg: 80\n")
+    (tmp_path / "cam_fov.yaml").write_text("width: 256\nheight: 256\nfov_deg: 200\n")
+    (tmp_path / "cfg_key.yaml").write_text(f"encoder: {ENCODER}\nmin_confidense: 0.5\n")
+    (tmp_path / "cfg_val.yaml").write_text(f"encoder: {ENCODER}\ndeadline_ms: -3\n")
+    frame = batch["frames"][0][0]
+    cases = [
+        (["--camera", str(tmp_path / "nope.yaml")], "not found"),
+        (["--camera", str(tmp_path / "cam_dir")], "cam_dir"),
+        (["--camera", str(tmp_path / "cam_bin.yaml")], "cam_bin"),
+        (["--camera", str(tmp_path / "cam_inf.yaml")], "cam_inf"),
+        (["--camera", str(tmp_path / "cam_nan.yaml")], "cam_nan"),
+        (["--camera", str(tmp_path / "cam_fov.yaml")], "fov_deg"),
+        (["--camera", str(cam256_path), "--config", str(tmp_path / "cfg_key.yaml")], "min_confidense"),
+        (["--camera", str(cam256_path), "--config", str(tmp_path / "cfg_val.yaml")], "deadline_ms"),
+        (["--camera", str(cam256_path), "--config", str(tmp_path / "missing.yaml")], "not found"),
+        (["--camera", str(cam256_path), "--config", batch["config"], "--attitude", "1,0,0"], "--attitude"),
+        (["--camera", str(cam256_path), "--config", batch["config"], "--attitude", "nan,0,0,1"], "--attitude"),
+        (["--camera", str(cam256_path), "--config", batch["config"], "--attitude", "0,0,0,0"], "--attitude"),
+    ]
+    for args, word in cases:
+        rc = main(["locate", "--bundle", str(bundle_dir), *args, frame])
+        out, err = capfd.readouterr()
+        assert rc == 2, (args, err)
+        assert out == "", args
+        assert len(err.strip().splitlines()) == 1 and word in err and "Traceback" not in err, (args, err)
+
+
+def test_emit_writes_strict_json_even_with_nan():
+    import io
+    from contextlib import redirect_stdout
+    from earthfix.tools.locate import _emit
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        _emit({"frame": "x", "confidence": float("nan"), "candidates": [{"score": float("inf")}], "fix": False})
+    assert strict_json_lines(buf.getvalue()) == [{"frame": "x", "confidence": None, "candidates": [{"score": None}],
+                                                  "fix": False}]

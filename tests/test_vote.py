@@ -1,0 +1,177 @@
+"""Keypoint voting (earthfix.onboard.vote): candidates from the keypoint store alone, on a regional store.
+
+Frames are rendered with the simulator's effects (clouds, sun, haze, noise) at random yaw, 400-800 km, over
+textured land; the voter's first candidate must lie within the footprint half-width of the true boresight
+on most of them, and open ocean or noise must not produce a strong peak (nor a verified one). Also: the
+bundle carries the key index (or loads without it), and the Localizer falls back to voting when the
+encoder's candidates fail, keeping the encoder's candidates as the reported retrieval.
+"""
+from __future__ import annotations
+
+import hashlib
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from earthfix.onboard import geodesy
+from earthfix.onboard.keystore import KeypointStore
+from earthfix.onboard.verify import Verifier
+from earthfix.onboard.vote import KeypointVoter, VoteConfig
+from earthfix.sim import scenario
+from earthfix.sim.effects import EffectsConfig
+from earthfix.tools.build_keyindex import build_keyindex
+from earthfix.tools.build_keystore import BuildConfig, build_keystore
+
+# North Africa and Arabia (as tests/test_verify.py): textured desert, wide enough for 800 km frames
+REGION = (12.0, 36.0, -5.0, 45.0)
+
+
+@pytest.fixture(scope="module")
+def setup(basemap, tmp_path_factory):
+    cv2.setNumThreads(2)
+    st = build_keystore(basemap, BuildConfig(bbox=REGION), progress=False)
+    d = tmp_path_factory.mktemp("vote")
+    st.save(d / "keystore.npz")
+    store = KeypointStore.load(d / "keystore.npz")
+    index, meta = build_keyindex(store)
+    index.save_index(str(d / "keyindex.hnsw"))
+    index.set_num_threads(1)
+    cv2.setNumThreads(1)
+    return SimpleNamespace(store=store, index=index, meta=meta, dir=d, voter=KeypointVoter(store, index),
+                           verifier=Verifier(store))
+
+
+def sim_frame(basemap, cam, lat, lon, alt, yaw, seed, tilt=0.0):
+    return scenario.single_frame(basemap, cam, lat, lon, alt, yaw, tilt_deg=tilt, tilt_az_deg=37.0,
+                                 effects=EffectsConfig.default(), rng=np.random.default_rng(seed))
+
+
+def test_keyindex_meta(setup):
+    assert setup.meta["count"] == len(setup.store) and setup.meta["dim"] == setup.store.dim
+    assert setup.meta["space"] == "l2" and setup.index.get_current_count() == len(setup.store)
+    # labels are store rows: a stored descriptor finds itself
+    rows = np.arange(0, len(setup.store), 97)
+    labels, _ = setup.index.knn_query(setup.store.decode(rows), k=1)
+    assert np.mean(labels[:, 0] == rows) > 0.95
+
+
+def test_clean_frame_geometry(setup, basemap, cam256):
+    img, tr = scenario.single_frame(basemap, cam256, 24.0, 20.0, 600.0, 117.0)
+    c = setup.voter.candidates(setup.verifier.extract(img), cam256)
+    assert c, "no candidate on a clean desert frame"
+    lat, lon, radius, votes = c[0]                     # unpacks as the API promises
+    assert geodesy.great_circle_km(lat, lon, tr["bore_lat"], tr["bore_lon"]) < 30.0
+    assert votes >= 20 and abs((c[0].yaw_deg - 117.0 + 180) % 360 - 180) < 8.0
+    assert abs(c[0].alt_km / 600.0 - 1.0) < 0.2
+    hw = cam256.footprint_half_width_km(600.0)
+    assert 1.1 * hw < radius < 2.0 * hw                 # about the half-diagonal of the implied footprint
+
+
+def test_textured_land_frames(setup, basemap, cam256):
+    rng = np.random.default_rng(2024)
+    hits, n = 0, 10
+    for i in range(n):
+        lat, lon = rng.uniform(17.0, 31.0), rng.uniform(5.0, 35.0)
+        img, tr = sim_frame(basemap, cam256, lat, lon, rng.uniform(400, 800), rng.uniform(0, 360), seed=i,
+                            tilt=rng.uniform(0, 5))
+        c = setup.voter.candidates(setup.verifier.extract(img), cam256)
+        if c and geodesy.great_circle_km(c[0].lat, c[0].lon, tr["bore_lat"], tr["bore_lon"]) \
+                <= tr["footprint_half_width_km"]:
+            hits += 1
+    assert hits >= 0.7 * n, f"{hits} of {n}"
+
+
+def test_ocean_and_noise_give_no_strong_peak(setup, basemap, cam256):
+    ocean, _ = sim_frame(basemap, cam256, 20.0, -35.0, 600.0, 10.0, seed=5)   # mid-Atlantic
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    blurred = cv2.GaussianBlur(noise, (0, 0), 2.0)
+    for img in (ocean, noise, blurred):
+        f = setup.verifier.extract(img)
+        c = setup.voter.candidates(f, cam256)
+        assert all(x.votes < 8 for x in c), [x.votes for x in c]
+        if c:
+            assert not setup.verifier.verify(f, cam256, c).ok
+
+
+def test_config_checks(setup):
+    with pytest.raises(ValueError):
+        VoteConfig(k=3, ef=2)
+    small = build_keyindex(setup.store.truncated(16))[0]
+    with pytest.raises(ValueError):
+        KeypointVoter(setup.store, small)                # dimension disagrees with the store
+
+
+# ---- bundle and localizer ----------------------------------------------------------------------------
+
+def _fake_bundle(d, setup, keyindex=True, count=None, store_sha=None):
+    """A structurally valid bundle around the regional store: 2 views, a 4-D index (no encoder needed)."""
+    import hnswlib
+    d.mkdir(parents=True, exist_ok=True)
+    np.savez(d / "views.npz", lat=np.array([0.0, 1.0], np.float32), lon=np.array([0.0, 1.0], np.float32),
+             scale=np.zeros(2, np.int16))
+    np.savez(d / "pca.npz", mean=np.zeros(8, np.float32), components=np.eye(8, 4, dtype=np.float32))
+    idx = hnswlib.Index(space="ip", dim=4)
+    idx.init_index(max_elements=2, M=4, ef_construction=10, random_seed=1)
+    idx.add_items(np.eye(2, 4, dtype=np.float32), np.arange(2))
+    idx.save_index(str(d / "index.hnsw"))
+    (d / "keystore.npz").write_bytes((setup.dir / "keystore.npz").read_bytes())
+    if keyindex:
+        (d / "keyindex.hnsw").write_bytes((setup.dir / "keyindex.hnsw").read_bytes())
+    files = {p.name: {"sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "bytes": p.stat().st_size}
+             for p in sorted(d.iterdir()) if p.name != "manifest.yaml"}
+    m = {"format_version": 1, "encoder": {"sha256": "0" * 64}, "grid": {"scales_km": [300.0]},
+         "index": {"space": "ip", "dim": 4, "ef": 10}, "counts": {"views": 2}, "files": files}
+    if keyindex:
+        m["keyindex"] = dict(setup.meta, count=count or setup.meta["count"],
+                             store_desc_sha256=store_sha or setup.meta["store_desc_sha256"])
+    (d / "manifest.yaml").write_text(yaml.safe_dump(m, sort_keys=False))
+    return d
+
+
+def test_bundle_loads_keyindex(setup, tmp_path):
+    from earthfix.onboard.bundle import Bundle, BundleError
+    b = Bundle.load(_fake_bundle(tmp_path / "with", setup))
+    assert b.keyindex is not None and b.keyindex.get_current_count() == len(b.keystore)
+    assert Bundle.load(_fake_bundle(tmp_path / "without", setup, keyindex=False)).keyindex is None
+    assert Bundle.load(tmp_path / "with", load_keystore=False).keyindex is None
+    with pytest.raises(BundleError, match="keyindex"):
+        Bundle.load(_fake_bundle(tmp_path / "bad", setup, count=len(setup.store) + 1))
+    with pytest.raises(BundleError, match="another keystore"):
+        Bundle.load(_fake_bundle(tmp_path / "other", setup, store_sha="ab" * 32))
+
+
+class _FarEncoder:
+    """An encoder stub whose retrieval (see _far_bundle) always offers places far from the truth."""
+    input_px = 32
+
+    def encode_input(self, x):
+        return np.zeros(8, np.float32)
+
+
+def _far_bundle(setup, keyindex=True):
+    lat = np.array([-30.0, 60.0, 45.0])
+    lon = np.array([140.0, 100.0, -100.0])
+    return SimpleNamespace(keystore=setup.store, keyindex=setup.index if keyindex else None, lat=lat, lon=lon,
+                           scale=np.zeros(3, np.int64), scales_km=(400.0,),
+                           search=lambda desc, k: (np.arange(3)[:k], np.array([0.9, 0.8, 0.7])[:k]))
+
+
+@pytest.mark.parametrize("vote", [True, False])
+def test_localizer_falls_back_to_voting(setup, basemap, cam256, vote):
+    from earthfix.onboard.confidence import ConfidenceModel
+    from earthfix.onboard.config import load_config
+    from earthfix.onboard.localizer import Localizer
+    loc = Localizer(_far_bundle(setup), _FarEncoder(), load_config(None, {"vote": vote}), ConfidenceModel.load(None))
+    img, tr = scenario.single_frame(basemap, cam256, 26.0, 12.0, 550.0, 200.0)
+    fix = loc.locate(img, cam256)
+    assert [(c.lat, c.lon) for c in fix.candidates] == [(-30.0, 140.0), (60.0, 100.0), (45.0, -100.0)]
+    if vote:
+        assert fix.fix and fix.evidence["source"] == "vote"
+        assert geodesy.great_circle_km(fix.lat, fix.lon, tr["bore_lat"], tr["bore_lon"]) < 5.0
+        assert "vote_ms" in fix.stages_ms and "verify2_ms" in fix.stages_ms
+    else:
+        assert not fix.fix and fix.evidence["source"] == "encoder" and "vote_ms" not in fix.stages_ms
