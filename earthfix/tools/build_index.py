@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..onboard.bundle import FORMAT_VERSION, MANIFEST, Bundle, BundleError, sha256_file
+from ..onboard.bundle import FORMAT_VERSION, MANIFEST, Bundle, BundleError, seal_manifest, sha256_file
 from . import grid
 
 DEFAULT_INDEX = {"space": "ip", "M": 16, "ef_construction": 200, "ef": 64}   # docs/BUNDLE.md: sweep
@@ -154,6 +154,7 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=DEFAULT_PCA_D
         "files": files,
     }
     (tmp / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False))
+    seal_manifest(tmp)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     log(f"build-index: wrote {out_dir} ({sum(v['bytes'] for v in files.values()) / 1e6:.1f} MB) in {time.time() - t0:.0f} s")
