@@ -17,7 +17,7 @@ import numpy as np
 FEATURES = ("log_inliers", "inlier_ratio", "spread", "reproj_rms", "alt_out_100km", "log_margin", "tilt_10deg")
 
 # conservative hand-set prior used until a fitted model is shipped: ~0.9 at 25 inliers with good spread
-PRIOR = {"intercept": -9.0, "coef": {"log_inliers": 3.2, "inlier_ratio": 2.0, "spread": 3.0, "reproj_rms": -0.8,
+PRIOR = {"intercept": -8.0, "coef": {"log_inliers": 3.2, "inlier_ratio": 2.0, "spread": 3.0, "reproj_rms": -0.8,
                                       "alt_out_100km": -3.0, "log_margin": 0.8, "tilt_10deg": -0.5}}
 
 

@@ -452,7 +452,10 @@ class OrbitFuser:
 
     def _current(self) -> Solution | None:
         if self._new_since_fit:
-            young = self.solution is None or self.solution.n_used < self.young_fixes
+            # refit on every fix while the orbit is young, but not forever: fixes that keep disagreeing
+            # (few used among many) would otherwise cost a full refit per frame
+            young = ((self.solution is None or self.solution.n_used < self.young_fixes)
+                     and len(self._t) < 3 * self.young_fixes)
             # a fit costs about the window's length: refit less often as the solution matures, so that the
             # total cost of a long run grows roughly linearly with its length
             every = max(self.refit_every, int(0.05 * self.n_used))
