@@ -152,8 +152,6 @@ def test_good_bundle_loads_and_locates(sealed, env, capfd):
 
 
 @needs_model
-@pytest.mark.xfail(reason="build_index.build_bundle does not call bundle.seal_manifest yet (one line, "
-                          "after writing manifest.yaml): until then bundles are unsealed", strict=False)
 def test_builder_seals_the_manifest(built):
     assert (built / MANIFEST_SEAL).is_file()
     assert Bundle.load(built).sealed
@@ -358,9 +356,6 @@ def test_encoder_export_record_catches_a_flipped_model(sealed, env, tmp_path, ca
 
 
 @needs_model
-@pytest.mark.xfail(reason="Localizer.load hands the encoder bytes to onnxruntime before comparing their SHA-256 "
-                          "with the bundle's record (localizer.py); `earthfix locate` checks first "
-                          "(locate.load_checked)", strict=False)
 def test_localizer_load_refuses_a_corrupted_encoder_as_bundle_error(sealed, tmp_path):
     from earthfix.onboard.localizer import Localizer
     enc = tmp_path / "enc.onnx"
