@@ -297,27 +297,9 @@ def _region_place(rng, kind: str, region):
 def region_frameset(n: int, seed: int, camera, basemap, spec, region):
     """``framesets.make_frameset`` with land places drawn inside ``region`` (lat0, lat1, lon0, lon1):
     the same draws otherwise (time, altitude, yaw, tilt, effects). For regional bundles (tests, dev)."""
-    from datetime import datetime, timedelta, timezone
-    from ..sim import scenario
-    from ..sim.basemap import Basemap
-    from ..sim.effects import EffectsConfig
-    from .framesets import solar_time
-    basemap = basemap or Basemap.default()
-    rng = np.random.default_rng(seed)
-    eff = EffectsConfig.default()
-    if spec.cloud_cover is not None:
-        eff.cloud_cover = spec.cloud_cover
-    day = datetime(2026, 3, 20, tzinfo=timezone.utc)
-    for i in range(n):
-        lat, lon = _region_place(rng, spec.kind, region)
-        hour = rng.uniform(8.0, 15.5) if spec.daylight else rng.uniform(21.5, 26.5) % 24
-        t = solar_time(lon, hour, day + timedelta(days=int(rng.integers(0, 90))))
-        img, truth = scenario.single_frame(
-            basemap, camera, lat, lon, float(rng.uniform(*spec.alt_km)), float(rng.uniform(0, 360)),
-            tilt_deg=float(rng.uniform(0, spec.tilt_max_deg)), tilt_az_deg=float(rng.uniform(0, 360)),
-            t=t, effects=eff, rng=np.random.default_rng([seed, i]))
-        truth["set_index"] = i
-        yield img, truth
+    from .framesets import make_frameset
+    return make_frameset(n, seed, camera, basemap, spec,
+                         place=lambda rng, kind: _region_place(rng, kind, region))
 
 
 def scenario_frames(sdef: ScenarioDef, n: int, seed: int, region=None):

@@ -69,8 +69,9 @@ def solar_time(lon: float, local_hour: float, day: datetime) -> datetime:
 
 
 def make_frameset(n: int, seed: int, camera, basemap=None, spec: FrameSpec | None = None,
-                  day=datetime(2026, 3, 20, tzinfo=timezone.utc)):
-    """Yield ``n`` (image, truth) pairs with random poses drawn from ``seed``."""
+                  day=datetime(2026, 3, 20, tzinfo=timezone.utc), place=random_place):
+    """Yield ``n`` (image, truth) pairs with random poses drawn from ``seed``; ``place(rng, kind)`` draws
+    each frame's (lat, lon)."""
     from ..sim import scenario
     from ..sim.effects import EffectsConfig
     from ..sim.basemap import Basemap
@@ -81,7 +82,7 @@ def make_frameset(n: int, seed: int, camera, basemap=None, spec: FrameSpec | Non
     if spec.cloud_cover is not None:
         eff.cloud_cover = spec.cloud_cover
     for i in range(n):
-        lat, lon = random_place(rng, spec.kind)
+        lat, lon = place(rng, spec.kind)
         hour = rng.uniform(8.0, 15.5) if spec.daylight else rng.uniform(21.5, 26.5) % 24
         t = solar_time(lon, hour, day + timedelta(days=int(rng.integers(0, 90))))
         img, truth = scenario.single_frame(
