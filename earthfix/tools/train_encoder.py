@@ -26,6 +26,7 @@ import numpy as np
 from ..onboard import geodesy
 from ..onboard.camera import Camera, nadir_attitude, tilt_rotation
 from ..onboard.preprocess import INPUT_PX, standardise
+from ..sim.effects import appearance_shift
 from . import grid
 
 QUERY_RENDER_PX = 128   # queries are rendered finer, degraded, then area-resized to INPUT_PX
@@ -126,8 +127,8 @@ def augment(img: np.ndarray, land: np.ndarray, rng) -> np.ndarray:
     h = rng.uniform(0, 0.35)
     x = x * (1 - h) + h * np.array([rng.uniform(0.6, 0.9), rng.uniform(0.6, 0.85), rng.uniform(0.5, 0.8)], np.float32)
     # clouds (with soft edges and varying thickness)
-    if rng.random() < 0.6:
-        cover = rng.uniform(0.0, 0.45)
+    if rng.random() < 0.7:
+        cover = rng.uniform(0.0, 0.55)
         n = smooth_noise(rng, s, (4, 8, 16, 32, 64))
         thr = np.quantile(n, 1 - cover) if cover > 0 else n.max() + 1
         a = np.clip((n - thr) * rng.uniform(4, 12), 0, 1) * rng.uniform(0.6, 1.0)
@@ -143,7 +144,12 @@ def augment(img: np.ndarray, land: np.ndarray, rng) -> np.ndarray:
     if rng.random() < 0.3:
         ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.uniform(35, 95))])
         out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    if rng.random() < 0.1:
+    if rng.random() < 0.7:   # hue/season/sensor shift in HSV (greens to browns, hue and saturation curves)
+        out = appearance_shift(out, rng, strength=float(rng.uniform(0.3, 1.6)))
+    if rng.random() < 0.3:   # independent per-channel tone curves: another sensor's radiometry
+        lut = np.stack([255.0 * (np.arange(256) / 255.0) ** g for g in rng.uniform(0.6, 1.6, 3)], axis=-1)
+        out = cv2.LUT(out, lut.astype(np.uint8).reshape(256, 1, 3))
+    if rng.random() < 0.15:
         out = cv2.cvtColor(cv2.cvtColor(out, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
     return out
 
@@ -213,19 +219,42 @@ def overlap_mask(meta: np.ndarray) -> np.ndarray:
     return m
 
 
+def batch_stream(seed: int, workers: int):
+    """Endless (queries, references, meta) batches. With ``workers`` > 0 they are rendered in that many
+    worker processes while the model trains (on 2 cores, rendering and the optimiser step take about the
+    same time, so overlapping them is worth ~1.5x); each worker has its own seeded generator."""
+    from ..sim.basemap import Basemap
+
+    if workers <= 0:
+        basemap, rng = Basemap.default(), np.random.default_rng(seed)
+        while True:
+            yield make_batch(basemap, rng)
+    import torch
+
+    class _Pairs(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            wid = torch.utils.data.get_worker_info().id
+            cv2.setNumThreads(1)
+            basemap, rng = Basemap.default(), np.random.default_rng([seed, wid])
+            while True:
+                yield make_batch(basemap, rng)
+
+    loader = torch.utils.data.DataLoader(_Pairs(), batch_size=None, num_workers=workers, prefetch_factor=4)
+    for q, r, meta in loader:
+        yield q.numpy(), r.numpy(), meta.numpy()
+
+
 # ------------------------------------------------------------------------------------------------
 # training loop
 # ------------------------------------------------------------------------------------------------
 def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: int, threads: int,
-          resume: bool = False, log=print):
+          resume: bool = False, workers: int = 1, log=print):
     import torch
-    from ..sim.basemap import Basemap
 
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     cv2.setNumThreads(1)
-    rng = np.random.default_rng(seed)
-    basemap = Basemap.default()
+    batches = batch_stream(seed, workers)
     model = build_model(dim)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -243,7 +272,7 @@ def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: 
         frac = min(1.0, (time.time() - t0) / (minutes * 60)) if minutes < 1e9 else step / total
         for g in opt.param_groups:   # warm-up, then cosine decay over the time budget
             g["lr"] = lr * min(1.0, (step - step0 + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac))
-        q, r, meta = make_batch(basemap, rng)
+        q, r, meta = next(batches)
         mask = torch.from_numpy(overlap_mask(meta))
         model.train()
         z = model(torch.from_numpy(np.concatenate([q, r])))
@@ -265,7 +294,8 @@ def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: 
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "dim": dim}, ckpt)
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "dim": dim}, ckpt)
     (out_dir / "train_log.json").write_text(json.dumps({"seed": seed, "steps": step, "minutes": minutes,
-                                                        "lr": lr, "dim": dim, "history": hist}))
+                                                        "lr": lr, "dim": dim, "workers": workers,
+                                                        "resumed_from_step": step0, "history": hist}))
     return ckpt
 
 
@@ -278,7 +308,8 @@ def register(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--dim", type=int, default=128, help="descriptor dimension")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch threads for the optimiser step")
+    p.add_argument("--workers", type=int, default=1, help="processes rendering training pairs (0: inline)")
     p.add_argument("--resume", action="store_true")
     p.set_defaults(func=run)
 
@@ -290,6 +321,6 @@ def run(args) -> int:
         print("earthfix train: torch is not installed; pip install 'earthfix[train]'", file=sys.stderr)
         return 2
     ckpt = train(Path(args.out), args.minutes, args.steps, args.seed, args.lr, args.dim, args.threads,
-                 args.resume, log=lambda s: print(s, file=sys.stderr, flush=True))
+                 args.resume, args.workers, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(ckpt)
     return 0
