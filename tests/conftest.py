@@ -22,3 +22,12 @@ def cam256():
 @pytest.fixture(scope="session")
 def cam256_path():
     return CAMERAS / "cam256_fov80.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """The small regional bundle (support.TINY_REGION) built once per session from the encoder under test."""
+    from support import ENCODER, build_tiny_bundle
+    if not ENCODER.is_file():
+        pytest.skip(f"no encoder at {ENCODER}")
+    return build_tiny_bundle(tmp_path_factory.getbasetemp())

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -23,53 +22,26 @@ import yaml
 
 from earthfix.onboard.bundle import MANIFEST, MANIFEST_SEAL, Bundle, BundleError, check_encoder, seal_manifest
 
-REPO = Path(__file__).resolve().parents[1]
-MODELS = Path(os.environ.get("EARTHFIX_TEST_MODELS", REPO / "models"))
-ENCODER = MODELS / "encoder_int8.onnx"
-TINY_REGION = (30.0, 40.0, -115.0, -100.0)
-needs_model = pytest.mark.skipif(not ENCODER.is_file(),
-                                 reason=f"no encoder at {ENCODER}: export the model first "
-                                        f"(or set EARTHFIX_TEST_MODELS=DIR)")
+from support import ENCODER, REPO, localizer_config, needs_model
 
 
 # ---- set-up ----------------------------------------------------------------------------------------
 
-def localizer_config() -> dict:
-    return {"encoder": str(ENCODER), "confidence": {"path": str(MODELS / "confidence.json")}}
-
-
-def tiny_bundle(tmp_path_factory) -> Path:
-    """A small regional bundle built once per session from ENCODER (shared with the other reliability tests)."""
-    from earthfix.onboard.bundle import sha256_file
-    from earthfix.tools.build_index import build_bundle
-    out = tmp_path_factory.getbasetemp() / f"reliability_bundle_{sha256_file(ENCODER)[:12]}"
-    if not (out / MANIFEST).is_file():
-        build_bundle(out, encoder_path=ENCODER, region=TINY_REGION, progress=False, threads=1, log=lambda s: None)
-    return out
-
-
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    if not ENCODER.is_file():
-        pytest.skip(f"no encoder at {ENCODER}")
-    return tiny_bundle(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def sealed(built, tmp_path_factory):
+def sealed(tiny_bundle, tmp_path_factory):
     """The built bundle with its manifest sealed (manifest.sha256), whether or not the builder sealed it."""
     d = tmp_path_factory.mktemp("sealed") / "bundle"
-    shutil.copytree(built, d)
+    shutil.copytree(tiny_bundle, d)
     if not (d / MANIFEST_SEAL).exists():
         seal_manifest(d)
     return d
 
 
 @pytest.fixture(scope="module")
-def unsealed(built, tmp_path_factory):
+def unsealed(tiny_bundle, tmp_path_factory):
     """The built bundle without manifest.sha256 (as bundles built before sealing are)."""
     d = tmp_path_factory.mktemp("unsealed") / "bundle"
-    shutil.copytree(built, d)
+    shutil.copytree(tiny_bundle, d)
     (d / MANIFEST_SEAL).unlink(missing_ok=True)
     return d
 
@@ -152,9 +124,9 @@ def test_good_bundle_loads_and_locates(sealed, env, capfd):
 
 
 @needs_model
-def test_builder_seals_the_manifest(built):
-    assert (built / MANIFEST_SEAL).is_file()
-    assert Bundle.load(built).sealed
+def test_builder_seals_the_manifest(tiny_bundle):
+    assert (tiny_bundle / MANIFEST_SEAL).is_file()
+    assert Bundle.load(tiny_bundle).sealed
 
 
 # ---- one flipped byte in each file -------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from argparse import Namespace
 from pathlib import Path
@@ -19,9 +18,7 @@ import pytest
 from earthfix.onboard import geodesy
 from earthfix.tools import evaluate as ev
 
-REPO = Path(__file__).resolve().parents[1]
-MODELS = Path(os.environ.get("EARTHFIX_TEST_MODELS", REPO / "models"))
-TINY_REGION = (30.0, 40.0, -115.0, -100.0)     # textured US south-west: ~185 views over 4 scales
+from support import ENCODER, MODELS, TINY_REGION, needs_model
 
 
 def truth_at(lat=10.0, lon=20.0, hw_km=400.0, sun=30.0, land_clear=0.5):
@@ -174,12 +171,11 @@ def test_eval_seeds_disjoint_from_calibration():
 
 # ---- one quick end-to-end run -------------------------------------------------------------------
 
-@pytest.mark.skipif(not (MODELS / "encoder_int8.onnx").is_file(),
-                    reason=f"no shipped encoder yet ({MODELS / 'encoder_int8.onnx'}): export the model first")
+@needs_model
 def test_quick_eval_run_on_tiny_regional_bundle(tmp_path):
     from earthfix.tools.build_index import build_bundle
     t0 = time.time()
-    enc = MODELS / "encoder_int8.onnx"
+    enc = ENCODER
     bundle = build_bundle(tmp_path / "bundle", encoder_path=enc, region=TINY_REGION, progress=False, threads=1,
                           log=lambda s: None)
     cfg = tmp_path / "localizer.yaml"

@@ -7,7 +7,6 @@ Needs the shipped encoder (models/encoder_int8.onnx) or ``EARTHFIX_TEST_MODELS=D
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import zlib
@@ -18,35 +17,9 @@ import numpy as np
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-MODELS = Path(os.environ.get("EARTHFIX_TEST_MODELS", REPO / "models"))
-ENCODER = MODELS / "encoder_int8.onnx"
-TINY_REGION = (30.0, 40.0, -115.0, -100.0)
-needs_model = pytest.mark.skipif(not ENCODER.is_file(),
-                                 reason=f"no encoder at {ENCODER}: export the model first "
-                                        f"(or set EARTHFIX_TEST_MODELS=DIR)")
+from support import ENCODER, localizer_config, needs_model
+
 pytestmark = needs_model
-
-
-def localizer_config() -> dict:
-    return {"encoder": str(ENCODER), "confidence": {"path": str(MODELS / "confidence.json")}}
-
-
-def tiny_bundle(tmp_path_factory) -> Path:
-    """A small regional bundle built once per session from ENCODER (shared with the other reliability tests)."""
-    from earthfix.onboard.bundle import MANIFEST, sha256_file
-    from earthfix.tools.build_index import build_bundle
-    out = tmp_path_factory.getbasetemp() / f"reliability_bundle_{sha256_file(ENCODER)[:12]}"
-    if not (out / MANIFEST).is_file():
-        build_bundle(out, encoder_path=ENCODER, region=TINY_REGION, progress=False, threads=1, log=lambda s: None)
-    return out
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    if not ENCODER.is_file():
-        pytest.skip(f"no encoder at {ENCODER}")
-    return tiny_bundle(tmp_path_factory)
 
 
 def png_chunk(kind: bytes, payload: bytes) -> bytes:
@@ -129,10 +102,10 @@ def check_batch(out: str, err: str, frames) -> list[dict]:
     return lines
 
 
-def test_mixed_batch_subprocess(bundle_dir, batch, cam256_path):
+def test_mixed_batch_subprocess(tiny_bundle, batch, cam256_path):
     """The real console entry point in a fresh process."""
     frames = batch["frames"]
-    cmd = [sys.executable, "-m", "earthfix", "locate", "--camera", str(cam256_path), "--bundle", str(bundle_dir),
+    cmd = [sys.executable, "-m", "earthfix", "locate", "--camera", str(cam256_path), "--bundle", str(tiny_bundle),
            "--config", batch["config"], *[p for p, _ in frames]]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -142,11 +115,11 @@ def test_mixed_batch_subprocess(bundle_dir, batch, cam256_path):
     assert "IHDR" not in r.stderr and "libpng error" not in r.stderr and "Corrupt JPEG" not in r.stderr
 
 
-def test_mixed_batch_in_process(bundle_dir, batch, cam256_path, capfd):
+def test_mixed_batch_in_process(tiny_bundle, batch, cam256_path, capfd):
     """Same batch through earthfix.cli.main, stdout captured at the file-descriptor level."""
     from earthfix.cli import main
     frames = batch["frames"]
-    rc = main(["locate", "--camera", str(cam256_path), "--bundle", str(bundle_dir), "--config", batch["config"],
+    rc = main(["locate", "--camera", str(cam256_path), "--bundle", str(tiny_bundle), "--config", batch["config"],
                *[p for p, _ in frames]])
     out, err = capfd.readouterr()
     assert rc == 0
@@ -162,27 +135,27 @@ def test_mixed_batch_in_process(bundle_dir, batch, cam256_path, capfd):
     assert errors["a_directory"].startswith("is a directory")
 
 
-def test_only_bad_frames_still_exit_0(bundle_dir, batch, cam256_path, capfd):
+def test_only_bad_frames_still_exit_0(tiny_bundle, batch, cam256_path, capfd):
     from earthfix.cli import main
     bad = [(p, k) for p, k in batch["frames"] if k == "bad"]
-    rc = main(["locate", "--camera", str(cam256_path), "--bundle", str(bundle_dir), "--config", batch["config"],
+    rc = main(["locate", "--camera", str(cam256_path), "--bundle", str(tiny_bundle), "--config", batch["config"],
                *[p for p, _ in bad]])
     out, err = capfd.readouterr()
     assert rc == 0
     check_batch(out, err, bad)
 
 
-def test_same_frame_twice_gives_the_same_answer(bundle_dir, batch, cam256_path, capfd):
+def test_same_frame_twice_gives_the_same_answer(tiny_bundle, batch, cam256_path, capfd):
     from earthfix.cli import main
     good = [p for p, k in batch["frames"] if k == "good"][:1] * 3
-    assert main(["locate", "--camera", str(cam256_path), "--bundle", str(bundle_dir), "--config", batch["config"],
+    assert main(["locate", "--camera", str(cam256_path), "--bundle", str(tiny_bundle), "--config", batch["config"],
                  *good]) == 0
     lines = strict_json_lines(capfd.readouterr().out)
     strip = [{k: v for k, v in ln.items() if k != "latency_ms"} for ln in lines]
     assert strip[0] == strip[1] == strip[2]
 
 
-def test_run_level_errors_exit_2_with_one_line(bundle_dir, batch, cam256_path, tmp_path, capfd):
+def test_run_level_errors_exit_2_with_one_line(tiny_bundle, batch, cam256_path, tmp_path, capfd):
     from earthfix.cli import main
     (tmp_path / "cam_dir").mkdir()
     (tmp_path / "cam_bin.yaml").write_bytes(b"\xff\xfe\x00\x81" * 10)
@@ -207,7 +180,7 @@ def test_run_level_errors_exit_2_with_one_line(bundle_dir, batch, cam256_path, t
         (["--camera", str(cam256_path), "--config", batch["config"], "--attitude", "0,0,0,0"], "--attitude"),
     ]
     for args, word in cases:
-        rc = main(["locate", "--bundle", str(bundle_dir), *args, frame])
+        rc = main(["locate", "--bundle", str(tiny_bundle), *args, frame])
         out, err = capfd.readouterr()
         assert rc == 2, (args, err)
         assert out == "", args

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import zlib
@@ -28,49 +27,23 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from earthfix.onboard.config import DEFAULTS, ConfigError, load_config, validate
 from earthfix.onboard.frames import MAX_SIDE_PX, FrameError, decode_frame, normalise_frame, read_frame
 
-REPO = Path(__file__).resolve().parents[1]
-MODELS = Path(os.environ.get("EARTHFIX_TEST_MODELS", REPO / "models"))
-ENCODER = MODELS / "encoder_int8.onnx"
-TINY_REGION = (30.0, 40.0, -115.0, -100.0)     # textured US south-west: ~185 views over 4 scales
+from support import REPO, localizer_config, needs_model
+
 GOOD_PLACES = [(35.0, -110.0, 500.0, 30.0), (33.0, -105.0, 550.0, 200.0)]   # lat, lon, alt_km, yaw_deg
 
 # hypothesis keeps caches in ./.hypothesis by default; keep them in the (git-ignored) pytest cache instead
 set_hypothesis_home_dir(str(REPO / ".pytest_cache" / "hypothesis"))
 
-needs_model = pytest.mark.skipif(not ENCODER.is_file(),
-                                 reason=f"no encoder at {ENCODER}: export the model first "
-                                        f"(or set EARTHFIX_TEST_MODELS=DIR)")
 FAST = settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                        HealthCheck.too_slow])
 
 
-# ---- shared set-up: one tiny regional bundle per session (the three reliability test files share it) ----
-
-def localizer_config() -> dict:
-    return {"encoder": str(ENCODER), "confidence": {"path": str(MODELS / "confidence.json")}}
-
-
-def tiny_bundle(tmp_path_factory) -> Path:
-    """A small regional bundle built once per session from ENCODER (about 10 s)."""
-    from earthfix.onboard.bundle import MANIFEST, sha256_file
-    from earthfix.tools.build_index import build_bundle
-    out = tmp_path_factory.getbasetemp() / f"reliability_bundle_{sha256_file(ENCODER)[:12]}"
-    if not (out / MANIFEST).is_file():
-        build_bundle(out, encoder_path=ENCODER, region=TINY_REGION, progress=False, threads=1, log=lambda s: None)
-    return out
-
+# ---- set-up: the session's tiny regional bundle (conftest.tiny_bundle) ----
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    if not ENCODER.is_file():
-        pytest.skip(f"no encoder at {ENCODER}")
-    return tiny_bundle(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def loc(bundle_dir):
+def loc(tiny_bundle):
     from earthfix.onboard.localizer import Localizer
-    return Localizer.load(bundle_dir, config=localizer_config())
+    return Localizer.load(tiny_bundle, config=localizer_config())
 
 
 @pytest.fixture(scope="module")
@@ -465,12 +438,12 @@ print(json.dumps({"cases": len(cases), "bad": bad}))
 
 
 @needs_model
-def test_every_accepted_verify_extreme_runs(bundle_dir, good_frames, tmp_path):
+def test_every_accepted_verify_extreme_runs(tiny_bundle, good_frames, tmp_path):
     """Each verify/feature number at 0, -1 and 1e9: refused by the config, or locate still returns a Fix
     (in a subprocess with a time limit: a value that hangs OpenCV must fail the test, not the run)."""
     frame = tmp_path / "good.png"
     cv2.imwrite(str(frame), good_frames[0][0])
-    r = subprocess.run([sys.executable, "-c", EXTREMES_SCRIPT, str(bundle_dir), json.dumps(localizer_config()),
+    r = subprocess.run([sys.executable, "-c", EXTREMES_SCRIPT, str(tiny_bundle), json.dumps(localizer_config()),
                         str(frame)], capture_output=True, text=True, timeout=150)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout.strip().splitlines()[-1])

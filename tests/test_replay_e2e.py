@@ -6,33 +6,28 @@ default basemap). Asserts fix rate, position error, no false fixes (ocean, night
 error. Skipped until the shipped encoder exists (``EARTHFIX_TEST_MODELS`` points at another model dir).
 """
 import json
-import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-MODELS = Path(os.environ.get("EARTHFIX_TEST_MODELS", REPO / "models"))
+from support import ENCODER, needs_model
 REGION = (-50.0, 5.0, -85.0, -35.0)          # lat_min, lat_max, lon_min, lon_max
 
-pytestmark = pytest.mark.skipif(not (MODELS / "encoder_int8.onnx").is_file(),
-                                reason=f"no encoder at {MODELS}/encoder_int8.onnx")
+pytestmark = needs_model
 
 
 @pytest.fixture(scope="module")
 def regional_bundle(tmp_path_factory):
     from earthfix.tools.build_index import build_bundle
     out = tmp_path_factory.mktemp("bundle") / "south_america"
-    return build_bundle(out, encoder_path=MODELS / "encoder_int8.onnx", region=REGION, progress=False,
+    return build_bundle(out, encoder_path=ENCODER, region=REGION, progress=False,
                         log=lambda s: None)
 
 
 @pytest.fixture(scope="module")
 def localizer(regional_bundle):
     from earthfix.onboard.localizer import Localizer
-    return Localizer.load(regional_bundle, config={"encoder": str(MODELS / "encoder_int8.onnx")})
+    return Localizer.load(regional_bundle, config={"encoder": str(ENCODER)})
 
 
 def _scenario(start, duration, interval="20s", seed=3):

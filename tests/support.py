@@ -1,0 +1,35 @@
+"""What several test modules share: where the encoder under test lives and the small regional bundle.
+
+The model-dependent tests use the shipped encoder (models/encoder_int8.onnx) or ``EARTHFIX_TEST_MODELS=DIR``
+(a directory holding encoder_int8.onnx and optionally confidence.json, e.g. an interim export); they are
+skipped, with the reason, while neither exists. The fixtures built from these live in conftest.py.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = Path(os.environ.get("EARTHFIX_TEST_MODELS", REPO / "models"))
+ENCODER = MODELS / "encoder_int8.onnx"
+TINY_REGION = (30.0, 40.0, -115.0, -100.0)     # textured US south-west: ~185 views over 4 scales
+needs_model = pytest.mark.skipif(not ENCODER.is_file(),
+                                 reason=f"no encoder at {ENCODER}: export the model first "
+                                        f"(or set EARTHFIX_TEST_MODELS=DIR)")
+
+
+def localizer_config() -> dict:
+    """Localizer config for the encoder under test and its confidence model."""
+    return {"encoder": str(ENCODER), "confidence": {"path": str(MODELS / "confidence.json")}}
+
+
+def build_tiny_bundle(root: Path) -> Path:
+    """The TINY_REGION bundle from ENCODER under ``root``, built once (about 10 s) and keyed by the encoder."""
+    from earthfix.onboard.bundle import MANIFEST, sha256_file
+    from earthfix.tools.build_index import build_bundle
+    out = root / f"tiny_bundle_{sha256_file(ENCODER)[:12]}"
+    if not (out / MANIFEST).is_file():
+        build_bundle(out, encoder_path=ENCODER, region=TINY_REGION, progress=False, threads=1, log=lambda s: None)
+    return out
