@@ -80,6 +80,20 @@ def test_features_deterministic_and_in_input_pixels(basemap):
     assert xy.dtype == np.float32 and desc.shape == (len(xy), 128) and size.shape == (len(xy),)
 
 
+def test_valid_mask_keeps_keypoints_off_invalid_pixels(basemap):
+    """A partial ``valid`` mask (space, or cloud in experiments) drops keypoints whose support touches it."""
+    cam = Camera.from_fov(256, 256, 80)
+    img = frame(basemap, cam, 24.0, 15.0, 600.0, 0.0)
+    valid = np.ones(img.shape[:2], bool)
+    valid[:, 128:] = False
+    full = extract_features(img, FeatureConfig())
+    half = extract_features(img, FeatureConfig(), valid=valid)
+    assert len(full) > 50 and 0 < len(half) < len(full)
+    # radius in input pixels: half the keypoint diameter, at least the border margin (4 working px)
+    margin = np.maximum(0.5 * half.size, 4.0 * 256 / 128)
+    assert np.all(half.xy[:, 0] + margin <= 128 + 1.0)
+
+
 @pytest.mark.parametrize("w,fov,alt_km,lat,lon", [(256, 80.0, 600.0, 24.0, 12.0), (512, 60.0, 450.0, 27.0, 30.0)])
 def test_true_candidate_verifies(verifier, basemap, w, fov, alt_km, lat, lon):
     cam = Camera.from_fov(w, w, fov)

@@ -189,7 +189,7 @@ def extract_features(image: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
         dist = cv2.distanceTransform(valid_w.astype(np.uint8), cv2.DIST_L2, 3)
         xi = np.clip(np.round(xy[:, 0]).astype(int), 0, gw - 1)
         yi = np.clip(np.round(xy[:, 1]).astype(int), 0, gh - 1)
-        keep &= dist[yi, xi] > max(b, 0.5 * size)
+        keep &= dist[yi, xi] > np.maximum(b, 0.5 * size)
     if cfg.cloud_mask and np.asarray(image).ndim == 3:
         keep &= ~_cloud_like(np.asarray(image), cfg, scale, xy)
     idx = np.flatnonzero(keep)
