@@ -1,0 +1,84 @@
+"""Verification ceiling: the fix rate if retrieval were perfect (not a pytest test; run as a script).
+
+    PYTHONPATH=. python tests/bench/bench_ceiling.py [--n 120] [--set kind] [--seed 4242]
+        [--cfg '{"name": {"feature": {"max_keypoints": 400}}}']
+
+Frames are drawn like ``earthfix eval``'s scenario sets (``framesets.make_frameset``, simulator effects)
+but from another seed, so tuning here never sees the evaluation frames. For every eligible frame the
+verifier gets one candidate: the true boresight point, with the pipeline's search radius. A frame counts
+when the hypothesis is within 50 km. Each frame is verified twice: as rendered, and rendered again with
+the cloud layer off (same place, time and camera), which isolates what clouds cost.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from earthfix.onboard import geodesy  # noqa: E402
+from earthfix.onboard.bundle import Bundle  # noqa: E402
+from earthfix.onboard.camera import Camera  # noqa: E402
+from earthfix.onboard.features import FeatureConfig  # noqa: E402
+from earthfix.onboard.verify import Verifier, VerifyConfig  # noqa: E402
+from earthfix.sim.basemap import Basemap  # noqa: E402
+from earthfix.tools.build_index import default_bundle_dir  # noqa: E402
+from earthfix.tools.evaluate import is_eligible  # noqa: E402
+from earthfix.tools.framesets import FrameSpec, make_frameset, shifted_basemap  # noqa: E402
+
+SETS = {   # name: (width, fov_deg, basemap shift, cloud cover or None for the effects default)
+    "land256": (256, 80.0, None, None),
+    "season256": (256, 80.0, "season", None),
+    "land512": (512, 60.0, None, None),
+    "cloudy": (256, 80.0, None, 0.7),
+}
+
+
+def ceiling(verifier: Verifier, frames, camera: Camera) -> tuple[float, list[float]]:
+    ok, ms = 0, []
+    for img, truth in frames:
+        t = time.perf_counter()
+        v = verifier.verify(verifier.extract(img), camera,
+                            [(truth["bore_lat"], truth["bore_lon"], 1.6 * truth["footprint_half_width_km"])])
+        ms.append((time.perf_counter() - t) * 1e3)
+        ok += bool(v.ok and geodesy.great_circle_km(v.lat, v.lon, truth["bore_lat"], truth["bore_lon"]) < 50.0)
+    return ok / max(1, len(frames)), ms
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=120, help="frames drawn per set (eligible ones are used)")
+    ap.add_argument("--seed", type=int, default=4242)
+    ap.add_argument("--set", dest="sets", action="append", choices=list(SETS), help="default: all")
+    ap.add_argument("--bundle", default=None, help="bundle whose keypoint store is used (default bundle)")
+    ap.add_argument("--cfg", default='{"default": {}}', help="JSON {name: VerifyConfig overrides}")
+    args = ap.parse_args()
+    cv2.setNumThreads(1)
+    store = Bundle.load(args.bundle or default_bundle_dir()).keystore
+    variants = json.loads(args.cfg)
+    for name in args.sets or list(SETS):
+        width, fov, shift, cover = SETS[name]
+        cam = Camera.from_fov(width, width, fov)
+        bm = shifted_basemap(shift) if shift else Basemap.default()
+        cloudy = [(i, t) for i, t in make_frameset(args.n, args.seed, cam, bm, FrameSpec(cloud_cover=cover))]
+        clear = list(make_frameset(args.n, args.seed, cam, bm, FrameSpec(cloud_cover=0.0)))
+        keep = [k for k, (_, t) in enumerate(cloudy) if is_eligible(t)]
+        for vname, over in variants.items():
+            over = dict(over)
+            fcfg = FeatureConfig(**over.pop("feature", {}))
+            ver = Verifier(store, VerifyConfig(feature=fcfg, **over))
+            rate, ms = ceiling(ver, [cloudy[k] for k in keep], cam)
+            rate_clear, _ = ceiling(ver, [clear[k] for k in keep], cam)
+            print(f"{name:10s} {vname:14s} eligible {len(keep):4d}  true-candidate fix rate {rate:6.1%}  "
+                  f"same frames without clouds {rate_clear:6.1%}  ms p50 {np.median(ms):5.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
