@@ -115,8 +115,11 @@ def test_bins_half_open_last_closed():
     assert ev.bin_label(None, edges) == "0.0-0.2"
 
 
-def record(scenario="land256", eligible=True, fix=False, err=None, rank=None, top1=500.0, stress=False, **kw):
+def record(scenario="land256", eligible=True, fix=False, err=None, rank=None, top1=500.0, stress=False,
+           rank_retrieval="same", **kw):
+    """A per-frame record; ``rank`` is the encoder's, ``rank_retrieval`` the merged list's (default: the same)."""
     r = {"scenario": scenario, "stress": stress, "eligible": eligible, "fix": fix, "err_km": err, "rank_hnsw": rank,
+         "rank_retrieval": rank if rank_retrieval == "same" else rank_retrieval,
          "top1_err_km": top1, "yaw_err_deg": 1.0 if fix else None, "alt_err_km": 5.0 if fix else None,
          "land_frac": 0.9, "cloud_frac": 0.1, "error": None,
          "stages_ms": {"preprocess_ms": 1.0, "encode_ms": 2.0, "search_ms": 0.1, "total_ms": 10.0}}
@@ -127,15 +130,16 @@ def record(scenario="land256", eligible=True, fix=False, err=None, rank=None, to
 def test_summaries_on_synthetic_records(tmp_path):
     recs = [record(fix=True, err=3.0, rank=1, top1=40.0, rank_hand=None, rank_int8_exact=1, encode_int8_ms=2.0,
                    hand_ms=1.0, exact_search_ms=0.2),
-            record(fix=False, rank=4, top1=80.0, rank_hand=4, rank_int8_exact=4, encode_int8_ms=2.0, hand_ms=1.0,
-                   exact_search_ms=0.2),
+            record(fix=False, rank=4, rank_retrieval=1, top1=80.0, rank_hand=4, rank_int8_exact=4, encode_int8_ms=2.0,
+                   hand_ms=1.0, exact_search_ms=0.2),
             record(scenario="ocean", eligible=False, fix=True, err=800.0, top1=800.0, land_frac=0.0, cloud_frac=0.5,
                    rank_hand=None, rank_int8_exact=None, encode_int8_ms=2.0, hand_ms=1.0, exact_search_ms=0.2),
             record(scenario="night", eligible=False, top1=3000.0, stages_ms={"total_ms": 3.0}, rank_hand=None,
                    rank_int8_exact=None, encode_int8_ms=2.0, hand_ms=1.0, exact_search_ms=0.2)]
     s = ev.summarise(recs)
     assert (s["frames"], s["eligible"], s["fixes"]) == (4, 2, 2)
-    assert s["recall"] == {"@1": 0.5, "@5": 1.0, "@10": 1.0}
+    assert s["recall"] == {"@1": 1.0, "@5": 1.0, "@10": 1.0}            # vote + encoder
+    assert s["recall_encoder"] == {"@1": 0.5, "@5": 1.0, "@10": 1.0}    # the encoder alone
     assert s["fix_rate"] == 0.5
     assert s["false_fixes"] == 1 and s["false_fix_rate"] == 0.25
     assert s["error_km"]["p50"] == pytest.approx(401.5)
@@ -146,7 +150,7 @@ def test_summaries_on_synthetic_records(tmp_path):
     assert v["on"]["positions"] == 2 and v["on"]["false_fixes"] == 1
     rc = ev.retrieval_comparison(recs)
     assert rc["handcrafted_exact"]["recall@1"] == 0.0 and rc["handcrafted_exact"]["recall@10"] == 0.5
-    assert rc["int8_hnsw"]["recall@1"] == 0.5
+    assert rc["int8_hnsw"]["recall@1"] == 0.5 and rc["retrieval"]["recall@1"] == 1.0
     rows = ev.breakdown(recs, "land_frac", ev.LAND_BINS)
     assert sum(r["frames"] for r in rows) == 4 and rows[0]["frames"] == 1 and rows[-1]["eligible"] == 2
     from earthfix.tools import report_plots

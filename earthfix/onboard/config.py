@@ -14,7 +14,6 @@ DEFAULTS = {
     "rotations": 4,
     "top_k": 10,
     "verify_k": 10,
-    "verify_first": 3,
     "deadline_ms": 60.0,
     "min_confidence": 0.9,
     "vote": True,
@@ -90,7 +89,6 @@ def validate(cfg: dict) -> dict:
     _check("rotations", out["rotations"], int, choices=[1, 2, 4])
     _check("top_k", out["top_k"], int, 1, 100)
     _check("verify_k", out["verify_k"], int, 0, 100)
-    _check("verify_first", out["verify_first"], int, 0, 100)
     _check("deadline_ms", out["deadline_ms"], float, 1, 60000)
     _check("min_confidence", out["min_confidence"], float, 0.0, 1.0)
     if not isinstance(out["vote"], bool):

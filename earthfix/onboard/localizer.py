@@ -1,9 +1,12 @@
-"""The flight path for one frame: preprocess -> INT8 encoder -> HNSW top-k -> verification -> Fix.
+"""The flight path for one frame: preprocess -> retrieval -> verification -> Fix.
 
-When no candidate of the encoder verifies with enough confidence and time remains, keypoint voting
-(``vote.py``, over the bundle's ``keyindex.hnsw``; config ``vote``) proposes places from the same frame
-features and those are verified too; the better verification is kept (``fix.evidence['source']``:
-``'encoder'`` or ``'vote'``). ``fix.candidates`` stays the encoder's top-k either way.
+Retrieval has two sources, merged into one candidate list before verification: keypoint voting
+(``vote.py``: the frame's local features matched against the bundle's ``keyindex.hnsw``, a Hough vote
+over place and yaw; config ``vote``) and the INT8 global encoder's HNSW top-k. The vote's places come
+first (its first place is right 2-4x as often as the encoder's, and verifying it stops early), then the
+encoder's, cut to ``top_k`` (``fix.candidates``; the encoder's own list is ``fix.encoder_candidates``).
+Verification then takes the first ``verify_k`` in order, until an early stop or the deadline. Without a
+key index (or with ``vote: false``) the list is the encoder's alone.
 
     loc = Localizer.load(bundle_dir, config_path)          # once
     fix = loc.locate(frame, camera, attitude=None, time=None)
@@ -21,7 +24,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import geodesy
 from .bundle import Bundle
 from .camera import Camera
 from .config import load_config
@@ -69,32 +71,6 @@ class Localizer:
         return cls(bundle, encoder, cfg, ConfidenceModel.load(conf_path))
 
     # ---- one frame -----------------------------------------------------------------------------
-    SAME_PLACE_KM = 100.0      # two hypotheses closer than this are one place (not competing evidence)
-
-    def _better(self, v_enc, conf_enc: float, v_vote):
-        """The better of the encoder's and the vote's verifications: (verification, confidence, source).
-
-        Each one's best inlier count is the other's competing evidence unless both found the same place
-        (``second_inliers``/``inlier_margin`` enter the confidence): voting must not make a place look more
-        unique than the two searches together showed it to be."""
-        def merged(a, b):
-            if not a.ok:
-                return a
-            same = (b.lat is not None and a.lat is not None
-                    and float(geodesy.great_circle_km(a.lat, a.lon, b.lat, b.lon)) < self.SAME_PLACE_KM)
-            if not same and b.inliers > a.second_inliers:
-                a.second_inliers = int(b.inliers)
-                a.evidence = dict(a.evidence, second_inliers=a.second_inliers,
-                                  inlier_margin=int(a.inliers) - a.second_inliers)
-            return a
-        conf_vote = self.confidence(v_vote.evidence) if v_vote.ok else 0.0
-        if (v_vote.ok, conf_vote, v_vote.inliers) > (v_enc.ok, conf_enc, v_enc.inliers):
-            best, other, source = v_vote, v_enc, "vote"
-        else:
-            best, other, source = v_enc, v_vote, "encoder"
-        best = merged(best, other)
-        return best, (self.confidence(best.evidence) if best.ok else 0.0), source
-
     def candidates(self, desc: np.ndarray, k: int) -> list[Candidate]:
         idx, sim = self.bundle.search(desc, k)
         return [Candidate(float(self.bundle.lat[i]), float(self.bundle.lon[i]), float(s), int(i),
@@ -119,7 +95,7 @@ class Localizer:
         t = _time.perf_counter()
         cands = self.candidates(desc, self.cfg["top_k"])
         stages["search_ms"] = (_time.perf_counter() - t) * 1e3
-        fix = Fix(candidates=cands)
+        fix = Fix(candidates=cands, encoder_candidates=cands)
         if float(grey.std()) < BLANK_STD:
             fix.reason = "blank frame"
         elif self.verifier is not None and self.cfg["verify_k"] > 0:
@@ -127,45 +103,25 @@ class Localizer:
             t = _time.perf_counter()
             feats = self.verifier.extract(img)
             stages["features_ms"] = (_time.perf_counter() - t) * 1e3
-            t = _time.perf_counter()
-            scales = self.bundle.scales_km
-            rf = self.verifier.cfg.radius_factor
-            vc = [(c.lat, c.lon, rf * scales[c.scale]) for c in cands[: self.cfg["verify_k"]]]
-            # order of work, by measured yield per millisecond: the encoder's first places, then the
-            # keypoint vote (~9 ms, finds the place 3-5x as often as the encoder's tail), then the tail
-            first = self.cfg["verify_first"] if self.voter is not None else len(vc)
-            v = self.verifier.verify(feats, camera, vc[:first], attitude=attitude, deadline=deadline)
-            stages["verify_ms"] = (_time.perf_counter() - t) * 1e3
-            conf = self.confidence(v.evidence) if v.ok else 0.0
-            source = "encoder"
-            n_vote = 0
-            accepted = lambda: v.ok and conf >= self.cfg["min_confidence"]  # noqa: E731
-            if self.voter is not None and not accepted() and _time.perf_counter() < deadline:
-                # the encoder's places failed: the keypoints vote for places of their own (same features)
+            if self.voter is not None:
                 t = _time.perf_counter()
-                vcands = self.voter.candidates(feats, camera)
+                votes = self.voter.candidates(feats, camera)
                 stages["vote_ms"] = (_time.perf_counter() - t) * 1e3
-                n_vote = len(vcands)
-                if vcands:
-                    t = _time.perf_counter()
-                    v2 = self.verifier.verify(feats, camera, vcands, attitude=attitude, deadline=deadline)
-                    stages["verify2_ms"] = (_time.perf_counter() - t) * 1e3
-                    v, conf, source = self._better(v, conf, v2)
-            if not accepted() and len(vc) > first and _time.perf_counter() < deadline:
-                t = _time.perf_counter()
-                v3 = self.verifier.verify(feats, camera, vc[first:], attitude=attitude, deadline=deadline)
-                stages["verify3_ms"] = (_time.perf_counter() - t) * 1e3
-                if source == "vote":
-                    v, conf, source = self._better(v3, self.confidence(v3.evidence) if v3.ok else 0.0, v)
-                else:
-                    v_enc = v3 if (v3.ok, v3.inliers) > (v.ok, v.inliers) else v
-                    v, conf = v_enc, self.confidence(v_enc.evidence) if v_enc.ok else 0.0
+                fix.candidates = ([Candidate(c.lat, c.lon, float(c.votes), source="vote", radius_km=c.radius_km)
+                                   for c in votes] + cands)[: self.cfg["top_k"]]
+            t = _time.perf_counter()
+            rf = self.verifier.cfg.radius_factor
+            todo = [(c.lat, c.lon, c.radius_km if c.radius_km is not None else rf * self.bundle.scales_km[c.scale])
+                    for c in fix.candidates[: self.cfg["verify_k"]]]
+            v = self.verifier.verify(feats, camera, todo, attitude=attitude, deadline=deadline)
+            stages["verify_ms"] = (_time.perf_counter() - t) * 1e3
             fix.inliers = int(v.inliers)
-            fix.confidence = conf
+            fix.confidence = self.confidence(v.evidence) if v.ok else 0.0
             fix.reason = v.reason
+            source = fix.candidates[v.candidate].source if v.ok and 0 <= v.candidate < len(todo) else None
             fix.evidence = dict(v.evidence, hyp_lat=v.lat, hyp_lon=v.lon, hyp_alt_km=v.alt_km,
                                 hyp_yaw_deg=v.yaw_deg, hyp_sub_lat=v.sub_lat, hyp_sub_lon=v.sub_lon,
-                                source=source, vote_candidates=n_vote)
+                                source=source, vote_candidates=sum(c.source == "vote" for c in fix.candidates))
             if v.ok:
                 fix.lat, fix.lon, fix.sub_lat, fix.sub_lon = v.lat, v.lon, v.sub_lat, v.sub_lon
                 fix.alt_km, fix.yaw_deg = v.alt_km, v.yaw_deg
