@@ -10,6 +10,11 @@ are masked out (neither positive nor negative). Batches are drawn in geographic 
 places of a batch are regional look-alikes: cheap hard negatives.
 
 Run:  earthfix train --minutes 45 --out runs/encoder      (needs the [train] extra: torch)
+      earthfix train --minutes 0 --steps 9000 --out runs/enc  (a step budget: the same run on any machine)
+
+Seeds: torch and the pair generator (one generator per rendering worker, ``[seed, worker]``), so a run
+with a step budget and the same worker count is repeatable; a wall-clock budget ends where the machine
+got to.
 """
 from __future__ import annotations
 
@@ -268,8 +273,9 @@ def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: 
     hist = []
     step = step0
     total = steps
-    while step < total and (time.time() - t0) < minutes * 60:
-        frac = min(1.0, (time.time() - t0) / (minutes * 60)) if minutes < 1e9 else step / total
+    by_steps = minutes <= 0          # a step budget: the same schedule on any machine (reproducible)
+    while step < total and (by_steps or (time.time() - t0) < minutes * 60):
+        frac = (step - step0) / max(1, total - step0) if by_steps else min(1.0, (time.time() - t0) / (minutes * 60))
         for g in opt.param_groups:   # warm-up, then cosine decay over the time budget
             g["lr"] = lr * min(1.0, (step - step0 + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac))
         q, r, meta = next(batches)
@@ -303,7 +309,8 @@ def register(sub):
     p = sub.add_parser("train", help="train the image encoder (needs the [train] extra: torch)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/encoder", help="output directory (checkpoint, log)")
-    p.add_argument("--minutes", type=float, default=45.0, help="wall-clock budget")
+    p.add_argument("--minutes", type=float, default=45.0,
+                   help="wall-clock budget; 0: no time limit, the schedule runs over --steps (reproducible)")
     p.add_argument("--steps", type=int, default=100000, help="maximum optimisation steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=2e-3)
