@@ -17,6 +17,7 @@ DEFAULTS = {
     "deadline_ms": 60.0,
     "min_confidence": 0.9,
     "vote": True,
+    "vote_k": 3,
     "verify": {},
     "confidence": {},
 }
@@ -91,6 +92,7 @@ def validate(cfg: dict) -> dict:
     _check("verify_k", out["verify_k"], int, 0, 100)
     _check("deadline_ms", out["deadline_ms"], float, 1, 60000)
     _check("min_confidence", out["min_confidence"], float, 0.0, 1.0)
+    _check("vote_k", out["vote_k"], int, 1, 10)
     if not isinstance(out["vote"], bool):
         raise ConfigError(f"config: 'vote' must be true or false, got {_r(out['vote'])}")
     for k in ("verify", "confidence"):

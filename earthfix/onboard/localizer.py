@@ -105,7 +105,7 @@ class Localizer:
             stages["features_ms"] = (_time.perf_counter() - t) * 1e3
             if self.voter is not None:
                 t = _time.perf_counter()
-                votes = self.voter.candidates(feats, camera)
+                votes = self.voter.candidates(feats, camera, max_candidates=self.cfg["vote_k"])
                 stages["vote_ms"] = (_time.perf_counter() - t) * 1e3
                 fix.candidates = ([Candidate(c.lat, c.lon, float(c.votes), source="vote", radius_km=c.radius_km)
                                    for c in votes] + cands)[: self.cfg["top_k"]]

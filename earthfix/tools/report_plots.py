@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-STAGE_ORDER = ("preprocess_ms", "encode_ms", "search_ms", "features_ms", "verify_ms")
-STAGE_COLOURS = ("#8da0cb", "#fc8d62", "#66c2a5", "#e78ac3", "#a6d854")
+STAGE_ORDER = ("preprocess_ms", "encode_ms", "search_ms", "features_ms", "vote_ms", "verify_ms")
+STAGE_COLOURS = ("#8da0cb", "#fc8d62", "#66c2a5", "#e78ac3", "#ffd92f", "#a6d854")
 
 
 def _plt():

@@ -63,6 +63,15 @@ def test_search(benchmark, frame, localizer):
     assert len(idx) == min(TOP_K, localizer.bundle.views) and np.all(np.diff(sim) <= 1e-6)
 
 
+def test_vote(benchmark, frame, camera, localizer):
+    """Keypoint voting on the frame's features (extracted once, as ``Localizer.locate`` shares them)."""
+    if localizer.voter is None:
+        pytest.skip("the bench bundle has no key index")
+    feats = localizer.verifier.extract(frame)
+    cands = benchmark(localizer.voter.candidates, feats, camera)
+    assert isinstance(cands, list)
+
+
 def test_verify(benchmark, frame, camera, localizer):
     """Features of the frame + verification of the top ``verify_k`` candidates (as ``Localizer.locate``)."""
     v = localizer.verifier
