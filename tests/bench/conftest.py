@@ -1,18 +1,13 @@
-"""Fixtures of the per-stage benchmarks: one tiny regional bundle per session, one land frame, one thread.
-
-The bundle is built from the shipped encoder (models/encoder_int8.onnx; ``EARTHFIX_TEST_MODELS=DIR``
-selects another directory, e.g. an interim export) over a small textured region, once per session.
+"""Fixtures of the per-stage benchmarks: one land frame, one thread, and a Localizer on the session's tiny
+regional bundle (``tests/conftest.py``: built once from the encoder under test, see ``tests/support.py``).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from support import MODELS, localizer_config
 
-REPO = Path(__file__).resolve().parents[2]
-MODELS = Path(os.environ.get("EARTHFIX_TEST_MODELS", REPO / "models"))
-BENCH_REGION = (30.0, 40.0, -115.0, -100.0)        # ~185 views over 4 scales
 FRAME_SITE = (35.0, -108.0, 600.0, 37.0)           # sub-satellite lat, lon, alt_km, yaw_deg (inside the region)
 
 
@@ -31,18 +26,10 @@ def models_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def bench_bundle(tmp_path_factory, one_thread) -> Path:
-    from earthfix.tools.build_index import build_bundle
-    out = tmp_path_factory.mktemp("bench") / "bundle"
-    return build_bundle(out, encoder_path=MODELS / "encoder_int8.onnx", region=BENCH_REGION, progress=False,
-                        threads=1, log=lambda s: None)
-
-
-@pytest.fixture(scope="session")
-def localizer(bench_bundle, tmp_path_factory):
+def localizer(tiny_bundle, one_thread):
+    """The Localizer on the session's tiny regional bundle (conftest ``tiny_bundle``, ~185 views), one thread."""
     from earthfix.onboard.localizer import Localizer
-    return Localizer.load(bench_bundle, config={"threads": 1, "encoder": str(MODELS / "encoder_int8.onnx"),
-                                                "confidence": {"path": str(MODELS / "confidence.json")}})
+    return Localizer.load(tiny_bundle, config=dict(localizer_config(), threads=1))
 
 
 @pytest.fixture(scope="session")

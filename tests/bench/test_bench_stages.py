@@ -10,17 +10,15 @@ compare figures as ratios within one run.
 """
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-_MODELS = Path(os.environ.get("EARTHFIX_TEST_MODELS", Path(__file__).resolve().parents[2] / "models"))
-if not (_MODELS / "encoder_int8.onnx").is_file():
-    pytest.skip(f"benchmarks need the shipped encoder {_MODELS / 'encoder_int8.onnx'} (not exported yet)",
-                allow_module_level=True)
+from support import ENCODER
+
+if not ENCODER.is_file():
+    pytest.skip(f"benchmarks need the shipped encoder {ENCODER} (not exported yet)", allow_module_level=True)
 pytest.importorskip("pytest_benchmark")
 
 TOP_K = 10
