@@ -15,7 +15,6 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from ..onboard import geodesy
 from . import grid
 
 
