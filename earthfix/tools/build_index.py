@@ -69,13 +69,14 @@ def fit_pca(desc: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_hnsw(vectors: np.ndarray, params: dict, threads: int = 2):
+    """hnswlib graph over ``vectors`` (labels = rows); ``params``: space, M, ef_construction, ef[, seed]."""
     import hnswlib
     index = hnswlib.Index(space=params["space"], dim=vectors.shape[1])
-    index.init_index(max_elements=len(vectors), ef_construction=params["ef_construction"], M=params["M"],
-                     random_seed=100)
+    index.init_index(max_elements=len(vectors), ef_construction=int(params["ef_construction"]), M=int(params["M"]),
+                     random_seed=int(params.get("seed", 100)))
     index.set_num_threads(threads)
     index.add_items(vectors, np.arange(len(vectors)))
-    index.set_ef(params["ef"])
+    index.set_ef(int(params["ef"]))
     return index
 
 

@@ -29,7 +29,7 @@ def build_keyindex(store, params: dict | None = None, threads: int = 1):
     the store's quantised descriptors, so an index can be matched to its store). One thread builds the
     same graph every time; more threads are faster but not reproducible byte for byte.
     """
-    import hnswlib
+    from .build_index import build_hnsw
     p = dict(DEFAULT_KEYINDEX, **(params or {}))
     if p["space"] not in ("l2", "ip"):
         raise ValueError(f"keyindex: space must be 'l2' or 'ip', got {p['space']!r}")
@@ -38,12 +38,7 @@ def build_keyindex(store, params: dict | None = None, threads: int = 1):
         raise ValueError("keyindex: the keypoint store is empty")
     t0 = time.perf_counter()
     x = np.ascontiguousarray(store.decode(np.arange(n)), dtype=np.float32)
-    index = hnswlib.Index(space=p["space"], dim=int(x.shape[1]))
-    index.init_index(max_elements=n, ef_construction=int(p["ef_construction"]), M=int(p["M"]),
-                     random_seed=int(p["seed"]))
-    index.set_num_threads(int(threads))
-    index.add_items(x, np.arange(n))
-    index.set_ef(int(p["ef"]))
+    index = build_hnsw(x, p, threads=int(threads))
     meta = {"library": "hnswlib", "space": p["space"], "M": int(p["M"]),
             "ef_construction": int(p["ef_construction"]), "ef": int(p["ef"]), "seed": int(p["seed"]),
             "dim": int(x.shape[1]), "count": int(n),
