@@ -46,7 +46,8 @@ def ceiling(verifier: Verifier, frames, camera: Camera) -> tuple[float, list[flo
     for img, truth in frames:
         t = time.perf_counter()
         v = verifier.verify(verifier.extract(img), camera,
-                            [(truth["bore_lat"], truth["bore_lon"], 1.6 * truth["footprint_half_width_km"])])
+                            [(truth["bore_lat"], truth["bore_lon"],
+                              verifier.cfg.radius_factor * truth["footprint_half_width_km"])])
         ms.append((time.perf_counter() - t) * 1e3)
         ok += bool(v.ok and geodesy.great_circle_km(v.lat, v.lon, truth["bore_lat"], truth["bore_lon"]) < 50.0)
     return ok / max(1, len(frames)), ms
@@ -67,7 +68,7 @@ def main() -> None:
         width, fov, shift, cover = SETS[name]
         cam = Camera.from_fov(width, width, fov)
         bm = shifted_basemap(shift) if shift else Basemap.default()
-        cloudy = [(i, t) for i, t in make_frameset(args.n, args.seed, cam, bm, FrameSpec(cloud_cover=cover))]
+        cloudy = list(make_frameset(args.n, args.seed, cam, bm, FrameSpec(cloud_cover=cover)))
         clear = list(make_frameset(args.n, args.seed, cam, bm, FrameSpec(cloud_cover=0.0)))
         keep = [k for k, (_, t) in enumerate(cloudy) if is_eligible(t)]
         for vname, over in variants.items():
