@@ -824,8 +824,8 @@ def render_markdown(r: dict) -> str:
                      f"{_f(row['latency_ms']['p50'], 2)} | {_f(row['latency_ms']['p99'], 2)} | "
                      f"{_f((row.get('search_ms') or {}).get('p50'), 3)} |")
         L += ["", "Descriptor ms: encoder (4 rotations) for the learned rows, encoder + features + vote for the "
-              "pipeline's retrieval, descriptor + exact search for the hand-crafted row. FP32/INT8 exact search the bundle's views with the bundle's PCA (FP32 references "
-              "re-encoded with the FP32 model)."]
+              "pipeline's retrieval, descriptor + exact search for the hand-crafted row. FP32/INT8 exact search "
+              "the bundle's views with the bundle's PCA (FP32 references re-encoded with the FP32 model)."]
         st = r.get("retrieval_all_including_stress", {})
         if st:
             L += ["", "Including the stress set: " + ", ".join(

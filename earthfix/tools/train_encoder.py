@@ -276,7 +276,7 @@ def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: 
     by_steps = minutes <= 0          # a step budget: the same schedule on any machine (reproducible)
     while step < total and (by_steps or (time.time() - t0) < minutes * 60):
         frac = (step - step0) / max(1, total - step0) if by_steps else min(1.0, (time.time() - t0) / (minutes * 60))
-        for g in opt.param_groups:   # warm-up, then cosine decay over the time budget
+        for g in opt.param_groups:   # warm-up, then cosine decay over the budget (time or steps)
             g["lr"] = lr * min(1.0, (step - step0 + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac))
         q, r, meta = next(batches)
         mask = torch.from_numpy(overlap_mask(meta))
