@@ -42,16 +42,20 @@ _RANGES = {
 _CHOICES = {"verify.homography_method": [0, 4, 8, 16, 32, 33, 34, 35, 36, 37, 38]}
 
 
-def _r(value, n: int = 40) -> str:
-    """repr of a value, shortened: messages stay one short line."""
-    s = repr(value).replace("\n", " ")
+def _one_line(s: str, n: int = 40) -> str:
+    """``s`` on one line, shortened to ``n`` characters: messages stay one short line."""
+    s = s.replace("\n", " ").replace("\r", " ")
     return s if len(s) <= n else s[: n - 3] + "..."
 
 
-def _name(key, n: int = 40) -> str:
-    """A key as it appears in messages: one line, shortened."""
-    s = str(key).replace("\n", " ").replace("\r", " ")
-    return s if len(s) <= n else s[: n - 3] + "..."
+def _r(value) -> str:
+    """A value as it appears in messages (its repr)."""
+    return _one_line(repr(value))
+
+
+def _name(key) -> str:
+    """A key as it appears in messages."""
+    return _one_line(str(key))
 
 
 def _finite(x) -> bool:
