@@ -329,7 +329,7 @@ KEYS = st.sampled_from(list(DEFAULTS)) | st.text(max_size=12) | st.integers(-3, 
 VERIFY_KEYS = st.sampled_from(["ratio", "ransac_conf", "fit", "alt_range_km", "feature", "min_inliers",
                                "homography_method", "mutual", "nope"])
 FEATURE_KEYS = st.sampled_from(["sigma", "n_octave_layers", "grid_cells", "work_side_px", "clahe_tile_px",
-                                "cloud_mask", "bogus"])
+                                "cloud_max_sat", "bogus"])
 CONFIGS = st.dictionaries(KEYS, VALUES, max_size=4) | st.fixed_dictionaries({}, optional={
     "threads": st.integers(-2, 70), "rotations": st.sampled_from([0, 1, 2, 3, 4, 4.0]),
     "deadline_ms": st.floats(allow_nan=True, allow_infinity=True) | st.integers(-5, 10 ** 30),

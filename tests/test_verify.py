@@ -7,10 +7,11 @@ import pytest
 
 from earthfix.onboard import geodesy
 from earthfix.onboard.camera import Camera, nadir_attitude
-from earthfix.onboard.features import FeatureConfig, extract, extract_features
+from earthfix.onboard.features import FeatureConfig, cloud_mask, extract, extract_features, fill_clouds
 from earthfix.onboard.keystore import KeypointStore
 from earthfix.onboard.verify import Verifier, VerifyConfig
 from earthfix.sim import render
+from earthfix.sim.effects import CloudField
 from earthfix.tools.build_keystore import BuildConfig, build_keystore
 
 # North Africa and Arabia: textured desert, coasts (Mediterranean, Red Sea, Gulf), wide enough that a
@@ -92,6 +93,57 @@ def test_valid_mask_keeps_keypoints_off_invalid_pixels(basemap):
     # radius in input pixels: half the keypoint diameter, at least the border margin (4 working px)
     margin = np.maximum(0.5 * half.size, 4.0 * 256 / 128)
     assert np.all(half.xy[:, 0] + margin <= 128 + 1.0)
+
+
+def test_cloud_mask_and_fill_rules(basemap):
+    cam = Camera.from_fov(256, 256, 80)
+    img = frame(basemap, cam, 24.0, 15.0, 600.0, 0.0)
+    cfg = FeatureConfig()
+    clear = cloud_mask(img, cfg)
+    assert clear is not None and clear.mean() < 0.02            # coloured ground is not cloud
+    cloudy = img.copy()
+    cv2.circle(cloudy, (80, 90), 30, (228, 230, 232), -1)       # a grey-white cloud
+    cv2.circle(cloudy, (190, 170), 12, (200, 200, 205), -1)
+    mask = cloud_mask(cloudy, cfg)
+    disc = np.zeros(img.shape[:2], np.uint8)
+    cv2.circle(disc, (80, 90), 30, 1, -1)
+    cv2.circle(disc, (190, 170), 12, 1, -1)
+    assert mask[disc > 0].mean() > 0.98 and mask[disc == 0].mean() < 0.05
+    filled, m2 = fill_clouds(cloudy, cfg, 0.5)
+    assert np.array_equal(m2, mask) and np.array_equal(filled[~mask], cloudy[~mask])   # clear pixels kept
+    # the cloud is replaced by ground colour: no longer cloud-like, close to the ground around it
+    assert cloud_mask(filled, cfg)[disc > 0].mean() < 0.05
+    assert abs(float(filled[disc > 0].mean()) - float(img[disc == 0].mean())) < 25.0
+    # no colour (a panchromatic sensor) or no light: nothing can be told apart, nothing is filled
+    grey = cv2.cvtColor(cv2.cvtColor(cloudy, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    assert cloud_mask(grey, cfg) is None and fill_clouds(grey, cfg)[0] is grey
+    assert cloud_mask(np.zeros_like(img), cfg) is None
+    # outside the share range the input object comes back unfilled
+    assert fill_clouds(cloudy, cfg, 0.5, share=(0.5, 0.8))[0] is cloudy
+
+
+def test_cloud_fill_recovers_a_frame_under_broken_cloud(verifier, basemap):
+    """Broken cloud from the simulator's cloud field over the Sahara: the cloud-filled look verifies
+    where the plain one fails, and it finds more inliers where both verify."""
+    cam = Camera.from_fov(256, 256, 80)
+    lat, lon = 24.0, 12.0
+    pos = geodesy.geodetic_to_ecef(lat, lon, 600.0)
+    view = render.render(basemap, cam, pos, nadir_attitude(lat, lon, 37.0))
+    field = CloudField(seed=3)
+    out = {}
+    for cover in (0.5, 0.6):
+        a = field.sample(view.lat, view.lon, cover)[..., None]
+        img = np.clip(view.image * (1.0 - a) + 230.0 * a + 0.5, 0, 255).astype(np.uint8)
+        plain = verifier.verify(verifier.extract(img), cam, [(lat, lon)])
+        filled = fill_clouds(img, verifier.cfg.feature, verifier.work_scale(img.shape))[0]
+        fill = verifier.verify(verifier.extract(filled), cam, [(lat, lon)])
+        assert fill.ok, fill.reason
+        assert geodesy.great_circle_km(fill.lat, fill.lon, lat, lon) < 5.0
+        out[cover] = (plain, fill)
+    plain, fill = out[0.5]
+    assert plain.ok and fill.inliers >= 1.5 * plain.inliers
+    plain, fill = out[0.6]
+    assert not plain.ok
 
 
 @pytest.mark.parametrize("w,fov,alt_km,lat,lon", [(256, 80.0, 600.0, 24.0, 12.0), (512, 60.0, 450.0, 27.0, 30.0)])

@@ -46,9 +46,13 @@ class FeatureConfig:
     border_px: float = 4.0            # drop keypoints this close to the image (or valid-mask) border, working px
     grid_cells: int = 4               # > 0: spread the budget over grid_cells x grid_cells image cells
                                       # (strongest per cell first) so bright cloud edges cannot take it all
-    cloud_mask: bool = False          # drop keypoints on bright, unsaturated (cloud-like) pixels
-    cloud_min_value: int = 190        # cloud-like: HSV value >= this...
-    cloud_max_sat: int = 40           # ...and saturation <= this (0..255)
+    # cloud-like pixels (cloud_mask / fill_clouds, the Localizer's second "cloud rescue" look)
+    cloud_max_sat: float = 0.15       # cloud-like: saturation (max - min) / max of BGR below this...
+    cloud_margin_dn: float = 25.0     # ...and the darkest channel this many DN above the ground floor,
+    cloud_floor_pct: float = 10.0     # the frame's cloud_floor_pct percentile of the darkest channel
+    cloud_fill_sigma_px: float = 2.0  # Gaussian of the fill (normalised convolution), working pixels
+    cloud_min_colour: float = 0.08    # frames whose 90th-percentile saturation is lower are treated as
+                                      # panchromatic: no colour to tell cloud from bright ground, no fill
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,13 +130,14 @@ def preprocess(image: np.ndarray, cfg: FeatureConfig, valid: np.ndarray | None =
 
     Returns (grey uint8, scale = working px per input px, valid mask at working size or None).
     """
-    g = to_grey(image)
-    h, w = g.shape
+    image = np.asarray(image)
+    h, w = image.shape[:2]
     scale = 1.0
     if cfg.work_scale is not None:
         scale = float(cfg.work_scale)
     elif cfg.work_side_px is not None and max(h, w) > cfg.work_side_px:
         scale = cfg.work_side_px / float(max(h, w))
+    g = to_grey(image)
     if abs(scale - 1.0) > 1e-6:
         nw, nh = max(8, int(round(w * scale))), max(8, int(round(h * scale)))
         interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
@@ -190,8 +195,6 @@ def extract_features(image: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
         xi = np.clip(np.round(xy[:, 0]).astype(int), 0, gw - 1)
         yi = np.clip(np.round(xy[:, 1]).astype(int), 0, gh - 1)
         keep &= dist[yi, xi] > np.maximum(b, 0.5 * size)
-    if cfg.cloud_mask and np.asarray(image).ndim == 3:
-        keep &= ~_cloud_like(np.asarray(image), cfg, scale, xy)
     idx = np.flatnonzero(keep)
     # strongest first; ties broken by position so the order is fully deterministic
     order = np.lexsort((xy[idx, 0], xy[idx, 1], -resp[idx]))
@@ -235,19 +238,116 @@ def extract_features(image: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
                     angle[idx], resp[idx], tuple(shape))
 
 
-def _cloud_like(image_bgr: np.ndarray, cfg: FeatureConfig, scale: float, xy_work: np.ndarray) -> np.ndarray:
-    """True for keypoints whose 3x3 working-pixel neighbourhood is mostly bright and unsaturated."""
+def cloud_mask(image_bgr: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
+               work_scale: float = 0.5) -> np.ndarray | None:
+    """Cloud-like pixels of an 8-bit BGR image (H x W bool), or None for a panchromatic-looking or
+    unlit frame.
+
+    Clouds and haze add the same grey to every band, so they pull a pixel towards white: low saturation
+    and a darkest band well above the ground's. The ground floor is a low percentile of the darkest band
+    over the frame's lit pixels, so a dark frame's thin veils count and a desert frame's sand mostly does
+    not. Snow, ice and pale salt flats are taken for cloud: no colour tells them apart, which is why the
+    filled image serves only as a second look (``Localizer``'s cloud rescue), never the first.
+    The mask is dilated by half a working pixel (``work_scale``: working per input pixel): a fragment's
+    soft rim carries its edge too.
+    """
+    b, g, r = cv2.split(np.ascontiguousarray(image_bgr))
+    v = cv2.max(cv2.max(b, g), r)
+    m = cv2.min(cv2.min(b, g), r)
+    lit = (v > 15).astype(np.uint8)
+    if cv2.countNonZero(lit) < 16:
+        return None
+    sat = cv2.divide(cv2.subtract(v, m), v, scale=255.0)          # saturation, 0..255 (0 where v = 0)
+    if _percentile_u8(sat, lit, 90.0) < cfg.cloud_min_colour * 255.0:
+        return None
+    floor = _percentile_u8(m, lit, cfg.cloud_floor_pct)
+    mask = ((sat < cfg.cloud_max_sat * 255.0) & (m > floor + cfg.cloud_margin_dn)).astype(np.uint8)
+    k = 2 * max(1, int(round(0.5 / work_scale))) + 1
+    return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))) > 0
+
+
+def _percentile_u8(a: np.ndarray, mask: np.ndarray, q: float) -> float:
+    """``q``-th percentile (lower value) of the uint8 values of ``a`` where ``mask`` is set."""
+    hist = cv2.calcHist([a], [0], mask, [256], [0, 256]).ravel()
+    c = np.cumsum(hist)
+    return float(np.searchsorted(c, q / 100.0 * c[-1]))
+
+
+def fill_clouds(image_bgr: np.ndarray, cfg: FeatureConfig = FeatureConfig(), work_scale: float = 0.5,
+                share: tuple[float, float] = (0.0, 1.0)):
+    """Replace cloud-like pixels (:func:`cloud_mask`) by a Gaussian-weighted mean of the clear pixels
+    around them (normalised convolution). Returns (BGR uint8 image of the input's size, mask or None);
+    the mask is at the resolution the fill ran at: twice the working resolution (``work_scale``:
+    working per input pixel), or the input's if coarser. Clear pixels keep their input values. A frame
+    whose cloud-like share of pixels lies outside ``share`` is returned as it is (the input object).
+
+    Why: at the reference's ~7 km/px a SIFT descriptor spans 100-250 km, so broken cloud (fragments of
+    6-30 km) lands in nearly every descriptor window of a partly cloudy frame, and a cloud edge's
+    contrast (~150 DN) swamps the ground texture's (~10-30 DN). Smoothing the cloud away keeps the clear
+    ground's gradients and removes the cloud's (measured: docs/VERIFICATION.md, "cloud rescue").
+    """
+    image_bgr = np.asarray(image_bgr)
+    h, w = image_bgr.shape[:2]
+    work_scale = max(float(work_scale), 8.0 / max(h, w, 8))    # preprocess never works below 8 px
+    fs = min(1.0, 2.0 * work_scale)                    # fill scale: fill px per input px
     small = image_bgr
-    if abs(scale - 1.0) > 1e-6:
-        h, w = image_bgr.shape[:2]
-        small = cv2.resize(image_bgr, (max(8, int(round(w * scale))), max(8, int(round(h * scale)))),
+    if fs < 1.0:
+        small = cv2.resize(image_bgr, (max(8, int(round(w * fs))), max(8, int(round(h * fs)))),
                            interpolation=cv2.INTER_AREA)
-    hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
-    m = ((hsv[..., 2] >= cfg.cloud_min_value) & (hsv[..., 1] <= cfg.cloud_max_sat)).astype(np.float32)
-    m = cv2.blur(m, (3, 3))
-    xi = np.clip(np.round(xy_work[:, 0]).astype(int), 0, m.shape[1] - 1)
-    yi = np.clip(np.round(xy_work[:, 1]).astype(int), 0, m.shape[0] - 1)
-    return m[yi, xi] > 0.5
+        fs = small.shape[1] / w
+    mask = cloud_mask(small, cfg, work_scale / fs)
+    if mask is None:
+        return image_bgr, mask
+    n = cv2.countNonZero(mask.view(np.uint8))
+    if n == 0 or not share[0] <= n / mask.size <= share[1]:
+        return image_bgr, mask
+    x = small.astype(np.float32)
+    sigma = cfg.cloud_fill_sigma_px * fs / work_scale
+    num = _fill(x, mask, sigma)
+    m = mask
+    if small is not image_bgr:
+        num = cv2.resize(num, (w, h), interpolation=cv2.INTER_LINEAR)
+        m = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    out = image_bgr.copy()
+    out = cv2.copyTo(cv2.convertScaleAbs(num), m.view(np.uint8), out)     # rounded, saturated
+    return out, mask
+
+
+def _fill(x: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Normalised convolution of the unmasked pixels of ``x`` (H x W x 3 float32), coarse to fine: the
+    frame's clear mean, then Gaussians of 16, 4 and 1 x ``sigma``, each trusted where it saw enough clear
+    pixels, so wide cloud gets the broad ground colour rather than a black hole with hard edges.
+    Computed on a grid subsampled to ~``sigma`` / 2 per cell (the result is that smooth anyway)."""
+    h, w = mask.shape
+    clear = (~mask).astype(np.float32)
+    acc = cv2.merge([x[..., 0] * clear, x[..., 1] * clear, x[..., 2] * clear, clear])   # colour and weight
+    f = 1
+    while sigma / (2 * f) >= 2.0 and min(h, w) // (2 * f) >= 8:
+        f *= 2
+    if f > 1:
+        acc = cv2.resize(acc, (w // f, h // f), interpolation=cv2.INTER_AREA)
+    tot = cv2.sumElems(acc)
+    out = np.empty(acc.shape[:2] + (3,), np.float32)
+    out[...] = np.array(tot[:3], np.float32) / np.float32(max(tot[3], 1e-6))
+    for k in (16.0, 4.0, 1.0):
+        blur = _blur(acc, k * sigma / f)
+        den = blur[..., 3:]
+        wgt = np.clip(den * np.float32(10.0), 0.0, 1.0)                  # trusted from 10 % clear
+        out += wgt * (blur[..., :3] / np.maximum(den, np.float32(1e-6)) - out)
+    return out if f == 1 else cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _blur(a: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur; wide ones on a subsampled copy (their kernels would cost 100x more at full size)."""
+    f = 1
+    while sigma / (2 * f) >= 2.0 and min(a.shape[:2]) // (2 * f) >= 4:
+        f *= 2
+    if f == 1:
+        return cv2.GaussianBlur(a, (0, 0), sigma)
+    h, w = a.shape[:2]
+    small = cv2.resize(a, (w // f, h // f), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), sigma / f)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def extract(image_bgr_or_grey: np.ndarray, cfg: FeatureConfig = FeatureConfig()):
