@@ -317,12 +317,12 @@ def _fill(x: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
     """Normalised convolution of the unmasked pixels of ``x`` (H x W x 3 float32), coarse to fine: the
     frame's clear mean, then Gaussians of 16, 4 and 1 x ``sigma``, each trusted where it saw enough clear
     pixels, so wide cloud gets the broad ground colour rather than a black hole with hard edges.
-    Computed on a grid subsampled to ~``sigma`` / 2 per cell (the result is that smooth anyway)."""
+    Computed on a grid of up to ``sigma`` per cell (the result is that smooth anyway)."""
     h, w = mask.shape
     clear = (~mask).astype(np.float32)
     acc = cv2.merge([x[..., 0] * clear, x[..., 1] * clear, x[..., 2] * clear, clear])   # colour and weight
     f = 1
-    while sigma / (2 * f) >= 2.0 and min(h, w) // (2 * f) >= 8:
+    while sigma / (2 * f) >= 1.0 and min(h, w) // (2 * f) >= 8:
         f *= 2
     if f > 1:
         acc = cv2.resize(acc, (w // f, h // f), interpolation=cv2.INTER_AREA)

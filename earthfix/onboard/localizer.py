@@ -19,6 +19,7 @@ bundle's record of it, every bundle file against the manifest. Latency is measur
 from __future__ import annotations
 
 import time as _time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -55,6 +56,7 @@ class Localizer:
         self.confidence = confidence
         vcfg = VerifyConfig(**{k: v for k, v in config.get("verify", {}).items()})
         self.verifier = Verifier(bundle.keystore, vcfg) if bundle.keystore is not None else None
+        self._fill_verifiers: dict = {}
         self.voter = None
         if config.get("vote", True) and self.verifier is not None and getattr(bundle, "keyindex", None) is not None:
             from .vote import KeypointVoter
@@ -81,11 +83,20 @@ class Localizer:
         return [Candidate(float(self.bundle.lat[i]), float(self.bundle.lon[i]), float(s), int(i),
                           int(self.bundle.scale[i])) for i, s in zip(idx, sim)]
 
-    def _look(self, img, camera, attitude, deadline, cands, stages):
+    def fill_verifier(self, camera: Camera):
+        """The verifier of cloud-filled looks for ``camera`` (``verify.cloud_fill_config``)."""
+        key = (camera.width, camera.height, camera.fx, camera.fy)
+        v = self._fill_verifiers.get(key)
+        if v is None:
+            from .verify import Verifier, cloud_fill_config
+            v = self._fill_verifiers[key] = Verifier(self.bundle.keystore,
+                                                     cloud_fill_config(self.verifier.cfg, camera))
+        return v
+
+    def _look(self, img, verifier, camera, attitude, deadline, cands, stages):
         """Local features -> keypoint vote (merged ahead of the encoder's ``cands``) -> verification.
         Returns (candidate list, Verification); stage times go into ``stages``."""
         t = _time.perf_counter()
-        verifier = self.verifier
         feats = verifier.extract(img)
         stages["features_ms"] = (_time.perf_counter() - t) * 1e3
         merged = list(cands)
@@ -130,24 +141,24 @@ class Localizer:
             # cloud: a frame with broken cloud is looked at with its cloud-like pixels filled from the
             # clear ground around them (features.fill_clouds) first, then as it is (snow, ice and pale
             # desert look like cloud and are better seen unfilled)
-            looks = [img]
+            looks = [(img, self.verifier)]
             share = 0.0
             if self.cfg["cloud_fill"] and img.ndim == 3:
                 t = _time.perf_counter()
-                filled, mask = fill_clouds(img, self.verifier.cfg.feature, self.verifier.work_scale(img.shape),
-                                           share=FILL_SHARE)
+                fver = self.fill_verifier(camera)
+                filled, mask = fill_clouds(img, fver.cfg.feature, fver.work_scale(img.shape), share=FILL_SHARE)
                 share = 0.0 if mask is None else cv2.countNonZero(mask.view(np.uint8)) / mask.size
                 if filled is not img:
-                    looks = [filled, img]
+                    looks = [(filled, fver), (img, self.verifier)]
                 stages["fill_ms"] = (_time.perf_counter() - t) * 1e3
-            fix.candidates, v = self._look(looks[0], camera, attitude, deadline, cands, stages)
+            fix.candidates, v = self._look(*looks[0], camera, attitude, deadline, cands, stages)
             look = 0
             second_ms = stages["features_ms"] + stages.get("vote_ms", 0.0) + SECOND_LOOK_EXTRA_MS
             if not v.ok and len(looks) > 1 and _time.perf_counter() + second_ms / 1e3 < deadline:
                 # only the places the second look's own vote finds are verified: the encoder's were
                 # just tried
                 t = _time.perf_counter()
-                cands2, v2 = self._look(looks[1], camera, attitude, deadline, [], {})
+                cands2, v2 = self._look(*looks[1], camera, attitude, deadline, [], {})
                 if v2.ok:
                     fix.candidates, v, look = (cands2 + cands)[: self.cfg["top_k"]], v2, 1
                 stages["second_look_ms"] = (_time.perf_counter() - t) * 1e3
@@ -160,7 +171,7 @@ class Localizer:
                                 hyp_yaw_deg=v.yaw_deg, hyp_sub_lat=v.sub_lat, hyp_sub_lon=v.sub_lon,
                                 source=source, vote_candidates=sum(c.source == "vote" for c in fix.candidates),
                                 cloud_share=round(share, 3),
-                                look="filled" if looks[look] is not img else "plain")
+                                look="filled" if looks[look][0] is not img else "plain")
             if v.ok:
                 fix.lat, fix.lon, fix.sub_lat, fix.sub_lon = v.lat, v.lon, v.sub_lat, v.sub_lon
                 fix.alt_km, fix.yaw_deg = v.alt_km, v.yaw_deg

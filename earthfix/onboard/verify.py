@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -84,6 +84,35 @@ class VerifyConfig:
             raise ValueError(f"verify: 'sub_from' must be 'pose' or 'nadir', got {self.sub_from!r}")
 
 
+def work_scale(fc: FeatureConfig, shape) -> float:
+    """Working pixels per frame pixel of ``fc`` for an image of ``shape`` (H, W)."""
+    if fc.work_scale is not None:
+        return float(fc.work_scale)
+    if fc.work_side_px is None:
+        return 1.0
+    return min(1.0, fc.work_side_px / float(max(shape[:2])))
+
+
+FILL_GSD_KM = 5.2   # working ground sample of cloud-filled looks at the nominal altitude (see cloud_fill_config)
+
+
+def cloud_fill_config(cfg: VerifyConfig, camera: Camera, gsd_km: float = FILL_GSD_KM) -> VerifyConfig:
+    """``cfg`` for a cloud-filled look (``features.fill_clouds``) with ``camera``: features at ``gsd_km``
+    per working pixel at the nominal altitude (never finer than the frame), near the keypoint store's
+    6 km/px and finer than the plain look's 128 px (7.9 km/px for 256 px / 80 deg), so the gaps between
+    clouds keep keypoints; the pixel tolerances are rescaled to keep their ground size (the store's
+    keypoints are no finer than its 6 km/px). Measured with ``tests/bench/bench_ceiling.py``."""
+    h, w = camera.height, camera.width
+    native_km = 2.0 * camera.footprint_half_width_km(cfg.nominal_alt_km) / max(w, h)
+    scale = min(1.0, native_km / gsd_km)
+    r = scale / work_scale(cfg.feature, (h, w))
+    return replace(cfg, feature=replace(cfg.feature, work_scale=scale),
+                   sim_prefilter_work_px=cfg.sim_prefilter_work_px * r,
+                   ransac_thresh_work_px=cfg.ransac_thresh_work_px * r,
+                   reproj_thresh_work_px=cfg.reproj_thresh_work_px * r,
+                   early_rms_work_px=cfg.early_rms_work_px * r)
+
+
 @dataclass
 class Verification:
     """Best hypothesis of one verify() call; ``ok`` False means no hypothesis passed the minimum checks."""
@@ -134,12 +163,7 @@ class Verifier:
 
     def work_scale(self, shape) -> float:
         """Working pixels per frame pixel for an image of ``shape`` (H, W)."""
-        fc = self.cfg.feature
-        if fc.work_scale is not None:
-            return float(fc.work_scale)
-        if fc.work_side_px is None:
-            return 1.0
-        return min(1.0, fc.work_side_px / float(max(shape[:2])))
+        return work_scale(self.cfg.feature, shape)
 
     # ---- main entry --------------------------------------------------------------------------------
     def verify(self, frame_features: Features, camera: Camera, candidates, attitude=None,

@@ -29,7 +29,7 @@ from earthfix.onboard import geodesy  # noqa: E402
 from earthfix.onboard.bundle import Bundle  # noqa: E402
 from earthfix.onboard.camera import Camera  # noqa: E402
 from earthfix.onboard.features import FeatureConfig, fill_clouds  # noqa: E402
-from earthfix.onboard.verify import Verifier, VerifyConfig  # noqa: E402
+from earthfix.onboard.verify import Verifier, VerifyConfig, cloud_fill_config  # noqa: E402
 from earthfix.sim.basemap import Basemap  # noqa: E402
 from earthfix.tools.build_index import default_bundle_dir  # noqa: E402
 from earthfix.tools.evaluate import is_eligible  # noqa: E402
@@ -44,8 +44,11 @@ SETS = {   # name: (width, fov_deg, basemap shift, cloud cover or None for the e
 
 
 def ceiling(verifier: Verifier, frames, camera: Camera, fill: bool = False) -> tuple[np.ndarray, list[float]]:
-    """Per frame: True when the verifier, given the true place only, fixes within 50 km."""
+    """Per frame: True when the verifier, given the true place only, fixes within 50 km. ``fill``: the
+    Localizer's cloud-filled look (its own verifier configuration, every frame filled)."""
     ok, ms = [], []
+    if fill:
+        verifier = Verifier(verifier.store, cloud_fill_config(verifier.cfg, camera))
     for img, truth in frames:
         t = time.perf_counter()
         if fill:
