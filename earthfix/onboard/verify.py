@@ -85,12 +85,16 @@ class VerifyConfig:
 
 
 def work_scale(fc: FeatureConfig, shape) -> float:
-    """Working pixels per frame pixel of ``fc`` for an image of ``shape`` (H, W)."""
+    """Working pixels per frame pixel of ``fc`` for an image of ``shape`` (H, W); like
+    ``features.preprocess``, never below 8 working pixels."""
+    side = float(max(shape[:2]))
     if fc.work_scale is not None:
-        return float(fc.work_scale)
-    if fc.work_side_px is None:
+        s = float(fc.work_scale)
+    elif fc.work_side_px is None:
         return 1.0
-    return min(1.0, fc.work_side_px / float(max(shape[:2])))
+    else:
+        s = min(1.0, fc.work_side_px / side)
+    return max(s, 8.0 / side)
 
 
 FILL_GSD_KM = 5.2   # working ground sample of cloud-filled looks at the nominal altitude (see cloud_fill_config)
