@@ -167,11 +167,13 @@ def empty_features(shape=(0, 0)) -> Features:
 
 
 def extract_features(image: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
-                     valid: np.ndarray | None = None) -> Features:
+                     valid: np.ndarray | None = None, drop: np.ndarray | None = None) -> Features:
     """Detect and describe keypoints; keep the ``cfg.max_keypoints`` strongest.
 
     ``valid`` (optional H x W bool) marks pixels that may hold keypoints (e.g. Earth, not space);
     keypoints closer than ``cfg.border_px`` to an invalid pixel or the image border are dropped.
+    ``drop`` (optional bool mask of the image at any resolution, e.g. ``fill_clouds``' mask): keypoints
+    centred on a set pixel are dropped before the budget is spent (their support may overlap it).
     """
     g, scale, valid_w = preprocess(image, cfg, valid)
     shape = np.asarray(image).shape[:2]
@@ -195,6 +197,11 @@ def extract_features(image: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
         xi = np.clip(np.round(xy[:, 0]).astype(int), 0, gw - 1)
         yi = np.clip(np.round(xy[:, 1]).astype(int), 0, gh - 1)
         keep &= dist[yi, xi] > np.maximum(b, 0.5 * size)
+    if drop is not None:
+        sx, sy = drop.shape[1] / gw, drop.shape[0] / gh
+        xi = np.clip((xy[:, 0] * sx).astype(int), 0, drop.shape[1] - 1)
+        yi = np.clip((xy[:, 1] * sy).astype(int), 0, drop.shape[0] - 1)
+        keep &= ~drop[yi, xi]
     idx = np.flatnonzero(keep)
     # strongest first; ties broken by position so the order is fully deterministic
     order = np.lexsort((xy[idx, 0], xy[idx, 1], -resp[idx]))

@@ -89,15 +89,16 @@ class Localizer:
         v = self._fill_verifiers.get(key)
         if v is None:
             from .verify import Verifier, cloud_fill_config
+            gsd_km = float(self.bundle.keystore.meta.get("build", {}).get("gsd_km", 6.0))
             v = self._fill_verifiers[key] = Verifier(self.bundle.keystore,
-                                                     cloud_fill_config(self.verifier.cfg, camera))
+                                                     cloud_fill_config(self.verifier.cfg, camera, gsd_km))
         return v
 
-    def _look(self, img, verifier, camera, attitude, deadline, cands, stages):
-        """Local features -> keypoint vote (merged ahead of the encoder's ``cands``) -> verification.
-        Returns (candidate list, Verification); stage times go into ``stages``."""
+    def _look(self, img, verifier, drop, camera, attitude, deadline, cands, stages):
+        """Local features (none centred on ``drop``) -> keypoint vote (merged ahead of the encoder's
+        ``cands``) -> verification. Returns (candidate list, Verification); stage times go into ``stages``."""
         t = _time.perf_counter()
-        feats = verifier.extract(img)
+        feats = verifier.extract(img, drop=drop)
         stages["features_ms"] = (_time.perf_counter() - t) * 1e3
         merged = list(cands)
         if self.voter is not None:
@@ -141,7 +142,7 @@ class Localizer:
             # cloud: a frame with broken cloud is looked at with its cloud-like pixels filled from the
             # clear ground around them (features.fill_clouds) first, then as it is (snow, ice and pale
             # desert look like cloud and are better seen unfilled)
-            looks = [(img, self.verifier)]
+            looks = [(img, self.verifier, None)]
             share = 0.0
             if self.cfg["cloud_fill"] and img.ndim == 3:
                 t = _time.perf_counter()
@@ -149,7 +150,8 @@ class Localizer:
                 filled, mask = fill_clouds(img, fver.cfg.feature, fver.work_scale(img.shape), share=FILL_SHARE)
                 share = 0.0 if mask is None else cv2.countNonZero(mask.view(np.uint8)) / mask.size
                 if filled is not img:
-                    looks = [(filled, fver), (img, self.verifier)]
+                    # no keypoint centred on the filled cloud: the budget goes to the clear ground
+                    looks = [(filled, fver, mask), (img, self.verifier, None)]
                 stages["fill_ms"] = (_time.perf_counter() - t) * 1e3
             fix.candidates, v = self._look(*looks[0], camera, attitude, deadline, cands, stages)
             look = 0

@@ -97,19 +97,18 @@ def work_scale(fc: FeatureConfig, shape) -> float:
     return max(s, 8.0 / side)
 
 
-FILL_GSD_KM = 5.2   # working ground sample of cloud-filled looks at the nominal altitude (see cloud_fill_config)
-
-
-def cloud_fill_config(cfg: VerifyConfig, camera: Camera, gsd_km: float = FILL_GSD_KM) -> VerifyConfig:
-    """``cfg`` for a cloud-filled look (``features.fill_clouds``) with ``camera``: features at ``gsd_km``
-    per working pixel at the nominal altitude (never finer than the frame), near the keypoint store's
-    6 km/px and finer than the plain look's 128 px (7.9 km/px for 256 px / 80 deg), so the gaps between
-    clouds keep keypoints; the pixel tolerances are rescaled to keep their ground size (the store's
-    keypoints are no finer than its 6 km/px). Measured with ``tests/bench/bench_ceiling.py``."""
+def cloud_fill_config(cfg: VerifyConfig, camera: Camera, store_gsd_km: float = 6.0) -> VerifyConfig:
+    """``cfg`` for a cloud-filled look (``features.fill_clouds``) with ``camera``: features at the keypoint
+    store's ground sample (``store_gsd_km`` per working pixel at the nominal altitude), but never coarser
+    than the plain look nor finer than the frame. For 256 px at 80 deg that is 168 working px (6.0 km)
+    instead of 128 (7.9 km), so the gaps between clouds keep keypoints; 512 px at 60 deg stays at 128 px
+    (5.4 km). Pixel tolerances are rescaled to keep their ground size (the store's keypoints are no finer
+    than its tiles). Measured with ``tests/bench/bench_ceiling.py`` (docs/VERIFICATION.md)."""
     h, w = camera.height, camera.width
     native_km = 2.0 * camera.footprint_half_width_km(cfg.nominal_alt_km) / max(w, h)
-    scale = min(1.0, native_km / gsd_km)
-    r = scale / work_scale(cfg.feature, (h, w))
+    plain = work_scale(cfg.feature, (h, w))
+    scale = min(1.0, max(plain, native_km / store_gsd_km))
+    r = scale / plain
     return replace(cfg, feature=replace(cfg.feature, work_scale=scale),
                    sim_prefilter_work_px=cfg.sim_prefilter_work_px * r,
                    ransac_thresh_work_px=cfg.ransac_thresh_work_px * r,
@@ -161,9 +160,10 @@ class Verifier:
         self._matcher = cv2.BFMatcher(cv2.NORM_L2)
 
     # ---- frame side ------------------------------------------------------------------------------
-    def extract(self, image: np.ndarray) -> Features:
-        """Frame features with the flight configuration (compute once per frame)."""
-        return extract_features(image, self.cfg.feature)
+    def extract(self, image: np.ndarray, drop: np.ndarray | None = None) -> Features:
+        """Frame features with the flight configuration (compute once per frame); ``drop``: see
+        ``features.extract_features``."""
+        return extract_features(image, self.cfg.feature, drop=drop)
 
     def work_scale(self, shape) -> float:
         """Working pixels per frame pixel for an image of ``shape`` (H, W)."""

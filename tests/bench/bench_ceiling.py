@@ -48,12 +48,14 @@ def ceiling(verifier: Verifier, frames, camera: Camera, fill: bool = False) -> t
     Localizer's cloud-filled look (its own verifier configuration, every frame filled)."""
     ok, ms = [], []
     if fill:
-        verifier = Verifier(verifier.store, cloud_fill_config(verifier.cfg, camera))
+        gsd_km = float(verifier.store.meta.get("build", {}).get("gsd_km", 6.0))
+        verifier = Verifier(verifier.store, cloud_fill_config(verifier.cfg, camera, gsd_km))
     for img, truth in frames:
         t = time.perf_counter()
+        drop = None
         if fill:
-            img = fill_clouds(img, verifier.cfg.feature, verifier.work_scale(img.shape))[0]
-        v = verifier.verify(verifier.extract(img), camera,
+            img, drop = fill_clouds(img, verifier.cfg.feature, verifier.work_scale(img.shape))
+        v = verifier.verify(verifier.extract(img, drop=drop), camera,
                             [(truth["bore_lat"], truth["bore_lon"],
                               verifier.cfg.radius_factor * truth["footprint_half_width_km"])])
         ms.append((time.perf_counter() - t) * 1e3)
