@@ -4,7 +4,7 @@
     python -m pytest tests/bench                                               # each runs once (a test)
 
 Stages: decode (PNG bytes -> array), preprocess, encode FP32, encode INT8 (4 rotations, as flown),
-search (HNSW top-k on the bundle), verify (features + verification of the top candidates), fuse (one
+search (HNSW top-k on the bundle), fill (cloud mask and fill of the cloud-filled look), verify (features + verification of the top candidates), fuse (one
 orbit-fuser update), end to end (``Localizer.locate``, decoding excluded). The machine may be shared:
 compare figures as ratios within one run.
 """
@@ -59,6 +59,18 @@ def test_search(benchmark, frame, localizer):
     desc = localizer.encoder.encode(frame)
     idx, sim = benchmark(localizer.bundle.search, desc, TOP_K)
     assert len(idx) == min(TOP_K, localizer.bundle.views) and np.all(np.diff(sim) <= 1e-6)
+
+
+def test_fill(benchmark, frame, camera, localizer):
+    """Cloud mask and fill of a frame under broken cloud (the cloud-filled look's extra cost)."""
+    from earthfix.onboard.features import fill_clouds
+    from earthfix.sim.effects import CloudField
+    view_alpha = CloudField(seed=3).sample(*np.meshgrid(np.linspace(20, 24, 256), np.linspace(10, 14, 256),
+                                                        indexing="ij"), 0.5)[..., None]
+    cloudy = np.clip(frame * (1.0 - view_alpha) + 230.0 * view_alpha + 0.5, 0, 255).astype(np.uint8)
+    fver = localizer.fill_verifier(camera)
+    filled, mask = benchmark(fill_clouds, cloudy, fver.cfg.feature, fver.work_scale(cloudy.shape))
+    assert mask is not None and 0.05 < mask.mean() < 0.95 and filled is not cloudy
 
 
 def test_vote(benchmark, frame, camera, localizer):
