@@ -37,7 +37,7 @@ from .preprocess import preprocess
 
 BLANK_STD = 2.0            # grey-level std below which a frame carries no information
 FILL_SHARE = (0.2, 0.8)    # cloud-like share of a frame for which the cloud-filled look goes first.
-                           # Below, filling fixed no frame the plain look did not (bench_order.py); above,
+                           # Below, filling fixed no frame the plain look did not (bench_ceiling.py --by-share); above,
                            # too little clear ground is left (an eligible frame has >= 20 % clear land)
 SECOND_LOOK_EXTRA_MS = 8.0 # a second look costs the first's features and vote plus ~one verified place
 

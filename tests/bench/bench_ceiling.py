@@ -1,7 +1,7 @@
 """Verification ceiling: the fix rate if retrieval were perfect (not a pytest test; run as a script).
 
     PYTHONPATH=. python tests/bench/bench_ceiling.py [--n 120] [--set kind] [--seed 4242]
-        [--cfg '{"name": {"feature": {"max_keypoints": 400}}}']
+        [--cfg '{"name": {"feature": {"max_keypoints": 400}}}'] [--by-share]
 
 Frames are drawn like ``earthfix eval``'s scenario sets (``framesets.make_frameset``, simulator effects)
 but from another seed, so tuning here never sees the evaluation frames. For every eligible frame the
@@ -9,7 +9,9 @@ verifier gets one candidate: the true boresight point, with the pipeline's searc
 when the hypothesis is within 50 km. Each frame is verified three times: as rendered (the first look),
 with its cloud-like pixels filled (``features.fill_clouds``: the Localizer's cloud rescue; "either" is
 the pipeline's ceiling), and rendered again with the cloud layer off (same place, time and camera),
-which isolates what clouds cost.
+which isolates what clouds cost. ``--by-share`` also splits the plain and cloud-filled looks' results
+by the frame's cloud-like share of pixels (``features.cloud_mask``): the basis of the Localizer's
+``FILL_SHARE``.
 """
 from __future__ import annotations
 
@@ -70,6 +72,7 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", choices=list(SETS), help="default: all")
     ap.add_argument("--bundle", default=None, help="bundle whose keypoint store is used (default bundle)")
     ap.add_argument("--cfg", default='{"default": {}}', help="JSON {name: VerifyConfig overrides}")
+    ap.add_argument("--by-share", action="store_true", help="split by the frame's cloud-like pixel share")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     store = Bundle.load(args.bundle or default_bundle_dir()).keystore
@@ -91,6 +94,22 @@ def main() -> None:
             print(f"{name:10s} {vname:10s} eligible {len(keep):4d}  true-candidate fix rate: first look "
                   f"{first.mean():6.1%}  cloud-filled {filled.mean():6.1%}  either {(first | filled).mean():6.1%}"
                   f"  |  same frames without clouds {clear.mean():6.1%}  ms p50 {np.median(ms):5.1f}", flush=True)
+            if args.by_share:
+                by_share(ver, [cloudy[k][0] for k in keep], first, filled)
+
+
+def by_share(verifier: Verifier, images, first: np.ndarray, filled: np.ndarray) -> None:
+    """Plain vs cloud-filled look per bin of the cloud-like share of pixels."""
+    share = []
+    for img in images:
+        m = fill_clouds(img, verifier.cfg.feature, verifier.work_scale(img.shape))[1]
+        share.append(0.0 if m is None else float(m.mean()))
+    share = np.array(share)
+    for lo, hi in ((0.0, 0.05), (0.05, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.01)):
+        s = (share >= lo) & (share < hi)
+        print(f"    cloud-like share {lo:4.2f}-{min(hi, 1.0):4.2f}: frames {s.sum():3d}  plain {first[s].sum():3d}  "
+              f"filled {filled[s].sum():3d}  plain only {(first & ~filled)[s].sum():3d}  "
+              f"filled only {(filled & ~first)[s].sum():3d}", flush=True)
 
 
 if __name__ == "__main__":
