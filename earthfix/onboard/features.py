@@ -40,7 +40,10 @@ class FeatureConfig:
     edge_threshold: float = 10.0
     sigma: float = 1.6
     n_octave_layers: int = 3
-    clahe_clip: float = 2.0           # CLAHE clip limit (0 disables); normalises contrast across sensors
+    clahe_clip: float = 3.0           # CLAHE clip limit (0 disables); normalises contrast across sensors.
+                                      # Frames 3, the store's map tiles 2 (build_keystore): frames are
+                                      # flatter than the map (haze, cloud veils, other seasons); measured
+                                      # in docs/VERIFICATION.md ("Contrast")
     clahe_tile_px: int = 48           # CLAHE tile size in *working* pixels (grid = side / tile)
     min_size_px: float = 0.0          # drop keypoints smaller than this (working pixels)
     border_px: float = 4.0            # drop keypoints this close to the image (or valid-mask) border, working px

@@ -34,10 +34,14 @@ from ..sim.basemap import Basemap
 LAND_AREA_KM2 = 148.9e6   # Earth's land area incl. Antarctica, for bytes/km2 figures
 
 
+STORE_CLAHE_CLIP = 2.0    # the map is crisper than flight frames, which get 3 (features.FeatureConfig)
+
+
 def store_feature_config(max_keypoints: int = 20000) -> FeatureConfig:
     """Extractor for reference tiles: same preprocessing and descriptor as flight, native tile
-    resolution, every keypoint kept (no per-cell budget: density is what SIFT finds on the map)."""
-    return FeatureConfig(max_keypoints=max_keypoints, work_side_px=None, grid_cells=0)
+    resolution, every keypoint kept (no per-cell budget: density is what SIFT finds on the map), CLAHE
+    at the map's own clip limit."""
+    return FeatureConfig(max_keypoints=max_keypoints, work_side_px=None, grid_cells=0, clahe_clip=STORE_CLAHE_CLIP)
 
 
 @dataclass
