@@ -49,7 +49,7 @@ class FeatureConfig:
     border_px: float = 4.0            # drop keypoints this close to the image (or valid-mask) border, working px
     grid_cells: int = 4               # > 0: spread the budget over grid_cells x grid_cells image cells
                                       # (strongest per cell first) so bright cloud edges cannot take it all
-    # cloud-like pixels (cloud_mask / fill_clouds, the Localizer's second "cloud rescue" look)
+    # cloud-like pixels (cloud_mask / fill_clouds: the Localizer's cloud-filled look)
     cloud_max_sat: float = 0.15       # cloud-like: saturation (max - min) / max of BGR below this...
     cloud_margin_dn: float = 25.0     # ...and the darkest channel this many DN above the ground floor,
     cloud_floor_pct: float = 10.0     # the frame's cloud_floor_pct percentile of the darkest channel
@@ -257,7 +257,7 @@ def cloud_mask(image_bgr: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
     and a darkest band well above the ground's. The ground floor is a low percentile of the darkest band
     over the frame's lit pixels, so a dark frame's thin veils count and a desert frame's sand mostly does
     not. Snow, ice and pale salt flats are taken for cloud: no colour tells them apart, which is why the
-    filled image serves only as a second look (``Localizer``'s cloud rescue), never the first.
+    ``Localizer`` keeps the plain look too (alone below 20 % cloud-like pixels, second above).
     The mask is dilated by half a working pixel (``work_scale``: working per input pixel): a fragment's
     soft rim carries its edge too.
     """
@@ -294,7 +294,7 @@ def fill_clouds(image_bgr: np.ndarray, cfg: FeatureConfig = FeatureConfig(), wor
     Why: at the reference's ~7 km/px a SIFT descriptor spans 100-250 km, so broken cloud (fragments of
     6-30 km) lands in nearly every descriptor window of a partly cloudy frame, and a cloud edge's
     contrast (~150 DN) swamps the ground texture's (~10-30 DN). Smoothing the cloud away keeps the clear
-    ground's gradients and removes the cloud's (measured: docs/VERIFICATION.md, "cloud rescue").
+    ground's gradients and removes the cloud's (measured: docs/VERIFICATION.md, "The cloud-filled look").
     """
     image_bgr = np.asarray(image_bgr)
     h, w = image_bgr.shape[:2]

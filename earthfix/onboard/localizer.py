@@ -8,6 +8,12 @@ encoder's, cut to ``top_k`` (``fix.candidates``; the encoder's own list is ``fix
 Verification then takes the first ``verify_k`` in order, until an early stop or the deadline. Without a
 key index (or with ``vote: false``) the list is the encoder's alone.
 
+Cloud (config ``cloud_fill``): a colour frame with 20-80 % cloud-like pixels is first looked at with its
+cloud filled from the clear ground around it (``features.fill_clouds``; features at the keypoint store's
+ground sample, ``verify.cloud_fill_config``), then, if that finds nothing and time is left before the
+deadline, as it is (a second look, verifying only its own vote's places). Evidence ``look`` says which
+look the hypothesis came from; docs/VERIFICATION.md, "The cloud-filled look", has the measurements.
+
     loc = Localizer.load(bundle_dir, config_path)          # once
     fix = loc.locate(frame, camera, attitude=None, time=None)
 

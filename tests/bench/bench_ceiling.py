@@ -7,7 +7,7 @@ Frames are drawn like ``earthfix eval``'s scenario sets (``framesets.make_frames
 but from another seed, so tuning here never sees the evaluation frames. For every eligible frame the
 verifier gets one candidate: the true boresight point, with the pipeline's search radius. A frame counts
 when the hypothesis is within 50 km. Each frame is verified three times: as rendered (the first look),
-with its cloud-like pixels filled (``features.fill_clouds``: the Localizer's cloud rescue; "either" is
+with its cloud-like pixels filled (``features.fill_clouds``: the Localizer's cloud-filled look; "either" is
 the pipeline's ceiling), and rendered again with the cloud layer off (same place, time and camera),
 which isolates what clouds cost. ``--by-share`` also splits the plain and cloud-filled looks' results
 by the frame's cloud-like share of pixels (``features.cloud_mask``): the basis of the Localizer's
