@@ -1,0 +1,52 @@
+"""The Localizer's cloud-filled look (docs/VERIFICATION.md, "The cloud-filled look"), on the tiny bundle."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from support import localizer_config
+
+LAT, LON, ALT_KM, YAW_DEG = 34.0, -110.0, 600.0, 37.0
+
+
+@pytest.fixture(scope="module")
+def frames(basemap):
+    """The same place clear and under the simulator's broken cloud (cover 0.6), and the cloudy one in grey."""
+    from earthfix.onboard import geodesy
+    from earthfix.onboard.camera import Camera, nadir_attitude
+    from earthfix.sim import render
+    from earthfix.sim.effects import CloudField
+    cam = Camera.from_fov(256, 256, 80)
+    view = render.render(basemap, cam, geodesy.geodetic_to_ecef(LAT, LON, ALT_KM), nadir_attitude(LAT, LON, YAW_DEG))
+    a = CloudField(seed=3).sample(view.lat, view.lon, 0.6)[..., None]
+    cloudy = np.clip(view.image * (1.0 - a) + 230.0 * a + 0.5, 0, 255).astype(np.uint8)
+    grey = cv2.cvtColor(cv2.cvtColor(cloudy, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    return cam, view.image, cloudy, grey
+
+
+def _locate(bundle, cfg, cam, img):
+    from earthfix.onboard.localizer import Localizer
+    return Localizer.load(bundle, config=dict(localizer_config(), **cfg)).locate(img, cam)
+
+
+def test_cloudy_frame_is_looked_at_filled_first(tiny_bundle, frames):
+    from earthfix.onboard import geodesy
+    from earthfix.onboard.localizer import FILL_SHARE
+    cam, clear, cloudy, grey = frames
+    filled = _locate(tiny_bundle, {}, cam, cloudy)
+    plain = _locate(tiny_bundle, {"cloud_fill": False}, cam, cloudy)
+    assert filled.evidence["look"] == "filled" and FILL_SHARE[0] <= filled.evidence["cloud_share"] <= FILL_SHARE[1]
+    assert "fill_ms" in filled.stages_ms
+    assert plain.evidence["look"] == "plain" and plain.evidence["cloud_share"] == 0.0
+    assert filled.fix and geodesy.great_circle_km(filled.lat, filled.lon, LAT, LON) < 5.0
+    # the cloud taken out of the descriptor windows: more of the frame's keypoints match the map
+    assert filled.inliers > 1.2 * plain.inliers
+
+
+def test_clear_and_panchromatic_frames_get_the_plain_look(tiny_bundle, frames):
+    cam, clear, cloudy, grey = frames
+    fix = _locate(tiny_bundle, {}, cam, clear)
+    assert fix.fix and fix.evidence["look"] == "plain" and fix.evidence["cloud_share"] < 0.05
+    fix = _locate(tiny_bundle, {}, cam, grey)          # no colour: cloud cannot be told from bright ground
+    assert fix.evidence["look"] == "plain" and fix.evidence["cloud_share"] == 0.0
