@@ -109,7 +109,7 @@ def test_cloud_mask_and_fill_rules(basemap):
     cv2.circle(disc, (80, 90), 30, 1, -1)
     cv2.circle(disc, (190, 170), 12, 1, -1)
     assert mask[disc > 0].mean() > 0.98 and mask[disc == 0].mean() < 0.05
-    filled, m2 = fill_clouds(cloudy, cfg, 0.5)
+    filled, m2 = fill_clouds(cloudy, cfg)
     assert np.array_equal(m2, mask) and np.array_equal(filled[~mask], cloudy[~mask])   # clear pixels kept
     # the cloud is replaced by ground colour: no longer cloud-like, close to the ground around it
     assert cloud_mask(filled, cfg)[disc > 0].mean() < 0.05
@@ -119,7 +119,7 @@ def test_cloud_mask_and_fill_rules(basemap):
     assert cloud_mask(grey, cfg) is None and fill_clouds(grey, cfg)[0] is grey
     assert cloud_mask(np.zeros_like(img), cfg) is None
     # outside the share range the input object comes back unfilled
-    assert fill_clouds(cloudy, cfg, 0.5, share=(0.5, 0.8))[0] is cloudy
+    assert fill_clouds(cloudy, cfg, share=(0.5, 0.8))[0] is cloudy
 
 
 def test_cloud_fill_recovers_a_frame_under_broken_cloud(verifier, basemap):
@@ -135,7 +135,7 @@ def test_cloud_fill_recovers_a_frame_under_broken_cloud(verifier, basemap):
         a = field.sample(view.lat, view.lon, cover)[..., None]
         img = np.clip(view.image * (1.0 - a) + 230.0 * a + 0.5, 0, 255).astype(np.uint8)
         plain = verifier.verify(verifier.extract(img), cam, [(lat, lon)])
-        filled = fill_clouds(img, verifier.cfg.feature, verifier.work_scale(img.shape))[0]
+        filled = fill_clouds(img, verifier.cfg.feature)[0]
         fill = verifier.verify(verifier.extract(filled), cam, [(lat, lon)])
         assert fill.ok, fill.reason
         assert geodesy.great_circle_km(fill.lat, fill.lon, lat, lon) < 5.0

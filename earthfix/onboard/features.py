@@ -128,6 +128,20 @@ def to_grey(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(g)
 
 
+def work_scale(cfg: FeatureConfig, shape) -> float:
+    """Working pixels per input pixel of ``cfg`` for an image of ``shape`` (H, W): ``cfg.work_scale`` if
+    set, else the longer side down to ``cfg.work_side_px`` (never up); never below 8 working pixels, the
+    least ``preprocess`` resizes to."""
+    side = float(max(shape[:2]))
+    if cfg.work_scale is not None:
+        s = float(cfg.work_scale)
+    elif cfg.work_side_px is None:
+        return 1.0
+    else:
+        s = min(1.0, cfg.work_side_px / side)
+    return max(s, 8.0 / side)
+
+
 def preprocess(image: np.ndarray, cfg: FeatureConfig, valid: np.ndarray | None = None):
     """Grey, resized to the working resolution, contrast normalised.
 
@@ -135,11 +149,7 @@ def preprocess(image: np.ndarray, cfg: FeatureConfig, valid: np.ndarray | None =
     """
     image = np.asarray(image)
     h, w = image.shape[:2]
-    scale = 1.0
-    if cfg.work_scale is not None:
-        scale = float(cfg.work_scale)
-    elif cfg.work_side_px is not None and max(h, w) > cfg.work_side_px:
-        scale = cfg.work_side_px / float(max(h, w))
+    scale = work_scale(cfg, (h, w))
     g = to_grey(image)
     if abs(scale - 1.0) > 1e-6:
         nw, nh = max(8, int(round(w * scale))), max(8, int(round(h * scale)))
@@ -249,7 +259,7 @@ def extract_features(image: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
 
 
 def cloud_mask(image_bgr: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
-               work_scale: float = 0.5) -> np.ndarray | None:
+               work_per_px: float = 0.5) -> np.ndarray | None:
     """Cloud-like pixels of an 8-bit BGR image (H x W bool), or None for a panchromatic-looking or
     unlit frame.
 
@@ -258,8 +268,8 @@ def cloud_mask(image_bgr: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
     over the frame's lit pixels, so a dark frame's thin veils count and a desert frame's sand mostly does
     not. Snow, ice and pale salt flats are taken for cloud: no colour tells them apart, which is why the
     ``Localizer`` keeps the plain look too (alone below 20 % cloud-like pixels, second above).
-    The mask is dilated by half a working pixel (``work_scale``: working per input pixel): a fragment's
-    soft rim carries its edge too.
+    The mask is dilated by half a working pixel (``work_per_px``: working pixels per image pixel): a
+    fragment's soft rim carries its edge too.
     """
     b, g, r = cv2.split(np.ascontiguousarray(image_bgr))
     v = cv2.max(cv2.max(b, g), r)
@@ -272,7 +282,7 @@ def cloud_mask(image_bgr: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
         return None
     floor = _percentile_u8(m, lit, cfg.cloud_floor_pct)
     mask = ((sat < cfg.cloud_max_sat * 255.0) & (m > floor + cfg.cloud_margin_dn)).astype(np.uint8)
-    k = 2 * max(1, int(round(0.5 / work_scale))) + 1
+    k = 2 * max(1, int(round(0.5 / work_per_px))) + 1
     return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))) > 0
 
 
@@ -283,13 +293,13 @@ def _percentile_u8(a: np.ndarray, mask: np.ndarray, q: float) -> float:
     return float(np.searchsorted(c, q / 100.0 * c[-1]))
 
 
-def fill_clouds(image_bgr: np.ndarray, cfg: FeatureConfig = FeatureConfig(), work_scale: float = 0.5,
+def fill_clouds(image_bgr: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
                 share: tuple[float, float] = (0.0, 1.0)):
     """Replace cloud-like pixels (:func:`cloud_mask`) by a Gaussian-weighted mean of the clear pixels
     around them (normalised convolution). Returns (BGR uint8 image of the input's size, mask or None);
-    the mask is at the resolution the fill ran at: twice the working resolution (``work_scale``:
-    working per input pixel), or the input's if coarser. Clear pixels keep their input values. A frame
-    whose cloud-like share of pixels lies outside ``share`` is returned as it is (the input object).
+    the mask is at the resolution the fill ran at: twice ``cfg``'s working resolution
+    (:func:`work_scale`), or the input's if coarser. Clear pixels keep their input values. A frame whose
+    cloud-like share of pixels lies outside ``share`` is returned as it is (the input object).
 
     Why: at the reference's ~7 km/px a SIFT descriptor spans 100-250 km, so broken cloud (fragments of
     6-30 km) lands in nearly every descriptor window of a partly cloudy frame, and a cloud edge's
@@ -298,21 +308,21 @@ def fill_clouds(image_bgr: np.ndarray, cfg: FeatureConfig = FeatureConfig(), wor
     """
     image_bgr = np.asarray(image_bgr)
     h, w = image_bgr.shape[:2]
-    work_scale = max(float(work_scale), 8.0 / max(h, w, 8))    # preprocess never works below 8 px
-    fs = min(1.0, 2.0 * work_scale)                    # fill scale: fill px per input px
+    ws = work_scale(cfg, (h, w))
+    fs = min(1.0, 2.0 * ws)                            # fill scale: fill px per input px
     small = image_bgr
     if fs < 1.0:
         small = cv2.resize(image_bgr, (max(8, int(round(w * fs))), max(8, int(round(h * fs)))),
                            interpolation=cv2.INTER_AREA)
         fs = small.shape[1] / w
-    mask = cloud_mask(small, cfg, work_scale / fs)
+    mask = cloud_mask(small, cfg, ws / fs)
     if mask is None:
         return image_bgr, mask
     n = cv2.countNonZero(mask.view(np.uint8))
     if n == 0 or not share[0] <= n / mask.size <= share[1]:
         return image_bgr, mask
     x = small.astype(np.float32)
-    sigma = cfg.cloud_fill_sigma_px * fs / work_scale
+    sigma = cfg.cloud_fill_sigma_px * fs / ws
     num = _fill(x, mask, sigma)
     m = mask
     if small is not image_bgr:

@@ -153,7 +153,7 @@ class Localizer:
             if self.cfg["cloud_fill"] and img.ndim == 3:
                 t = _time.perf_counter()
                 fver = self.fill_verifier(camera)
-                filled, mask = fill_clouds(img, fver.cfg.feature, fver.work_scale(img.shape), share=FILL_SHARE)
+                filled, mask = fill_clouds(img, fver.cfg.feature, share=FILL_SHARE)
                 share = 0.0 if mask is None else cv2.countNonZero(mask.view(np.uint8)) / mask.size
                 if filled is not img:
                     # no keypoint centred on the filled cloud: the budget goes to the clear ground

@@ -29,7 +29,7 @@ import numpy as np
 
 from . import geodesy
 from .camera import Camera, yaw_of_attitude
-from .features import FeatureConfig, Features, extract_features
+from .features import FeatureConfig, Features, extract_features, work_scale
 from .keystore import KeypointStore
 
 
@@ -82,19 +82,6 @@ class VerifyConfig:
             raise ValueError(f"verify: 'fit' must be 'homography' or 'pnp', got {self.fit!r}")
         if self.sub_from not in ("pose", "nadir"):
             raise ValueError(f"verify: 'sub_from' must be 'pose' or 'nadir', got {self.sub_from!r}")
-
-
-def work_scale(fc: FeatureConfig, shape) -> float:
-    """Working pixels per frame pixel of ``fc`` for an image of ``shape`` (H, W); like
-    ``features.preprocess``, never below 8 working pixels."""
-    side = float(max(shape[:2]))
-    if fc.work_scale is not None:
-        s = float(fc.work_scale)
-    elif fc.work_side_px is None:
-        return 1.0
-    else:
-        s = min(1.0, fc.work_side_px / side)
-    return max(s, 8.0 / side)
 
 
 def cloud_fill_config(cfg: VerifyConfig, camera: Camera, store_gsd_km: float = 6.0) -> VerifyConfig:

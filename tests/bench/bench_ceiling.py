@@ -56,7 +56,7 @@ def ceiling(verifier: Verifier, frames, camera: Camera, fill: bool = False) -> t
         t = time.perf_counter()
         drop = None
         if fill:
-            img, drop = fill_clouds(img, verifier.cfg.feature, verifier.work_scale(img.shape))
+            img, drop = fill_clouds(img, verifier.cfg.feature)
         v = verifier.verify(verifier.extract(img, drop=drop), camera,
                             [(truth["bore_lat"], truth["bore_lon"],
                               verifier.cfg.radius_factor * truth["footprint_half_width_km"])])
@@ -102,7 +102,7 @@ def by_share(verifier: Verifier, images, first: np.ndarray, filled: np.ndarray) 
     """Plain vs cloud-filled look per bin of the cloud-like share of pixels."""
     share = []
     for img in images:
-        m = fill_clouds(img, verifier.cfg.feature, verifier.work_scale(img.shape))[1]
+        m = fill_clouds(img, verifier.cfg.feature)[1]
         share.append(0.0 if m is None else float(m.mean()))
     share = np.array(share)
     for lo, hi in ((0.0, 0.05), (0.05, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.01)):

@@ -4,9 +4,10 @@
     python -m pytest tests/bench                                               # each runs once (a test)
 
 Stages: decode (PNG bytes -> array), preprocess, encode FP32, encode INT8 (4 rotations, as flown),
-search (HNSW top-k on the bundle), fill (cloud mask and fill of the cloud-filled look), verify (features + verification of the top candidates), fuse (one
-orbit-fuser update), end to end (``Localizer.locate``, decoding excluded). The machine may be shared:
-compare figures as ratios within one run.
+search (HNSW top-k on the bundle), fill (cloud mask and fill of the cloud-filled look), vote (keypoint
+voting), verify (features + verification of the top candidates), fuse (one orbit-fuser update), end to
+end (``Localizer.locate``, decoding excluded). The machine may be shared: compare figures as ratios
+within one run.
 """
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def test_fill(benchmark, frame, camera, localizer):
                                                         indexing="ij"), 0.5)[..., None]
     cloudy = np.clip(frame * (1.0 - view_alpha) + 230.0 * view_alpha + 0.5, 0, 255).astype(np.uint8)
     fver = localizer.fill_verifier(camera)
-    filled, mask = benchmark(fill_clouds, cloudy, fver.cfg.feature, fver.work_scale(cloudy.shape))
+    filled, mask = benchmark(fill_clouds, cloudy, fver.cfg.feature)
     assert mask is not None and 0.05 < mask.mean() < 0.95 and filled is not cloudy
 
 
