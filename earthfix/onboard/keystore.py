@@ -139,6 +139,12 @@ class KeypointStore:
         return int(self.desc.shape[1])
 
     @property
+    def gsd_km(self) -> float:
+        """Ground sample (km per pixel) of the map tiles the store was built from (its build record; 6.0,
+        the builder's default, for a store without one)."""
+        return float(self.meta.get("build", {}).get("gsd_km", 6.0))
+
+    @property
     def nbytes(self) -> int:
         return int(sum(np.asarray(getattr(self, k)).nbytes for k in _ARRAYS))
 

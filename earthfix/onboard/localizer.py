@@ -95,9 +95,8 @@ class Localizer:
         v = self._fill_verifiers.get(key)
         if v is None:
             from .verify import Verifier, cloud_fill_config
-            gsd_km = float(self.bundle.keystore.meta.get("build", {}).get("gsd_km", 6.0))
-            v = self._fill_verifiers[key] = Verifier(self.bundle.keystore,
-                                                     cloud_fill_config(self.verifier.cfg, camera, gsd_km))
+            store = self.bundle.keystore
+            v = self._fill_verifiers[key] = Verifier(store, cloud_fill_config(self.verifier.cfg, camera, store.gsd_km))
         return v
 
     def _look(self, img, verifier, drop, camera, attitude, deadline, cands, stages):

@@ -50,8 +50,7 @@ def ceiling(verifier: Verifier, frames, camera: Camera, fill: bool = False) -> t
     Localizer's cloud-filled look (its own verifier configuration, every frame filled)."""
     ok, ms = [], []
     if fill:
-        gsd_km = float(verifier.store.meta.get("build", {}).get("gsd_km", 6.0))
-        verifier = Verifier(verifier.store, cloud_fill_config(verifier.cfg, camera, gsd_km))
+        verifier = Verifier(verifier.store, cloud_fill_config(verifier.cfg, camera, verifier.store.gsd_km))
     for img, truth in frames:
         t = time.perf_counter()
         drop = None
