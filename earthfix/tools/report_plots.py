@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-STAGE_ORDER = ("preprocess_ms", "encode_ms", "search_ms", "features_ms", "vote_ms", "verify_ms")
-STAGE_COLOURS = ("#8da0cb", "#fc8d62", "#66c2a5", "#e78ac3", "#ffd92f", "#a6d854")
+from .evaluate import STAGES
+
+STAGE_ORDER = tuple(k for k in STAGES if k != "total_ms")    # every stage the Localizer times, in order
 
 
 def _plt():
@@ -90,7 +91,8 @@ def plot_latency(totals_ms, stages_by_group: dict, path: Path) -> Path:
     a1.set_title("End-to-end latency", fontsize=10)
     groups = list(stages_by_group)
     left = np.zeros(len(groups))
-    for stage, colour in zip(STAGE_ORDER, STAGE_COLOURS):
+    colours = plt.get_cmap("tab10")(np.arange(len(STAGE_ORDER)) % 10)
+    for stage, colour in zip(STAGE_ORDER, colours):
         vals = np.array([np.mean([d.get(stage, 0.0) for d in stages_by_group[g]]) if stages_by_group[g] else 0.0
                          for g in groups])
         a2.barh(groups, vals, left=left, color=colour, label=stage[:-3])
