@@ -209,3 +209,25 @@ def test_quick_eval_run_on_tiny_regional_bundle(tmp_path):
     # the reference descriptors are cached: a second run does not re-render
     assert any((out / "cache").glob("hand_*.npy"))
     assert time.time() - t0 < 120
+
+
+def test_confidence_fit_stays_at_the_prior_without_data_and_learns_with_it():
+    from earthfix.onboard import confidence as conf
+    from earthfix.tools.calibrate import fit_logistic
+    w0 = np.r_[conf.PRIOR["intercept"], [conf.PRIOR["coef"][k] for k in conf.FEATURES]]
+    b, w = fit_logistic(np.zeros((0, len(conf.FEATURES))), np.zeros(0), w0)
+    assert np.allclose(np.r_[b, w], w0)
+    # one informative feature, 4000 labelled draws: the fit finds its weight whatever the prior says
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 1))
+    y = (rng.uniform(size=4000) < 1 / (1 + np.exp(-(0.5 + 3.0 * x[:, 0])))).astype(float)
+    b, w = fit_logistic(x, y, np.array([0.0, -1.0]))
+    assert abs(w[0] - 3.0) < 0.4 and abs(b - 0.5) < 0.3
+
+
+def test_confidence_falls_as_the_boresight_uncertainty_grows():
+    from earthfix.onboard.confidence import ConfidenceModel
+    m = ConfidenceModel.load(MODELS / "confidence.json")
+    ev = {"ok": True, "inliers": 12, "inlier_ratio": 0.4, "spread": 0.1, "reproj_rms_work_px": 1.0,
+          "alt_out_of_range_km": 0.0, "inlier_margin": 8, "tilt_deg": 3.0}
+    assert m(dict(ev, bore_sigma_km=1.0)) > m(dict(ev, bore_sigma_km=30.0))

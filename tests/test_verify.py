@@ -239,3 +239,44 @@ def test_candidates_merge_and_deadline(verifier, basemap):
     assert v.ok and v.evidence["groups_total"] == 2 and v.candidate == 1
     v = verifier.verify(f, cam, [far, (lat, lon)], deadline=time.perf_counter())
     assert not v.ok and v.groups_evaluated == 1 and v.evidence["deadline_hit"]
+
+
+def test_boresight_sigma_grows_when_inliers_bunch_in_a_corner():
+    from earthfix.onboard.verify import _boresight_sigma_km
+    cam = Camera.from_fov(256, 256, 80)
+    k = np.array([[cam.fx, 0, cam.cx], [0, cam.fy, cam.cy], [0, 0, 1]], np.float64)
+    # camera 600 km above the ENU origin looking down (camera x east, y south, z down)
+    r = np.array([[1.0, 0, 0], [0, -1.0, 0], [0, 0, -1.0]])
+    rvec, _ = cv2.Rodrigues(r)
+    tvec = -r @ np.array([0.0, 0.0, 600.0])
+    rng = np.random.default_rng(0)
+
+    def sigma(u_lo, u_hi, n=12):
+        uv = rng.uniform(u_lo, u_hi, (n, 2))
+        rays = np.linalg.solve(k, np.c_[uv, np.ones(n)].T).T @ r       # camera rays in ENU
+        enu = np.array([0, 0, 600.0]) + rays * (-600.0 / rays[:, 2:3])  # on the ground plane u = 0
+        err = np.full(n, 0.5)
+        return _boresight_sigma_km(enu, uv, k, rvec, tvec.reshape(3, 1), err, 0.3)
+
+    spread, corner = sigma(10, 246), sigma(200, 246)
+    assert spread < 3.0
+    assert corner > 5 * spread
+
+
+def test_imprecise_pose_is_refused(store, basemap):
+    cam = Camera.from_fov(256, 256, 80)
+    lat, lon = 24.0, 12.0
+    img = appearance(frame(basemap, cam, lat, lon, 600.0, 37.0), seed=5)
+    corner = np.zeros_like(img)
+    corner[:80, :80] = img[:80, :80]                    # only one corner of ground is seen
+    v = Verifier(store, VerifyConfig())
+    full = v.verify(v.extract(img), cam, [(lat, lon)])
+    part = Verifier(store, VerifyConfig(max_bore_sigma_km=1e6))
+    few = part.verify(part.extract(corner), cam, [(lat, lon)])
+    assert full.ok and few.ok, (full.reason, few.reason)
+    assert full.evidence["bore_sigma_km"] < 2.0
+    assert few.bore_sigma_km > 2 * full.bore_sigma_km
+    gate = (full.bore_sigma_km + few.bore_sigma_km) / 2
+    strict = Verifier(store, VerifyConfig(max_bore_sigma_km=gate))
+    out = strict.verify(strict.extract(corner), cam, [(lat, lon)])
+    assert not out.ok and out.reason.startswith("imprecise pose")

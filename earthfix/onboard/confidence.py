@@ -2,7 +2,8 @@
 
 Features (from ``Verification.evidence``): log(1 + inliers), inlier ratio, inlier spread (hull area
 fraction), reprojection RMS (working px), altitude outside the plausible band (km / 100), log(1 + inlier
-margin over the second-best place), off-nadir tilt (deg / 10). The coefficients are fitted on simulated
+margin over the second-best place), off-nadir tilt (deg / 10), log of the boresight's propagated 1-sigma
+uncertainty (km, clipped to 0.1..1000). The coefficients are fitted on simulated
 frames by ``earthfix calibrate`` (Platt scaling over the verification outcomes) and shipped in
 ``models/confidence.json``; a frame without a hypothesis has confidence 0.
 """
@@ -14,11 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-FEATURES = ("log_inliers", "inlier_ratio", "spread", "reproj_rms", "alt_out_100km", "log_margin", "tilt_10deg")
+FEATURES = ("log_inliers", "inlier_ratio", "spread", "reproj_rms", "alt_out_100km", "log_margin", "tilt_10deg",
+            "log_bore_sigma_km")
 
 # conservative hand-set prior used until a fitted model is shipped: ~0.9 at 25 inliers with good spread
 PRIOR = {"intercept": -8.0, "coef": {"log_inliers": 3.2, "inlier_ratio": 2.0, "spread": 3.0, "reproj_rms": -0.8,
-                                      "alt_out_100km": -3.0, "log_margin": 0.8, "tilt_10deg": -0.5}}
+                                      "alt_out_100km": -3.0, "log_margin": 0.8, "tilt_10deg": -0.5,
+                                      "log_bore_sigma_km": -1.0}}
 
 
 def features(ev: dict) -> np.ndarray:
@@ -27,7 +30,8 @@ def features(ev: dict) -> np.ndarray:
         return default if v is None or not math.isfinite(float(v)) else float(v)
     return np.array([math.log1p(f("inliers")), f("inlier_ratio"), f("spread"), min(f("reproj_rms_work_px", 5.0), 10.0),
                      f("alt_out_of_range_km", 10.0) / 100.0, math.log1p(max(f("inlier_margin"), 0.0)),
-                     min(f("tilt_deg", 0.0), 60.0) / 10.0])
+                     min(f("tilt_deg", 0.0), 60.0) / 10.0,
+                     math.log(min(max(f("bore_sigma_km", 1000.0), 0.1), 1000.0))])
 
 
 class ConfidenceModel:

@@ -59,14 +59,21 @@ class VerifyConfig:
     reproj_thresh_work_px: float = 2.0  # inlier threshold of the final pose, working pixels
     refine_rounds: int = 2
     min_matches: int = 8
-    min_inliers: int = 10               # fewer: no hypothesis
+    min_inliers: int = 6                # fewer: no hypothesis. Wrong places never reached a valid pose at 4
+                                        # (calibrate's wrong-place trials): the floor only saves time; what
+                                        # keeps few-inlier fixes honest is max_bore_sigma_km and the confidence
     alt_range_km: tuple = (150.0, 3000.0)   # poses outside are rejected outright
     alt_plausible_km: tuple = (300.0, 1000.0)
     max_tilt_deg: float = 45.0          # boresight off-nadir angle beyond which a pose is rejected
+    max_bore_sigma_km: float = 10.0     # poses whose boresight is pinned worse than this (1 sigma, propagated
+                                        # from the reprojection noise) are rejected: every wrong hypothesis in
+                                        # 3,848 calibration ones had 13-110 km (docs/VERIFICATION.md)
     tilt_prior_deg: float = 0.0         # without attitude: Gaussian prior on the off-nadir angle (0: off).
                                         # Tried at 3 and 5 deg against the few-inlier outliers (33-39 km at
                                         # 11 inliers): no gain (their error is scale, not tilt), +1.4 ms
     prior_sigma_work_px: float = 1.0    # image noise assumed against that prior, working pixels
+    noise_floor_work_px: float = 0.3    # floor on the reprojection noise propagated to the boresight's
+                                        # uncertainty (a near-exact fit of few points is not near-exact truth)
     sub_from: str = "pose"              # "pose" (geodetic of the fitted position) or "nadir" (= boresight)
     early_inliers: int = 40             # stop when a hypothesis has this many inliers...
     early_spread: float = 0.15          # ...covering at least this fraction of the image (hull area)...
@@ -119,6 +126,8 @@ class Verification:
     alt_km: float | None = None
     yaw_deg: float | None = None
     tilt_deg: float | None = None
+    bore_sigma_km: float = float("inf") # 1-sigma horizontal uncertainty of the boresight point, propagated
+                                        # from the reprojection noise through the pose fit
     ecef_km: np.ndarray | None = None   # spacecraft position
     r_cam2ecef: np.ndarray | None = None
     candidate: int = -1                 # index (in the input list) of the candidate nearest the fix
@@ -414,6 +423,9 @@ class Verifier:
         out.inlier_ratio = n_in / max(n_m, 1)
         out.reproj_rms_px = float(np.sqrt(np.mean(err[mask] ** 2))) if n_in else float("nan")
         out.spread = _hull_fraction(uv[mask], camera)
+        # a few inliers bunched in one corner fit a pose whose boresight, far from them, is poorly pinned
+        out.bore_sigma_km = _boresight_sigma_km(enu[mask], uv[mask], k, rvec, tvec, err[mask],
+                                                cfg.noise_floor_work_px / wscale, position_only=r_att is not None)
         out.ecef_km = pos
         out.r_cam2ecef = r_c2e
         sub_lat, sub_lon, alt = geodesy.ecef_to_geodetic(pos)
@@ -435,6 +447,8 @@ class Verifier:
             out.reason = f"implausible altitude {alt:.0f} km"
         elif out.tilt_deg > cfg.max_tilt_deg:
             out.reason = f"implausible tilt {out.tilt_deg:.0f} deg"
+        elif not out.bore_sigma_km <= cfg.max_bore_sigma_km:
+            out.reason = f"imprecise pose ({out.bore_sigma_km:.0f} km 1-sigma at the boresight)"
         elif n_in < cfg.min_inliers:
             out.reason = f"few inliers ({n_in})"
         else:
@@ -491,6 +505,7 @@ class Verifier:
                 "spread": float(v.spread), "reproj_rms_px": float(v.reproj_rms_px),   # frame pixels
                 "alt_km": float("nan") if alt is None else float(alt), "alt_out_of_range_km": alt_dev,
                 "tilt_deg": float("nan") if v.tilt_deg is None else float(v.tilt_deg),
+                "bore_sigma_km": float(v.bore_sigma_km),
                 "second_inliers": int(v.second_inliers),
                 "inlier_margin": int(v.inliers) - int(v.second_inliers),
                 "groups_evaluated": int(v.groups_evaluated), "ok": bool(v.ok)}
@@ -604,6 +619,47 @@ def _reproj_err(enu, uv, k, rvec, tvec) -> np.ndarray:
         v = k[1, 1] * pc[:, 1] / z + k[1, 2]
     e = np.hypot(u - uv[:, 0], v - uv[:, 1])
     return np.where(z > 0, e, np.inf)
+
+
+def _boresight_sigma_km(enu, uv, k, rvec, tvec, err_px, floor_px: float, position_only: bool = False) -> float:
+    """1-sigma horizontal uncertainty (km) of the boresight's ground point: the reprojection noise (from
+    the residuals, 6 pose parameters taken out, floored) propagated through the pose's Jacobian
+    (``cv2.projectPoints``) and, by finite differences, through the ray to the local ground plane."""
+    n = len(enu)
+    n_par = 3 if position_only else 6
+    if n * 2 <= n_par:
+        return float("inf")
+    _, jac = cv2.projectPoints(enu.reshape(-1, 1, 3), rvec, tvec, k, None)
+    j = jac[:, 3:6] if position_only else jac[:, :6]
+    sigma = max(float(np.sqrt(np.sum(np.square(err_px)) / (2 * n - n_par))), floor_px)
+    try:
+        cov = sigma ** 2 * np.linalg.inv(j.T @ j)
+    except np.linalg.LinAlgError:
+        return float("inf")
+
+    def bore(p):
+        r, _ = cv2.Rodrigues(p[:3].reshape(3, 1))
+        c = -r.T @ p[3:]
+        d = r.T[:, 2]
+        if d[2] >= -1e-9:
+            return np.array([np.inf, np.inf])
+        return (c - c[2] / d[2] * d)[:2]          # ENU: the ray meets the local ground plane u = 0
+
+    p0 = np.r_[np.ravel(rvec), np.ravel(tvec)].astype(np.float64)
+    b0 = bore(p0)
+    if not np.all(np.isfinite(b0)):
+        return float("inf")
+    steps = np.r_[np.full(3, 1e-6), np.full(3, 1e-3)]       # rad, km
+    jb = np.empty((2, 6))
+    for i in range(6):
+        p = p0.copy()
+        p[i] += steps[i]
+        jb[:, i] = (bore(p) - b0) / steps[i]
+    if not np.all(np.isfinite(jb)):
+        return float("inf")
+    jb = jb[:, 3:] if position_only else jb
+    var = float(np.trace(jb @ cov @ jb.T))
+    return float(np.sqrt(var)) if np.isfinite(var) and var >= 0 else float("inf")
 
 
 def _hull_fraction(pts: np.ndarray, camera: Camera) -> float:

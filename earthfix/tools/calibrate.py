@@ -2,10 +2,15 @@
 
 Runs the Localizer with no confidence gate on simulated calibration frames (land, cloudy land, ocean,
 night, from the default and the season-shifted basemaps; seeds disjoint from ``earthfix eval``), labels
-every hypothesis by its true error, fits a logistic regression (Newton/IRLS with a small L2 penalty) and
-writes ``models/confidence.json`` with the features, coefficients and a reliability table.
+every hypothesis by its true error, fits a logistic regression (Newton/IRLS, MAP under a Gaussian prior
+centred on the hand-set ``confidence.PRIOR``) and writes ``models/confidence.json`` with the features,
+coefficients and a reliability table.
 
-Run:  earthfix calibrate --bundle DIR --frames 300 --out models/confidence.json
+The verifier's precision gate (``max_bore_sigma_km``) is opened for the calibration: wrong hypotheses
+are imprecise ones, and a model that never sees them cannot learn what they look like. The record
+reports the hypotheses inside the gate (what flies) apart.
+
+Run:  earthfix calibrate --bundle DIR --frames 3000 --out models/confidence.json
 """
 from __future__ import annotations
 
@@ -74,12 +79,17 @@ def collect(loc, n: int, seed: int = CALIB_SEED, progress=True):
     return rows
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50):
+def fit_logistic(x: np.ndarray, y: np.ndarray, w0: np.ndarray | None = None, l2: float = 1.0, iters: int = 50):
+    """Logistic regression by Newton/IRLS, MAP under a Gaussian prior centred on ``w0`` (intercept first;
+    default 0) with precision ``l2``: wrong hypotheses are rare (a handful in thousands), so the data move
+    the hand-set prior (``confidence.PRIOR``) where they speak and leave it where they do not, instead of
+    separating a few points perfectly with unbounded weights."""
     xb = np.hstack([np.ones((len(x), 1)), x])
-    w = np.zeros(xb.shape[1])
+    w0 = np.zeros(xb.shape[1]) if w0 is None else np.asarray(w0, float)
+    w = w0.copy()
     for _ in range(iters):
         p = 1.0 / (1.0 + np.exp(-np.clip(xb @ w, -50, 50)))
-        g = xb.T @ (p - y) + l2 * np.r_[0.0, w[1:]]
+        g = xb.T @ (p - y) + l2 * (w - w0)
         h = (xb * (p * (1 - p))[:, None]).T @ xb + l2 * np.eye(len(w))
         w -= np.linalg.solve(h, g)
     return float(w[0]), w[1:]
@@ -89,16 +99,27 @@ def register(sub):
     p = sub.add_parser("calibrate", help="fit the confidence model on simulated frames",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", default=None)
-    p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--frames", type=int, default=3000,
+                   help="frames over all sets (wrong hypotheses are rare: thousands are needed to see a few)")
     p.add_argument("--out", default="models/confidence.json")
+    p.add_argument("--config", default=None,
+                   help="onboard YAML config to calibrate (default: the defaults); its min_confidence is ignored")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from ..onboard.config import load_config
     from ..onboard.localizer import Localizer
+    from ..onboard.verify import VerifyConfig
     from .build_index import ensure_default_bundle
     bundle = args.bundle or ensure_default_bundle()
-    loc = Localizer.load(bundle, config={"min_confidence": 0.0})
+    cfg = load_config(args.config)
+    cfg["min_confidence"] = 0.0
+    # the precision gate is opened: the imprecise poses it refuses in flight are where wrong hypotheses
+    # live, and the model has to see them (they are reported apart below)
+    gate_km = VerifyConfig(**cfg["verify"]).max_bore_sigma_km
+    cfg["verify"] = dict(cfg["verify"], max_bore_sigma_km=1e6)
+    loc = Localizer.load(bundle, config=cfg)
     rows = collect(loc, args.frames)
     if len(rows) < 10 or len({r[1] for r in rows}) < 2:
         print(f"earthfix calibrate: need right and wrong hypotheses, got {len(rows)} rows", file=sys.stderr)
@@ -106,7 +127,8 @@ def run(args) -> int:
     x = np.stack([r[0] for r in rows]) if rows else np.zeros((0, len(conf.FEATURES)))
     y = np.array([r[1] for r in rows], dtype=float)
     if len(rows) >= 10 and 0 < y.sum() < len(y):
-        b, w = fit_logistic(x, y)
+        w0 = np.r_[conf.PRIOR["intercept"], [conf.PRIOR["coef"][k] for k in conf.FEATURES]]
+        b, w = fit_logistic(x, y, w0)
         coef = {k: float(v) for k, v in zip(conf.FEATURES, w)}
     else:
         b, coef = conf.PRIOR["intercept"], dict(conf.PRIOR["coef"])
@@ -119,6 +141,10 @@ def run(args) -> int:
             table.append({"p_lo": round(lo, 1), "p_hi": round(hi, 1), "n": int(m.sum()),
                           "observed": round(float(y[m].mean()), 3), "mean_p": round(float(probs[m].mean()), 3)})
     wrong = probs[y == 0]
+    # what flies: hypotheses inside the precision gate (the model's last feature is log sigma, km)
+    sig_col = conf.FEATURES.index("log_bore_sigma_km")
+    kept = np.exp(x[:, sig_col]) <= gate_km if len(x) else np.zeros(0, bool)
+    wrong_kept = probs[kept & (y == 0)]
     fitted = bool(len(rows) >= 10 and 0 < y.sum() < len(y))
     n_right = int(y.sum())
     out = {"features": list(conf.FEATURES), "intercept": b, "coef": coef, "fitted": fitted,
@@ -129,7 +155,12 @@ def run(args) -> int:
            "hypotheses": int(len(y)),
            "right": int(y.sum()), "wrong": int(len(y) - y.sum()),
            "max_p_of_wrong": float(wrong.max()) if len(wrong) else None, "reliability": table,
-           "command": f"earthfix calibrate --frames {args.frames} --out {args.out}"}
+           "precision_gate_km": gate_km,
+           "inside_gate": {"hypotheses": int(kept.sum()), "right": int(y[kept].sum()),
+                           "wrong": int(len(wrong_kept)),
+                           "max_p_of_wrong": float(wrong_kept.max()) if len(wrong_kept) else None},
+           "command": f"earthfix calibrate --frames {args.frames} --out {args.out}"
+                      + (f" --config {args.config}" if args.config else "")}
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps({k: out[k] for k in ("hypotheses", "right", "wrong", "max_p_of_wrong")}))
+    print(json.dumps({k: out[k] for k in ("hypotheses", "right", "wrong", "max_p_of_wrong", "inside_gate")}))
     return 0
