@@ -25,9 +25,10 @@ from ..onboard import confidence as conf
 from ..onboard import geodesy
 
 CALIB_SEED = 7000
+WRONG_PER_FRAME = 2     # wrong-place trials per land frame
 
 
-def wrong_place_evidence(loc, img, cam, truth, rng, n_wrong: int = 2):
+def wrong_place_evidence(loc, img, cam, truth, rng, n_wrong: int = WRONG_PER_FRAME):
     """Evidence of verifications at WRONG places (>= 2000 km from the truth), with the inlier minimum
     lowered to 4 so that wrong places yield hypotheses at all: the negatives of the fit. Right hypotheses
     alone (the pipeline almost never verifies a wrong place) cannot teach the model what wrong looks like."""
@@ -49,7 +50,9 @@ def wrong_place_evidence(loc, img, cam, truth, rng, n_wrong: int = 2):
     return out
 
 
-def collect(loc, n: int, seed: int = CALIB_SEED, progress=True):
+def collect(loc, n: int, seed: int = CALIB_SEED, progress=True, stats: dict | None = None):
+    """Labelled hypotheses (features, right, error km, set name) over the calibration sets; ``stats``
+    (if given) receives the count of wrong-place trials."""
     from tqdm import tqdm
     from ..onboard.camera import Camera
     from .framesets import FrameSpec, make_frameset, shifted_basemap
@@ -68,6 +71,8 @@ def collect(loc, n: int, seed: int = CALIB_SEED, progress=True):
                                disable=not progress, file=sys.stderr):
             fix = loc.locate(img, cam)
             if spec.kind == "land":
+                if stats is not None:
+                    stats["wrong_place_trials"] = stats.get("wrong_place_trials", 0) + WRONG_PER_FRAME
                 rows += [(conf.features(e), False, 1e9, name + ":wrong-place") for e in
                          wrong_place_evidence(loc, img, cam, truth, rng)]
             ev = fix.evidence
@@ -120,7 +125,8 @@ def run(args) -> int:
     gate_km = VerifyConfig(**cfg["verify"]).max_bore_sigma_km
     cfg["verify"] = dict(cfg["verify"], max_bore_sigma_km=1e6)
     loc = Localizer.load(bundle, config=cfg)
-    rows = collect(loc, args.frames)
+    stats = {}
+    rows = collect(loc, args.frames, stats=stats)
     if len(rows) < 10 or len({r[1] for r in rows}) < 2:
         print(f"earthfix calibrate: need right and wrong hypotheses, got {len(rows)} rows", file=sys.stderr)
         # a model that only knows right answers cannot tell wrong ones: keep the prior, but record why
@@ -156,6 +162,8 @@ def run(args) -> int:
            "right": int(y.sum()), "wrong": int(len(y) - y.sum()),
            "max_p_of_wrong": float(wrong.max()) if len(wrong) else None, "reliability": table,
            "precision_gate_km": gate_km,
+           "wrong_place_trials": int(stats.get("wrong_place_trials", 0)),
+           "wrong_place_poses": sum(r[3].endswith(":wrong-place") for r in rows),
            "inside_gate": {"hypotheses": int(kept.sum()), "right": int(y[kept].sum()),
                            "wrong": int(len(wrong_kept)),
                            "max_p_of_wrong": float(wrong_kept.max()) if len(wrong_kept) else None},
