@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from ..onboard import geodesy
 
 CALIB_SEED = 7000
 WRONG_PER_FRAME = 2     # wrong-place trials per land frame
+SIGMA_BINS_KM = (0.0, 1.0, 3.0, 10.0, 30.0, math.inf)   # the record's table of hypotheses by bore_sigma_km
 
 
 def wrong_place_evidence(loc, img, cam, truth, rng, n_wrong: int = WRONG_PER_FRAME):
@@ -107,6 +109,8 @@ def register(sub):
     p.add_argument("--frames", type=int, default=3000,
                    help="frames over all sets (wrong hypotheses are rare: thousands are needed to see a few)")
     p.add_argument("--out", default="models/confidence.json")
+    p.add_argument("--seed", type=int, default=CALIB_SEED,
+                   help=f"first frame-set seed (default {CALIB_SEED}; keep clear of the eval's range)")
     p.add_argument("--config", default=None,
                    help="onboard YAML config to calibrate (default: the defaults); its min_confidence is ignored")
     p.set_defaults(func=run)
@@ -126,7 +130,7 @@ def run(args) -> int:
     cfg["verify"] = dict(cfg["verify"], max_bore_sigma_km=1e6)
     loc = Localizer.load(bundle, config=cfg)
     stats = {}
-    rows = collect(loc, args.frames, stats=stats)
+    rows = collect(loc, args.frames, seed=args.seed, stats=stats)
     if len(rows) < 10 or len({r[1] for r in rows}) < 2:
         print(f"earthfix calibrate: need right and wrong hypotheses, got {len(rows)} rows", file=sys.stderr)
         # a model that only knows right answers cannot tell wrong ones: keep the prior, but record why
@@ -151,6 +155,16 @@ def run(args) -> int:
     sig_col = conf.FEATURES.index("log_bore_sigma_km")
     kept = np.exp(x[:, sig_col]) <= gate_km if len(x) else np.zeros(0, bool)
     wrong_kept = probs[kept & (y == 0)]
+    errs = np.array([r[2] for r in rows], dtype=float)
+    sig = np.exp(x[:, sig_col]) if len(x) else np.zeros(0)
+    by_sigma = []
+    for lo, hi in zip(SIGMA_BINS_KM[:-1], SIGMA_BINS_KM[1:]):
+        m = (sig >= lo) & (sig < hi)
+        if m.any():
+            by_sigma.append({"sigma_lo_km": lo, "sigma_hi_km": hi if math.isfinite(hi) else None,
+                             "n": int(m.sum()), "wrong": int((y[m] == 0).sum()),
+                             "err_p50_km": round(float(np.percentile(errs[m], 50)), 2),
+                             "err_p90_km": round(float(np.percentile(errs[m], 90)), 2)})
     fitted = bool(len(rows) >= 10 and 0 < y.sum() < len(y))
     n_right = int(y.sum())
     out = {"features": list(conf.FEATURES), "intercept": b, "coef": coef, "fitted": fitted,
@@ -161,13 +175,14 @@ def run(args) -> int:
            "hypotheses": int(len(y)),
            "right": int(y.sum()), "wrong": int(len(y) - y.sum()),
            "max_p_of_wrong": float(wrong.max()) if len(wrong) else None, "reliability": table,
-           "precision_gate_km": gate_km,
+           "precision_gate_km": gate_km, "by_bore_sigma": by_sigma,
            "wrong_place_trials": int(stats.get("wrong_place_trials", 0)),
            "wrong_place_poses": sum(r[3].endswith(":wrong-place") for r in rows),
            "inside_gate": {"hypotheses": int(kept.sum()), "right": int(y[kept].sum()),
                            "wrong": int(len(wrong_kept)),
                            "max_p_of_wrong": float(wrong_kept.max()) if len(wrong_kept) else None},
            "command": f"earthfix calibrate --frames {args.frames} --out {args.out}"
+                      + (f" --seed {args.seed}" if args.seed != CALIB_SEED else "")
                       + (f" --config {args.config}" if args.config else "")}
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps({k: out[k] for k in ("hypotheses", "right", "wrong", "max_p_of_wrong", "inside_gate")}))
