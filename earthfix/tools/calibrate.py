@@ -26,6 +26,7 @@ from ..onboard import confidence as conf
 from ..onboard import geodesy
 
 CALIB_SEED = 7000
+CHECK_SEED = 17000      # the held-out check set (--check-frames)
 WRONG_PER_FRAME = 2     # wrong-place trials per land frame
 SIGMA_BINS_KM = (0.0, 1.0, 3.0, 10.0, 30.0, math.inf)   # the record's table of hypotheses by bore_sigma_km
 
@@ -111,9 +112,47 @@ def register(sub):
     p.add_argument("--out", default="models/confidence.json")
     p.add_argument("--seed", type=int, default=CALIB_SEED,
                    help=f"first frame-set seed (default {CALIB_SEED}; keep clear of the eval's range)")
+    p.add_argument("--check-frames", type=int, default=0,
+                   help="also score the fitted model on this many frames of another set (0: no check)")
+    p.add_argument("--check-seed", type=int, default=CHECK_SEED)
     p.add_argument("--config", default=None,
                    help="onboard YAML config to calibrate (default: the defaults); its min_confidence is ignored")
     p.set_defaults(func=run)
+
+
+def summarise(rows, intercept: float, coef: dict, gate_km: float, min_confidence: float = 0.9) -> dict:
+    """How the model ``(intercept, coef)`` scores labelled hypotheses ``rows``: counts, a reliability
+    table, the hypotheses by ``bore_sigma_km`` and those inside the precision gate (what flies)."""
+    x = np.stack([r[0] for r in rows]) if rows else np.zeros((0, len(conf.FEATURES)))
+    y = np.array([r[1] for r in rows], dtype=bool)
+    errs = np.array([r[2] for r in rows], dtype=float)
+    probs = 1.0 / (1.0 + np.exp(-(intercept + x @ np.array([coef[k] for k in conf.FEATURES]))))
+    table = []
+    for lo, hi in zip(np.linspace(0, 0.9, 10), np.linspace(0.1, 1.0, 10)):
+        m = (probs >= lo) & (probs < hi + (1e-9 if hi == 1 else 0))
+        if m.any():
+            table.append({"p_lo": round(lo, 1), "p_hi": round(hi, 1), "n": int(m.sum()),
+                          "observed": round(float(y[m].mean()), 3), "mean_p": round(float(probs[m].mean()), 3)})
+    sig = np.exp(x[:, conf.FEATURES.index("log_bore_sigma_km")])
+    by_sigma = []
+    for lo, hi in zip(SIGMA_BINS_KM[:-1], SIGMA_BINS_KM[1:]):
+        m = (sig >= lo) & (sig < hi)
+        if m.any():
+            by_sigma.append({"sigma_lo_km": lo, "sigma_hi_km": hi if math.isfinite(hi) else None,
+                             "n": int(m.sum()), "wrong": int((~y[m]).sum()),
+                             "err_p50_km": round(float(np.percentile(errs[m], 50)), 2),
+                             "err_p90_km": round(float(np.percentile(errs[m], 90)), 2)})
+    kept = sig <= gate_km
+    wrong, wrong_kept = probs[~y], probs[kept & ~y]
+    return {"hypotheses": int(len(y)), "right": int(y.sum()), "wrong": int((~y).sum()),
+            "max_p_of_wrong": float(wrong.max()) if len(wrong) else None, "reliability": table,
+            "by_bore_sigma": by_sigma,
+            "wrong_place_poses": sum(r[3].endswith(":wrong-place") for r in rows),
+            "inside_gate": {"hypotheses": int(kept.sum()), "right": int(y[kept].sum()),
+                            "wrong": int(len(wrong_kept)),
+                            "max_p_of_wrong": float(wrong_kept.max()) if len(wrong_kept) else None,
+                            f"right_at_p{min_confidence:g}": round(float((probs[kept & y] >= min_confidence).mean()), 4)
+                            if (kept & y).any() else None}}
 
 
 def run(args) -> int:
@@ -123,67 +162,49 @@ def run(args) -> int:
     from .build_index import ensure_default_bundle
     bundle = args.bundle or ensure_default_bundle()
     cfg = load_config(args.config)
+    min_conf = float(cfg["min_confidence"])
     cfg["min_confidence"] = 0.0
     # the precision gate is opened: the imprecise poses it refuses in flight are where wrong hypotheses
-    # live, and the model has to see them (they are reported apart below)
+    # live, and the model has to see them (they are reported apart)
     gate_km = VerifyConfig(**cfg["verify"]).max_bore_sigma_km
     cfg["verify"] = dict(cfg["verify"], max_bore_sigma_km=1e6)
     loc = Localizer.load(bundle, config=cfg)
     stats = {}
     rows = collect(loc, args.frames, seed=args.seed, stats=stats)
-    if len(rows) < 10 or len({r[1] for r in rows}) < 2:
-        print(f"earthfix calibrate: need right and wrong hypotheses, got {len(rows)} rows", file=sys.stderr)
-        # a model that only knows right answers cannot tell wrong ones: keep the prior, but record why
-    x = np.stack([r[0] for r in rows]) if rows else np.zeros((0, len(conf.FEATURES)))
     y = np.array([r[1] for r in rows], dtype=float)
-    if len(rows) >= 10 and 0 < y.sum() < len(y):
+    fitted = bool(len(rows) >= 10 and 0 < y.sum() < len(y))
+    if fitted:
+        x = np.stack([r[0] for r in rows])
         w0 = np.r_[conf.PRIOR["intercept"], [conf.PRIOR["coef"][k] for k in conf.FEATURES]]
         b, w = fit_logistic(x, y, w0)
         coef = {k: float(v) for k, v in zip(conf.FEATURES, w)}
     else:
+        # a model that only knows right answers cannot tell wrong ones: keep the prior, but record why
+        print(f"earthfix calibrate: need right and wrong hypotheses, got {len(rows)} rows", file=sys.stderr)
         b, coef = conf.PRIOR["intercept"], dict(conf.PRIOR["coef"])
-    probs = 1.0 / (1.0 + np.exp(-(b + x @ np.array([coef[k] for k in conf.FEATURES])))) if len(x) else np.array([])
-    bins = np.linspace(0, 1, 11)
-    table = []
-    for lo, hi in zip(bins[:-1], bins[1:]):
-        m = (probs >= lo) & (probs < hi + (1e-9 if hi == 1 else 0))
-        if m.any():
-            table.append({"p_lo": round(lo, 1), "p_hi": round(hi, 1), "n": int(m.sum()),
-                          "observed": round(float(y[m].mean()), 3), "mean_p": round(float(probs[m].mean()), 3)})
-    wrong = probs[y == 0]
-    # what flies: hypotheses inside the precision gate (the model's last feature is log sigma, km)
-    sig_col = conf.FEATURES.index("log_bore_sigma_km")
-    kept = np.exp(x[:, sig_col]) <= gate_km if len(x) else np.zeros(0, bool)
-    wrong_kept = probs[kept & (y == 0)]
-    errs = np.array([r[2] for r in rows], dtype=float)
-    sig = np.exp(x[:, sig_col]) if len(x) else np.zeros(0)
-    by_sigma = []
-    for lo, hi in zip(SIGMA_BINS_KM[:-1], SIGMA_BINS_KM[1:]):
-        m = (sig >= lo) & (sig < hi)
-        if m.any():
-            by_sigma.append({"sigma_lo_km": lo, "sigma_hi_km": hi if math.isfinite(hi) else None,
-                             "n": int(m.sum()), "wrong": int((y[m] == 0).sum()),
-                             "err_p50_km": round(float(np.percentile(errs[m], 50)), 2),
-                             "err_p90_km": round(float(np.percentile(errs[m], 90)), 2)})
-    fitted = bool(len(rows) >= 10 and 0 < y.sum() < len(y))
     n_right = int(y.sum())
     out = {"features": list(conf.FEATURES), "intercept": b, "coef": coef, "fitted": fitted,
            "note": None if fitted else (
-               "no wrong hypothesis to fit against: every verified hypothesis was within 50 km, and wrong places "
-               "gave no valid pose even with the inlier minimum lowered to 4; the conservative prior is shipped "
+               "no wrong hypothesis to fit against: every verified hypothesis was within 50 km; the "
+               "conservative prior is shipped "
                f"(empirical P(right | verified) >= {1 - 3.0 / max(n_right, 1):.3f} by the rule of three)"),
-           "hypotheses": int(len(y)),
-           "right": int(y.sum()), "wrong": int(len(y) - y.sum()),
-           "max_p_of_wrong": float(wrong.max()) if len(wrong) else None, "reliability": table,
-           "precision_gate_km": gate_km, "by_bore_sigma": by_sigma,
-           "wrong_place_trials": int(stats.get("wrong_place_trials", 0)),
-           "wrong_place_poses": sum(r[3].endswith(":wrong-place") for r in rows),
-           "inside_gate": {"hypotheses": int(kept.sum()), "right": int(y[kept].sum()),
-                           "wrong": int(len(wrong_kept)),
-                           "max_p_of_wrong": float(wrong_kept.max()) if len(wrong_kept) else None},
-           "command": f"earthfix calibrate --frames {args.frames} --out {args.out}"
+           "precision_gate_km": gate_km, "min_confidence": min_conf,
+           "wrong_place_trials": int(stats.get("wrong_place_trials", 0))}
+    out.update(summarise(rows, b, coef, gate_km, min_conf))
+    if args.check_frames > 0:
+        # fitted on one frame set, checked on another: the calibration must hold on frames it never saw
+        cstats = {}
+        crows = collect(loc, args.check_frames, seed=args.check_seed, stats=cstats)
+        out["check"] = dict(summarise(crows, b, coef, gate_km, min_conf), seed=args.check_seed,
+                            frames=args.check_frames, wrong_place_trials=int(cstats.get("wrong_place_trials", 0)))
+    out["command"] = (f"earthfix calibrate --frames {args.frames} --out {args.out}"
                       + (f" --seed {args.seed}" if args.seed != CALIB_SEED else "")
-                      + (f" --config {args.config}" if args.config else "")}
+                      + (f" --check-frames {args.check_frames}" if args.check_frames else "")
+                      + (f" --check-seed {args.check_seed}" if args.check_frames and args.check_seed != CHECK_SEED else "")
+                      + (f" --config {args.config}" if args.config else ""))
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps({k: out[k] for k in ("hypotheses", "right", "wrong", "max_p_of_wrong", "inside_gate")}))
+    brief = {k: out[k] for k in ("hypotheses", "right", "wrong", "max_p_of_wrong", "inside_gate")}
+    if "check" in out:
+        brief["check"] = {k: out["check"][k] for k in ("hypotheses", "right", "wrong", "max_p_of_wrong", "inside_gate")}
+    print(json.dumps(brief))
     return 0
