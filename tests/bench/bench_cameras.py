@@ -1,0 +1,55 @@
+"""The flight pipeline at cameras other than the eval's two (not a pytest test).
+
+    PYTHONPATH=. python tests/bench/bench_cameras.py [--n 30] [--seed 31337]
+
+Land frames (``make_frameset``, the simulator's effects, default basemap, 400-800 km, 0-5 deg off nadir, any
+yaw) seen by each camera below, through one loaded ``Localizer`` (defaults, one thread): eligible frames,
+fix rate, false fixes (> 50 km, over all frames), boresight error p50 and latency p50. Footprint half-width
+quoted at 600 km.
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from earthfix.onboard import geodesy
+from earthfix.onboard.camera import Camera
+from earthfix.onboard.localizer import Localizer
+from earthfix.tools.build_index import ensure_default_bundle
+from earthfix.tools.evaluate import is_eligible
+from earthfix.tools.framesets import FrameSpec, make_frameset
+
+CAMERAS = ((640, 480, 50.0), (1024, 1024, 40.0), (256, 256, 100.0), (320, 240, 70.0))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=30, help="frames per camera")
+    ap.add_argument("--seed", type=int, default=31337)
+    a = ap.parse_args()
+    loc = Localizer.load(ensure_default_bundle())
+    print("| camera | footprint half-width at 600 km | eligible | fix rate | false fixes | error p50 | latency p50 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for w, h, fov in CAMERAS:
+        cam = Camera.from_fov(w, h, fov)
+        n_el = n_fix = n_false = 0
+        errs, lat_ms = [], []
+        for img, truth in make_frameset(a.n, a.seed + w, cam, None, FrameSpec()):
+            f = loc.locate(img, cam)
+            lat_ms.append(f.latency_ms)
+            el = is_eligible(truth)
+            n_el += el
+            if f.fix:
+                err = float(geodesy.great_circle_km(f.lat, f.lon, truth["bore_lat"], truth["bore_lon"]))
+                n_false += err > 50.0
+                if el:
+                    n_fix += 1
+                    errs.append(err)
+        print(f"| {w}×{h}, {fov:g}° | {cam.footprint_half_width_km(600.0):.0f} km | {n_el} of {a.n} | "
+              f"{100.0 * n_fix / max(n_el, 1):.0f} % | {n_false} | "
+              f"{np.median(errs) if errs else float('nan'):.1f} km | {np.median(lat_ms):.1f} ms |")
+
+
+if __name__ == "__main__":
+    main()
