@@ -4,8 +4,9 @@ Features (from ``Verification.evidence``): log(1 + inliers), inlier ratio, inlie
 fraction), reprojection RMS (working px), altitude outside the plausible band (km / 100), log(1 + inlier
 margin over the second-best place), off-nadir tilt (deg / 10), log of the boresight's propagated 1-sigma
 uncertainty (km, clipped to 0.1..1000). The coefficients are fitted on simulated
-frames by ``earthfix calibrate`` (Platt scaling over the verification outcomes) and shipped in
-``models/confidence.json``; a frame without a hypothesis has confidence 0.
+frames by ``earthfix calibrate`` (a logistic regression over the verification outcomes, MAP around the
+hand-set ``PRIOR``) and shipped in ``models/confidence.json``; a frame without a hypothesis has
+confidence 0.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import numpy as np
 FEATURES = ("log_inliers", "inlier_ratio", "spread", "reproj_rms", "alt_out_100km", "log_margin", "tilt_10deg",
             "log_bore_sigma_km")
 
-# conservative hand-set prior used until a fitted model is shipped: ~0.9 at 25 inliers with good spread
+# conservative hand-set prior: the centre of calibrate's fit, and the model when no fit is shipped
 PRIOR = {"intercept": -8.0, "coef": {"log_inliers": 3.2, "inlier_ratio": 2.0, "spread": 3.0, "reproj_rms": -0.8,
                                       "alt_out_100km": -3.0, "log_margin": 0.8, "tilt_10deg": -0.5,
                                       "log_bore_sigma_km": -1.0}}

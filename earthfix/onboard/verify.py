@@ -59,9 +59,9 @@ class VerifyConfig:
     reproj_thresh_work_px: float = 2.0  # inlier threshold of the final pose, working pixels
     refine_rounds: int = 2
     min_matches: int = 8
-    min_inliers: int = 6                # fewer: no hypothesis. Wrong places never reached a valid pose at 4
-                                        # (calibrate's wrong-place trials): the floor only saves time; what
-                                        # keeps few-inlier fixes honest is max_bore_sigma_km and the confidence
+    min_inliers: int = 6                # fewer: no hypothesis (10 until 2026-11-22). What keeps few-inlier
+                                        # fixes honest is max_bore_sigma_km and the confidence: wrong places
+                                        # that reached a pose at all were refused by the former
     alt_range_km: tuple = (150.0, 3000.0)   # poses outside are rejected outright
     alt_plausible_km: tuple = (300.0, 1000.0)
     max_tilt_deg: float = 45.0          # boresight off-nadir angle beyond which a pose is rejected
