@@ -25,7 +25,6 @@ bundle's record of it, every bundle file against the manifest. Latency is measur
 from __future__ import annotations
 
 import time as _time
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
