@@ -562,7 +562,7 @@ def evaluate_frame(loc, cam, img, truth: dict, sdef: ScenarioDef, baselines: Bas
     hyp = ev.get("hyp_lat")
     rec.update({
         "fix": bool(fix.fix), "confidence": float(fix.confidence), "inliers": int(fix.inliers),
-        "bore_sigma_km": _finite_or_none(ev.get("bore_sigma_km")),
+        "bore_sigma_km": ev.get("bore_sigma_km"),      # inf (no pose) is written as null by _jsonable
         "est_lat": fix.lat, "est_lon": fix.lon, "est_alt_km": fix.alt_km, "est_yaw_deg": fix.yaw_deg,
         "err_km": err,
         "hyp_err_km": position_error_km(hyp, ev.get("hyp_lon"), truth) if hyp is not None else None,
@@ -580,10 +580,6 @@ def evaluate_frame(loc, cam, img, truth: dict, sdef: ScenarioDef, baselines: Bas
     if baselines is not None and fix.error is None:
         baselines.query(img, truth, rec)
     return rec
-
-
-def _finite_or_none(x):
-    return float(x) if x is not None and math.isfinite(float(x)) else None
 
 
 def machine_info() -> dict:
