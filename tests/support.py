@@ -20,6 +20,13 @@ needs_model = pytest.mark.skipif(not ENCODER.is_file(),
                                         f"(or set EARTHFIX_TEST_MODELS=DIR)")
 
 
+def under_cloud(image, opacity):
+    """``image`` (uint8 BGR) under cloud of ``opacity`` (H x W x 1, 0..1): blended towards a 230 DN cloud top,
+    as the simulator's thick clouds look."""
+    import numpy as np
+    return np.clip(image * (1.0 - opacity) + 230.0 * opacity + 0.5, 0, 255).astype(np.uint8)
+
+
 def localizer_config() -> dict:
     """Localizer config for the encoder under test and its confidence model."""
     return {"encoder": str(ENCODER), "confidence": {"path": str(MODELS / "confidence.json")}}

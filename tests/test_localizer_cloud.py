@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import cv2
-import numpy as np
 import pytest
 
-from support import localizer_config
+from support import localizer_config, under_cloud
 
 LAT, LON, ALT_KM, YAW_DEG = 34.0, -110.0, 600.0, 37.0
 
@@ -20,7 +19,7 @@ def frames(basemap):
     cam = Camera.from_fov(256, 256, 80)
     view = render.render(basemap, cam, geodesy.geodetic_to_ecef(LAT, LON, ALT_KM), nadir_attitude(LAT, LON, YAW_DEG))
     a = CloudField(seed=3).sample(view.lat, view.lon, 0.6)[..., None]
-    cloudy = np.clip(view.image * (1.0 - a) + 230.0 * a + 0.5, 0, 255).astype(np.uint8)
+    cloudy = under_cloud(view.image, a)
     grey = cv2.cvtColor(cv2.cvtColor(cloudy, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
     return cam, view.image, cloudy, grey
 

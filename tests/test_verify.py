@@ -13,6 +13,7 @@ from earthfix.onboard.verify import Verifier, VerifyConfig
 from earthfix.sim import render
 from earthfix.sim.effects import CloudField
 from earthfix.tools.build_keystore import BuildConfig, build_keystore
+from support import under_cloud
 
 # North Africa and Arabia: textured desert, coasts (Mediterranean, Red Sea, Gulf), wide enough that a
 # candidate 2000 km from a frame is still inside the store
@@ -133,7 +134,7 @@ def test_cloud_fill_recovers_a_frame_under_broken_cloud(verifier, basemap):
     out = {}
     for cover in (0.5, 0.6):
         a = field.sample(view.lat, view.lon, cover)[..., None]
-        img = np.clip(view.image * (1.0 - a) + 230.0 * a + 0.5, 0, 255).astype(np.uint8)
+        img = under_cloud(view.image, a)
         plain = verifier.verify(verifier.extract(img), cam, [(lat, lon)])
         filled = fill_clouds(img, verifier.cfg.feature)[0]
         fill = verifier.verify(verifier.extract(filled), cam, [(lat, lon)])

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from support import ENCODER
+from support import ENCODER, under_cloud
 
 if not ENCODER.is_file():
     pytest.skip(f"benchmarks need the shipped encoder {ENCODER} (not exported yet)", allow_module_level=True)
@@ -68,7 +68,7 @@ def test_fill(benchmark, frame, camera, localizer):
     from earthfix.sim.effects import CloudField
     view_alpha = CloudField(seed=3).sample(*np.meshgrid(np.linspace(20, 24, 256), np.linspace(10, 14, 256),
                                                         indexing="ij"), 0.5)[..., None]
-    cloudy = np.clip(frame * (1.0 - view_alpha) + 230.0 * view_alpha + 0.5, 0, 255).astype(np.uint8)
+    cloudy = under_cloud(frame, view_alpha)
     fver = localizer.fill_verifier(camera)
     filled, mask = benchmark(fill_clouds, cloudy, fver.cfg.feature)
     assert mask is not None and 0.05 < mask.mean() < 0.95 and filled is not cloudy
