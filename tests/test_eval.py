@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from argparse import Namespace
 from pathlib import Path
 
@@ -178,7 +177,6 @@ def test_eval_seeds_disjoint_from_calibration():
 @needs_model
 def test_quick_eval_run_on_tiny_regional_bundle(tmp_path):
     from earthfix.tools.build_index import build_bundle
-    t0 = time.time()
     enc = ENCODER
     bundle = build_bundle(tmp_path / "bundle", encoder_path=enc, region=TINY_REGION, progress=False, threads=1,
                           log=lambda s: None)
@@ -208,7 +206,6 @@ def test_quick_eval_run_on_tiny_regional_bundle(tmp_path):
     assert json.loads((out / "report.json").read_text())["command"] == rep["command"]
     # the reference descriptors are cached: a second run does not re-render
     assert any((out / "cache").glob("hand_*.npy"))
-    assert time.time() - t0 < 120
 
 
 def test_confidence_fit_stays_at_the_prior_without_data_and_learns_with_it():
