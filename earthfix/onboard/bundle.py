@@ -7,7 +7,10 @@ Layout (``format_version`` 1):
     views.npz       per reference view: lat_deg, lon_deg (float32), scale (int16) -> grid.SCALES_KM
     pca.npz         mean (D,), components (D, d): descriptor compression before the index
     descriptors.npy reduced descriptors, float16 (exact search, rebuilds)
-    index.hnsw      hnswlib graph over the reduced descriptors (inner product)
+    index.hnsw      hnswlib graph over the reduced descriptors (inner product). With manifest
+                    ``index.turns`` T > 1 (encoders trained for +-45 deg of yaw, models/encoder.json
+                    ``reference_turns``) every view is stored T times, its reference turned by
+                    0, 90, 180, 270 deg: label = view * T + turn; ``search`` returns views
     keystore.npz    verification keypoints per ground area (see keystore.py)
     keyindex.hnsw   optional: hnswlib graph (l2) over the keystore's descriptors, label = keypoint row, for
                     keypoint voting (vote.py); manifest 'keyindex' holds its parameters, dim and count.
@@ -123,6 +126,8 @@ def _check_manifest(bundle_dir, m: dict) -> None:
         bad("'index.space'")
     if not (integer(index.get("ef", 64)) and 1 <= index.get("ef", 64) <= 100000):
         bad("'index.ef'")
+    if index.get("turns", 1) not in (1, 2, 4):
+        bad("'index.turns'")
     counts = mapping("counts")
     if not (integer(counts.get("views")) and counts["views"] >= 1):
         bad("'counts.views'")
@@ -296,6 +301,7 @@ class Bundle:
             if needed not in blobs:
                 raise BundleError(f"bundle {bundle_dir}: manifest lists no {needed}")
         n = int(m["counts"]["views"])
+        turns = int(m["index"].get("turns", 1))
         scales_km = tuple(float(s) for s in m["grid"]["scales_km"])
         try:
             views = load_npz(blobs["views.npz"])
@@ -314,7 +320,7 @@ class Bundle:
             with tempfile.NamedTemporaryFile(suffix=".hnsw", delete=False) as tmp:
                 tmp.write(blobs["index.hnsw"])
             try:
-                index.load_index(tmp.name, max_elements=int(m["counts"]["views"]))
+                index.load_index(tmp.name, max_elements=n * turns)
             finally:
                 os.unlink(tmp.name)
             index.set_ef(int(m["index"].get("ef", 64)))
@@ -329,11 +335,13 @@ class Bundle:
             desc = None
             if load_descriptors and "descriptors.npy" in blobs:
                 desc = np.load(io.BytesIO(blobs["descriptors.npy"]), allow_pickle=False)
+                if desc.shape != (n * turns, dim):
+                    raise BundleError(f"bundle {bundle_dir}: descriptors.npy shape disagrees with the manifest")
         except BundleError:
             raise
         except Exception as exc:  # malformed but correctly summed content: still refuse cleanly
             raise BundleError(f"bundle {bundle_dir}: unreadable content ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-        if len(views["lat"]) != n or index.get_current_count() != n:
+        if len(views["lat"]) != n or index.get_current_count() != n * turns:
             raise BundleError(f"bundle {bundle_dir}: view count disagrees with the manifest")
         known = set(m["files"]) | {MANIFEST, MANIFEST_SEAL}
         unlisted = tuple(sorted(p.name for p in bundle_dir.iterdir() if p.name not in known))
@@ -350,13 +358,27 @@ class Bundle:
     def bytes(self) -> int:
         return sum(int(e["bytes"]) for e in self.manifest["files"].values()) + (self.path / MANIFEST).stat().st_size
 
+    @property
+    def turns(self) -> int:
+        """Stored turns of every reference view (index rows per view)."""
+        return int(self.manifest["index"].get("turns", 1))
+
     def reduce(self, desc: np.ndarray) -> np.ndarray:
         """Encoder descriptors (N, D) -> index space (N, d), L2-normalised."""
         z = (np.atleast_2d(desc) - self.pca_mean) @ self.pca_components
         return (z / (np.linalg.norm(z, axis=1, keepdims=True) + 1e-12)).astype(np.float32)
 
     def search(self, desc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k views for one descriptor: (indices, cosine similarities), best first."""
-        k = min(k, self.views)
-        labels, dist = self.index.knn_query(self.reduce(desc), k=k)
-        return labels[0].astype(np.int64), (1.0 - dist[0]).astype(np.float32)
+        """Top-k views for one descriptor: (view indices, cosine similarities), best first."""
+        t = self.turns
+        labels, dist = self.index.knn_query(self.reduce(desc), k=min(k * t, self.views * t))
+        return first_views(labels[0], 1.0 - dist[0], t, k)
+
+
+def first_views(rows, sims, turns: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index rows (best first) -> the first ``k`` distinct views (row // turns) and their best similarity."""
+    rows = np.asarray(rows, np.int64)
+    views = rows // max(1, turns)
+    _, first = np.unique(views, return_index=True)
+    keep = np.sort(first)[:k]
+    return views[keep], np.asarray(sims, np.float32)[keep]

@@ -11,7 +11,7 @@ DEFAULTS = {
     "encoder": None,
     "providers": ["CPUExecutionProvider"],
     "threads": 1,
-    "rotations": 4,
+    "rotations": None,
     "top_k": 10,
     "verify_k": 10,
     "deadline_ms": 60.0,
@@ -92,7 +92,8 @@ def validate(cfg: dict) -> dict:
     if not isinstance(out["providers"], list) or not all(isinstance(p, str) for p in out["providers"]):
         raise ConfigError("config: 'providers' must be a list of onnxruntime provider names")
     _check("threads", out["threads"], int, 1, 64)
-    _check("rotations", out["rotations"], int, choices=[1, 2, 4])
+    if out["rotations"] is not None:
+        _check("rotations", out["rotations"], int, choices=[1, 2, 4])
     _check("top_k", out["top_k"], int, 1, 100)
     _check("verify_k", out["verify_k"], int, 0, 100)
     _check("deadline_ms", out["deadline_ms"], float, 1, 60000)

@@ -77,8 +77,10 @@ class Localizer:
         enc_bytes = enc_path.read_bytes()
         # the bundle's record of its encoder is checked before onnxruntime parses a single byte
         bundle = Bundle.load(bundle_dir, encoder_sha256=sha256_bytes(enc_bytes), threads=cfg["threads"])
+        # query turns: as the bundle's references were encoded (its manifest), unless the config says
+        rotations = cfg["rotations"] or int(bundle.manifest["encoder"].get("rotations", 4))
         encoder = Encoder(enc_bytes, threads=cfg["threads"], providers=cfg["providers"],
-                          rotations=cfg["rotations"], name=str(enc_path))
+                          rotations=rotations, name=str(enc_path))
         conf_path = cfg["confidence"].get("path") or shipped_models_dir() / "confidence.json"
         return cls(bundle, encoder, cfg, ConfidenceModel.load(conf_path))
 

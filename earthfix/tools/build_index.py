@@ -49,16 +49,26 @@ def default_bundle_dir() -> Path:
     return earthfix_home() / "bundles" / "default"
 
 
-def encode_views(basemap, encoder, lat, lon, scale, progress=True, batch=64):
+def turned(xs: np.ndarray, turns: int) -> np.ndarray:
+    """N x 3 x S x S inputs -> N*turns inputs, each view's turns consecutive (row = view * turns + turn)."""
+    if turns <= 1:
+        return xs
+    step = 4 // turns
+    return np.ascontiguousarray(np.stack([np.rot90(xs, t * step, axes=(2, 3)) for t in range(turns)], axis=1)
+                                .reshape((-1,) + xs.shape[1:]))
+
+
+def encode_views(basemap, encoder, lat, lon, scale, progress=True, batch=64, turns: int = 1):
+    """Render and encode every reference view: (N * turns, dim), row = view * turns + turn."""
     from tqdm import tqdm
     from ..onboard.preprocess import standardise
     from .train_encoder import render_reference
-    out = np.zeros((len(lat), encoder.dim), np.float32)
+    out = np.zeros((len(lat) * turns, encoder.dim), np.float32)
     it = range(0, len(lat), batch)
     for s in tqdm(it, desc="encode views", unit="batch", disable=not progress, file=sys.stderr):
         xs = np.stack([standardise(render_reference(basemap, float(lat[i]), float(lon[i]), int(scale[i])).image)
                        for i in range(s, min(s + batch, len(lat)))])
-        out[s:s + len(xs)] = encoder.encode_batch(xs)
+        out[s * turns:(s + len(xs)) * turns] = encoder.encode_batch(turned(xs, turns))
     return out
 
 
@@ -89,7 +99,7 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=DEFAULT_PCA_D
     ``keyindex`` (with ``keystore``): also the voting index ``keyindex.hnsw`` (``build_keyindex``, built on
     one thread so that it is reproducible; ~10 s for the global store), parameters in manifest 'keyindex'.
     """
-    from ..onboard.encoder import Encoder
+    from ..onboard.encoder import Encoder, rotation_handling
     from ..sim.basemap import Basemap
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     t0 = time.time()
@@ -98,7 +108,9 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=DEFAULT_PCA_D
     encoder_path = Path(encoder_path or default_encoder_path())
     if not encoder_path.is_file():
         raise FileNotFoundError(f"encoder not found: {encoder_path}")
-    encoder = Encoder.from_file(encoder_path, threads=threads)
+    rot = rotation_handling(encoder_path)
+    encoder = Encoder.from_file(encoder_path, threads=threads, rotations=rot["rotations"])
+    turns = rot["reference_turns"]
     params = dict(DEFAULT_INDEX, **(index_params or {}))
     lat, lon, scale = grid.reference_grid()
     if region is not None:
@@ -107,8 +119,9 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=DEFAULT_PCA_D
         lat, lon, scale = lat[keep], lon[keep], scale[keep]
     if len(lat) < 2:
         raise ValueError("the grid has fewer than 2 views in that region")
-    log(f"build-index: {len(lat)} views over {len(grid.SCALES_KM)} scales")
-    desc = encode_views(basemap, encoder, lat, lon, scale, progress)
+    log(f"build-index: {len(lat)} views over {len(grid.SCALES_KM)} scales"
+        + (f", each stored at {turns} turns" if turns > 1 else ""))
+    desc = encode_views(basemap, encoder, lat, lon, scale, progress, turns=turns)
     d = min(pca_dim, desc.shape[1], len(desc))
     mean, comps = fit_pca(desc, d)
     red = (desc - mean) @ comps
@@ -146,7 +159,7 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=DEFAULT_PCA_D
                     "km_per_px": round(basemap.km_per_px, 3), "water": "flattened (GSHHS land mask)"},
         "grid": {"kind": "fibonacci", "scales_km": list(grid.SCALES_KM), "spacing_frac": grid.SPACING_FRAC,
                  "ref_fov_deg": grid.REF_FOV_DEG, "region": list(region) if region else None},
-        "index": dict(params, dim=int(red.shape[1]), library="hnswlib"),
+        "index": dict(params, dim=int(red.shape[1]), library="hnswlib", turns=int(turns)),
         **({"keyindex": keyindex_meta} if keyindex_meta else {}),
         "pca": {"dim_in": int(desc.shape[1]), "dim_out": int(red.shape[1])},
         "counts": {"views": int(len(lat)), "views_per_scale": np.bincount(scale, minlength=len(grid.SCALES_KM)).tolist(),

@@ -350,12 +350,13 @@ class Baselines:
         from ..onboard.preprocess import standardise
         from ..sim.basemap import Basemap
         from .baselines import handcrafted_descriptor
+        from .build_index import turned
         from .train_encoder import render_reference
         views_sha = b.manifest["files"]["views.npz"]["sha256"]
         fp32_tag = self.fp32.sha256[:16] if self.fp32 is not None else "none"
         cache_dir.mkdir(parents=True, exist_ok=True)
         hand_p = cache_dir / f"hand_{views_sha[:16]}.npy"
-        fp32_p = cache_dir / f"fp32_{views_sha[:16]}_{fp32_tag}.npy"
+        fp32_p = cache_dir / f"fp32_{views_sha[:16]}_{fp32_tag}_t{b.turns}.npy"
         need_hand = not hand_p.is_file()
         need_fp32 = self.fp32 is not None and not fp32_p.is_file()
         if need_hand or need_fp32:
@@ -370,7 +371,8 @@ class Baselines:
                 from ..onboard.encoder import Encoder
                 enc_batch = Encoder.from_file(self.fp32.name, threads=2, rotations=self.fp32.rotations)
             hand = None
-            full = np.zeros((b.views, self.fp32.dim if need_fp32 else 1), np.float32)
+            t = b.turns
+            full = np.zeros((b.views * t, self.fp32.dim if need_fp32 else 1), np.float32)
             batch = 64
             for s in tqdm(range(0, b.views, batch), desc="reference views (hand-crafted, FP32)", unit="batch",
                           disable=not progress, file=sys.stderr):
@@ -380,8 +382,9 @@ class Baselines:
                 if hand is None:
                     hand = np.zeros((b.views, hd.shape[1]), np.float32)
                 hand[s:s + len(imgs)] = hd
-                if need_fp32:
-                    full[s:s + len(imgs)] = enc_batch.encode_batch(np.stack([standardise(im) for im in imgs]))
+                if need_fp32:   # every stored turn, as build-index encodes them
+                    full[s * t:(s + len(imgs)) * t] = enc_batch.encode_batch(
+                        turned(np.stack([standardise(im) for im in imgs]), t))
             if need_hand:
                 np.save(hand_p, hand)
             if need_fp32:
@@ -402,14 +405,14 @@ class Baselines:
         rec["encode_int8_ms"] = (time.perf_counter() - t) * 1e3
         if self.int8_refs is not None:
             t = time.perf_counter()
-            idx = exact_topk(self.int8_refs, b.reduce(d8)[0], CURVE_K_MAX)
+            idx = exact_topk(self.int8_refs, b.reduce(d8)[0], CURVE_K_MAX, b.turns)
             rec["exact_search_ms"] = (time.perf_counter() - t) * 1e3
             rec["rank_int8_exact"] = first_hit_rank(cands(idx), truth)
         if self.fp32 is not None and self.fp32_refs is not None:
             t = time.perf_counter()
             d32 = self.fp32.encode_input(x)
             rec["encode_fp32_ms"] = (time.perf_counter() - t) * 1e3
-            rec["rank_fp32_exact"] = first_hit_rank(cands(exact_topk(self.fp32_refs, b.reduce(d32)[0], CURVE_K_MAX)), truth)
+            rec["rank_fp32_exact"] = first_hit_rank(cands(exact_topk(self.fp32_refs, b.reduce(d32)[0], CURVE_K_MAX, b.turns)), truth)
         if self.hand_refs is not None:
             t = time.perf_counter()
             idx = exact_topk(self.hand_refs, handcrafted_descriptor(img), CURVE_K_MAX)
@@ -417,12 +420,15 @@ class Baselines:
             rec["rank_hand"] = first_hit_rank(cands(idx), truth)
 
 
-def exact_topk(refs: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
-    """Exact inner-product kNN: indices of the k best references, best first."""
+def exact_topk(refs: np.ndarray, q: np.ndarray, k: int, turns: int = 1) -> np.ndarray:
+    """Exact inner-product kNN: indices of the k best references (views: rows // ``turns``, each view
+    once, at its best turn), best first."""
+    from ..onboard.bundle import first_views
     s = refs @ q
-    k = min(k, len(s))
-    idx = np.argpartition(-s, k - 1)[:k]
-    return idx[np.argsort(-s[idx])]
+    kk = min(k * turns, len(s))
+    idx = np.argpartition(-s, kk - 1)[:kk]
+    idx = idx[np.argsort(-s[idx])]
+    return idx if turns <= 1 else first_views(idx, s[idx], turns, k)[0]
 
 
 def limit_blas_threads(n: int = 1) -> int | None:

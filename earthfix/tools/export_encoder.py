@@ -73,7 +73,14 @@ def quantize_int8(fp32: Path, out: Path, calib: np.ndarray) -> None:
     pre.unlink(missing_ok=True)
 
 
-def export(checkpoint: Path, models: Path, n_calib: int = 256) -> dict:
+def export(checkpoint: Path, models: Path, n_calib: int = 256, reference_turns: int | None = None) -> dict:
+    """FP32 + INT8 ONNX and the card ``encoder.json``. ``reference_turns`` (1 or 4; default from the
+    run's ``train_log.json``: 4 when it trained with ``--max-yaw-deg`` <= 45, else 1) says how the model
+    handles rotation (``onboard/encoder.py``)."""
+    if reference_turns is None:
+        log_p = Path(checkpoint).with_name("train_log.json")
+        max_yaw = json.loads(log_p.read_text()).get("max_yaw_deg", 180.0) if log_p.is_file() else 180.0
+        reference_turns = 4 if max_yaw <= 45.0 else 1
     models.mkdir(parents=True, exist_ok=True)
     fp32 = models / "encoder_fp32.onnx"
     int8 = models / "encoder_int8.onnx"
@@ -83,7 +90,9 @@ def export(checkpoint: Path, models: Path, n_calib: int = 256) -> dict:
     dim = int(ort.InferenceSession(str(fp32)).get_outputs()[0].shape[-1])
     meta = {"input_px": INPUT_PX, "descriptor_dim": dim, "channels": "BGR",
             "preprocessing": "earthfix.onboard.preprocess.preprocess: INTER_AREA resize, per-channel standardisation",
-            "rotations": 4,
+            "rotation_handling": ("query averaged over 4 turns" if reference_turns == 1 else
+                                  f"references stored at {reference_turns} turns, query encoded once"),
+            "rotations": 4 if reference_turns == 1 else 1, "reference_turns": int(reference_turns),
             "files": {f.name: {"sha256": sha256_bytes(f.read_bytes()), "bytes": f.stat().st_size}
                       for f in (fp32, int8)}}
     (models / "encoder.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -96,6 +105,8 @@ def register(sub):
     p.add_argument("--checkpoint", default="runs/encoder/encoder.pt")
     p.add_argument("--models", default="models")
     p.add_argument("--calib", type=int, default=256, help="calibration frames")
+    p.add_argument("--reference-turns", type=int, choices=[1, 4], default=None,
+                   help="rotation handling recorded in encoder.json (default: from the run's train_log.json)")
     p.set_defaults(func=run)
 
 
@@ -105,6 +116,6 @@ def run(args) -> int:
     except ImportError:
         print("earthfix export: torch is not installed; pip install 'earthfix[train]'", file=sys.stderr)
         return 2
-    meta = export(Path(args.checkpoint), Path(args.models), args.calib)
+    meta = export(Path(args.checkpoint), Path(args.models), args.calib, args.reference_turns)
     print(json.dumps(meta, indent=2))
     return 0

@@ -169,13 +169,15 @@ def render_reference(basemap, lat, lon, scale_idx, size=INPUT_PX):
     return render(basemap, cam, pos, nadir_attitude(lat, lon, 0.0))
 
 
-def render_query(basemap, rng, lat, lon, px=QUERY_RENDER_PX):
-    """A random camera above (lat, lon): returns (view, boresight lat, lon, half-width km)."""
+def render_query(basemap, rng, lat, lon, px=QUERY_RENDER_PX, max_yaw_deg=180.0):
+    """A random camera above (lat, lon), its image up within ``max_yaw_deg`` of north: returns (view,
+    boresight lat, lon, half-width km)."""
     from ..sim.render import render
     alt = rng.uniform(400, 800)
     fov = rng.uniform(50, 90)
     cam = Camera.from_fov(px, px, fov)
-    r = nadir_attitude(lat, lon, rng.uniform(0, 360)) @ tilt_rotation(rng.uniform(0, 5), rng.uniform(0, 360))
+    yaw = rng.uniform(-max_yaw_deg, max_yaw_deg)
+    r = nadir_attitude(lat, lon, yaw) @ tilt_rotation(rng.uniform(0, 5), rng.uniform(0, 360))
     view = render(basemap, cam, geodesy.geodetic_to_ecef(lat, lon, alt), r)
     c = px // 2
     blat, blon = float(view.lat[c, c]), float(view.lon[c, c])
@@ -190,7 +192,7 @@ def nearest_scale(hw_km, rng):
     return int(order[0] if rng.random() < 0.75 else order[1])
 
 
-def make_batch(basemap, rng, clusters=8, per_cluster=8):
+def make_batch(basemap, rng, clusters=8, per_cluster=8, max_yaw_deg=180.0):
     qs, rs, meta = [], [], []
     while len(qs) < clusters * per_cluster:
         centre = random_land_point(rng)
@@ -200,7 +202,7 @@ def make_batch(basemap, rng, clusters=8, per_cluster=8):
             p = random_land_point(rng, near=centre, radius_km=1500.0)
             if p is None:
                 continue
-            view, blat, blon, hw = render_query(basemap, rng, *p)
+            view, blat, blon, hw = render_query(basemap, rng, *p, max_yaw_deg=max_yaw_deg)
             if not np.isfinite(blat):
                 continue
             k = nearest_scale(hw, rng)
@@ -224,7 +226,7 @@ def overlap_mask(meta: np.ndarray) -> np.ndarray:
     return m
 
 
-def batch_stream(seed: int, workers: int):
+def batch_stream(seed: int, workers: int, max_yaw_deg: float = 180.0):
     """Endless (queries, references, meta) batches. With ``workers`` > 0 they are rendered in that many
     worker processes while the model trains (on 2 cores, rendering and the optimiser step take about the
     same time, so overlapping them is worth ~1.5x); each worker has its own seeded generator."""
@@ -233,7 +235,7 @@ def batch_stream(seed: int, workers: int):
     if workers <= 0:
         basemap, rng = Basemap.default(), np.random.default_rng(seed)
         while True:
-            yield make_batch(basemap, rng)
+            yield make_batch(basemap, rng, max_yaw_deg=max_yaw_deg)
     import torch
 
     class _Pairs(torch.utils.data.IterableDataset):
@@ -242,7 +244,7 @@ def batch_stream(seed: int, workers: int):
             cv2.setNumThreads(1)
             basemap, rng = Basemap.default(), np.random.default_rng([seed, wid])
             while True:
-                yield make_batch(basemap, rng)
+                yield make_batch(basemap, rng, max_yaw_deg=max_yaw_deg)
 
     loader = torch.utils.data.DataLoader(_Pairs(), batch_size=None, num_workers=workers, prefetch_factor=4)
     for q, r, meta in loader:
@@ -253,13 +255,13 @@ def batch_stream(seed: int, workers: int):
 # training loop
 # ------------------------------------------------------------------------------------------------
 def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: int, threads: int,
-          resume: bool = False, workers: int = 1, log=print):
+          resume: bool = False, workers: int = 1, max_yaw_deg: float = 180.0, log=print):
     import torch
 
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     cv2.setNumThreads(1)
-    batches = batch_stream(seed, workers)
+    batches = batch_stream(seed, workers, max_yaw_deg)
     model = build_model(dim)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -301,6 +303,7 @@ def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: 
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "dim": dim}, ckpt)
     (out_dir / "train_log.json").write_text(json.dumps({"seed": seed, "steps": step, "minutes": minutes,
                                                         "lr": lr, "dim": dim, "workers": workers,
+                                                        "max_yaw_deg": max_yaw_deg,
                                                         "resumed_from_step": step0, "history": hist}))
     return ckpt
 
@@ -317,6 +320,10 @@ def register(sub):
     p.add_argument("--dim", type=int, default=128, help="descriptor dimension")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the optimiser step")
     p.add_argument("--workers", type=int, default=1, help="processes rendering training pairs (0: inline)")
+    p.add_argument("--max-yaw-deg", type=float, default=180.0,
+                   help="query yaw drawn within +-this of the reference's north-up: 180 trains for any yaw "
+                        "(queries averaged over 4 turns); 45 for a bundle that stores each reference at the "
+                        "4 quarter turns, so some stored turn is always within 45 deg of the frame")
     p.add_argument("--resume", action="store_true")
     p.set_defaults(func=run)
 
@@ -328,6 +335,6 @@ def run(args) -> int:
         print("earthfix train: torch is not installed; pip install 'earthfix[train]'", file=sys.stderr)
         return 2
     ckpt = train(Path(args.out), args.minutes, args.steps, args.seed, args.lr, args.dim, args.threads,
-                 args.resume, args.workers, log=lambda s: print(s, file=sys.stderr, flush=True))
+                 args.resume, args.workers, args.max_yaw_deg, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(ckpt)
     return 0

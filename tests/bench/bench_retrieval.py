@@ -6,7 +6,8 @@ A checkpoint of ``earthfix train`` is measured after ``earthfix export --checkpo
 (seconds). The same question as ``earthfix eval``'s encoder rows, on frames the eval never uses (seed 4242
 by default), so that picking a model does not tune on the report's frames: every reference view of the
 default grid is rendered and encoded as ``build-index`` does (``build_index.encode_views``, the flight
-``Encoder`` with its 4-rotation average, one thread), queries are ``make_frameset`` frames (land, 256 px at
+``Encoder`` with its rotation handling from the card beside the file: 4-rotation average, or references
+stored at 4 turns and queries encoded once; one thread), queries are ``make_frameset`` frames (land, 256 px at
 80 deg, the simulator's effects) from the default and the season-shifted basemap, and search is exact
 cosine on the full descriptors (no PCA, no HNSW). Recall@k as in CONVENTIONS: a candidate within half the
 footprint half-width of the true boresight point, over eligible frames.
@@ -25,12 +26,12 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from earthfix.onboard.camera import Camera  # noqa: E402
-from earthfix.onboard.encoder import Encoder  # noqa: E402
+from earthfix.onboard.encoder import Encoder, rotation_handling  # noqa: E402
 from earthfix.onboard.preprocess import preprocess  # noqa: E402
 from earthfix.sim.basemap import Basemap  # noqa: E402
 from earthfix.tools import grid  # noqa: E402
 from earthfix.tools.build_index import encode_views  # noqa: E402
-from earthfix.tools.evaluate import first_hit_rank, is_eligible, recall_at_k  # noqa: E402
+from earthfix.tools.evaluate import exact_topk, first_hit_rank, is_eligible, recall_at_k  # noqa: E402
 from earthfix.tools.framesets import FrameSpec, make_frameset, shifted_basemap  # noqa: E402
 
 
@@ -41,17 +42,20 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=4242)
     args = ap.parse_args()
     cv2.setNumThreads(1)
-    enc = Encoder.from_file(args.onnx, threads=1, rotations=4)
+    rot = rotation_handling(args.onnx)
+    turns = rot["reference_turns"]
+    enc = Encoder.from_file(args.onnx, threads=1, rotations=rot["rotations"])
+    print(f"rotation handling: {rot}", flush=True)
     basemap = Basemap.default()
     lat, lon, scale = grid.reference_grid()
     t = time.time()
-    db = encode_views(basemap, enc, lat, lon, scale, progress=False)
+    db = encode_views(basemap, enc, lat, lon, scale, progress=False, turns=turns)
     print(f"{len(db)} reference views rendered and encoded in {time.time() - t:.0f} s", flush=True)
     cam = Camera.from_fov(256, 256, 80.0)
     for name, bm in (("default", basemap), ("season-shifted", shifted_basemap("season"))):
         frames = [(img, tr) for img, tr in make_frameset(args.n, args.seed, cam, bm, FrameSpec()) if is_eligible(tr)]
         q = enc.encode_batch(np.concatenate([preprocess(img) for img, _ in frames]))
-        top = np.argsort(-(q @ db.T), axis=1)[:, :10]
+        top = [exact_topk(db, qj, 10, turns) for qj in q]
         ranks = [first_hit_rank(list(zip(lat[top[j]], lon[top[j]])), tr) for j, (_, tr) in enumerate(frames)]
         elig = [True] * len(frames)
         print(f"{name:15s} eligible {len(frames):4d}  R@1 {recall_at_k(ranks, elig, 1):6.1%}  "
