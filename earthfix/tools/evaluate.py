@@ -708,7 +708,8 @@ def run_eval(args, log=None) -> dict:
                                                   "int8_bytes": int8_path.stat().st_size if int8_path.is_file() else None,
                                                   "fp32": str(fp32_path) if fp32_path.is_file() else None,
                                                   "fp32_bytes": fp32_path.stat().st_size if fp32_path.is_file() else None,
-                                                  "rotations": loc.encoder.rotations},
+                                                  "rotations": loc.encoder.rotations,
+                                                  "reference_turns": loc.bundle.turns},
         "config": {k: v for k, v in loc.cfg.items() if k not in ("verify", "confidence")},
         "frames_per_scenario": n, "seeds": {s.name: scenario_seed(args.seed, k) for k, s in enumerate(SCENARIOS)},
         "region": list(args.region) if args.region else None,
@@ -751,6 +752,13 @@ def run_eval(args, log=None) -> dict:
     return report
 
 
+def _rotation_words(e: dict) -> str:
+    turns = e.get("reference_turns", 1)
+    if turns > 1:
+        return f"query encoded {e['rotations']}x, references stored at {turns} turns"
+    return f"query averaged over {e['rotations']} rotation{'s' if e['rotations'] > 1 else ''}"
+
+
 def _bundle_info(loc) -> dict:
     b = loc.bundle
     m = b.manifest
@@ -791,7 +799,7 @@ def render_markdown(r: dict) -> str:
     b, e = r["bundle"], r["encoder"]
     L += ["", f"Bundle: `{b['path']}` — {b['views']} views, {_mb(b['bytes'])}"
           + (f", region {b['region']}" if b.get("region") else "") + f"; basemap {b['basemap']}.",
-          f"Encoder: `{e['int8']}` (sha256 {e['int8_sha256'][:12]}…, {_mb(e['int8_bytes'])}), rotations {e['rotations']}; "
+          f"Encoder: `{e['int8']}` (sha256 {e['int8_sha256'][:12]}…, {_mb(e['int8_bytes'])}), {_rotation_words(e)}; "
           f"latency at one thread (`intra_op_num_threads=1`, `cv2.setNumThreads(1)`).", ""]
 
     L += ["## Pipeline per scenario", "",
@@ -836,7 +844,7 @@ def render_markdown(r: dict) -> str:
             L.append(f"| {row['label']} | {_f(row['recall@1'], 1, True)} | {_f(row['recall@10'], 1, True)} | "
                      f"{_f(row['latency_ms']['p50'], 2)} | {_f(row['latency_ms']['p99'], 2)} | "
                      f"{_f((row.get('search_ms') or {}).get('p50'), 3)} |")
-        L += ["", "Descriptor ms: encoder (4 rotations) for the learned rows, encoder + cloud fill + features + vote "
+        L += ["", f"Descriptor ms: encoder ({_rotation_words(e)}) for the learned rows, encoder + cloud fill + features + vote "
               "for the pipeline's retrieval, descriptor + exact search for the hand-crafted row. FP32/INT8 exact search "
               "the bundle's views with the bundle's PCA (FP32 references re-encoded with the FP32 model)."]
         st = r.get("retrieval_all_including_stress", {})
