@@ -57,6 +57,7 @@ def test_every_turn_of_a_reference_finds_its_view(turned_bundle, basemap):
     out, enc_path = turned_bundle
     b = Bundle.load(out, load_keystore=False, load_descriptors=True)
     assert b.turns == 4 and b.manifest["encoder"]["rotations"] == 1
+    assert b.manifest["index"]["dim"] == 32                           # 4x the rows at half the dimension
     assert b.index.get_current_count() == 4 * b.views and len(b.descriptors) == 4 * b.views
     enc = Encoder.from_file(enc_path, threads=1, rotations=1)
     rng = np.random.default_rng(3)

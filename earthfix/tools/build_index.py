@@ -30,6 +30,8 @@ from . import grid
 
 DEFAULT_INDEX = {"space": "ip", "M": 16, "ef_construction": 200, "ef": 64}   # docs/BUNDLE.md: sweep
 DEFAULT_PCA_DIM = 64
+TURNED_PCA_DIM = 32   # references stored at 4 turns: 4x the rows, so half the dimension keeps the default
+                      # bundle within its 64 MB (bench_retrieval.py --pca 64 32: the same recall within 2 frames)
 
 
 def models_dir() -> Path:
@@ -90,12 +92,13 @@ def build_hnsw(vectors: np.ndarray, params: dict, threads: int = 2):
     return index
 
 
-def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=DEFAULT_PCA_DIM, index_params=None,
+def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_params=None,
                  keystore=True, progress=True, region=None, threads=2, log=None, keyindex=True,
                  keyindex_params=None) -> Path:
     """Build a bundle into ``out_dir`` (written to a temporary sibling, then renamed: never half-written).
 
-    ``region`` = (lat_min, lat_max, lon_min, lon_max) restricts the grid (small regional bundles for tests).
+    ``pca_dim`` None: ``DEFAULT_PCA_DIM``, or ``TURNED_PCA_DIM`` when the encoder's references are stored at
+    several turns. ``region`` = (lat_min, lat_max, lon_min, lon_max) restricts the grid (small regional bundles for tests).
     ``keyindex`` (with ``keystore``): also the voting index ``keyindex.hnsw`` (``build_keyindex``, built on
     one thread so that it is reproducible; ~10 s for the global store), parameters in manifest 'keyindex'.
     """
@@ -111,6 +114,7 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=DEFAULT_PCA_D
     rot = rotation_handling(encoder_path)
     encoder = Encoder.from_file(encoder_path, threads=threads, rotations=rot["rotations"])
     turns = rot["reference_turns"]
+    pca_dim = pca_dim or (DEFAULT_PCA_DIM if turns == 1 else TURNED_PCA_DIM)
     params = dict(DEFAULT_INDEX, **(index_params or {}))
     lat, lon, scale = grid.reference_grid()
     if region is not None:
@@ -215,7 +219,8 @@ def register(sub):
     p.add_argument("--bounds", nargs=4, type=float, default=[-180, 180, -90, 90],
                    metavar=("LON_MIN", "LON_MAX", "LAT_MIN", "LAT_MAX"))
     p.add_argument("--encoder", default=None, help="ONNX encoder (default: the shipped INT8 model)")
-    p.add_argument("--pca-dim", type=int, default=DEFAULT_PCA_DIM)
+    p.add_argument("--pca-dim", type=int, default=None,
+                   help=f"index dimension (default {DEFAULT_PCA_DIM}; {TURNED_PCA_DIM} for references stored at 4 turns)")
     p.add_argument("--M", type=int, default=DEFAULT_INDEX["M"])
     p.add_argument("--ef-construction", type=int, default=DEFAULT_INDEX["ef_construction"])
     p.add_argument("--ef", type=int, default=DEFAULT_INDEX["ef"])

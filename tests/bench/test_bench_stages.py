@@ -3,7 +3,8 @@
     python -m pytest tests/bench --benchmark-enable --benchmark-only          # the table
     python -m pytest tests/bench                                               # each runs once (a test)
 
-Stages: decode (PNG bytes -> array), preprocess, encode FP32, encode INT8 (4 rotations, as flown),
+Stages: decode (PNG bytes -> array), preprocess, encode FP32, encode INT8 (both with the rotations flown:
+the bundle's query turns),
 search (HNSW top-k on the bundle), fill (cloud mask and fill of the cloud-filled look), vote (keypoint
 voting), verify (features + verification of the top candidates), fuse (one orbit-fuser update), end to
 end (``Localizer.locate``, decoding excluded). The machine may be shared: compare figures as ratios
