@@ -378,7 +378,9 @@ class Bundle:
 def first_views(rows, sims, turns: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Index rows (best first) -> the first ``k`` distinct views (row // turns) and their best similarity."""
     rows = np.asarray(rows, np.int64)
-    views = rows // max(1, turns)
+    if turns <= 1:   # one row per view: already distinct
+        return rows[:k], np.asarray(sims, np.float32)[:k]
+    views = rows // turns
     _, first = np.unique(views, return_index=True)
     keep = np.sort(first)[:k]
     return views[keep], np.asarray(sims, np.float32)[keep]

@@ -81,11 +81,7 @@ class Encoder:
     def encode_batch(self, inputs: np.ndarray) -> np.ndarray:
         """N x 3 x S x S preprocessed inputs -> N x dim descriptors (rotation-averaged)."""
         n = inputs.shape[0]
-        if self.rotations > 1:
-            step = 4 // self.rotations
-            xs = np.concatenate([np.rot90(inputs, r * step, axes=(2, 3)) for r in range(self.rotations)], 0)
-        else:
-            xs = inputs
+        xs = rotations(inputs, self.rotations)
         z = self.session.run(None, {self.input_name: np.ascontiguousarray(xs, dtype=np.float32)})[0]
         z = z.reshape(self.rotations, n, -1).mean(axis=0)
         return (z / (np.linalg.norm(z, axis=1, keepdims=True) + 1e-12)).astype(np.float32)

@@ -53,10 +53,11 @@ def default_bundle_dir() -> Path:
 
 def turned(xs: np.ndarray, turns: int) -> np.ndarray:
     """N x 3 x S x S inputs -> N*turns inputs, each view's turns consecutive (row = view * turns + turn)."""
+    from ..onboard.preprocess import rotations
     if turns <= 1:
         return xs
-    step = 4 // turns
-    return np.ascontiguousarray(np.stack([np.rot90(xs, t * step, axes=(2, 3)) for t in range(turns)], axis=1)
+    # preprocess.rotations stacks turn-major (turn * N + view); the index wants view-major
+    return np.ascontiguousarray(rotations(xs, turns).reshape((turns,) + xs.shape).swapaxes(0, 1)
                                 .reshape((-1,) + xs.shape[1:]))
 
 

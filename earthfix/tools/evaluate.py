@@ -428,7 +428,7 @@ def exact_topk(refs: np.ndarray, q: np.ndarray, k: int, turns: int = 1) -> np.nd
     kk = min(k * turns, len(s))
     idx = np.argpartition(-s, kk - 1)[:kk]
     idx = idx[np.argsort(-s[idx])]
-    return idx if turns <= 1 else first_views(idx, s[idx], turns, k)[0]
+    return first_views(idx, s[idx], turns, k)[0]
 
 
 def limit_blas_threads(n: int = 1) -> int | None:
