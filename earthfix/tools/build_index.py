@@ -5,11 +5,12 @@
 
 Steps: (1) the Fibonacci-lattice grid of view centres per footprint scale (``grid.py``), land and coasts
 only; (2) each view rendered nadir/north-up from the basemap (water flattened) and encoded by the INT8
-encoder with its own preprocessing; (3) PCA to ``pca_dim`` (fitted on the reference descriptors) and
-re-normalisation; (4) an hnswlib inner-product graph; (5) the area keypoint store for verification and
-the key index over its descriptors for keypoint voting (``build_keyindex``); (6) manifest.yaml with every
-file's SHA-256. The default bundle is built on first use into the user
-cache (``$EARTHFIX_HOME`` or ``~/.cache/earthfix``) and rebuilt when the shipped encoder changes.
+encoder with its own preprocessing; (3) PCA to ``pca_dim`` (fitted on the reference descriptors), each
+component divided by the square root of its standard deviation (``WHITEN_POWER``), and re-normalisation;
+(4) an hnswlib inner-product graph; (5) the area keypoint store for verification and the key index over
+its descriptors for keypoint voting (``build_keyindex``); (6) manifest.yaml with every file's SHA-256.
+The default bundle is built on first use into the user cache (``$EARTHFIX_HOME`` or ``~/.cache/earthfix``)
+and rebuilt when the shipped encoder or this recipe (``WHITEN_POWER``) changes.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ DEFAULT_INDEX = {"space": "ip", "M": 16, "ef_construction": 200, "ef": 64}   # d
 DEFAULT_PCA_DIM = 64
 TURNED_PCA_DIM = 32   # references stored at 4 turns: 4x the rows, so half the dimension keeps the default
                       # bundle within its 64 MB (bench_retrieval.py --pca 64 32: the same recall within 2 frames)
+WHITEN_POWER = 0.5    # partial PCA whitening: the few dominant directions stop outvoting the rest; +2 to +5 points R@1 over plain PCA (docs/BUNDLE.md, bench_retrieval.py)
 
 
 def models_dir() -> Path:
@@ -75,10 +77,17 @@ def encode_views(basemap, encoder, lat, lon, scale, progress=True, batch=64, tur
     return out
 
 
-def fit_pca(desc: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+def fit_pca(desc: np.ndarray, dim: int, whiten_power: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (D,) and projection (D, dim) of ``desc``; each principal direction is divided by its standard
+    deviation to the power ``whiten_power`` (0: plain PCA, 1: full whitening). Flight only applies the
+    projection (``Bundle.reduce``), so the power is a build-time choice recorded in the manifest."""
     mean = desc.mean(axis=0)
-    _, _, vt = np.linalg.svd(desc - mean, full_matrices=False)
-    return mean.astype(np.float32), vt[:dim].T.astype(np.float32)
+    _, s, vt = np.linalg.svd(desc - mean, full_matrices=False)
+    comps = vt[:dim].T
+    if whiten_power:
+        sd = s[:dim] / np.sqrt(len(desc))
+        comps = comps / np.maximum(sd, 1e-6 * sd[0]) ** whiten_power   # the floor keeps null directions finite
+    return mean.astype(np.float32), comps.astype(np.float32)
 
 
 def build_hnsw(vectors: np.ndarray, params: dict, threads: int = 2):
@@ -128,7 +137,7 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
         + (f", each stored at {turns} turns" if turns > 1 else ""))
     desc = encode_views(basemap, encoder, lat, lon, scale, progress, turns=turns)
     d = min(pca_dim, desc.shape[1], len(desc))
-    mean, comps = fit_pca(desc, d)
+    mean, comps = fit_pca(desc, d, WHITEN_POWER)
     red = (desc - mean) @ comps
     red /= np.linalg.norm(red, axis=1, keepdims=True) + 1e-12
     index = build_hnsw(red.astype(np.float32), params, threads)
@@ -166,7 +175,7 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
                  "ref_fov_deg": grid.REF_FOV_DEG, "region": list(region) if region else None},
         "index": dict(params, dim=int(red.shape[1]), library="hnswlib", turns=int(turns)),
         **({"keyindex": keyindex_meta} if keyindex_meta else {}),
-        "pca": {"dim_in": int(desc.shape[1]), "dim_out": int(red.shape[1])},
+        "pca": {"dim_in": int(desc.shape[1]), "dim_out": int(red.shape[1]), "whiten_power": WHITEN_POWER},
         "counts": {"views": int(len(lat)), "views_per_scale": np.bincount(scale, minlength=len(grid.SCALES_KM)).tolist(),
                    "keypoints": int(n_kp)},
         "build_seconds": round(time.time() - t0, 1),
@@ -181,13 +190,13 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
 
 
 def ensure_default_bundle(progress=True) -> Path:
-    """The default bundle (embedded basemap + shipped encoder), built on first use or after an encoder change."""
+    """The default bundle (embedded basemap + shipped encoder), built on first use or after an encoder or
+    recipe change."""
     out = default_bundle_dir()
     enc = default_encoder_path()
     if (out / MANIFEST).is_file():
         try:
-            m = yaml.safe_load((out / MANIFEST).read_text())
-            if m.get("encoder", {}).get("sha256") == sha256_file(enc):
+            if is_current(yaml.safe_load((out / MANIFEST).read_text()), sha256_file(enc)):
                 return out
         except Exception:
             pass
@@ -196,6 +205,12 @@ def ensure_default_bundle(progress=True) -> Path:
         print(f"earthfix: building the default bundle into {out} (first use, a few minutes)", file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
     return build_bundle(out, progress=progress)
+
+
+def is_current(manifest: dict, encoder_sha256: str) -> bool:
+    """A cached default bundle is reused only if built with this encoder and this recipe (whitening)."""
+    return (manifest.get("encoder", {}).get("sha256") == encoder_sha256
+            and float(manifest.get("pca", {}).get("whiten_power", 0.0)) == WHITEN_POWER)
 
 
 def bundle_info(bundle_dir: Path, encoder_path: Path) -> dict:

@@ -345,7 +345,7 @@ class Baselines:
 
     def _references(self, b, cache_dir: Path, progress: bool, log):
         """Render every bundle view once (``render_reference``): hand-crafted descriptors and, when an FP32
-        encoder is given, its descriptors reduced by the bundle's PCA. Cached by views + encoder hash."""
+        encoder is given, its descriptors reduced by the bundle's PCA. Cached by views + encoder + PCA hash."""
         from tqdm import tqdm
         from ..onboard.preprocess import standardise
         from ..sim.basemap import Basemap
@@ -356,7 +356,8 @@ class Baselines:
         fp32_tag = self.fp32.sha256[:16] if self.fp32 is not None else "none"
         cache_dir.mkdir(parents=True, exist_ok=True)
         hand_p = cache_dir / f"hand_{views_sha[:16]}.npy"
-        fp32_p = cache_dir / f"fp32_{views_sha[:16]}_{fp32_tag}_t{b.turns}.npy"
+        pca_sha = b.manifest["files"]["pca.npz"]["sha256"]
+        fp32_p = cache_dir / f"fp32_{views_sha[:16]}_{fp32_tag}_t{b.turns}_p{pca_sha[:8]}.npy"
         need_hand = not hand_p.is_file()
         need_fp32 = self.fp32 is not None and not fp32_p.is_file()
         if need_hand or need_fp32:

@@ -30,7 +30,7 @@ from earthfix.onboard.encoder import Encoder, rotation_handling  # noqa: E402
 from earthfix.onboard.preprocess import preprocess  # noqa: E402
 from earthfix.sim.basemap import Basemap  # noqa: E402
 from earthfix.tools import grid  # noqa: E402
-from earthfix.tools.build_index import encode_views, fit_pca  # noqa: E402
+from earthfix.tools.build_index import WHITEN_POWER, encode_views, fit_pca  # noqa: E402
 from earthfix.tools.evaluate import exact_topk, first_hit_rank, is_eligible, recall_at_k  # noqa: E402
 from earthfix.tools.framesets import FrameSpec, make_frameset, shifted_basemap  # noqa: E402
 
@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=4242)
     ap.add_argument("--pca", type=int, nargs="*", default=[],
                     help="also search after a PCA to these dimensions (fitted on the references, as build-index does)")
+    ap.add_argument("--whiten", type=float, nargs="*", default=[WHITEN_POWER],
+                    help=f"whitening powers tried with each --pca dimension (build-index uses {WHITEN_POWER})")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     rot = rotation_handling(args.onnx)
@@ -57,16 +59,16 @@ def main() -> None:
     for name, bm in (("default", basemap), ("season-shifted", shifted_basemap("season"))):
         frames = [(img, tr) for img, tr in make_frameset(args.n, args.seed, cam, bm, FrameSpec()) if is_eligible(tr)]
         q = enc.encode_batch(np.concatenate([preprocess(img) for img, _ in frames]))
-        for dim in [None] + list(args.pca):
+        for dim, power in [(None, 0.0)] + [(d, p) for d in args.pca for p in args.whiten]:
             refs, qs = db, q
             if dim:
-                mean, comps = fit_pca(db, dim)
+                mean, comps = fit_pca(db, dim, power)
                 refs, qs = [(v - mean) @ comps for v in (db, q)]
                 refs, qs = [v / np.linalg.norm(v, axis=1, keepdims=True) for v in (refs, qs)]
             top = [exact_topk(refs, qj, 10, turns) for qj in qs]
             ranks = [first_hit_rank(list(zip(lat[top[j]], lon[top[j]])), tr) for j, (_, tr) in enumerate(frames)]
             elig = [True] * len(frames)
-            print(f"{name:15s} {'full' if not dim else f'PCA {dim}':8s} eligible {len(frames):4d}  "
+            print(f"{name:15s} {'full' if not dim else f'PCA {dim} w{power:g}':12s} eligible {len(frames):4d}  "
                   f"R@1 {recall_at_k(ranks, elig, 1):6.1%}  R@10 {recall_at_k(ranks, elig, 10):6.1%}", flush=True)
 
 

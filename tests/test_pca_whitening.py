@@ -1,0 +1,60 @@
+"""The bundle's descriptor compression: PCA with partial whitening (build_index.WHITEN_POWER).
+
+Flight applies whatever projection the bundle stores (``Bundle.reduce``), so whitening lives in the build
+alone; these tests pin what the build writes and that a cached default bundle of an older recipe is rebuilt.
+"""
+from __future__ import annotations
+
+import numpy as np
+import yaml
+
+from earthfix.onboard.bundle import MANIFEST, Bundle
+from earthfix.tools.build_index import WHITEN_POWER, fit_pca, is_current
+
+
+def _descriptors(n=2000, d=16, seed=0):
+    """Unit vectors with a few dominant directions, as encoder descriptors have."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)) * np.geomspace(10.0, 0.1, d)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_plain_pca_is_orthonormal_and_full_whitening_gives_unit_variance():
+    x = _descriptors()
+    mean, comps = fit_pca(x, 8, 0.0)
+    assert np.allclose(comps.T @ comps, np.eye(8), atol=1e-5)
+    _, white = fit_pca(x, 8, 1.0)
+    z = (x - mean) @ white
+    assert np.allclose(np.cov(z.T, bias=True), np.eye(8), atol=1e-3)
+
+
+def test_half_whitening_takes_the_square_root_of_each_standard_deviation():
+    x = _descriptors()
+    mean, plain = fit_pca(x, 8, 0.0)
+    _, half = fit_pca(x, 8, 0.5)
+    sd_plain = ((x - mean) @ plain).std(axis=0)
+    sd_half = ((x - mean) @ half).std(axis=0)
+    assert np.allclose(sd_half, np.sqrt(sd_plain), rtol=1e-3)
+    # same directions, only rescaled
+    assert np.allclose(np.abs(np.sum(plain / np.linalg.norm(plain, axis=0) * half / np.linalg.norm(half, axis=0),
+                                     axis=0)), 1.0, atol=1e-5)
+
+
+def test_built_bundle_records_the_power_and_flight_reduction_reproduces_its_rows(tiny_bundle):
+    manifest = yaml.safe_load((tiny_bundle / MANIFEST).read_text())
+    assert manifest["pca"]["whiten_power"] == WHITEN_POWER
+    b = Bundle.load(tiny_bundle, load_keystore=False)
+    assert is_current(manifest, b.manifest["encoder"]["sha256"])
+    # the stored rows are unit vectors of the whitened projection: a stored row, mapped back to descriptor
+    # space through the projection's pseudo-inverse and reduced again, is itself
+    rows = np.load(tiny_bundle / "descriptors.npy").astype(np.float32)[:20]
+    back = rows @ np.linalg.pinv(b.pca_components) + b.pca_mean
+    assert np.allclose(b.reduce(back), rows, atol=2e-3)
+
+
+def test_a_cached_default_bundle_of_another_recipe_or_encoder_is_not_reused():
+    m = {"encoder": {"sha256": "abc"}, "pca": {"dim_in": 128, "dim_out": 64, "whiten_power": WHITEN_POWER}}
+    assert is_current(m, "abc")
+    assert not is_current(m, "abd")
+    old = {"encoder": {"sha256": "abc"}, "pca": {"dim_in": 128, "dim_out": 64}}   # before whitening
+    assert not is_current(old, "abc")
