@@ -33,7 +33,8 @@ DEFAULT_INDEX = {"space": "ip", "M": 16, "ef_construction": 200, "ef": 64}   # d
 DEFAULT_PCA_DIM = 64
 TURNED_PCA_DIM = 32   # references stored at 4 turns: 4x the rows, so half the dimension keeps the default
                       # bundle within its 64 MB (bench_retrieval.py --pca 64 32: the same recall within 2 frames)
-WHITEN_POWER = 0.5    # partial PCA whitening: the few dominant directions stop outvoting the rest; +2 to +5 points R@1 over plain PCA (docs/BUNDLE.md, bench_retrieval.py)
+WHITEN_POWER = 0.5    # partial PCA whitening: the few dominant directions stop outvoting the rest;
+                      # +2 to +5 points R@1 over plain PCA (docs/BUNDLE.md, bench_retrieval.py --whiten)
 
 
 def models_dir() -> Path:

@@ -41,7 +41,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--onnx", required=True, help="ONNX encoder (FP32 or INT8)")
     ap.add_argument("--n", type=int, default=120, help="frames drawn per set (eligible ones are used)")
-    ap.add_argument("--seed", type=int, nargs="+", default=[4242], help="frame-set seeds (the references are encoded once)")
+    ap.add_argument("--seed", type=int, nargs="+", default=[4242],
+                    help="frame-set seeds (the references are encoded once)")
     ap.add_argument("--pca", type=int, nargs="*", default=[],
                     help="also search after a PCA to these dimensions (fitted on the references, as build-index does)")
     ap.add_argument("--whiten", type=float, nargs="*", default=[WHITEN_POWER],
@@ -71,7 +72,8 @@ def main() -> None:
             top = [exact_topk(refs, qj, 10, turns) for qj in qs]
             ranks = [first_hit_rank(list(zip(lat[top[j]], lon[top[j]])), tr) for j, (_, tr) in enumerate(frames)]
             elig = [True] * len(frames)
-            print(f"seed {seed} {name:15s} {'full' if not dim else f'PCA {dim} w{power:g}':12s} eligible {len(frames):4d}  "
+            label = "full" if not dim else f"PCA {dim} w{power:g}"
+            print(f"seed {seed} {name:15s} {label:12s} eligible {len(frames):4d}  "
                   f"R@1 {recall_at_k(ranks, elig, 1):6.1%}  R@10 {recall_at_k(ranks, elig, 10):6.1%}", flush=True)
 
 
