@@ -10,6 +10,7 @@ are masked out (neither positive nor negative). Batches are drawn in geographic 
 places of a batch are regional look-alikes: cheap hard negatives.
 
 Run:  earthfix train --minutes 45 --out runs/encoder      (needs the [train] extra: torch)
+      earthfix train --bf16 --workers 2 ...      (AMX / AVX-512 BF16 CPUs: bf16 step, two renderers)
       earthfix train --minutes 0 --steps 9000 --out runs/enc  (a step budget: the same run on any machine)
 
 Seeds: torch and the pair generator (one generator per rendering worker, ``[seed, worker]``), so a run
@@ -54,6 +55,8 @@ def build_model(dim: int = 128):
             self.p = nn.Parameter(torch.tensor(float(p)))
 
         def forward(self, x):
+            if x.dtype != torch.float32:   # bf16 training: pool in float32 (a no-op in the exported graph)
+                x = x.float()
             p = self.p.clamp(1.0, 6.0)
             return x.clamp(min=1e-6).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
 
@@ -255,7 +258,10 @@ def batch_stream(seed: int, workers: int, max_yaw_deg: float = 180.0):
 # training loop
 # ------------------------------------------------------------------------------------------------
 def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: int, threads: int,
-          resume: bool = False, workers: int = 1, max_yaw_deg: float = 180.0, log=print):
+          resume: bool = False, workers: int = 1, max_yaw_deg: float = 180.0, bf16: bool = False, log=print):
+    """``bf16``: convolutions and the projection in bfloat16 autocast, channels-last (weights, optimiser
+    and loss stay float32). On a CPU with AMX or AVX-512 BF16 the optimiser step is ~2.6x faster (0.25 vs
+    0.65 s per 128-image batch at one thread, measured here), which lets a second worker render pairs."""
     import torch
 
     torch.manual_seed(seed)
@@ -263,6 +269,8 @@ def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: 
     cv2.setNumThreads(1)
     batches = batch_stream(seed, workers, max_yaw_deg)
     model = build_model(dim)
+    if bf16:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = out_dir / "encoder.pt"
@@ -283,7 +291,12 @@ def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: 
         q, r, meta = next(batches)
         mask = torch.from_numpy(overlap_mask(meta))
         model.train()
-        z = model(torch.from_numpy(np.concatenate([q, r])))
+        x = torch.from_numpy(np.concatenate([q, r]))
+        if bf16:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            z = model(x)
+        z = torch.nn.functional.normalize(z.float(), dim=1)   # the similarities in float32
         zq, zr = z[: len(q)], z[len(q):]
         logits = zq @ zr.T / tau
         logits = logits.masked_fill(mask, -1e4)
@@ -303,7 +316,7 @@ def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: 
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "dim": dim}, ckpt)
     (out_dir / "train_log.json").write_text(json.dumps({"seed": seed, "steps": step, "minutes": minutes,
                                                         "lr": lr, "dim": dim, "workers": workers,
-                                                        "max_yaw_deg": max_yaw_deg,
+                                                        "max_yaw_deg": max_yaw_deg, "bf16": bf16,
                                                         "resumed_from_step": step0, "history": hist}))
     return ckpt
 
@@ -324,6 +337,8 @@ def register(sub):
                    help="query yaw drawn within +-this of the reference's north-up: 180 trains for any yaw "
                         "(queries averaged over 4 turns); 45 for a bundle that stores each reference at the "
                         "4 quarter turns, so some stored turn is always within 45 deg of the frame")
+    p.add_argument("--bf16", action="store_true",
+                   help="bfloat16 autocast for the convolutions (CPUs with AMX / AVX-512 BF16: ~2.6x faster step)")
     p.add_argument("--resume", action="store_true")
     p.set_defaults(func=run)
 
@@ -335,6 +350,6 @@ def run(args) -> int:
         print("earthfix train: torch is not installed; pip install 'earthfix[train]'", file=sys.stderr)
         return 2
     ckpt = train(Path(args.out), args.minutes, args.steps, args.seed, args.lr, args.dim, args.threads,
-                 args.resume, args.workers, args.max_yaw_deg, log=lambda s: print(s, file=sys.stderr, flush=True))
+                 args.resume, args.workers, args.max_yaw_deg, args.bf16, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(ckpt)
     return 0
