@@ -1,6 +1,8 @@
 """bf16 training (``earthfix train --bf16``): float32 weights out, and the same network as float32 training.
 
 Needs the ``train`` extra (torch); skipped without it (CI installs ``dev`` only)."""
+import json
+
 import numpy as np
 import pytest
 
@@ -17,7 +19,6 @@ def test_bf16_steps_keep_float32_weights_and_a_finite_loss(tmp_path):
     assert all(v.dtype in (torch.float32, torch.int64) for v in state["model"].values())
     model = build_model(128)
     model.load_state_dict(state["model"])          # a plain (float32, contiguous) model takes the weights
-    import json
     hist = json.loads((tmp_path / "train_log.json").read_text())
     assert hist["bf16"] is True and all(np.isfinite(h[1]) for h in hist["history"])
 

@@ -296,7 +296,8 @@ def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: 
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             z = model(x)
-        z = torch.nn.functional.normalize(z.float(), dim=1)   # the similarities in float32
+        if bf16:   # the similarities in float32 (a float32 model's output is already unit length)
+            z = torch.nn.functional.normalize(z.float(), dim=1)
         zq, zr = z[: len(q)], z[len(q):]
         logits = zq @ zr.T / tau
         logits = logits.masked_fill(mask, -1e4)
