@@ -365,14 +365,20 @@ class Bundle:
 
     def reduce(self, desc: np.ndarray) -> np.ndarray:
         """Encoder descriptors (N, D) -> index space (N, d), L2-normalised."""
-        z = (np.atleast_2d(desc) - self.pca_mean) @ self.pca_components
-        return (z / (np.linalg.norm(z, axis=1, keepdims=True) + 1e-12)).astype(np.float32)
+        return reduce_descriptors(desc, self.pca_mean, self.pca_components)
 
     def search(self, desc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k views for one descriptor: (view indices, cosine similarities), best first."""
         t = self.turns
         labels, dist = self.index.knn_query(self.reduce(desc), k=min(k * t, self.views * t))
         return first_views(labels[0], 1.0 - dist[0], t, k)
+
+
+def reduce_descriptors(desc: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """Descriptors (N, D) -> the index space (N, d) of a PCA (``mean`` (D,), ``components`` (D, d), whitening
+    folded in), L2-normalised, float32: one function for the bundle's build, its search and the benches."""
+    z = (np.atleast_2d(desc) - mean) @ components
+    return (z / (np.linalg.norm(z, axis=1, keepdims=True) + 1e-12)).astype(np.float32)
 
 
 def first_views(rows, sims, turns: int, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..onboard.bundle import FORMAT_VERSION, MANIFEST, Bundle, BundleError, seal_manifest, sha256_file
+from ..onboard.bundle import (FORMAT_VERSION, MANIFEST, Bundle, BundleError, reduce_descriptors, seal_manifest,
+                              sha256_file)
 from . import grid
 
 DEFAULT_INDEX = {"space": "ip", "M": 16, "ef_construction": 200, "ef": 64}   # docs/BUNDLE.md: sweep
@@ -139,9 +140,8 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
     desc = encode_views(basemap, encoder, lat, lon, scale, progress, turns=turns)
     d = min(pca_dim, desc.shape[1], len(desc))
     mean, comps = fit_pca(desc, d, WHITEN_POWER)
-    red = (desc - mean) @ comps
-    red /= np.linalg.norm(red, axis=1, keepdims=True) + 1e-12
-    index = build_hnsw(red.astype(np.float32), params, threads)
+    red = reduce_descriptors(desc, mean, comps)
+    index = build_hnsw(red, params, threads)
 
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)

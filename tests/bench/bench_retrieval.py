@@ -27,6 +27,7 @@ import time  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from earthfix.onboard.bundle import reduce_descriptors  # noqa: E402
 from earthfix.onboard.camera import Camera  # noqa: E402
 from earthfix.onboard.encoder import Encoder, rotation_handling  # noqa: E402
 from earthfix.onboard.preprocess import preprocess  # noqa: E402
@@ -67,8 +68,7 @@ def main() -> None:
             refs, qs = db, q
             if dim:
                 mean, comps = fit_pca(db, dim, power)
-                refs, qs = [(v - mean) @ comps for v in (db, q)]
-                refs, qs = [v / np.linalg.norm(v, axis=1, keepdims=True) for v in (refs, qs)]
+                refs, qs = [reduce_descriptors(v, mean, comps) for v in (db, q)]
             top = [exact_topk(refs, qj, 10, turns) for qj in qs]
             ranks = [first_hit_rank(list(zip(lat[top[j]], lon[top[j]])), tr) for j, (_, tr) in enumerate(frames)]
             elig = [True] * len(frames)
