@@ -18,6 +18,7 @@ DEFAULTS = {
     "min_confidence": 0.9,
     "vote": True,
     "vote_k": 3,
+    "vote_min_votes": 2,
     "cloud_fill": True,
     "verify": {},
     "confidence": {},
@@ -99,6 +100,7 @@ def validate(cfg: dict) -> dict:
     _check("deadline_ms", out["deadline_ms"], float, 1, 60000)
     _check("min_confidence", out["min_confidence"], float, 0.0, 1.0)
     _check("vote_k", out["vote_k"], int, 1, 10)
+    _check("vote_min_votes", out["vote_min_votes"], int, 1, 100)
     for k in ("vote", "cloud_fill"):
         if not isinstance(out[k], bool):
             raise ConfigError(f"config: '{k}' must be true or false, got {_r(out[k])}")

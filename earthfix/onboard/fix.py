@@ -11,7 +11,7 @@ class Candidate:
 
     Two sources: the global encoder (``source='encoder'``: a reference view's centre, ``score`` = cosine
     similarity, at most 1) and keypoint voting (``source='vote'``: the peak's centre, ``score`` = number of
-    distinct frame keypoints voting for it, at least 3). Vote candidates rank first (measured: the vote's
+    distinct frame keypoints voting for it, at least 2). Vote candidates rank first (measured: the vote's
     first place is right 2-4x as often as the encoder's), so ``score`` still decreases down the list.
     """
     lat: float

@@ -64,8 +64,9 @@ class Localizer:
         self._fill_verifiers: dict = {}
         self.voter = None
         if config.get("vote", True) and self.verifier is not None and getattr(bundle, "keyindex", None) is not None:
-            from .vote import KeypointVoter
-            self.voter = KeypointVoter(bundle.keystore, bundle.keyindex)
+            from .vote import KeypointVoter, VoteConfig
+            self.voter = KeypointVoter(bundle.keystore, bundle.keyindex,
+                                       VoteConfig(min_votes=int(config.get("vote_min_votes", 2))))
         cv2.setNumThreads(int(config["threads"]))
 
     @classmethod

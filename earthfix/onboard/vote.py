@@ -45,7 +45,8 @@ class VoteConfig:
     scale_bin_log2: float = 0.0   # implied-altitude bin (octaves); 0: no scale dimension (0.5 and 1.0
                                   # lost 2-6 % recall on season-shifted frames)
     alt_range_km: tuple = (200.0, 2000.0)   # implied altitude (g * fx) accepted
-    min_votes: int = 3            # distinct frame keypoints supporting a peak
+    min_votes: int = 2            # distinct frame keypoints supporting a peak (3 until 2026-12-01: 2 finds
+                                  # the place under broken cloud; verification alone decides)
     max_peaks: int = 20           # bins examined for candidates
     support_km: float = 200.0     # a peak's support: predictions this close to its centre (re-centred)...
     support_yaw_deg: float = 20.0 # ...with a yaw this close to its mean
