@@ -107,6 +107,7 @@ def bad_encodings(img) -> dict:
         "PNG header says 20000x20000 (bomb)": forged_png_size(p, 20000, 20000),
         "PNG header says 2^32-1 wide": forged_png_size(p, 2 ** 32 - 1, 256),
         "PNG with a damaged IDAT (CRC)": p[:200] + bytes(b ^ 0x5A for b in p[200:260]) + p[260:],
+        "PNG whose IDAT claims 3.7 GB": p[:33] + (3674218496).to_bytes(4, "big") + p[37:],
         "JPEG with a damaged scan": j[:mid] + j[mid + 300:],
         "JPEG with a zeroed range": j[:700] + b"\0" * 2000 + j[2700:],
         "GIF header only": b"GIF89a" + b"\0" * 64,
@@ -125,6 +126,21 @@ def test_bad_encoded_frames_get_one_line_frame_errors(capfd):
     assert "Traceback" not in err
     # decoder chatter about bad frames is folded into the reasons, not left on stderr
     assert "libpng error" not in err and "Corrupt JPEG" not in err
+
+
+def test_png_chunk_longer_than_the_file_is_refused_before_decoding(monkeypatch):
+    """OpenCV's PNG reader allocates a chunk's declared length first: a forged IDAT length of 3.7 GB cost
+    10 s and gigabytes (earthfix soak); the chunk walk refuses it without calling the decoder."""
+    import earthfix.onboard.frames as frames_mod
+    p = png(np.random.default_rng(2).integers(0, 256, (256, 256, 3), np.uint8))
+    assert p[37:41] == b"IDAT"
+    data = p[:33] + (3674218496).to_bytes(4, "big") + p[37:]
+    real = frames_mod._imdecode_listening
+    monkeypatch.setattr(frames_mod, "_imdecode_listening",
+                        lambda blob: pytest.fail("the decoder was called") if blob == data else real(blob))
+    with pytest.raises(FrameError, match="IDAT chunk claims 3674218496 bytes"):
+        decode_frame(data, (256, 256))
+    assert decode_frame(p).shape == (256, 256, 3)   # an intact PNG still decodes
 
 
 def test_bomb_header_is_refused_before_decoding():
