@@ -1,6 +1,7 @@
 """The flight pipeline at cameras other than the eval's two (not a pytest test).
 
-    PYTHONPATH=. python tests/bench/bench_cameras.py [--n 30] [--seed 31337]
+    PYTHONPATH=. python tests/bench/bench_cameras.py [--n 30] [--seed 31337] [--camera 1024x1024@40 ...]
+        [--config cfg.yaml]
 
 Land frames (``make_frameset``, the simulator's effects, default basemap, 400-800 km, 0-5 deg off nadir, any
 yaw) seen by each camera below, through one loaded ``Localizer`` (defaults, one thread): eligible frames,
@@ -27,11 +28,21 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=30, help="frames per camera")
     ap.add_argument("--seed", type=int, default=31337)
+    ap.add_argument("--camera", action="append", default=None, metavar="WxH@FOV",
+                    help="a camera (width x height @ horizontal FOV, deg); repeatable; default: the four below")
+    ap.add_argument("--config", default=None, help="Localizer config YAML (default: the shipped defaults)")
     a = ap.parse_args()
-    loc = Localizer.load(ensure_default_bundle())
+    cameras = CAMERAS
+    if a.camera:
+        cameras = []
+        for c in a.camera:
+            size, fov = c.split("@")
+            w, h = size.lower().split("x")
+            cameras.append((int(w), int(h), float(fov)))
+    loc = Localizer.load(ensure_default_bundle(), a.config)
     print("| camera | footprint half-width at 600 km | eligible | fix rate | false fixes | error p50 | latency p50 |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for w, h, fov in CAMERAS:
+    for w, h, fov in cameras:
         cam = Camera.from_fov(w, h, fov)
         n_el = n_fix = n_false = 0
         errs, lat_ms = [], []
