@@ -71,6 +71,12 @@ def forged_png_size(data: bytes, w: int, h: int) -> bytes:
     return data[:8] + png_chunk(b"IHDR", ihdr) + data[33:]
 
 
+def forged_idat_length(data: bytes, length: int) -> bytes:
+    """A PNG (OpenCV's layout: IHDR, then IDAT at byte 33) whose first IDAT chunk claims ``length`` bytes."""
+    assert data[37:41] == b"IDAT"
+    return data[:33] + length.to_bytes(4, "big") + data[37:]
+
+
 def one_line(msg) -> bool:
     return isinstance(msg, str) and bool(msg.strip()) and "\n" not in msg and "\r" not in msg and len(msg) < 300
 
@@ -107,7 +113,7 @@ def bad_encodings(img) -> dict:
         "PNG header says 20000x20000 (bomb)": forged_png_size(p, 20000, 20000),
         "PNG header says 2^32-1 wide": forged_png_size(p, 2 ** 32 - 1, 256),
         "PNG with a damaged IDAT (CRC)": p[:200] + bytes(b ^ 0x5A for b in p[200:260]) + p[260:],
-        "PNG whose IDAT claims 3.7 GB": p[:33] + (3674218496).to_bytes(4, "big") + p[37:],
+        "PNG whose IDAT claims 3.7 GB": forged_idat_length(p, 3674218496),
         "JPEG with a damaged scan": j[:mid] + j[mid + 300:],
         "JPEG with a zeroed range": j[:700] + b"\0" * 2000 + j[2700:],
         "GIF header only": b"GIF89a" + b"\0" * 64,
@@ -133,8 +139,7 @@ def test_png_chunk_longer_than_the_file_is_refused_before_decoding(monkeypatch):
     10 s and gigabytes (earthfix soak); the chunk walk refuses it without calling the decoder."""
     import earthfix.onboard.frames as frames_mod
     p = png(np.random.default_rng(2).integers(0, 256, (256, 256, 3), np.uint8))
-    assert p[37:41] == b"IDAT"
-    data = p[:33] + (3674218496).to_bytes(4, "big") + p[37:]
+    data = forged_idat_length(p, 3674218496)
     real = frames_mod._imdecode_listening
     monkeypatch.setattr(frames_mod, "_imdecode_listening",
                         lambda blob: pytest.fail("the decoder was called") if blob == data else real(blob))
