@@ -1,7 +1,7 @@
 """Verification ceiling: the fix rate if retrieval were perfect (not a pytest test; run as a script).
 
     PYTHONPATH=. python tests/bench/bench_ceiling.py [--n 120] [--set kind] [--seed 4242]
-        [--cfg '{"name": {"feature": {"max_keypoints": 400}}}'] [--by-share]
+        [--cfg '{"name": {"feature": {"max_keypoints": 400}}}'] [--by-share] [--eval-seed S]
 
 Frames are drawn like ``earthfix eval``'s scenario sets (``framesets.make_frameset``, simulator effects)
 but from another seed, so tuning here never sees the evaluation frames. For every eligible frame the
@@ -9,7 +9,8 @@ verifier gets one candidate: the true boresight point, with the pipeline's searc
 when the hypothesis is within 50 km. Each frame is verified three times: as rendered (the first look),
 with its cloud-like pixels filled (``features.fill_clouds``: the Localizer's cloud-filled look; "either" is
 the pipeline's ceiling), and rendered again with the cloud layer off (same place, time and camera),
-which isolates what clouds cost. ``--by-share`` also splits the plain and cloud-filled looks' results
+which isolates what clouds cost. ``--eval-seed S`` takes the frames of ``earthfix eval --seed S`` instead
+(the same scenario sets, the pipeline's own frames; no cloud-free render, so that column is left out). ``--by-share`` also splits the plain and cloud-filled looks' results
 by the frame's cloud-like share of pixels (``features.cloud_mask``): the basis of the Localizer's
 ``FILL_SHARE``.
 """
@@ -34,7 +35,7 @@ from earthfix.onboard.features import FeatureConfig, fill_clouds  # noqa: E402
 from earthfix.onboard.verify import Verifier, VerifyConfig, cloud_fill_config  # noqa: E402
 from earthfix.sim.basemap import Basemap  # noqa: E402
 from earthfix.tools.build_index import default_bundle_dir  # noqa: E402
-from earthfix.tools.evaluate import is_eligible  # noqa: E402
+from earthfix.tools.evaluate import SCENARIOS, is_eligible, scenario_frames, scenario_seed  # noqa: E402
 from earthfix.tools.framesets import FrameSpec, make_frameset, shifted_basemap  # noqa: E402
 
 SETS = {   # name: (width, fov_deg, basemap shift, cloud cover or None for the effects default)
@@ -72,6 +73,8 @@ def main() -> None:
     ap.add_argument("--bundle", default=None, help="bundle whose keypoint store is used (default bundle)")
     ap.add_argument("--cfg", default='{"default": {}}', help="JSON {name: VerifyConfig overrides}")
     ap.add_argument("--by-share", action="store_true", help="split by the frame's cloud-like pixel share")
+    ap.add_argument("--eval-seed", type=int, default=None,
+                    help="use the frames of `earthfix eval --frames N --seed S` (N = --n)")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     store = Bundle.load(args.bundle or default_bundle_dir()).keystore
@@ -80,8 +83,13 @@ def main() -> None:
         width, fov, shift, cover = SETS[name]
         cam = Camera.from_fov(width, width, fov)
         bm = shifted_basemap(shift) if shift else Basemap.default()
-        cloudy = list(make_frameset(args.n, args.seed, cam, bm, FrameSpec(cloud_cover=cover)))
-        clear_ = list(make_frameset(args.n, args.seed, cam, bm, FrameSpec(cloud_cover=0.0)))
+        if args.eval_seed is None:
+            cloudy = list(make_frameset(args.n, args.seed, cam, bm, FrameSpec(cloud_cover=cover)))
+            clear_ = list(make_frameset(args.n, args.seed, cam, bm, FrameSpec(cloud_cover=0.0)))
+        else:
+            k = next(i for i, sd in enumerate(SCENARIOS) if sd.name == name)
+            cam, frames = scenario_frames(SCENARIOS[k], args.n, scenario_seed(args.eval_seed, k))
+            cloudy, clear_ = list(frames), None
         keep = [k for k, (_, t) in enumerate(cloudy) if is_eligible(t)]
         for vname, over in variants.items():
             over = dict(over)
@@ -89,10 +97,13 @@ def main() -> None:
             ver = Verifier(store, VerifyConfig(feature=fcfg, **over))
             first, ms = ceiling(ver, [cloudy[k] for k in keep], cam)
             filled, _ = ceiling(ver, [cloudy[k] for k in keep], cam, fill=True)
-            clear, _ = ceiling(ver, [clear_[k] for k in keep], cam)
+            no_cloud = "–"
+            if clear_ is not None:
+                no_cloud = f"{ceiling(ver, [clear_[k] for k in keep], cam)[0].mean():6.1%}"
             print(f"{name:10s} {vname:10s} eligible {len(keep):4d}  true-candidate fix rate: first look "
-                  f"{first.mean():6.1%}  cloud-filled {filled.mean():6.1%}  either {(first | filled).mean():6.1%}"
-                  f"  |  same frames without clouds {clear.mean():6.1%}  ms p50 {np.median(ms):5.1f}", flush=True)
+                  f"{first.mean():6.1%} ({first.sum()})  cloud-filled {filled.mean():6.1%} ({filled.sum()})  "
+                  f"either {(first | filled).mean():6.1%} ({(first | filled).sum()})"
+                  f"  |  same frames without clouds {no_cloud}  ms p50 {np.median(ms):5.1f}", flush=True)
             if args.by_share:
                 by_share(ver, [cloudy[k][0] for k in keep], first, filled)
 
