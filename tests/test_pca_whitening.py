@@ -9,7 +9,7 @@ import numpy as np
 import yaml
 
 from earthfix.onboard.bundle import MANIFEST, Bundle
-from earthfix.tools.build_index import WHITEN_POWER, fit_pca, is_current
+from earthfix.tools.build_index import FINE_KEYSTORE_GSD_KM, WHITEN_POWER, fit_pca, is_current
 
 
 def _descriptors(n=2000, d=16, seed=0):
@@ -53,8 +53,13 @@ def test_built_bundle_records_the_power_and_flight_reduction_reproduces_its_rows
 
 
 def test_a_cached_default_bundle_of_another_recipe_or_encoder_is_not_reused():
-    m = {"encoder": {"sha256": "abc"}, "pca": {"dim_in": 128, "dim_out": 64, "whiten_power": WHITEN_POWER}}
+    fine = {"gsd_km": 6.0, "fine_gsd_km": FINE_KEYSTORE_GSD_KM, "fine_keypoints": 10}
+    m = {"encoder": {"sha256": "abc"}, "pca": {"dim_in": 128, "dim_out": 64, "whiten_power": WHITEN_POWER},
+         "keystore": fine}
     assert is_current(m, "abc")
     assert not is_current(m, "abd")
-    old = {"encoder": {"sha256": "abc"}, "pca": {"dim_in": 128, "dim_out": 64}}   # before whitening
+    old = {"encoder": {"sha256": "abc"}, "pca": {"dim_in": 128, "dim_out": 64}, "keystore": fine}   # before whitening
     assert not is_current(old, "abc")
+    no_fine = {k: v for k, v in m.items() if k != "keystore"}        # before the fine keypoint store
+    assert not is_current(no_fine, "abc")
+    assert not is_current(dict(m, keystore=dict(fine, fine_gsd_km=None)), "abc")

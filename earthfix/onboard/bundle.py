@@ -11,7 +11,9 @@ Layout (``format_version`` 1):
                     ``index.turns`` T > 1 (encoders trained for +-45 deg of yaw, models/encoder.json
                     ``reference_turns``) every view is stored T times, its reference turned by
                     0, 90, 180, 270 deg: label = view * T + turn; ``search`` returns views
-    keystore.npz    verification keypoints per ground area (see keystore.py)
+    keystore.npz    verification keypoints per ground area (see keystore.py), sampled for the wide cameras
+    keystore_fine.npz optional: the same at a finer sample (manifest 'keystore.fine_gsd_km'), verified
+                    against by cameras whose working pixel is finer than keystore.npz's (Localizer.verifier_for)
     keyindex.hnsw   optional: hnswlib graph (l2) over the keystore's descriptors, label = keypoint row, for
                     keypoint voting (vote.py); manifest 'keyindex' holds its parameters, dim and count.
                     Bundles without it load with ``keyindex`` None (voting off)
@@ -282,6 +284,7 @@ class Bundle:
     sealed: bool = False               # manifest.yaml verified against manifest.sha256
     unlisted: tuple = ()               # files in the directory that the manifest does not list (ignored)
     keyindex: object | None = None     # hnswlib.Index over keystore descriptors (vote.py); None if absent
+    keystore_fine: object | None = None  # the finer KeypointStore of keystore_fine.npz; None if absent
 
     @classmethod
     def load(cls, bundle_dir, encoder_sha256: str | None = None, threads: int = 1,
@@ -329,6 +332,12 @@ class Bundle:
             if load_keystore and "keystore.npz" in blobs:
                 from .keystore import KeypointStore
                 keystore = KeypointStore.from_bytes(blobs["keystore.npz"])
+            keystore_fine = None
+            if keystore is not None and "keystore_fine.npz" in blobs:
+                keystore_fine = KeypointStore.from_bytes(blobs["keystore_fine.npz"])
+                if not keystore_fine.gsd_km < keystore.gsd_km:
+                    raise BundleError(f"bundle {bundle_dir}: keystore_fine.npz ({keystore_fine.gsd_km:g} km/px) "
+                                      f"is not finer than keystore.npz ({keystore.gsd_km:g} km/px)")
             keyindex = None
             if keystore is not None and "keyindex.hnsw" in blobs:
                 keyindex = _load_keyindex(bundle_dir, blobs["keyindex.hnsw"], m.get("keyindex"), keystore, threads)
@@ -348,7 +357,7 @@ class Bundle:
         return cls(bundle_dir, m, views["lat"].astype(np.float64), views["lon"].astype(np.float64),
                    views["scale"].astype(np.int64), pca["mean"].astype(np.float32),
                    pca["components"].astype(np.float32), index, keystore, desc, scales_km,
-                   sealed, unlisted, keyindex)
+                   sealed, unlisted, keyindex, keystore_fine)
 
     @property
     def views(self) -> int:

@@ -61,6 +61,8 @@ class Localizer:
         self.confidence = confidence
         vcfg = VerifyConfig(**{k: v for k, v in config.get("verify", {}).items()})
         self.verifier = Verifier(bundle.keystore, vcfg) if bundle.keystore is not None else None
+        fine = getattr(bundle, "keystore_fine", None) if config.get("fine_store", True) else None
+        self.fine_verifier = Verifier(fine, vcfg) if fine is not None and self.verifier is not None else None
         self._fill_verifiers: dict = {}
         self.voter = None
         if config.get("vote", True) and self.verifier is not None and getattr(bundle, "keyindex", None) is not None:
@@ -91,14 +93,27 @@ class Localizer:
         return [Candidate(float(self.bundle.lat[i]), float(self.bundle.lon[i]), float(s), int(i),
                           int(self.bundle.scale[i])) for i, s in zip(idx, sim)]
 
+    def verifier_for(self, camera: Camera):
+        """The verifier of plain looks for ``camera``: on the bundle's fine keypoint store when the camera's
+        working pixel is finer than the coarse store's sample (``verify.wants_fine_store``), else on the
+        coarse one. The vote always uses the coarse store's key index."""
+        from .verify import wants_fine_store
+        if self.fine_verifier is not None and wants_fine_store(self.verifier.cfg, camera, self.verifier.store.gsd_km):
+            return self.fine_verifier
+        return self.verifier
+
     def fill_verifier(self, camera: Camera):
-        """The verifier of cloud-filled looks for ``camera`` (``verify.cloud_fill_config``)."""
+        """The verifier of cloud-filled looks for ``camera`` (``verify.cloud_fill_config``), on the store
+        ``verifier_for`` picks but sampled for the coarse store: a 512 px / 60 deg frame filled and matched
+        at the fine store's 4 km (173 px) gave 1 trusted pose 63 km off in 450 calibration frames, at the
+        coarse store's sample (128 px) none, and 4 more right fixes (docs/VERIFICATION.md)."""
         key = (camera.width, camera.height, camera.fx, camera.fy)
         v = self._fill_verifiers.get(key)
         if v is None:
             from .verify import Verifier, cloud_fill_config
-            store = self.bundle.keystore
-            v = self._fill_verifiers[key] = Verifier(store, cloud_fill_config(self.verifier.cfg, camera, store.gsd_km))
+            base = self.verifier_for(camera)
+            v = self._fill_verifiers[key] = Verifier(
+                base.store, cloud_fill_config(base.cfg, camera, self.verifier.store.gsd_km))
         return v
 
     def _look(self, img, verifier, drop, camera, attitude, deadline, cands, stages):
@@ -149,7 +164,8 @@ class Localizer:
             # cloud: a frame with broken cloud is looked at with its cloud-like pixels filled from the
             # clear ground around them (features.fill_clouds) first, then as it is (snow, ice and pale
             # desert look like cloud and are better seen unfilled)
-            looks = [(img, self.verifier, None)]
+            plain_ver = self.verifier_for(camera)
+            looks = [(img, plain_ver, None)]
             share = 0.0
             if self.cfg["cloud_fill"] and img.ndim == 3:
                 t = _time.perf_counter()
@@ -158,7 +174,7 @@ class Localizer:
                 share = 0.0 if mask is None else cv2.countNonZero(mask.view(np.uint8)) / mask.size
                 if filled is not img:
                     # no keypoint centred on the filled cloud: the budget goes to the clear ground
-                    looks = [(filled, fver, mask), (img, self.verifier, None)]
+                    looks = [(filled, fver, mask), (img, plain_ver, None)]
                 stages["fill_ms"] = (_time.perf_counter() - t) * 1e3
             fix.candidates, v = self._look(*looks[0], camera, attitude, deadline, cands, stages)
             look = 0

@@ -111,6 +111,17 @@ def cloud_fill_config(cfg: VerifyConfig, camera: Camera, store_gsd_km: float = 6
                    early_rms_work_px=cfg.early_rms_work_px * r)
 
 
+def wants_fine_store(cfg: VerifyConfig, camera: Camera, coarse_gsd_km: float) -> bool:
+    """True when ``camera``'s working pixel (``cfg.feature``, at the nominal altitude) is finer than the
+    coarse keypoint store's sample: 512 px at 60 deg (5.4 km) and narrower cameras against the 6 km store,
+    not 256 px at 80 deg (7.9 km). A fine camera sees too few keypoints of a coarse store in its footprint;
+    a coarse camera gains nothing from a fine store but matching time (docs/VERIFICATION.md, "Store
+    sample per camera")."""
+    h, w = camera.height, camera.width
+    native_km = 2.0 * camera.footprint_half_width_km(cfg.nominal_alt_km) / max(w, h)
+    return native_km / work_scale(cfg.feature, (h, w)) < coarse_gsd_km
+
+
 @dataclass
 class Verification:
     """Best hypothesis of one verify() call; ``ok`` False means no hypothesis passed the minimum checks."""

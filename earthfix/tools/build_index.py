@@ -36,6 +36,8 @@ TURNED_PCA_DIM = 32   # references stored at 4 turns: 4x the rows, so half the d
                       # bundle within its 64 MB (bench_retrieval.py --pca 64 32: the same recall within 2 frames)
 WHITEN_POWER = 0.5    # partial PCA whitening: the few dominant directions stop outvoting the rest;
                       # +2 to +5 points R@1 over plain PCA (docs/BUNDLE.md, bench_retrieval.py --whiten)
+FINE_KEYSTORE_GSD_KM = 4.0   # keystore_fine.npz, for cameras finer than the 6 km store: 1024 px at 40 deg
+                             # fixes +9 points with it (docs/VERIFICATION.md, "Store sample per camera")
 
 
 def models_dir() -> Path:
@@ -106,13 +108,16 @@ def build_hnsw(vectors: np.ndarray, params: dict, threads: int = 2):
 
 def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_params=None,
                  keystore=True, progress=True, region=None, threads=2, log=None, keyindex=True,
-                 keyindex_params=None) -> Path:
+                 keyindex_params=None, keystore_gsd_km=None, fine_keystore_gsd_km=FINE_KEYSTORE_GSD_KM) -> Path:
     """Build a bundle into ``out_dir`` (written to a temporary sibling, then renamed: never half-written).
 
     ``pca_dim`` None: ``DEFAULT_PCA_DIM``, or ``TURNED_PCA_DIM`` when the encoder's references are stored at
     several turns. ``region`` = (lat_min, lat_max, lon_min, lon_max) restricts the grid (small regional bundles for tests).
     ``keyindex`` (with ``keystore``): also the voting index ``keyindex.hnsw`` (``build_keyindex``, built on
     one thread so that it is reproducible; ~10 s for the global store), parameters in manifest 'keyindex'.
+    ``keystore_gsd_km``: the keypoint store's tile sample (None: ``BuildConfig.gsd_km``).
+    ``fine_keystore_gsd_km`` (with ``keystore``; None or 0: none): also ``keystore_fine.npz`` at that sample,
+    for cameras whose working pixel is finer than the main store's (``Localizer.verifier_for``).
     """
     from ..onboard.encoder import Encoder, rotation_handling
     from ..sim.basemap import Basemap
@@ -151,12 +156,26 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
     np.save(tmp / "descriptors.npy", red.astype(np.float16))
     index.save_index(str(tmp / "index.hnsw"))
     n_kp = 0
-    keyindex_meta = None
+    keyindex_meta = keystore_meta = None
     if keystore:
         from .build_keystore import BuildConfig, build_keystore
-        store = build_keystore(basemap, BuildConfig(bbox=tuple(region) if region else None), progress=progress)
+        kcfg = BuildConfig(bbox=tuple(region) if region else None)
+        if keystore_gsd_km is not None:
+            kcfg = BuildConfig(bbox=kcfg.bbox, gsd_km=float(keystore_gsd_km))
+        store = build_keystore(basemap, kcfg, progress=progress)
         store.save(tmp / "keystore.npz")
         n_kp = len(store)
+        if fine_keystore_gsd_km:
+            if not 0 < fine_keystore_gsd_km < kcfg.gsd_km:
+                raise ValueError(f"the fine keypoint store's sample ({fine_keystore_gsd_km:g} km) must be finer "
+                                 f"than the main store's ({kcfg.gsd_km:g} km)")
+            fine = build_keystore(basemap, BuildConfig(bbox=kcfg.bbox, gsd_km=float(fine_keystore_gsd_km)),
+                                  progress=progress)
+            fine.save(tmp / "keystore_fine.npz")
+            keystore_meta = {"gsd_km": kcfg.gsd_km, "fine_gsd_km": float(fine_keystore_gsd_km),
+                             "fine_keypoints": len(fine)}
+        else:
+            keystore_meta = {"gsd_km": kcfg.gsd_km, "fine_gsd_km": None, "fine_keypoints": 0}
         if keyindex:
             from .build_keyindex import build_keyindex
             kindex, keyindex_meta = build_keyindex(store, keyindex_params, threads=1)
@@ -176,6 +195,7 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
                  "ref_fov_deg": grid.REF_FOV_DEG, "region": list(region) if region else None},
         "index": dict(params, dim=int(red.shape[1]), library="hnswlib", turns=int(turns)),
         **({"keyindex": keyindex_meta} if keyindex_meta else {}),
+        **({"keystore": keystore_meta} if keystore_meta else {}),
         "pca": {"dim_in": int(desc.shape[1]), "dim_out": int(red.shape[1]), "whiten_power": WHITEN_POWER},
         "counts": {"views": int(len(lat)), "views_per_scale": np.bincount(scale, minlength=len(grid.SCALES_KM)).tolist(),
                    "keypoints": int(n_kp)},
@@ -209,9 +229,11 @@ def ensure_default_bundle(progress=True) -> Path:
 
 
 def is_current(manifest: dict, encoder_sha256: str) -> bool:
-    """A cached default bundle is reused only if built with this encoder and this recipe (whitening)."""
+    """A cached default bundle is reused only if built with this encoder and this recipe (whitening, the
+    fine keypoint store's sample)."""
     return (manifest.get("encoder", {}).get("sha256") == encoder_sha256
-            and float(manifest.get("pca", {}).get("whiten_power", 0.0)) == WHITEN_POWER)
+            and float(manifest.get("pca", {}).get("whiten_power", 0.0)) == WHITEN_POWER
+            and (manifest.get("keystore") or {}).get("fine_gsd_km") == FINE_KEYSTORE_GSD_KM)
 
 
 def bundle_info(bundle_dir: Path, encoder_path: Path) -> dict:
@@ -224,6 +246,7 @@ def bundle_info(bundle_dir: Path, encoder_path: Path) -> dict:
             "encoder": str(Path(encoder_path).resolve()), "encoder_sha256": enc_sha,
             "format_version": m["format_version"], "scales_km": m["grid"]["scales_km"],
             "views_per_scale": m["counts"]["views_per_scale"], "keypoints": m["counts"].get("keypoints", 0),
+            "keystore": m.get("keystore"),
             "index": m["index"], "basemap": m["basemap"]["source"],
             "files": {k: v["bytes"] for k, v in m["files"].items()}}
 
@@ -244,6 +267,11 @@ def register(sub):
     p.add_argument("--region", nargs=4, type=float, default=None, metavar=("LAT_MIN", "LAT_MAX", "LON_MIN", "LON_MAX"))
     p.add_argument("--no-keystore", action="store_true")
     p.add_argument("--no-keyindex", action="store_true", help="no keypoint-voting index (keyindex.hnsw)")
+    p.add_argument("--keystore-gsd-km", type=float, default=None,
+                   help="keypoint store tile sample, km per pixel (default: build_keystore's)")
+    p.add_argument("--fine-keystore-gsd-km", type=float, default=FINE_KEYSTORE_GSD_KM,
+                   help="sample of the fine keypoint store for narrow cameras, km per pixel "
+                        f"(default {FINE_KEYSTORE_GSD_KM:g}; 0: none)")
     p.set_defaults(func=run_build)
 
     q = sub.add_parser("info", help="describe the bundle and encoder that locate would use")
@@ -264,7 +292,8 @@ def run_build(args) -> int:
     try:
         build_bundle(out, basemap, args.encoder, args.pca_dim,
                      {"M": args.M, "ef_construction": args.ef_construction, "ef": args.ef},
-                     keystore=not args.no_keystore, region=args.region, keyindex=not args.no_keyindex)
+                     keystore=not args.no_keystore, region=args.region, keyindex=not args.no_keyindex,
+                     keystore_gsd_km=args.keystore_gsd_km, fine_keystore_gsd_km=args.fine_keystore_gsd_km)
     except (FileNotFoundError, ValueError) as exc:
         print(f"earthfix build-index: {exc}", file=sys.stderr)
         return 2

@@ -38,7 +38,8 @@ def wrong_place_evidence(loc, img, cam, truth, rng, n_wrong: int = WRONG_PER_FRA
     from dataclasses import replace
     from ..onboard.verify import Verifier
     from .framesets import random_place
-    v = Verifier(loc.bundle.keystore, replace(loc.verifier.cfg, min_inliers=4, min_matches=4))
+    base = loc.verifier_for(cam)
+    v = Verifier(base.store, replace(base.cfg, min_inliers=4, min_matches=4))
     feats = v.extract(img)
     out = []
     for _ in range(n_wrong):

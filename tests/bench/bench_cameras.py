@@ -1,7 +1,7 @@
 """The flight pipeline at cameras other than the eval's two (not a pytest test).
 
     PYTHONPATH=. python tests/bench/bench_cameras.py [--n 30] [--seed 31337] [--camera 1024x1024@40 ...]
-        [--config cfg.yaml]
+        [--config cfg.yaml] [--bundle DIR]
 
 Land frames (``make_frameset``, the simulator's effects, default basemap, 400-800 km, 0-5 deg off nadir, any
 yaw) seen by each camera below, through one loaded ``Localizer`` (defaults, one thread): eligible frames,
@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--camera", action="append", default=None, metavar="WxH@FOV",
                     help="a camera (width x height @ horizontal FOV, deg); repeatable; default: the four below")
     ap.add_argument("--config", default=None, help="Localizer config YAML (default: the shipped defaults)")
+    ap.add_argument("--bundle", default=None, help="bundle directory (default: the default bundle)")
     a = ap.parse_args()
     cameras = CAMERAS
     if a.camera:
@@ -39,7 +40,7 @@ def main() -> None:
             size, fov = c.split("@")
             w, h = size.lower().split("x")
             cameras.append((int(w), int(h), float(fov)))
-    loc = Localizer.load(ensure_default_bundle(), a.config)
+    loc = Localizer.load(a.bundle or ensure_default_bundle(), a.config)
     print("| camera | footprint half-width at 600 km | eligible | fix rate | false fixes | error p50 | latency p50 |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for w, h, fov in cameras:

@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python tests/bench/bench_ceiling.py [--n 120] [--set kind] [--seed 4242]
         [--cfg '{"name": {"feature": {"max_keypoints": 400}}}'] [--by-share] [--eval-seed S]
+        [--bundle DIR | --store KEYSTORE.npz]
 
 Frames are drawn like ``earthfix eval``'s scenario sets (``framesets.make_frameset``, simulator effects)
 but from another seed, so tuning here never sees the evaluation frames. For every eligible frame the
@@ -32,7 +33,8 @@ from earthfix.onboard import geodesy  # noqa: E402
 from earthfix.onboard.bundle import Bundle  # noqa: E402
 from earthfix.onboard.camera import Camera  # noqa: E402
 from earthfix.onboard.features import FeatureConfig, fill_clouds  # noqa: E402
-from earthfix.onboard.verify import Verifier, VerifyConfig, cloud_fill_config  # noqa: E402
+from earthfix.onboard.keystore import KeypointStore  # noqa: E402
+from earthfix.onboard.verify import Verifier, VerifyConfig, cloud_fill_config, wants_fine_store  # noqa: E402
 from earthfix.sim.basemap import Basemap  # noqa: E402
 from earthfix.tools.build_index import default_bundle_dir  # noqa: E402
 from earthfix.tools.evaluate import SCENARIOS, is_eligible, scenario_frames, scenario_seed  # noqa: E402
@@ -43,6 +45,7 @@ SETS = {   # name: (width, fov_deg, basemap shift, cloud cover or None for the e
     "season256": (256, 80.0, "season", None),
     "land512": (512, 60.0, None, None),
     "cloudy": (256, 80.0, None, 0.7),
+    "narrow1024": (1024, 40.0, None, None),   # a narrow camera (bench_cameras), not an eval set
 }
 
 
@@ -71,13 +74,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=4242)
     ap.add_argument("--set", dest="sets", action="append", choices=list(SETS), help="default: all")
     ap.add_argument("--bundle", default=None, help="bundle whose keypoint store is used (default bundle)")
+    ap.add_argument("--store", default=None, help="a keypoint store .npz instead of the bundle's")
     ap.add_argument("--cfg", default='{"default": {}}', help="JSON {name: VerifyConfig overrides}")
     ap.add_argument("--by-share", action="store_true", help="split by the frame's cloud-like pixel share")
     ap.add_argument("--eval-seed", type=int, default=None,
                     help="use the frames of `earthfix eval --frames N --seed S` (N = --n)")
     args = ap.parse_args()
     cv2.setNumThreads(1)
-    store = Bundle.load(args.bundle or default_bundle_dir()).keystore
+    bundle = None if args.store else Bundle.load(args.bundle or default_bundle_dir())
     variants = json.loads(args.cfg)
     for name in args.sets or list(SETS):
         width, fov, shift, cover = SETS[name]
@@ -94,7 +98,13 @@ def main() -> None:
         for vname, over in variants.items():
             over = dict(over)
             fcfg = FeatureConfig(**over.pop("feature", {}))
-            ver = Verifier(store, VerifyConfig(feature=fcfg, **over))
+            vcfg = VerifyConfig(feature=fcfg, **over)
+            if args.store:
+                store = KeypointStore.load(args.store)
+            else:   # the store the Localizer verifies this camera on
+                fine = bundle.keystore_fine is not None and wants_fine_store(vcfg, cam, bundle.keystore.gsd_km)
+                store = bundle.keystore_fine if fine else bundle.keystore
+            ver = Verifier(store, vcfg)
             first, ms = ceiling(ver, [cloudy[k] for k in keep], cam)
             filled, _ = ceiling(ver, [cloudy[k] for k in keep], cam, fill=True)
             no_cloud = "–"

@@ -57,12 +57,12 @@ def main() -> None:
         for img, truth in make_frameset(a.n, a.seed + k, cam, basemap, spec):
             blat, blon = truth["bore_lat"], truth["bore_lon"]
             fver = loc.fill_verifier(cam)
-            looks = [(img, loc.verifier, None)]
+            looks = [(img, loc.verifier_for(cam), None)]
             filled, mask = fill_clouds(img, fver.cfg.feature, share=FILL_SHARE)
             if filled is not img:
                 looks.append((filled, fver, mask))
             for im, ver, drop in looks:
-                v = Verifier(loc.bundle.keystore, replace(ver.cfg, min_inliers=4, min_matches=4))
+                v = Verifier(ver.store, replace(ver.cfg, min_inliers=4, min_matches=4))
                 feats = v.extract(im, drop=drop)
                 places = [("wrong", place_between(rng, blat, blon, 1300.0, 2500.0)) for _ in range(a.near)]
                 places += [("wrong", place_between(rng, blat, blon, 2500.0, 30000.0)) for _ in range(a.far)]
