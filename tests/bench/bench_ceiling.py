@@ -49,12 +49,15 @@ SETS = {   # name: (width, fov_deg, basemap shift, cloud cover or None for the e
 }
 
 
-def ceiling(verifier: Verifier, frames, camera: Camera, fill: bool = False) -> tuple[np.ndarray, list[float]]:
+def ceiling(verifier: Verifier, frames, camera: Camera, fill: bool = False,
+            fill_gsd_km: float | None = None) -> tuple[np.ndarray, list[float]]:
     """Per frame: True when the verifier, given the true place only, fixes within 50 km. ``fill``: the
-    Localizer's cloud-filled look (its own verifier configuration, every frame filled)."""
+    Localizer's cloud-filled look (its own verifier configuration, every frame filled), sampled for a store
+    of ``fill_gsd_km`` (default: the verifier's store; the Localizer uses the coarse store's)."""
     ok, ms = [], []
     if fill:
-        verifier = Verifier(verifier.store, cloud_fill_config(verifier.cfg, camera, verifier.store.gsd_km))
+        gsd = fill_gsd_km or verifier.store.gsd_km
+        verifier = Verifier(verifier.store, cloud_fill_config(verifier.cfg, camera, gsd))
     for img, truth in frames:
         t = time.perf_counter()
         drop = None
@@ -106,7 +109,8 @@ def main() -> None:
                 store = bundle.keystore_fine if fine else bundle.keystore
             ver = Verifier(store, vcfg)
             first, ms = ceiling(ver, [cloudy[k] for k in keep], cam)
-            filled, _ = ceiling(ver, [cloudy[k] for k in keep], cam, fill=True)
+            filled, _ = ceiling(ver, [cloudy[k] for k in keep], cam, fill=True,
+                                fill_gsd_km=None if args.store else bundle.keystore.gsd_km)
             no_cloud = "–"
             if clear_ is not None:
                 no_cloud = f"{ceiling(ver, [clear_[k] for k in keep], cam)[0].mean():6.1%}"
