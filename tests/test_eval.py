@@ -249,3 +249,12 @@ def test_winter_stress_set_snows_the_north_and_leaves_the_south(basemap):
     assert sdef.stress and sdef.basemap == "winter"
     _, frames = ev.scenario_frames(sdef, 5, 123)
     assert all(t["bore_lat"] >= sdef.min_lat_deg - 1.0 for _, t in frames)   # boresight within a tilt of it
+
+
+def test_panchromatic_stress_set_is_grey_land():
+    sdef = next(s for s in ev.SCENARIOS if s.name == "stress_pan")
+    assert sdef.stress and sdef.panchromatic and sdef.kind == "land"
+    _, frames = ev.scenario_frames(sdef, 3, 321)
+    for img, truth in frames:
+        assert img.ndim == 3 and np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 1], img[..., 2])
+        assert truth["land_frac"] > 0

@@ -43,9 +43,17 @@ def test_cloudy_frame_is_looked_at_filled_first(tiny_bundle, frames):
     assert filled.inliers > 1.2 * plain.inliers
 
 
-def test_clear_and_panchromatic_frames_get_the_plain_look(tiny_bundle, frames):
+def test_clear_frames_get_the_plain_look_and_panchromatic_ones_are_filled_by_brightness(tiny_bundle, frames):
+    from earthfix.onboard import geodesy
+    from earthfix.onboard.localizer import FILL_SHARE
     cam, clear, cloudy, grey = frames
     fix = _locate(tiny_bundle, {}, cam, clear)
     assert fix.fix and fix.evidence["look"] == "plain" and fix.evidence["cloud_share"] < 0.05
-    fix = _locate(tiny_bundle, {}, cam, grey)          # no colour: cloud cannot be told from bright ground
-    assert fix.evidence["look"] == "plain" and fix.evidence["cloud_share"] == 0.0
+    # no colour: cloud-like by brightness alone; as three equal bands or as an H x W grey frame
+    for g in (grey, cv2.cvtColor(grey, cv2.COLOR_BGR2GRAY)):
+        fix = _locate(tiny_bundle, {}, cam, g)
+        assert FILL_SHARE[0] <= fix.evidence["cloud_share"] <= FILL_SHARE[1]
+        assert fix.fix and fix.evidence["look"] == "filled", fix.reason
+        assert geodesy.great_circle_km(fix.lat, fix.lon, LAT, LON) < 5.0
+    assert _locate(tiny_bundle, {"verify": {"feature": {"cloud_grey_margin_dn": 0}}}, cam, grey
+                   ).evidence["cloud_share"] == 0.0

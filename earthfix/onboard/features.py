@@ -55,7 +55,10 @@ class FeatureConfig:
     cloud_floor_pct: float = 10.0     # the frame's cloud_floor_pct percentile of the darkest channel
     cloud_fill_sigma_px: float = 2.0  # Gaussian of the fill (normalised convolution), working pixels
     cloud_min_colour: float = 0.08    # frames whose 90th-percentile saturation is lower are treated as
-                                      # panchromatic: no colour to tell cloud from bright ground, no fill
+                                      # panchromatic: no colour to tell cloud from bright ground, so...
+    cloud_grey_margin_dn: float = 55.0  # ...cloud-like is brightness alone: this many DN above the floor
+                                      # (0: no mask on such frames). 25 / 40 / 55 / 70 / 100 measured on grey
+                                      # eval frames (docs/VERIFICATION.md, "Panchromatic frames")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -260,14 +263,17 @@ def extract_features(image: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
 
 def cloud_mask(image_bgr: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
                work_per_px: float = 0.5) -> np.ndarray | None:
-    """Cloud-like pixels of an 8-bit BGR image (H x W bool), or None for a panchromatic-looking or
-    unlit frame.
+    """Cloud-like pixels of an 8-bit BGR image (H x W bool), or None for an unlit frame (or a
+    panchromatic one when ``cfg.cloud_grey_margin_dn`` is 0).
 
     Clouds and haze add the same grey to every band, so they pull a pixel towards white: low saturation
     and a darkest band well above the ground's. The ground floor is a low percentile of the darkest band
     over the frame's lit pixels, so a dark frame's thin veils count and a desert frame's sand mostly does
     not. Snow, ice and pale salt flats are taken for cloud: no colour tells them apart, which is why the
-    ``Localizer`` keeps the plain look too (alone below 20 % cloud-like pixels, second above).
+    ``Localizer`` keeps the plain look too (alone below 20 % cloud-like pixels, second above). A frame
+    without colour (90th-percentile saturation below ``cfg.cloud_min_colour``: a panchromatic sensor) is
+    judged by brightness alone, with the wider margin ``cfg.cloud_grey_margin_dn``: bright ground is taken
+    for cloud more often there, and the plain look is what catches it.
     The mask is dilated by half a working pixel (``work_per_px``: working pixels per image pixel): a
     fragment's soft rim carries its edge too.
     """
@@ -278,10 +284,13 @@ def cloud_mask(image_bgr: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
     if cv2.countNonZero(lit) < 16:
         return None
     sat = cv2.divide(cv2.subtract(v, m), v, scale=255.0)          # saturation, 0..255 (0 where v = 0)
-    if _percentile_u8(sat, lit, 90.0) < cfg.cloud_min_colour * 255.0:
-        return None
     floor = _percentile_u8(m, lit, cfg.cloud_floor_pct)
-    mask = ((sat < cfg.cloud_max_sat * 255.0) & (m > floor + cfg.cloud_margin_dn)).astype(np.uint8)
+    if _percentile_u8(sat, lit, 90.0) < cfg.cloud_min_colour * 255.0:
+        if cfg.cloud_grey_margin_dn <= 0:
+            return None
+        mask = (m > floor + cfg.cloud_grey_margin_dn).astype(np.uint8)
+    else:
+        mask = ((sat < cfg.cloud_max_sat * 255.0) & (m > floor + cfg.cloud_margin_dn)).astype(np.uint8)
     k = 2 * max(1, int(round(0.5 / work_per_px))) + 1
     return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))) > 0
 

@@ -8,7 +8,8 @@ encoder's, cut to ``top_k`` (``fix.candidates``; the encoder's own list is ``fix
 Verification then takes the first ``verify_k`` in order, until an early stop or the deadline. Without a
 key index (or with ``vote: false``) the list is the encoder's alone.
 
-Cloud (config ``cloud_fill``): a colour frame with 20-80 % cloud-like pixels is first looked at with its
+Cloud (config ``cloud_fill``): a frame with 20-80 % cloud-like pixels (``features.cloud_mask``: by colour, or
+by brightness alone on a panchromatic frame) is first looked at with its
 cloud filled from the clear ground around it (``features.fill_clouds``; features at the keypoint store's
 ground sample, ``verify.cloud_fill_config``), then, if that finds nothing and time is left before the
 deadline, as it is (a second look, verifying only its own vote's places). Evidence ``look`` says which
@@ -167,10 +168,14 @@ class Localizer:
             plain_ver = self.verifier_for(camera)
             looks = [(img, plain_ver, None)]
             share = 0.0
-            if self.cfg["cloud_fill"] and img.ndim == 3:
+            if self.cfg["cloud_fill"]:
                 t = _time.perf_counter()
                 fver = self.fill_verifier(camera)
-                filled, mask = fill_clouds(img, fver.cfg.feature, share=FILL_SHARE)
+                # a grey frame is filled as three equal bands (features.cloud_mask judges it by brightness)
+                bgr = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+                filled, mask = fill_clouds(bgr, fver.cfg.feature, share=FILL_SHARE)
+                if filled is bgr:
+                    filled = img
                 share = 0.0 if mask is None else cv2.countNonZero(mask.view(np.uint8)) / mask.size
                 if filled is not img:
                     # no keypoint centred on the filled cloud: the budget goes to the clear ground

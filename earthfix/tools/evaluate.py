@@ -5,8 +5,9 @@
 Scenario sets (``SCENARIOS``; seeds ``EVAL_SEED + 100 * seed + k``, disjoint from calibrate's 7000 range):
 land seen by a 256x256 80-degree camera from the default basemap with the simulator's effects; the same
 from the season-shifted basemap; land with a 512x512 60-degree camera; cloudy land (cover 0.7); open
-ocean; night; and two stress sets, reported apart: land rendered from another product (``shadedrelief``),
-and northern land under winter snow (``framesets.shifted_basemap("winter")``).
+ocean; night; and three stress sets, reported apart: land rendered from another product (``shadedrelief``),
+northern land under winter snow (``framesets.shifted_basemap("winter")``), and land seen by a panchromatic
+sensor (the land256 kind of frame turned grey).
 
 Every frame goes through the full pipeline (``Localizer``, one thread) and is scored with the metrics of
 docs/CONVENTIONS.md (the metric functions below state each definition once). Side by side, on the same
@@ -70,6 +71,7 @@ class ScenarioDef:
     stress: bool = False          # reported apart from the "overall" aggregate
     description: str = ""
     min_lat_deg: float | None = None   # frames only at or north of this latitude
+    panchromatic: bool = False    # frames turned grey (three equal bands): a sensor without colour
 
 
 SCENARIOS = (
@@ -83,6 +85,8 @@ SCENARIOS = (
                 description="stress: land from another product (shadedrelief), 256 px 80 deg"),
     ScenarioDef("stress_winter", 256, 256, 80.0, "winter", stress=True, min_lat_deg=38.0,
                 description="stress: northern land (>= 38 deg N) under winter snow, 256 px 80 deg"),
+    ScenarioDef("stress_pan", 256, 256, 80.0, None, stress=True, panchromatic=True,
+                description="stress: land256's kind of frames from a panchromatic sensor (grey)"),
 )
 
 
@@ -313,15 +317,18 @@ def region_frameset(n: int, seed: int, camera, basemap, spec, region):
 def scenario_frames(sdef: ScenarioDef, n: int, seed: int, region=None):
     """(camera, iterator of (image, truth)) for one scenario."""
     from ..onboard.camera import Camera
-    from .framesets import FrameSpec, make_frameset, shifted_basemap
+    from .framesets import FrameSpec, make_frameset, random_place, shifted_basemap
     cam = Camera.from_fov(sdef.width, sdef.height, sdef.fov_deg)
     spec = FrameSpec(kind=sdef.kind, daylight=sdef.daylight, cloud_cover=sdef.cloud_cover)
     basemap = shifted_basemap(sdef.basemap) if sdef.basemap else None
     if region is not None and sdef.kind == "land":
         return cam, region_frameset(n, seed, cam, basemap, spec, region)
-    if sdef.min_lat_deg is not None:
-        return cam, make_frameset(n, seed, cam, basemap, spec, place=_north_of(sdef.min_lat_deg))
-    return cam, make_frameset(n, seed, cam, basemap, spec)
+    import cv2
+    place = _north_of(sdef.min_lat_deg) if sdef.min_lat_deg is not None else random_place
+    frames = make_frameset(n, seed, cam, basemap, spec, place=place)
+    if sdef.panchromatic:
+        frames = ((cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR), t) for img, t in frames)
+    return cam, frames
 
 
 def _north_of(min_lat_deg: float):
