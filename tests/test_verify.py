@@ -125,6 +125,9 @@ def test_cloud_mask_and_fill_rules(basemap):
     # ...and ground a little brighter than the floor is not cloud there (it is with the colour rule's margin)
     ramp = np.repeat(np.linspace(40, 40 + cfg.cloud_grey_margin_dn - 5, 256).astype(np.uint8)[None, :], 256, 0)
     assert not cloud_mask(cv2.merge([ramp] * 3), cfg).any()
+    # a colour frame with hardly any colour left (haze over all of it) is not taken for a grey one: no mask
+    washed = cv2.addWeighted(cloudy, 0.1, grey, 0.9, 0)
+    assert cloud_mask(washed, cfg) is None and fill_clouds(washed, cfg)[0] is washed
     # no light: nothing can be told apart, nothing is filled
     assert cloud_mask(np.zeros_like(img), cfg) is None
     # outside the share range the input object comes back unfilled

@@ -54,11 +54,11 @@ class FeatureConfig:
     cloud_margin_dn: float = 25.0     # ...and the darkest channel this many DN above the ground floor,
     cloud_floor_pct: float = 10.0     # the frame's cloud_floor_pct percentile of the darkest channel
     cloud_fill_sigma_px: float = 2.0  # Gaussian of the fill (normalised convolution), working pixels
-    cloud_min_colour: float = 0.08    # frames whose 90th-percentile saturation is lower are treated as
-                                      # panchromatic: no colour to tell cloud from bright ground, so...
-    cloud_grey_margin_dn: float = 55.0  # ...cloud-like is brightness alone: this many DN above the floor
-                                      # (0: no mask on such frames). 25 / 40 / 55 / 70 / 100 measured on grey
-                                      # eval frames (docs/VERIFICATION.md, "Panchromatic frames")
+    cloud_min_colour: float = 0.08    # colour frames whose 90th-percentile saturation is lower get no mask
+                                      # (cloud or haze over most of the frame: nothing to tell apart)
+    cloud_grey_margin_dn: float = 55.0  # grey frames (equal bands): cloud-like is brightness alone, this many
+                                      # DN above the floor (0: no mask). 25 / 40 / 55 / 70 / 100 measured on
+                                      # grey eval frames (docs/VERIFICATION.md, "Panchromatic frames")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -270,10 +270,11 @@ def cloud_mask(image_bgr: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
     and a darkest band well above the ground's. The ground floor is a low percentile of the darkest band
     over the frame's lit pixels, so a dark frame's thin veils count and a desert frame's sand mostly does
     not. Snow, ice and pale salt flats are taken for cloud: no colour tells them apart, which is why the
-    ``Localizer`` keeps the plain look too (alone below 20 % cloud-like pixels, second above). A frame
-    without colour (90th-percentile saturation below ``cfg.cloud_min_colour``: a panchromatic sensor) is
-    judged by brightness alone, with the wider margin ``cfg.cloud_grey_margin_dn``: bright ground is taken
-    for cloud more often there, and the plain look is what catches it.
+    ``Localizer`` keeps the plain look too (alone below 20 % cloud-like pixels, second above). A grey
+    frame (equal bands: a panchromatic sensor) is judged by brightness alone, with the wider margin
+    ``cfg.cloud_grey_margin_dn``: bright ground is taken for cloud more often there, and the plain look is
+    what catches it. A colour frame with hardly any colour (90th-percentile saturation below
+    ``cfg.cloud_min_colour``: cloud or haze over most of it) gets no mask.
     The mask is dilated by half a working pixel (``work_per_px``: working pixels per image pixel): a
     fragment's soft rim carries its edge too.
     """
@@ -283,13 +284,17 @@ def cloud_mask(image_bgr: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
     lit = (v > 15).astype(np.uint8)
     if cv2.countNonZero(lit) < 16:
         return None
-    sat = cv2.divide(cv2.subtract(v, m), v, scale=255.0)          # saturation, 0..255 (0 where v = 0)
+    chroma = cv2.subtract(v, m)
     floor = _percentile_u8(m, lit, cfg.cloud_floor_pct)
-    if _percentile_u8(sat, lit, 90.0) < cfg.cloud_min_colour * 255.0:
+    if _percentile_u8(chroma, lit, 99.0) <= 2:
+        # equal bands: a panchromatic sensor. Brightness alone, with a wider margin
         if cfg.cloud_grey_margin_dn <= 0:
             return None
         mask = (m > floor + cfg.cloud_grey_margin_dn).astype(np.uint8)
     else:
+        sat = cv2.divide(chroma, v, scale=255.0)                  # saturation, 0..255 (0 where v = 0)
+        if _percentile_u8(sat, lit, 90.0) < cfg.cloud_min_colour * 255.0:
+            return None      # a colour frame with hardly any colour left (cloud, haze over most of it)
         mask = ((sat < cfg.cloud_max_sat * 255.0) & (m > floor + cfg.cloud_margin_dn)).astype(np.uint8)
     k = 2 * max(1, int(round(0.5 / work_per_px))) + 1
     return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))) > 0
