@@ -1,7 +1,8 @@
 """Fit the confidence model: P(boresight error <= 50 km | verification evidence).
 
 Runs the Localizer with no confidence gate on simulated calibration frames (land, cloudy land, ocean,
-night, from the default and the season-shifted basemaps; seeds disjoint from ``earthfix eval``), labels
+night, from the default and the season-shifted basemaps, 256 px and 512 px cameras, and land seen by a
+panchromatic sensor; seeds disjoint from ``earthfix eval``), labels
 every hypothesis by its true error, fits a logistic regression (Newton/IRLS, MAP under a Gaussian prior
 centred on the hand-set ``confidence.PRIOR``) and writes ``models/confidence.json`` with the features,
 coefficients and a reliability table.
@@ -57,6 +58,7 @@ def wrong_place_evidence(loc, img, cam, truth, rng, n_wrong: int = WRONG_PER_FRA
 def collect(loc, n: int, seed: int = CALIB_SEED, progress=True, stats: dict | None = None):
     """Labelled hypotheses (features, right, error km, set name) over the calibration sets; ``stats``
     (if given) receives the count of wrong-place trials."""
+    import cv2
     from tqdm import tqdm
     from ..onboard.camera import Camera
     from .framesets import FrameSpec, make_frameset, shifted_basemap
@@ -65,7 +67,8 @@ def collect(loc, n: int, seed: int = CALIB_SEED, progress=True, stats: dict | No
             ("season256", Camera.from_fov(256, 256, 80), "season", FrameSpec(), 0.2),
             ("cloudy", Camera.from_fov(256, 256, 80), None, FrameSpec(cloud_cover=0.7), 0.1),
             ("ocean", Camera.from_fov(256, 256, 80), None, FrameSpec(kind="ocean"), 0.05),
-            ("night", Camera.from_fov(256, 256, 80), None, FrameSpec(daylight=False), 0.05)]
+            ("night", Camera.from_fov(256, 256, 80), None, FrameSpec(daylight=False), 0.05),
+            ("pan256", Camera.from_fov(256, 256, 80), None, FrameSpec(), 0.1)]   # a panchromatic sensor
     rows = []
     rng = np.random.default_rng(seed + 99)
     for k, (name, cam, bm, spec, share) in enumerate(sets):
@@ -73,6 +76,8 @@ def collect(loc, n: int, seed: int = CALIB_SEED, progress=True, stats: dict | No
         basemap = shifted_basemap(bm) if bm else None
         for img, truth in tqdm(make_frameset(m, seed + k, cam, basemap, spec), total=m, desc=f"calibrate {name}",
                                disable=not progress, file=sys.stderr):
+            if name.startswith("pan"):
+                img = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
             fix = loc.locate(img, cam)
             if spec.kind == "land":
                 if stats is not None:
