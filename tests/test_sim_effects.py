@@ -178,3 +178,37 @@ def test_effects_config_dict_round_trip():
                 {"noise_sigma": -1}):
         with pytest.raises(ValueError):
             fx.EffectsConfig.from_dict(bad)
+
+
+def test_cloud_shadows_darken_the_ground_away_from_the_sun(basemap, cam256):
+    """``cloud_shadow``: the ground (not the cloud) is darkened where the cloud field, moved by
+    ``cloud_top_km / tan(sun elevation)`` away from the sun, lies; off by default."""
+    import cv2
+    lat, lon = 34.0, -108.0
+    view = render(basemap, cam256, geodesy.geodetic_to_ecef(lat, lon, 600.0), nadir_attitude(lat, lon, 0.0))
+    t = datetime(2026, 3, 20, 15, 0, tzinfo=timezone.utc)          # ~08 local solar time: sun in the east
+    assert fx.EffectsConfig.default().cloud_shadow == 0.0
+    base = dict(cloud_cover=0.4, haze=0.0, noise_sigma=0.0, shot_noise=0.0, blur_sigma=0.0, appearance=0.0,
+                exposure_jitter=0.0, white_balance_jitter=0.0)
+    plain, _ = fx.apply(view, t, fx.EffectsConfig(**base), np.random.default_rng(1))
+    shaded, _ = fx.apply(view, t, fx.EffectsConfig(**base, cloud_shadow=0.6, cloud_top_km=12.0),
+                         np.random.default_rng(1))
+    dx, dy = fx._shadow_shift_px(view, fx.sun_direction_ecef(t), 12.0)
+    assert dx < -5.0 and abs(dy) < abs(dx)                  # north-up frame, morning sun: shadows fall west
+    alpha, _ = fx.shared_cloud_field().sample_with_thickness(view.lat, view.lon, 0.4, *_cloud_offsets(1))
+    shadow = cv2.warpAffine(alpha, np.float32([[1, 0, dx], [0, 1, dy]]), alpha.shape[::-1],
+                            borderMode=cv2.BORDER_REPLICATE)
+    diff = plain.astype(float).mean(axis=2) - shaded.astype(float).mean(axis=2)
+    assert diff.min() >= -1.0                               # shadows only ever darken
+    ground_in_shadow = (shadow > 0.9) & (alpha < 0.1)
+    clear = (shadow < 0.005) & (alpha < 0.1)
+    assert ground_in_shadow.sum() > 200 and clear.sum() > 200
+    ratio = shaded.astype(float).mean(axis=2)[ground_in_shadow] / np.maximum(plain.astype(float).mean(axis=2)[ground_in_shadow], 1)
+    assert 0.35 < np.median(ratio) < 0.45                   # 60 % of the light taken (no haze veil here)
+    assert np.abs(diff[clear]).max() <= 1.0                 # untouched outside the shadows
+
+
+def _cloud_offsets(seed):
+    """The per-frame cloud offset ``effects.apply`` draws first from its rng (shared field, no geo anchor)."""
+    rng = np.random.default_rng(seed)
+    return float(rng.uniform(0, 360)), bool(rng.uniform() < 0.5)

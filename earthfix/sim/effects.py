@@ -7,7 +7,8 @@ low-precision formulas (about 0.01 deg from 1950 to 2050), rotated to ECEF with 
 orbits (``earthfix.sim.orbit.gmst_rad``). Sun elevations are geodetic (above the ellipsoid's tangent
 plane), in degrees, without refraction.
 
-Order of the pipeline (physical): ground reflectance (+ appearance shift) -> clouds -> haze veil ->
+Order of the pipeline (physical): ground reflectance (+ appearance shift) -> cloud shadows (optional,
+``cloud_shadow``: the cloud field moved away from the sun by the cloud height) -> clouds -> haze veil ->
 illumination -> vignetting, exposure gain and white balance -> optical blur -> sensor noise ->
 8-bit quantization -> optional JPEG. Pixels off the Earth stay black (plus sensor noise).
 
@@ -54,6 +55,8 @@ class EffectsConfig:
     white_balance_jitter: float = 0.03  # per-channel log-gain standard deviation per frame
     jpeg_quality: int | None = None     # None: no JPEG round trip
     appearance: float = 0.5       # strength of the per-frame colour/season/haze shift
+    cloud_shadow: float = 0.0     # share of the light a cloud's shadow takes from the ground (0: no shadows)
+    cloud_top_km: float = 3.0     # cloud height that sets how far from its cloud a shadow falls
 
     @classmethod
     def default(cls) -> "EffectsConfig":
@@ -96,7 +99,7 @@ class EffectsConfig:
             else:
                 if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val) or val < 0:
                     raise ValueError(f"effects: {key!r} must be a non-negative number, got {val!r}")
-                if key in ("cloud_cover", "cloud_opacity", "haze", "vignetting", "appearance") and val > 1:
+                if key in ("cloud_cover", "cloud_opacity", "haze", "vignetting", "appearance", "cloud_shadow") and val > 1:
                     raise ValueError(f"effects: {key!r} must be in [0, 1], got {val!r}")
                 val = float(val)
             cfg[key] = val
@@ -379,6 +382,28 @@ def _sun_and_airmass(view, s_dir, need_airmass: bool):
     return sin_el, airmass
 
 
+def _shadow_shift_px(view, s_dir, top_km: float):
+    """Image offset (dx, dy) px from a cloud to its shadow on the ground: ``top_km / tan(sun elevation)``
+    away from the sun, mapped through the ground points around the frame centre (one offset per frame).
+    None when the centre misses the Earth or the sun is below 2 deg there."""
+    h, w = view.hit.shape
+    cy, cx = h // 2, w // 2
+    if cx + 1 >= w or cy + 1 >= h or not view.hit[cy:cy + 2, cx:cx + 2].all():
+        return None
+    p = np.asarray(view.points[cy, cx], np.float64)
+    n = p * np.array([1 / geodesy.A_KM ** 2, 1 / geodesy.A_KM ** 2, 1 / geodesy.B_KM ** 2])
+    n /= np.linalg.norm(n)
+    s = np.asarray(s_dir, np.float64) / np.linalg.norm(s_dir)
+    sin_el = float(s @ n)
+    if sin_el < math.sin(math.radians(2.0)):
+        return None
+    horiz = s - sin_el * n
+    away = -horiz / max(np.linalg.norm(horiz), 1e-12) * (top_km / math.tan(math.asin(min(sin_el, 1.0))))
+    j = np.stack([view.points[cy, cx + 1] - p, view.points[cy + 1, cx] - p], axis=1)      # km per px, 3 x 2
+    dxy, *_ = np.linalg.lstsq(j, away, rcond=None)
+    return float(dxy[0]), float(dxy[1])
+
+
 def apply(view, t, cfg: EffectsConfig, rng: np.random.Generator, clouds: CloudField | None = None,
           sun_dir=None) -> tuple[np.ndarray, dict]:
     """Apply the effects of ``cfg`` to a rendered ``View`` at UTC time ``t``.
@@ -469,6 +494,11 @@ def apply(view, t, cfg: EffectsConfig, rng: np.random.Generator, clouds: CloudFi
         np.sqrt(thick, out=thick)                       # thin, broken cloud is grey; thick cores bright
         b_cloud = (thick * np.float32(0.3 * CLOUD_GREY) + np.float32(0.7 * CLOUD_GREY)) * alpha * a_plane
         a_plane = a_plane - alpha * a_plane             # * (1 - alpha)
+        shift = _shadow_shift_px(view, s_dir, cfg.cloud_top_km) if cfg.cloud_shadow > 0 else None
+        if shift is not None:                           # the ground (not the cloud) under a cloud's shadow
+            m = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
+            shadow = cv2.warpAffine(alpha, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+            a_plane = a_plane * (np.float32(1.0) - np.float32(cfg.cloud_shadow) * shadow)
     img = ground.astype(np.float32)
     img *= cv2.merge([a_plane * np.float32(c) for c in colour])
     if b_cloud is not None or b_haze is not None:
