@@ -174,10 +174,8 @@ class Localizer:
                 # a grey frame is filled as three equal bands (features.cloud_mask judges it by brightness)
                 bgr = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
                 filled, mask = fill_clouds(bgr, fver.cfg.feature, share=FILL_SHARE)
-                if filled is bgr:
-                    filled = img
                 share = 0.0 if mask is None else cv2.countNonZero(mask.view(np.uint8)) / mask.size
-                if filled is not img:
+                if filled is not bgr:
                     # no keypoint centred on the filled cloud: the budget goes to the clear ground
                     looks = [(filled, fver, mask), (img, plain_ver, None)]
                 stages["fill_ms"] = (_time.perf_counter() - t) * 1e3

@@ -92,6 +92,11 @@ class VerifyConfig:
             raise ValueError(f"verify: 'sub_from' must be 'pose' or 'nadir', got {self.sub_from!r}")
 
 
+def native_km_per_px(cfg: VerifyConfig, camera: Camera) -> float:
+    """Ground size of one of ``camera``'s pixels at the nominal altitude (km), along its longer side."""
+    return 2.0 * camera.footprint_half_width_km(cfg.nominal_alt_km) / max(camera.width, camera.height)
+
+
 def cloud_fill_config(cfg: VerifyConfig, camera: Camera, store_gsd_km: float = 6.0) -> VerifyConfig:
     """``cfg`` for a cloud-filled look (``features.fill_clouds``) with ``camera``: features at the keypoint
     store's ground sample (``store_gsd_km`` per working pixel at the nominal altitude), but never coarser
@@ -99,10 +104,8 @@ def cloud_fill_config(cfg: VerifyConfig, camera: Camera, store_gsd_km: float = 6
     instead of 128 (7.9 km), so the gaps between clouds keep keypoints; 512 px at 60 deg stays at 128 px
     (5.4 km). Pixel tolerances are rescaled to keep their ground size (the store's keypoints are no finer
     than its tiles). Measured with ``tests/bench/bench_ceiling.py`` (docs/VERIFICATION.md)."""
-    h, w = camera.height, camera.width
-    native_km = 2.0 * camera.footprint_half_width_km(cfg.nominal_alt_km) / max(w, h)
-    plain = work_scale(cfg.feature, (h, w))
-    scale = min(1.0, max(plain, native_km / store_gsd_km))
+    plain = work_scale(cfg.feature, (camera.height, camera.width))
+    scale = min(1.0, max(plain, native_km_per_px(cfg, camera) / store_gsd_km))
     r = scale / plain
     return replace(cfg, feature=replace(cfg.feature, work_scale=scale),
                    sim_prefilter_work_px=cfg.sim_prefilter_work_px * r,
@@ -117,9 +120,7 @@ def wants_fine_store(cfg: VerifyConfig, camera: Camera, coarse_gsd_km: float) ->
     not 256 px at 80 deg (7.9 km). A fine camera sees too few keypoints of a coarse store in its footprint;
     a coarse camera gains nothing from a fine store but matching time (docs/VERIFICATION.md, "Store
     sample per camera")."""
-    h, w = camera.height, camera.width
-    native_km = 2.0 * camera.footprint_half_width_km(cfg.nominal_alt_km) / max(w, h)
-    return native_km / work_scale(cfg.feature, (h, w)) < coarse_gsd_km
+    return native_km_per_px(cfg, camera) / work_scale(cfg.feature, (camera.height, camera.width)) < coarse_gsd_km
 
 
 @dataclass

@@ -355,6 +355,12 @@ def _noise(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return bank[y:y + h, x:x + w]
 
 
+def _ellipsoid_normal(p: np.ndarray) -> np.ndarray:
+    """Unit outward normals of the WGS84 ellipsoid at ECEF points ``p`` (..., 3) km (zero rows stay zero)."""
+    n = p * np.array([1 / geodesy.A_KM ** 2, 1 / geodesy.A_KM ** 2, 1 / geodesy.B_KM ** 2])
+    return n / (np.linalg.norm(n, axis=-1, keepdims=True) + 1e-300)
+
+
 def _sun_and_airmass(view, s_dir, need_airmass: bool):
     """Per-pixel sin(sun elevation) and air mass (1 / cos of the view zenith angle, capped at ~6.7), float32.
 
@@ -367,8 +373,7 @@ def _sun_and_airmass(view, s_dir, need_airmass: bool):
         p = cv2.resize(view.points, (max(w // 8, 2), max(h // 8, 2)), interpolation=cv2.INTER_AREA)
     else:
         p = np.where(view.hit[..., None], view.points, 0.0)
-    n = p * np.array([1 / geodesy.A_KM ** 2, 1 / geodesy.A_KM ** 2, 1 / geodesy.B_KM ** 2])
-    n /= np.linalg.norm(n, axis=-1, keepdims=True) + 1e-300
+    n = _ellipsoid_normal(p)
     sin_el = (n @ np.asarray(s_dir, dtype=np.float64)).astype(np.float32)
     airmass = None
     if need_airmass:
@@ -391,8 +396,7 @@ def _shadow_shift_px(view, s_dir, top_km: float):
     if cx + 1 >= w or cy + 1 >= h or not view.hit[cy:cy + 2, cx:cx + 2].all():
         return None
     p = np.asarray(view.points[cy, cx], np.float64)
-    n = p * np.array([1 / geodesy.A_KM ** 2, 1 / geodesy.A_KM ** 2, 1 / geodesy.B_KM ** 2])
-    n /= np.linalg.norm(n)
+    n = _ellipsoid_normal(p)
     s = np.asarray(s_dir, np.float64) / np.linalg.norm(s_dir)
     sin_el = float(s @ n)
     if sin_el < math.sin(math.radians(2.0)):

@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +162,7 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
         from .build_keystore import BuildConfig, build_keystore
         kcfg = BuildConfig(bbox=tuple(region) if region else None)
         if keystore_gsd_km is not None:
-            kcfg = BuildConfig(bbox=kcfg.bbox, gsd_km=float(keystore_gsd_km))
+            kcfg = replace(kcfg, gsd_km=float(keystore_gsd_km))
         store = build_keystore(basemap, kcfg, progress=progress)
         store.save(tmp / "keystore.npz")
         n_kp = len(store)
@@ -169,8 +170,7 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
             if not 0 < fine_keystore_gsd_km < kcfg.gsd_km:
                 raise ValueError(f"the fine keypoint store's sample ({fine_keystore_gsd_km:g} km) must be finer "
                                  f"than the main store's ({kcfg.gsd_km:g} km)")
-            fine = build_keystore(basemap, BuildConfig(bbox=kcfg.bbox, gsd_km=float(fine_keystore_gsd_km)),
-                                  progress=progress)
+            fine = build_keystore(basemap, replace(kcfg, gsd_km=float(fine_keystore_gsd_km)), progress=progress)
             fine.save(tmp / "keystore_fine.npz")
             keystore_meta = {"gsd_km": kcfg.gsd_km, "fine_gsd_km": float(fine_keystore_gsd_km),
                              "fine_keypoints": len(fine)}

@@ -58,10 +58,9 @@ def wrong_place_evidence(loc, img, cam, truth, rng, n_wrong: int = WRONG_PER_FRA
 def collect(loc, n: int, seed: int = CALIB_SEED, progress=True, stats: dict | None = None):
     """Labelled hypotheses (features, right, error km, set name) over the calibration sets; ``stats``
     (if given) receives the count of wrong-place trials."""
-    import cv2
     from tqdm import tqdm
     from ..onboard.camera import Camera
-    from .framesets import FrameSpec, make_frameset, shifted_basemap
+    from .framesets import FrameSpec, make_frameset, panchromatic, shifted_basemap
     sets = [("land256", Camera.from_fov(256, 256, 80), None, FrameSpec(), 0.45),
             ("land512", Camera.from_fov(512, 512, 60), None, FrameSpec(), 0.15),
             ("season256", Camera.from_fov(256, 256, 80), "season", FrameSpec(), 0.2),
@@ -77,7 +76,7 @@ def collect(loc, n: int, seed: int = CALIB_SEED, progress=True, stats: dict | No
         for img, truth in tqdm(make_frameset(m, seed + k, cam, basemap, spec), total=m, desc=f"calibrate {name}",
                                disable=not progress, file=sys.stderr):
             if name.startswith("pan"):
-                img = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+                img = panchromatic(img)
             fix = loc.locate(img, cam)
             if spec.kind == "land":
                 if stats is not None:

@@ -317,17 +317,16 @@ def region_frameset(n: int, seed: int, camera, basemap, spec, region):
 def scenario_frames(sdef: ScenarioDef, n: int, seed: int, region=None):
     """(camera, iterator of (image, truth)) for one scenario."""
     from ..onboard.camera import Camera
-    from .framesets import FrameSpec, make_frameset, random_place, shifted_basemap
+    from .framesets import FrameSpec, make_frameset, panchromatic, random_place, shifted_basemap
     cam = Camera.from_fov(sdef.width, sdef.height, sdef.fov_deg)
     spec = FrameSpec(kind=sdef.kind, daylight=sdef.daylight, cloud_cover=sdef.cloud_cover)
     basemap = shifted_basemap(sdef.basemap) if sdef.basemap else None
     if region is not None and sdef.kind == "land":
         return cam, region_frameset(n, seed, cam, basemap, spec, region)
-    import cv2
     place = _north_of(sdef.min_lat_deg) if sdef.min_lat_deg is not None else random_place
     frames = make_frameset(n, seed, cam, basemap, spec, place=place)
     if sdef.panchromatic:
-        frames = ((cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR), t) for img, t in frames)
+        frames = ((panchromatic(img), t) for img, t in frames)
     return cam, frames
 
 

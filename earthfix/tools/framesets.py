@@ -67,6 +67,11 @@ def _winter(base):
                    base.source + "#winter", base.raw)
 
 
+def panchromatic(image: np.ndarray) -> np.ndarray:
+    """``image`` (BGR uint8) as a panchromatic sensor would give it: its grey in three equal bands."""
+    return cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+
+
 @dataclass
 class FrameSpec:
     kind: str = "land"            # land | ocean

@@ -85,6 +85,7 @@ def main() -> None:
     args = ap.parse_args()
     cv2.setNumThreads(1)
     bundle = None if args.store else Bundle.load(args.bundle or default_bundle_dir())
+    given = KeypointStore.load(args.store) if args.store else None
     variants = json.loads(args.cfg)
     for name in args.sets or list(SETS):
         width, fov, shift, cover = SETS[name]
@@ -102,8 +103,8 @@ def main() -> None:
             over = dict(over)
             fcfg = FeatureConfig(**over.pop("feature", {}))
             vcfg = VerifyConfig(feature=fcfg, **over)
-            if args.store:
-                store = KeypointStore.load(args.store)
+            if given is not None:
+                store = given
             else:   # the store the Localizer verifies this camera on
                 fine = bundle.keystore_fine is not None and wants_fine_store(vcfg, cam, bundle.keystore.gsd_km)
                 store = bundle.keystore_fine if fine else bundle.keystore
