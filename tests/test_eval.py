@@ -258,3 +258,16 @@ def test_panchromatic_stress_set_is_grey_land():
     for img, truth in frames:
         assert img.ndim == 3 and np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 1], img[..., 2])
         assert truth["land_frac"] > 0
+
+
+def test_thin_cloud_stress_set_veils_land256_kind_of_frames():
+    import dataclasses
+    sdef = next(s for s in ev.SCENARIOS if s.name == "stress_thin")
+    assert sdef.stress and sdef.kind == "land" and 0 < sdef.thin_cloud <= 0.5
+    _, veiled = ev.scenario_frames(sdef, 3, 321)
+    _, plain = ev.scenario_frames(dataclasses.replace(sdef, thin_cloud=0.0), 3, 321)
+    brighter = 0
+    for (a, ta), (b, tb) in zip(veiled, plain):
+        assert ta == tb                                   # same places, times, cameras and eligibility
+        brighter += a.astype(float).mean() > b.astype(float).mean() + 1.0
+    assert brighter >= 1

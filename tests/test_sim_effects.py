@@ -212,3 +212,37 @@ def _cloud_offsets(seed):
     """The per-frame cloud offset ``effects.apply`` draws first from its rng (shared field, no geo anchor)."""
     rng = np.random.default_rng(seed)
     return float(rng.uniform(0, 360)), bool(rng.uniform() < 0.5)
+
+
+def test_thin_cloud_veils_the_ground_without_making_it_cloudy(basemap, cam256):
+    """``thin_cloud``: a soft, cirrus-like veil of at most that opacity, sampled from the same field as the
+    thick clouds elsewhere (no extra random draw): it brightens and flattens the ground where the field says
+    so, never counts as cloud (eligibility is unchanged), and off by default leaves frames as they were."""
+    lat, lon = 34.0, -108.0
+    view = render(basemap, cam256, geodesy.geodetic_to_ecef(lat, lon, 600.0), nadir_attitude(lat, lon, 0.0))
+    t = datetime(2026, 3, 20, 19, 0, tzinfo=timezone.utc)           # ~12 local solar time
+    assert fx.EffectsConfig.default().thin_cloud == 0.0
+    base = dict(cloud_cover=0.3, haze=0.0, noise_sigma=0.0, shot_noise=0.0, blur_sigma=0.0, appearance=0.0,
+                exposure_jitter=0.0, white_balance_jitter=0.0)
+    plain, info0 = fx.apply(view, t, fx.EffectsConfig(**base), np.random.default_rng(25))
+    again, _ = fx.apply(view, t, fx.EffectsConfig(**base, thin_cloud=0.0), np.random.default_rng(25))
+    assert np.array_equal(plain, again)
+    veiled, info1 = fx.apply(view, t, fx.EffectsConfig(**base, thin_cloud=0.4), np.random.default_rng(25))
+    assert info1 == info0                                   # cloud_frac, land_clear_frac: thick cloud only
+    off, flip = _cloud_offsets(25)
+    field = fx.shared_cloud_field()
+    thick = field.sample(view.lat, view.lon, 0.3, off, flip)
+    veil = field.veil(view.lat, view.lon, 0.4, off + fx.THIN_LON_OFFSET_DEG, not flip)
+    assert 0.0 <= veil.min() and veil.max() <= 0.4 + 1e-6
+    diff = veiled.astype(float).mean(axis=2) - plain.astype(float).mean(axis=2)
+    under = (veil > 0.3) & (thick < 0.05)
+    bare = (veil == 0.0) & (thick < 0.05)
+    assert under.sum() > 2000 and bare.sum() > 2000     # this frame has both (a test of the test)
+    assert np.median(diff[under]) > 20                      # ground under the veil is brighter (0.3-0.4 of
+                                                            # the way from the ground to the veil's 225 DN)...
+    assert np.abs(diff[bare]).max() <= 1.0                  # ...ground without it untouched
+    g0 = plain.astype(float).mean(axis=2)[under]
+    g1 = veiled.astype(float).mean(axis=2)[under]
+    assert g1.std() < g0.std()                              # and flatter (the ground's contrast is veiled)
+    with pytest.raises(ValueError, match="thin_cloud"):
+        fx.EffectsConfig.from_dict({"thin_cloud": 0.6})

@@ -8,9 +8,9 @@ orbits (``earthfix.sim.orbit.gmst_rad``). Sun elevations are geodetic (above the
 plane), in degrees, without refraction.
 
 Order of the pipeline (physical): ground reflectance (+ appearance shift) -> cloud shadows (optional,
-``cloud_shadow``: the cloud field moved away from the sun by the cloud height) -> clouds -> haze veil ->
-illumination -> vignetting, exposure gain and white balance -> optical blur -> sensor noise ->
-8-bit quantization -> optional JPEG. Pixels off the Earth stay black (plus sensor noise).
+``cloud_shadow``: the cloud field moved away from the sun by the cloud height) -> clouds (+ an optional
+thin veil above them, ``thin_cloud``) -> haze veil -> illumination -> vignetting, exposure gain and white
+balance -> optical blur -> sensor noise -> 8-bit quantization -> optional JPEG. Pixels off the Earth stay black (plus sensor noise).
 
 Everything is vectorised with numpy float32 and OpenCV; a 256x256 frame costs a few milliseconds.
 """
@@ -30,6 +30,8 @@ from .orbit import gmst_rad, parse_time
 
 HAZE_BGR = (205.0, 190.0, 175.0)      # bluish-white atmospheric veil
 CLOUD_GREY = 240.0                    # thick cloud top, fully lit (DN)
+THIN_CLOUD_GREY = 225.0               # thin (cirrus-like) veil, fully lit (DN)
+THIN_LON_OFFSET_DEG = 97.0            # where the thin layer samples the cloud field, relative to the thick
 SIN_TWILIGHT = math.sin(math.radians(-6.0))  # civil twilight: below this the ground is dark
 
 
@@ -57,6 +59,8 @@ class EffectsConfig:
     appearance: float = 0.5       # strength of the per-frame colour/season/haze shift
     cloud_shadow: float = 0.0     # share of the light a cloud's shadow takes from the ground (0: no shadows)
     cloud_top_km: float = 3.0     # cloud height that sets how far from its cloud a shadow falls
+    thin_cloud: float = 0.0       # peak opacity (0..0.5) of a thin, cirrus-like veil over half the globe,
+                                  # above the thick clouds; it never makes a pixel "cloudy" (opacity > 0.5)
 
     @classmethod
     def default(cls) -> "EffectsConfig":
@@ -101,6 +105,8 @@ class EffectsConfig:
                     raise ValueError(f"effects: {key!r} must be a non-negative number, got {val!r}")
                 if key in ("cloud_cover", "cloud_opacity", "haze", "vignetting", "appearance", "cloud_shadow") and val > 1:
                     raise ValueError(f"effects: {key!r} must be in [0, 1], got {val!r}")
+                if key == "thin_cloud" and val > 0.5:
+                    raise ValueError(f"effects: 'thin_cloud' must be in [0, 0.5], got {val!r}")
                 val = float(val)
             cfg[key] = val
         return cls(**cfg)
@@ -235,6 +241,19 @@ class CloudField:
         ty = colat * tpx
         ty -= n * np.floor(ty * (1 / n))
         v += remap_any(self.tile, tx, ty, border_mode=cv2.BORDER_WRAP)
+        return v
+
+    def veil(self, lat_deg, lon_deg, peak: float, lon_offset_deg: float = 0.0, flip_lat: bool = False,
+             cover: float = 0.5, edge: float = 2.5) -> np.ndarray:
+        """A thin, soft-edged layer (float32 opacity, 0..``peak``): the field over its ``cover`` quantile,
+        ramped over ``edge`` units of the field (the thick clouds' ramp is ``self.edge``), so it thins out
+        gradually like cirrus rather than ending at a rim."""
+        v = self.value(lat_deg, lon_deg, lon_offset_deg, flip_lat)
+        v -= np.float32(self.threshold(cover))
+        v *= np.float32(1.0 / edge)
+        v += np.float32(0.5)
+        np.clip(v, 0.0, 1.0, out=v)
+        v *= np.float32(peak)
         return v
 
     def sample(self, lat_deg, lon_deg, cover: float | None = None, lon_offset_deg: float = 0.0,
@@ -430,18 +449,22 @@ def apply(view, t, cfg: EffectsConfig, rng: np.random.Generator, clouds: CloudFi
     sun_elev = None if bore is None else float(sun_elevation_deg(bore[0], bore[1], sun_dir=s_dir))
     land_mask = view.land > 0.5
 
-    alpha = None
+    alpha = thin = None
     if cfg.clouds and cfg.cloud_cover > 0 and cfg.cloud_opacity > 0:
         if clouds is None:
-            alpha, thick = shared_cloud_field().sample_with_thickness(
-                view.lat, view.lon, cfg.cloud_cover, float(rng.uniform(0, 360)), bool(rng.uniform() < 0.5))
+            field, lon_off, flip = shared_cloud_field(), float(rng.uniform(0, 360)), bool(rng.uniform() < 0.5)
         else:
-            alpha, thick = clouds.sample_with_thickness(view.lat, view.lon, cfg.cloud_cover)
+            field, lon_off, flip = clouds, 0.0, False
+        alpha, thick = field.sample_with_thickness(view.lat, view.lon, cfg.cloud_cover, lon_off, flip)
+        if cfg.thin_cloud > 0:          # the same field elsewhere (no extra random draw), soft-edged
+            thin = field.veil(view.lat, view.lon, cfg.thin_cloud, lon_off + THIN_LON_OFFSET_DEG, not flip)
         if cfg.cloud_opacity != 1.0:
             alpha *= np.float32(cfg.cloud_opacity)
         all_hit = bool(hit.all())
         if not all_hit:
             alpha[~hit] = 0.0
+            if thin is not None:
+                thin[~hit] = 0.0
         cloudy = alpha > 0.5
         n_hit = h * w if all_hit else int(np.count_nonzero(hit))
         cloud_frac = float(np.count_nonzero(cloudy)) / n_hit if n_hit else 0.0
@@ -497,7 +520,11 @@ def apply(view, t, cfg: EffectsConfig, rng: np.random.Generator, clouds: CloudFi
     if alpha is not None:
         np.sqrt(thick, out=thick)                       # thin, broken cloud is grey; thick cores bright
         b_cloud = (thick * np.float32(0.3 * CLOUD_GREY) + np.float32(0.7 * CLOUD_GREY)) * alpha * a_plane
+        lit = a_plane
         a_plane = a_plane - alpha * a_plane             # * (1 - alpha)
+        if thin is not None:                            # a thin veil above: over ground and thick cloud
+            b_cloud = b_cloud * (np.float32(1.0) - thin) + thin * np.float32(THIN_CLOUD_GREY) * lit
+            a_plane = a_plane * (np.float32(1.0) - thin)
         shift = _shadow_shift_px(view, s_dir, cfg.cloud_top_km) if cfg.cloud_shadow > 0 else None
         if shift is not None:                           # the ground (not the cloud) under a cloud's shadow
             m = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])

@@ -5,9 +5,10 @@
 Scenario sets (``SCENARIOS``; seeds ``EVAL_SEED + 100 * seed + k``, disjoint from calibrate's 7000 range):
 land seen by a 256x256 80-degree camera from the default basemap with the simulator's effects; the same
 from the season-shifted basemap; land with a 512x512 60-degree camera; cloudy land (cover 0.7); open
-ocean; night; and three stress sets, reported apart: land rendered from another product (``shadedrelief``),
-northern land under winter snow (``framesets.shifted_basemap("winter")``), and land seen by a panchromatic
-sensor (the land256 kind of frame turned grey).
+ocean; night; and four stress sets, reported apart: land rendered from another product (``shadedrelief``),
+northern land under winter snow (``framesets.shifted_basemap("winter")``), land seen by a panchromatic
+sensor (the land256 kind of frame turned grey), and land under a thin, cirrus-like veil (the simulator's
+``thin_cloud``).
 
 Every frame goes through the full pipeline (``Localizer``, one thread) and is scored with the metrics of
 docs/CONVENTIONS.md (the metric functions below state each definition once). Side by side, on the same
@@ -72,6 +73,7 @@ class ScenarioDef:
     description: str = ""
     min_lat_deg: float | None = None   # frames only at or north of this latitude
     panchromatic: bool = False    # frames turned grey (three equal bands): a sensor without colour
+    thin_cloud: float = 0.0       # peak opacity of a thin, cirrus-like veil over half the globe (simulator)
 
 
 SCENARIOS = (
@@ -87,6 +89,8 @@ SCENARIOS = (
                 description="stress: northern land (>= 38 deg N) under winter snow, 256 px 80 deg"),
     ScenarioDef("stress_pan", 256, 256, 80.0, None, stress=True, panchromatic=True,
                 description="stress: land256's kind of frames from a panchromatic sensor (grey)"),
+    ScenarioDef("stress_thin", 256, 256, 80.0, None, stress=True, thin_cloud=0.25,
+                description="stress: land256's kind of frames under thin, cirrus-like cloud (peak opacity 0.25)"),
 )
 
 
@@ -319,7 +323,8 @@ def scenario_frames(sdef: ScenarioDef, n: int, seed: int, region=None):
     from ..onboard.camera import Camera
     from .framesets import FrameSpec, make_frameset, panchromatic, random_place, shifted_basemap
     cam = Camera.from_fov(sdef.width, sdef.height, sdef.fov_deg)
-    spec = FrameSpec(kind=sdef.kind, daylight=sdef.daylight, cloud_cover=sdef.cloud_cover)
+    spec = FrameSpec(kind=sdef.kind, daylight=sdef.daylight, cloud_cover=sdef.cloud_cover,
+                     thin_cloud=sdef.thin_cloud)
     basemap = shifted_basemap(sdef.basemap) if sdef.basemap else None
     if region is not None and sdef.kind == "land":
         return cam, region_frameset(n, seed, cam, basemap, spec, region)

@@ -79,6 +79,7 @@ class FrameSpec:
     alt_km: tuple = (400.0, 800.0)
     tilt_max_deg: float = 5.0
     cloud_cover: float | None = None   # None: the effects default
+    thin_cloud: float = 0.0       # peak opacity of the simulator's thin, cirrus-like veil (EffectsConfig)
 
 
 def random_place(rng, kind: str):
@@ -109,6 +110,8 @@ def make_frameset(n: int, seed: int, camera, basemap=None, spec: FrameSpec | Non
     eff = EffectsConfig.default()
     if spec.cloud_cover is not None:
         eff.cloud_cover = spec.cloud_cover
+    if spec.thin_cloud:
+        eff.thin_cloud = spec.thin_cloud
     for i in range(n):
         lat, lon = place(rng, spec.kind)
         hour = rng.uniform(8.0, 15.5) if spec.daylight else rng.uniform(21.5, 26.5) % 24
