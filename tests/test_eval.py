@@ -183,10 +183,14 @@ def test_quick_eval_run_on_tiny_regional_bundle(tmp_path):
     cfg = tmp_path / "localizer.yaml"
     cfg.write_text(f"encoder: {enc}\nconfidence: {{path: {MODELS / 'confidence.json'}}}\n")
     out = tmp_path / "report"
+    eff = tmp_path / "effects.yaml"
+    eff.write_text("jpeg_quality: 80\nthin_cloud: 0.1\n")
     args = Namespace(bundle=str(bundle), out=str(out), frames=150, seed=0, quick=True, no_baselines=False,
                      no_heavy=False, encoder=None, encoder_fp32=None, config=str(cfg), region=list(TINY_REGION),
-                     interim=False, quiet=True)
+                     interim=False, quiet=True, effects=str(eff))
     rep = ev.run_eval(args, log=lambda s: None)
+    assert rep["effects"] == {"jpeg_quality": 80, "thin_cloud": 0.1}      # what differs from the defaults
+    assert "--effects" in rep["command"]
     n = ev.QUICK_FRAMES
     assert rep["frames_per_scenario"] == n
     assert rep["all_including_stress"]["frames"] == n * len(ev.SCENARIOS)
@@ -203,6 +207,7 @@ def test_quick_eval_run_on_tiny_regional_bundle(tmp_path):
     assert all(json.loads(ln)["stages_ms"].get("total_ms", 0) > 0 for ln in lines if not json.loads(ln)["error"])
     md = (out / "report.md").read_text()
     assert "earthfix eval --bundle" in md and "--quick" in md and "onnxruntime" in md
+    assert "Simulator effects changed from their defaults" in md and "jpeg_quality" in md
     assert json.loads((out / "report.json").read_text())["command"] == rep["command"]
     # the reference descriptors are cached: a second run does not re-render
     assert any((out / "cache").glob("hand_*.npy"))
@@ -271,3 +276,15 @@ def test_thin_cloud_stress_set_veils_land256_kind_of_frames():
         assert ta == tb                                   # same places, times, cameras and eligibility
         brighter += a.astype(float).mean() > b.astype(float).mean() + 1.0
     assert brighter >= 1
+
+
+def test_eval_refuses_a_bad_effects_file_before_any_work(tmp_path, capsys):
+    bad = tmp_path / "effects.yaml"
+    bad.write_text("thin_cloud: 0.9\n")
+    args = Namespace(frames=10, effects=str(bad))        # nothing else is needed: refused first
+    assert ev.run(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "thin_cloud" in err and err.startswith("earthfix eval:")
+    args = Namespace(frames=10, effects=str(tmp_path / "missing.yaml"))
+    assert ev.run(args) == 2
+    assert "cannot read effects file" in capsys.readouterr().err

@@ -56,7 +56,6 @@ def run(args) -> int:
     from pathlib import Path
 
     import cv2
-    import yaml
     from tqdm import tqdm
 
     from ..onboard.camera import Camera, CameraError
@@ -94,13 +93,7 @@ def run(args) -> int:
         if args.clean:
             effects = EffectsConfig.clean()
         elif args.effects:
-            try:
-                d = yaml.safe_load(Path(args.effects).read_text())
-            except OSError as exc:
-                return _fail(f"cannot read effects file {args.effects}: {exc.strerror}")
-            except yaml.YAMLError as exc:
-                return _fail(f"effects file {args.effects} is not valid YAML: {str(exc).splitlines()[0]}")
-            effects = EffectsConfig.from_dict(d)
+            effects = EffectsConfig.from_yaml(args.effects)
         else:
             effects = EffectsConfig.default()
         if args.cloud_cover is not None:

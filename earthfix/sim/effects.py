@@ -20,6 +20,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from functools import lru_cache
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -80,6 +81,19 @@ class EffectsConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_yaml(cls, path) -> "EffectsConfig":
+        """Settings from a YAML file (``yaml.safe_load``) over the defaults; ValueError with a one-line
+        reason when the file cannot be read, is not YAML or holds an unknown key or a bad value."""
+        import yaml
+        try:
+            d = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise ValueError(f"cannot read effects file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ValueError(f"effects file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        return cls.from_dict(d)
 
     @classmethod
     def from_dict(cls, d: dict | None, base: "EffectsConfig | None" = None) -> "EffectsConfig":

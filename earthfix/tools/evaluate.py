@@ -1,6 +1,7 @@
 """Evaluate the whole flight pipeline on held-out simulated frames, with baselines, in one run.
 
     earthfix eval [--bundle DIR] [--out eval-report] [--frames 150] [--seed 0] [--quick] [--no-baselines]
+                  [--effects EFFECTS.yaml] [--config LOCALIZER.yaml]
 
 Scenario sets (``SCENARIOS``; seeds ``EVAL_SEED + 100 * seed + k``, disjoint from calibrate's 7000 range):
 land seen by a 256x256 80-degree camera from the default basemap with the simulator's effects; the same
@@ -310,16 +311,17 @@ def _region_place(rng, kind: str, region):
     raise RuntimeError(f"no land place found in region {region}")
 
 
-def region_frameset(n: int, seed: int, camera, basemap, spec, region):
+def region_frameset(n: int, seed: int, camera, basemap, spec, region, effects=None):
     """``framesets.make_frameset`` with land places drawn inside ``region`` (lat0, lat1, lon0, lon1):
     the same draws otherwise (time, altitude, yaw, tilt, effects). For regional bundles (tests, dev)."""
     from .framesets import make_frameset
     return make_frameset(n, seed, camera, basemap, spec,
-                         place=lambda rng, kind: _region_place(rng, kind, region))
+                         place=lambda rng, kind: _region_place(rng, kind, region), effects=effects)
 
 
-def scenario_frames(sdef: ScenarioDef, n: int, seed: int, region=None):
-    """(camera, iterator of (image, truth)) for one scenario."""
+def scenario_frames(sdef: ScenarioDef, n: int, seed: int, region=None, effects=None):
+    """(camera, iterator of (image, truth)) for one scenario; ``effects``: an ``EffectsConfig`` instead of
+    the simulator's defaults (the scenario's own cloud cover or veil still applies on top)."""
     from ..onboard.camera import Camera
     from .framesets import FrameSpec, make_frameset, panchromatic, random_place, shifted_basemap
     cam = Camera.from_fov(sdef.width, sdef.height, sdef.fov_deg)
@@ -327,9 +329,9 @@ def scenario_frames(sdef: ScenarioDef, n: int, seed: int, region=None):
                      thin_cloud=sdef.thin_cloud)
     basemap = shifted_basemap(sdef.basemap) if sdef.basemap else None
     if region is not None and sdef.kind == "land":
-        return cam, region_frameset(n, seed, cam, basemap, spec, region)
+        return cam, region_frameset(n, seed, cam, basemap, spec, region, effects)
     place = _north_of(sdef.min_lat_deg) if sdef.min_lat_deg is not None else random_place
-    frames = make_frameset(n, seed, cam, basemap, spec, place=place)
+    frames = make_frameset(n, seed, cam, basemap, spec, place=place, effects=effects)
     if sdef.panchromatic:
         frames = ((panchromatic(img), t) for img, t in frames)
     return cam, frames
@@ -659,6 +661,8 @@ def command_line(args) -> str:
         parts += ["--config", str(args.config)]
     if args.region:
         parts += ["--region"] + [f"{x:g}" for x in args.region]
+    if getattr(args, "effects", None):
+        parts += ["--effects", str(args.effects)]
     if args.quick:
         parts.append("--quick")
     if args.no_baselines:
@@ -668,6 +672,13 @@ def command_line(args) -> str:
     if args.interim:
         parts.append("--interim")
     return shlex.join(parts)
+
+
+def _effects_changes(effects) -> dict:
+    """The simulator settings of ``effects`` that differ from its defaults."""
+    from ..sim.effects import EffectsConfig
+    base = EffectsConfig.default().to_dict()
+    return {k: v for k, v in effects.to_dict().items() if base.get(k) != v}
 
 
 def _jsonable(x):
@@ -698,6 +709,10 @@ def run_eval(args, log=None) -> dict:
     if args.bundle is None:
         args.bundle = str(ensure_default_bundle())
     n = min(args.frames, QUICK_FRAMES) if args.quick else args.frames
+    effects = None
+    if getattr(args, "effects", None):
+        from ..sim.effects import EffectsConfig
+        effects = EffectsConfig.from_yaml(args.effects)
     overrides = {"threads": 1}
     if args.encoder:
         overrides["encoder"] = str(args.encoder)
@@ -714,7 +729,7 @@ def run_eval(args, log=None) -> dict:
     heavy_frames: list = []
     for k, sdef in enumerate(SCENARIOS):
         seed = scenario_seed(args.seed, k)
-        cam, frames = scenario_frames(sdef, n, seed, args.region)
+        cam, frames = scenario_frames(sdef, n, seed, args.region, effects)
         for img, truth in tqdm(frames, total=n, desc=f"eval {sdef.name}", unit="frame", disable=args.quiet,
                                file=sys.stderr):
             rec = evaluate_frame(loc, cam, img, truth, sdef, baselines)
@@ -742,6 +757,7 @@ def run_eval(args, log=None) -> dict:
         "config": {k: v for k, v in loc.cfg.items() if k not in ("verify", "confidence")},
         "frames_per_scenario": n, "seeds": {s.name: scenario_seed(args.seed, k) for k, s in enumerate(SCENARIOS)},
         "region": list(args.region) if args.region else None,
+        "effects": None if effects is None else _effects_changes(effects),
         "definitions": {"false_fix_km": FALSE_FIX_KM, "eligible_min_land_clear_frac": MIN_LAND_CLEAR_FRAC,
                         "recall_hit_radius": "footprint_half_width_km / 2",
                         "overall": "all scenarios except stress sets", "percentiles": "numpy linear"},
@@ -819,6 +835,9 @@ def render_markdown(r: dict) -> str:
     L += [f"# {title}", "", f"Command: `{r['command']}`", "",
           f"Date (UTC): {r['date_utc']}; wall time {r['wall_seconds']} s; frames per scenario: {r['frames_per_scenario']}"
           + (f"; land frames restricted to region {r['region']} (ocean frames stay global)" if r.get("region") else ""), ""]
+    if r.get("effects") is not None:
+        L += ["Simulator effects changed from their defaults (`--effects`; a scenario's own cloud cover or veil "
+              f"applies on top): `{json.dumps(r['effects'])}`", ""]
     m = r["machine"]
     L += ["## Machine", "", "| item | value |", "| --- | --- |"]
     for k in ("cpu_model", "logical_cores", "usable_cores", "python", "platform", "onnxruntime", "opencv", "numpy",
@@ -938,6 +957,9 @@ def register(sub):
     p.add_argument("--encoder", default=None, help="INT8 encoder (default: the shipped models/encoder_int8.onnx)")
     p.add_argument("--encoder-fp32", default=None, help="FP32 encoder (default: encoder_fp32.onnx next to the INT8 one)")
     p.add_argument("--config", default=None, help="Localizer YAML config")
+    p.add_argument("--effects", default=None, metavar="YAML",
+                   help="simulator effects over their defaults (keys of EffectsConfig: jpeg_quality, thin_cloud, "
+                        "cloud_shadow, ...), for every scenario")
     p.add_argument("--region", nargs=4, type=float, default=None, metavar=("LAT_MIN", "LAT_MAX", "LON_MIN", "LON_MAX"),
                    help="draw land frames inside this box only (for regional bundles)")
     p.add_argument("--interim", action="store_true", help="label the report as measured on an interim model")
@@ -951,6 +973,13 @@ def run(args) -> int:
     if args.frames < 1:
         print("earthfix eval: --frames must be >= 1", file=sys.stderr)
         return 2
+    if args.effects:
+        from ..sim.effects import EffectsConfig
+        try:
+            EffectsConfig.from_yaml(args.effects)           # refused before any work, with its reason
+        except ValueError as exc:
+            print(f"earthfix eval: {exc}", file=sys.stderr)
+            return 2
     try:
         report = run_eval(args)
     except (BundleError, ConfigError, FileNotFoundError) as exc:

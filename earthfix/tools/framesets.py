@@ -8,7 +8,7 @@ a basemap that can itself be appearance-shifted (``shifted_basemap``) or another
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 
@@ -98,16 +98,17 @@ def solar_time(lon: float, local_hour: float, day: datetime) -> datetime:
 
 
 def make_frameset(n: int, seed: int, camera, basemap=None, spec: FrameSpec | None = None,
-                  day=datetime(2026, 3, 20, tzinfo=timezone.utc), place=random_place):
+                  day=datetime(2026, 3, 20, tzinfo=timezone.utc), place=random_place, effects=None):
     """Yield ``n`` (image, truth) pairs with random poses drawn from ``seed``; ``place(rng, kind)`` draws
-    each frame's (lat, lon)."""
+    each frame's (lat, lon). ``effects``: an ``EffectsConfig`` instead of the simulator's defaults (the
+    spec's cloud cover and thin cloud, when set, apply on top)."""
     from ..sim import scenario
     from ..sim.effects import EffectsConfig
     from ..sim.basemap import Basemap
     spec = spec or FrameSpec()
     basemap = basemap or Basemap.default()
     rng = np.random.default_rng(seed)
-    eff = EffectsConfig.default()
+    eff = EffectsConfig.default() if effects is None else replace(effects)
     if spec.cloud_cover is not None:
         eff.cloud_cover = spec.cloud_cover
     if spec.thin_cloud:
