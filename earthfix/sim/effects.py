@@ -10,7 +10,8 @@ plane), in degrees, without refraction.
 Order of the pipeline (physical): ground reflectance (+ appearance shift) -> cloud shadows (optional,
 ``cloud_shadow``: the cloud field moved away from the sun by the cloud height) -> clouds (+ an optional
 thin veil above them, ``thin_cloud``) -> haze veil -> illumination -> vignetting, exposure gain and white
-balance -> optical blur -> sensor noise -> 8-bit quantization -> optional JPEG. Pixels off the Earth stay black (plus sensor noise).
+balance -> optical blur -> sensor noise -> 8-bit quantization -> optional JPEG. Pixels off the Earth stay
+black (plus sensor noise).
 
 Everything is vectorised with numpy float32 and OpenCV; a 256x256 frame costs a few milliseconds.
 """
