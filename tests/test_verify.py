@@ -253,6 +253,24 @@ def test_candidates_merge_and_deadline(verifier, basemap):
     assert not v.ok and v.groups_evaluated == 1 and v.evidence["deadline_hit"]
 
 
+def test_a_place_is_started_only_when_the_slowest_so_far_would_end_before_the_deadline(store, basemap):
+    """A place runs to its end once started, so the deadline admits the next place only if a place as slow
+    as the slowest so far would still finish in time (places made 50 ms slow here)."""
+    import time
+    cam = Camera.from_fov(256, 256, 80)
+    lat, lon = 26.0, 20.0
+    ver = Verifier(store, VerifyConfig())
+    f = ver.extract(appearance(frame(basemap, cam, lat, lon, 600.0, 300.0), seed=5))
+    slow = ver._verify_group
+    ver._verify_group = lambda *a, **k: (time.sleep(0.05), slow(*a, **k))[1]
+    wrong = [geodesy.destination(lat, lon, az, 2500.0) for az in (0.0, 120.0, 240.0)]
+    v = ver.verify(f, cam, wrong)
+    assert v.groups_evaluated == 3 and not v.evidence["deadline_hit"]
+    # 75 ms: the second place would start at ~50 ms, before the deadline, but end at ~100 ms, after it
+    v = ver.verify(f, cam, wrong, deadline=time.perf_counter() + 0.075)
+    assert v.groups_evaluated == 1 and v.evidence["deadline_hit"]
+
+
 def test_boresight_sigma_grows_when_inliers_bunch_in_a_corner():
     from earthfix.onboard.verify import _boresight_sigma_km
     cam = Camera.from_fov(256, 256, 80)

@@ -185,8 +185,8 @@ class Verifier:
 
         ``candidates``: objects with ``lat``, ``lon`` (and optionally ``radius_km``) or tuples
         ``(lat, lon[, radius_km])``, best first. ``attitude``: camera -> ECEF quaternion [w, x, y, z] or
-        3x3 matrix, or None. ``deadline``: a ``time.perf_counter()`` value after which no new group is
-        started.
+        3x3 matrix, or None. ``deadline``: a ``time.perf_counter()`` value; a group (a candidate place) is
+        started only when the slowest group so far would still end before it (the first always runs).
         """
         cfg = self.cfg
         t0 = time.perf_counter()
@@ -214,12 +214,16 @@ class Verifier:
         groups = self._groups(candidates, camera)
         results = []
         hit_deadline = False
+        slowest_s = 0.0
         for gi, g in enumerate(groups):
-            if deadline is not None and gi > 0 and time.perf_counter() > deadline:
+            t_group = time.perf_counter()
+            # a group runs to its end: admit it only if one as slow as the slowest so far still fits
+            if deadline is not None and gi > 0 and t_group + slowest_s > deadline:
                 best.reason = "deadline"
                 hit_deadline = True
                 break
             h = self._verify_group(f, qdesc, camera, g, r_att, wscale, use_orient, stages)
+            slowest_s = max(slowest_s, time.perf_counter() - t_group)
             h.group = gi
             results.append(h)
             if h.ok and (h.inliers >= cfg.early_inliers and h.spread >= cfg.early_spread
