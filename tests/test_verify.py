@@ -310,3 +310,44 @@ def test_imprecise_pose_is_refused(store, basemap):
     strict = Verifier(store, VerifyConfig(max_bore_sigma_km=gate))
     out = strict.verify(strict.extract(corner), cam, [(lat, lon)])
     assert not out.ok and out.reason.startswith("imprecise pose")
+
+
+def test_one_wrong_far_match_cannot_hold_a_pose(store):
+    """Fifteen right matches bunched in a corner and one wrong match far from them: the pose bends around the
+    wrong one (scale and tilt) and its reprojection noise model, which trusts every inlier, still calls it
+    precise. Leaving the far match out moves the boresight by many sigmas: refused. With the far match right,
+    leaving it out moves the boresight little: kept."""
+    import math
+    from earthfix.onboard import verify as V
+    cam = Camera.from_fov(256, 256, 80)
+    k = np.array([[cam.fx, 0, cam.cx], [0, cam.fy, cam.cy], [0, 0, 1.0]])
+    lat, lon = 26.0, 20.0
+    basis = geodesy.enu_basis(lat, lon)
+    origin = geodesy.geodetic_to_ecef(lat, lon, 0.0)
+    r_w2c = np.diag([1.0, -1.0, -1.0])                      # nadir, north-up: ENU -> camera
+    rvec, _ = cv2.Rodrigues(r_w2c)
+    tvec = (-r_w2c @ np.array([0.0, 0.0, 480.0])).reshape(3, 1)
+    rng = np.random.default_rng(3)
+    uv = np.r_[rng.uniform([16, 170], [86, 246], (15, 2)), [[204.0, 104.0]]]
+    # ground points of those pixels (local plane u = 0), then 0.3 px of noise on the pixels
+    rays = np.c_[(uv - [cam.cx, cam.cy]) / [cam.fx, cam.fy], np.ones(len(uv))] @ r_w2c   # ENU directions
+    c = np.array([0.0, 0.0, 480.0])
+    enu = c + rays * (-c[2] / rays[:, 2:3])
+    uv_obs = uv + rng.normal(0, 0.3, uv.shape)
+    ver = Verifier(store, VerifyConfig())
+
+    def judged(enu_, uv_):
+        pose = ver._pose(enu_, uv_, k, None, basis, origin, rvec, tvec)
+        err = np.hypot(*(cv2.projectPoints(enu_, *pose, k, None)[0].reshape(-1, 2) - uv_).T)
+        out = V.Verification()
+        out.bore_sigma_km = V._boresight_sigma_km(enu_, uv_, k, *pose, err, 0.15)
+        held = ver._held_by_one(out, enu_, uv_, k, None, basis, origin, *pose, 1.0)
+        return held, out, err
+
+    held, out, _ = judged(enu, uv_obs)
+    assert not held and out.lever_km < 3.0 and math.isfinite(out.bore_sigma_km)
+    wrong = uv_obs.copy()
+    wrong[-1] += [20.0, -18.0]                              # the far match now points 27 px off
+    held, out, err = judged(enu, wrong)
+    assert err.max() < 4.0                                  # the bent pose still takes it as an inlier...
+    assert held and out.lever_km > 6 * out.bore_sigma_km    # ...but leaving it out moves the boresight far

@@ -73,6 +73,11 @@ class VerifyConfig:
                                         # Tried at 3 and 5 deg against the few-inlier outliers (33-39 km at
                                         # 11 inliers): no gain (their error is scale, not tilt), +1.4 ms
     prior_sigma_work_px: float = 1.0    # image noise assumed against that prior, working pixels
+    lever_points: int = 3               # a pose that passes every other check is refitted without each of this
+                                        # many inliers farthest from the others (0: off); it is refused when the
+    lever_factor: float = 6.0           # boresight then moves more than this x its 1-sigma and more than
+                                        # max_bore_sigma_km: one wrong far match can hold a pose whose other
+                                        # inliers bunch in a corner (found: 55 km off at p 0.996, session 20)
     noise_floor_work_px: float = 0.3    # floor on the reprojection noise propagated to the boresight's
                                         # uncertainty (a near-exact fit of few points is not near-exact truth)
     sub_from: str = "pose"              # "pose" (geodetic of the fitted position) or "nadir" (= boresight)
@@ -141,6 +146,8 @@ class Verification:
     tilt_deg: float | None = None
     bore_sigma_km: float = float("inf") # 1-sigma horizontal uncertainty of the boresight point, propagated
                                         # from the reprojection noise through the pose fit
+    lever_km: float = 0.0               # largest boresight move with one far inlier left out (cfg.lever_points;
+                                        # computed for poses that pass the other checks)
     ecef_km: np.ndarray | None = None   # spacecraft position
     r_cam2ecef: np.ndarray | None = None
     candidate: int = -1                 # index (in the input list) of the candidate nearest the fix
@@ -468,10 +475,39 @@ class Verifier:
             out.reason = f"imprecise pose ({out.bore_sigma_km:.0f} km 1-sigma at the boresight)"
         elif n_in < cfg.min_inliers:
             out.reason = f"few inliers ({n_in})"
+        elif self._held_by_one(out, enu[mask], uv[mask], k, r_att, basis, origin, rvec, tvec, wscale):
+            out.reason = f"pose held by one match (boresight moves {out.lever_km:.0f} km without it)"
         else:
             out.ok = True
             out.reason = ""
         return out
+
+    def _held_by_one(self, out: Verification, enu, uv, k, r_att, basis, origin, rvec, tvec, wscale) -> bool:
+        """True when leaving out one far inlier moves the boresight by more than ``cfg.lever_factor`` x its
+        1-sigma and more than ``cfg.max_bore_sigma_km``: the noise model behind the sigma trusts every
+        inlier, and one wrong match far from a bunch of right ones can bend scale and tilt around them."""
+        cfg = self.cfg
+        out.lever_km = self._lever_km(enu, uv, k, r_att, basis, origin, rvec, tvec, wscale)
+        return out.lever_km > max(cfg.lever_factor * out.bore_sigma_km, cfg.max_bore_sigma_km)
+
+    def _lever_km(self, enu, uv, k, r_att, basis, origin, rvec, tvec, wscale) -> float:
+        """Largest move (km) of the boresight's ground point when one of the ``cfg.lever_points`` inliers
+        farthest from the inliers' median (image) is left out and the pose refitted; inf when a refit fails.
+        A jackknife over the points with the most leverage: cheap (a few LM refinements warm-started from the
+        pose) and blind to nothing the reprojection noise model assumes."""
+        n = len(uv)
+        if self.cfg.lever_points <= 0 or n < 5:
+            return 0.0
+        b0 = _bore_enu(rvec, tvec)
+        far = np.argsort(-np.hypot(*(uv - np.median(uv, axis=0)).T), kind="stable")[: self.cfg.lever_points]
+        worst = 0.0
+        for i in far:
+            keep = np.arange(n) != i
+            pose = self._pose(enu[keep], uv[keep], k, r_att, basis, origin, rvec, tvec, wscale)
+            if pose is None:
+                return float("inf")
+            worst = max(worst, float(np.hypot(*(_bore_enu(*pose) - b0))))
+        return worst if math.isfinite(worst) else float("inf")
 
     def _pose(self, enu, uv, k, r_att, basis, origin, rvec0, tvec0, wscale=1.0):
         """Camera pose (rvec, tvec: ENU -> camera) from inlier correspondences; None on failure."""
@@ -522,7 +558,7 @@ class Verifier:
                 "spread": float(v.spread), "reproj_rms_px": float(v.reproj_rms_px),   # frame pixels
                 "alt_km": float("nan") if alt is None else float(alt), "alt_out_of_range_km": alt_dev,
                 "tilt_deg": float("nan") if v.tilt_deg is None else float(v.tilt_deg),
-                "bore_sigma_km": float(v.bore_sigma_km),
+                "bore_sigma_km": float(v.bore_sigma_km), "lever_km": float(v.lever_km),
                 "second_inliers": int(v.second_inliers),
                 "inlier_margin": int(v.inliers) - int(v.second_inliers),
                 "groups_evaluated": int(v.groups_evaluated), "ok": bool(v.ok)}
@@ -638,6 +674,17 @@ def _reproj_err(enu, uv, k, rvec, tvec) -> np.ndarray:
     return np.where(z > 0, e, np.inf)
 
 
+def _bore_enu(rvec, tvec) -> np.ndarray:
+    """(east, north) km where the boresight of the pose (``rvec``, ``tvec``: local ENU -> camera) meets the
+    local ground plane u = 0; inf when it points away from it."""
+    r, _ = cv2.Rodrigues(np.asarray(rvec, np.float64).reshape(3, 1))
+    c = -r.T @ np.asarray(tvec, np.float64).ravel()
+    d = r.T[:, 2]
+    if d[2] >= -1e-9:
+        return np.array([np.inf, np.inf])
+    return (c - c[2] / d[2] * d)[:2]
+
+
 def _boresight_sigma_km(enu, uv, k, rvec, tvec, err_px, floor_px: float, position_only: bool = False) -> float:
     """1-sigma horizontal uncertainty (km) of the boresight's ground point: the reprojection noise (from
     the residuals, 6 pose parameters taken out, floored) propagated through the pose's Jacobian
@@ -655,12 +702,7 @@ def _boresight_sigma_km(enu, uv, k, rvec, tvec, err_px, floor_px: float, positio
         return float("inf")
 
     def bore(p):
-        r, _ = cv2.Rodrigues(p[:3].reshape(3, 1))
-        c = -r.T @ p[3:]
-        d = r.T[:, 2]
-        if d[2] >= -1e-9:
-            return np.array([np.inf, np.inf])
-        return (c - c[2] / d[2] * d)[:2]          # ENU: the ray meets the local ground plane u = 0
+        return _bore_enu(p[:3], p[3:])
 
     p0 = np.r_[np.ravel(rvec), np.ravel(tvec)].astype(np.float64)
     b0 = bore(p0)
