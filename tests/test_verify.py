@@ -315,8 +315,8 @@ def test_imprecise_pose_is_refused(store, basemap):
 def test_one_wrong_far_match_cannot_hold_a_pose(store):
     """Fifteen right matches bunched in a corner and one wrong match far from them: the pose bends around the
     wrong one (scale and tilt) and its reprojection noise model, which trusts every inlier, still calls it
-    precise. Leaving the far match out moves the boresight by many sigmas: refused. With the far match right,
-    leaving it out moves the boresight little: kept."""
+    precise. Leaving the far match out moves the boresight far and the others' pose misses it: refused. With
+    the far match right, leaving it out moves the boresight little: kept."""
     import math
     from earthfix.onboard import verify as V
     cam = Camera.from_fov(256, 256, 80)
@@ -350,4 +350,5 @@ def test_one_wrong_far_match_cannot_hold_a_pose(store):
     wrong[-1] += [20.0, -18.0]                              # the far match now points 27 px off
     held, out, err = judged(enu, wrong)
     assert err.max() < 4.0                                  # the bent pose still takes it as an inlier...
-    assert held and out.lever_km > 6 * out.bore_sigma_km    # ...but leaving it out moves the boresight far
+    assert held and out.lever_km > 8.0                      # ...but without it the boresight moves far, and
+                                                            # the others' pose misses it

@@ -74,10 +74,11 @@ class VerifyConfig:
                                         # 11 inliers): no gain (their error is scale, not tilt), +1.4 ms
     prior_sigma_work_px: float = 1.0    # image noise assumed against that prior, working pixels
     lever_points: int = 3               # a pose that passes every other check is refitted without each of this
-                                        # many inliers farthest from the others (0: off); it is refused when the
-    lever_factor: float = 6.0           # boresight then moves more than this x its 1-sigma and more than
-                                        # max_bore_sigma_km: one wrong far match can hold a pose whose other
-                                        # inliers bunch in a corner (found: 55 km off at p 0.996, session 20)
+                                        # many inliers farthest from the others (0: off); it is refused when,
+    lever_resid_factor: float = 3.0     # without one of them, the boresight moves more than max_bore_sigma_km
+                                        # and that match misses the others' pose by more than this x the RANSAC
+                                        # threshold: one wrong far match can hold a pose whose other inliers
+                                        # bunch in a corner (found: 55 km off at p 0.996, session 20)
     noise_floor_work_px: float = 0.3    # floor on the reprojection noise propagated to the boresight's
                                         # uncertainty (a near-exact fit of few points is not near-exact truth)
     sub_from: str = "pose"              # "pose" (geodetic of the fitted position) or "nadir" (= boresight)
@@ -483,31 +484,33 @@ class Verifier:
         return out
 
     def _held_by_one(self, out: Verification, enu, uv, k, r_att, basis, origin, rvec, tvec, wscale) -> bool:
-        """True when leaving out one far inlier moves the boresight by more than ``cfg.lever_factor`` x its
-        1-sigma and more than ``cfg.max_bore_sigma_km``: the noise model behind the sigma trusts every
-        inlier, and one wrong match far from a bunch of right ones can bend scale and tilt around them."""
+        """True when one of the ``cfg.lever_points`` inliers farthest from the inliers' median (image) holds the
+        pose: refitted without it, the boresight moves more than ``cfg.max_bore_sigma_km`` and the pose of
+        the others misses it by more than ``cfg.lever_resid_factor`` x the RANSAC threshold. The sigma's noise
+        model trusts every inlier; one wrong match far from a bunch of right ones bends scale and tilt around
+        them. A right far match also moves a bunched pose, but the others' pose still finds it (measured: the
+        left-out residual of wrong far matches 16-26 px, of right ones at most 12, frame px of 256 px frames).
+        Sets ``out.lever_km`` (the largest move). A few LM refinements warm-started from the pose."""
         cfg = self.cfg
-        out.lever_km = self._lever_km(enu, uv, k, r_att, basis, origin, rvec, tvec, wscale)
-        return out.lever_km > max(cfg.lever_factor * out.bore_sigma_km, cfg.max_bore_sigma_km)
-
-    def _lever_km(self, enu, uv, k, r_att, basis, origin, rvec, tvec, wscale) -> float:
-        """Largest move (km) of the boresight's ground point when one of the ``cfg.lever_points`` inliers
-        farthest from the inliers' median (image) is left out and the pose refitted; inf when a refit fails.
-        A jackknife over the points with the most leverage: cheap (a few LM refinements warm-started from the
-        pose) and blind to nothing the reprojection noise model assumes."""
         n = len(uv)
-        if self.cfg.lever_points <= 0 or n < 5:
-            return 0.0
+        out.lever_km = 0.0
+        if cfg.lever_points <= 0 or n < 5:
+            return False
         b0 = _bore_enu(rvec, tvec)
-        far = np.argsort(-np.hypot(*(uv - np.median(uv, axis=0)).T), kind="stable")[: self.cfg.lever_points]
-        worst = 0.0
+        far = np.argsort(-np.hypot(*(uv - np.median(uv, axis=0)).T), kind="stable")[: cfg.lever_points]
+        miss_px = cfg.lever_resid_factor * cfg.ransac_thresh_work_px / wscale
+        held = False
         for i in far:
             keep = np.arange(n) != i
             pose = self._pose(enu[keep], uv[keep], k, r_att, basis, origin, rvec, tvec, wscale)
             if pose is None:
-                return float("inf")
-            worst = max(worst, float(np.hypot(*(_bore_enu(*pose) - b0))))
-        return worst if math.isfinite(worst) else float("inf")
+                out.lever_km = float("inf")
+                return True
+            move = float(np.hypot(*(_bore_enu(*pose) - b0)))
+            out.lever_km = max(out.lever_km, move if math.isfinite(move) else float("inf"))
+            resid = float(np.hypot(*(cv2.projectPoints(enu[i:i + 1], *pose, k, None)[0].reshape(2) - uv[i])))
+            held |= not (move <= cfg.max_bore_sigma_km) and resid > miss_px
+        return held
 
     def _pose(self, enu, uv, k, r_att, basis, origin, rvec0, tvec0, wscale=1.0):
         """Camera pose (rvec, tvec: ENU -> camera) from inlier correspondences; None on failure."""
