@@ -75,10 +75,12 @@ class VerifyConfig:
     prior_sigma_work_px: float = 1.0    # image noise assumed against that prior, working pixels
     lever_points: int = 3               # a pose that passes every other check is refitted without each of this
                                         # many inliers farthest from the others (0: off); it is refused when,
-    lever_resid_factor: float = 3.0     # without one of them, the boresight moves more than max_bore_sigma_km
-                                        # and that match misses the others' pose by more than this x the RANSAC
-                                        # threshold: one wrong far match can hold a pose whose other inliers
-                                        # bunch in a corner (found: 55 km off at p 0.996, session 20)
+                                        # without one of them, the boresight moves more than max_bore_sigma_km
+    lever_chi2: float = 30.0            # and that match misses the others' pose by more than the RANSAC
+                                        # threshold and by more than this squared Mahalanobis distance (the
+                                        # others' pose uncertainty propagated to it, plus pixel noise): one wrong
+                                        # far match can hold a pose whose other inliers bunch in a corner
+                                        # (found: 55 km off at p 0.996, session 20)
     noise_floor_work_px: float = 0.3    # floor on the reprojection noise propagated to the boresight's
                                         # uncertainty (a near-exact fit of few points is not near-exact truth)
     sub_from: str = "pose"              # "pose" (geodetic of the fitted position) or "nadir" (= boresight)
@@ -485,12 +487,12 @@ class Verifier:
 
     def _held_by_one(self, out: Verification, enu, uv, k, r_att, basis, origin, rvec, tvec, wscale) -> bool:
         """True when one of the ``cfg.lever_points`` inliers farthest from the inliers' median (image) holds the
-        pose: refitted without it, the boresight moves more than ``cfg.max_bore_sigma_km`` and the pose of
-        the others misses it by more than ``cfg.lever_resid_factor`` x the RANSAC threshold. The sigma's noise
-        model trusts every inlier; one wrong match far from a bunch of right ones bends scale and tilt around
-        them. A right far match also moves a bunched pose, but the others' pose still finds it (measured: the
-        left-out residual of wrong far matches 16-26 px, of right ones at most 12, frame px of 256 px frames).
-        Sets ``out.lever_km`` (the largest move). A few LM refinements warm-started from the pose."""
+        pose: refitted without it, the boresight moves more than ``cfg.max_bore_sigma_km``, and the pose of the
+        others misses it by more than the RANSAC threshold and by more than ``cfg.lever_chi2`` in squared
+        Mahalanobis distance (that pose's uncertainty at the match, plus pixel noise). The sigma's noise model
+        trusts every inlier; one wrong match far from a bunch of right ones bends scale and tilt around them.
+        A right far match also moves a bunched pose, but the others' pose still finds it within its own
+        uncertainty. Sets ``out.lever_km`` (the largest move). A few LM refinements warm-started from the pose."""
         cfg = self.cfg
         n = len(uv)
         out.lever_km = 0.0
@@ -498,7 +500,8 @@ class Verifier:
             return False
         b0 = _bore_enu(rvec, tvec)
         far = np.argsort(-np.hypot(*(uv - np.median(uv, axis=0)).T), kind="stable")[: cfg.lever_points]
-        miss_px = cfg.lever_resid_factor * cfg.ransac_thresh_work_px / wscale
+        thr_px = cfg.ransac_thresh_work_px / wscale
+        floor_px = cfg.noise_floor_work_px / wscale
         held = False
         for i in far:
             keep = np.arange(n) != i
@@ -508,8 +511,10 @@ class Verifier:
                 return True
             move = float(np.hypot(*(_bore_enu(*pose) - b0)))
             out.lever_km = max(out.lever_km, move if math.isfinite(move) else float("inf"))
-            resid = float(np.hypot(*(cv2.projectPoints(enu[i:i + 1], *pose, k, None)[0].reshape(2) - uv[i])))
-            held |= not (move <= cfg.max_bore_sigma_km) and resid > miss_px
+            if move <= cfg.max_bore_sigma_km:
+                continue
+            d2, miss_px = _left_out_miss(enu, uv, keep, i, k, pose, floor_px, position_only=r_att is not None)
+            held |= miss_px > thr_px and not d2 <= cfg.lever_chi2
         return held
 
     def _pose(self, enu, uv, k, r_att, basis, origin, rvec0, tvec0, wscale=1.0):
@@ -675,6 +680,28 @@ def _reproj_err(enu, uv, k, rvec, tvec) -> np.ndarray:
         v = k[1, 1] * pc[:, 1] / z + k[1, 2]
     e = np.hypot(u - uv[:, 0], v - uv[:, 1])
     return np.where(z > 0, e, np.inf)
+
+
+def _left_out_miss(enu, uv, keep, i, k, pose, floor_px: float, position_only: bool = False):
+    """(squared Mahalanobis distance, pixels) by which the pose fitted to the ``keep`` points misses point
+    ``i``: the residual against the pose's covariance (from its own residuals, floored) propagated to the
+    point, plus that pixel noise."""
+    rvec, tvec = pose
+    n_par = 3 if position_only else 6
+    proj, jac = cv2.projectPoints(enu[keep].reshape(-1, 1, 3), rvec, tvec, k, None)
+    res = proj.reshape(-1, 2) - uv[keep]
+    m = int(keep.sum())
+    s2 = max(float(np.sum(res ** 2)) / max(2 * m - n_par, 1), floor_px ** 2)
+    j = jac[:, 3:6] if position_only else jac[:, :6]
+    p_i, jac_i = cv2.projectPoints(enu[i:i + 1].reshape(-1, 1, 3), rvec, tvec, k, None)
+    j_i = jac_i[:, 3:6] if position_only else jac_i[:, :6]
+    r = p_i.reshape(2) - uv[i]
+    try:
+        cov = s2 * (j_i @ np.linalg.inv(j.T @ j) @ j_i.T + np.eye(2))
+        d2 = float(r @ np.linalg.solve(cov, r))
+    except np.linalg.LinAlgError:
+        d2 = float("inf")
+    return d2, float(np.hypot(*r))
 
 
 def _bore_enu(rvec, tvec) -> np.ndarray:
