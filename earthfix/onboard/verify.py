@@ -682,23 +682,27 @@ def _reproj_err(enu, uv, k, rvec, tvec) -> np.ndarray:
     return np.where(z > 0, e, np.inf)
 
 
+def _pose_covariance(j: np.ndarray, err_px, floor_px: float):
+    """(covariance of the fitted pose parameters, pixel noise variance) from the projection Jacobian ``j``
+    (2n x p: the n points' rows, the p fitted parameters' columns) and the points' reprojection errors: the
+    noise from the residuals with the p parameters taken out, floored at ``floor_px``. Raises
+    ``np.linalg.LinAlgError`` for a singular fit."""
+    s2 = max(float(np.sum(np.square(err_px))) / (j.shape[0] - j.shape[1]), floor_px ** 2)
+    return s2 * np.linalg.inv(j.T @ j), s2
+
+
 def _left_out_miss(enu, uv, keep, i, k, pose, floor_px: float, position_only: bool = False):
     """(squared Mahalanobis distance, pixels) by which the pose fitted to the ``keep`` points misses point
-    ``i``: the residual against the pose's covariance (from its own residuals, floored) propagated to the
-    point, plus that pixel noise."""
-    rvec, tvec = pose
-    n_par = 3 if position_only else 6
-    proj, jac = cv2.projectPoints(enu[keep].reshape(-1, 1, 3), rvec, tvec, k, None)
-    res = proj.reshape(-1, 2) - uv[keep]
-    m = int(keep.sum())
-    s2 = max(float(np.sum(res ** 2)) / max(2 * m - n_par, 1), floor_px ** 2)
-    j = jac[:, 3:6] if position_only else jac[:, :6]
-    p_i, jac_i = cv2.projectPoints(enu[i:i + 1].reshape(-1, 1, 3), rvec, tvec, k, None)
-    j_i = jac_i[:, 3:6] if position_only else jac_i[:, :6]
-    r = p_i.reshape(2) - uv[i]
+    ``i``: the residual against the pose's covariance (``_pose_covariance`` of the ``keep`` points)
+    propagated to the point, plus that pixel noise."""
+    proj, jac = cv2.projectPoints(enu.reshape(-1, 1, 3), *pose, k, None)     # every point, once
+    proj = proj.reshape(-1, 2)
+    cols = slice(3, 6) if position_only else slice(0, 6)
+    r = proj[i] - uv[i]
     try:
-        cov = s2 * (j_i @ np.linalg.inv(j.T @ j) @ j_i.T + np.eye(2))
-        d2 = float(r @ np.linalg.solve(cov, r))
+        cov, s2 = _pose_covariance(jac[np.repeat(keep, 2), cols], np.hypot(*(proj[keep] - uv[keep]).T), floor_px)
+        j_i = jac[2 * i:2 * i + 2, cols]
+        d2 = float(r @ np.linalg.solve(j_i @ cov @ j_i.T + s2 * np.eye(2), r))
     except np.linalg.LinAlgError:
         d2 = float("inf")
     return d2, float(np.hypot(*r))
@@ -724,10 +728,8 @@ def _boresight_sigma_km(enu, uv, k, rvec, tvec, err_px, floor_px: float, positio
     if n * 2 <= n_par:
         return float("inf")
     _, jac = cv2.projectPoints(enu.reshape(-1, 1, 3), rvec, tvec, k, None)
-    j = jac[:, 3:6] if position_only else jac[:, :6]
-    sigma = max(float(np.sqrt(np.sum(np.square(err_px)) / (2 * n - n_par))), floor_px)
     try:
-        cov = sigma ** 2 * np.linalg.inv(j.T @ j)
+        cov, _ = _pose_covariance(jac[:, 3:6] if position_only else jac[:, :6], err_px, floor_px)
     except np.linalg.LinAlgError:
         return float("inf")
 
