@@ -246,3 +246,41 @@ def test_thin_cloud_veils_the_ground_without_making_it_cloudy(basemap, cam256):
     assert g1.std() < g0.std()                              # and flatter (the ground's contrast is veiled)
     with pytest.raises(ValueError, match="thin_cloud"):
         fx.EffectsConfig.from_dict({"thin_cloud": 0.6})
+
+
+def test_cumulus_cells_cover_their_share_and_average_within_a_pixel(basemap, cam256):
+    """``cumulus``: small cells covering that share of the ground where they occur; a pixel wider than a
+    cell is as opaque as the share of it they cover (no aliased speckle), counts as cloud above 0.5 like
+    any cloud; off by default, and frames without it stay as they were (its own random stream)."""
+    field = fx.CloudField(seed=0)
+    lat0, lon0 = 10.0, 20.0
+    out = {}
+    for gsd_km in (0.4, 4.0):
+        step = gsd_km / 111.0
+        lat, lon = np.meshgrid(np.arange(lat0 - 2, lat0 + 2, step),
+                               np.arange(lon0 - 2, lon0 + 2, step / math.cos(math.radians(lat0))), indexing="ij")
+        region = field.veil(lat, lon, 1.0, fx.CUMULUS_LON_OFFSET_DEG, True, cover=0.5, edge=1.0)
+        full = region > 0.999
+        assert full.sum() > 500 and (region < 0.001).sum() > 500      # both inside and outside (test of test)
+        c = field.cumulus(lat, lon, 0.3, gsd_km)
+        assert c.min() >= 0.0 and c.max() <= 1.0 + 1e-6
+        assert abs(float(c[full].mean()) - 0.3) < 0.03                 # the share, at any pixel size
+        assert c[region == 0.0].max() == 0.0                            # none outside their regions
+        out[gsd_km] = float((c[full] > 0.5).mean())
+    assert 0.25 < out[0.4] < 0.35 and out[4.0] < 0.2                   # resolved cells vs mixed pixels
+    assert fx.EffectsConfig.default().cumulus == 0.0
+    with pytest.raises(ValueError, match="cumulus"):
+        fx.EffectsConfig.from_dict({"cumulus": 0.7})
+    # in a frame: off leaves it as it was; on brightens some pixels and makes some of them cloudy
+    lat, lon = -18.0, -54.0                                            # a cumulus region of seed 0's field
+    view = render(basemap, cam256, geodesy.geodetic_to_ecef(lat, lon, 600.0), nadir_attitude(lat, lon, 0.0))
+    t = datetime(2026, 3, 20, 15, 30, tzinfo=timezone.utc)             # ~12 local solar time
+    base = dict(cloud_cover=0.0, haze=0.0, noise_sigma=0.0, shot_noise=0.0, blur_sigma=0.0, appearance=0.0,
+                exposure_jitter=0.0, white_balance_jitter=0.0)
+    plain, info0 = fx.apply(view, t, fx.EffectsConfig(**base), np.random.default_rng(5), clouds=field)
+    again, _ = fx.apply(view, t, fx.EffectsConfig(**base, cumulus=0.0), np.random.default_rng(5), clouds=field)
+    assert np.array_equal(plain, again)
+    cu, info1 = fx.apply(view, t, fx.EffectsConfig(**base, cumulus=0.5), np.random.default_rng(5), clouds=field)
+    diff = cu.astype(float).mean(axis=2) - plain.astype(float).mean(axis=2)
+    assert (diff > 20).mean() > 0.2 and diff.min() >= -1.0
+    assert info1["cloud_frac"] > 0.02 and info1["land_clear_frac"] < info0["land_clear_frac"]

@@ -7,7 +7,8 @@ import pytest
 
 from earthfix.onboard import geodesy
 from earthfix.onboard.camera import Camera, nadir_attitude
-from earthfix.onboard.features import FeatureConfig, cloud_mask, extract, extract_features, fill_clouds
+from earthfix.onboard.features import (FeatureConfig, cloud_mask, despeckle_clouds, extract, extract_features,
+                                       fill_clouds)
 from earthfix.onboard.keystore import KeypointStore
 from earthfix.onboard.verify import Verifier, VerifyConfig
 from earthfix.sim import render
@@ -156,6 +157,34 @@ def test_cloud_fill_recovers_a_frame_under_broken_cloud(verifier, basemap):
     assert plain.ok and fill.inliers >= 1.5 * plain.inliers
     plain, fill = out[0.6]
     assert not plain.ok
+
+
+def test_despeckle_takes_cumulus_cells_out_and_leaves_other_frames_alone(verifier, basemap):
+    """Fair-weather cumulus from the simulator's field (cells of 2-6 km, 30 % of the ground) over a 512 px /
+    60 deg frame: eroding the frame over 5 px (6.8 km, ``Localizer``'s size for this camera) gives back the
+    ground between the cells; the frame then verifies at its place with many times the inliers, where the
+    speckled frame fails or barely holds. A frame without cumulus, or with one big cloud, is left alone."""
+    from earthfix.onboard.localizer import cumulus_cell_px
+    from earthfix.onboard.verify import native_km_per_px
+    cam = Camera.from_fov(512, 512, 60)
+    k = cumulus_cell_px(verifier.cfg, cam)
+    assert k == 5
+    field = CloudField(seed=3)
+    for lat, lon in ((34.0, 14.0), (31.0, 11.0)):         # inside a cumulus region of this field
+        view = render.render(basemap, cam, geodesy.geodetic_to_ecef(lat, lon, 600.0), nadir_attitude(lat, lon, 30.0))
+        cells = field.cumulus(view.lat, view.lon, 0.3, native_km_per_px(verifier.cfg, cam))
+        img = under_cloud(view.image, cells[..., None])
+        out, speckle = despeckle_clouds(img, img, k, verifier.cfg.feature)
+        assert speckle > 0.09 and out is not img and out.shape == img.shape
+        before = verifier.verify(verifier.extract(img), cam, [(lat, lon)])
+        after = verifier.verify(verifier.extract(out), cam, [(lat, lon)])
+        assert after.ok and geodesy.great_circle_km(after.lat, after.lon, lat, lon) < 3.0
+        assert after.inliers >= 4 * max(before.inliers, 1)
+        same, s0 = despeckle_clouds(view.image, view.image, k, verifier.cfg.feature)
+        assert same is view.image and s0 < 0.02
+    cloudy = view.image.copy()
+    cv2.circle(cloudy, (200, 260), 120, (228, 230, 232), -1)   # one big cloud: no speckle
+    assert despeckle_clouds(cloudy, cloudy, k, verifier.cfg.feature)[0] is cloudy
 
 
 @pytest.mark.parametrize("w,fov,alt_km,lat,lon", [(256, 80.0, 600.0, 24.0, 12.0), (512, 60.0, 450.0, 27.0, 30.0)])

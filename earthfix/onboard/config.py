@@ -20,6 +20,7 @@ DEFAULTS = {
     "vote_k": 3,
     "vote_min_votes": 2,
     "cloud_fill": True,
+    "despeckle": True,
     "fine_store": True,
     "verify": {},
     "confidence": {},
@@ -102,7 +103,7 @@ def validate(cfg: dict) -> dict:
     _check("min_confidence", out["min_confidence"], float, 0.0, 1.0)
     _check("vote_k", out["vote_k"], int, 1, 10)
     _check("vote_min_votes", out["vote_min_votes"], int, 1, 100)
-    for k in ("vote", "cloud_fill", "fine_store"):
+    for k in ("vote", "cloud_fill", "despeckle", "fine_store"):
         if not isinstance(out[k], bool):
             raise ConfigError(f"config: '{k}' must be true or false, got {_r(out[k])}")
     for k in ("verify", "confidence"):

@@ -262,7 +262,7 @@ def extract_features(image: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
 
 
 def cloud_mask(image_bgr: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
-               work_per_px: float = 0.5) -> np.ndarray | None:
+               work_per_px: float = 0.5, dilate: bool = True) -> np.ndarray | None:
     """Cloud-like pixels of an 8-bit BGR image (H x W bool), or None for an unlit frame (or a
     panchromatic one when ``cfg.cloud_grey_margin_dn`` is 0).
 
@@ -276,7 +276,7 @@ def cloud_mask(image_bgr: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
     what catches it. A colour frame with hardly any colour (90th-percentile saturation below
     ``cfg.cloud_min_colour``: cloud or haze over most of it) gets no mask.
     The mask is dilated by half a working pixel (``work_per_px``: working pixels per image pixel): a
-    fragment's soft rim carries its edge too.
+    fragment's soft rim carries its edge too (``dilate=False``: the pixels themselves).
     """
     b, g, r = cv2.split(np.ascontiguousarray(image_bgr))
     v = cv2.max(cv2.max(b, g), r)
@@ -296,8 +296,37 @@ def cloud_mask(image_bgr: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
         if _percentile_u8(sat, lit, 90.0) < cfg.cloud_min_colour * 255.0:
             return None      # a colour frame with hardly any colour left (cloud, haze over most of it)
         mask = ((sat < cfg.cloud_max_sat * 255.0) & (m > floor + cfg.cloud_margin_dn)).astype(np.uint8)
+    if not dilate:
+        return mask > 0
     k = 2 * max(1, int(round(0.5 / work_per_px))) + 1
     return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))) > 0
+
+
+def despeckle_clouds(image: np.ndarray, image_bgr: np.ndarray, cell_px: int,
+                     cfg: FeatureConfig = FeatureConfig(), min_share: float = 0.09):
+    """Small cloud cells (fair-weather cumulus: 1-6 km, hundreds per frame) taken out of ``image`` (grey or
+    BGR; ``image_bgr`` the same frame in BGR, for :func:`cloud_mask`) by a grey-level erosion over
+    ``cell_px`` x ``cell_px`` pixels: every pixel takes the darkest value around it, which is the ground
+    between the cells wherever the cells leave a gap. Returns (image, speckle share): the input object
+    itself when the cloud-like pixels that a ``cell_px`` opening removes (fragments smaller than a cell)
+    are no more than ``min_share`` of the frame.
+
+    Why: a cell smaller than a pixel brightens it by the share it covers, so a cumulus field lays a
+    noise of tens of DN over ground whose texture has 10-30 DN: SIFT sees the noise, and the cloud mask
+    (cloud-like nearly everywhere) leaves the cloud-filled look no ground. Erosion also widens dark
+    ground features by ``cell_px // 2`` pixels and takes patchy snow out with the cells, which costs
+    frames without cumulus, hence the gate: every frame it helped had a speckle share of 0.098 or more,
+    those it cost mostly 0.05-0.085 (docs/VERIFICATION.md, "Fair-weather cumulus").
+    """
+    mask = cloud_mask(image_bgr, cfg, dilate=False)
+    if mask is None:
+        return image, 0.0
+    m8 = mask.view(np.uint8)
+    kernel = np.ones((int(cell_px), int(cell_px)), np.uint8)
+    speckle = (cv2.countNonZero(m8) - cv2.countNonZero(cv2.morphologyEx(m8, cv2.MORPH_OPEN, kernel))) / m8.size
+    if speckle <= min_share:
+        return image, float(speckle)
+    return cv2.erode(image, kernel), float(speckle)
 
 
 def _percentile_u8(a: np.ndarray, mask: np.ndarray, q: float) -> float:

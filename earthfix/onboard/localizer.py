@@ -36,7 +36,7 @@ from .camera import Camera
 from .config import load_config
 from .confidence import ConfidenceModel
 from .encoder import Encoder, sha256_bytes
-from .features import fill_clouds
+from .features import despeckle_clouds, fill_clouds
 from .fix import Candidate, Fix
 from .frames import FrameError, check_size, normalise_frame
 from .preprocess import preprocess
@@ -46,6 +46,14 @@ FILL_SHARE = (0.2, 0.8)    # cloud-like share of a frame for which the cloud-fil
                            # Below, filling fixed no frame the plain look did not (bench_ceiling.py --by-share); above,
                            # too little clear ground is left (an eligible frame has >= 20 % clear land)
 SECOND_LOOK_EXTRA_MS = 8.0 # a second look costs the first's features and vote plus ~one verified place
+CUMULUS_CELL_KM = 6.0      # ground size of the erosion that takes small cloud cells out (despeckle_clouds)
+
+
+def cumulus_cell_px(vcfg, camera: Camera) -> int:
+    """Odd erosion size (>= 3 px) spanning ``CUMULUS_CELL_KM`` of ground at the nominal altitude."""
+    from .verify import native_km_per_px
+    n = CUMULUS_CELL_KM / native_km_per_px(vcfg, camera)
+    return max(3, 2 * int(round((n - 1.0) / 2.0)) + 1)
 
 
 def shipped_models_dir() -> Path:
@@ -166,13 +174,23 @@ class Localizer:
             # clear ground around them (features.fill_clouds) first, then as it is (snow, ice and pale
             # desert look like cloud and are better seen unfilled)
             plain_ver = self.verifier_for(camera)
+            # a grey frame is judged and filled as three equal bands (features.cloud_mask: by brightness)
+            bgr = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+            speckle = 0.0
+            if self.cfg["despeckle"]:
+                # fair-weather cumulus: cells of a few km, each brightening the pixels it covers part of
+                t = _time.perf_counter()
+                out, speckle = despeckle_clouds(img, bgr, cumulus_cell_px(plain_ver.cfg, camera),
+                                                plain_ver.cfg.feature)
+                if out is not img:
+                    img = out
+                    bgr = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+                stages["despeckle_ms"] = (_time.perf_counter() - t) * 1e3
             looks = [(img, plain_ver, None)]
             share = 0.0
             if self.cfg["cloud_fill"]:
                 t = _time.perf_counter()
                 fver = self.fill_verifier(camera)
-                # a grey frame is filled as three equal bands (features.cloud_mask judges it by brightness)
-                bgr = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
                 filled, mask = fill_clouds(bgr, fver.cfg.feature, share=FILL_SHARE)
                 share = 0.0 if mask is None else cv2.countNonZero(mask.view(np.uint8)) / mask.size
                 if filled is not bgr:
@@ -198,7 +216,7 @@ class Localizer:
             fix.evidence = dict(v.evidence, hyp_lat=v.lat, hyp_lon=v.lon, hyp_alt_km=v.alt_km,
                                 hyp_yaw_deg=v.yaw_deg, hyp_sub_lat=v.sub_lat, hyp_sub_lon=v.sub_lon,
                                 source=source, vote_candidates=sum(c.source == "vote" for c in fix.candidates),
-                                cloud_share=round(share, 3),
+                                cloud_share=round(share, 3), speckle_share=round(speckle, 3),
                                 look="filled" if looks[look][0] is not img else "plain")
             if v.ok:
                 fix.lat, fix.lon, fix.sub_lat, fix.sub_lon = v.lat, v.lon, v.sub_lat, v.sub_lon

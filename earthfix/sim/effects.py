@@ -8,8 +8,8 @@ orbits (``earthfix.sim.orbit.gmst_rad``). Sun elevations are geodetic (above the
 plane), in degrees, without refraction.
 
 Order of the pipeline (physical): ground reflectance (+ appearance shift) -> cloud shadows (optional,
-``cloud_shadow``: the cloud field moved away from the sun by the cloud height) -> clouds (+ an optional
-thin veil above them, ``thin_cloud``) -> haze veil -> illumination -> vignetting, exposure gain and white
+``cloud_shadow``: the cloud field moved away from the sun by the cloud height) -> clouds (+ optional small
+cumulus cells, ``cumulus``, and a thin veil above them, ``thin_cloud``) -> haze veil -> illumination -> vignetting, exposure gain and white
 balance -> optical blur -> sensor noise -> 8-bit quantization -> optional JPEG. Pixels off the Earth stay
 black (plus sensor noise).
 
@@ -34,6 +34,7 @@ HAZE_BGR = (205.0, 190.0, 175.0)      # bluish-white atmospheric veil
 CLOUD_GREY = 240.0                    # thick cloud top, fully lit (DN)
 THIN_CLOUD_GREY = 225.0               # thin (cirrus-like) veil, fully lit (DN)
 THIN_LON_OFFSET_DEG = 97.0            # where the thin layer samples the cloud field, relative to the thick
+CUMULUS_LON_OFFSET_DEG = 211.0        # where the cumulus regions are read from the same field
 SIN_TWILIGHT = math.sin(math.radians(-6.0))  # civil twilight: below this the ground is dark
 
 
@@ -63,6 +64,9 @@ class EffectsConfig:
     cloud_top_km: float = 3.0     # cloud height that sets how far from its cloud a shadow falls
     thin_cloud: float = 0.0       # peak opacity (0..0.5) of a thin, cirrus-like veil over half the globe,
                                   # above the thick clouds; it never makes a pixel "cloudy" (opacity > 0.5)
+    cumulus: float = 0.0          # share (0..0.6) of the ground under small (2-6 km) fair-weather cumulus
+                                  # cells where they occur (about half the globe); a pixel is as opaque as
+                                  # the share of it the cells cover, "cloudy" above 0.5 like any cloud
 
     @classmethod
     def default(cls) -> "EffectsConfig":
@@ -122,6 +126,8 @@ class EffectsConfig:
                     raise ValueError(f"effects: {key!r} must be in [0, 1], got {val!r}")
                 if key == "thin_cloud" and val > 0.5:
                     raise ValueError(f"effects: 'thin_cloud' must be in [0, 0.5], got {val!r}")
+                if key == "cumulus" and val > 0.6:
+                    raise ValueError(f"effects: 'cumulus' must be in [0, 0.6], got {val!r}")
                 val = float(val)
             cfg[key] = val
         return cls(**cfg)
@@ -271,6 +277,68 @@ class CloudField:
         v *= np.float32(peak)
         return v
 
+    # fair-weather cumulus: a periodic tile of ~1 km texels (80 tiles of 512 per turn, a 500 km period),
+    # built on first use from its own random stream so that frames without cumulus stay as they were
+    CU_TILES_PER_TURN = 80
+
+    @property
+    def cumulus_texel_km(self) -> float:
+        return 2.0 * math.pi * geodesy.A_KM / (self.CU_TILES_PER_TURN * 512)
+
+    def _cumulus_tile(self, cover: float, sigma_texels: float) -> np.ndarray:
+        """Binary cells covering ``cover`` of the tile, blurred by ``sigma_texels`` (periodic): a pixel
+        wider than a cell sees the share of it the cells cover, not an aliased speckle."""
+        key = (round(cover, 3), round(sigma_texels * 4) / 4)
+        cache = self.__dict__.setdefault("_cu_cache", {})
+        tile = cache.get(key)
+        if tile is None:
+            raw = self.__dict__.get("_cu_raw")
+            if raw is None:
+                n = 512
+                w = np.random.default_rng([0xC110, self.seed]).standard_normal((n, n))
+                k = np.hypot(*np.meshgrid(np.fft.fftfreq(n), np.fft.rfftfreq(n), indexing="ij"))
+                # difference of Gaussians, sigma 1.2 and 4 texels: cells of ~2-6 km
+                band = np.exp(-2.0 * (np.pi * 1.2 * k) ** 2) - np.exp(-2.0 * (np.pi * 4.0 * k) ** 2)
+                raw = self._cu_raw = np.fft.irfft2(np.fft.rfft2(w) * band, s=(n, n)).astype(np.float32)
+            tile = (raw > np.quantile(raw, 1.0 - key[0])).astype(np.float32)
+            s = key[1]
+            if s >= 0.25:
+                pad = int(math.ceil(3 * s)) + 1
+                big = cv2.copyMakeBorder(tile, pad, pad, pad, pad, cv2.BORDER_WRAP)
+                tile = np.ascontiguousarray(cv2.GaussianBlur(big, (0, 0), s)[pad:-pad, pad:-pad])
+            if len(cache) > 16:
+                cache.clear()
+            cache[key] = tile
+        return tile
+
+    def cumulus(self, lat_deg, lon_deg, cover: float, gsd_km: float, lon_offset_deg: float = 0.0,
+                flip_lat: bool = False) -> np.ndarray:
+        """Opacity (float32, 0..1) of small cumulus cells covering ``cover`` of the ground where they
+        occur: half the globe, read from the field elsewhere (``CUMULUS_LON_OFFSET_DEG``), with soft
+        region edges. ``gsd_km``: the frame's pixel size, to average cells smaller than a pixel."""
+        tile = self._cumulus_tile(cover, 0.5 * gsd_km / self.cumulus_texel_km)
+        region = self.veil(lat_deg, lon_deg, 1.0, lon_offset_deg + CUMULUS_LON_OFFSET_DEG, not flip_lat,
+                           cover=0.5, edge=1.0)
+        lat = np.asarray(lat_deg, dtype=np.float32)
+        lon = np.asarray(lon_deg, dtype=np.float32) + np.float32(180.0 + lon_offset_deg)
+        if flip_lat:
+            lat = -lat
+        n = np.float32(512)
+        tpx = np.float32(512 * self.CU_TILES_PER_TURN / 360.0)
+        tx = lon * tpx
+        tx -= n * np.floor(tx * (1 / n))
+        ty = (np.float32(90.0) - lat) * tpx
+        ty -= n * np.floor(ty * (1 / n))
+        bad = ~(np.isfinite(tx) & np.isfinite(ty))
+        if bad.any():
+            tx[bad] = 0.0
+            ty[bad] = 0.0
+        c = remap_any(tile, tx, ty, border_mode=cv2.BORDER_WRAP)
+        c *= region
+        if bad.any():
+            c[bad] = 0.0
+        return c
+
     def sample(self, lat_deg, lon_deg, cover: float | None = None, lon_offset_deg: float = 0.0,
                flip_lat: bool = False) -> np.ndarray:
         """Cloud opacity (float32, 0..1) at geodetic points; 0 at NaN points.
@@ -342,6 +410,18 @@ def appearance_shift(img: np.ndarray, rng: np.random.Generator, strength: float 
 # ---- the pipeline ----------------------------------------------------------------------------------
 
 _VIGNETTE_CACHE: dict = {}
+
+
+def _pixel_km(view) -> float:
+    """Ground size of the pixel nearest the frame centre that sees the Earth (km; 4 if none)."""
+    h, w = view.hit.shape
+    ys, xs = np.nonzero(view.hit[:-1, :-1] & view.hit[1:, 1:])
+    if len(ys) == 0:
+        return 4.0
+    i = int(np.argmin((ys - h / 2) ** 2 + (xs - w / 2) ** 2))
+    y, x = ys[i], xs[i]
+    p = view.points
+    return float(0.5 * (np.linalg.norm(p[y, x + 1] - p[y, x]) + np.linalg.norm(p[y + 1, x] - p[y, x])))
 
 
 def _vignette(h: int, w: int, strength: float) -> np.ndarray:
@@ -465,7 +545,7 @@ def apply(view, t, cfg: EffectsConfig, rng: np.random.Generator, clouds: CloudFi
     land_mask = view.land > 0.5
 
     alpha = thin = None
-    if cfg.clouds and cfg.cloud_cover > 0 and cfg.cloud_opacity > 0:
+    if cfg.clouds and (cfg.cloud_cover > 0 or cfg.cumulus > 0) and cfg.cloud_opacity > 0:
         if clouds is None:
             field, lon_off, flip = shared_cloud_field(), float(rng.uniform(0, 360)), bool(rng.uniform() < 0.5)
         else:
@@ -473,6 +553,10 @@ def apply(view, t, cfg: EffectsConfig, rng: np.random.Generator, clouds: CloudFi
         alpha, thick = field.sample_with_thickness(view.lat, view.lon, cfg.cloud_cover, lon_off, flip)
         if cfg.thin_cloud > 0:          # the same field elsewhere (no extra random draw), soft-edged
             thin = field.veil(view.lat, view.lon, cfg.thin_cloud, lon_off + THIN_LON_OFFSET_DEG, not flip)
+        if cfg.cumulus > 0:             # small bright cells, opaque as far as they cover a pixel
+            cu = field.cumulus(view.lat, view.lon, cfg.cumulus, _pixel_km(view), lon_off, flip)
+            alpha += cu * (np.float32(1.0) - alpha)
+            np.maximum(thick, cu, out=thick)
         if cfg.cloud_opacity != 1.0:
             alpha *= np.float32(cfg.cloud_opacity)
         all_hit = bool(hit.all())
