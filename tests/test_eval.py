@@ -278,6 +278,21 @@ def test_thin_cloud_stress_set_veils_land256_kind_of_frames():
     assert brighter >= 1
 
 
+def test_cumulus_stress_set_lays_cells_over_land512_kind_of_frames():
+    import dataclasses
+    sdef = next(s for s in ev.SCENARIOS if s.name == "stress_cumulus")
+    land512 = next(s for s in ev.SCENARIOS if s.name == "land512")
+    assert sdef.stress and (sdef.width, sdef.fov_deg) == (land512.width, land512.fov_deg) and 0 < sdef.cumulus <= 0.6
+    _, cells = ev.scenario_frames(sdef, 4, 321)
+    _, plain = ev.scenario_frames(dataclasses.replace(sdef, cumulus=0.0), 4, 321)
+    brighter = 0
+    for (a, ta), (b, tb) in zip(cells, plain):
+        assert ta["bore_lat"] == tb["bore_lat"] and ta["time"] == tb["time"]     # same places and times
+        assert ta["land_clear_frac"] <= tb["land_clear_frac"]                   # cells count as cloud
+        brighter += a.astype(float).mean() > b.astype(float).mean() + 1.0
+    assert brighter >= 1
+
+
 def test_eval_refuses_a_bad_effects_file_before_any_work(tmp_path, capsys):
     bad = tmp_path / "effects.yaml"
     bad.write_text("thin_cloud: 0.9\n")

@@ -6,10 +6,10 @@
 Scenario sets (``SCENARIOS``; seeds ``EVAL_SEED + 100 * seed + k``, disjoint from calibrate's 7000 range):
 land seen by a 256x256 80-degree camera from the default basemap with the simulator's effects; the same
 from the season-shifted basemap; land with a 512x512 60-degree camera; cloudy land (cover 0.7); open
-ocean; night; and four stress sets, reported apart: land rendered from another product (``shadedrelief``),
+ocean; night; and five stress sets, reported apart: land rendered from another product (``shadedrelief``),
 northern land under winter snow (``framesets.shifted_basemap("winter")``), land seen by a panchromatic
-sensor (the land256 kind of frame turned grey), and land under a thin, cirrus-like veil (the simulator's
-``thin_cloud``).
+sensor (the land256 kind of frame turned grey), land under a thin, cirrus-like veil (the simulator's
+``thin_cloud``) and land512's kind of frames under fair-weather cumulus (the simulator's ``cumulus``).
 
 Every frame goes through the full pipeline (``Localizer``, one thread) and is scored with the metrics of
 docs/CONVENTIONS.md (the metric functions below state each definition once). Side by side, on the same
@@ -56,7 +56,7 @@ EARTHLOC_VIEWS = 150_000
 HEAVY_SEARCH_SAMPLE = 10_000      # views of random 4096-D vectors actually searched (then scaled linearly)
 PERCENTILES = (50, 90, 99)
 NO_TRUTH_ERR_KM = 1e9            # error recorded for a position when the truth has no boresight point
-STAGES = ("preprocess_ms", "encode_ms", "search_ms", "fill_ms", "features_ms", "vote_ms", "verify_ms",
+STAGES = ("preprocess_ms", "encode_ms", "search_ms", "despeckle_ms", "fill_ms", "features_ms", "vote_ms", "verify_ms",
           "second_look_ms", "total_ms")
 
 
@@ -75,6 +75,7 @@ class ScenarioDef:
     min_lat_deg: float | None = None   # frames only at or north of this latitude
     panchromatic: bool = False    # frames turned grey (three equal bands): a sensor without colour
     thin_cloud: float = 0.0       # peak opacity of a thin, cirrus-like veil over half the globe (simulator)
+    cumulus: float = 0.0          # share of the ground under small cumulus cells where they occur (simulator)
 
 
 SCENARIOS = (
@@ -92,6 +93,8 @@ SCENARIOS = (
                 description="stress: land256's kind of frames from a panchromatic sensor (grey)"),
     ScenarioDef("stress_thin", 256, 256, 80.0, None, stress=True, thin_cloud=0.25,
                 description="stress: land256's kind of frames under thin, cirrus-like cloud (peak opacity 0.25)"),
+    ScenarioDef("stress_cumulus", 512, 512, 60.0, None, stress=True, cumulus=0.3,
+                description="stress: land512's kind of frames under fair-weather cumulus (2-6 km cells, 30 % cover)"),
 )
 
 
@@ -326,7 +329,7 @@ def scenario_frames(sdef: ScenarioDef, n: int, seed: int, region=None, effects=N
     from .framesets import FrameSpec, make_frameset, panchromatic, random_place, shifted_basemap
     cam = Camera.from_fov(sdef.width, sdef.height, sdef.fov_deg)
     spec = FrameSpec(kind=sdef.kind, daylight=sdef.daylight, cloud_cover=sdef.cloud_cover,
-                     thin_cloud=sdef.thin_cloud)
+                     thin_cloud=sdef.thin_cloud, cumulus=sdef.cumulus)
     basemap = shifted_basemap(sdef.basemap) if sdef.basemap else None
     if region is not None and sdef.kind == "land":
         return cam, region_frameset(n, seed, cam, basemap, spec, region, effects)
@@ -572,9 +575,9 @@ def heavy_standin(cache_dir: Path, frames: list, views: int, ours: dict, log=pri
 # =================================================================================================
 
 def retrieval_ms(stages_ms: dict) -> float:
-    """What the pipeline's retrieval costs beyond the search: the encoder, and the (first look's) cloud fill,
-    features and vote that the keypoint vote needs."""
-    return sum(stages_ms.get(k, 0.0) for k in ("encode_ms", "fill_ms", "features_ms", "vote_ms"))
+    """What the pipeline's retrieval costs beyond the search: the encoder, and the (first look's) despeckle,
+    cloud fill, features and vote that the keypoint vote needs."""
+    return sum(stages_ms.get(k, 0.0) for k in ("encode_ms", "despeckle_ms", "fill_ms", "features_ms", "vote_ms"))
 
 
 def evaluate_frame(loc, cam, img, truth: dict, sdef: ScenarioDef, baselines: Baselines | None) -> dict:

@@ -80,6 +80,7 @@ class FrameSpec:
     tilt_max_deg: float = 5.0
     cloud_cover: float | None = None   # None: the effects default
     thin_cloud: float = 0.0       # peak opacity of the simulator's thin, cirrus-like veil (EffectsConfig)
+    cumulus: float = 0.0          # share of the ground under the simulator's small cumulus cells (EffectsConfig)
 
 
 def random_place(rng, kind: str):
@@ -101,7 +102,7 @@ def make_frameset(n: int, seed: int, camera, basemap=None, spec: FrameSpec | Non
                   day=datetime(2026, 3, 20, tzinfo=timezone.utc), place=random_place, effects=None):
     """Yield ``n`` (image, truth) pairs with random poses drawn from ``seed``; ``place(rng, kind)`` draws
     each frame's (lat, lon). ``effects``: an ``EffectsConfig`` instead of the simulator's defaults (the
-    spec's cloud cover and thin cloud, when set, apply on top)."""
+    spec's cloud cover, thin cloud and cumulus, when set, apply on top)."""
     from ..sim import scenario
     from ..sim.effects import EffectsConfig
     from ..sim.basemap import Basemap
@@ -113,6 +114,8 @@ def make_frameset(n: int, seed: int, camera, basemap=None, spec: FrameSpec | Non
         eff.cloud_cover = spec.cloud_cover
     if spec.thin_cloud:
         eff.thin_cloud = spec.thin_cloud
+    if spec.cumulus:
+        eff.cumulus = spec.cumulus
     for i in range(n):
         lat, lon = place(rng, spec.kind)
         hour = rng.uniform(8.0, 15.5) if spec.daylight else rng.uniform(21.5, 26.5) % 24
