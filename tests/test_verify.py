@@ -164,11 +164,11 @@ def test_despeckle_takes_cumulus_cells_out_and_leaves_other_frames_alone(verifie
     60 deg frame: eroding the frame over 5 px (6.8 km, ``Localizer``'s size for this camera) gives back the
     ground between the cells; the frame then verifies at its place with many times the inliers, where the
     speckled frame fails or barely holds. A frame without cumulus, or with one big cloud, is left alone."""
-    from earthfix.onboard.localizer import cumulus_cell_px
+    from earthfix.onboard.localizer import despeckle_geometry
     from earthfix.onboard.verify import native_km_per_px
     cam = Camera.from_fov(512, 512, 60)
-    k = cumulus_cell_px(verifier.cfg, cam)
-    assert k == 5
+    shrink, k = despeckle_geometry(verifier.cfg, cam)
+    assert (shrink, k) == (1, 5)
     field = CloudField(seed=3)
     for lat, lon in ((34.0, 14.0), (31.0, 11.0)):         # inside a cumulus region of this field
         view = render.render(basemap, cam, geodesy.geodetic_to_ecef(lat, lon, 600.0), nadir_attitude(lat, lon, 30.0))
@@ -180,6 +180,9 @@ def test_despeckle_takes_cumulus_cells_out_and_leaves_other_frames_alone(verifie
         after = verifier.verify(verifier.extract(out), cam, [(lat, lon)])
         assert after.ok and geodesy.great_circle_km(after.lat, after.lon, lat, lon) < 3.0
         assert after.inliers >= 4 * max(before.inliers, 1)
+        # a finer camera's frame is judged and eroded shrunk by an integer factor, and comes back whole
+        half, s2 = despeckle_clouds(img, img, 3, verifier.cfg.feature, shrink=2)
+        assert s2 > 0.09 and half.shape == img.shape and half.mean() < img.mean() - 5
         same, s0 = despeckle_clouds(view.image, view.image, k, verifier.cfg.feature)
         assert same is view.image and s0 < 0.02
     cloudy = view.image.copy()

@@ -303,13 +303,16 @@ def cloud_mask(image_bgr: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
 
 
 def despeckle_clouds(image: np.ndarray, image_bgr: np.ndarray, cell_px: int,
-                     cfg: FeatureConfig = FeatureConfig(), min_share: float = 0.09):
+                     cfg: FeatureConfig = FeatureConfig(), min_share: float = 0.09, shrink: int = 1):
     """Small cloud cells (fair-weather cumulus: 1-6 km, hundreds per frame) taken out of ``image`` (grey or
     BGR; ``image_bgr`` the same frame in BGR, for :func:`cloud_mask`) by a grey-level erosion over
     ``cell_px`` x ``cell_px`` pixels: every pixel takes the darkest value around it, which is the ground
     between the cells wherever the cells leave a gap. Returns (image, speckle share): the input object
     itself when the cloud-like pixels that a ``cell_px`` opening removes (fragments smaller than a cell)
-    are no more than ``min_share`` of the frame.
+    are no more than ``min_share`` of the frame. ``shrink`` > 1: the test and the erosion run on the frame
+    area-averaged by that integer factor (``cell_px`` in those pixels; OpenCV's fast path) and the eroded
+    frame comes back at the input's size: a narrow camera's frame is far finer than the features that will
+    be taken from it.
 
     Why: a cell smaller than a pixel brightens it by the share it covers, so a cumulus field lays a
     noise of tens of DN over ground whose texture has 10-30 DN: SIFT sees the noise, and the cloud mask
@@ -318,7 +321,13 @@ def despeckle_clouds(image: np.ndarray, image_bgr: np.ndarray, cell_px: int,
     frames without cumulus, hence the gate: every frame it helped had a speckle share of 0.098 or more,
     those it cost mostly 0.05-0.085 (docs/VERIFICATION.md, "Fair-weather cumulus").
     """
-    mask = cloud_mask(image_bgr, cfg, dilate=False)
+    h, w = image.shape[:2]
+    small, small_bgr = image, image_bgr
+    if shrink > 1 and min(h, w) >= 8 * shrink:
+        f = 1.0 / int(shrink)
+        small_bgr = cv2.resize(image_bgr, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        small = small_bgr if image is image_bgr else cv2.resize(image, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+    mask = cloud_mask(small_bgr, cfg, dilate=False)
     if mask is None:
         return image, 0.0
     m8 = mask.view(np.uint8)
@@ -326,7 +335,10 @@ def despeckle_clouds(image: np.ndarray, image_bgr: np.ndarray, cell_px: int,
     speckle = (cv2.countNonZero(m8) - cv2.countNonZero(cv2.morphologyEx(m8, cv2.MORPH_OPEN, kernel))) / m8.size
     if speckle <= min_share:
         return image, float(speckle)
-    return cv2.erode(image, kernel), float(speckle)
+    out = cv2.erode(small, kernel)
+    if out.shape[:2] != (h, w):
+        out = cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
+    return out, float(speckle)
 
 
 def _percentile_u8(a: np.ndarray, mask: np.ndarray, q: float) -> float:

@@ -78,12 +78,12 @@ def test_fill(benchmark, frame, camera, localizer):
 def test_despeckle(benchmark, frame, camera, localizer):
     """Speckle test and erosion of a frame under small cumulus cells (the cost when it triggers)."""
     from earthfix.onboard.features import despeckle_clouds
-    from earthfix.onboard.localizer import cumulus_cell_px
+    from earthfix.onboard.localizer import despeckle_geometry
     from earthfix.sim.effects import CloudField
     lat, lon = np.meshgrid(np.linspace(-20, -16, 256), np.linspace(-56, -52, 256), indexing="ij")
     cells = CloudField(seed=0).cumulus(lat, lon, 0.4, 1.0)[..., None]
     speckled = under_cloud(frame, cells)
-    k = cumulus_cell_px(localizer.verifier.cfg, camera)
+    _, k = despeckle_geometry(localizer.verifier.cfg, camera)
     out, share = benchmark(despeckle_clouds, speckled, speckled, k, localizer.verifier.cfg.feature)
     assert share > 0.09 and out is not speckled
 
