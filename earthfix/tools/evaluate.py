@@ -895,7 +895,7 @@ def render_markdown(r: dict) -> str:
             L.append(f"| {row['label']} | {_f(row['recall@1'], 1, True)} | {_f(row['recall@10'], 1, True)} | "
                      f"{_f(row['latency_ms']['p50'], 2)} | {_f(row['latency_ms']['p99'], 2)} | "
                      f"{_f((row.get('search_ms') or {}).get('p50'), 3)} |")
-        L += ["", f"Descriptor ms: encoder ({_rotation_words(e)}) for the learned rows, encoder + cloud fill + features + vote "
+        L += ["", f"Descriptor ms: encoder ({_rotation_words(e)}) for the learned rows, encoder + despeckle + cloud fill + features + vote "
               "for the pipeline's retrieval, descriptor + exact search for the hand-crafted row. FP32/INT8 exact search "
               "the bundle's views with the bundle's PCA (FP32 references re-encoded with the FP32 model)."]
         st = r.get("retrieval_all_including_stress", {})

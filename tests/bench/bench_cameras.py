@@ -1,7 +1,7 @@
 """The flight pipeline at cameras other than the eval's two (not a pytest test).
 
     PYTHONPATH=. python tests/bench/bench_cameras.py [--n 30] [--seed 31337] [--camera 1024x1024@40 ...]
-        [--config cfg.yaml] [--bundle DIR]
+        [--config cfg.yaml] [--bundle DIR] [--effects EFFECTS.yaml]
 
 Land frames (``make_frameset``, the simulator's effects, default basemap, 400-800 km, 0-5 deg off nadir, any
 yaw) seen by each camera below, through one loaded ``Localizer`` (defaults, one thread): eligible frames,
@@ -32,7 +32,12 @@ def main() -> None:
                     help="a camera (width x height @ horizontal FOV, deg); repeatable; default: the four below")
     ap.add_argument("--config", default=None, help="Localizer config YAML (default: the shipped defaults)")
     ap.add_argument("--bundle", default=None, help="bundle directory (default: the default bundle)")
+    ap.add_argument("--effects", default=None, help="simulator effects YAML over the defaults (as eval --effects)")
     a = ap.parse_args()
+    effects = None
+    if a.effects:
+        from earthfix.sim.effects import EffectsConfig
+        effects = EffectsConfig.from_yaml(a.effects)
     cameras = CAMERAS
     if a.camera:
         cameras = []
@@ -47,7 +52,7 @@ def main() -> None:
         cam = Camera.from_fov(w, h, fov)
         n_el = n_fix = n_false = 0
         errs, lat_ms = [], []
-        for img, truth in make_frameset(a.n, a.seed + w, cam, None, FrameSpec()):
+        for img, truth in make_frameset(a.n, a.seed + w, cam, None, FrameSpec(), effects=effects):
             f = loc.locate(img, cam)
             lat_ms.append(f.latency_ms)
             el = is_eligible(truth)
