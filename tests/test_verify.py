@@ -287,7 +287,8 @@ def test_candidates_merge_and_deadline(verifier, basemap):
 
 def test_a_place_is_started_only_when_the_slowest_so_far_would_end_before_the_deadline(store, basemap):
     """A place runs to its end once started, so the deadline admits the next place only if a place as slow
-    as the slowest so far would still finish in time (places made 50 ms slow here)."""
+    as the slowest so far would still finish in time (places made 50 ms slow here), and a later look's first
+    place only if one as slow as the earlier look's slowest would."""
     import time
     cam = Camera.from_fov(256, 256, 80)
     lat, lon = 26.0, 20.0
@@ -301,6 +302,13 @@ def test_a_place_is_started_only_when_the_slowest_so_far_would_end_before_the_de
     # 75 ms: the second place would start at ~50 ms, before the deadline, but end at ~100 ms, after it
     v = ver.verify(f, cam, wrong, deadline=time.perf_counter() + 0.075)
     assert v.groups_evaluated == 1 and v.evidence["deadline_hit"]
+    assert v.slowest_place_s >= 0.05
+    # a later look at the same frame (the Localizer's second look) hands over how slow a place was: with
+    # 30 ms left, not even its first place starts; without the hint the first always runs
+    v2 = ver.verify(f, cam, wrong, deadline=time.perf_counter() + 0.03, place_s=v.slowest_place_s)
+    assert v2.groups_evaluated == 0 and v2.evidence["deadline_hit"] and v2.reason == "deadline"
+    v3 = ver.verify(f, cam, wrong, deadline=time.perf_counter() + 0.03)
+    assert v3.groups_evaluated == 1
 
 
 def test_boresight_sigma_grows_when_inliers_bunch_in_a_corner():

@@ -131,7 +131,7 @@ class Localizer:
                 base.store, cloud_fill_config(base.cfg, camera, self.verifier.store.gsd_km))
         return v
 
-    def _look(self, img, verifier, drop, camera, attitude, deadline, cands, stages):
+    def _look(self, img, verifier, drop, camera, attitude, deadline, cands, stages, place_s=0.0):
         """Local features (none centred on ``drop``) -> keypoint vote (merged ahead of the encoder's
         ``cands``) -> verification. Returns (candidate list, Verification); stage times go into ``stages``."""
         t = _time.perf_counter()
@@ -148,7 +148,7 @@ class Localizer:
         rf = verifier.cfg.radius_factor
         todo = [(c.lat, c.lon, c.radius_km if c.radius_km is not None else rf * self.bundle.scales_km[c.scale])
                 for c in merged[: self.cfg["verify_k"]]]
-        v = verifier.verify(feats, camera, todo, attitude=attitude, deadline=deadline)
+        v = verifier.verify(feats, camera, todo, attitude=attitude, deadline=deadline, place_s=place_s)
         stages["verify_ms"] = (_time.perf_counter() - t) * 1e3
         return merged, v
 
@@ -210,7 +210,8 @@ class Localizer:
                 # only the places the second look's own vote finds are verified: the encoder's were
                 # just tried
                 t = _time.perf_counter()
-                cands2, v2 = self._look(*looks[1], camera, attitude, deadline, [], {})
+                # the first look's slowest place sets the bar for this look's first one too
+                cands2, v2 = self._look(*looks[1], camera, attitude, deadline, [], {}, v.slowest_place_s)
                 if v2.ok:
                     fix.candidates, v, look = (cands2 + cands)[: self.cfg["top_k"]], v2, 1
                 stages["second_look_ms"] = (_time.perf_counter() - t) * 1e3

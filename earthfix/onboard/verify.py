@@ -157,6 +157,7 @@ class Verification:
     group: int = -1                     # merged group evaluated
     second_inliers: int = 0             # best inlier count among the other groups evaluated
     groups_evaluated: int = 0
+    slowest_place_s: float = 0.0        # the longest a candidate place took (for a later look's deadline)
     evidence: dict = field(default_factory=dict)
     stages_ms: dict = field(default_factory=dict)
     reason: str = ""
@@ -190,13 +191,14 @@ class Verifier:
 
     # ---- main entry --------------------------------------------------------------------------------
     def verify(self, frame_features: Features, camera: Camera, candidates, attitude=None,
-               deadline: float | None = None) -> Verification:
+               deadline: float | None = None, place_s: float = 0.0) -> Verification:
         """Verify candidates in rank order; return the best hypothesis.
 
         ``candidates``: objects with ``lat``, ``lon`` (and optionally ``radius_km``) or tuples
         ``(lat, lon[, radius_km])``, best first. ``attitude``: camera -> ECEF quaternion [w, x, y, z] or
         3x3 matrix, or None. ``deadline``: a ``time.perf_counter()`` value; a group (a candidate place) is
-        started only when the slowest group so far would still end before it (the first always runs).
+        started only when the slowest group so far would still end before it; the first always runs unless
+        ``place_s`` (seconds a place took in an earlier look at the same frame) says it would not end in time.
         """
         cfg = self.cfg
         t0 = time.perf_counter()
@@ -224,11 +226,11 @@ class Verifier:
         groups = self._groups(candidates, camera)
         results = []
         hit_deadline = False
-        slowest_s = 0.0
+        slowest_s = float(place_s)
         for gi, g in enumerate(groups):
             t_group = time.perf_counter()
             # a group runs to its end: admit it only if one as slow as the slowest so far still fits
-            if deadline is not None and gi > 0 and t_group + slowest_s > deadline:
+            if deadline is not None and (gi > 0 or slowest_s > 0) and t_group + slowest_s > deadline:
                 best.reason = "deadline"
                 hit_deadline = True
                 break
@@ -246,6 +248,7 @@ class Verifier:
             best.groups_evaluated = len(results)
             if best.ok:
                 best.candidate = self._nearest_candidate(candidates, groups[best.group], best.lat, best.lon)
+        best.slowest_place_s = slowest_s
         best.evidence = self._evidence(best)
         # the same RMS in working pixels: comparable across frame sizes (for the confidence model)
         best.evidence["reproj_rms_work_px"] = float(best.reproj_rms_px) * wscale
