@@ -25,6 +25,7 @@ bundle's record of it, every bundle file against the manifest. Latency is measur
 """
 from __future__ import annotations
 
+import math
 import time as _time
 from pathlib import Path
 
@@ -57,6 +58,8 @@ def despeckle_geometry(vcfg, camera: Camera) -> tuple[int, int]:
     px) spanning ``CUMULUS_CELL_KM`` of ground there: 3 px at 256 px / 80 deg, 5 at 512 px / 60 deg."""
     from .verify import native_km_per_px
     km = native_km_per_px(vcfg, camera)
+    if not km > 0.0 or not math.isfinite(km):      # a degenerate nominal altitude: judge at full size
+        return 1, 3
     shrink = max(1, int(round(DESPECKLE_KM_PER_PX / km)))
     n = CUMULUS_CELL_KM / (km * shrink)
     return shrink, max(3, 2 * int(round((n - 1.0) / 2.0)) + 1)
