@@ -440,7 +440,9 @@ class Verifier:
             return out
         rvec, tvec = pose
         err = _reproj_err(enu, uv, k, rvec, tvec)
-        mask = err < rthr
+        # SIFT gives a blob several orientations at one position and each can match: one inlier per frame
+        # position and per ground point, or the count and the boresight's sigma treat one match as several
+        mask = _distinct(err < rthr, uv, enu, err)
         n_in = int(mask.sum())
         r_w2c, _ = cv2.Rodrigues(rvec)
         c_enu = -r_w2c.T @ tvec.ravel()
@@ -683,6 +685,25 @@ def _reproj_err(enu, uv, k, rvec, tvec) -> np.ndarray:
         v = k[1, 1] * pc[:, 1] / z + k[1, 2]
     e = np.hypot(u - uv[:, 0], v - uv[:, 1])
     return np.where(z > 0, e, np.inf)
+
+
+def _distinct(mask: np.ndarray, uv: np.ndarray, enu: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """``mask`` keeping, of the matches that share a frame position (to 0.5 px) or a ground point (to 1 m),
+    only the one with the smallest reprojection error."""
+    idx = np.nonzero(mask)[0]
+    if len(idx) < 2:
+        return mask
+    out = np.zeros_like(mask)
+    seen_f, seen_g = set(), set()
+    for i in idx[np.argsort(err[idx], kind="stable")]:
+        kf = (int(round(float(uv[i, 0]) * 2)), int(round(float(uv[i, 1]) * 2)))
+        kg = tuple(int(round(float(c) * 1000)) for c in enu[i])
+        if kf in seen_f or kg in seen_g:
+            continue
+        seen_f.add(kf)
+        seen_g.add(kg)
+        out[i] = True
+    return out
 
 
 def _pose_covariance(j: np.ndarray, err_px, floor_px: float):
