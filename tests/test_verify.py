@@ -392,3 +392,20 @@ def test_one_wrong_far_match_cannot_hold_a_pose(store):
     assert err.max() < 4.0                                  # the bent pose still takes it as an inlier...
     assert held and out.lever_km > 8.0                      # ...but without it the boresight moves far, and
                                                             # the others' pose misses it
+
+
+def test_one_inlier_per_frame_position_and_per_ground_point():
+    """SIFT gives a blob several orientations at one position and each can match: the inlier count (and so
+    the inlier floor and the boresight's sigma) keeps one match per frame position and per ground point,
+    the one that fits best."""
+    from earthfix.onboard.verify import _distinct
+    uv = np.array([[10.0, 20.0], [10.2, 20.1], [50.0, 60.0], [70.0, 80.0], [90.0, 10.0], [30.0, 30.0]])
+    enu = np.array([[1.0, 2.0, 0.0], [1.5, 2.0, 0.0], [3.0, 4.0, 0.0], [3.0, 4.0, 0.0], [5.0, 6.0, 0.0],
+                    [7.0, 8.0, 0.0]])
+    err = np.array([0.9, 0.4, 0.5, 1.1, 0.3, 0.2])
+    mask = np.array([True, True, True, True, True, False])
+    kept = _distinct(mask, uv, enu, err)
+    # 0 and 1: one frame position (0.2 px apart), 1 fits better; 2 and 3: one ground point, 2 fits better;
+    # 5 was not an inlier
+    assert kept.tolist() == [False, True, True, False, True, False]
+    assert _distinct(mask & False, uv, enu, err).sum() == 0
