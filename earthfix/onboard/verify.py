@@ -689,20 +689,19 @@ def _reproj_err(enu, uv, k, rvec, tvec) -> np.ndarray:
 
 def _distinct(mask: np.ndarray, uv: np.ndarray, enu: np.ndarray, err: np.ndarray) -> np.ndarray:
     """``mask`` keeping, of the matches that share a frame position (to 0.5 px) or a ground point (to 1 m),
-    only the one with the smallest reprojection error."""
+    only the one with the smallest reprojection error (a match second at either is dropped)."""
     idx = np.nonzero(mask)[0]
     if len(idx) < 2:
         return mask
+    order = idx[np.argsort(err[idx], kind="stable")]
+    first = np.ones(len(order), bool)
+    for key in (np.round(uv[order] * 2.0), np.round(enu[order] * 1000.0)):
+        _, at = np.unique(key.astype(np.int64), axis=0, return_index=True)
+        once = np.zeros(len(order), bool)
+        once[at] = True                      # np.unique's index is each key's first place in ``order``
+        first &= once
     out = np.zeros_like(mask)
-    seen_f, seen_g = set(), set()
-    for i in idx[np.argsort(err[idx], kind="stable")]:
-        kf = (int(round(float(uv[i, 0]) * 2)), int(round(float(uv[i, 1]) * 2)))
-        kg = tuple(int(round(float(c) * 1000)) for c in enu[i])
-        if kf in seen_f or kg in seen_g:
-            continue
-        seen_f.add(kf)
-        seen_g.add(kg)
-        out[i] = True
+    out[order[first]] = True
     return out
 
 
