@@ -961,7 +961,7 @@ def register(sub):
     p.add_argument("--encoder-fp32", default=None, help="FP32 encoder (default: encoder_fp32.onnx next to the INT8 one)")
     p.add_argument("--config", default=None, help="Localizer YAML config")
     p.add_argument("--effects", default=None, metavar="YAML",
-                   help="simulator effects over their defaults (keys of EffectsConfig: jpeg_quality, thin_cloud, "
+                   help="simulator effects over their defaults (keys of EffectsConfig: jpeg_quality, thin_cloud, cumulus, "
                         "cloud_shadow, ...), for every scenario")
     p.add_argument("--region", nargs=4, type=float, default=None, metavar=("LAT_MIN", "LAT_MAX", "LON_MIN", "LON_MAX"),
                    help="draw land frames inside this box only (for regional bundles)")
