@@ -57,3 +57,27 @@ def test_clear_frames_get_the_plain_look_and_panchromatic_ones_are_filled_by_bri
         assert geodesy.great_circle_km(fix.lat, fix.lon, LAT, LON) < 5.0
     assert _locate(tiny_bundle, {"verify": {"feature": {"cloud_grey_margin_dn": 0}}}, cam, grey
                    ).evidence["cloud_share"] == 0.0
+
+
+def test_cumulus_frame_is_despeckled_before_both_looks(tiny_bundle, basemap):
+    """A 512 px / 60 deg frame under the simulator's fair-weather cumulus (30 % of the ground in 2-6 km
+    cells): the Localizer erodes it first (evidence ``speckle_share``, stage ``despeckle_ms``) and verifies
+    with many times the inliers it finds on the speckled frame (``despeckle: false``)."""
+    from earthfix.onboard import geodesy
+    from earthfix.onboard.camera import Camera, nadir_attitude
+    from earthfix.onboard.verify import VerifyConfig, native_km_per_px
+    from earthfix.sim import render
+    from earthfix.sim.effects import CloudField
+    lat, lon = 37.0, -102.5                          # inside a cumulus region of the seed-1 field
+    cam = Camera.from_fov(512, 512, 60)
+    view = render.render(basemap, cam, geodesy.geodetic_to_ecef(lat, lon, ALT_KM), nadir_attitude(lat, lon, YAW_DEG))
+    cells = CloudField(seed=1).cumulus(view.lat, view.lon, 0.3, native_km_per_px(VerifyConfig(), cam))
+    img = under_cloud(view.image, cells[..., None])
+    on = _locate(tiny_bundle, {}, cam, img)
+    off = _locate(tiny_bundle, {"despeckle": False}, cam, img)
+    assert on.evidence["speckle_share"] > 0.09 and "despeckle_ms" in on.stages_ms
+    assert off.evidence["speckle_share"] == 0.0 and "despeckle_ms" not in off.stages_ms
+    assert on.fix and geodesy.great_circle_km(on.lat, on.lon, lat, lon) < 2.0
+    assert on.inliers >= 4 * max(off.inliers, 1)
+    clear = _locate(tiny_bundle, {}, cam, view.image)   # the same ground without cumulus: not eroded
+    assert clear.fix and clear.evidence["speckle_share"] < 0.05
