@@ -81,3 +81,20 @@ def test_cumulus_frame_is_despeckled_before_both_looks(tiny_bundle, basemap):
     assert on.inliers >= 4 * max(off.inliers, 1)
     clear = _locate(tiny_bundle, {}, cam, view.image)   # the same ground without cumulus: not eroded
     assert clear.fix and clear.evidence["speckle_share"] < 0.05
+
+
+def test_a_big_frame_is_shrunk_once_with_its_camera(tiny_bundle, basemap):
+    """A 2048 px frame is area-averaged to 1024 px once (config ``max_frame_side_px``) with the camera scaled
+    to match: the same place, altitude and yaw as without the shrink, and a stage of its own."""
+    from earthfix.onboard import geodesy
+    from earthfix.onboard.camera import Camera, nadir_attitude
+    from earthfix.sim import render
+    cam = Camera.from_fov(2048, 2048, 60)
+    img = render.render(basemap, cam, geodesy.geodetic_to_ecef(LAT, LON, ALT_KM), nadir_attitude(LAT, LON, YAW_DEG)).image
+    small = _locate(tiny_bundle, {}, cam, img)
+    whole = _locate(tiny_bundle, {"max_frame_side_px": 4096, "deadline_ms": 1000}, cam, img)
+    assert "shrink_ms" in small.stages_ms and "shrink_ms" not in whole.stages_ms
+    for fix in (small, whole):
+        assert fix.fix and geodesy.great_circle_km(fix.lat, fix.lon, LAT, LON) < 2.0
+        assert abs(fix.alt_km - ALT_KM) < 10.0 and abs((fix.yaw_deg - YAW_DEG + 180) % 360 - 180) < 1.0
+    assert geodesy.great_circle_km(small.lat, small.lon, whole.lat, whole.lon) < 1.0

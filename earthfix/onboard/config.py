@@ -21,6 +21,7 @@ DEFAULTS = {
     "vote_min_votes": 2,
     "cloud_fill": True,
     "despeckle": True,
+    "max_frame_side_px": 1024,
     "fine_store": True,
     "verify": {},
     "confidence": {},
@@ -103,6 +104,7 @@ def validate(cfg: dict) -> dict:
     _check("min_confidence", out["min_confidence"], float, 0.0, 1.0)
     _check("vote_k", out["vote_k"], int, 1, 10)
     _check("vote_min_votes", out["vote_min_votes"], int, 1, 100)
+    _check("max_frame_side_px", out["max_frame_side_px"], int, 64, 16384)
     for k in ("vote", "cloud_fill", "despeckle", "fine_store"):
         if not isinstance(out[k], bool):
             raise ConfigError(f"config: '{k}' must be true or false, got {_r(out[k])}")
