@@ -12,8 +12,14 @@ Cloud (config ``cloud_fill``): a frame with 20-80 % cloud-like pixels (``feature
 by brightness alone on a panchromatic frame) is first looked at with its
 cloud filled from the clear ground around it (``features.fill_clouds``; features at the keypoint store's
 ground sample, ``verify.cloud_fill_config``), then, if that finds nothing and time is left before the
-deadline, as it is (a second look, verifying only its own vote's places). Evidence ``look`` says which
-look the hypothesis came from; docs/VERIFICATION.md, "The cloud-filled look", has the measurements.
+deadline, as it is (a second look, verifying only its own vote's places; its first place only if a place
+as slow as the first look's slowest would still end in time). Evidence ``look`` says which look the
+hypothesis came from; docs/VERIFICATION.md, "The cloud-filled look", has the measurements.
+
+Small cloud cells (config ``despeckle``): a frame whose cloud-like pixels are mostly fragments under ~6 km
+(fair-weather cumulus) is eroded before both looks (``features.despeckle_clouds``; evidence
+``speckle_share``; docs/VERIFICATION.md, "Fair-weather cumulus"). Big frames (config
+``max_frame_side_px``): area-averaged once by an integer factor, the camera scaled with them.
 
     loc = Localizer.load(bundle_dir, config_path)          # once
     fix = loc.locate(frame, camera, attitude=None, time=None)
@@ -197,8 +203,8 @@ class Localizer:
             if self.cfg["despeckle"]:
                 # fair-weather cumulus: cells of a few km, each brightening the pixels it covers part of
                 t = _time.perf_counter()
-                shrink, cell_px = despeckle_geometry(plain_ver.cfg, camera)
-                out, speckle = despeckle_clouds(img, bgr, cell_px, plain_ver.cfg.feature, shrink=shrink)
+                ds_shrink, cell_px = despeckle_geometry(plain_ver.cfg, camera)
+                out, speckle = despeckle_clouds(img, bgr, cell_px, plain_ver.cfg.feature, shrink=ds_shrink)
                 if out is not img:
                     img = out
                     bgr = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
