@@ -9,9 +9,9 @@ plane), in degrees, without refraction.
 
 Order of the pipeline (physical): ground reflectance (+ appearance shift) -> cloud shadows (optional,
 ``cloud_shadow``: the cloud field moved away from the sun by the cloud height) -> clouds (+ optional small
-cumulus cells, ``cumulus``, and a thin veil above them, ``thin_cloud``) -> haze veil -> illumination -> vignetting, exposure gain and white
-balance -> optical blur -> sensor noise -> 8-bit quantization -> optional JPEG. Pixels off the Earth stay
-black (plus sensor noise).
+cumulus cells, ``cumulus``, and a thin veil above them, ``thin_cloud``) -> haze veil -> illumination ->
+vignetting, exposure gain and white balance -> optical blur -> sensor noise -> 8-bit quantization ->
+optional JPEG. Pixels off the Earth stay black (plus sensor noise).
 
 Everything is vectorised with numpy float32 and OpenCV; a 256x256 frame costs a few milliseconds.
 """
@@ -65,8 +65,9 @@ class EffectsConfig:
     thin_cloud: float = 0.0       # peak opacity (0..0.5) of a thin, cirrus-like veil over half the globe,
                                   # above the thick clouds; it never makes a pixel "cloudy" (opacity > 0.5)
     cumulus: float = 0.0          # share (0..0.6) of the ground under small (2-6 km) fair-weather cumulus
-                                  # cells where they occur (about half the globe); a pixel is as opaque as
-                                  # the share of it the cells cover, "cloudy" above 0.5 like any cloud
+                                  # cells where they occur (~30 % of the globe fully, ~70 % in part); a
+                                  # pixel is as opaque as the share of it the cells cover, "cloudy" above
+                                  # 0.5 like any cloud
 
     @classmethod
     def default(cls) -> "EffectsConfig":
@@ -223,6 +224,8 @@ class CloudField:
         v = self.value(lat, lon)
         self._qs = np.linspace(0.0, 1.0, 201)
         self._qv = np.quantile(v, self._qs)
+        self._cu_raw = None               # the cumulus tile, built on first use (``cumulus``)
+        self._cu_cache: dict = {}
 
     def threshold(self, cover: float) -> float:
         """Field value above which a share ``cover`` of the globe lies (cover 0: none, 1: all)."""
@@ -289,10 +292,10 @@ class CloudField:
         """Binary cells covering ``cover`` of the tile, blurred by ``sigma_texels`` (periodic): a pixel
         wider than a cell sees the share of it the cells cover, not an aliased speckle."""
         key = (round(cover, 3), round(sigma_texels * 4) / 4)
-        cache = self.__dict__.setdefault("_cu_cache", {})
+        cache = self._cu_cache
         tile = cache.get(key)
         if tile is None:
-            raw = self.__dict__.get("_cu_raw")
+            raw = self._cu_raw
             if raw is None:
                 n = 512
                 w = np.random.default_rng([0xC110, self.seed]).standard_normal((n, n))
@@ -314,8 +317,8 @@ class CloudField:
     def cumulus(self, lat_deg, lon_deg, cover: float, gsd_km: float, lon_offset_deg: float = 0.0,
                 flip_lat: bool = False) -> np.ndarray:
         """Opacity (float32, 0..1) of small cumulus cells covering ``cover`` of the ground where they
-        occur: half the globe, read from the field elsewhere (``CUMULUS_LON_OFFSET_DEG``), with soft
-        region edges. ``gsd_km``: the frame's pixel size, to average cells smaller than a pixel."""
+        occur: regions read from the field elsewhere (``CUMULUS_LON_OFFSET_DEG``; ~30 % of the globe fully,
+        ~70 % in part, soft-edged). ``gsd_km``: the frame's pixel size, to average cells smaller than a pixel."""
         tile = self._cumulus_tile(cover, 0.5 * gsd_km / self.cumulus_texel_km)
         region = self.veil(lat_deg, lon_deg, 1.0, lon_offset_deg + CUMULUS_LON_OFFSET_DEG, not flip_lat,
                            cover=0.5, edge=1.0)
