@@ -129,6 +129,19 @@ def test_inputs_fix_dict_and_no_fix():
     assert np.allclose(p, geodesy.geodetic_to_ecef(10.0, 20.0, 420.0))
 
 
+def test_a_fix_pinned_worse_than_the_assumed_sigma_weighs_less():
+    """Confidence and the verification's boresight sigma (``evidence.bore_sigma_km``) both widen a fix's
+    sigma: by 1/sqrt(confidence), and by bore sigma / ``sigma_h_km`` when that is larger."""
+    fuser = OrbitFuser(sigma_h_km=3.5)
+    t0 = START.timestamp()
+    base = dict(fix=True, sub_lat=10.0, sub_lon=20.0, alt_km=420.0)
+    fuser.add(t0, Fix(**base, confidence=1.0, evidence={"bore_sigma_km": 1.0}))          # well pinned: 1
+    fuser.add(t0 + 10, Fix(**base, confidence=1.0, evidence={"bore_sigma_km": 7.0}))     # 7 / 3.5 = 2
+    fuser.add(t0 + 20, {**base, "confidence": 0.25, "evidence": {"bore_sigma_km": 1.0}})  # 1 / sqrt(0.25) = 2
+    fuser.add(t0 + 30, {**base, "confidence": 1.0, "evidence": {"bore_sigma_km": "n/a"}})  # unreadable: ignored
+    assert np.allclose(fuser._sig_mult, [1.0, 2.0, 2.0, 1.0])
+
+
 def test_streaming_accuracy_outliers_and_gap(streamed):
     s = streamed
     fuser, err, sec = s["fuser"], s["err"], s["sec"]

@@ -19,7 +19,8 @@ Pipeline, refitted incrementally as fixes arrive (``OrbitFuser``):
    window), with a fixed-step RK4 propagator with J2 (30 s steps: 9 m of integration error over 6 h against
    2 s steps, far below the fixes' kilometres; 10 s steps cost 3x the time for 0.1 m).
    Measurements are weighted by an anisotropic covariance (horizontal / radial sigmas, the radial one
-   larger because altitude comes from image scale) inflated for low confidence. A weak prior that the
+   larger because altitude comes from image scale) inflated for low confidence and for a boresight that
+   verification pinned worse than the horizontal sigma (``evidence.bore_sigma_km``). A weak prior that the
    orbit is nearly circular keeps short arcs (a few fixes over a minute) well posed; long arcs overrule it.
 3. *Gating*: after each solve, fixes whose Mahalanobis residual exceeds ``gate_sigma`` (scaled by the
    robust spread of the residuals when the sigmas are too optimistic) or whose horizontal residual exceeds
@@ -296,6 +297,16 @@ def _fix_confidence(fix) -> float | None:
     return c if math.isfinite(c) and c > 0 else None
 
 
+def _fix_bore_sigma_km(fix) -> float | None:
+    """The fix's verification 1-sigma at the boresight (``evidence.bore_sigma_km``), or None."""
+    ev = fix.get("evidence") if isinstance(fix, dict) else getattr(fix, "evidence", None)
+    try:
+        b = float((ev or {}).get("bore_sigma_km"))
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return b if math.isfinite(b) and b > 0 else None
+
+
 # ---- the fuser -----------------------------------------------------------------------------------------
 
 @dataclass
@@ -377,7 +388,12 @@ class OrbitFuser:
         self._t.append(ts)
         self._r_eci.append(r_eci)
         # a low-confidence fix is trusted less: sigma / sqrt(confidence), floored so it still counts
-        self._sig_mult.append(1.0 if conf is None else 1.0 / math.sqrt(max(min(conf, 1.0), 0.1)))
+        mult = 1.0 if conf is None else 1.0 / math.sqrt(max(min(conf, 1.0), 0.1))
+        # and one whose boresight verification pins worse than the assumed horizontal sigma, by that ratio
+        bs = _fix_bore_sigma_km(fix)
+        if bs is not None:
+            mult = max(mult, bs / self.sigma_h_km)
+        self._sig_mult.append(mult)
         self._new_since_fit += 1
         return True
 
