@@ -29,6 +29,7 @@ import numpy as np
 from ..onboard import geodesy
 from .basemap import remap_any
 from .orbit import gmst_rad, parse_time
+from .render import centre_gsd_km
 
 HAZE_BGR = (205.0, 190.0, 175.0)      # bluish-white atmospheric veil
 CLOUD_GREY = 240.0                    # thick cloud top, fully lit (DN)
@@ -415,18 +416,6 @@ def appearance_shift(img: np.ndarray, rng: np.random.Generator, strength: float 
 _VIGNETTE_CACHE: dict = {}
 
 
-def _pixel_km(view) -> float:
-    """Ground size of the pixel nearest the frame centre that sees the Earth (km; 4 if none)."""
-    h, w = view.hit.shape
-    ys, xs = np.nonzero(view.hit[:-1, :-1] & view.hit[1:, 1:])
-    if len(ys) == 0:
-        return 4.0
-    i = int(np.argmin((ys - h / 2) ** 2 + (xs - w / 2) ** 2))
-    y, x = ys[i], xs[i]
-    p = view.points
-    return float(0.5 * (np.linalg.norm(p[y, x + 1] - p[y, x]) + np.linalg.norm(p[y + 1, x] - p[y, x])))
-
-
 def _vignette(h: int, w: int, strength: float) -> np.ndarray:
     key = (h, w, round(strength, 6))
     v = _VIGNETTE_CACHE.get(key)
@@ -557,7 +546,8 @@ def apply(view, t, cfg: EffectsConfig, rng: np.random.Generator, clouds: CloudFi
         if cfg.thin_cloud > 0:          # the same field elsewhere (no extra random draw), soft-edged
             thin = field.veil(view.lat, view.lon, cfg.thin_cloud, lon_off + THIN_LON_OFFSET_DEG, not flip)
         if cfg.cumulus > 0:             # small bright cells, opaque as far as they cover a pixel
-            cu = field.cumulus(view.lat, view.lon, cfg.cumulus, _pixel_km(view), lon_off, flip)
+            gsd_km = centre_gsd_km(view.points, view.hit)
+            cu = field.cumulus(view.lat, view.lon, cfg.cumulus, 4.0 if gsd_km is None else gsd_km, lon_off, flip)
             alpha += cu * (np.float32(1.0) - alpha)
             np.maximum(thick, cu, out=thick)
         if cfg.cloud_opacity != 1.0:

@@ -89,22 +89,30 @@ def ground_points(camera: Camera, pos_ecef_km, r_cam2ecef):
     return pts, hit.reshape(camera.height, camera.width)
 
 
-def pyramid_level(basemap: Basemap, camera: Camera, pts: np.ndarray, hit: np.ndarray) -> float:
-    """Pyramid level whose texel matches the camera's ground sample near the image centre."""
+def centre_gsd_km(pts: np.ndarray, hit: np.ndarray) -> float | None:
+    """Ground sample (km per pixel, geometric mean of the two axes) near the image centre, from the
+    ground points ``pts`` (H x W x 3 ECEF km); None when too little of the image sees the Earth."""
     h, w = hit.shape
     r0, c0 = h // 2, w // 2
     win = pts[max(r0 - 2, 0):r0 + 3, max(c0 - 2, 0):c0 + 3]
     if not np.isfinite(win).all():
         ok = np.argwhere(hit)
         if len(ok) < 4:
-            return 0.0
+            return None
         r0, c0 = ok[len(ok) // 2]
         win = pts[max(r0 - 1, 0):r0 + 2, max(c0 - 1, 0):c0 + 2]
         if not np.isfinite(win).all() or min(win.shape[:2]) < 2:
-            return 0.0
+            return None
     dx = np.linalg.norm(win[:, 1:] - win[:, :-1], axis=-1).mean()
     dy = np.linalg.norm(win[1:] - win[:-1], axis=-1).mean()
-    gsd_km = float(np.sqrt(dx * dy))
+    return float(np.sqrt(dx * dy))
+
+
+def pyramid_level(basemap: Basemap, camera: Camera, pts: np.ndarray, hit: np.ndarray) -> float:
+    """Pyramid level whose texel matches the camera's ground sample near the image centre."""
+    gsd_km = centre_gsd_km(pts, hit)
+    if gsd_km is None:
+        return 0.0
     step = gsd_km / basemap.km_per_px
     return float(np.log2(step)) if step > 1.0 else 0.0
 
