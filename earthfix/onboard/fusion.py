@@ -285,26 +285,23 @@ def fix_position_ecef_km(fix):
     return geodesy.geodetic_to_ecef(float(lat), float(lon), float(alt))
 
 
-def _fix_confidence(fix) -> float | None:
-    if isinstance(fix, dict):
-        c = fix.get("confidence")
-    else:
-        c = getattr(fix, "confidence", None)
+def _positive(x) -> float | None:
+    """``x`` as a finite positive float, or None."""
     try:
-        c = float(c)
+        v = float(x)
     except (TypeError, ValueError):
         return None
-    return c if math.isfinite(c) and c > 0 else None
+    return v if math.isfinite(v) and v > 0 else None
+
+
+def _fix_confidence(fix) -> float | None:
+    return _positive(fix.get("confidence") if isinstance(fix, dict) else getattr(fix, "confidence", None))
 
 
 def _fix_bore_sigma_km(fix) -> float | None:
     """The fix's verification 1-sigma at the boresight (``evidence.bore_sigma_km``), or None."""
     ev = fix.get("evidence") if isinstance(fix, dict) else getattr(fix, "evidence", None)
-    try:
-        b = float((ev or {}).get("bore_sigma_km"))
-    except (TypeError, ValueError, AttributeError):
-        return None
-    return b if math.isfinite(b) and b > 0 else None
+    return _positive(ev.get("bore_sigma_km")) if isinstance(ev, dict) else None
 
 
 # ---- the fuser -----------------------------------------------------------------------------------------
