@@ -1,12 +1,14 @@
 """The flight pipeline at cameras other than the eval's two (not a pytest test).
 
     PYTHONPATH=. python tests/bench/bench_cameras.py [--n 30] [--seed 31337] [--camera 1024x1024@40 ...]
-        [--config cfg.yaml] [--bundle DIR] [--effects EFFECTS.yaml]
+        [--config cfg.yaml] [--bundle DIR] [--effects EFFECTS.yaml] [--ceiling]
 
 Land frames (``make_frameset``, the simulator's effects, default basemap, 400-800 km, 0-5 deg off nadir, any
 yaw) seen by each camera below, through one loaded ``Localizer`` (defaults, one thread): eligible frames,
-fix rate, false fixes (> 50 km, over all frames), boresight error p50 and latency p50. Footprint half-width
-quoted at 600 km.
+fix rate, false fixes (> 50 km, over all frames), boresight error p50 and latency p50, and the pipeline's
+retrieval recall@10 (its ``candidates``, CONVENTIONS recall). ``--ceiling`` adds the verification ceiling: the
+share of eligible frames that the Localizer's verifier fixes when given the true place, as the frame is or
+cloud-filled (``bench_ceiling.py``'s question at this camera). Footprint half-width quoted at 600 km.
 """
 from __future__ import annotations
 
@@ -16,12 +18,24 @@ import numpy as np
 
 from earthfix.onboard import geodesy
 from earthfix.onboard.camera import Camera
+from earthfix.onboard.features import fill_clouds
 from earthfix.onboard.localizer import Localizer
 from earthfix.tools.build_index import ensure_default_bundle
 from earthfix.tools.evaluate import is_eligible
 from earthfix.tools.framesets import FrameSpec, make_frameset
 
 CAMERAS = ((640, 480, 50.0), (1024, 1024, 40.0), (256, 256, 100.0), (320, 240, 70.0))
+
+
+def true_place_fixed(loc: Localizer, img, cam: Camera, truth) -> bool:
+    """The Localizer's verifiers given the true place only: the frame as it is, then cloud-filled."""
+    for ver, filled in ((loc.verifier_for(cam), False), (loc.fill_verifier(cam), True)):
+        look, drop = fill_clouds(img, ver.cfg.feature) if filled else (img, None)
+        v = ver.verify(ver.extract(look, drop=drop), cam, [(truth["bore_lat"], truth["bore_lon"],
+                                                             ver.cfg.radius_factor * truth["footprint_half_width_km"])])
+        if v.ok and geodesy.great_circle_km(v.lat, v.lon, truth["bore_lat"], truth["bore_lon"]) < 50.0:
+            return True
+    return False
 
 
 def main() -> None:
@@ -33,6 +47,7 @@ def main() -> None:
     ap.add_argument("--config", default=None, help="Localizer config YAML (default: the shipped defaults)")
     ap.add_argument("--bundle", default=None, help="bundle directory (default: the default bundle)")
     ap.add_argument("--effects", default=None, help="simulator effects YAML over the defaults (as eval --effects)")
+    ap.add_argument("--ceiling", action="store_true", help="also verify the true place (plain or filled look)")
     a = ap.parse_args()
     effects = None
     if a.effects:
@@ -46,25 +61,32 @@ def main() -> None:
             w, h = size.lower().split("x")
             cameras.append((int(w), int(h), float(fov)))
     loc = Localizer.load(a.bundle or ensure_default_bundle(), a.config)
-    print("| camera | footprint half-width at 600 km | eligible | fix rate | false fixes | error p50 | latency p50 |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    extra = " ceiling |" if a.ceiling else ""
+    print("| camera | footprint half-width at 600 km | eligible | fix rate | retrieval R@10 |" + extra
+          + " false fixes | error p50 | latency p50 |")
+    print("| --- | ---: | ---: | ---: | ---: |" + (" ---: |" if a.ceiling else "") + " ---: | ---: | ---: |")
     for w, h, fov in cameras:
         cam = Camera.from_fov(w, h, fov)
-        n_el = n_fix = n_false = 0
+        n_el = n_fix = n_false = n_hit = n_ceil = 0
         errs, lat_ms = [], []
         for img, truth in make_frameset(a.n, a.seed + w, cam, None, FrameSpec(), effects=effects):
             f = loc.locate(img, cam)
             lat_ms.append(f.latency_ms)
             el = is_eligible(truth)
             n_el += el
+            if el:
+                n_hit += any(geodesy.great_circle_km(c.lat, c.lon, truth["bore_lat"], truth["bore_lon"])
+                             < 0.5 * truth["footprint_half_width_km"] for c in f.candidates[:10])
+                n_ceil += a.ceiling and true_place_fixed(loc, img, cam, truth)
             if f.fix:
                 err = float(geodesy.great_circle_km(f.lat, f.lon, truth["bore_lat"], truth["bore_lon"]))
                 n_false += err > 50.0
                 if el:
                     n_fix += 1
                     errs.append(err)
+        ceil = f" {100.0 * n_ceil / max(n_el, 1):.0f} % |" if a.ceiling else ""
         print(f"| {w}×{h}, {fov:g}° | {cam.footprint_half_width_km(600.0):.0f} km | {n_el} of {a.n} | "
-              f"{100.0 * n_fix / max(n_el, 1):.0f} % | {n_false} | "
+              f"{100.0 * n_fix / max(n_el, 1):.0f} % | {100.0 * n_hit / max(n_el, 1):.0f} % |{ceil} {n_false} | "
               f"{np.median(errs) if errs else float('nan'):.1f} km | {np.median(lat_ms):.1f} ms |")
 
 
