@@ -409,3 +409,25 @@ def test_one_inlier_per_frame_position_and_per_ground_point():
     # 5 was not an inlier
     assert kept.tolist() == [False, True, True, False, True, False]
     assert _distinct(mask & False, uv, enu, err).sum() == 0
+
+
+def test_a_wide_cameras_filled_look_can_be_capped_but_never_below_the_plain_look():
+    """cloud_fill_config: the store's sample; with fill_max_work_px > 0 at most that, at least the plain look."""
+    from dataclasses import replace
+    from earthfix.onboard.camera import Camera
+    from earthfix.onboard.verify import VerifyConfig, cloud_fill_config
+
+    def side(cam, cfg):
+        return cfg.feature.work_scale * max(cam.width, cam.height)
+
+    base = VerifyConfig()
+    eval_cam, wide = Camera.from_fov(256, 256, 80), Camera.from_fov(256, 256, 100)
+    assert side(eval_cam, cloud_fill_config(base, eval_cam)) == pytest.approx(167.8, abs=0.1)
+    assert side(wide, cloud_fill_config(base, wide)) == pytest.approx(238.4, abs=0.2)      # default: no cap
+    capped_cfg = replace(base, fill_max_work_px=168.0)
+    assert side(eval_cam, cloud_fill_config(capped_cfg, eval_cam)) == pytest.approx(167.8, abs=0.1)   # under it
+    capped = cloud_fill_config(capped_cfg, wide)
+    assert side(wide, capped) == pytest.approx(168.0)
+    # pixel tolerances keep their ground size at the capped sample
+    assert capped.ransac_thresh_work_px == pytest.approx(base.ransac_thresh_work_px * 168.0 / 128.0)
+    assert side(wide, cloud_fill_config(replace(base, fill_max_work_px=64.0), wide)) == pytest.approx(128.0)

@@ -87,6 +87,11 @@ class VerifyConfig:
     early_inliers: int = 40             # stop when a hypothesis has this many inliers...
     early_spread: float = 0.15          # ...covering at least this fraction of the image (hull area)...
     early_rms_work_px: float = 1.5      # ...with at most this reprojection RMS
+    fill_max_work_px: float = 0.0       # > 0: longest working side of a cloud-filled look (cloud_fill_config;
+                                        # 0: no cap). The store's sample puts a wide camera's filled look near
+                                        # full size (256 px at 100 deg: 238 px, SIFT ~14 ms against ~9 at 168):
+                                        # 168 saves ~5 ms p50 there for the same fix rate on this machine, more
+                                        # fixes when time is shorter, fewer when it is not (docs/BENCHMARKS.md)
 
     def __post_init__(self):
         # from YAML: the feature configuration arrives as a mapping, ranges as lists
@@ -110,10 +115,15 @@ def cloud_fill_config(cfg: VerifyConfig, camera: Camera, store_gsd_km: float = 6
     store's ground sample (``store_gsd_km`` per working pixel at the nominal altitude), but never coarser
     than the plain look nor finer than the frame. For 256 px at 80 deg that is 168 working px (6.0 km)
     instead of 128 (7.9 km), so the gaps between clouds keep keypoints; 512 px at 60 deg stays at 128 px
-    (5.4 km). Pixel tolerances are rescaled to keep their ground size (the store's keypoints are no finer
-    than its tiles). Measured with ``tests/bench/bench_ceiling.py`` (docs/VERIFICATION.md)."""
+    (5.4 km). With ``cfg.fill_max_work_px`` > 0, at most that many working pixels along the longer side
+    (never fewer than the plain look's): a cap for slower computers, where a wide camera's filled look
+    (256 px at 100 deg: 238 px) would leave no time for its second look. Pixel tolerances are rescaled to keep their ground size (the store's keypoints are no finer
+    than its tiles). Measured with ``tests/bench/bench_ceiling.py`` and ``tests/bench/bench_cameras.py``
+    (docs/VERIFICATION.md, docs/BENCHMARKS.md)."""
     plain = work_scale(cfg.feature, (camera.height, camera.width))
     scale = min(1.0, max(plain, native_km_per_px(cfg, camera) / store_gsd_km))
+    if cfg.fill_max_work_px > 0:
+        scale = max(plain, min(scale, cfg.fill_max_work_px / max(camera.width, camera.height)))
     r = scale / plain
     return replace(cfg, feature=replace(cfg.feature, work_scale=scale),
                    sim_prefilter_work_px=cfg.sim_prefilter_work_px * r,
