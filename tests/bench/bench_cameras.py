@@ -21,19 +21,19 @@ from earthfix.onboard.camera import Camera
 from earthfix.onboard.features import fill_clouds
 from earthfix.onboard.localizer import Localizer
 from earthfix.tools.build_index import ensure_default_bundle
-from earthfix.tools.evaluate import is_eligible
+from earthfix.tools.evaluate import first_hit_rank, is_eligible
 from earthfix.tools.framesets import FrameSpec, make_frameset
+
+from bench_ceiling import true_place_fixed
 
 CAMERAS = ((640, 480, 50.0), (1024, 1024, 40.0), (256, 256, 100.0), (320, 240, 70.0))
 
 
-def true_place_fixed(loc: Localizer, img, cam: Camera, truth) -> bool:
+def either_look_fixed(loc: Localizer, img, cam: Camera, truth) -> bool:
     """The Localizer's verifiers given the true place only: the frame as it is, then cloud-filled."""
     for ver, filled in ((loc.verifier_for(cam), False), (loc.fill_verifier(cam), True)):
         look, drop = fill_clouds(img, ver.cfg.feature) if filled else (img, None)
-        v = ver.verify(ver.extract(look, drop=drop), cam, [(truth["bore_lat"], truth["bore_lon"],
-                                                             ver.cfg.radius_factor * truth["footprint_half_width_km"])])
-        if v.ok and geodesy.great_circle_km(v.lat, v.lon, truth["bore_lat"], truth["bore_lon"]) < 50.0:
+        if true_place_fixed(ver, ver.extract(look, drop=drop), cam, truth):
             return True
     return False
 
@@ -75,9 +75,9 @@ def main() -> None:
             el = is_eligible(truth)
             n_el += el
             if el:
-                n_hit += any(geodesy.great_circle_km(c.lat, c.lon, truth["bore_lat"], truth["bore_lon"])
-                             < 0.5 * truth["footprint_half_width_km"] for c in f.candidates[:10])
-                n_ceil += a.ceiling and true_place_fixed(loc, img, cam, truth)
+                rank = first_hit_rank([(c.lat, c.lon) for c in f.candidates], truth)
+                n_hit += rank is not None and rank <= 10
+                n_ceil += a.ceiling and either_look_fixed(loc, img, cam, truth)
             if f.fix:
                 err = float(geodesy.great_circle_km(f.lat, f.lon, truth["bore_lat"], truth["bore_lon"]))
                 n_false += err > 50.0

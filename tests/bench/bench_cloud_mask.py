@@ -27,9 +27,8 @@ import argparse  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench_ceiling import SETS  # noqa: E402
+from bench_ceiling import SETS, true_place_fixed  # noqa: E402
 from earthfix.onboard import features as F  # noqa: E402
-from earthfix.onboard import geodesy  # noqa: E402
 from earthfix.onboard.bundle import Bundle  # noqa: E402
 from earthfix.onboard.camera import Camera  # noqa: E402
 from earthfix.onboard.verify import Verifier, VerifyConfig, cloud_fill_config, wants_fine_store  # noqa: E402
@@ -80,12 +79,6 @@ class _Opacity:
         fx.CloudField.sample_with_thickness, F.cloud_mask = self._sample, self._mask
 
 
-def _fixed(verifier: Verifier, feats, camera: Camera, truth) -> bool:
-    v = verifier.verify(feats, camera, [(truth["bore_lat"], truth["bore_lon"],
-                                         verifier.cfg.radius_factor * truth["footprint_half_width_km"])])
-    return bool(v.ok and geodesy.great_circle_km(v.lat, v.lon, truth["bore_lat"], truth["bore_lon"]) < 50.0)
-
-
 def _pixel_cues(img: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per pixel of the (undilated) flight mask: darkest band DN, 5x5 std of it, saturation; split into
     clouded and clear pixels."""
@@ -131,13 +124,13 @@ def main() -> None:
                     op.rule = rule
                     filled, mask = F.fill_clouds(img, fver.cfg.feature)
                     feats = fver.extract(filled, drop=mask)
-                    ok[rule].append(_fixed(fver, feats, cam, truth))
+                    ok[rule].append(true_place_fixed(fver, feats, cam, truth))
                     if rule == "flight" and args.union:
                         if mask is not None and filled is not img:
                             own = fver.extract(img, drop=~mask)
                             feats = F.Features(*(np.concatenate([a, b]) for a, b in zip(feats[:5], own[:5])),
                                                feats.shape)
-                            ok["union"].append(_fixed(fver, feats, cam, truth))
+                            ok["union"].append(true_place_fixed(fver, feats, cam, truth))
                         else:
                             ok["union"].append(ok[rule][-1])
                 op.rule, op.alpha = "flight", None

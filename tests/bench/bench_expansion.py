@@ -24,6 +24,7 @@ import argparse  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from earthfix.onboard import geodesy  # noqa: E402
 from earthfix.onboard.bundle import Bundle  # noqa: E402
 from earthfix.onboard.camera import Camera  # noqa: E402
 from earthfix.onboard.encoder import Encoder  # noqa: E402
@@ -31,11 +32,8 @@ from earthfix.onboard.localizer import shipped_models_dir  # noqa: E402
 from earthfix.onboard.preprocess import preprocess  # noqa: E402
 from earthfix.sim.basemap import Basemap  # noqa: E402
 from earthfix.tools.build_index import default_bundle_dir  # noqa: E402
-from earthfix.tools.evaluate import is_eligible  # noqa: E402
+from earthfix.tools.evaluate import first_hit_rank, is_eligible, recall_at_k  # noqa: E402
 from earthfix.tools.framesets import FrameSpec, make_frameset, shifted_basemap  # noqa: E402
-
-EARTH_KM = 6371.0
-
 
 def unit_vectors(lat_deg, lon_deg) -> np.ndarray:
     lat, lon = np.radians(lat_deg), np.radians(lon_deg)
@@ -61,21 +59,21 @@ def main() -> None:
     refs = normalised(np.load(os.path.join(path, "descriptors.npy")).astype(np.float32))
     ref_xyz = unit_vectors(bundle.lat, bundle.lon)
     cam = Camera.from_fov(256, 256, 80.0)
-    queries, truth_xyz, half_km = [], [], []
+    queries, truths = [], []
     for shift, cover in ((None, None), ("season", None), (None, 0.7)):
         bm = shifted_basemap(shift) if shift else Basemap.default()
         for img, t in make_frameset(args.n, args.seed, cam, bm, FrameSpec(cloud_cover=cover)):
             if is_eligible(t):
                 queries.append(bundle.reduce(enc.encode_input(preprocess(img, enc.input_px)))[0])
-                truth_xyz.append(unit_vectors(t["bore_lat"], t["bore_lon"]))
-                half_km.append(0.5 * t["footprint_half_width_km"])
-    q, truth_xyz, half_km = np.array(queries), np.array(truth_xyz), np.array(half_km)
+                truths.append(t)
+    q = np.array(queries)
 
     def recall(qx: np.ndarray, rx: np.ndarray) -> str:
+        """CONVENTIONS recall@1 / @10 of exact cosine search (the eval's metric functions)."""
         top = np.argsort(-(qx @ rx.T), axis=1)[:, :10]
-        km = EARTH_KM * np.arccos(np.clip(np.einsum("qkc,qc->qk", ref_xyz[top], truth_xyz), -1.0, 1.0))
-        hit = km < half_km[:, None]
-        return f"R@1 {hit[:, :1].any(1).mean():6.1%}  R@10 {hit.any(1).mean():6.1%}"
+        ranks = [first_hit_rank(zip(bundle.lat[row], bundle.lon[row]), t) for row, t in zip(top, truths)]
+        every = [True] * len(ranks)
+        return f"R@1 {recall_at_k(ranks, every, 1):6.1%}  R@10 {recall_at_k(ranks, every, 10):6.1%}"
 
     print(f"{len(q)} eligible frames, {len(refs)} references")
     print(f"{'as shipped':32s} {recall(q, refs)}")
@@ -87,7 +85,7 @@ def main() -> None:
     del sim
     same_scale = bundle.scale[:, None] == bundle.scale[None, :]
     for radius_km in (100.0, 200.0):
-        near = ((ref_xyz @ ref_xyz.T) > np.cos(radius_km / EARTH_KM)) & same_scale
+        near = ((ref_xyz @ ref_xyz.T) > np.cos(radius_km / geodesy.R_MEAN_KM)) & same_scale
         mean = normalised(near.astype(np.float32) @ refs)
         for mix in (0.3, 0.5):
             print(f"{f'geographic {radius_km:g} km mix {mix:g}':32s} {recall(q, normalised(refs + mix * mean))}")
