@@ -1,0 +1,30 @@
+"""The cross-batch reference memory of `earthfix train --memory` (numpy only: runs without torch)."""
+import numpy as np
+
+from earthfix.tools.train_encoder import ReferenceMemory
+
+
+def _meta(q_lat, q_lon, q_hw, r_lat, r_lon, r_hw):
+    return np.array([[q_lat, q_lon, q_hw, r_lat, r_lon, r_hw]], float)
+
+
+def test_remembered_references_over_the_querys_ground_are_not_negatives():
+    bank = ReferenceMemory(size=8, dim=4)
+    assert bank.negatives_mask(_meta(0, 0, 400, 0, 0, 400)).shape == (1, 0)
+    # three references: on the query's ground, 300 km away (inside a 400 km half-width), 3,000 km away
+    refs = np.array([[0, 0, 0, 0, 0, 400], [0, 0, 0, 2.7, 0, 400], [0, 0, 0, 27, 0, 400]], float)
+    bank.push(np.eye(3, 4, dtype=np.float32), refs)
+    mask = bank.negatives_mask(_meta(0, 0, 400, 0, 0, 400))
+    assert mask.tolist() == [[True, True, False]]
+    # a query with a smaller footprint (150 km) overlaps only the reference on its own ground
+    assert bank.negatives_mask(_meta(0, 0, 150, 0, 0, 150)).tolist() == [[True, False, False]]
+
+
+def test_the_memory_keeps_the_newest_references_up_to_its_size():
+    bank = ReferenceMemory(size=5, dim=2)
+    for k in range(3):
+        z = np.full((2, 2), k, np.float32)
+        bank.push(z, np.column_stack([np.zeros((2, 3)), np.full(2, k), np.zeros(2), np.full(2, 100.0)]))
+    assert bank.z.shape == (5, 2) and bank.where.shape == (5, 3)
+    assert bank.z[:, 0].tolist() == [2, 2, 1, 1, 0]             # newest first, the oldest one dropped
+    assert bank.where[:, 0].tolist() == [2, 2, 1, 1, 0]
