@@ -28,3 +28,19 @@ def test_the_memory_keeps_the_newest_references_up_to_its_size():
     assert bank.z.shape == (5, 2) and bank.where.shape == (5, 3)
     assert bank.z[:, 0].tolist() == [2, 2, 1, 1, 0]             # newest first, the oldest one dropped
     assert bank.where[:, 0].tolist() == [2, 2, 1, 1, 0]
+
+
+def test_training_with_the_memory_takes_finite_steps_and_records_it(tmp_path):
+    import json
+
+    import pytest
+    pytest.importorskip("torch")             # the train extra; CI installs dev only
+    from earthfix.tools.train_encoder import train
+    train(tmp_path, minutes=0, steps=3, seed=0, lr=1e-3, dim=128, threads=1, workers=0,
+          memory=256, memory_from_step=1, memory_weight=0.5, log=lambda s: None)
+    log = json.loads((tmp_path / "train_log.json").read_text())
+    assert (log["memory"], log["memory_from_step"], log["memory_weight"]) == (256, 1, 0.5)
+    losses = [h[1] for h in log["history"]]
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    # from step 1 the memory's term is in the loss: log(1 + 64 remembered) > 0 beyond the in-batch term
+    assert losses[2] > losses[0]
