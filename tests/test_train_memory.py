@@ -1,4 +1,5 @@
-"""The cross-batch reference memory of `earthfix train --memory` (numpy only: runs without torch)."""
+"""The cross-batch reference memory of `earthfix train --memory`: the memory itself is numpy (runs without
+torch); the training step with it needs the ``train`` extra and is skipped without it."""
 import numpy as np
 
 from earthfix.tools.train_encoder import ReferenceMemory

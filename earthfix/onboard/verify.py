@@ -118,8 +118,9 @@ def cloud_fill_config(cfg: VerifyConfig, camera: Camera, store_gsd_km: float = 6
     (5.4 km). With ``cfg.fill_max_work_px`` > 0, at most that many working pixels along the longer side
     (never fewer than the plain look's): a cap for slower computers, where a wide camera's filled look
     (256 px at 100 deg: 238 px) would leave no time for its second look. Pixel tolerances are rescaled to
-    keep their ground size (the store's keypoints are no finer than its tiles). Measured with ``tests/bench/bench_ceiling.py`` and ``tests/bench/bench_cameras.py``
-    (docs/VERIFICATION.md, docs/BENCHMARKS.md)."""
+    keep their ground size (the store's keypoints are no finer than its tiles). Measured with
+    ``tests/bench/bench_ceiling.py`` and ``tests/bench/bench_cameras.py`` (docs/VERIFICATION.md,
+    docs/BENCHMARKS.md)."""
     plain = work_scale(cfg.feature, (camera.height, camera.width))
     scale = min(1.0, max(plain, native_km_per_px(cfg, camera) / store_gsd_km))
     if cfg.fill_max_work_px > 0:

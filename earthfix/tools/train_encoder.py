@@ -220,11 +220,16 @@ def make_batch(basemap, rng, clusters=8, per_cluster=8, max_yaw_deg=180.0):
     return np.stack(qs), np.stack(rs), np.array(meta[: len(qs)])
 
 
+def footprints_overlap(queries: np.ndarray, refs: np.ndarray) -> np.ndarray:
+    """(n, m) True where query footprint i and reference footprint j, each a row (lat, lon deg, half-width
+    km), show overlapping ground: centres closer than the smaller half-width. Such a pair is no negative."""
+    d = geodesy.great_circle_km(queries[:, 0][:, None], queries[:, 1][:, None], refs[:, 0][None], refs[:, 1][None])
+    return d < np.minimum(queries[:, 2][:, None], refs[:, 2][None])
+
+
 def overlap_mask(meta: np.ndarray) -> np.ndarray:
-    """True where query i and reference j (i != j) show overlapping ground: excluded from negatives."""
-    d = geodesy.great_circle_km(meta[:, 0][:, None], meta[:, 1][:, None], meta[:, 3][None], meta[:, 4][None])
-    lim = np.minimum(meta[:, 2][:, None], meta[:, 5][None]) * 1.0
-    m = d < lim
+    """True where query i and reference j (i != j) of a batch overlap: excluded from negatives."""
+    m = footprints_overlap(meta[:, 0:3], meta[:, 3:6])
     np.fill_diagonal(m, False)
     return m
 
@@ -272,11 +277,7 @@ class ReferenceMemory:
 
     def negatives_mask(self, meta: np.ndarray) -> np.ndarray:
         """True where memory entry j overlaps query i's ground (not a negative)."""
-        if not len(self.z):
-            return np.zeros((len(meta), 0), bool)
-        d = geodesy.great_circle_km(meta[:, 0][:, None], meta[:, 1][:, None],
-                                    self.where[:, 0][None], self.where[:, 1][None])
-        return d < np.minimum(meta[:, 2][:, None], self.where[:, 2][None])
+        return footprints_overlap(meta[:, 0:3], self.where)
 
     def push(self, zr: np.ndarray, meta: np.ndarray) -> None:
         self.z = np.concatenate([zr.astype(np.float32), self.z])[: self.size]

@@ -59,7 +59,7 @@ def main() -> None:
     cam = Camera.from_fov(256, 256, 80.0)
     for name, bm in (("default", basemap), ("season-shifted", shifted_basemap("season"))):
         frames = [(img, tr) for img, tr in make_frameset(args.n, args.seed, cam, bm, FrameSpec()) if is_eligible(tr)]
-        q = reduce_descriptors(enc.encode_batch(np.concatenate([preprocess(img) for img, _ in frames])), mean, comps)
+        q = reduce_descriptors(enc.encode_batch(np.concatenate([preprocess(img, enc.input_px) for img, _ in frames])), mean, comps)
         counts = {"whole grid": 0, **{f"within {r:g} km": 0 for r in args.radius_km}, "own scale": 0}
         best_right_rank = []
         for qj, (_, tr) in zip(q, frames):
