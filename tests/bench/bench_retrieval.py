@@ -63,7 +63,7 @@ def main() -> None:
     for seed, name, bm in [(s, n, b) for s in args.seed
                            for n, b in (("default", basemap), ("season-shifted", shifted_basemap("season")))]:
         frames = [(img, tr) for img, tr in make_frameset(args.n, seed, cam, bm, FrameSpec()) if is_eligible(tr)]
-        q = enc.encode_batch(np.concatenate([preprocess(img) for img, _ in frames]))
+        q = enc.encode_batch(np.concatenate([preprocess(img, enc.input_px) for img, _ in frames]))
         for dim, power in [(None, 0.0)] + [(d, p) for d in args.pca for p in args.whiten]:
             refs, qs = db, q
             if dim:
