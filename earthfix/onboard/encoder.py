@@ -47,7 +47,7 @@ def rotation_handling(encoder_path) -> dict:
 
 class Encoder:
     def __init__(self, model_bytes: bytes, threads: int = 1, providers=None, rotations: int = 4,
-                 input_px: int = INPUT_PX, name: str = ""):
+                 input_px: int | None = None, name: str = ""):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
@@ -59,7 +59,9 @@ class Encoder:
         self.input_name = self.session.get_inputs()[0].name
         self.dim = int(self.session.get_outputs()[0].shape[-1])
         self.rotations = int(rotations)
-        self.input_px = int(input_px)
+        # the input side the model was exported with (its ONNX input shape), else the default
+        side = self.session.get_inputs()[0].shape[-1]
+        self.input_px = int(input_px or (side if isinstance(side, int) else INPUT_PX))
         self.sha256 = sha256_bytes(model_bytes)
         self.name = name
 

@@ -76,7 +76,8 @@ def encode_views(basemap, encoder, lat, lon, scale, progress=True, batch=64, tur
     out = np.zeros((len(lat) * turns, encoder.dim), np.float32)
     it = range(0, len(lat), batch)
     for s in tqdm(it, desc="encode views", unit="batch", disable=not progress, file=sys.stderr):
-        xs = np.stack([standardise(render_reference(basemap, float(lat[i]), float(lon[i]), int(scale[i])).image)
+        xs = np.stack([standardise(render_reference(basemap, float(lat[i]), float(lon[i]), int(scale[i]),
+                                                    size=encoder.input_px).image)
                        for i in range(s, min(s + batch, len(lat)))])
         out[s * turns:(s + len(xs)) * turns] = encoder.encode_batch(turned(xs, turns))
     return out

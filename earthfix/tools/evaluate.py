@@ -416,6 +416,9 @@ class Baselines:
                 if hand is None:
                     hand = np.zeros((b.views, hd.shape[1]), np.float32)
                 hand[s:s + len(imgs)] = hd
+                if need_fp32 and enc_batch.input_px != len(imgs[0]):   # an encoder of another input side
+                    imgs = [render_reference(basemap, float(b.lat[i]), float(b.lon[i]), int(b.scale[i]),
+                                             size=enc_batch.input_px).image for i in idx]
                 if need_fp32:   # every stored turn, as build-index encodes them
                     full[s * t:(s + len(imgs)) * t] = enc_batch.encode_batch(
                         turned(np.stack([standardise(im) for im in imgs]), t))

@@ -20,20 +20,23 @@ from ..onboard.encoder import sha256_bytes
 from ..onboard.preprocess import INPUT_PX
 
 
-def export_fp32(checkpoint: Path, out: Path) -> None:
+def export_fp32(checkpoint: Path, out: Path) -> int:
+    """The checkpoint as ONNX FP32 with a fixed input side (the one it trained at); returns that side."""
     import torch
     from .train_encoder import build_model
     state = torch.load(checkpoint, weights_only=True)
     model = build_model(int(state.get("dim", 128)))
     model.load_state_dict(state["model"])
     model.eval()
-    x = torch.zeros(1, 3, INPUT_PX, INPUT_PX)
+    side = int(state.get("input_px", INPUT_PX))
+    x = torch.zeros(1, 3, side, side)
     torch.onnx.export(model, (x,), str(out), input_names=["image"], output_names=["descriptor"],
                       dynamic_axes={"image": {0: "batch"}, "descriptor": {0: "batch"}}, opset_version=17,
                       dynamo=False)
+    return side
 
 
-def calibration_inputs(n: int, seed: int = 1234) -> np.ndarray:
+def calibration_inputs(n: int, seed: int = 1234, input_px: int = INPUT_PX) -> np.ndarray:
     """Preprocessed simulated queries for INT8 calibration (augmented, rotated, all scales)."""
     import cv2
     from ..onboard.preprocess import standardise
@@ -44,11 +47,11 @@ def calibration_inputs(n: int, seed: int = 1234) -> np.ndarray:
     xs = []
     while len(xs) < n:
         p = te.random_land_point(rng)
-        view, blat, _, _ = te.render_query(basemap, rng, *p)
+        view, blat, _, _ = te.render_query(basemap, rng, *p, px=te.query_render_px(input_px))
         if not np.isfinite(blat):
             continue
         q = te.augment(view.image, view.land, rng) if len(xs) % 2 == 0 else view.image
-        xs.append(standardise(cv2.resize(q, (INPUT_PX, INPUT_PX), interpolation=cv2.INTER_AREA)))
+        xs.append(standardise(cv2.resize(q, (input_px, input_px), interpolation=cv2.INTER_AREA)))
     return np.stack(xs).astype(np.float32)
 
 
@@ -84,11 +87,11 @@ def export(checkpoint: Path, models: Path, n_calib: int = 256, reference_turns: 
     models.mkdir(parents=True, exist_ok=True)
     fp32 = models / "encoder_fp32.onnx"
     int8 = models / "encoder_int8.onnx"
-    export_fp32(checkpoint, fp32)
-    quantize_int8(fp32, int8, calibration_inputs(n_calib))
+    side = export_fp32(checkpoint, fp32)
+    quantize_int8(fp32, int8, calibration_inputs(n_calib, input_px=side))
     import onnxruntime as ort
     dim = int(ort.InferenceSession(str(fp32)).get_outputs()[0].shape[-1])
-    meta = {"input_px": INPUT_PX, "descriptor_dim": dim, "channels": "BGR",
+    meta = {"input_px": side, "descriptor_dim": dim, "channels": "BGR",
             "preprocessing": "earthfix.onboard.preprocess.preprocess: INTER_AREA resize, per-channel standardisation",
             "rotation_handling": ("query averaged over 4 turns" if reference_turns == 1 else
                                   f"references stored at {reference_turns} turns, query encoded once"),

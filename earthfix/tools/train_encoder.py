@@ -35,7 +35,12 @@ from ..onboard.preprocess import INPUT_PX, standardise
 from ..sim.effects import appearance_shift
 from . import grid
 
-QUERY_RENDER_PX = 128   # queries are rendered finer, degraded, then area-resized to INPUT_PX
+QUERY_RENDER_PX = 128   # queries are rendered finer, degraded, then area-resized to the input side
+
+
+def query_render_px(input_px: int) -> int:
+    """Render side of a training query: 4/3 of the encoder's input side (128 px for the 96 px input)."""
+    return max(QUERY_RENDER_PX, int(round(input_px * 4 / 3)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -195,7 +200,7 @@ def nearest_scale(hw_km, rng):
     return int(order[0] if rng.random() < 0.75 else order[1])
 
 
-def make_batch(basemap, rng, clusters=8, per_cluster=8, max_yaw_deg=180.0):
+def make_batch(basemap, rng, clusters=8, per_cluster=8, max_yaw_deg=180.0, input_px=INPUT_PX):
     qs, rs, meta = [], [], []
     while len(qs) < clusters * per_cluster:
         centre = random_land_point(rng)
@@ -205,15 +210,16 @@ def make_batch(basemap, rng, clusters=8, per_cluster=8, max_yaw_deg=180.0):
             p = random_land_point(rng, near=centre, radius_km=1500.0)
             if p is None:
                 continue
-            view, blat, blon, hw = render_query(basemap, rng, *p, max_yaw_deg=max_yaw_deg)
+            view, blat, blon, hw = render_query(basemap, rng, *p, px=query_render_px(input_px),
+                                                max_yaw_deg=max_yaw_deg)
             if not np.isfinite(blat):
                 continue
             k = nearest_scale(hw, rng)
             spacing = grid.SPACING_FRAC * 2 * grid.SCALES_KM[k]
             rlat, rlon = geodesy.destination(blat, blon, rng.uniform(0, 360), rng.uniform(0, 0.5) * spacing)
-            ref = render_reference(basemap, float(rlat), float(rlon), k)
+            ref = render_reference(basemap, float(rlat), float(rlon), k, size=input_px)
             q = augment(view.image, view.land, rng)
-            q = cv2.resize(q, (INPUT_PX, INPUT_PX), interpolation=cv2.INTER_AREA)
+            q = cv2.resize(q, (input_px, input_px), interpolation=cv2.INTER_AREA)
             qs.append(standardise(q))
             rs.append(standardise(ref.image))
             meta.append((blat, blon, hw, float(rlat), float(rlon), grid.SCALES_KM[k]))
@@ -234,7 +240,7 @@ def overlap_mask(meta: np.ndarray) -> np.ndarray:
     return m
 
 
-def batch_stream(seed: int, workers: int, max_yaw_deg: float = 180.0):
+def batch_stream(seed: int, workers: int, max_yaw_deg: float = 180.0, input_px: int = INPUT_PX):
     """Endless (queries, references, meta) batches. With ``workers`` > 0 they are rendered in that many
     worker processes while the model trains (on 2 cores, rendering and the optimiser step take about the
     same time, so overlapping them is worth ~1.5x); each worker has its own seeded generator."""
@@ -243,7 +249,7 @@ def batch_stream(seed: int, workers: int, max_yaw_deg: float = 180.0):
     if workers <= 0:
         basemap, rng = Basemap.default(), np.random.default_rng(seed)
         while True:
-            yield make_batch(basemap, rng, max_yaw_deg=max_yaw_deg)
+            yield make_batch(basemap, rng, max_yaw_deg=max_yaw_deg, input_px=input_px)
     import torch
 
     class _Pairs(torch.utils.data.IterableDataset):
@@ -252,7 +258,7 @@ def batch_stream(seed: int, workers: int, max_yaw_deg: float = 180.0):
             cv2.setNumThreads(1)
             basemap, rng = Basemap.default(), np.random.default_rng([seed, wid])
             while True:
-                yield make_batch(basemap, rng, max_yaw_deg=max_yaw_deg)
+                yield make_batch(basemap, rng, max_yaw_deg=max_yaw_deg, input_px=input_px)
 
     loader = torch.utils.data.DataLoader(_Pairs(), batch_size=None, num_workers=workers, prefetch_factor=4)
     for q, r, meta in loader:
@@ -286,7 +292,8 @@ class ReferenceMemory:
 
 def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: int, threads: int,
           resume: bool = False, workers: int = 1, max_yaw_deg: float = 180.0, bf16: bool = False,
-          memory: int = 0, memory_from_step: int = 1000, memory_weight: float = 0.5, log=print):
+          memory: int = 0, memory_from_step: int = 1000, memory_weight: float = 0.5,
+          input_px: int = INPUT_PX, log=print):
     """``bf16``: convolutions and the projection in bfloat16 autocast, channels-last (weights, optimiser
     and loss stay float32). On a CPU with AMX or AVX-512 BF16 the optimiser step is ~2.6x faster (0.25 vs
     0.65 s per 128-image batch at one thread, measured here), which lets a second worker render pairs.
@@ -301,7 +308,7 @@ def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: 
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     cv2.setNumThreads(1)
-    batches = batch_stream(seed, workers, max_yaw_deg)
+    batches = batch_stream(seed, workers, max_yaw_deg, input_px)
     model = build_model(dim)
     if bf16:
         model = model.to(memory_format=torch.channels_last)
@@ -311,6 +318,8 @@ def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: 
     step0 = 0
     if resume and ckpt.exists():
         state = torch.load(ckpt, weights_only=True)
+        if int(state.get("input_px", INPUT_PX)) != input_px:
+            raise ValueError(f"{ckpt} was trained at {state.get('input_px', INPUT_PX)} px, not --input-px {input_px}")
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); step0 = int(state["step"])
     tau = 0.05
     bank = ReferenceMemory(memory, dim)
@@ -356,10 +365,12 @@ def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: 
             log(f"step {step} loss {l:.3f} in-batch top1 {a:.3f} lr {opt.param_groups[0]['lr']:.2e} "
                 f"elapsed {(time.time() - t0) / 60:.1f} min")
         if step % 100 == 0:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "dim": dim}, ckpt)
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "dim": dim}, ckpt)
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "dim": dim,
+                        "input_px": input_px}, ckpt)
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "dim": dim,
+                        "input_px": input_px}, ckpt)
     (out_dir / "train_log.json").write_text(json.dumps({"seed": seed, "steps": step, "minutes": minutes,
-                                                        "lr": lr, "dim": dim, "workers": workers,
+                                                        "lr": lr, "dim": dim, "input_px": input_px, "workers": workers,
                                                         "max_yaw_deg": max_yaw_deg, "bf16": bf16,
                                                         "memory": memory, "memory_from_step": memory_from_step,
                                                         "memory_weight": memory_weight,
@@ -377,6 +388,8 @@ def register(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--dim", type=int, default=128, help="descriptor dimension")
+    p.add_argument("--input-px", type=int, default=INPUT_PX,
+                   help="encoder input side in pixels (references rendered at it, queries area-resized to it)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the optimiser step")
     p.add_argument("--workers", type=int, default=1, help="processes rendering training pairs (0: inline)")
     p.add_argument("--max-yaw-deg", type=float, default=180.0,
@@ -403,6 +416,6 @@ def run(args) -> int:
         return 2
     ckpt = train(Path(args.out), args.minutes, args.steps, args.seed, args.lr, args.dim, args.threads,
                  args.resume, args.workers, args.max_yaw_deg, args.bf16,
-                 args.memory, args.memory_from_step, args.memory_weight, log=lambda s: print(s, file=sys.stderr, flush=True))
+                 args.memory, args.memory_from_step, args.memory_weight, args.input_px, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(ckpt)
     return 0
