@@ -34,6 +34,8 @@ def test_the_encoder_reads_its_input_side_from_the_model(side):
     frame = np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)
     d = enc.encode(frame)                    # a wrong side would be refused by onnxruntime
     assert d.shape == (3,) and abs(float(np.linalg.norm(d)) - 1.0) < 1e-5
+    with pytest.raises(ValueError, match=f"takes {side} px"):     # told another side: refused at load
+        Encoder(_pooling_model(side), rotations=1, input_px=side + 32)
 
 
 def test_a_free_input_side_falls_back_to_the_default_unless_told():

@@ -61,6 +61,8 @@ class Encoder:
         self.rotations = int(rotations)
         # the input side the model was exported with (its ONNX input shape), else the default
         side = self.session.get_inputs()[0].shape[-1]
+        if isinstance(side, int) and input_px and int(input_px) != side:
+            raise ValueError(f"encoder {name or '(bytes)'} takes {side} px inputs, not {input_px}")
         self.input_px = int(input_px or (side if isinstance(side, int) else INPUT_PX))
         self.sha256 = sha256_bytes(model_bytes)
         self.name = name
