@@ -23,12 +23,12 @@ from ..onboard.preprocess import INPUT_PX
 def export_fp32(checkpoint: Path, out: Path) -> int:
     """The checkpoint as ONNX FP32 with a fixed input side (the one it trained at); returns that side."""
     import torch
-    from .train_encoder import build_model
+    from .train_encoder import build_model, checkpoint_input_px
     state = torch.load(checkpoint, weights_only=True)
     model = build_model(int(state.get("dim", 128)))
     model.load_state_dict(state["model"])
     model.eval()
-    side = int(state.get("input_px", INPUT_PX))
+    side = checkpoint_input_px(state)
     x = torch.zeros(1, 3, side, side)
     torch.onnx.export(model, (x,), str(out), input_names=["image"], output_names=["descriptor"],
                       dynamic_axes={"image": {0: "batch"}, "descriptor": {0: "batch"}}, opset_version=17,
@@ -38,8 +38,7 @@ def export_fp32(checkpoint: Path, out: Path) -> int:
 
 def calibration_inputs(n: int, seed: int = 1234, input_px: int = INPUT_PX) -> np.ndarray:
     """Preprocessed simulated queries for INT8 calibration (augmented, rotated, all scales)."""
-    import cv2
-    from ..onboard.preprocess import standardise
+    from ..onboard.preprocess import preprocess
     from ..sim.basemap import Basemap
     from . import train_encoder as te
     rng = np.random.default_rng(seed)
@@ -51,7 +50,7 @@ def calibration_inputs(n: int, seed: int = 1234, input_px: int = INPUT_PX) -> np
         if not np.isfinite(blat):
             continue
         q = te.augment(view.image, view.land, rng) if len(xs) % 2 == 0 else view.image
-        xs.append(standardise(cv2.resize(q, (input_px, input_px), interpolation=cv2.INTER_AREA)))
+        xs.append(preprocess(q, input_px)[0])
     return np.stack(xs).astype(np.float32)
 
 

@@ -31,11 +31,16 @@ import numpy as np
 
 from ..onboard import geodesy
 from ..onboard.camera import Camera, nadir_attitude, tilt_rotation
-from ..onboard.preprocess import INPUT_PX, standardise
+from ..onboard.preprocess import INPUT_PX, preprocess, standardise
 from ..sim.effects import appearance_shift
 from . import grid
 
 QUERY_RENDER_PX = 128   # queries are rendered finer, degraded, then area-resized to the input side
+
+
+def checkpoint_input_px(state: dict) -> int:
+    """The input side a checkpoint was trained at (checkpoints from before ``--input-px``: 96 px)."""
+    return int(state.get("input_px", INPUT_PX))
 
 
 def query_render_px(input_px: int) -> int:
@@ -218,9 +223,7 @@ def make_batch(basemap, rng, clusters=8, per_cluster=8, max_yaw_deg=180.0, input
             spacing = grid.SPACING_FRAC * 2 * grid.SCALES_KM[k]
             rlat, rlon = geodesy.destination(blat, blon, rng.uniform(0, 360), rng.uniform(0, 0.5) * spacing)
             ref = render_reference(basemap, float(rlat), float(rlon), k, size=input_px)
-            q = augment(view.image, view.land, rng)
-            q = cv2.resize(q, (input_px, input_px), interpolation=cv2.INTER_AREA)
-            qs.append(standardise(q))
+            qs.append(preprocess(augment(view.image, view.land, rng), input_px)[0])
             rs.append(standardise(ref.image))
             meta.append((blat, blon, hw, float(rlat), float(rlon), grid.SCALES_KM[k]))
     return np.stack(qs), np.stack(rs), np.array(meta[: len(qs)])
@@ -318,9 +321,14 @@ def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: 
     step0 = 0
     if resume and ckpt.exists():
         state = torch.load(ckpt, weights_only=True)
-        if int(state.get("input_px", INPUT_PX)) != input_px:
-            raise ValueError(f"{ckpt} was trained at {state.get('input_px', INPUT_PX)} px, not --input-px {input_px}")
+        if checkpoint_input_px(state) != input_px:
+            raise ValueError(f"{ckpt} was trained at {checkpoint_input_px(state)} px, not --input-px {input_px}")
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); step0 = int(state["step"])
+
+    def save_checkpoint(at_step: int) -> None:
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": at_step, "dim": dim,
+                    "input_px": input_px}, ckpt)
+
     tau = 0.05
     bank = ReferenceMemory(memory, dim)
     t0 = time.time()
@@ -365,10 +373,8 @@ def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: 
             log(f"step {step} loss {l:.3f} in-batch top1 {a:.3f} lr {opt.param_groups[0]['lr']:.2e} "
                 f"elapsed {(time.time() - t0) / 60:.1f} min")
         if step % 100 == 0:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "dim": dim,
-                        "input_px": input_px}, ckpt)
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "dim": dim,
-                        "input_px": input_px}, ckpt)
+            save_checkpoint(step)
+    save_checkpoint(step)
     (out_dir / "train_log.json").write_text(json.dumps({"seed": seed, "steps": step, "minutes": minutes,
                                                         "lr": lr, "dim": dim, "input_px": input_px, "workers": workers,
                                                         "max_yaw_deg": max_yaw_deg, "bf16": bf16,
