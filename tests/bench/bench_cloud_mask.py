@@ -1,6 +1,7 @@
 """Which errors of the cloud mask cost the cloud-filled look? (not a pytest test; run as a script)
 
     PYTHONPATH=. python tests/bench/bench_cloud_mask.py [--n 120] [--seed 4242] [--set cloudy ...] [--union]
+        [--exact]
 
 For the eligible frames of eval-like sets (``bench_ceiling.SETS``, ``make_frameset``, never the eval's seed)
 the verifier gets the true place (as in ``bench_ceiling.py``) and the frame's cloud-filled look, filled by
@@ -10,7 +11,10 @@ for cloud) and the flight mask with every pixel the simulator clouded (no rim mi
 columns says where a better cloud detector would gain. Also prints, over the flight mask's pixels, the
 quartiles of what a detector could use, for clouded pixels (opacity > 0.3) and for bright ground
 (opacity < 0.05). ``--union``: the filled look again with the frame's own keypoints centred on the
-cloud-like pixels added (computed on the frame as it is): snow and ice keep their texture.
+cloud-like pixels added (computed on the frame as it is): snow and ice keep their texture. ``--exact``: two
+masks more, the simulator's opacity > 0.02 *not* dilated, and a perfect unmixing of thin cloud: the pixels
+of opacity <= 0.5 replaced by the same frame rendered without clouds (the sampler returns no cloud, every
+random draw is unchanged), opacity > 0.5 filled, undilated.
 
 The simulator's opacity is read by wrapping ``CloudField.sample_with_thickness`` for the run (the effects
 take their random cloud offset inside ``effects.apply``): this script only, never the flight path.
@@ -39,6 +43,7 @@ from earthfix.tools.evaluate import is_eligible  # noqa: E402
 from earthfix.tools.framesets import FrameSpec, make_frameset, shifted_basemap  # noqa: E402
 
 MASKS = ("flight", "simulator", "flight without bright ground", "flight with every rim")
+EXACT = ("simulator > 0.02, undilated", "perfect unmix")
 CLEAR_MAX, CLOUD_MIN = 0.05, 0.3      # simulator opacity: clear below, clouded above
 
 
@@ -49,6 +54,7 @@ class _Opacity:
     def __init__(self):
         self.alpha = None
         self.rule = "flight"
+        self.zero = False          # the sampler returns no cloud (a cloud-free twin of the frame)
         self._sample, self._mask = fx.CloudField.sample_with_thickness, F.cloud_mask
 
     def __enter__(self):
@@ -57,13 +63,16 @@ class _Opacity:
         def sample(field, *a, **k):
             out = me._sample(field, *a, **k)
             me.alpha = out[0]
-            return out
+            return (np.zeros_like(out[0]), out[1]) if me.zero else out
 
         def mask(small, cfg=F.FeatureConfig(), work_per_px=0.5, dilate=True):
             m = me._mask(small, cfg, work_per_px, dilate)
             if me.rule == "flight" or me.alpha is None:
                 return m
             h, w = small.shape[:2]
+            if me.rule in EXACT:
+                a = cv2.resize(me.alpha, (w, h), interpolation=cv2.INTER_AREA)
+                return a > (0.02 if me.rule == EXACT[0] else 0.5)
             sim = (cv2.resize(me.alpha, (w, h), interpolation=cv2.INTER_AREA) > CLEAR_MAX).astype(np.uint8)
             if dilate:
                 k = 2 * max(1, int(round(0.5 / work_per_px))) + 1
@@ -100,6 +109,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=4242)
     ap.add_argument("--set", dest="sets", action="append", choices=list(SETS), help="default: cloudy, land256")
     ap.add_argument("--union", action="store_true", help="also the filled look plus the frame's cloud-pixel keypoints")
+    ap.add_argument("--exact", action="store_true", help="also the undilated simulator mask and a perfect unmix")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     bundle = Bundle.load(default_bundle_dir())
@@ -112,17 +122,29 @@ def main() -> None:
             fine = bundle.keystore_fine is not None and wants_fine_store(base, cam, bundle.keystore.gsd_km)
             ver = Verifier(bundle.keystore_fine if fine else bundle.keystore, base)
             fver = Verifier(ver.store, cloud_fill_config(base, cam, bundle.keystore.gsd_km))
-            ok = {k: [] for k in MASKS + ("union",)}
+            rules = MASKS + (EXACT if args.exact else ())
+            ok = {k: [] for k in rules + ("union",)}
             cloud_px, clear_px = [], []
+            twins = iter(())
+            if args.exact:
+                op.zero = True
+                twins = iter([im for im, _ in make_frameset(args.n, args.seed, cam, bm, FrameSpec(cloud_cover=cover))])
+                op.zero = False
             op.alpha = None
             for img, truth in make_frameset(args.n, args.seed, cam, bm, FrameSpec(cloud_cover=cover)):
+                twin = next(twins, None)
                 alpha, op.alpha = op.alpha, None
                 if not is_eligible(truth) or alpha is None:
                     continue
                 op.alpha = alpha
-                for rule in MASKS:
+                for rule in rules:
                     op.rule = rule
-                    filled, mask = F.fill_clouds(img, fver.cfg.feature)
+                    src = img
+                    if rule == EXACT[1]:
+                        thin = (alpha > 0.0) & (alpha <= 0.5)
+                        src = img.copy()
+                        src[thin] = twin[thin]
+                    filled, mask = F.fill_clouds(src, fver.cfg.feature)
                     feats = fver.extract(filled, drop=mask)
                     ok[rule].append(true_place_fixed(fver, feats, cam, truth))
                     if rule == "flight" and args.union:
