@@ -11,8 +11,8 @@ for cloud) and the flight mask with every pixel the simulator clouded (no rim mi
 columns says where a better cloud detector would gain. Also prints, over the flight mask's pixels, the
 quartiles of what a detector could use, for clouded pixels (opacity > 0.3) and for bright ground
 (opacity < 0.05). ``--union``: the filled look again with the frame's own keypoints centred on the
-cloud-like pixels added (computed on the frame as it is): snow and ice keep their texture. ``--exact``: two
-masks more, the simulator's opacity > 0.02 *not* dilated, and a perfect unmixing of thin cloud: the pixels
+cloud-like pixels added (computed on the frame as it is): snow and ice keep their texture. ``--exact``: three
+masks more, the simulator's opacity > 0.02 *not* dilated, the same dilated by one pixel, and a perfect unmixing of thin cloud: the pixels
 of opacity <= 0.5 replaced by the same frame rendered without clouds (the sampler returns no cloud, every
 random draw is unchanged), opacity > 0.5 filled, undilated.
 
@@ -43,7 +43,7 @@ from earthfix.tools.evaluate import is_eligible  # noqa: E402
 from earthfix.tools.framesets import FrameSpec, make_frameset, shifted_basemap  # noqa: E402
 
 MASKS = ("flight", "simulator", "flight without bright ground", "flight with every rim")
-EXACT = ("simulator > 0.02, undilated", "perfect unmix")
+EXACT = ("simulator > 0.02, undilated", "simulator > 0.02, dilated 1 px", "perfect unmix")
 CLEAR_MAX, CLOUD_MIN = 0.05, 0.3      # simulator opacity: clear below, clouded above
 
 
@@ -72,6 +72,8 @@ class _Opacity:
             h, w = small.shape[:2]
             if me.rule in EXACT:
                 a = cv2.resize(me.alpha, (w, h), interpolation=cv2.INTER_AREA)
+                if me.rule == EXACT[1]:
+                    return cv2.dilate((a > 0.02).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
                 return a > (0.02 if me.rule == EXACT[0] else 0.5)
             sim = (cv2.resize(me.alpha, (w, h), interpolation=cv2.INTER_AREA) > CLEAR_MAX).astype(np.uint8)
             if dilate:
@@ -126,6 +128,7 @@ def main() -> None:
             ok = {k: [] for k in rules + ("union",)}
             cloud_px, clear_px = [], []
             twins = iter(())
+            px = np.zeros(3, np.int64)      # flight mask against opacity > 0.02: both, mask, opacity
             if args.exact:
                 op.zero = True
                 twins = iter([im for im, _ in make_frameset(args.n, args.seed, cam, bm, FrameSpec(cloud_cover=cover))])
@@ -140,11 +143,15 @@ def main() -> None:
                 for rule in rules:
                     op.rule = rule
                     src = img
-                    if rule == EXACT[1]:
+                    if rule == EXACT[2]:
                         thin = (alpha > 0.0) & (alpha <= 0.5)
                         src = img.copy()
                         src[thin] = twin[thin]
                     filled, mask = F.fill_clouds(src, fver.cfg.feature)
+                    if rule == "flight" and args.exact:
+                        m = np.zeros(alpha.shape, bool) if mask is None else mask     # at the fill's scale
+                        t = cv2.resize(alpha, (m.shape[1], m.shape[0]), interpolation=cv2.INTER_AREA) > 0.02
+                        px += [int((m & t).sum()), int(m.sum()), int(t.sum())]
                     feats = fver.extract(filled, drop=mask)
                     ok[rule].append(true_place_fixed(fver, feats, cam, truth))
                     if rule == "flight" and args.union:
@@ -162,6 +169,9 @@ def main() -> None:
             n = len(ok["flight"])
             print(f"{name}: {n} eligible; true place, cloud-filled look fixed with the mask: "
                   + ", ".join(f"{k} {sum(v)}" for k, v in ok.items() if v), flush=True)
+            if args.exact:
+                print(f"  flight mask against opacity > 0.02, pixels: precision {px[0] / max(px[1], 1):.3f}, "
+                      f"recall {px[0] / max(px[2], 1):.3f}")
             cl, gr = np.concatenate(cloud_px), np.concatenate(clear_px)
             print(f"  flight-mask pixels: clouded {len(cl)}, clear (bright ground) {len(gr)}")
             for j, cue in enumerate(("darkest band DN", "5x5 std DN", "saturation")):
