@@ -11,10 +11,12 @@ for cloud) and the flight mask with every pixel the simulator clouded (no rim mi
 columns says where a better cloud detector would gain. Also prints, over the flight mask's pixels, the
 quartiles of what a detector could use, for clouded pixels (opacity > 0.3) and for bright ground
 (opacity < 0.05). ``--union``: the filled look again with the frame's own keypoints centred on the
-cloud-like pixels added (computed on the frame as it is): snow and ice keep their texture. ``--exact``: three
-masks more, the simulator's opacity > 0.02 *not* dilated, the same dilated by one pixel, and a perfect unmixing of thin cloud: the pixels
-of opacity <= 0.5 replaced by the same frame rendered without clouds (the sampler returns no cloud, every
-random draw is unchanged), opacity > 0.5 filled, undilated.
+cloud-like pixels added (computed on the frame as it is): snow and ice keep their texture. ``--exact``:
+three masks more, the simulator's opacity > 0.02 *not* dilated, the same dilated by one pixel, and a
+perfect unmixing of thin cloud: the pixels of opacity <= 0.5 replaced by the same frame rendered without
+clouds (the sampler returns no cloud, every random draw is unchanged), opacity > 0.5 filled, undilated;
+and the flight mask's pixel precision / recall against opacity > 0.02. The opacity is the thick cloud
+field's (``sample_with_thickness``): the sets here have no thin veil or cumulus.
 
 The simulator's opacity is read by wrapping ``CloudField.sample_with_thickness`` for the run (the effects
 take their random cloud offset inside ``effects.apply``): this script only, never the flight path.
@@ -111,7 +113,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=4242)
     ap.add_argument("--set", dest="sets", action="append", choices=list(SETS), help="default: cloudy, land256")
     ap.add_argument("--union", action="store_true", help="also the filled look plus the frame's cloud-pixel keypoints")
-    ap.add_argument("--exact", action="store_true", help="also the undilated simulator mask and a perfect unmix")
+    ap.add_argument("--exact", action="store_true", help="also the exact simulator mask (undilated, dilated) and a perfect unmix")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     bundle = Bundle.load(default_bundle_dir())
