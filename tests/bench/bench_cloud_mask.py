@@ -47,6 +47,7 @@ from earthfix.tools.framesets import FrameSpec, make_frameset, shifted_basemap  
 MASKS = ("flight", "simulator", "flight without bright ground", "flight with every rim")
 EXACT = ("simulator > 0.02, undilated", "simulator > 0.02, dilated 1 px", "perfect unmix")
 CLEAR_MAX, CLOUD_MIN = 0.05, 0.3      # simulator opacity: clear below, clouded above
+EXACT_MIN, THIN_MAX = 0.02, 0.5       # --exact: any cloud above; thin cloud (unmixed) up to
 
 
 class _Opacity:
@@ -72,12 +73,12 @@ class _Opacity:
             if me.rule == "flight" or me.alpha is None:
                 return m
             h, w = small.shape[:2]
+            a = cv2.resize(me.alpha, (w, h), interpolation=cv2.INTER_AREA)
             if me.rule in EXACT:
-                a = cv2.resize(me.alpha, (w, h), interpolation=cv2.INTER_AREA)
                 if me.rule == EXACT[1]:
-                    return cv2.dilate((a > 0.02).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-                return a > (0.02 if me.rule == EXACT[0] else 0.5)
-            sim = (cv2.resize(me.alpha, (w, h), interpolation=cv2.INTER_AREA) > CLEAR_MAX).astype(np.uint8)
+                    return cv2.dilate((a > EXACT_MIN).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+                return a > (EXACT_MIN if me.rule == EXACT[0] else THIN_MAX)
+            sim = (a > CLEAR_MAX).astype(np.uint8)
             if dilate:
                 k = 2 * max(1, int(round(0.5 / work_per_px))) + 1
                 sim = cv2.dilate(sim, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
@@ -146,13 +147,13 @@ def main() -> None:
                     op.rule = rule
                     src = img
                     if rule == EXACT[2]:
-                        thin = (alpha > 0.0) & (alpha <= 0.5)
+                        thin = (alpha > 0.0) & (alpha <= THIN_MAX)
                         src = img.copy()
                         src[thin] = twin[thin]
                     filled, mask = F.fill_clouds(src, fver.cfg.feature)
                     if rule == "flight" and args.exact:
                         m = np.zeros(alpha.shape, bool) if mask is None else mask     # at the fill's scale
-                        t = cv2.resize(alpha, (m.shape[1], m.shape[0]), interpolation=cv2.INTER_AREA) > 0.02
+                        t = cv2.resize(alpha, (m.shape[1], m.shape[0]), interpolation=cv2.INTER_AREA) > EXACT_MIN
                         px += [int((m & t).sum()), int(m.sum()), int(t.sum())]
                     feats = fver.extract(filled, drop=mask)
                     ok[rule].append(true_place_fixed(fver, feats, cam, truth))
