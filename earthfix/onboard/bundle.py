@@ -14,6 +14,9 @@ Layout (``format_version`` 1):
     keystore.npz    verification keypoints per ground area (see keystore.py), sampled for the wide cameras
     keystore_fine.npz optional: the same at a finer sample (manifest 'keystore.fine_gsd_km'), verified
                     against by cameras whose working pixel is finer than keystore.npz's (Localizer.verifier_for)
+    localdesc.onnx  optional: the learned local descriptor (localdesc.py) both keypoint stores were built with
+                    (manifest 'local_descriptor'; keystore meta 'descriptor'); frames are described with it.
+                    Stores built with RootSIFT need none
     keyindex.hnsw   optional: hnswlib graph (l2) over the keystore's descriptors, label = keypoint row, for
                     keypoint voting (vote.py); manifest 'keyindex' holds its parameters, dim and count.
                     Bundles without it load with ``keyindex`` None (voting off)
@@ -242,6 +245,32 @@ def load_npz(data: bytes) -> dict:
         return {k: z[k] for k in z.files}
 
 
+def _attach_describer(bundle_dir, store, blobs: dict, manifest: dict, threads: int, cache: dict) -> None:
+    """Give a keypoint store built with the learned local descriptor the bundle's copy of that network
+    (the same SHA-256 in the store, the manifest and the file, or the bundle is refused)."""
+    d = store.descriptor
+    if d["kind"] == "rootsift":
+        return
+    if d["kind"] != "patchnet":
+        raise BundleError(f"bundle {bundle_dir}: keypoint store descriptor {d['kind']!r} is unknown")
+    rec = manifest.get("local_descriptor") or {}
+    name = rec.get("file", "localdesc.onnx")
+    if name not in blobs:
+        raise BundleError(f"bundle {bundle_dir}: the keypoint store needs its local descriptor, but the manifest "
+                          f"lists no {name}")
+    if rec.get("sha256") != d.get("sha256"):
+        raise BundleError(f"bundle {bundle_dir}: the keypoint store was built with another local descriptor "
+                          f"than the manifest's {name}")
+    from .keystore import KeystoreError
+    from .localdesc import LocalDescError, PatchDescriber
+    try:
+        if name not in cache:
+            cache[name] = PatchDescriber(blobs[name], threads=threads, name=name)
+        store.attach_describer(cache[name])
+    except (LocalDescError, KeystoreError) as exc:
+        raise BundleError(f"bundle {bundle_dir}: {exc}") from None
+
+
 def _load_keyindex(bundle_dir, blob: bytes, meta, keystore, threads: int):
     """The voting index from verified bytes, cross-checked against its store before native code reads it."""
     import hnswlib
@@ -338,6 +367,10 @@ class Bundle:
                 if not keystore_fine.gsd_km < keystore.gsd_km:
                     raise BundleError(f"bundle {bundle_dir}: keystore_fine.npz ({keystore_fine.gsd_km:g} km/px) "
                                       f"is not finer than keystore.npz ({keystore.gsd_km:g} km/px)")
+            describers: dict = {}       # one network for both stores
+            for store in (keystore, keystore_fine):
+                if store is not None:
+                    _attach_describer(bundle_dir, store, blobs, m, threads, describers)
             keyindex = None
             if keystore is not None and "keyindex.hnsw" in blobs:
                 keyindex = _load_keyindex(bundle_dir, blobs["keyindex.hnsw"], m.get("keyindex"), keystore, threads)

@@ -183,8 +183,13 @@ def empty_features(shape=(0, 0)) -> Features:
 
 
 def extract_features(image: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
-                     valid: np.ndarray | None = None, drop: np.ndarray | None = None) -> Features:
+                     valid: np.ndarray | None = None, drop: np.ndarray | None = None,
+                     describer=None) -> Features:
     """Detect and describe keypoints; keep the ``cfg.max_keypoints`` strongest.
+
+    ``describer``: a ``localdesc.PatchDescriber`` to describe the kept keypoints with (the learned local
+    descriptor), or None for RootSIFT. A keypoint store and the frames matched against it must use the
+    same one (``KeypointStore.describer``).
 
     ``valid`` (optional H x W bool) marks pixels that may hold keypoints (e.g. Earth, not space);
     keypoints closer than ``cfg.border_px`` to an invalid pixel or the image border are dropped.
@@ -241,6 +246,13 @@ def extract_features(image: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
     idx = idx[: cfg.max_keypoints]
     if len(idx) == 0:
         return empty_features(shape)
+    inv = 1.0 / scale
+    if describer is not None:
+        # OpenCV's SIFT positions are 0.25 px off (below): patches are centred on the corrected ones
+        desc = describer.describe(g, xy[idx] - SIFT_OFFSET_PX, size[idx], angle[idx])
+        xy_in = (xy[idx] - SIFT_OFFSET_PX + 0.5) * inv - 0.5
+        return Features(xy_in.astype(np.float32), desc, (size[idx] * inv).astype(np.float32),
+                        angle[idx], resp[idx], tuple(shape))
     sel_kps = [kps[i] for i in idx]
     sel_kps, desc = sift.compute(g, sel_kps)
     if desc is None or len(sel_kps) != len(idx):
@@ -252,7 +264,6 @@ def extract_features(image: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
         angle = np.array([k.angle for k in sel_kps], dtype=np.float32)
         resp = np.array([k.response for k in sel_kps], dtype=np.float32)
         idx = np.arange(len(sel_kps))
-    inv = 1.0 / scale
     # OpenCV's SIFT reports positions 0.25 px too far right/down: it upsamples the image by 2 first and
     # halves coordinates as if pixel corners, not centres, sat at integers (measured: +0.249 px by
     # flipping an image). Then map working pixels back to input pixels (pixel centres at integers).

@@ -14,7 +14,13 @@ Arrays (all keypoints sorted by grid cell):
 - Grid index: cells of ``cell_deg`` x ``cell_deg`` (row 0 at lat -90, column 0 at lon -180), row-major;
   keypoints of cell ``c`` are ``cell_start[c]:cell_start[c + 1]``.
 - PCA: ``pca_mean`` (128), ``pca_components`` (D x 128), ``qstep`` (D) float32.
-- ``meta``: a JSON string (build configuration, feature configuration, statistics).
+- ``meta``: a JSON string (build configuration, feature configuration, statistics, and ``descriptor``:
+  ``{"kind": "rootsift"}`` or ``{"kind": "patchnet", "sha256": ...}``, the learned local descriptor's
+  network, see ``localdesc``; stores without the key are RootSIFT).
+
+A store built with a learned descriptor must describe frames with the same network: it is attached as
+:attr:`KeypointStore.describer` (``Bundle.load`` does it from the bundle's ``localdesc.onnx``, checked
+against ``descriptor.sha256``), and :meth:`KeypointStore.describer_for_frames` refuses to go on without it.
 
 Files are uncompressed ``.npz`` (``np.savez``, no pickle) so that :meth:`load` can memory-map every array
 in place; nothing is unpickled at load (``allow_pickle=False``).
@@ -59,6 +65,7 @@ class KeypointStore:
         self.n_rows = int(round(180.0 / self.cell_deg))
         self.n_cols = int(round(360.0 / self.cell_deg))
         self.meta = dict(meta or {})
+        self.describer = None      # localdesc.PatchDescriber of a patchnet store (attach_describer)
         if len(self.cell_start) != self.n_rows * self.n_cols + 1:
             raise KeystoreError("keystore: cell index does not match cell_deg")
 
@@ -129,6 +136,33 @@ class KeypointStore:
             raise KeystoreError(f"keystore {where}: format_version {meta.get('format_version')} "
                                 f"!= {FORMAT_VERSION}")
         return cls(*(arrays[k] for k in _ARRAYS), cell_deg=meta["cell_deg"], meta=meta)
+
+    # ---- the descriptor ----------------------------------------------------------------------------
+    @property
+    def descriptor(self) -> dict:
+        """How the store's descriptors were made: ``{"kind": "rootsift"}`` or ``{"kind": "patchnet",
+        "sha256": ...}``."""
+        return dict(self.meta.get("descriptor") or {"kind": "rootsift"})
+
+    def attach_describer(self, describer) -> None:
+        """Attach the learned descriptor the store was built with; another network is refused."""
+        d = self.descriptor
+        if d["kind"] != "patchnet":
+            raise KeystoreError("keystore: built with RootSIFT, a learned local descriptor cannot be attached")
+        if describer.sha256 != d.get("sha256"):
+            raise KeystoreError(f"keystore: built with local descriptor {str(d.get('sha256'))[:12]}..., "
+                                f"not {describer.sha256[:12]}...")
+        self.describer = describer
+
+    def describer_for_frames(self):
+        """What ``features.extract_features`` must describe frames with for this store: None (RootSIFT) or
+        the attached network; a patchnet store without one raises ``KeystoreError``."""
+        if self.descriptor["kind"] == "rootsift":
+            return None
+        if self.describer is None:
+            raise KeystoreError("keystore: built with a learned local descriptor that is not attached "
+                                "(load the store through its bundle)")
+        return self.describer
 
     # ---- queries ---------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -201,13 +235,16 @@ class KeypointStore:
             raise KeystoreError(f"cannot truncate {self.dim}-D descriptors to {dim}")
         meta = dict(self.meta)
         meta["truncated_from"] = self.dim
-        return KeypointStore(self.lat, self.lon, np.ascontiguousarray(self.desc[:, :dim]), self.size_km,
-                             self.azimuth, self.cell_start, self.pca_mean, self.pca_components[:dim],
-                             self.qstep[:dim], self.cell_deg, meta)
+        out = KeypointStore(self.lat, self.lon, np.ascontiguousarray(self.desc[:, :dim]), self.size_km,
+                            self.azimuth, self.cell_start, self.pca_mean, self.pca_components[:dim],
+                            self.qstep[:dim], self.cell_deg, meta)
+        out.describer = self.describer
+        return out
 
     # ---- descriptors -----------------------------------------------------------------------------
     def project(self, desc_rootsift: np.ndarray) -> np.ndarray:
-        """RootSIFT (N x 128) to the store's PCA space (float32 N x D), unquantised."""
+        """Frame descriptors (N x 128: RootSIFT, or the store's learned descriptor) to the store's PCA
+        space (float32 N x D), unquantised."""
         # cv2.gemm, not numpy's matmul: a multi-threaded BLAS spins up threads for this small product
         # (measured 0.5-2.8 ms wall vs 0.04 ms single-threaded on the shared 2-core machine)
         d = np.ascontiguousarray(desc_rootsift, dtype=np.float32) - self.pca_mean

@@ -193,8 +193,9 @@ class Verifier:
     # ---- frame side ------------------------------------------------------------------------------
     def extract(self, image: np.ndarray, drop: np.ndarray | None = None) -> Features:
         """Frame features with the flight configuration (compute once per frame); ``drop``: see
-        ``features.extract_features``."""
-        return extract_features(image, self.cfg.feature, drop=drop)
+        ``features.extract_features``. Described as the store's keypoints were (RootSIFT or its learned
+        descriptor)."""
+        return extract_features(image, self.cfg.feature, drop=drop, describer=self.store.describer_for_frames())
 
     def work_scale(self, shape) -> float:
         """Working pixels per frame pixel for an image of ``shape`` (H, W)."""

@@ -110,7 +110,8 @@ def build_hnsw(vectors: np.ndarray, params: dict, threads: int = 2):
 
 def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_params=None,
                  keystore=True, progress=True, region=None, threads=2, log=None, keyindex=True,
-                 keyindex_params=None, keystore_gsd_km=None, fine_keystore_gsd_km=FINE_KEYSTORE_GSD_KM) -> Path:
+                 keyindex_params=None, keystore_gsd_km=None, fine_keystore_gsd_km=FINE_KEYSTORE_GSD_KM,
+                 local_descriptor=None) -> Path:
     """Build a bundle into ``out_dir`` (written to a temporary sibling, then renamed: never half-written).
 
     ``pca_dim`` None: ``DEFAULT_PCA_DIM``, or ``TURNED_PCA_DIM`` when the encoder's references are stored at
@@ -120,6 +121,9 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
     ``keystore_gsd_km``: the keypoint store's tile sample (None: ``BuildConfig.gsd_km``).
     ``fine_keystore_gsd_km`` (with ``keystore``; None or 0: none): also ``keystore_fine.npz`` at that sample,
     for cameras whose working pixel is finer than the main store's (``Localizer.verifier_for``).
+    ``local_descriptor`` (with ``keystore``): the learned local descriptor's ONNX (None: the shipped
+    ``models/localdesc.onnx`` if there is one; "none": RootSIFT); copied into the bundle as ``localdesc.onnx``
+    and recorded in manifest 'local_descriptor'.
     """
     from ..onboard.encoder import Encoder, rotation_handling
     from ..sim.basemap import Basemap
@@ -159,19 +163,26 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
     index.save_index(str(tmp / "index.hnsw"))
     n_kp = 0
     keyindex_meta = keystore_meta = None
+    local_meta = None
     if keystore:
-        from .build_keystore import BuildConfig, build_keystore
+        from .build_keystore import LOCAL_DESCRIPTOR_FILE, BuildConfig, build_keystore, load_describer
+        describer = load_describer(local_descriptor, threads=1)
+        if describer is not None:
+            shutil.copyfile(describer.name, tmp / LOCAL_DESCRIPTOR_FILE)
+            local_meta = {"file": LOCAL_DESCRIPTOR_FILE, "kind": "patchnet", "sha256": describer.sha256,
+                          "source": Path(describer.name).name}
         kcfg = BuildConfig(bbox=tuple(region) if region else None)
         if keystore_gsd_km is not None:
             kcfg = replace(kcfg, gsd_km=float(keystore_gsd_km))
-        store = build_keystore(basemap, kcfg, progress=progress)
+        store = build_keystore(basemap, kcfg, progress=progress, describer=describer)
         store.save(tmp / "keystore.npz")
         n_kp = len(store)
         if fine_keystore_gsd_km:
             if not 0 < fine_keystore_gsd_km < kcfg.gsd_km:
                 raise ValueError(f"the fine keypoint store's sample ({fine_keystore_gsd_km:g} km) must be finer "
                                  f"than the main store's ({kcfg.gsd_km:g} km)")
-            fine = build_keystore(basemap, replace(kcfg, gsd_km=float(fine_keystore_gsd_km)), progress=progress)
+            fine = build_keystore(basemap, replace(kcfg, gsd_km=float(fine_keystore_gsd_km)), progress=progress,
+                                  describer=describer)
             fine.save(tmp / "keystore_fine.npz")
             keystore_meta = {"gsd_km": kcfg.gsd_km, "fine_gsd_km": float(fine_keystore_gsd_km),
                              "fine_keypoints": len(fine)}
@@ -197,6 +208,7 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
         "index": dict(params, dim=int(red.shape[1]), library="hnswlib", turns=int(turns)),
         **({"keyindex": keyindex_meta} if keyindex_meta else {}),
         **({"keystore": keystore_meta} if keystore_meta else {}),
+        **({"local_descriptor": local_meta} if local_meta else {}),
         "pca": {"dim_in": int(desc.shape[1]), "dim_out": int(red.shape[1]), "whiten_power": WHITEN_POWER},
         "counts": {"views": int(len(lat)), "views_per_scale": np.bincount(scale, minlength=len(grid.SCALES_KM)).tolist(),
                    "keypoints": int(n_kp)},
@@ -218,7 +230,7 @@ def ensure_default_bundle(progress=True) -> Path:
     enc = default_encoder_path()
     if (out / MANIFEST).is_file():
         try:
-            if is_current(yaml.safe_load((out / MANIFEST).read_text()), sha256_file(enc)):
+            if is_current(yaml.safe_load((out / MANIFEST).read_text()), sha256_file(enc), _shipped_local_sha256()):
                 return out
         except Exception:
             pass
@@ -229,10 +241,17 @@ def ensure_default_bundle(progress=True) -> Path:
     return build_bundle(out, progress=progress)
 
 
-def is_current(manifest: dict, encoder_sha256: str) -> bool:
-    """A cached default bundle is reused only if built with this encoder and this recipe (whitening, the
-    fine keypoint store's sample)."""
+def _shipped_local_sha256() -> str | None:
+    from .build_keystore import shipped_local_descriptor
+    p = shipped_local_descriptor()
+    return sha256_file(p) if p is not None else None
+
+
+def is_current(manifest: dict, encoder_sha256: str, local_sha256: str | None = None) -> bool:
+    """A cached default bundle is reused only if built with this encoder, this local descriptor (None:
+    RootSIFT) and this recipe (whitening, the fine keypoint store's sample)."""
     return (manifest.get("encoder", {}).get("sha256") == encoder_sha256
+            and (manifest.get("local_descriptor") or {}).get("sha256") == local_sha256
             and float(manifest.get("pca", {}).get("whiten_power", 0.0)) == WHITEN_POWER
             and (manifest.get("keystore") or {}).get("fine_gsd_km") == FINE_KEYSTORE_GSD_KM)
 
@@ -248,6 +267,7 @@ def bundle_info(bundle_dir: Path, encoder_path: Path) -> dict:
             "format_version": m["format_version"], "scales_km": m["grid"]["scales_km"],
             "views_per_scale": m["counts"]["views_per_scale"], "keypoints": m["counts"].get("keypoints", 0),
             "keystore": m.get("keystore"),
+            "local_descriptor": (m.get("local_descriptor") or {"kind": "rootsift"}),
             "index": m["index"], "basemap": m["basemap"]["source"],
             "files": {k: v["bytes"] for k, v in m["files"].items()}}
 
@@ -273,6 +293,9 @@ def register(sub):
     p.add_argument("--fine-keystore-gsd-km", type=float, default=FINE_KEYSTORE_GSD_KM,
                    help="sample of the fine keypoint store for narrow cameras, km per pixel "
                         f"(default {FINE_KEYSTORE_GSD_KM:g}; 0: none)")
+    p.add_argument("--local-descriptor", default=None,
+                   help="learned local descriptor ONNX for the keypoint stores (default: the shipped "
+                        "models/localdesc.onnx; 'none': RootSIFT)")
     p.set_defaults(func=run_build)
 
     q = sub.add_parser("info", help="describe the bundle and encoder that locate would use")
@@ -294,7 +317,8 @@ def run_build(args) -> int:
         build_bundle(out, basemap, args.encoder, args.pca_dim,
                      {"M": args.M, "ef_construction": args.ef_construction, "ef": args.ef},
                      keystore=not args.no_keystore, region=args.region, keyindex=not args.no_keyindex,
-                     keystore_gsd_km=args.keystore_gsd_km, fine_keystore_gsd_km=args.fine_keystore_gsd_km)
+                     keystore_gsd_km=args.keystore_gsd_km, fine_keystore_gsd_km=args.fine_keystore_gsd_km,
+                     local_descriptor=args.local_descriptor)
     except (FileNotFoundError, ValueError) as exc:
         print(f"earthfix build-index: {exc}", file=sys.stderr)
         return 2

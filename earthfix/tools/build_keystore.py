@@ -20,6 +20,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -34,6 +35,7 @@ from ..sim.basemap import Basemap
 LAND_AREA_KM2 = 148.9e6   # Earth's land area incl. Antarctica, for bytes/km2 figures
 
 
+LOCAL_DESCRIPTOR_FILE = "localdesc.onnx"   # models/ and bundle file name of the learned local descriptor
 STORE_CLAHE_CLIP = 2.0    # the map is crisper than flight frames, which get 3 (features.FeatureConfig)
 
 
@@ -120,17 +122,19 @@ def _bilinear(a: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
             + (a[y0 + 1, x0] * (1 - fx) + a[y0 + 1, x0 + 1] * fx) * fy)
 
 
-def tile_keypoints(basemap: Basemap, cfg: BuildConfig, lat0: float, lon0: float, fcfg: FeatureConfig):
+def tile_keypoints(basemap: Basemap, cfg: BuildConfig, lat0: float, lon0: float, fcfg: FeatureConfig,
+                   describer=None):
     """Render one nadir tile and return its keypoints with ground positions.
 
-    Returns dict of arrays: lat, lon, desc (RootSIFT), size_km, azimuth_deg, response, land.
+    Returns dict of arrays: lat, lon, desc (RootSIFT, or ``describer``'s), size_km, azimuth_deg, response,
+    land.
     """
     cam = Camera.from_fov(cfg.tile_px, cfg.tile_px, cfg.tile_fov_deg)
     alt_km = cfg.gsd_km * cam.fx
     pos = geodesy.geodetic_to_ecef(lat0, lon0, alt_km)
     r = nadir_attitude(lat0, lon0, 0.0)
     view = render_mod.render(basemap, cam, pos, r)
-    f = extract_features(view.image, fcfg, valid=view.hit)
+    f = extract_features(view.image, fcfg, valid=view.hit, describer=describer)
     if len(f) == 0:
         return None
     x, y = f.xy[:, 0].astype(np.float64), f.xy[:, 1].astype(np.float64)
@@ -151,8 +155,11 @@ def tile_keypoints(basemap: Basemap, cfg: BuildConfig, lat0: float, lon0: float,
             "response": f.response, "land": land}
 
 
-def build_keystore(basemap: Basemap, cfg: BuildConfig | None = None, progress: bool = True) -> KeypointStore:
-    """Build a :class:`KeypointStore` for the basemap (or ``cfg.bbox`` of it)."""
+def build_keystore(basemap: Basemap, cfg: BuildConfig | None = None, progress: bool = True,
+                   describer=None) -> KeypointStore:
+    """Build a :class:`KeypointStore` for the basemap (or ``cfg.bbox`` of it). ``describer``: a
+    ``localdesc.PatchDescriber`` (the learned local descriptor, recorded in the store's meta and attached
+    to it), or None for RootSIFT."""
     cfg = cfg or BuildConfig()
     fcfg = cfg.feature_config()
     t_start = time.perf_counter()
@@ -181,7 +188,7 @@ def build_keystore(basemap: Basemap, cfg: BuildConfig | None = None, progress: b
     n_detected = 0
     for i in it:
         la, lo = centres[i]
-        kp = tile_keypoints(basemap, cfg, la, lo, fcfg)
+        kp = tile_keypoints(basemap, cfg, la, lo, fcfg, describer)
         if kp is None:
             continue
         n_detected += len(kp["lat"])
@@ -208,7 +215,7 @@ def build_keystore(basemap: Basemap, cfg: BuildConfig | None = None, progress: b
     sub = desc if len(desc) <= cfg.pca_fit_max else desc[rng.choice(len(desc), cfg.pca_fit_max, replace=False)]
     mean = sub.mean(axis=0)
     _, sv, vt = np.linalg.svd(sub - mean, full_matrices=False)
-    dim = int(min(cfg.pca_dim, 128))
+    dim = int(min(cfg.pca_dim, desc.shape[1]))
     comps = vt[:dim].astype(np.float32)
     # deterministic sign: largest-magnitude loading positive
     sgn = np.sign(comps[np.arange(dim), np.argmax(np.abs(comps), axis=1)])
@@ -221,11 +228,48 @@ def build_keystore(basemap: Basemap, cfg: BuildConfig | None = None, progress: b
     elapsed = time.perf_counter() - t_start
     meta = {"build": _jsonable(asdict(cfg)), "feature": fcfg.to_dict(), "basemap": basemap.source,
             "tiles": len(todo), "keypoints_detected": int(n_detected), "pca_variance_kept": var_kept,
-            "build_s": round(elapsed, 1)}
+            "build_s": round(elapsed, 1),
+            "descriptor": ({"kind": "rootsift"} if describer is None else
+                           {"kind": "patchnet", "sha256": describer.sha256, "file": Path(describer.name).name})}
     store = KeypointStore.from_unsorted(allk["lat"], allk["lon"], desc_q, allk["size_km"],
                                         np.round(allk["azimuth_deg"] * 256.0 / 360.0).astype(np.int64) % 256,
                                         mean, comps, qstep, cfg.cell_deg, meta)
     store.meta["stats"] = store_stats(store, basemap, cfg.bbox)
+    if describer is not None:
+        store.attach_describer(describer)
+    return store
+
+
+def shipped_local_descriptor() -> Path | None:
+    """The shipped learned local descriptor (``models/localdesc.onnx``), or None if the package has none."""
+    from ..onboard.localizer import shipped_models_dir
+    p = shipped_models_dir() / LOCAL_DESCRIPTOR_FILE
+    return p if p.is_file() else None
+
+
+def load_describer(path=None, threads: int = 1):
+    """A ``PatchDescriber`` from ``path`` (None: the shipped one, if any; "none": None, RootSIFT)."""
+    from ..onboard.localdesc import PatchDescriber
+    if path is not None and str(path).lower() == "none":
+        return None
+    p = Path(path) if path is not None else shipped_local_descriptor()
+    if p is None:
+        return None
+    if not p.is_file():
+        raise FileNotFoundError(f"local descriptor not found: {p}")
+    return PatchDescriber(p.read_bytes(), threads=threads, name=str(p))
+
+
+def load_store(path, local_descriptor=None) -> KeypointStore:
+    """A saved store outside a bundle (benches): a patchnet store gets its network from ``local_descriptor``
+    (None: the shipped one), refused if it is not the one the store was built with."""
+    store = KeypointStore.load(path)
+    if store.descriptor["kind"] != "rootsift":
+        d = load_describer(local_descriptor)
+        if d is None:
+            raise FileNotFoundError(f"{path} was built with a learned local descriptor; none is shipped: "
+                                    "pass its ONNX")
+        store.attach_describer(d)
     return store
 
 
@@ -283,13 +327,15 @@ def main(argv=None) -> int:
     ap.add_argument("--max-kp-per-tile", type=int, default=BuildConfig.max_kp_per_tile)
     ap.add_argument("--basemap", default=None, help="equirectangular global image (default: Blue Marble)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--local-descriptor", default=None,
+                    help="learned local descriptor ONNX (default: the shipped models/localdesc.onnx; 'none': RootSIFT)")
     a = ap.parse_args(argv)
     cv2.setNumThreads(a.threads)
     bm = Basemap.load(a.basemap) if a.basemap else Basemap.default()
     cfg = BuildConfig(gsd_km=a.gsd_km, pca_dim=a.pca_dim, density_per_1e4_km2=a.density,
                       max_kp_per_tile=a.max_kp_per_tile,
                       bbox=tuple(a.bbox) if a.bbox else None)
-    store = build_keystore(bm, cfg)
+    store = build_keystore(bm, cfg, describer=load_describer(a.local_descriptor, a.threads))
     store.save(a.out)
     print(json.dumps(store.meta["stats"], indent=1))
     return 0

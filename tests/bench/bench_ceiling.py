@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python tests/bench/bench_ceiling.py [--n 120] [--set kind] [--seed 4242]
         [--cfg '{"name": {"feature": {"max_keypoints": 400}}}'] [--by-share] [--eval-seed S]
-        [--bundle DIR | --store KEYSTORE.npz]
+        [--bundle DIR | --store KEYSTORE.npz [--local-descriptor ONNX]]
 
 Frames are drawn like ``earthfix eval``'s scenario sets (``framesets.make_frameset``, simulator effects)
 but from another seed, so tuning here never sees the evaluation frames. For every eligible frame the
@@ -32,10 +32,10 @@ import numpy as np  # noqa: E402
 from earthfix.onboard.bundle import Bundle  # noqa: E402
 from earthfix.onboard.camera import Camera  # noqa: E402
 from earthfix.onboard.features import FeatureConfig, fill_clouds  # noqa: E402
-from earthfix.onboard.keystore import KeypointStore  # noqa: E402
 from earthfix.onboard.verify import Verifier, VerifyConfig, cloud_fill_config, wants_fine_store  # noqa: E402
 from earthfix.sim.basemap import Basemap  # noqa: E402
 from earthfix.tools.build_index import default_bundle_dir  # noqa: E402
+from earthfix.tools.build_keystore import load_store  # noqa: E402
 from earthfix.tools.evaluate import (FALSE_FIX_KM, SCENARIOS, is_eligible, position_error_km,  # noqa: E402
                                      scenario_frames, scenario_seed)
 from earthfix.tools.framesets import FrameSpec, make_frameset, shifted_basemap  # noqa: E402
@@ -83,6 +83,8 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", choices=list(SETS), help="default: all")
     ap.add_argument("--bundle", default=None, help="bundle whose keypoint store is used (default bundle)")
     ap.add_argument("--store", default=None, help="a keypoint store .npz instead of the bundle's")
+    ap.add_argument("--local-descriptor", default=None,
+                    help="with --store: the learned local descriptor it was built with (default: the shipped one)")
     ap.add_argument("--cfg", default='{"default": {}}', help="JSON {name: VerifyConfig overrides}")
     ap.add_argument("--by-share", action="store_true", help="split by the frame's cloud-like pixel share")
     ap.add_argument("--eval-seed", type=int, default=None,
@@ -90,7 +92,7 @@ def main() -> None:
     args = ap.parse_args()
     cv2.setNumThreads(1)
     bundle = None if args.store else Bundle.load(args.bundle or default_bundle_dir())
-    given = KeypointStore.load(args.store) if args.store else None
+    given = load_store(args.store, args.local_descriptor) if args.store else None
     variants = json.loads(args.cfg)
     for name in args.sets or list(SETS):
         width, fov, shift, cover = SETS[name]

@@ -1,0 +1,313 @@
+"""Train the learned local descriptor (``earthfix.onboard.localdesc``) and export it to ONNX.
+
+    earthfix train-localdesc --out runs/localdesc [--frames 2600 --val-frames 120 --seed 91 --minutes 25]
+        [--workers 2 --threads 1] [--models models]
+
+Pairs come from the simulator (torch only for the training itself, the ``train`` extra):
+1. a frame drawn like the eval's (``framesets.make_frameset``: 256 px at 80 deg or 512 px at 60 deg, the
+   default or season-shifted basemap, cloud cover 0-0.8, sometimes a thin veil or cumulus, the simulator's
+   sensor effects), and the keypoint store's nadir map tile around its boresight (6 km/px, or 4 km/px as
+   the fine store for the 512 px camera), rendered from the default basemap;
+2. SIFT keypoints of the tile exactly as ``build_keystore`` finds them; those whose ground is in the frame,
+   on land and not under cloud there (the flight's cloud mask) are kept, up to ``per_frame``;
+3. the tile patch at each keypoint (``localdesc.patch_grid``), and the frame patch covering the same
+   ground in the frame's two flight looks (plain, and cloud-filled: ``verify.cloud_fill_config``),
+   through the true camera pose, with the keypoint turned, scaled and moved a little (SIFT's own
+   orientation, scale and position noise on a frame: 10 deg, 10 %, 4 % of the window, 1 sigma).
+
+Training: the network of :class:`LocalNet` on the tile patch against one of the two looks (chosen at
+random), HardNet's loss (Mishchuk et al. 2017: triplet margin 1 against the hardest negative of the batch
+in either direction), Adam with a cosine schedule for ``minutes``, the frame side jittered in gamma and
+noise, both sides turned by the same multiple of 90 deg. The validation figure is top-1 among 4,000
+held-out pairs (frames of another seed), and the same for RootSIFT on the same patches.
+
+Export: ``localdesc.onnx`` (FP32; input N x 1 x 32 x 32 grey 0..255, output N x 128 unit vectors) and
+``localdesc.json`` (training record, SHA-256) into ``--models``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+POS_JITTER = (10.0, 0.10, 0.04)     # frame-side orientation (deg), log-scale and position (window share) 1-sigma
+
+
+# ---- pairs -------------------------------------------------------------------------------------------
+
+def frame_pairs(seed: int, i: int, per_frame: int = 200):
+    """The patch pairs of frame ``i`` of ``seed``: dict of uint8 arrays ``tile``, ``plain``, ``filled``
+    (K x 32 x 32), or None when the frame is not eligible or holds fewer than 5 usable keypoints."""
+    import cv2
+    from ..onboard import geodesy
+    from ..onboard.camera import Camera, nadir_attitude
+    from ..onboard.features import cloud_mask, extract_features, fill_clouds, preprocess
+    from ..onboard.localdesc import WINDOW_PER_SIZE, patch_grid, sample_patches
+    from ..onboard.verify import VerifyConfig, cloud_fill_config
+    from ..sim import render as render_mod
+    from .build_keystore import BuildConfig, _bilinear, store_feature_config
+    from .evaluate import is_eligible
+    from .framesets import FrameSpec, make_frameset
+    cv2.setNumThreads(1)
+    rng = np.random.default_rng([seed, i])
+    wide = rng.uniform() < 0.7
+    cam = Camera.from_fov(256, 256, 80.0) if wide else Camera.from_fov(512, 512, 60.0)
+    basemap = _basemap("season" if rng.uniform() < 0.4 else "default")
+    spec = FrameSpec(cloud_cover=float(rng.uniform(0.0, 0.8)),
+                     thin_cloud=float(rng.uniform(0.05, 0.35)) if rng.uniform() < 0.35 else 0.0,
+                     cumulus=0.3 if rng.uniform() < 0.15 else 0.0)
+    img, truth = next(iter(make_frameset(1, seed * 100_000 + i, cam, basemap, spec)))
+    if not is_eligible(truth):
+        return None
+    pos = np.asarray(truth["ecef_km"], dtype=np.float64)
+    rot = geodesy.matrix_from_quat(truth["q_cam2ecef_wxyz"])
+    gsd = 6.0 if wide or rng.uniform() < 0.3 else 4.0
+    bcfg = BuildConfig(gsd_km=gsd)
+    tile_cam = Camera.from_fov(bcfg.tile_px, bcfg.tile_px, bcfg.tile_fov_deg)
+    la, lo = truth["bore_lat"], truth["bore_lon"]
+    tview = render_mod.render(_basemap("default"), tile_cam, geodesy.geodetic_to_ecef(la, lo, gsd * tile_cam.fx),
+                              nadir_attitude(la, lo, 0.0))
+    sfc = store_feature_config()
+    f = extract_features(tview.image, sfc, valid=tview.hit)
+    if len(f) < 5:
+        return None
+    tx, ty = f.xy[:, 0].astype(np.float64), f.xy[:, 1].astype(np.float64)
+    land = _bilinear(tview.land, tx, ty)
+    pts = np.where(tview.hit[..., None], tview.points, 0.0)
+    u, v = render_mod.project_ground(cam, pos, rot, _bilinear(pts, tx, ty))
+    keep = np.isfinite(u) & (u > 6) & (v > 6) & (u < cam.width - 7) & (v < cam.height - 7) & (land > 0.5)
+    vcfg = VerifyConfig()
+    mask = cloud_mask(img, vcfg.feature, 1.0, dilate=False)
+    if mask is not None:
+        ui = np.clip(np.round(np.nan_to_num(u)).astype(int), 0, cam.width - 1)
+        vi = np.clip(np.round(np.nan_to_num(v)).astype(int), 0, cam.height - 1)
+        keep &= ~mask[vi, ui]
+    idx = np.flatnonzero(keep)
+    if len(idx) < 5:
+        return None
+    idx = rng.permutation(idx)[:per_frame]
+    k = len(idx)
+    grey_tile = preprocess(tview.image, sfc)[0]
+    xy, size, ang = f.xy[idx].astype(np.float64), f.size[idx].astype(np.float64), f.angle[idx].astype(np.float64)
+    out = {"tile": sample_patches(grey_tile, *patch_grid(xy, size, ang))}
+    d_ang, d_scale, d_pos = POS_JITTER
+    jxy = xy + rng.normal(0.0, d_pos, (k, 2)) * (WINDOW_PER_SIZE * size)[:, None]
+    qx, qy = patch_grid(jxy, size * np.exp(rng.normal(0.0, d_scale, k)), ang + rng.normal(0.0, d_ang, k))
+    fu, fv = render_mod.project_ground(cam, pos, rot, _bilinear(pts, qx.ravel(), qy.ravel()))
+    fu = np.nan_to_num(fu, nan=-100.0).reshape(qx.shape)
+    fv = np.nan_to_num(fv, nan=-100.0).reshape(qx.shape)
+    fill_cfg = cloud_fill_config(vcfg, cam, gsd).feature
+    for name, image, fcfg in (("plain", img, vcfg.feature), ("filled", fill_clouds(img, fill_cfg)[0], fill_cfg)):
+        g, sc, _ = preprocess(image, fcfg)
+        out[name] = sample_patches(g, (fu + 0.5) * sc - 0.5, (fv + 0.5) * sc - 0.5)
+    return out
+
+
+_BASEMAPS: dict = {}
+
+
+def _basemap(kind: str):
+    if kind not in _BASEMAPS:
+        from ..sim.basemap import Basemap
+        from .framesets import shifted_basemap
+        _BASEMAPS[kind] = Basemap.default() if kind == "default" else shifted_basemap(kind)
+    return _BASEMAPS[kind]
+
+
+def _pairs_of(args) -> list:
+    seed, frames, per_frame = args
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    return [frame_pairs(seed, i, per_frame) for i in frames]
+
+
+def make_pairs(n_frames: int, seed: int, workers: int = 2, per_frame: int = 200, progress: bool = True) -> dict:
+    """Pairs of ``n_frames`` frames of ``seed`` (deterministic whatever ``workers``): dict of uint8 arrays."""
+    from multiprocessing import get_context
+    chunks = [(seed, list(range(s, min(s + 25, n_frames))), per_frame) for s in range(0, n_frames, 25)]
+    parts = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=n_frames, desc=f"pairs (seed {seed})", unit="frame")
+    with get_context("spawn").Pool(max(1, workers)) as pool:
+        for res in pool.imap(_pairs_of, chunks):     # in order: the result does not depend on workers
+            parts.extend(r for r in res if r is not None)
+            if bar is not None:
+                bar.update(len(res))
+    if bar is not None:
+        bar.close()
+    return {k: np.concatenate([p[k] for p in parts]) for k in ("tile", "plain", "filled")}
+
+
+# ---- network -----------------------------------------------------------------------------------------
+
+def build_net(dim: int = 128, c1: int = 24, c2: int = 48):
+    """LocalNet: 32 x 32 grey (0..255) -> 2 x 2 mean -> per-patch standardisation -> conv 4x4/2 (c1) ->
+    conv 3x3/2 (c2) -> conv 4x4 (dim) -> unit vector. ~0.29 MMAC a patch at the defaults."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class LocalNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pool = nn.AvgPool2d(2)
+            self.f = nn.Sequential(
+                nn.Conv2d(1, c1, 4, 2, 1, bias=False), nn.BatchNorm2d(c1, affine=False), nn.ReLU(),
+                nn.Conv2d(c1, c2, 3, 2, 1, bias=False), nn.BatchNorm2d(c2, affine=False), nn.ReLU(),
+                nn.Dropout(0.1),
+                nn.Conv2d(c2, dim, 4, 1, 0, bias=False), nn.BatchNorm2d(dim, affine=False))
+
+        def forward(self, x):
+            x = self.pool(x)
+            m = x.mean((2, 3), keepdim=True)
+            s = torch.sqrt(((x - m) ** 2).mean((2, 3), keepdim=True)) + 1.0   # +1 DN: flat patches stay finite
+            return F.normalize(self.f((x - m) / s).flatten(1), dim=1)
+
+    return LocalNet()
+
+
+def hardnet_loss(a, b, margin: float = 1.0):
+    """Triplet margin loss against the hardest in-batch negative in either direction; also batch top-1."""
+    import torch
+    import torch.nn.functional as F
+    d = torch.cdist(a, b)
+    pos = d.diag()
+    off = d + torch.eye(len(a)) * 10.0
+    neg = torch.minimum(off.min(1).values, off.min(0).values)
+    return F.relu(margin + pos - neg).mean(), (d.argmin(1) == torch.arange(len(a))).float().mean()
+
+
+def top1(net, tile: np.ndarray, frame: np.ndarray) -> float:
+    """Share of frame patches whose nearest tile descriptor (among all given) is their own."""
+    import torch
+    net.eval()
+    with torch.no_grad():
+        a = net(torch.from_numpy(tile).float()[:, None])
+        b = net(torch.from_numpy(frame).float()[:, None])
+    return float((torch.cdist(b, a).argmin(1) == torch.arange(len(a))).float().mean())
+
+
+def rootsift_top1(tile: np.ndarray, frame: np.ndarray) -> float:
+    """The same figure for RootSIFT computed on the patches (one keypoint at the centre, SIFT's window)."""
+    import cv2
+    from ..onboard.features import root_sift
+    from ..onboard.localdesc import PATCH_PX, WINDOW_PER_SIZE
+    sift = cv2.SIFT_create()
+    c = (PATCH_PX - 1) / 2.0
+
+    def desc(ps):
+        kp = [cv2.KeyPoint(c, c, PATCH_PX / WINDOW_PER_SIZE, 0.0)]
+        return root_sift(np.concatenate([sift.compute(np.ascontiguousarray(p), kp)[1] for p in ps]))
+    a, b = desc(tile), desc(frame)
+    d = (b * b).sum(1)[:, None] - 2 * b @ a.T + (a * a).sum(1)[None]
+    return float((d.argmin(1) == np.arange(len(a))).mean())
+
+
+def train(pairs: dict, val: dict, minutes: float, seed: int = 0, batch: int = 1024, lr: float = 2e-3,
+          threads: int = 1, log=print):
+    """Train LocalNet for ``minutes`` of wall time; returns (net, record)."""
+    import torch
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(seed)
+    net = build_net()
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-5)
+    n = len(pairs["tile"])
+    t0, step, hist = time.time(), 0, []
+    total = minutes * 60.0
+    while time.time() - t0 < total:
+        for g in opt.param_groups:
+            g["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (time.time() - t0) / total)))
+        i = np.sort(rng.choice(n, batch, replace=False))
+        plain = rng.uniform(size=batch) < 0.5
+        frame = np.where(plain[:, None, None], pairs["plain"][i], pairs["filled"][i])
+        xs = torch.from_numpy(pairs["tile"][i]).float()[:, None]
+        xf = torch.from_numpy(frame).float()[:, None]
+        k = int(rng.integers(0, 4))
+        if k:
+            xs, xf = torch.rot90(xs, k, (2, 3)), torch.rot90(xf, k, (2, 3))
+        gamma = torch.from_numpy(np.exp(rng.normal(0.0, 0.2, (batch, 1, 1, 1)))).float()
+        xf = 255.0 * (xf / 255.0).clamp(0, 1) ** gamma + torch.randn_like(xf) * float(rng.uniform(0, 4))
+        net.train()
+        loss, acc = hardnet_loss(net(xs), net(xf))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        hist.append((loss.item(), acc.item()))
+        step += 1
+        if step % 500 == 0:
+            h = np.array(hist[-500:])
+            log(f"train-localdesc: step {step} ({time.time() - t0:.0f} s) loss {h[:, 0].mean():.3f} "
+                f"batch top-1 {h[:, 1].mean():.3f} val top-1 plain {top1(net, val['tile'], val['plain']):.3f} "
+                f"filled {top1(net, val['tile'], val['filled']):.3f}")
+    net.eval()
+    h = np.array(hist[-500:]) if hist else np.zeros((1, 2))
+    rec = {"steps": step, "minutes": round((time.time() - t0) / 60.0, 1), "batch": batch, "lr": lr,
+           "last_500_loss": round(float(h[:, 0].mean()), 4), "last_500_batch_top1": round(float(h[:, 1].mean()), 4),
+           "val_top1": {look: round(top1(net, val["tile"], val[look]), 4) for look in ("plain", "filled")}}
+    return net, rec
+
+
+def export(net, path: Path) -> str:
+    """ONNX FP32 (opset 17, dynamic batch); returns its SHA-256."""
+    import torch
+    from ..onboard.localdesc import PATCH_PX
+    net.eval()
+    torch.onnx.export(net, torch.zeros(2, 1, PATCH_PX, PATCH_PX), str(path), input_names=["patches"],
+                      output_names=["desc"], dynamic_axes={"patches": {0: "n"}, "desc": {0: "n"}},
+                      opset_version=17, dynamo=False)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run(args) -> int:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("earthfix train-localdesc: torch is not installed (pip install -e '.[train]')", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = (lambda s: print(s, file=sys.stderr, flush=True))
+    t0 = time.time()
+    pairs = make_pairs(args.frames, args.seed, args.workers, args.per_frame)
+    val = make_pairs(args.val_frames, args.seed + 1, args.workers, args.per_frame)
+    vi = np.random.default_rng(1).permutation(len(val["tile"]))[:4000]
+    val = {k: np.ascontiguousarray(v[vi]) for k, v in val.items()}
+    log(f"train-localdesc: {len(pairs['tile'])} training pairs, {len(val['tile'])} validation pairs "
+        f"({time.time() - t0:.0f} s)")
+    net, rec = train(pairs, val, args.minutes, seed=args.seed, threads=args.threads, log=log)
+    rec["val_top1_rootsift"] = {look: round(rootsift_top1(val["tile"], val[look]), 4) for look in ("plain", "filled")}
+    models = Path(args.models) if args.models else out
+    models.mkdir(parents=True, exist_ok=True)
+    sha = export(net, models / "localdesc.onnx")
+    rec.update(file="localdesc.onnx", sha256=sha, bytes=(models / "localdesc.onnx").stat().st_size,
+               pairs=int(len(pairs["tile"])), frames=args.frames, val_frames=args.val_frames, seed=args.seed,
+               command="earthfix train-localdesc " + " ".join(sys.argv[2:]),
+               input="N x 1 x 32 x 32 grey 0..255 (localdesc.patch_grid)", output="N x 128 unit vectors")
+    (models / "localdesc.json").write_text(json.dumps(rec, indent=1) + "\n")
+    log(f"train-localdesc: wrote {models / 'localdesc.onnx'} (sha256 {sha[:12]}...) in {(time.time() - t0) / 60:.1f} min; "
+        f"val top-1 {rec['val_top1']} against RootSIFT {rec['val_top1_rootsift']}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train-localdesc", help="train the learned local descriptor (torch, the train extra)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/localdesc", help="run directory")
+    p.add_argument("--models", default=None, help="where localdesc.onnx / .json go (default: --out)")
+    p.add_argument("--frames", type=int, default=2600, help="training frames drawn (eligible ones give pairs)")
+    p.add_argument("--val-frames", type=int, default=120, help="validation frames (seed + 1)")
+    p.add_argument("--per-frame", type=int, default=200, help="pairs kept per frame at most")
+    p.add_argument("--seed", type=int, default=91)
+    p.add_argument("--minutes", type=float, default=25.0, help="training wall time")
+    p.add_argument("--workers", type=int, default=2, help="processes rendering pairs")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.set_defaults(func=run)

@@ -1,0 +1,96 @@
+"""The learned local descriptor's plumbing: patch geometry, extraction with a describer, and the rule that a
+keypoint store built with a network is only ever matched against frames described by that same network.
+A tiny numpy-free ONNX stand-in (4 block means of the patch) plays the network."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from earthfix.onboard.features import FeatureConfig, extract_features
+from earthfix.onboard.keystore import KeypointStore, KeystoreError
+from earthfix.onboard.localdesc import (PATCH_PX, LocalDescError, PatchDescriber, patch_grid,
+                                        sample_patches)
+
+
+def _block_means(kernel: int = 16) -> bytes:
+    """N x 1 x 32 x 32 -> N x (32 / kernel)^2: block means, a stand-in descriptor network."""
+    out = (PATCH_PX // kernel) ** 2
+    x = helper.make_tensor_value_info("patches", TensorProto.FLOAT, ["n", 1, PATCH_PX, PATCH_PX])
+    y = helper.make_tensor_value_info("desc", TensorProto.FLOAT, ["n", out])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, out])
+    graph = helper.make_graph([helper.make_node("AveragePool", ["patches"], ["p"], kernel_shape=[kernel, kernel],
+                                                strides=[kernel, kernel]),
+                               helper.make_node("Reshape", ["p", "shape"], ["desc"])],
+                              "block_means", [x], [y], initializer=[shape])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def _texture(side=128, seed=0) -> np.ndarray:
+    import cv2
+    rng = np.random.default_rng(seed)
+    g = cv2.GaussianBlur(rng.uniform(0, 255, (side, side)).astype(np.float32), (0, 0), 2.0)
+    return cv2.normalize(g, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+
+
+def test_a_patch_turns_with_its_keypoint():
+    # the same ground seen turned by 90 deg: the keypoint's OpenCV angle turns by -90 in np.rot90's sense
+    g = _texture()
+    w = g.shape[1]
+    turned = np.ascontiguousarray(np.rot90(g))          # new[r, c] = old[c, w - 1 - r]
+    xy = np.array([[40.0, 70.0], [64.0, 64.0], [90.5, 33.25]])
+    angle = np.array([0.0, 30.0, 217.0])
+    xy_turned = np.stack([xy[:, 1], w - 1 - xy[:, 0]], axis=1)
+    a = sample_patches(g, *patch_grid(xy, [3.0, 4.0, 2.5], angle))
+    b = sample_patches(turned, *patch_grid(xy_turned, [3.0, 4.0, 2.5], angle - 90.0))
+    assert a.shape == (3, PATCH_PX, PATCH_PX)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    # and the other sense would not be the same patch
+    c = sample_patches(turned, *patch_grid(xy_turned, [3.0, 4.0, 2.5], angle + 90.0))
+    assert np.abs(a.astype(int) - c.astype(int)).mean() > 10
+
+
+def test_features_described_by_a_network_keep_sift_geometry():
+    d = PatchDescriber(_block_means(8))
+    img = _texture(256, seed=3)
+    sift = extract_features(img, FeatureConfig())
+    net = extract_features(img, FeatureConfig(), describer=d)
+    assert len(net) == len(sift) > 20
+    np.testing.assert_array_equal(net.xy, sift.xy)
+    np.testing.assert_array_equal(net.angle, sift.angle)
+    assert net.desc.shape == (len(sift), 16)
+    np.testing.assert_allclose(np.linalg.norm(net.desc, axis=1), 1.0, atol=1e-5)
+
+
+def test_a_network_of_another_input_is_refused():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 32, 32])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, 1, 1])
+    g = helper.make_graph([helper.make_node("GlobalAveragePool", ["x"], ["y"])], "rgb", [x], [y])
+    with pytest.raises(LocalDescError, match="input shape"):
+        PatchDescriber(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    with pytest.raises(LocalDescError, match="not a usable ONNX"):
+        PatchDescriber(b"not a model")
+
+
+def test_a_store_built_with_a_network_describes_frames_only_with_it(tmp_path):
+    from earthfix.sim.basemap import Basemap
+    from earthfix.tools.build_keystore import BuildConfig, build_keystore, load_store
+    d = PatchDescriber(_block_means(8), name=str(tmp_path / "net.onnx"))
+    (tmp_path / "net.onnx").write_bytes(_block_means(8))
+    store = build_keystore(Basemap.default(), BuildConfig(bbox=(33.0, 36.0, -112.0, -108.0)), progress=False,
+                           describer=d)
+    assert store.descriptor == {"kind": "patchnet", "sha256": d.sha256, "file": "net.onnx"}
+    assert store.describer_for_frames() is d and store.dim == 16
+    store.save(tmp_path / "ks.npz")
+    bare = KeypointStore.load(tmp_path / "ks.npz")
+    with pytest.raises(KeystoreError, match="not attached"):
+        bare.describer_for_frames()
+    with pytest.raises(KeystoreError, match="built with local descriptor"):
+        bare.attach_describer(PatchDescriber(_block_means(16)))
+    assert load_store(tmp_path / "ks.npz", tmp_path / "net.onnx").describer.sha256 == d.sha256
+    assert bare.truncated(8).descriptor["kind"] == "patchnet"
+    # a RootSIFT store takes no network
+    plain = build_keystore(Basemap.default(), BuildConfig(bbox=(33.0, 36.0, -112.0, -108.0)), progress=False)
+    assert plain.descriptor == {"kind": "rootsift"} and plain.describer_for_frames() is None
+    with pytest.raises(KeystoreError, match="RootSIFT"):
+        plain.attach_describer(d)

@@ -1,0 +1,60 @@
+"""Training pairs of the learned local descriptor cover the same ground on both sides; a short training run
+exports a network the flight describer loads (torch: skipped without the train extra)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from earthfix.onboard.localdesc import PATCH_PX, PatchDescriber
+from earthfix.tools.train_localdesc import frame_pairs
+
+
+def _standardised(p):
+    p = p.astype(np.float32).reshape(len(p), -1)
+    p -= p.mean(1, keepdims=True)
+    return p / (p.std(1, keepdims=True) + 1.0)
+
+
+def _first_pairs(seed=5, start=0):
+    for i in range(start, start + 20):
+        pairs = frame_pairs(seed, i, per_frame=60)
+        if pairs is not None:
+            return pairs
+    raise AssertionError("no eligible frame in 20")
+
+
+def test_pairs_show_the_same_ground_in_tile_and_frame():
+    pairs = _first_pairs()
+    k = len(pairs["tile"])
+    assert 5 <= k <= 60
+    for look in ("tile", "plain", "filled"):
+        assert pairs[look].shape == (k, PATCH_PX, PATCH_PX) and pairs[look].dtype == np.uint8
+    t = _standardised(pairs["tile"])
+    for look in ("plain", "filled"):
+        f = _standardised(pairs[look])
+        same = np.median((t * f).mean(1))
+        other = np.median((t * np.roll(f, 1, axis=0)).mean(1))      # another keypoint's frame patch
+        assert same > 0.3 and same > other + 0.2, (look, same, other)
+
+
+def test_pairs_are_reproducible():
+    a, b = _first_pairs(), _first_pairs()
+    for look in a:
+        np.testing.assert_array_equal(a[look], b[look])
+
+
+def test_a_short_training_exports_a_network_the_flight_loads(tmp_path):
+    pytest.importorskip("torch")
+    from earthfix.tools.train_localdesc import export, train
+    pairs = _first_pairs()
+    val = _first_pairs(start=20)
+    net, rec = train(pairs, val, minutes=0.0, batch=len(pairs["tile"]), log=lambda s: None)
+    assert rec["steps"] >= 0 and set(rec["val_top1"]) == {"plain", "filled"}
+    sha = export(net, tmp_path / "localdesc.onnx")
+    d = PatchDescriber((tmp_path / "localdesc.onnx").read_bytes())
+    assert d.sha256 == sha and d.dim == 128
+    rng = np.random.default_rng(0)
+    g = rng.integers(0, 255, (64, 64)).astype(np.uint8)
+    desc = d.describe(g, rng.uniform(10, 54, (7, 2)), np.full(7, 3.0), rng.uniform(0, 360, 7))
+    assert desc.shape == (7, 128)
+    np.testing.assert_allclose(np.linalg.norm(desc, axis=1), 1.0, atol=1e-5)
