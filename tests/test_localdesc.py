@@ -94,3 +94,33 @@ def test_a_store_built_with_a_network_describes_frames_only_with_it(tmp_path):
     assert plain.descriptor == {"kind": "rootsift"} and plain.describer_for_frames() is None
     with pytest.raises(KeystoreError, match="RootSIFT"):
         plain.attach_describer(d)
+
+
+def test_a_bundle_describes_frames_with_its_own_network_or_is_refused(tiny_bundle, tmp_path):
+    import shutil
+
+    import yaml
+
+    from earthfix.onboard.bundle import MANIFEST, Bundle, BundleError, seal_manifest
+    m = yaml.safe_load((tiny_bundle / MANIFEST).read_text())
+    if "local_descriptor" not in m:
+        pytest.skip("the tiny bundle was built without a learned local descriptor (none shipped)")
+    b = Bundle.load(tiny_bundle)
+    assert b.keystore.describer.sha256 == m["local_descriptor"]["sha256"]
+    assert b.keystore.descriptor["sha256"] == m["local_descriptor"]["sha256"]
+    if b.keystore_fine is not None:
+        assert b.keystore_fine.describer is b.keystore.describer
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_bundle, bad)
+    # the manifest names another network than the stores were built with
+    other = dict(m, local_descriptor=dict(m["local_descriptor"], sha256="0" * 64))
+    (bad / MANIFEST).write_text(yaml.safe_dump(other, sort_keys=False))
+    seal_manifest(bad)
+    with pytest.raises(BundleError, match="another local descriptor"):
+        Bundle.load(bad)
+    # the manifest no longer lists the network's file
+    files = {k: v for k, v in m["files"].items() if k != m["local_descriptor"]["file"]}
+    (bad / MANIFEST).write_text(yaml.safe_dump(dict(m, files=files), sort_keys=False))
+    seal_manifest(bad)
+    with pytest.raises(BundleError, match="lists no localdesc.onnx"):
+        Bundle.load(bad)

@@ -9,7 +9,8 @@ import numpy as np
 import yaml
 
 from earthfix.onboard.bundle import MANIFEST, Bundle
-from earthfix.tools.build_index import FINE_KEYSTORE_GSD_KM, WHITEN_POWER, fit_pca, is_current
+from earthfix.tools.build_index import (FINE_KEYSTORE_GSD_KM, WHITEN_POWER, fit_pca, is_current,
+                                       shipped_local_sha256)
 
 
 def _descriptors(n=2000, d=16, seed=0):
@@ -44,7 +45,7 @@ def test_built_bundle_records_the_power_and_flight_reduction_reproduces_its_rows
     manifest = yaml.safe_load((tiny_bundle / MANIFEST).read_text())
     assert manifest["pca"]["whiten_power"] == WHITEN_POWER
     b = Bundle.load(tiny_bundle, load_keystore=False)
-    assert is_current(manifest, b.manifest["encoder"]["sha256"])
+    assert is_current(manifest, b.manifest["encoder"]["sha256"], shipped_local_sha256())
     # the stored rows are unit vectors of the whitened projection: a stored row, mapped back to descriptor
     # space through the projection's pseudo-inverse and reduced again, is itself
     rows = np.load(tiny_bundle / "descriptors.npy").astype(np.float32)[:20]
@@ -63,3 +64,9 @@ def test_a_cached_default_bundle_of_another_recipe_or_encoder_is_not_reused():
     no_fine = {k: v for k, v in m.items() if k != "keystore"}        # before the fine keypoint store
     assert not is_current(no_fine, "abc")
     assert not is_current(dict(m, keystore=dict(fine, fine_gsd_km=None)), "abc")
+    # the local descriptor: a RootSIFT bundle when a network ships, or one built with another network
+    learned = dict(m, local_descriptor={"file": "localdesc.onnx", "kind": "patchnet", "sha256": "d13"})
+    assert is_current(learned, "abc", "d13")
+    assert not is_current(m, "abc", "d13")
+    assert not is_current(learned, "abc", "e42")
+    assert not is_current(learned, "abc", None)

@@ -245,7 +245,8 @@ def load_npz(data: bytes) -> dict:
         return {k: z[k] for k in z.files}
 
 
-def _attach_describer(bundle_dir, store, blobs: dict, manifest: dict, threads: int, cache: dict) -> None:
+def _attach_describer(bundle_dir, store, blobs: dict, manifest: dict, threads: int, cache: dict,
+                      providers=None) -> None:
     """Give a keypoint store built with the learned local descriptor the bundle's copy of that network
     (the same SHA-256 in the store, the manifest and the file, or the bundle is refused)."""
     d = store.descriptor
@@ -265,7 +266,7 @@ def _attach_describer(bundle_dir, store, blobs: dict, manifest: dict, threads: i
     from .localdesc import LocalDescError, PatchDescriber
     try:
         if name not in cache:
-            cache[name] = PatchDescriber(blobs[name], threads=threads, name=name)
+            cache[name] = PatchDescriber(blobs[name], threads=threads, providers=providers, name=name)
         store.attach_describer(cache[name])
     except (LocalDescError, KeystoreError) as exc:
         raise BundleError(f"bundle {bundle_dir}: {exc}") from None
@@ -317,7 +318,7 @@ class Bundle:
 
     @classmethod
     def load(cls, bundle_dir, encoder_sha256: str | None = None, threads: int = 1,
-             load_keystore: bool = True, load_descriptors: bool = False) -> "Bundle":
+             load_keystore: bool = True, load_descriptors: bool = False, providers=None) -> "Bundle":
         import hnswlib
         bundle_dir = Path(bundle_dir)
         if not bundle_dir.is_dir():
@@ -370,7 +371,7 @@ class Bundle:
             describers: dict = {}       # one network for both stores
             for store in (keystore, keystore_fine):
                 if store is not None:
-                    _attach_describer(bundle_dir, store, blobs, m, threads, describers)
+                    _attach_describer(bundle_dir, store, blobs, m, threads, describers, providers)
             keyindex = None
             if keystore is not None and "keyindex.hnsw" in blobs:
                 keyindex = _load_keyindex(bundle_dir, blobs["keyindex.hnsw"], m.get("keyindex"), keystore, threads)

@@ -76,8 +76,10 @@ class PatchDescriber:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
+        available = ort.get_available_providers()     # as the encoder: CUDA / TensorRT where present
+        wanted = [p for p in (providers or ["CPUExecutionProvider"]) if p in available] or ["CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(onnx_bytes, opts, providers=providers or ["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(onnx_bytes, opts, providers=wanted)
         except Exception as exc:   # onnxruntime raises its own exception types
             raise LocalDescError(f"local descriptor {name} is not a usable ONNX model: "
                                  f"{str(exc).splitlines()[0]}") from None

@@ -103,7 +103,8 @@ class Localizer:
             raise FileNotFoundError(f"encoder not found: {enc_path}")
         enc_bytes = enc_path.read_bytes()
         # the bundle's record of its encoder is checked before onnxruntime parses a single byte
-        bundle = Bundle.load(bundle_dir, encoder_sha256=sha256_bytes(enc_bytes), threads=cfg["threads"])
+        bundle = Bundle.load(bundle_dir, encoder_sha256=sha256_bytes(enc_bytes), threads=cfg["threads"],
+                             providers=cfg["providers"])
         # query turns: as the bundle's references were encoded (its manifest), unless the config says
         rotations = cfg["rotations"] or int(bundle.manifest["encoder"].get("rotations", 4))
         encoder = Encoder(enc_bytes, threads=cfg["threads"], providers=cfg["providers"],

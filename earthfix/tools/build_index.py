@@ -230,7 +230,7 @@ def ensure_default_bundle(progress=True) -> Path:
     enc = default_encoder_path()
     if (out / MANIFEST).is_file():
         try:
-            if is_current(yaml.safe_load((out / MANIFEST).read_text()), sha256_file(enc), _shipped_local_sha256()):
+            if is_current(yaml.safe_load((out / MANIFEST).read_text()), sha256_file(enc), shipped_local_sha256()):
                 return out
         except Exception:
             pass
@@ -241,7 +241,7 @@ def ensure_default_bundle(progress=True) -> Path:
     return build_bundle(out, progress=progress)
 
 
-def _shipped_local_sha256() -> str | None:
+def shipped_local_sha256() -> str | None:
     from .build_keystore import shipped_local_descriptor
     p = shipped_local_descriptor()
     return sha256_file(p) if p is not None else None

@@ -1,6 +1,6 @@
 """Train the learned local descriptor (``earthfix.onboard.localdesc``) and export it to ONNX.
 
-    earthfix train-localdesc --out runs/localdesc [--frames 2600 --val-frames 120 --seed 91 --minutes 25]
+    earthfix train-localdesc --out runs/localdesc [--frames 2600 --val-frames 120 --seed 91 --steps 10000]
         [--workers 2 --threads 1] [--models models]
 
 Pairs come from the simulator (torch only for the training itself, the ``train`` extra):
@@ -17,7 +17,7 @@ Pairs come from the simulator (torch only for the training itself, the ``train``
 
 Training: the network of :class:`LocalNet` on the tile patch against one of the two looks (chosen at
 random), HardNet's loss (Mishchuk et al. 2017: triplet margin 1 against the hardest negative of the batch
-in either direction), Adam with a cosine schedule for ``minutes``, the frame side jittered in gamma and
+in either direction), Adam with a cosine schedule over ``steps`` (or ``minutes`` of wall time), the frame side jittered in gamma and
 noise, both sides turned by the same multiple of 90 deg. The validation figure is top-1 among 4,000
 held-out pairs (frames of another seed), and the same for RootSIFT on the same patches.
 
@@ -212,8 +212,9 @@ def rootsift_top1(tile: np.ndarray, frame: np.ndarray) -> float:
 
 
 def train(pairs: dict, val: dict, minutes: float, seed: int = 0, batch: int = 1024, lr: float = 2e-3,
-          threads: int = 1, log=print):
-    """Train LocalNet for ``minutes`` of wall time; returns (net, record)."""
+          threads: int = 1, log=print, steps: int | None = None):
+    """Train LocalNet for ``steps`` (the cosine schedule over steps: reproducible), or, without, for
+    ``minutes`` of wall time (the schedule over time); returns (net, record)."""
     import torch
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
@@ -223,9 +224,10 @@ def train(pairs: dict, val: dict, minutes: float, seed: int = 0, batch: int = 10
     n = len(pairs["tile"])
     t0, step, hist = time.time(), 0, []
     total = minutes * 60.0
-    while time.time() - t0 < total:
+    while (step < steps) if steps else (time.time() - t0 < total):
+        frac = step / steps if steps else (time.time() - t0) / total
         for g in opt.param_groups:
-            g["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (time.time() - t0) / total)))
+            g["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac)))
         i = np.sort(rng.choice(n, batch, replace=False))
         plain = rng.uniform(size=batch) < 0.5
         frame = np.where(plain[:, None, None], pairs["plain"][i], pairs["filled"][i])
@@ -283,7 +285,7 @@ def run(args) -> int:
     val = {k: np.ascontiguousarray(v[vi]) for k, v in val.items()}
     log(f"train-localdesc: {len(pairs['tile'])} training pairs, {len(val['tile'])} validation pairs "
         f"({time.time() - t0:.0f} s)")
-    net, rec = train(pairs, val, args.minutes, seed=args.seed, threads=args.threads, log=log)
+    net, rec = train(pairs, val, args.minutes, seed=args.seed, threads=args.threads, log=log, steps=args.steps)
     rec["val_top1_rootsift"] = {look: round(rootsift_top1(val["tile"], val[look]), 4) for look in ("plain", "filled")}
     models = Path(args.models) if args.models else out
     models.mkdir(parents=True, exist_ok=True)
@@ -307,7 +309,9 @@ def register(sub) -> None:
     p.add_argument("--val-frames", type=int, default=120, help="validation frames (seed + 1)")
     p.add_argument("--per-frame", type=int, default=200, help="pairs kept per frame at most")
     p.add_argument("--seed", type=int, default=91)
-    p.add_argument("--minutes", type=float, default=25.0, help="training wall time")
+    p.add_argument("--steps", type=int, default=None,
+                   help="training steps (reproducible; the shipped model: 10000), instead of --minutes")
+    p.add_argument("--minutes", type=float, default=25.0, help="training wall time when --steps is not given")
     p.add_argument("--workers", type=int, default=2, help="processes rendering pairs")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.set_defaults(func=run)

@@ -1,6 +1,7 @@
 """How far does a wrong place get through verification? (not a pytest test)
 
     PYTHONPATH=. python tests/bench/bench_wrong_places.py [--n 40] [--seed 4242] [--near 4] [--far 4]
+        [--bundle DIR]
 
 For land frames of the four eval-like sets (land256, land512, season256, cloudy; ``make_frameset``, seed
 4242 by default, never the eval's), each look the Localizer would take (plain, and cloud-filled when the
@@ -40,8 +41,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=4242)
     ap.add_argument("--near", type=int, default=4, help="wrong places 1,300-2,500 km away per look")
     ap.add_argument("--far", type=int, default=4, help="wrong places > 2,500 km away per look")
+    ap.add_argument("--bundle", default=None, help="bundle to verify on (default: the default bundle)")
     a = ap.parse_args()
-    loc = Localizer.load(ensure_default_bundle(), config={"min_confidence": 0.0})
+    loc = Localizer.load(a.bundle or ensure_default_bundle(), config={"min_confidence": 0.0})
     rng = np.random.default_rng(a.seed + 1)
     sets = [("land256", Camera.from_fov(256, 256, 80), None, FrameSpec()),
             ("land512", Camera.from_fov(512, 512, 60), None, FrameSpec()),

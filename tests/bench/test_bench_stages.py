@@ -5,7 +5,8 @@
 
 Stages: decode (PNG bytes -> array), preprocess, encode FP32, encode INT8 (both with the rotations flown:
 the bundle's query turns),
-search (HNSW top-k on the bundle), fill (cloud mask and fill of the cloud-filled look), vote (keypoint
+search (HNSW top-k on the bundle), fill (cloud mask and fill of the cloud-filled look), features (the
+plain look's, with the bundle's descriptor, and with RootSIFT for the ratio), vote (keypoint
 voting), verify (features + verification of the top candidates), fuse (one orbit-fuser update), end to
 end (``Localizer.locate``, decoding excluded). The machine may be shared: compare figures as ratios
 within one run.
@@ -86,6 +87,20 @@ def test_despeckle(benchmark, frame, camera, localizer):
     _, k = despeckle_geometry(localizer.verifier.cfg, camera)
     out, share = benchmark(despeckle_clouds, speckled, speckled, k, localizer.verifier.cfg.feature)
     assert share > 0.09 and out is not speckled
+
+
+def test_features(benchmark, frame, localizer):
+    """Local features of the plain look as flown: SIFT keypoints described by the bundle's learned local
+    descriptor (``localdesc.onnx``; RootSIFT for a bundle without one)."""
+    feats = benchmark(localizer.verifier.extract, frame)
+    assert len(feats) > 50
+
+
+def test_features_rootsift(benchmark, frame, localizer):
+    """The same keypoints described by RootSIFT (the descriptor before session 26), for the ratio."""
+    from earthfix.onboard.features import extract_features
+    feats = benchmark(extract_features, frame, localizer.verifier.cfg.feature)
+    assert len(feats) > 50 and feats.desc.shape[1] == 128
 
 
 def test_vote(benchmark, frame, camera, localizer):
