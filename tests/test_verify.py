@@ -431,3 +431,20 @@ def test_a_wide_cameras_filled_look_can_be_capped_but_never_below_the_plain_look
     # pixel tolerances keep their ground size at the capped sample
     assert capped.ransac_thresh_work_px == pytest.approx(base.ransac_thresh_work_px * 168.0 / 128.0)
     assert side(wide, cloud_fill_config(replace(base, fill_max_work_px=64.0), wide)) == pytest.approx(128.0)
+
+
+def test_a_pose_tilted_beyond_the_gate_is_refused(store, basemap):
+    # a frame 12 deg off nadir verifies under the default gate (30 deg) and is refused under a 6 deg one:
+    # poses bent into tilt by bunched matches are what the gate keeps out (docs/VERIFICATION.md)
+    from earthfix.onboard.camera import tilt_rotation
+    cam = Camera.from_fov(256, 256, 80)
+    lat, lon = 24.0, 12.0
+    pos = geodesy.geodetic_to_ecef(lat, lon, 600.0)
+    img = render.render(basemap, cam, pos, nadir_attitude(lat, lon, 37.0) @ tilt_rotation(12.0, 60.0)).image
+    v = Verifier(store, VerifyConfig())
+    assert VerifyConfig().max_tilt_deg == 30.0
+    ok = v.verify(v.extract(img), cam, [(lat, lon, 600.0)])
+    assert ok.ok and 9.0 < ok.tilt_deg < 15.0, (ok.reason, ok.tilt_deg)
+    strict = Verifier(store, VerifyConfig(max_tilt_deg=6.0))
+    out = strict.verify(strict.extract(img), cam, [(lat, lon, 600.0)])
+    assert not out.ok and out.reason.startswith("implausible tilt")
