@@ -66,7 +66,7 @@ class VerifyConfig:
     alt_plausible_km: tuple = (300.0, 1000.0)
     max_tilt_deg: float = 30.0          # boresight off-nadir angle beyond which a pose is rejected (45 until
                                         # session 26: a pose fitted at 39 deg, true 4, 55 km off at p 0.98
-                                        # passed; right poses of 0-30 deg frames fit below it. With an
+                                        # passed; frames 0-30 deg off nadir fixed as before. With an
                                         # attitude given, the tilt is the attitude's: raise it for off-nadir
                                         # imaging. docs/VERIFICATION.md, "A learned local descriptor")
     max_bore_sigma_km: float = 8.0      # poses whose boresight is pinned worse than this (1 sigma, propagated
