@@ -30,7 +30,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -123,7 +122,6 @@ def _basemap(kind: str):
 
 def _pairs_of(args) -> list:
     seed, frames, per_frame = args
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     return [frame_pairs(seed, i, per_frame) for i in frames]
 
 
