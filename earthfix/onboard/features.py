@@ -246,29 +246,28 @@ def extract_features(image: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
     idx = idx[: cfg.max_keypoints]
     if len(idx) == 0:
         return empty_features(shape)
-    inv = 1.0 / scale
     if describer is not None:
-        # OpenCV's SIFT positions are 0.25 px off (below): patches are centred on the corrected ones
+        # patches are centred on the corrected positions (OpenCV's 0.25 px offset, below)
         desc = describer.describe(g, xy[idx] - SIFT_OFFSET_PX, size[idx], angle[idx])
-        xy_in = (xy[idx] - SIFT_OFFSET_PX + 0.5) * inv - 0.5
-        return Features(xy_in.astype(np.float32), desc, (size[idx] * inv).astype(np.float32),
-                        angle[idx], resp[idx], tuple(shape))
-    sel_kps = [kps[i] for i in idx]
-    sel_kps, desc = sift.compute(g, sel_kps)
-    if desc is None or len(sel_kps) != len(idx):
-        # compute() keeps provided keypoints; guard anyway: re-read what it returned
-        if desc is None or len(sel_kps) == 0:
-            return empty_features(shape)
-        xy = np.array([k.pt for k in sel_kps], dtype=np.float32)
-        size = np.array([k.size for k in sel_kps], dtype=np.float32)
-        angle = np.array([k.angle for k in sel_kps], dtype=np.float32)
-        resp = np.array([k.response for k in sel_kps], dtype=np.float32)
-        idx = np.arange(len(sel_kps))
+    else:
+        sel_kps = [kps[i] for i in idx]
+        sel_kps, desc = sift.compute(g, sel_kps)
+        if desc is None or len(sel_kps) != len(idx):
+            # compute() keeps provided keypoints; guard anyway: re-read what it returned
+            if desc is None or len(sel_kps) == 0:
+                return empty_features(shape)
+            xy = np.array([k.pt for k in sel_kps], dtype=np.float32)
+            size = np.array([k.size for k in sel_kps], dtype=np.float32)
+            angle = np.array([k.angle for k in sel_kps], dtype=np.float32)
+            resp = np.array([k.response for k in sel_kps], dtype=np.float32)
+            idx = np.arange(len(sel_kps))
+        desc = root_sift(desc)
+    inv = 1.0 / scale
     # OpenCV's SIFT reports positions 0.25 px too far right/down: it upsamples the image by 2 first and
     # halves coordinates as if pixel corners, not centres, sat at integers (measured: +0.249 px by
     # flipping an image). Then map working pixels back to input pixels (pixel centres at integers).
     xy_in = (xy[idx] - SIFT_OFFSET_PX + 0.5) * inv - 0.5
-    return Features(xy_in.astype(np.float32), root_sift(desc), (size[idx] * inv).astype(np.float32),
+    return Features(xy_in.astype(np.float32), desc, (size[idx] * inv).astype(np.float32),
                     angle[idx], resp[idx], tuple(shape))
 
 
