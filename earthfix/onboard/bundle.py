@@ -254,8 +254,9 @@ def _attach_describer(bundle_dir, store, blobs: dict, manifest: dict, threads: i
         return
     if d["kind"] != "patchnet":
         raise BundleError(f"bundle {bundle_dir}: keypoint store descriptor {d['kind']!r} is unknown")
+    from .localdesc import BUNDLE_FILE
     rec = manifest.get("local_descriptor") or {}
-    name = rec.get("file", "localdesc.onnx")
+    name = rec.get("file", BUNDLE_FILE)
     if name not in blobs:
         raise BundleError(f"bundle {bundle_dir}: the keypoint store needs its local descriptor, but the manifest "
                           f"lists no {name}")

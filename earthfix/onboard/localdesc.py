@@ -27,6 +27,7 @@ import hashlib
 import cv2
 import numpy as np
 
+BUNDLE_FILE = "localdesc.onnx"   # the network's file name in a bundle and in models/
 PATCH_PX = 32               # samples per patch side fed to the network
 WINDOW_PER_SIZE = 6.0       # patch side / OpenCV keypoint size (SIFT's descriptor window: 4 bins of 1.5 size)
 _CHUNK = 1000               # remap's output must stay under 32767 rows: patches per call

@@ -165,11 +165,12 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
     keyindex_meta = keystore_meta = None
     local_meta = None
     if keystore:
-        from .build_keystore import LOCAL_DESCRIPTOR_FILE, BuildConfig, build_keystore, load_describer
+        from ..onboard.localdesc import BUNDLE_FILE
+        from .build_keystore import BuildConfig, build_keystore, load_describer
         describer = load_describer(local_descriptor, threads=1)
         if describer is not None:
-            shutil.copyfile(describer.name, tmp / LOCAL_DESCRIPTOR_FILE)
-            local_meta = {"file": LOCAL_DESCRIPTOR_FILE, "kind": "patchnet", "sha256": describer.sha256,
+            shutil.copyfile(describer.name, tmp / BUNDLE_FILE)
+            local_meta = {"file": BUNDLE_FILE, "kind": "patchnet", "sha256": describer.sha256,
                           "source": Path(describer.name).name}
         kcfg = BuildConfig(bbox=tuple(region) if region else None)
         if keystore_gsd_km is not None:

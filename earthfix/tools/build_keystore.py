@@ -29,13 +29,13 @@ from ..onboard import geodesy
 from ..onboard.camera import Camera, nadir_attitude
 from ..onboard.features import FeatureConfig, extract_features
 from ..onboard.keystore import KeypointStore, quantise
+from ..onboard.localdesc import BUNDLE_FILE
 from ..sim import render as render_mod
 from ..sim.basemap import Basemap
 
 LAND_AREA_KM2 = 148.9e6   # Earth's land area incl. Antarctica, for bytes/km2 figures
 
 
-LOCAL_DESCRIPTOR_FILE = "localdesc.onnx"   # models/ and bundle file name of the learned local descriptor
 STORE_CLAHE_CLIP = 2.0    # the map is crisper than flight frames, which get 3 (features.FeatureConfig)
 
 
@@ -122,6 +122,14 @@ def _bilinear(a: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
             + (a[y0 + 1, x0] * (1 - fx) + a[y0 + 1, x0 + 1] * fx) * fy)
 
 
+def render_tile(basemap: Basemap, cfg: BuildConfig, lat0: float, lon0: float):
+    """The nadir map tile centred on (lat0, lon0), north up, ``cfg.gsd_km`` per pixel at its centre
+    (``render.View``)."""
+    cam = Camera.from_fov(cfg.tile_px, cfg.tile_px, cfg.tile_fov_deg)
+    pos = geodesy.geodetic_to_ecef(lat0, lon0, cfg.gsd_km * cam.fx)
+    return render_mod.render(basemap, cam, pos, nadir_attitude(lat0, lon0, 0.0))
+
+
 def tile_keypoints(basemap: Basemap, cfg: BuildConfig, lat0: float, lon0: float, fcfg: FeatureConfig,
                    describer=None):
     """Render one nadir tile and return its keypoints with ground positions.
@@ -129,11 +137,7 @@ def tile_keypoints(basemap: Basemap, cfg: BuildConfig, lat0: float, lon0: float,
     Returns dict of arrays: lat, lon, desc (RootSIFT, or ``describer``'s), size_km, azimuth_deg, response,
     land.
     """
-    cam = Camera.from_fov(cfg.tile_px, cfg.tile_px, cfg.tile_fov_deg)
-    alt_km = cfg.gsd_km * cam.fx
-    pos = geodesy.geodetic_to_ecef(lat0, lon0, alt_km)
-    r = nadir_attitude(lat0, lon0, 0.0)
-    view = render_mod.render(basemap, cam, pos, r)
+    view = render_tile(basemap, cfg, lat0, lon0)
     f = extract_features(view.image, fcfg, valid=view.hit, describer=describer)
     if len(f) == 0:
         return None
@@ -243,7 +247,7 @@ def build_keystore(basemap: Basemap, cfg: BuildConfig | None = None, progress: b
 def shipped_local_descriptor() -> Path | None:
     """The shipped learned local descriptor (``models/localdesc.onnx``), or None if the package has none."""
     from ..onboard.localizer import shipped_models_dir
-    p = shipped_models_dir() / LOCAL_DESCRIPTOR_FILE
+    p = shipped_models_dir() / BUNDLE_FILE
     return p if p.is_file() else None
 
 

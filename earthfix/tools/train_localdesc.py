@@ -46,12 +46,12 @@ def frame_pairs(seed: int, i: int, per_frame: int = 200):
     (K x 32 x 32), or None when the frame is not eligible or holds fewer than 5 usable keypoints."""
     import cv2
     from ..onboard import geodesy
-    from ..onboard.camera import Camera, nadir_attitude
+    from ..onboard.camera import Camera
     from ..onboard.features import cloud_mask, extract_features, fill_clouds, preprocess
     from ..onboard.localdesc import WINDOW_PER_SIZE, patch_grid, sample_patches
     from ..onboard.verify import VerifyConfig, cloud_fill_config
     from ..sim import render as render_mod
-    from .build_keystore import BuildConfig, _bilinear, store_feature_config
+    from .build_keystore import BuildConfig, _bilinear, render_tile, store_feature_config
     from .evaluate import is_eligible
     from .framesets import FrameSpec, make_frameset
     cv2.setNumThreads(1)
@@ -68,11 +68,7 @@ def frame_pairs(seed: int, i: int, per_frame: int = 200):
     pos = np.asarray(truth["ecef_km"], dtype=np.float64)
     rot = geodesy.matrix_from_quat(truth["q_cam2ecef_wxyz"])
     gsd = 6.0 if wide or rng.uniform() < 0.3 else 4.0
-    bcfg = BuildConfig(gsd_km=gsd)
-    tile_cam = Camera.from_fov(bcfg.tile_px, bcfg.tile_px, bcfg.tile_fov_deg)
-    la, lo = truth["bore_lat"], truth["bore_lon"]
-    tview = render_mod.render(_basemap("default"), tile_cam, geodesy.geodetic_to_ecef(la, lo, gsd * tile_cam.fx),
-                              nadir_attitude(la, lo, 0.0))
+    tview = render_tile(_basemap("default"), BuildConfig(gsd_km=gsd), truth["bore_lat"], truth["bore_lon"])
     sfc = store_feature_config()
     f = extract_features(tview.image, sfc, valid=tview.hit)
     if len(f) < 5:
