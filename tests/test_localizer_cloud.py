@@ -98,3 +98,27 @@ def test_a_big_frame_is_shrunk_once_with_its_camera(tiny_bundle, basemap):
         assert fix.fix and geodesy.great_circle_km(fix.lat, fix.lon, LAT, LON) < 2.0
         assert abs(fix.alt_km - ALT_KM) < 10.0 and abs((fix.yaw_deg - YAW_DEG + 180) % 360 - 180) < 1.0
     assert geodesy.great_circle_km(small.lat, small.lon, whole.lat, whole.lon) < 1.0
+
+
+def test_a_frame_erosion_spoiled_gets_a_last_look_as_it_came(tiny_bundle, frames, monkeypatch):
+    """When despeckling changed the frame and its looks find nothing, the frame as it came is looked at
+    last (evidence ``look`` "undespeckled"). Here the erosion is made to wipe the ground out, so only that
+    look can fix; without despeckling there is no such look."""
+    import numpy as np
+
+    from earthfix.onboard import geodesy
+    from earthfix.onboard import localizer as lz
+    cam, clear, cloudy, grey = frames
+
+    def wipe(image, image_bgr, cell_px, cfg, shrink=1):
+        out = np.full_like(image, 200)
+        out[::7] = 90                                # stripes: cloud-like and not, nothing of the ground
+        return out, 0.5
+
+    monkeypatch.setattr(lz, "despeckle_clouds", wipe)
+    fix = _locate(tiny_bundle, {"deadline_ms": 1000.0}, cam, clear)
+    assert fix.evidence["speckle_share"] == 0.5
+    assert fix.fix and fix.evidence["look"] == "undespeckled", fix.reason
+    assert geodesy.great_circle_km(fix.lat, fix.lon, LAT, LON) < 5.0
+    off = _locate(tiny_bundle, {"despeckle": False}, cam, clear)
+    assert off.fix and off.evidence["look"] == "plain" and "third_look_ms" not in off.stages_ms

@@ -18,7 +18,8 @@ hypothesis came from; docs/VERIFICATION.md, "The cloud-filled look", has the mea
 
 Small cloud cells (config ``despeckle``): a frame whose cloud-like pixels are mostly fragments under ~6 km
 (fair-weather cumulus) is eroded before both looks (``features.despeckle_clouds``; evidence
-``speckle_share``; docs/VERIFICATION.md, "Fair-weather cumulus"). Big frames (config
+``speckle_share``; docs/VERIFICATION.md, "Fair-weather cumulus"); if they find nothing and time is left, the
+frame as it came gets a last look (evidence ``look`` "undespeckled"; its own vote's places only). Big frames (config
 ``max_frame_side_px``): area-averaged once by an integer factor, the camera scaled with them.
 
     loc = Localizer.load(bundle_dir, config_path)          # once
@@ -201,6 +202,7 @@ class Localizer:
             # a grey frame is judged and filled as three equal bands (features.cloud_mask: by brightness)
             bgr = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
             speckle = 0.0
+            raw = img
             if self.cfg["despeckle"]:
                 # fair-weather cumulus: cells of a few km, each brightening the pixels it covers part of
                 t = _time.perf_counter()
@@ -210,7 +212,7 @@ class Localizer:
                     img = out
                     bgr = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
                 stages["despeckle_ms"] = (_time.perf_counter() - t) * 1e3
-            looks = [(img, plain_ver, None)]
+            looks = [("plain", img, plain_ver, None)]
             share = 0.0
             if self.cfg["cloud_fill"]:
                 t = _time.perf_counter()
@@ -219,20 +221,27 @@ class Localizer:
                 share = 0.0 if mask is None else cv2.countNonZero(mask.view(np.uint8)) / mask.size
                 if filled is not bgr:
                     # no keypoint centred on the filled cloud: the budget goes to the clear ground
-                    looks = [(filled, fver, mask), (img, plain_ver, None)]
+                    looks = [("filled", filled, fver, mask), ("plain", img, plain_ver, None)]
                 stages["fill_ms"] = (_time.perf_counter() - t) * 1e3
-            fix.candidates, v = self._look(*looks[0], camera, attitude, deadline, cands, stages)
+            if img is not raw:
+                # erosion also widens dark ground features and takes patchy snow out: a frame it was
+                # wrong about gets a last look as it came
+                looks.append(("undespeckled", raw, plain_ver, None))
+            fix.candidates, v = self._look(*looks[0][1:], camera, attitude, deadline, cands, stages)
             look = 0
-            second_ms = stages["features_ms"] + stages.get("vote_ms", 0.0) + SECOND_LOOK_EXTRA_MS
-            if not v.ok and len(looks) > 1 and _time.perf_counter() + second_ms / 1e3 < deadline:
-                # only the places the second look's own vote finds are verified: the encoder's were
-                # just tried
+            for i in range(1, len(looks)):
+                if v.ok:
+                    break
+                next_ms = stages["features_ms"] + stages.get("vote_ms", 0.0) + SECOND_LOOK_EXTRA_MS
+                if _time.perf_counter() + next_ms / 1e3 >= deadline:
+                    break
+                # only the places a later look's own vote finds are verified: the encoder's were just tried
                 t = _time.perf_counter()
                 # the first look's slowest place sets the bar for this look's first one too
-                cands2, v2 = self._look(*looks[1], camera, attitude, deadline, [], {}, v.slowest_place_s)
+                cands2, v2 = self._look(*looks[i][1:], camera, attitude, deadline, [], {}, v.slowest_place_s)
                 if v2.ok:
-                    fix.candidates, v, look = (cands2 + cands)[: self.cfg["top_k"]], v2, 1
-                stages["second_look_ms"] = (_time.perf_counter() - t) * 1e3
+                    fix.candidates, v, look = (cands2 + cands)[: self.cfg["top_k"]], v2, i
+                stages["second_look_ms" if i == 1 else "third_look_ms"] = (_time.perf_counter() - t) * 1e3
             fix.inliers = int(v.inliers)
             fix.confidence = self.confidence(v.evidence) if v.ok else 0.0
             fix.reason = v.reason
@@ -242,7 +251,7 @@ class Localizer:
                                 hyp_yaw_deg=v.yaw_deg, hyp_sub_lat=v.sub_lat, hyp_sub_lon=v.sub_lon,
                                 source=source, vote_candidates=sum(c.source == "vote" for c in fix.candidates),
                                 cloud_share=round(share, 3), speckle_share=round(speckle, 3),
-                                look="filled" if looks[look][0] is not img else "plain")
+                                look=looks[look][0])
             if v.ok:
                 fix.lat, fix.lon, fix.sub_lat, fix.sub_lon = v.lat, v.lon, v.sub_lat, v.sub_lon
                 fix.alt_km, fix.yaw_deg = v.alt_km, v.yaw_deg
