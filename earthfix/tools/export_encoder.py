@@ -25,10 +25,10 @@ def export_fp32(checkpoint: Path, out: Path) -> int:
     import torch
     from .train_encoder import build_model, checkpoint_input_px
     state = torch.load(checkpoint, weights_only=True)
-    model = build_model(int(state.get("dim", 128)))
+    side = checkpoint_input_px(state)
+    model = build_model(int(state.get("dim", 128)), str(state.get("pool", "gem")), side)
     model.load_state_dict(state["model"])
     model.eval()
-    side = checkpoint_input_px(state)
     x = torch.zeros(1, 3, side, side)
     torch.onnx.export(model, (x,), str(out), input_names=["image"], output_names=["descriptor"],
                       dynamic_axes={"image": {0: "batch"}, "descriptor": {0: "batch"}}, opset_version=17,

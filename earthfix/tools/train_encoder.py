@@ -51,10 +51,35 @@ def query_render_px(input_px: int) -> int:
 # ------------------------------------------------------------------------------------------------
 # model
 # ------------------------------------------------------------------------------------------------
-def build_model(dim: int = 128):
-    """Compact CNN: 4 stride-2 stages, GeM pooling, linear projection, L2 norm (~55 MMAC at 96 px)."""
+POOLS = ("gem", "rings")
+RING_EDGES = (0.34, 0.74, 1.07)   # outer radius of each ring, in half feature-map sides (corners beyond 1.07 left out)
+
+
+def ring_weights(side: int) -> np.ndarray:
+    """(side * side, rings) float32: each feature-map cell's share of its ring's mean (rows of cells outside
+    every ring are 0). Rings are concentric about the map centre, so a turn of the frame about its boresight
+    moves a cell's content within its ring: pooling per ring stays as rotation-robust as one global pool
+    while keeping what lies near the boresight apart from what lies at the edge."""
+    c = (np.arange(side) + 0.5) - side / 2.0
+    r = np.hypot(*np.meshgrid(c, c, indexing="ij")).ravel() / (side / 2.0)
+    ring = np.searchsorted(np.asarray(RING_EDGES), r, side="right")
+    w = np.zeros((side * side, len(RING_EDGES)), np.float32)
+    for k in range(len(RING_EDGES)):
+        sel = ring == k
+        if not sel.any():
+            raise ValueError(f"a {side} x {side} feature map leaves ring {k} empty")
+        w[sel, k] = 1.0 / sel.sum()
+    return w
+
+
+def build_model(dim: int = 128, pool: str = "gem", input_px: int = INPUT_PX):
+    """Compact CNN: 4 stride-2 stages, GeM pooling, linear projection, L2 norm (~55 MMAC at 96 px).
+    ``pool="rings"``: GeM over each of three rings about the boresight (``ring_weights``), concatenated
+    before the projection (the same MACs but for the projection's 3x inputs)."""
     import torch
     from torch import nn
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
 
     def cbr(cin, cout, stride=1, k=3):
         return [nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
@@ -70,6 +95,18 @@ def build_model(dim: int = 128):
             p = self.p.clamp(1.0, 6.0)
             return x.clamp(min=1e-6).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
 
+    class RingGeM(GeM):
+        def __init__(self, side: int, p=3.0):
+            super().__init__(p)
+            self.register_buffer("w", torch.from_numpy(ring_weights(side)))
+
+        def forward(self, x):
+            with torch.autocast("cpu", enabled=False):
+                x = x.float()
+                p = self.p.clamp(1.0, 6.0)
+                m = x.clamp(min=1e-6).pow(p).flatten(2) @ self.w      # N x C x rings
+                return m.clamp(min=1e-12).pow(1.0 / p).flatten(1)
+
     class EncoderNet(nn.Module):
         def __init__(self):
             super().__init__()
@@ -78,8 +115,8 @@ def build_model(dim: int = 128):
                 layers += cbr(cin, cout, 2) + cbr(cout, cout)
             layers += cbr(160, 256, 1, 1)
             self.features = nn.Sequential(*layers)
-            self.pool = GeM()
-            self.proj = nn.Linear(256, dim)
+            self.pool = GeM() if pool == "gem" else RingGeM(-(-input_px // 16))
+            self.proj = nn.Linear(256 * (1 if pool == "gem" else len(RING_EDGES)), dim)
 
         def forward(self, x):
             y = self.proj(self.pool(self.features(x)))
@@ -296,7 +333,7 @@ class ReferenceMemory:
 def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: int, threads: int,
           resume: bool = False, workers: int = 1, max_yaw_deg: float = 180.0, bf16: bool = False,
           memory: int = 0, memory_from_step: int = 1000, memory_weight: float = 0.5,
-          input_px: int = INPUT_PX, log=print):
+          input_px: int = INPUT_PX, pool: str = "gem", log=print):
     """``bf16``: convolutions and the projection in bfloat16 autocast, channels-last (weights, optimiser
     and loss stay float32). On a CPU with AMX or AVX-512 BF16 the optimiser step is ~2.6x faster (0.25 vs
     0.65 s per 128-image batch at one thread, measured here), which lets a second worker render pairs.
@@ -312,7 +349,7 @@ def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: 
     torch.set_num_threads(threads)
     cv2.setNumThreads(1)
     batches = batch_stream(seed, workers, max_yaw_deg, input_px)
-    model = build_model(dim)
+    model = build_model(dim, pool, input_px)
     if bf16:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -327,7 +364,7 @@ def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: 
 
     def save_checkpoint(at_step: int) -> None:
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": at_step, "dim": dim,
-                    "input_px": input_px}, ckpt)
+                    "input_px": input_px, "pool": pool}, ckpt)
 
     tau = 0.05
     bank = ReferenceMemory(memory, dim)
@@ -376,7 +413,7 @@ def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: 
             save_checkpoint(step)
     save_checkpoint(step)
     (out_dir / "train_log.json").write_text(json.dumps({"seed": seed, "steps": step, "minutes": minutes,
-                                                        "lr": lr, "dim": dim, "input_px": input_px, "workers": workers,
+                                                        "lr": lr, "dim": dim, "input_px": input_px, "pool": pool, "workers": workers,
                                                         "max_yaw_deg": max_yaw_deg, "bf16": bf16,
                                                         "memory": memory, "memory_from_step": memory_from_step,
                                                         "memory_weight": memory_weight,
@@ -410,6 +447,8 @@ def register(sub):
                    help="step from which the memory fills (the embeddings settle first)")
     p.add_argument("--memory-weight", type=float, default=0.5,
                    help="weight of the memory term (query positive vs remembered references) in the loss")
+    p.add_argument("--pool", choices=POOLS, default="gem",
+                   help="gem: one GeM over the feature map; rings: GeM over 3 rings about the boresight")
     p.add_argument("--resume", action="store_true")
     p.set_defaults(func=run)
 
@@ -422,6 +461,6 @@ def run(args) -> int:
         return 2
     ckpt = train(Path(args.out), args.minutes, args.steps, args.seed, args.lr, args.dim, args.threads,
                  args.resume, args.workers, args.max_yaw_deg, args.bf16,
-                 args.memory, args.memory_from_step, args.memory_weight, args.input_px, log=lambda s: print(s, file=sys.stderr, flush=True))
+                 args.memory, args.memory_from_step, args.memory_weight, args.input_px, args.pool, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(ckpt)
     return 0
