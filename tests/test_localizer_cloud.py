@@ -122,3 +122,30 @@ def test_a_frame_erosion_spoiled_gets_a_last_look_as_it_came(tiny_bundle, frames
     assert geodesy.great_circle_km(fix.lat, fix.lon, LAT, LON) < 5.0
     off = _locate(tiny_bundle, {"despeckle": False}, cam, clear)
     assert off.fix and off.evidence["look"] == "plain" and "third_look_ms" not in off.stages_ms
+
+
+def test_a_place_only_the_plain_look_votes_for_is_verified_through_the_cloud_too(tiny_bundle, frames):
+    """Filled look first: its vote finds nothing (and the encoder offers nothing); the plain look's vote finds
+    the place but its features cannot hold a pose there (cloud in every descriptor window; forced here):
+    the place is verified with the filled look's features, and that is the fix (evidence ``look`` "filled")."""
+    from earthfix.onboard import geodesy
+    from earthfix.onboard.localizer import Localizer
+    cam, clear, cloudy, grey = frames
+    loc = Localizer.load(tiny_bundle, config=dict(localizer_config(), deadline_ms=1000.0))
+    loc.candidates = lambda desc, k: []
+    calls = []
+    vote = loc.voter.candidates
+
+    def second_look_only(feats, camera, max_candidates=3):
+        calls.append(len(feats))
+        return vote(feats, camera, max_candidates) if len(calls) > 1 else []
+
+    loc.voter.candidates = second_look_only
+    plain = loc.verifier_for(cam)
+    verify = plain.verify
+    plain.verify = lambda feats, camera, places, **kw: verify(feats, camera, [], **kw)   # finds nothing
+    fix = loc.locate(cloudy, cam)
+    assert len(calls) == 2
+    assert fix.fix and fix.evidence["look"] == "filled", fix.reason
+    assert fix.candidates[0].source == "vote"
+    assert geodesy.great_circle_km(fix.lat, fix.lon, LAT, LON) < 5.0

@@ -19,7 +19,9 @@ hypothesis came from; docs/VERIFICATION.md, "The cloud-filled look", has the mea
 Small cloud cells (config ``despeckle``): a frame whose cloud-like pixels are mostly fragments under ~6 km
 (fair-weather cumulus) is eroded before both looks (``features.despeckle_clouds``; evidence
 ``speckle_share``; docs/VERIFICATION.md, "Fair-weather cumulus"); if they find nothing and time is left, the
-frame as it came gets a last look (evidence ``look`` "undespeckled"; its own vote's places only). Big frames (config
+frame as it came gets a last look (evidence ``look`` "undespeckled"; its own vote's places only). A place a
+later look's vote finds but its features cannot hold is verified with the filled look's features too (they
+see through the cloud; evidence ``look`` "filled"). Big frames (config
 ``max_frame_side_px``): area-averaged once by an integer factor, the camera scaled with them.
 
     loc = Localizer.load(bundle_dir, config_path)          # once
@@ -142,9 +144,16 @@ class Localizer:
                 base.store, cloud_fill_config(base.cfg, camera, self.verifier.store.gsd_km))
         return v
 
+    def _places(self, cands, verifier) -> list[tuple[float, float, float]]:
+        """(lat, lon, search radius km) of the first ``verify_k`` candidates: a vote place's own radius, else
+        the verifier's radius factor x the candidate view's footprint half-width."""
+        rf = verifier.cfg.radius_factor
+        return [(c.lat, c.lon, c.radius_km if c.radius_km is not None else rf * self.bundle.scales_km[c.scale])
+                for c in cands[: self.cfg["verify_k"]]]
+
     def _look(self, img, verifier, drop, camera, attitude, deadline, cands, stages, place_s=0.0):
         """Local features (none centred on ``drop``) -> keypoint vote (merged ahead of the encoder's
-        ``cands``) -> verification. Returns (candidate list, Verification); stage times go into ``stages``."""
+        ``cands``) -> verification. Returns (candidate list, Verification, Features); stage times go into ``stages``."""
         t = _time.perf_counter()
         feats = verifier.extract(img, drop=drop)
         stages["features_ms"] = (_time.perf_counter() - t) * 1e3
@@ -156,12 +165,10 @@ class Localizer:
             merged = ([Candidate(c.lat, c.lon, float(c.votes), source="vote", radius_km=c.radius_km)
                        for c in votes] + merged)[: self.cfg["top_k"]]
         t = _time.perf_counter()
-        rf = verifier.cfg.radius_factor
-        todo = [(c.lat, c.lon, c.radius_km if c.radius_km is not None else rf * self.bundle.scales_km[c.scale])
-                for c in merged[: self.cfg["verify_k"]]]
-        v = verifier.verify(feats, camera, todo, attitude=attitude, deadline=deadline, place_s=place_s)
+        v = verifier.verify(feats, camera, self._places(merged, verifier), attitude=attitude, deadline=deadline,
+                            place_s=place_s)
         stages["verify_ms"] = (_time.perf_counter() - t) * 1e3
-        return merged, v
+        return merged, v, feats
 
     def locate(self, frame, camera: Camera, attitude=None, time=None) -> Fix:
         """Localize one frame (uint8 BGR or grey, or any array ``frames.normalise_frame`` accepts)."""
@@ -227,7 +234,7 @@ class Localizer:
                 # erosion also widens dark ground features and takes patchy snow out: a frame it was
                 # wrong about gets a last look as it came
                 looks.append(("undespeckled", raw, plain_ver, None))
-            fix.candidates, v = self._look(*looks[0][1:], camera, attitude, deadline, cands, stages)
+            fix.candidates, v, feats0 = self._look(*looks[0][1:], camera, attitude, deadline, cands, stages)
             look = 0
             for i in range(1, len(looks)):
                 if v.ok:
@@ -238,7 +245,13 @@ class Localizer:
                 # only the places a later look's own vote finds are verified: the encoder's were just tried
                 t = _time.perf_counter()
                 # the first look's slowest place sets the bar for this look's first one too
-                cands2, v2 = self._look(*looks[i][1:], camera, attitude, deadline, [], {}, v.slowest_place_s)
+                cands2, v2, _ = self._look(*looks[i][1:], camera, attitude, deadline, [], {}, v.slowest_place_s)
+                if not v2.ok and looks[0][0] == "filled" and cands2:
+                    # a place this look's vote found, seen through the cloud: the filled look's features
+                    v3 = looks[0][2].verify(feats0, camera, self._places(cands2, looks[0][2]), attitude=attitude,
+                                            deadline=deadline, place_s=v.slowest_place_s)
+                    if v3.ok:
+                        fix.candidates, v, look = (cands2 + cands)[: self.cfg["top_k"]], v3, 0
                 if v2.ok:
                     fix.candidates, v, look = (cands2 + cands)[: self.cfg["top_k"]], v2, i
                 stages["second_look_ms" if i == 1 else "third_look_ms"] = (_time.perf_counter() - t) * 1e3
