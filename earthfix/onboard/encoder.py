@@ -45,6 +45,13 @@ def rotation_handling(encoder_path) -> dict:
     return out
 
 
+def session_providers(providers=None) -> list[str]:
+    """The config's execution providers that this onnxruntime has (CUDA / TensorRT where present, as on a
+    Jetson), in the config's order; the CPU provider when none of them is available."""
+    available = ort.get_available_providers()
+    return [p for p in (providers or ["CPUExecutionProvider"]) if p in available] or ["CPUExecutionProvider"]
+
+
 class Encoder:
     def __init__(self, model_bytes: bytes, threads: int = 1, providers=None, rotations: int = 4,
                  input_px: int | None = None, name: str = ""):
@@ -53,9 +60,7 @@ class Encoder:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        available = ort.get_available_providers()
-        wanted = [p for p in (providers or ["CPUExecutionProvider"]) if p in available] or ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(model_bytes, sess_options=opts, providers=wanted)
+        self.session = ort.InferenceSession(model_bytes, sess_options=opts, providers=session_providers(providers))
         self.input_name = self.session.get_inputs()[0].name
         self.dim = int(self.session.get_outputs()[0].shape[-1])
         self.rotations = int(rotations)

@@ -22,8 +22,6 @@ local descriptor").
 """
 from __future__ import annotations
 
-import hashlib
-
 import cv2
 import numpy as np
 
@@ -70,17 +68,17 @@ def sample_patches(grey: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarr
 class PatchDescriber:
     """Describe keypoints with an ONNX patch network (input N x 1 x 32 x 32 grey, output N x D)."""
 
-    def __init__(self, onnx_bytes: bytes, threads: int = 1, providers=None, name: str = "localdesc.onnx"):
+    def __init__(self, onnx_bytes: bytes, threads: int = 1, providers=None, name: str = BUNDLE_FILE):
         import onnxruntime as ort
-        self.sha256 = hashlib.sha256(onnx_bytes).hexdigest()
+
+        from .encoder import session_providers, sha256_bytes
+        self.sha256 = sha256_bytes(onnx_bytes)
         self.name = name
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
-        available = ort.get_available_providers()     # as the encoder: CUDA / TensorRT where present
-        wanted = [p for p in (providers or ["CPUExecutionProvider"]) if p in available] or ["CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(onnx_bytes, opts, providers=wanted)
+            self.session = ort.InferenceSession(onnx_bytes, opts, providers=session_providers(providers))
         except Exception as exc:   # onnxruntime raises its own exception types
             raise LocalDescError(f"local descriptor {name} is not a usable ONNX model: "
                                  f"{str(exc).splitlines()[0]}") from None
