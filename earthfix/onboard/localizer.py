@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import time as _time
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -58,6 +59,15 @@ FILL_SHARE = (0.2, 0.8)    # cloud-like share of a frame for which the cloud-fil
 SECOND_LOOK_EXTRA_MS = 8.0 # a second look costs the first's features and vote plus ~one verified place
 CUMULUS_CELL_KM = 6.0      # ground size of the erosion that takes small cloud cells out (despeckle_clouds)
 DESPECKLE_KM_PER_PX = 1.2  # about the finest sample despeckling runs at (finer frames are shrunk for it)
+
+
+class Look(NamedTuple):
+    """One way of looking at a frame: its name (evidence ``look``), the image, the verifier that extracts
+    and verifies on it, and the pixels no keypoint may be centred on (the filled cloud) or None."""
+    name: str
+    image: np.ndarray
+    verifier: object
+    drop: np.ndarray | None
 
 
 def despeckle_geometry(vcfg, camera: Camera) -> tuple[int, int]:
@@ -219,7 +229,7 @@ class Localizer:
                     img = out
                     bgr = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
                 stages["despeckle_ms"] = (_time.perf_counter() - t) * 1e3
-            looks = [("plain", img, plain_ver, None)]
+            looks = [Look("plain", img, plain_ver, None)]
             share = 0.0
             if self.cfg["cloud_fill"]:
                 t = _time.perf_counter()
@@ -228,32 +238,34 @@ class Localizer:
                 share = 0.0 if mask is None else cv2.countNonZero(mask.view(np.uint8)) / mask.size
                 if filled is not bgr:
                     # no keypoint centred on the filled cloud: the budget goes to the clear ground
-                    looks = [("filled", filled, fver, mask), ("plain", img, plain_ver, None)]
+                    looks = [Look("filled", filled, fver, mask), Look("plain", img, plain_ver, None)]
                 stages["fill_ms"] = (_time.perf_counter() - t) * 1e3
             if img is not raw:
                 # erosion also widens dark ground features and takes patchy snow out: a frame it was
                 # wrong about gets a last look as it came
-                looks.append(("undespeckled", raw, plain_ver, None))
-            fix.candidates, v, feats0 = self._look(*looks[0][1:], camera, attitude, deadline, cands, stages)
+                looks.append(Look("undespeckled", raw, plain_ver, None))
+            first = looks[0]
+            fix.candidates, v, feats0 = self._look(first.image, first.verifier, first.drop, camera, attitude,
+                                                   deadline, cands, stages)
             look = 0
-            for i in range(1, len(looks)):
-                if v.ok:
-                    break
-                next_ms = stages["features_ms"] + stages.get("vote_ms", 0.0) + SECOND_LOOK_EXTRA_MS
-                if _time.perf_counter() + next_ms / 1e3 >= deadline:
+            # a later look costs about the first's features and vote plus one verified place
+            later_ms = stages["features_ms"] + stages.get("vote_ms", 0.0) + SECOND_LOOK_EXTRA_MS
+            for i, nxt in enumerate(looks[1:], 1):
+                if v.ok or _time.perf_counter() + later_ms / 1e3 >= deadline:
                     break
                 # only the places a later look's own vote finds are verified: the encoder's were just tried
                 t = _time.perf_counter()
                 # the first look's slowest place sets the bar for this look's first one too
-                cands2, v2, _ = self._look(*looks[i][1:], camera, attitude, deadline, [], {}, v.slowest_place_s)
-                if not v2.ok and looks[0][0] == "filled" and cands2:
+                cands2, v2, _ = self._look(nxt.image, nxt.verifier, nxt.drop, camera, attitude, deadline, [], {},
+                                           v.slowest_place_s)
+                hit = i
+                if not v2.ok and first.name == "filled" and cands2:
                     # a place this look's vote found, seen through the cloud: the filled look's features
-                    v3 = looks[0][2].verify(feats0, camera, self._places(cands2, looks[0][2]), attitude=attitude,
-                                            deadline=deadline, place_s=v.slowest_place_s)
-                    if v3.ok:
-                        fix.candidates, v, look = (cands2 + cands)[: self.cfg["top_k"]], v3, 0
+                    v2, hit = first.verifier.verify(feats0, camera, self._places(cands2, first.verifier),
+                                                    attitude=attitude, deadline=deadline,
+                                                    place_s=v.slowest_place_s), 0
                 if v2.ok:
-                    fix.candidates, v, look = (cands2 + cands)[: self.cfg["top_k"]], v2, i
+                    fix.candidates, v, look = (cands2 + cands)[: self.cfg["top_k"]], v2, hit
                 stages["second_look_ms" if i == 1 else "third_look_ms"] = (_time.perf_counter() - t) * 1e3
             fix.inliers = int(v.inliers)
             fix.confidence = self.confidence(v.evidence) if v.ok else 0.0
@@ -264,7 +276,7 @@ class Localizer:
                                 hyp_yaw_deg=v.yaw_deg, hyp_sub_lat=v.sub_lat, hyp_sub_lon=v.sub_lon,
                                 source=source, vote_candidates=sum(c.source == "vote" for c in fix.candidates),
                                 cloud_share=round(share, 3), speckle_share=round(speckle, 3),
-                                look=looks[look][0])
+                                look=looks[look].name)
             if v.ok:
                 fix.lat, fix.lon, fix.sub_lat, fix.sub_lon = v.lat, v.lon, v.sub_lat, v.sub_lon
                 fix.alt_km, fix.yaw_deg = v.alt_km, v.yaw_deg
