@@ -448,3 +448,72 @@ def test_a_pose_tilted_beyond_the_gate_is_refused(store, basemap):
     strict = Verifier(store, VerifyConfig(max_tilt_deg=6.0))
     out = strict.verify(strict.extract(img), cam, [(lat, lon, 600.0)])
     assert not out.ok and out.reason.startswith("implausible tilt")
+
+
+def test_an_imprecise_pose_is_matched_again_where_it_puts_the_keypoints(store, basemap, monkeypatch):
+    """Matches only in one corner (as broken cloud leaves them) fit a pose too loosely pinned to trust; matched
+    again where that pose puts the store keypoints, the whole frame holds a precise pose."""
+    cam = Camera.from_fov(256, 256, 80)
+    lat, lon = 24.0, 12.0
+    img = appearance(frame(basemap, cam, lat, lon, 600.0, 37.0), seed=5)
+    f = Verifier(store, VerifyConfig()).extract(img)
+    full = Verifier(store, VerifyConfig()).verify(f, cam, [(lat, lon)])
+    whole = Verifier._match
+
+    def corner_only(self, qdesc, sdesc):
+        qi, si = whole(self, qdesc, sdesc)
+        keep = (f.xy[qi, 0] < 90) & (f.xy[qi, 1] < 90)
+        return qi[keep], si[keep]
+
+    monkeypatch.setattr(Verifier, "_match", corner_only)
+    loose = Verifier(store, VerifyConfig(max_bore_sigma_km=1e6, guided_work_px=0.0)).verify(f, cam, [(lat, lon)])
+    assert full.ok and loose.ok and loose.bore_sigma_km > 2 * full.bore_sigma_km, (loose.reason, loose.bore_sigma_km)
+    gate = (full.bore_sigma_km + loose.bore_sigma_km) / 2
+    plain = Verifier(store, VerifyConfig(max_bore_sigma_km=gate, guided_work_px=0.0)).verify(f, cam, [(lat, lon)])
+    assert not plain.ok and plain.reason.startswith("imprecise pose") and not plain.guided
+    cfg = VerifyConfig(max_bore_sigma_km=gate, guided_above_sigma_km=gate, guided_max_sigma_km=2 * loose.bore_sigma_km)
+    assert cfg.guided_work_px > 0                       # on in flight
+    again = Verifier(store, cfg).verify(f, cam, [(lat, lon)])
+    assert again.ok and again.guided and again.evidence["guided"], again.reason
+    assert again.inliers > 2 * loose.inliers and again.bore_sigma_km < gate
+    assert geodesy.great_circle_km(again.lat, again.lon, lat, lon) < 5.0
+    # a first pose pinned worse than guided_max_sigma_km is not matched again, nor is a guided pose kept
+    # beyond guided_max_tilt_deg
+    for kw in ({"guided_max_sigma_km": gate}, {"guided_max_tilt_deg": 0.0}):
+        cfg = VerifyConfig(max_bore_sigma_km=gate, guided_above_sigma_km=gate, **kw)
+        assert not Verifier(store, cfg).verify(f, cam, [(lat, lon)]).ok
+
+
+def test_matching_again_at_a_wrong_place_finds_no_pose(store, basemap):
+    """The guided pass only looks where a pose says: at a place the frame does not show, the keypoints it
+    pairs up are chance and no pose passes the checks."""
+    from earthfix.onboard.verify import Verification, _Group
+    cam = Camera.from_fov(256, 256, 80)
+    lat, lon = 24.0, 12.0
+    v = Verifier(store, VerifyConfig())
+    f = v.extract(appearance(frame(basemap, cam, lat, lon, 600.0, 37.0), seed=6))
+    qdesc = store.project(f.desc)
+    wscale = v.work_scale((cam.height, cam.width))
+    for wlat, wlon in ((27.0, 20.0), (18.0, 30.0), (30.0, 2.0)):
+        hyp = Verification(ecef_km=geodesy.geodetic_to_ecef(wlat, wlon, 600.0),
+                           r_cam2ecef=nadir_attitude(wlat, wlon, 37.0), yaw_deg=37.0)
+        idx = store.query(wlat, wlon, 900.0)
+        out = v._guided(f, qdesc, cam, _Group(wlat, wlon, 900.0, [0]), idx, store.decode(idx), hyp, None,
+                        wscale, True)
+        assert out is None or not out.ok, (wlat, wlon, out.inliers)
+    # the same pass at the true place finds it
+    hyp = Verification(ecef_km=geodesy.geodetic_to_ecef(lat + 0.05, lon, 600.0),
+                       r_cam2ecef=nadir_attitude(lat + 0.05, lon, 38.0), yaw_deg=38.0)
+    idx = store.query(lat, lon, 900.0)
+    out = v._guided(f, qdesc, cam, _Group(lat, lon, 900.0, [0]), idx, store.decode(idx), hyp, None, wscale, True)
+    assert out is not None and out.ok and geodesy.great_circle_km(out.lat, out.lon, lat, lon) < 5.0
+
+
+def test_pairs_within_a_radius_are_all_found():
+    from earthfix.onboard.verify import pairs_within
+    rng = np.random.default_rng(3)
+    a, b = rng.uniform(-20, 276, (150, 2)), rng.uniform(-20, 276, (900, 2))
+    i, j = pairs_within(a, b, 9.0)
+    d = np.hypot(*(a[:, None] - b[None]).transpose(2, 0, 1))
+    assert sorted(zip(i.tolist(), j.tolist())) == sorted(zip(*map(list, np.nonzero(d < 9.0))))
+    assert len(pairs_within(a[:0], b, 9.0)[0]) == 0

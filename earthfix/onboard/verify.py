@@ -91,6 +91,17 @@ class VerifyConfig:
     early_inliers: int = 40             # stop when a hypothesis has this many inliers...
     early_spread: float = 0.15          # ...covering at least this fraction of the image (hull area)...
     early_rms_work_px: float = 1.5      # ...with at most this reprojection RMS
+    guided_work_px: float = 6.0         # > 0: a plausible pose (altitude, tilt) that was refused, or is pinned
+                                        # worse than guided_above_sigma_km, but within guided_max_sigma_km, is
+                                        # matched again: each frame keypoint against the store keypoints that pose
+                                        # puts within this many working px of it (the ratio test among those, not
+                                        # among the place's thousands), then fitted anew with every check
+    guided_above_sigma_km: float = 8.0  # (max_bore_sigma_km's flight value: calibration opens that gate, not this)
+    guided_max_sigma_km: float = 60.0   # (30: 3 stress frames fewer at seed 7; wrong first poses reach 110 km)
+    guided_max_tilt_deg: float = 10.0   # a guided pose beyond this off-nadir angle is refused (without attitude):
+                                        # the looser first pose lets the refit bend into tilt. The 4 wrong guided
+                                        # poses of 6,000 calibration and check frames had 12-19 deg, the right
+                                        # ones 0-7 with 4 exceptions of 47 (docs/VERIFICATION.md)
     fill_max_work_px: float = 0.0       # > 0: longest working side of a cloud-filled look (cloud_fill_config;
                                         # 0: no cap). The store's sample puts a wide camera's filled look near
                                         # full size (256 px at 100 deg: 238 px, SIFT ~14 ms against ~9 at 168):
@@ -173,6 +184,7 @@ class Verification:
     second_inliers: int = 0             # best inlier count among the other groups evaluated
     groups_evaluated: int = 0
     slowest_place_s: float = 0.0        # the longest a candidate place took (for a later look's deadline)
+    guided: bool = False                # the pose came from matching again where a first pose put the keypoints
     evidence: dict = field(default_factory=dict)
     stages_ms: dict = field(default_factory=dict)
     reason: str = ""
@@ -341,8 +353,77 @@ class Verifier:
         t = time.perf_counter()
         try:
             out = self._fit(f, camera, g, idx[si], qi, r_att, wscale, out)
+            if (cfg.guided_work_px > 0 and out.r_cam2ecef is not None
+                    and (not out.ok or out.bore_sigma_km > cfg.guided_above_sigma_km)
+                    and out.bore_sigma_km <= cfg.guided_max_sigma_km and out.inliers >= cfg.min_inliers - 1
+                    and cfg.alt_range_km[0] <= out.alt_km <= cfg.alt_range_km[1]
+                    and out.tilt_deg <= cfg.max_tilt_deg):
+                seed = out
+                for _ in range(GUIDED_ROUNDS):
+                    again = self._guided(f, qdesc, camera, g, idx, sdesc, seed, r_att, wscale, use_orient)
+                    if again is None or again.r_cam2ecef is None:
+                        break
+                    seed = again
+                if seed is not out and seed.ok and (r_att is not None or seed.tilt_deg <= cfg.guided_max_tilt_deg):
+                    out = seed
         finally:
             stages["fit_ms"] += (time.perf_counter() - t) * 1e3
+        return out
+
+    def _guided(self, f: Features, qdesc, camera: Camera, g: _Group, idx, sdesc, hyp: Verification, r_att,
+                wscale, use_orient) -> Verification | None:
+        """Matching again where the pose ``hyp`` says each store keypoint lies in the frame: a frame
+        keypoint's match is the store keypoint closest in descriptor among those ``hyp`` puts within
+        ``GUIDED_REACH`` windows of it, kept when it lies within the window (``cfg.guided_work_px``) and
+        passes the ratio test there (against tens of neighbours, not the place's thousands); then the full
+        fit with every check. None when too few matches are left."""
+        cfg = self.cfg
+        st = self.store
+        ground = geodesy.geodetic_to_ecef(st.lat[idx].astype(np.float64), st.lon[idx].astype(np.float64), 0.0)
+        cam = (ground - hyp.ecef_km) @ hyp.r_cam2ecef               # N x 3, camera axes
+        z = cam[:, 2]
+        front = z > 1.0
+        zs = np.where(front, z, 1.0)
+        u = camera.fx * cam[:, 0] / zs + camera.cx
+        v = camera.fy * cam[:, 1] / zs + camera.cy
+        win = cfg.guided_work_px / wscale
+        reach = GUIDED_REACH * win
+        sel = np.flatnonzero(front & (u > -reach) & (u < camera.width + reach) & (v > -reach)
+                             & (v < camera.height + reach))
+        if len(sel) < cfg.min_matches:
+            return None
+        uv = np.stack([u[sel], v[sel]], axis=1)
+        qi, sj = pairs_within(f.xy, uv, reach)
+        if len(qi) < cfg.min_matches:
+            return None
+        dist = np.sqrt(np.maximum(((qdesc[qi] - sdesc[sel[sj]]) ** 2).sum(axis=1), 0.0))
+        # per frame keypoint, the ratio test among the store keypoints within `reach` (a few times the
+        # window): its closest must lie within the window and be clearly closer than the next. A lone
+        # candidate in the window alone would pair most keypoints with whatever lies where the first pose
+        # (a few px off) puts them, and the refit would only confirm that pose
+        order = np.lexsort((dist, qi))
+        qi, sj, dist = qi[order], sj[order], dist[order]
+        head = np.ones(len(qi), bool)
+        head[1:] = qi[1:] != qi[:-1]
+        h = np.flatnonzero(head)
+        nxt = np.minimum(h + 1, len(qi) - 1)
+        has2 = (h + 1 < len(qi)) & ~head[nxt]
+        close = np.hypot(*(f.xy[qi[h]] - uv[sj[h]]).T) < win
+        ok = has2 & close & (dist[h] < cfg.ratio * dist[nxt])
+        qi, si, dist = qi[h[ok]], sel[sj[h[ok]]], dist[h[ok]]
+        if use_orient and len(qi):
+            keep, _ = orientation_filter(f.angle[qi], st.azimuth_deg(idx[si]), cfg.orient_tol_deg, hyp.yaw_deg)
+            qi, si, dist = qi[keep], si[keep], dist[keep]
+        if len(qi):
+            order = np.lexsort((dist, si))               # one frame keypoint per store keypoint: the closest
+            first = np.ones(len(order), bool)
+            first[1:] = si[order][1:] != si[order][:-1]
+            keep = np.sort(order[first])
+            qi, si = qi[keep], si[keep]
+        if len(qi) < cfg.min_matches:
+            return None
+        out = self._fit(f, camera, g, idx[si], qi, r_att, wscale, Verification(reason="guided", matches=len(qi)))
+        out.guided = True
         return out
 
     def _match(self, qdesc: np.ndarray, sdesc: np.ndarray):
@@ -590,7 +671,7 @@ class Verifier:
                 "bore_sigma_km": float(v.bore_sigma_km), "lever_km": float(v.lever_km),
                 "second_inliers": int(v.second_inliers),
                 "inlier_margin": int(v.inliers) - int(v.second_inliers),
-                "groups_evaluated": int(v.groups_evaluated), "ok": bool(v.ok)}
+                "groups_evaluated": int(v.groups_evaluated), "guided": bool(v.guided), "ok": bool(v.ok)}
 
 
 def orientation_filter(frame_angle_deg, store_azimuth_deg, tol_deg: float, yaw_prior_deg=None):
@@ -610,6 +691,39 @@ def orientation_filter(frame_angle_deg, store_azimuth_deg, tol_deg: float, yaw_p
         mode = float(yaw_prior_deg) % 360.0
     d = np.abs((yaw - mode + 180.0) % 360.0 - 180.0)
     return d <= tol_deg, mode
+
+
+GUIDED_ROUNDS = 2    # matching again twice: the second round where the first round's (closer) pose puts them
+GUIDED_REACH = 3.0   # guided matching's ratio test looks this many windows around each frame keypoint
+
+
+def pairs_within(a: np.ndarray, b: np.ndarray, r: float) -> tuple[np.ndarray, np.ndarray]:
+    """All (i, j) with ``|a[i] - b[j]| < r`` (2-D points), by a grid of ``r`` cells: O(n + pairs) where a
+    dense distance matrix would be |a| x |b| (300 x 3,000 per place)."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    lo = np.minimum(a.min(axis=0), b.min(axis=0))
+    ca = np.floor((a - lo) / r).astype(np.int64)
+    cb = np.floor((b - lo) / r).astype(np.int64)
+    ncol = int(max(ca[:, 0].max(), cb[:, 0].max())) + 3
+    key_b = (cb[:, 1] + 1) * ncol + cb[:, 0] + 1
+    order = np.argsort(key_b, kind="stable")
+    sk = key_b[order]
+    ii, jj = [], []
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            k = (ca[:, 1] + 1 + dy) * ncol + ca[:, 0] + 1 + dx
+            start = np.searchsorted(sk, k, "left")
+            n = np.searchsorted(sk, k, "right") - start
+            i = np.repeat(np.arange(len(a)), n)
+            off = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+            ii.append(i)
+            jj.append(order[np.repeat(start, n) + off])
+    i = np.concatenate(ii)
+    j = np.concatenate(jj)
+    d = a[i] - b[j]
+    keep = (d * d).sum(axis=1) < r * r
+    return i[keep], j[keep]
 
 
 def similarity_consensus(src: np.ndarray, dst: np.ndarray, thr: float, max_pairs: int = 600) -> np.ndarray:
