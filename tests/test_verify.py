@@ -517,3 +517,19 @@ def test_pairs_within_a_radius_are_all_found():
     d = np.hypot(*(a[:, None] - b[None]).transpose(2, 0, 1))
     assert sorted(zip(i.tolist(), j.tolist())) == sorted(zip(*map(list, np.nonzero(d < 9.0))))
     assert len(pairs_within(a[:0], b, 9.0)[0]) == 0
+
+
+def test_a_guided_pose_never_outranks_one_the_places_own_matches_hold(store, monkeypatch):
+    from earthfix.onboard.features import Features
+    from earthfix.onboard.verify import Verification
+    cam = Camera.from_fov(256, 256, 80)
+    made = iter([Verification(ok=True, inliers=20, guided=True, lat=24.0, lon=12.0),
+                 Verification(ok=True, inliers=8, lat=27.0, lon=20.0),
+                 Verification(ok=False, inliers=30, reason="imprecise pose")])
+    monkeypatch.setattr(Verifier, "_verify_group", lambda self, *a, **k: next(made))
+    n = 50
+    f = Features(np.random.default_rng(0).uniform(0, 255, (n, 2)).astype(np.float32),
+                 np.ones((n, 128), np.float32), np.full(n, 4, np.float32), np.zeros(n, np.float32),
+                 np.zeros(n, np.float32), (256, 256))
+    v = Verifier(store, VerifyConfig()).verify(f, cam, [(24.0, 12.0), (27.0, 20.0), (18.0, 30.0)])
+    assert v.ok and not v.guided and v.inliers == 8 and v.group == 1

@@ -98,6 +98,9 @@ class VerifyConfig:
                                         # among the place's thousands), then fitted anew with every check
     guided_above_sigma_km: float = 8.0  # (max_bore_sigma_km's flight value: calibration opens that gate, not this)
     guided_max_sigma_km: float = 60.0   # (30: 3 stress frames fewer at seed 7; wrong first poses reach 110 km)
+    guided_tilt_prior_deg: float = 5.0  # the guided refit's prior on the off-nadir angle (without attitude; 0: off):
+                                        # the keypoints a first pose could pin are often bunched, and a bunch
+                                        # trades tilt for altitude (a pose 60 km off, 405 km for 546, 8.7 deg)
     guided_max_tilt_deg: float = 10.0   # a guided pose beyond this off-nadir angle is refused (without attitude):
                                         # the looser first pose lets the refit bend into tilt. The 4 wrong guided
                                         # poses of 6,000 calibration and check frames had 12-19 deg, the right
@@ -270,7 +273,8 @@ class Verifier:
                          and h.reproj_rms_px * wscale <= cfg.early_rms_work_px):
                 break
         if results:
-            results.sort(key=lambda r: (r.ok, r.inliers), reverse=True)
+            # a guided pose (a rescue) never outranks a pose the place's own matches hold
+            results.sort(key=lambda r: (r.ok, r.ok and not r.guided, r.inliers), reverse=True)
             best = results[0]
             best.second_inliers = max((r.inliers for r in results[1:]), default=0)
             best.groups_evaluated = len(results)
@@ -422,7 +426,8 @@ class Verifier:
             qi, si = qi[keep], si[keep]
         if len(qi) < cfg.min_matches:
             return None
-        out = self._fit(f, camera, g, idx[si], qi, r_att, wscale, Verification(reason="guided", matches=len(qi)))
+        out = self._fit(f, camera, g, idx[si], qi, r_att, wscale, Verification(reason="guided", matches=len(qi)),
+                        tilt_prior_deg=cfg.guided_tilt_prior_deg)
         out.guided = True
         return out
 
@@ -459,7 +464,10 @@ class Verifier:
         return qi, si
 
     # ---- geometry ------------------------------------------------------------------------------------
-    def _fit(self, f: Features, camera: Camera, g: _Group, sidx, qi, r_att, wscale, out: Verification):
+    def _fit(self, f: Features, camera: Camera, g: _Group, sidx, qi, r_att, wscale, out: Verification,
+             tilt_prior_deg: float | None = None):
+        """Robust model, then the exact pose and every check; ``tilt_prior_deg``: the pose's prior on the
+        off-nadir angle (None: ``cfg.tilt_prior_deg``)."""
         cfg = self.cfg
         st = self.store
         n_m = len(qi)
@@ -519,7 +527,7 @@ class Verifier:
         for _ in range(max(1, cfg.refine_rounds)):
             if mask.sum() < max(cfg.min_inliers, 6):
                 break
-            pose = self._pose(enu[mask], uv[mask], k, r_att, basis, origin, rvec, tvec, wscale)
+            pose = self._pose(enu[mask], uv[mask], k, r_att, basis, origin, rvec, tvec, wscale, tilt_prior_deg)
             if pose is None:
                 break
             rvec, tvec = pose
@@ -580,14 +588,16 @@ class Verifier:
             out.reason = f"imprecise pose ({out.bore_sigma_km:.0f} km 1-sigma at the boresight)"
         elif n_in < cfg.min_inliers:
             out.reason = f"few inliers ({n_in})"
-        elif self._held_by_one(out, enu[mask], uv[mask], k, r_att, basis, origin, rvec, tvec, wscale):
+        elif self._held_by_one(out, enu[mask], uv[mask], k, r_att, basis, origin, rvec, tvec, wscale,
+                               tilt_prior_deg):
             out.reason = f"pose held by one match (boresight moves {out.lever_km:.0f} km without it)"
         else:
             out.ok = True
             out.reason = ""
         return out
 
-    def _held_by_one(self, out: Verification, enu, uv, k, r_att, basis, origin, rvec, tvec, wscale) -> bool:
+    def _held_by_one(self, out: Verification, enu, uv, k, r_att, basis, origin, rvec, tvec, wscale,
+                     tilt_prior_deg: float | None = None) -> bool:
         """True when one of the ``cfg.lever_points`` inliers farthest from the inliers' median (image) holds the
         pose: refitted without it, the boresight moves more than ``cfg.max_bore_sigma_km``, and the pose of the
         others misses it by more than the RANSAC threshold and by more than ``cfg.lever_chi2`` in squared
@@ -607,7 +617,7 @@ class Verifier:
         held = False
         for i in far:
             keep = np.arange(n) != i
-            pose = self._pose(enu[keep], uv[keep], k, r_att, basis, origin, rvec, tvec, wscale)
+            pose = self._pose(enu[keep], uv[keep], k, r_att, basis, origin, rvec, tvec, wscale, tilt_prior_deg)
             if pose is None:
                 out.lever_km = float("inf")
                 return True
@@ -619,7 +629,7 @@ class Verifier:
             held |= miss_px > thr_px and not d2 <= cfg.lever_chi2
         return held
 
-    def _pose(self, enu, uv, k, r_att, basis, origin, rvec0, tvec0, wscale=1.0):
+    def _pose(self, enu, uv, k, r_att, basis, origin, rvec0, tvec0, wscale=1.0, tilt_prior_deg: float | None = None):
         """Camera pose (rvec, tvec: ENU -> camera) from inlier correspondences; None on failure."""
         if r_att is not None:
             # known attitude: position by linear least squares on the bearing rays, in ENU
@@ -649,10 +659,10 @@ class Verifier:
             return None
         if not (np.all(np.isfinite(rvec)) and np.all(np.isfinite(tvec))):
             return None
-        if self.cfg.tilt_prior_deg > 0:
+        prior_deg = self.cfg.tilt_prior_deg if tilt_prior_deg is None else tilt_prior_deg
+        if prior_deg > 0:
             rvec, tvec = _refine_with_tilt_prior(enu, uv, k, rvec, tvec, basis, origin,
-                                                 self.cfg.prior_sigma_work_px / wscale,
-                                                 self.cfg.tilt_prior_deg)
+                                                 self.cfg.prior_sigma_work_px / wscale, prior_deg)
         return rvec, tvec
 
     # ---- evidence --------------------------------------------------------------------------------------
