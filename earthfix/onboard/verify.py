@@ -102,9 +102,9 @@ class VerifyConfig:
                                         # the keypoints a first pose could pin are often bunched, and a bunch
                                         # trades tilt for altitude (a pose 60 km off, 405 km for 546, 8.7 deg)
     guided_max_tilt_deg: float = 10.0   # a guided pose beyond this off-nadir angle is refused (without attitude):
-                                        # the looser first pose lets the refit bend into tilt. The 4 wrong guided
+                                        # the looser first pose lets the refit bend into tilt. The wrong guided
                                         # poses of 6,000 calibration and check frames had 12-19 deg, the right
-                                        # ones 0-7 with 4 exceptions of 47 (docs/VERIFICATION.md)
+                                        # ones 1-7 with 5 exceptions of 47 (docs/VERIFICATION.md)
     fill_max_work_px: float = 0.0       # > 0: longest working side of a cloud-filled look (cloud_fill_config;
                                         # 0: no cap). The store's sample puts a wide camera's filled look near
                                         # full size (256 px at 100 deg: 238 px, SIFT ~14 ms against ~9 at 168):
