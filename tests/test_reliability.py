@@ -412,7 +412,7 @@ def test_config_file_errors_are_one_line(tmp_path):
         assert one_line(str(e.value)) and name in str(e.value)
     cases = {"deadline_ms": float("nan"), "min_confidence": float("inf"), "threads": 0, "rotations": 3,
              "top_k": "10", "verify_k": True, "encoder": 5, "providers": "CPU", "vote_min_votes": 0,
-             "max_frame_side_px": 10, "despeckle": "yes"}
+             "max_frame_side_px": 10, "despeckle": "yes", "vote_ef": 1}
     for key, value in cases.items():
         with pytest.raises(ConfigError, match=f"'{key}'"):
             validate({key: value})

@@ -166,7 +166,7 @@ def test_localizer_retrieves_by_voting_too(setup, basemap, cam256, vote):
     from earthfix.onboard.confidence import ConfidenceModel
     from earthfix.onboard.config import load_config
     from earthfix.onboard.localizer import Localizer
-    loc = Localizer(_far_bundle(setup), _FarEncoder(), load_config(None, {"vote": vote, "vote_min_votes": 4}),
+    loc = Localizer(_far_bundle(setup), _FarEncoder(), load_config(None, {"vote": vote, "vote_min_votes": 4, "vote_ef": 40}),
                     ConfidenceModel.load(None))
     img, tr = scenario.single_frame(basemap, cam256, 26.0, 12.0, 550.0, 200.0)
     fix = loc.locate(img, cam256)
@@ -174,7 +174,7 @@ def test_localizer_retrieves_by_voting_too(setup, basemap, cam256, vote):
     assert [(c.lat, c.lon) for c in fix.encoder_candidates] == far
     if vote:
         first = fix.candidates[0]
-        assert loc.voter.cfg.min_votes == 4                # the config reaches the voter
+        assert loc.voter.cfg.min_votes == 4 and loc.voter.cfg.ef == 40   # the config reaches the voter
         assert first.source == "vote" and first.score >= 4
         assert geodesy.great_circle_km(first.lat, first.lon, tr["bore_lat"], tr["bore_lon"]) < 100.0
         assert [(c.lat, c.lon) for c in fix.candidates if c.source == "encoder"] == far

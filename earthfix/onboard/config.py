@@ -19,6 +19,7 @@ DEFAULTS = {
     "vote": True,
     "vote_k": 3,
     "vote_min_votes": 2,
+    "vote_ef": 32,
     "cloud_fill": True,
     "despeckle": True,
     "max_frame_side_px": 1024,
@@ -104,6 +105,7 @@ def validate(cfg: dict) -> dict:
     _check("min_confidence", out["min_confidence"], float, 0.0, 1.0)
     _check("vote_k", out["vote_k"], int, 1, 10)
     _check("vote_min_votes", out["vote_min_votes"], int, 1, 100)
+    _check("vote_ef", out["vote_ef"], int, 2, 1024)
     _check("max_frame_side_px", out["max_frame_side_px"], int, 64, 16384)
     for k in ("vote", "cloud_fill", "despeckle", "fine_store"):
         if not isinstance(out[k], bool):

@@ -105,7 +105,8 @@ class Localizer:
         if config.get("vote", True) and self.verifier is not None and getattr(bundle, "keyindex", None) is not None:
             from .vote import KeypointVoter, VoteConfig
             self.voter = KeypointVoter(bundle.keystore, bundle.keyindex,
-                                       VoteConfig(min_votes=int(config["vote_min_votes"])))
+                                       VoteConfig(min_votes=int(config["vote_min_votes"]),
+                                                  ef=int(config["vote_ef"])))
         cv2.setNumThreads(int(config["threads"]))
 
     @classmethod
