@@ -362,6 +362,7 @@ class Verifier:
                     and out.bore_sigma_km <= cfg.guided_max_sigma_km and out.inliers >= cfg.min_inliers - 1
                     and cfg.alt_range_km[0] <= out.alt_km <= cfg.alt_range_km[1]
                     and out.tilt_deg <= cfg.max_tilt_deg):
+                # the last round decides: a pose that does not survive matching again from itself is dropped
                 seed = out
                 for _ in range(GUIDED_ROUNDS):
                     again = self._guided(f, qdesc, camera, g, idx, sdesc, seed, r_att, wscale, use_orient)
