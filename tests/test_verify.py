@@ -494,18 +494,22 @@ def test_matching_again_at_a_wrong_place_finds_no_pose(store, basemap):
     f = v.extract(appearance(frame(basemap, cam, lat, lon, 600.0, 37.0), seed=6))
     qdesc = store.project(f.desc)
     wscale = v.work_scale((cam.height, cam.width))
+
+    def guided(clat, clon, hyp):
+        idx = store.query(clat, clon, 900.0)
+        ground = geodesy.geodetic_to_ecef(store.lat[idx].astype(float), store.lon[idx].astype(float), 0.0)
+        return v._guided(f, qdesc, cam, _Group(clat, clon, 900.0, [0]), idx, store.decode(idx), ground, hyp, None,
+                         wscale, True)
+
     for wlat, wlon in ((27.0, 20.0), (18.0, 30.0), (30.0, 2.0)):
         hyp = Verification(ecef_km=geodesy.geodetic_to_ecef(wlat, wlon, 600.0),
                            r_cam2ecef=nadir_attitude(wlat, wlon, 37.0), yaw_deg=37.0)
-        idx = store.query(wlat, wlon, 900.0)
-        out = v._guided(f, qdesc, cam, _Group(wlat, wlon, 900.0, [0]), idx, store.decode(idx), hyp, None,
-                        wscale, True)
+        out = guided(wlat, wlon, hyp)
         assert out is None or not out.ok, (wlat, wlon, out.inliers)
     # the same pass at the true place finds it
     hyp = Verification(ecef_km=geodesy.geodetic_to_ecef(lat + 0.05, lon, 600.0),
                        r_cam2ecef=nadir_attitude(lat + 0.05, lon, 38.0), yaw_deg=38.0)
-    idx = store.query(lat, lon, 900.0)
-    out = v._guided(f, qdesc, cam, _Group(lat, lon, 900.0, [0]), idx, store.decode(idx), hyp, None, wscale, True)
+    out = guided(lat, lon, hyp)
     assert out is not None and out.ok and geodesy.great_circle_km(out.lat, out.lon, lat, lon) < 5.0
 
 

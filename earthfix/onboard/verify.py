@@ -364,8 +364,10 @@ class Verifier:
                     and out.tilt_deg <= cfg.max_tilt_deg):
                 # the last round decides: a pose that does not survive matching again from itself is dropped
                 seed = out
+                ground = geodesy.geodetic_to_ecef(st.lat[idx].astype(np.float64), st.lon[idx].astype(np.float64),
+                                                  0.0)
                 for _ in range(GUIDED_ROUNDS):
-                    again = self._guided(f, qdesc, camera, g, idx, sdesc, seed, r_att, wscale, use_orient)
+                    again = self._guided(f, qdesc, camera, g, idx, sdesc, ground, seed, r_att, wscale, use_orient)
                     if again is None or again.r_cam2ecef is None:
                         break
                     seed = again
@@ -375,26 +377,20 @@ class Verifier:
             stages["fit_ms"] += (time.perf_counter() - t) * 1e3
         return out
 
-    def _guided(self, f: Features, qdesc, camera: Camera, g: _Group, idx, sdesc, hyp: Verification, r_att,
-                wscale, use_orient) -> Verification | None:
+    def _guided(self, f: Features, qdesc, camera: Camera, g: _Group, idx, sdesc, ground, hyp: Verification,
+                r_att, wscale, use_orient) -> Verification | None:
         """Matching again where the pose ``hyp`` says each store keypoint lies in the frame: a frame
         keypoint's match is the store keypoint closest in descriptor among those ``hyp`` puts within
         ``GUIDED_REACH`` windows of it, kept when it lies within the window (``cfg.guided_work_px``) and
         passes the ratio test there (against tens of neighbours, not the place's thousands); then the full
-        fit with every check. None when too few matches are left."""
+        fit with every check. ``ground``: ECEF (km) of the store keypoints ``idx``. None when too few
+        matches are left."""
         cfg = self.cfg
         st = self.store
-        ground = geodesy.geodetic_to_ecef(st.lat[idx].astype(np.float64), st.lon[idx].astype(np.float64), 0.0)
-        cam = (ground - hyp.ecef_km) @ hyp.r_cam2ecef               # N x 3, camera axes
-        z = cam[:, 2]
-        front = z > 1.0
-        zs = np.where(front, z, 1.0)
-        u = camera.fx * cam[:, 0] / zs + camera.cx
-        v = camera.fy * cam[:, 1] / zs + camera.cy
+        u, v = camera.project((ground - hyp.ecef_km) @ hyp.r_cam2ecef)    # NaN behind the camera
         win = cfg.guided_work_px / wscale
         reach = GUIDED_REACH * win
-        sel = np.flatnonzero(front & (u > -reach) & (u < camera.width + reach) & (v > -reach)
-                             & (v < camera.height + reach))
+        sel = np.flatnonzero((u > -reach) & (u < camera.width + reach) & (v > -reach) & (v < camera.height + reach))
         if len(sel) < cfg.min_matches:
             return None
         uv = np.stack([u[sel], v[sel]], axis=1)
@@ -419,12 +415,8 @@ class Verifier:
         if use_orient and len(qi):
             keep, _ = orientation_filter(f.angle[qi], st.azimuth_deg(idx[si]), cfg.orient_tol_deg, hyp.yaw_deg)
             qi, si, dist = qi[keep], si[keep], dist[keep]
-        if len(qi):
-            order = np.lexsort((dist, si))               # one frame keypoint per store keypoint: the closest
-            first = np.ones(len(order), bool)
-            first[1:] = si[order][1:] != si[order][:-1]
-            keep = np.sort(order[first])
-            qi, si = qi[keep], si[keep]
+        keep = closest_per_store(si, dist)
+        qi, si = qi[keep], si[keep]
         if len(qi) < cfg.min_matches:
             return None
         out = self._fit(f, camera, g, idx[si], qi, r_att, wscale, Verification(reason="guided", matches=len(qi)),
@@ -455,12 +447,7 @@ class Verifier:
             ok = np.array([b.trainIdx for b in back]) == qi
             qi, si = qi[ok], si[ok]
         else:
-            # one store keypoint may serve one frame keypoint only: keep the closest
-            dist = np.asarray(dist)[: len(qi)]
-            order = np.lexsort((dist, si))
-            first = np.ones(len(order), bool)
-            first[1:] = si[order][1:] != si[order][:-1]
-            keep = np.sort(order[first])
+            keep = closest_per_store(si, np.asarray(dist)[: len(qi)])
             qi, si = qi[keep], si[keep]
         return qi, si
 
@@ -702,6 +689,17 @@ def orientation_filter(frame_angle_deg, store_azimuth_deg, tol_deg: float, yaw_p
         mode = float(yaw_prior_deg) % 360.0
     d = np.abs((yaw - mode + 180.0) % 360.0 - 180.0)
     return d <= tol_deg, mode
+
+
+def closest_per_store(si: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """Indices (ascending) of the matches to keep when one store keypoint may serve one frame keypoint only:
+    for each store keypoint ``si``, its match of smallest ``dist``."""
+    if len(si) == 0:
+        return np.zeros(0, np.int64)
+    order = np.lexsort((dist, si))
+    first = np.ones(len(order), bool)
+    first[1:] = si[order][1:] != si[order][:-1]
+    return np.sort(order[first])
 
 
 GUIDED_ROUNDS = 2    # matching again twice: the second round where the first round's (closer) pose puts them
