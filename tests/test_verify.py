@@ -285,6 +285,19 @@ def test_candidates_merge_and_deadline(verifier, basemap):
     assert not v.ok and v.groups_evaluated == 1 and v.evidence["deadline_hit"]
 
 
+def test_a_candidate_merged_into_a_place_does_not_widen_its_search(verifier):
+    """A vote place (469 km circle) and an encoder view 200 km from it (563 km): one search, within the vote
+    place's circle; widened to cover both (765 km) the place's few right matches lost the ratio test to the
+    hundreds of store keypoints it added (season256 frame 16 of the release)."""
+    cam = Camera.from_fov(256, 256, 80)
+    lat, lon = 26.0, 20.0
+    near = geodesy.destination(lat, lon, 45.0, 200.0)
+    far = geodesy.destination(lat, lon, 0.0, 2000.0)
+    groups = verifier._groups([(lat, lon, 469.0), (*near, 563.0), (*far, 563.0)], cam)
+    assert [(g.members, g.radius_km) for g in groups] == [([0, 1], 469.0), ([2], 563.0)]
+    assert (groups[0].lat, groups[0].lon) == (lat, lon)
+
+
 def test_a_place_is_started_only_when_the_slowest_so_far_would_end_before_the_deadline(store, basemap):
     """A place runs to its end once started, so the deadline admits the next place only if a place as slow
     as the slowest so far would still finish in time (places made 50 ms slow here), and a later look's first

@@ -39,7 +39,8 @@ class VerifyConfig:
     nominal_alt_km: float = 600.0       # for default search radii when a candidate gives none
     radius_factor: float = 1.6          # search radius = factor x footprint half-width (covers the frame's
                                         # corners and a candidate up to ~half a footprint off)
-    merge_factor: float = 0.5           # merge candidates closer than factor x radius
+    merge_factor: float = 0.5           # a candidate closer than factor x radius to an earlier one is searched
+                                        # with it, within the earlier one's circle
     max_radius_km: float = 2500.0
     max_store_kp: int = 6000            # cap on store keypoints per group (thinned evenly; bounds the time)
     ratio: float = 0.9                  # Lowe ratio (on L2 distances)
@@ -304,12 +305,15 @@ class Verifier:
                 r = float(getattr(c, "radius_km", default_r) or default_r)
             if math.isfinite(lat) and math.isfinite(lon):
                 cands.append((i, lat, lon, min(r, cfg.max_radius_km)))
+        # a group is searched within its first (best-ranked) member's circle: a member merged in shares that
+        # search and does not widen it. Widening to cover the member's circle too (d + r, until session 29)
+        # put hundreds more store keypoints beside a vote place (469 -> 765 km): its few right matches then
+        # lost the ratio test to them (docs/VERIFICATION.md, "One search circle per place")
         groups: list[_Group] = []
         for i, lat, lon, r in cands:
             for g in groups:
                 d = float(geodesy.great_circle_km(g.lat, g.lon, lat, lon))
-                if d <= cfg.merge_factor * max(r, g.radius_km) and d + r <= cfg.max_radius_km:
-                    g.radius_km = max(g.radius_km, d + r)
+                if d <= cfg.merge_factor * max(r, g.radius_km):
                     g.members.append(i)
                     break
             else:
