@@ -369,7 +369,8 @@ def test_one_wrong_far_match_cannot_hold_a_pose(store):
     """Fifteen right matches bunched in a corner and one wrong match far from them: the pose bends around the
     wrong one (scale and tilt) and its reprojection noise model, which trusts every inlier, still calls it
     precise. Leaving the far match out moves the boresight far and the others' pose misses it: refused. With
-    the far match right, leaving it out moves the boresight little: kept."""
+    the far match right, leaving it out moves the boresight little: kept, unless the move exceeds
+    ``max_lever_km`` (a fix that one match moves that far rests on it, whatever the others' pose says)."""
     import math
     from earthfix.onboard import verify as V
     cam = Camera.from_fov(256, 256, 80)
@@ -389,7 +390,7 @@ def test_one_wrong_far_match_cannot_hold_a_pose(store):
     uv_obs = uv + rng.normal(0, 0.3, uv.shape)
     ver = Verifier(store, VerifyConfig())
 
-    def judged(enu_, uv_):
+    def judged(enu_, uv_, ver=ver):
         pose = ver._pose(enu_, uv_, k, None, basis, origin, rvec, tvec)
         err = np.hypot(*(cv2.projectPoints(enu_, *pose, k, None)[0].reshape(-1, 2) - uv_).T)
         out = V.Verification()
@@ -399,6 +400,9 @@ def test_one_wrong_far_match_cannot_hold_a_pose(store):
 
     held, out, _ = judged(enu, uv_obs)
     assert not held and out.lever_km < 3.0 and math.isfinite(out.bore_sigma_km)
+    assert out.lever_km > 0.1
+    held, _, _ = judged(enu, uv_obs, Verifier(store, VerifyConfig(max_lever_km=0.1)))
+    assert held                                             # the same right match, a move over the cap
     wrong = uv_obs.copy()
     wrong[-1] += [20.0, -18.0]                              # the far match now points 27 px off
     held, out, err = judged(enu, wrong)

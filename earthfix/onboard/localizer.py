@@ -53,9 +53,11 @@ from .frames import FrameError, check_size, normalise_frame
 from .preprocess import preprocess
 
 BLANK_STD = 2.0            # grey-level std below which a frame carries no information
-FILL_SHARE = (0.2, 0.8)    # cloud-like share of a frame for which the cloud-filled look goes first.
+FILL_SHARE = (0.2, 0.85)   # cloud-like share of a frame for which the cloud-filled look goes first.
                            # Below, filling fixed no frame the plain look did not (bench_ceiling.py --by-share); above,
-                           # too little clear ground is left (an eligible frame has >= 20 % clear land)
+                           # too little clear ground is left (an eligible frame has >= 20 % clear land). 0.8 until
+                           # session 29: 0.85 fixed cloudy frames at 81-82 % once a pose that one match moves
+                           # > 50 km is refused (verify.max_lever_km; docs/VERIFICATION.md)
 SECOND_LOOK_EXTRA_MS = 8.0 # a second look costs the first's features and vote plus ~one verified place
 CUMULUS_CELL_KM = 6.0      # ground size of the erosion that takes small cloud cells out (despeckle_clouds)
 DESPECKLE_KM_PER_PX = 1.2  # about the finest sample despeckling runs at (finer frames are shrunk for it)

@@ -86,6 +86,10 @@ class VerifyConfig:
                                         # others' pose uncertainty propagated to it, plus pixel noise): one wrong
                                         # far match can hold a pose whose other inliers bunch in a corner
                                         # (found: 55 km off at p 0.996, session 20)
+    max_lever_km: float = 50.0          # ...and refused whatever that match's fit when, without one of them, the
+                                        # boresight moves more than this (the 50 km a fix is right within): a
+                                        # right pose moved at most 29 km in 847 (scan of session 29); one pose
+                                        # of 7 bunched inliers (spread 0.05) 57 km off at p 0.988 moved 124 km
     noise_floor_work_px: float = 0.3    # floor on the reprojection noise propagated to the boresight's
                                         # uncertainty (a near-exact fit of few points is not near-exact truth)
     sub_from: str = "pose"              # "pose" (geodetic of the fitted position) or "nadir" (= boresight)
@@ -596,7 +600,9 @@ class Verifier:
         Mahalanobis distance (that pose's uncertainty at the match, plus pixel noise). The sigma's noise model
         trusts every inlier; one wrong match far from a bunch of right ones bends scale and tilt around them.
         A right far match also moves a bunched pose, but the others' pose still finds it within its own
-        uncertainty. Sets ``out.lever_km`` (the largest move). A few LM refinements warm-started from the pose."""
+        uncertainty. Also True when one such inlier moves the boresight more than ``cfg.max_lever_km``, whether or
+        not the others' pose finds it: such a fix rests on one match. Sets ``out.lever_km`` (the largest move
+        up to the one that decided). A few LM refinements warm-started from the pose."""
         cfg = self.cfg
         n = len(uv)
         out.lever_km = 0.0
@@ -615,6 +621,8 @@ class Verifier:
                 return True
             move = float(np.hypot(*(_bore_enu(*pose) - b0)))
             out.lever_km = max(out.lever_km, move if math.isfinite(move) else float("inf"))
+            if move > cfg.max_lever_km:
+                return True
             if move <= cfg.max_bore_sigma_km:
                 continue
             d2, miss_px = _left_out_miss(enu, uv, keep, i, k, pose, floor_px, position_only=r_att is not None)
