@@ -450,6 +450,25 @@ def test_a_wide_cameras_filled_look_can_be_capped_but_never_below_the_plain_look
     assert side(wide, cloud_fill_config(replace(base, fill_max_work_px=64.0), wide)) == pytest.approx(128.0)
 
 
+def test_the_filled_look_keeps_the_fainter_blobs_of_hazy_ground(basemap):
+    """cloud_fill_config lowers SIFT's contrast threshold (fill_contrast_threshold, 0.01 against the plain
+    look's 0.02): a frame under a 70 % haze keeps more keypoints in its filled look; 0 keeps the plain one's."""
+    from dataclasses import replace
+    from earthfix.onboard.verify import cloud_fill_config
+    cam = Camera.from_fov(256, 256, 80)
+    img = frame(basemap, cam, 26.0, 20.0, 600.0, 30.0).astype(np.float32)
+    hazy = np.clip(0.3 * img + 0.7 * 170.0, 0, 255).astype(np.uint8)
+    base = VerifyConfig()
+    assert base.feature.contrast_threshold == 0.02
+    low = cloud_fill_config(base, cam)
+    same = cloud_fill_config(replace(base, fill_contrast_threshold=0.0), cam)
+    assert low.feature.contrast_threshold == 0.01 and same.feature.contrast_threshold == 0.02
+    assert low.feature.work_scale == same.feature.work_scale
+    n_low = len(extract_features(hazy, low.feature))
+    n_same = len(extract_features(hazy, same.feature))
+    assert n_low > 1.2 * n_same, (n_low, n_same)
+
+
 def test_a_pose_tilted_beyond_the_gate_is_refused(store, basemap):
     # a frame 12 deg off nadir verifies under the default gate (30 deg) and is refused under a 6 deg one:
     # poses bent into tilt by bunched matches are what the gate keeps out (docs/VERIFICATION.md)

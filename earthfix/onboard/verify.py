@@ -115,6 +115,11 @@ class VerifyConfig:
                                         # full size (256 px at 100 deg: 238 px, SIFT ~14 ms against ~9 at 168):
                                         # 168 saves ~5 ms p50 there for the same fix rate on this machine, more
                                         # fixes when time is shorter, fewer when it is not (docs/BENCHMARKS.md)
+    fill_contrast_threshold: float = 0.01  # SIFT contrast threshold of a cloud-filled look (0: the plain look's,
+                                        # feature.contrast_threshold, 0.02): the ground between broken cloud is
+                                        # hazy and flat beside the store's map, and half the threshold keeps its
+                                        # fainter blobs; on the plain look they would only add cloud texture
+                                        # (docs/VERIFICATION.md, "A lower contrast threshold for the filled look")
 
     def __post_init__(self):
         # from YAML: the feature configuration arrives as a mapping, ranges as lists
@@ -143,13 +148,14 @@ def cloud_fill_config(cfg: VerifyConfig, camera: Camera, store_gsd_km: float = 6
     (256 px at 100 deg: 238 px) would leave no time for its second look. Pixel tolerances are rescaled to
     keep their ground size (the store's keypoints are no finer than its tiles). Measured with
     ``tests/bench/bench_ceiling.py`` and ``tests/bench/bench_cameras.py`` (docs/VERIFICATION.md,
-    docs/BENCHMARKS.md)."""
+    docs/BENCHMARKS.md). SIFT's contrast threshold is ``cfg.fill_contrast_threshold`` (the plain look's if 0)."""
     plain = work_scale(cfg.feature, (camera.height, camera.width))
     scale = min(1.0, max(plain, native_km_per_px(cfg, camera) / store_gsd_km))
     if cfg.fill_max_work_px > 0:
         scale = max(plain, min(scale, cfg.fill_max_work_px / max(camera.width, camera.height)))
     r = scale / plain
-    return replace(cfg, feature=replace(cfg.feature, work_scale=scale),
+    ct = cfg.fill_contrast_threshold if cfg.fill_contrast_threshold > 0 else cfg.feature.contrast_threshold
+    return replace(cfg, feature=replace(cfg.feature, work_scale=scale, contrast_threshold=ct),
                    sim_prefilter_work_px=cfg.sim_prefilter_work_px * r,
                    ransac_thresh_work_px=cfg.ransac_thresh_work_px * r,
                    reproj_thresh_work_px=cfg.reproj_thresh_work_px * r,
