@@ -84,6 +84,31 @@ def test_textured_land_frames(setup, basemap, cam256):
     assert hits >= 0.7 * n, f"{hits} of {n}"
 
 
+def test_a_sure_place_from_the_strongest_keypoints_spares_the_rest_of_the_search(setup, basemap, cam256):
+    """The strongest ``first_query`` keypoints are queried first; a place of ``sure_votes`` among them ends
+    the search there, and otherwise the rest are queried and the vote is exactly the one-pass vote."""
+    from dataclasses import replace
+    img, tr = sim_frame(basemap, cam256, 24.0, 20.0, 600.0, 117.0, seed=3)
+    f = setup.verifier.extract(img)
+    n = len(f)
+    assert 150 < n <= VoteConfig().max_query and VoteConfig().first_query == 150
+    one = KeypointVoter(setup.store, setup.index, VoteConfig(first_query=0))
+    full = one.candidates(f, cam256)
+    assert one.last_stats["queried"] == n
+    two = KeypointVoter(setup.store, setup.index, VoteConfig())
+    early = two.candidates(f, cam256)
+    assert two.last_stats["queried"] == 150 and early[0].votes >= two.cfg.sure_votes
+    assert geodesy.great_circle_km(early[0].lat, early[0].lon, full[0].lat, full[0].lon) < 20.0
+    assert geodesy.great_circle_km(early[0].lat, early[0].lon, tr["bore_lat"], tr["bore_lon"]) < 30.0
+    # never sure: both halves are queried and the vote is the one-pass vote, place for place
+    unsure = KeypointVoter(setup.store, setup.index, replace(VoteConfig(), sure_votes=10_000))
+    rest = unsure.candidates(f, cam256)
+    assert unsure.last_stats["queried"] == n
+    assert [(c.lat, c.lon, c.votes, c.radius_km) for c in rest] == [(c.lat, c.lon, c.votes, c.radius_km) for c in full]
+    with pytest.raises(ValueError):
+        VoteConfig(sure_votes=0)
+
+
 def test_ocean_and_noise_give_no_strong_peak(setup, basemap, cam256):
     ocean, _ = sim_frame(basemap, cam256, 20.0, -35.0, 600.0, 10.0, seed=5)   # mid-Atlantic
     rng = np.random.default_rng(0)

@@ -41,7 +41,12 @@ class VoteConfig:
     ef: int = 32                  # hnswlib search breadth (>= k), set on the index (12 until session 28: 8..16 gave
                                   # the same recall on clear frames; under broken cloud 32 finds the few right
                                   # neighbours more often: release R@10 88.2 -> 90.3 %, vote +2.7 ms p50)
-    max_query: int = 300          # frame keypoints queried, strongest first
+    max_query: int = 300          # frame keypoints queried, strongest first...
+    first_query: int = 150        # ...the first this many alone (0: all at once); when their vote already has a
+                                  # place of ``sure_votes``, the rest are not queried (the key-index search is
+                                  # most of the vote's time, ~33 us per keypoint at ef 32)
+    sure_votes: int = 8           # (seed 7, 665 looks: a first-150 top place of >= 8 votes was never wrong,
+                                  # a full vote's wrong top place had <= 6; docs/VERIFICATION.md)
     cell_km: float = 150.0        # ground cell (near-equal-area grid: latitude rows of this height)
     yaw_bin_deg: float = 30.0     # yaw bin
     scale_bin_log2: float = 0.0   # implied-altitude bin (octaves); 0: no scale dimension (0.5 and 1.0
@@ -62,6 +67,8 @@ class VoteConfig:
         object.__setattr__(self, "alt_range_km", tuple(self.alt_range_km))
         if self.k < 1 or self.ef < self.k:
             raise ValueError("vote: need 1 <= k <= ef")
+        if self.first_query < 0 or self.sure_votes < 1:
+            raise ValueError("vote: need first_query >= 0 and sure_votes >= 1")
         if self.cell_km <= 0 or self.yaw_bin_deg <= 0 or not (0 < self.alt_range_km[0] < self.alt_range_km[1]):
             raise ValueError("vote: cell_km, yaw_bin_deg and alt_range_km must be positive and ordered")
 
@@ -138,22 +145,32 @@ class KeypointVoter:
             return []
         f = features.subset(np.arange(n)) if n < len(features) else features
         q = self.store.project(f.desc)
-        try:
-            labels, _ = self.index.knn_query(q, k=k)
-        except RuntimeError:          # hnswlib: fewer than k results reachable (tiny or degenerate index)
-            return []
-        t1 = time.perf_counter()
-        stats["query_ms"] = (t1 - t0) * 1e3
-        qi = np.repeat(np.arange(n), k)
-        sj = labels.reshape(-1).astype(np.int64)
+        # strongest keypoints first: a clear frame's place is usually certain from them, and each query
+        # is independent, so querying the rest later gives exactly the vote of querying all at once
+        n1 = c.first_query if 0 < c.first_query < n else n
+        labels = np.zeros((0, k), np.uint64)
         out: list[VoteCandidate] = []
-        pred = self._predict(f, camera, qi, sj)
-        if pred is not None:
-            stats["matches"] = int(len(pred[0]))
-            out = self._peaks(camera, *pred, max_candidates=max_candidates, stats=stats)
-        t2 = time.perf_counter()
-        stats["vote_ms"] = (t2 - t1) * 1e3
-        stats["total_ms"] = (t2 - t0) * 1e3
+        for lo, hi in ((0, n1), (n1, n)):
+            if hi <= lo or (out and out[0].votes >= c.sure_votes):
+                break
+            t = time.perf_counter()
+            try:
+                more, _ = self.index.knn_query(q[lo:hi], k=k)
+            except RuntimeError:      # hnswlib: fewer than k results reachable (tiny or degenerate index)
+                return []
+            labels = np.concatenate([labels, more])
+            t1 = time.perf_counter()
+            stats["query_ms"] += (t1 - t) * 1e3
+            stats["queried"] = hi
+            qi = np.repeat(np.arange(hi), k)
+            sj = labels.reshape(-1).astype(np.int64)
+            stats["peaks"], out = [], []
+            pred = self._predict(f, camera, qi, sj)
+            if pred is not None:
+                stats["matches"] = int(len(pred[0]))
+                out = self._peaks(camera, *pred, max_candidates=max_candidates, stats=stats)
+            stats["vote_ms"] += (time.perf_counter() - t1) * 1e3
+        stats["total_ms"] = (time.perf_counter() - t0) * 1e3
         return out
 
     # ---- one match -> boresight, yaw, altitude ---------------------------------------------------------
