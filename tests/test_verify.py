@@ -324,6 +324,29 @@ def test_a_place_is_started_only_when_the_slowest_so_far_would_end_before_the_de
     assert v3.groups_evaluated == 1
 
 
+def test_a_clear_pose_ends_the_search_and_a_weaker_one_does_not(store, basemap):
+    """A pose of ``early_inliers`` well-spread inliers at the first place ends verification there; below that
+    count every later place is verified too, and the answer is the same pose."""
+    from dataclasses import replace
+    cam = Camera.from_fov(256, 256, 80)
+    lat, lon = 26.0, 20.0
+    base = VerifyConfig()
+    assert base.early_inliers == 20
+    ver = Verifier(store, base)
+    img = appearance(frame(basemap, cam, lat, lon, 600.0, 300.0), seed=5).astype(np.float32)
+    hazy = np.clip(0.14 * img + 0.86 * 170.0, 0, 255).astype(np.uint8)     # ~25 inliers instead of ~130
+    f = ver.extract(hazy)
+    places = [(lat, lon)] + [geodesy.destination(lat, lon, az, 2500.0) for az in (0.0, 120.0, 240.0)]
+    v = ver.verify(f, cam, places)
+    assert v.ok and v.group == 0 and v.spread >= base.early_spread, (v.reason, v.spread)
+    assert base.early_inliers <= v.inliers < 40, v.inliers     # the range session 30 stopped early for
+    assert v.groups_evaluated == 1
+    stricter = Verifier(store, replace(base, early_inliers=v.inliers + 1))
+    w = stricter.verify(f, cam, places)
+    assert w.ok and w.groups_evaluated == 4 and w.group == 0
+    assert (w.lat, w.lon, w.inliers) == (v.lat, v.lon, v.inliers)
+
+
 def test_boresight_sigma_grows_when_inliers_bunch_in_a_corner():
     from earthfix.onboard.verify import _boresight_sigma_km
     cam = Camera.from_fov(256, 256, 80)
