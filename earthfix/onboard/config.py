@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from .vote import VoteConfig
+
 DEFAULTS = {
     "encoder": None,
     "providers": ["CPUExecutionProvider"],
@@ -18,8 +20,8 @@ DEFAULTS = {
     "min_confidence": 0.9,
     "vote": True,
     "vote_k": 3,
-    "vote_min_votes": 2,
-    "vote_ef": 32,
+    "vote_min_votes": VoteConfig.min_votes,   # the voter's own defaults, written once (vote.VoteConfig)
+    "vote_ef": VoteConfig.ef,
     "cloud_fill": True,
     "despeckle": True,
     "max_frame_side_px": 1024,
