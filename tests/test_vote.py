@@ -87,7 +87,6 @@ def test_textured_land_frames(setup, basemap, cam256):
 def test_a_sure_place_from_the_strongest_keypoints_spares_the_rest_of_the_search(setup, basemap, cam256):
     """The strongest ``first_query`` keypoints are queried first; a place of ``sure_votes`` among them ends
     the search there, and otherwise the rest are queried and the vote is exactly the one-pass vote."""
-    from dataclasses import replace
     img, tr = sim_frame(basemap, cam256, 24.0, 20.0, 600.0, 117.0, seed=3)
     f = setup.verifier.extract(img)
     n = len(f)
@@ -101,7 +100,7 @@ def test_a_sure_place_from_the_strongest_keypoints_spares_the_rest_of_the_search
     assert geodesy.great_circle_km(early[0].lat, early[0].lon, full[0].lat, full[0].lon) < 20.0
     assert geodesy.great_circle_km(early[0].lat, early[0].lon, tr["bore_lat"], tr["bore_lon"]) < 30.0
     # never sure: both halves are queried and the vote is the one-pass vote, place for place
-    unsure = KeypointVoter(setup.store, setup.index, replace(VoteConfig(), sure_votes=10_000))
+    unsure = KeypointVoter(setup.store, setup.index, VoteConfig(sure_votes=10_000))
     rest = unsure.candidates(f, cam256)
     assert unsure.last_stats["queried"] == n
     assert [(c.lat, c.lon, c.votes, c.radius_km) for c in rest] == [(c.lat, c.lon, c.votes, c.radius_km) for c in full]
