@@ -330,15 +330,53 @@ class ReferenceMemory:
         self.where = np.concatenate([meta[:, 3:6], self.where])[: self.size]
 
 
+class PlaceProxies:
+    """One learned unit vector per reference view of the bundle's grid: place classification beside the
+    in-batch loss (normalised softmax over proxies, as CosPlace / proxy-NCA train place recognition).
+
+    In-batch InfoNCE ranks a query against 63 references; the flight search ranks it against all ~26,000
+    views. A proxy per view puts every view of the grid in every query's softmax without a stale memory
+    (the proxies are trained with the network). A sample's class is the grid view of its reference scale
+    nearest to its ground; views whose centre lies within ``right_frac`` of the sample's half-width (what
+    CONVENTIONS' recall counts as right, at any scale) are neither positive nor negative."""
+
+    def __init__(self, right_frac: float = 0.5):
+        lat, lon, sidx = grid.reference_grid()
+        self.xyz = self._unit(lat, lon)
+        self.scale_km = np.asarray(grid.SCALES_KM)[sidx]
+        self.right_frac = right_frac
+
+    def __len__(self) -> int:
+        return len(self.xyz)
+
+    @staticmethod
+    def _unit(lat, lon) -> np.ndarray:
+        la, lo = np.radians(np.asarray(lat, np.float64)), np.radians(np.asarray(lon, np.float64))
+        return np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], axis=-1)
+
+    def targets(self, lat, lon, hw_km, scale_km) -> tuple[np.ndarray, np.ndarray]:
+        """(class per sample, (n, views) mask of right-but-not-target views) for samples centred at
+        (lat, lon) deg with footprint half-width ``hw_km``, classed at reference scale ``scale_km``."""
+        cos = self._unit(lat, lon) @ self.xyz.T
+        same = self.scale_km[None, :] == np.asarray(scale_km)[:, None]
+        cls = np.where(same, cos, -2.0).argmax(axis=1)
+        near = cos > np.cos(self.right_frac * np.asarray(hw_km)[:, None] / geodesy.R_MEAN_KM)
+        near[np.arange(len(cls)), cls] = False
+        return cls, near
+
+
 def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: int, threads: int,
           resume: bool = False, workers: int = 1, max_yaw_deg: float = 180.0, bf16: bool = False,
           memory: int = 0, memory_from_step: int = 1000, memory_weight: float = 0.5,
-          input_px: int = INPUT_PX, pool: str = "gem", log=print):
+          input_px: int = INPUT_PX, pool: str = "gem", proxy_weight: float = 0.0, proxy_lr_mult: float = 1.0,
+          log=print):
     """``bf16``: convolutions and the projection in bfloat16 autocast, channels-last (weights, optimiser
     and loss stay float32). On a CPU with AMX or AVX-512 BF16 the optimiser step is ~2.6x faster (0.25 vs
     0.65 s per 128-image batch at one thread, measured here), which lets a second worker render pairs.
     ``memory``: size of the cross-batch reference memory (`ReferenceMemory`; 0: in-batch negatives only),
     filled from step ``memory_from_step``, its term weighted ``memory_weight`` beside the in-batch loss.
+    ``proxy_weight``: weight of the place-classification term (`PlaceProxies`: queries and references
+    against one learned proxy per grid view; 0: off), the proxies at ``proxy_lr_mult`` x the learning rate.
     Measured: the memory's negatives in the same softmax as the in-batch ones (one joint term) cut the
     in-batch top-1 from 0.36 to 0.15 within 1,600 steps of switching on, so the term is kept apart; a
     16,000-step run with it (memory 4096, weight 0.5) still retrieved far worse than v4 (mean R@1 / R@10
@@ -352,7 +390,12 @@ def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: 
     model = build_model(dim, pool, input_px)
     if bf16:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    groups = [{"params": list(model.parameters()), "weight_decay": 1e-4, "lr_mult": 1.0}]
+    places = PlaceProxies() if proxy_weight > 0 else None
+    if places is not None:
+        proxies = torch.nn.Parameter(torch.nn.functional.normalize(torch.randn(len(places), dim), dim=1))
+        groups.append({"params": [proxies], "weight_decay": 0.0, "lr_mult": proxy_lr_mult})
+    opt = torch.optim.AdamW(groups, lr=lr)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = out_dir / "encoder.pt"
     step0 = 0
@@ -361,10 +404,15 @@ def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: 
         if checkpoint_input_px(state) != input_px:
             raise ValueError(f"{ckpt} was trained at {checkpoint_input_px(state)} px, not --input-px {input_px}")
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); step0 = int(state["step"])
+        if places is not None:
+            proxies.data.copy_(state["proxies"])
 
     def save_checkpoint(at_step: int) -> None:
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": at_step, "dim": dim,
-                    "input_px": input_px, "pool": pool}, ckpt)
+        state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": at_step, "dim": dim,
+                 "input_px": input_px, "pool": pool}
+        if places is not None:
+            state["proxies"] = proxies.detach()
+        torch.save(state, ckpt)
 
     tau = 0.05
     bank = ReferenceMemory(memory, dim)
@@ -376,7 +424,7 @@ def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: 
     while step < total and (by_steps or (time.time() - t0) < minutes * 60):
         frac = (step - step0) / max(1, total - step0) if by_steps else min(1.0, (time.time() - t0) / (minutes * 60))
         for g in opt.param_groups:   # warm-up, then cosine decay over the budget (time or steps)
-            g["lr"] = lr * min(1.0, (step - step0 + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac))
+            g["lr"] = g["lr_mult"] * lr * min(1.0, (step - step0 + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac))
         q, r, meta = next(batches)
         mask = torch.from_numpy(overlap_mask(meta))
         model.train()
@@ -399,15 +447,24 @@ def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: 
             pos = (zq * zr).sum(1, keepdim=True) / tau
             loss = loss + memory_weight * torch.nn.functional.cross_entropy(
                 torch.cat([pos, mem], 1), torch.zeros(len(q), dtype=torch.long))
+        if places is not None:   # both sides of each pair against every grid view's proxy
+            w = torch.nn.functional.normalize(proxies, dim=1)
+            cq, nq = places.targets(meta[:, 0], meta[:, 1], meta[:, 2], meta[:, 5])
+            cr, nr = places.targets(meta[:, 3], meta[:, 4], meta[:, 5], meta[:, 5])
+            pl = torch.cat([zq, zr]) @ w.T / tau
+            pl = pl.masked_fill(torch.from_numpy(np.concatenate([nq, nr])), -1e4)
+            ploss = torch.nn.functional.cross_entropy(pl, torch.from_numpy(np.concatenate([cq, cr])))
+            loss = loss + proxy_weight * ploss
         opt.zero_grad(); loss.backward(); opt.step()
         if memory and step >= memory_from_step:
             bank.push(zr.detach().float().numpy(), meta)
         acc = (logits.argmax(1) == target).float().mean().item()
-        hist.append((step, loss.item(), acc))
+        hist.append((step, loss.item(), acc) + ((ploss.item(),) if places is not None else ()))
         step += 1
         if step % 20 == 0:
             l = np.mean([h[1] for h in hist[-20:]]); a = np.mean([h[2] for h in hist[-20:]])
-            log(f"step {step} loss {l:.3f} in-batch top1 {a:.3f} lr {opt.param_groups[0]['lr']:.2e} "
+            pl_txt = f" place loss {np.mean([h[3] for h in hist[-20:]]):.3f}" if places is not None else ""
+            log(f"step {step} loss {l:.3f} in-batch top1 {a:.3f}{pl_txt} lr {opt.param_groups[0]['lr']:.2e} "
                 f"elapsed {(time.time() - t0) / 60:.1f} min")
         if step % 100 == 0:
             save_checkpoint(step)
@@ -417,6 +474,7 @@ def train(out_dir: Path, minutes: float, steps: int, seed: int, lr: float, dim: 
                                                         "max_yaw_deg": max_yaw_deg, "bf16": bf16,
                                                         "memory": memory, "memory_from_step": memory_from_step,
                                                         "memory_weight": memory_weight,
+                                                        "proxy_weight": proxy_weight, "proxy_lr_mult": proxy_lr_mult,
                                                         "resumed_from_step": step0, "history": hist}))
     return ckpt
 
@@ -449,6 +507,9 @@ def register(sub):
                    help="weight of the memory term (query positive vs remembered references) in the loss")
     p.add_argument("--pool", choices=POOLS, default="gem",
                    help="gem: one GeM over the feature map; rings: GeM over 3 rings about the boresight")
+    p.add_argument("--proxies", type=float, default=0.0,
+                   help="weight of a place-classification term: one learned proxy per grid view (0: off)")
+    p.add_argument("--proxy-lr-mult", type=float, default=1.0, help="the proxies' learning rate / --lr")
     p.add_argument("--resume", action="store_true")
     p.set_defaults(func=run)
 
@@ -461,6 +522,7 @@ def run(args) -> int:
         return 2
     ckpt = train(Path(args.out), args.minutes, args.steps, args.seed, args.lr, args.dim, args.threads,
                  args.resume, args.workers, args.max_yaw_deg, args.bf16,
-                 args.memory, args.memory_from_step, args.memory_weight, args.input_px, args.pool, log=lambda s: print(s, file=sys.stderr, flush=True))
+                 args.memory, args.memory_from_step, args.memory_weight, args.input_px, args.pool,
+                 args.proxies, args.proxy_lr_mult, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(ckpt)
     return 0
