@@ -124,3 +124,42 @@ def test_a_bundle_describes_frames_with_its_own_network_or_is_refused(tiny_bundl
     seal_manifest(bad)
     with pytest.raises(BundleError, match="lists no localdesc.onnx"):
         Bundle.load(bad)
+
+
+def test_the_int8_descriptor_describes_like_the_fp32_one(tmp_path):
+    """quantize_int8 with the descriptor's own input name and batches: the INT8 copy of the shipped network
+    gives nearly the FP32 vectors on real texture patches, and an INT8 model is what a QDQ graph holds."""
+    import onnx
+
+    from earthfix.onboard.localizer import shipped_models_dir
+    from earthfix.tools.export_encoder import quantize_int8
+    fp32 = shipped_models_dir() / "localdesc.onnx"
+    if not fp32.is_file():
+        pytest.skip("no shipped localdesc.onnx")
+    d32 = PatchDescriber(fp32.read_bytes())
+    g = _texture(256, seed=3)
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(40, 216, (600, 2))
+    size = rng.uniform(3.0, 8.0, 600)
+    ang = rng.uniform(0, 360, 600)
+    x = sample_patches(g, *patch_grid(xy, size, ang)).astype(np.float32)[:, None]
+    out = tmp_path / "ld_int8.onnx"
+    quantize_int8(fp32, out, x[:512], input_name=d32.session.get_inputs()[0].name, batch=128)
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    d8 = PatchDescriber(out.read_bytes())
+    a, b = d32.describe(g, xy[512:], size[512:], ang[512:]), d8.describe(g, xy[512:], size[512:], ang[512:])
+    assert np.median((a * b).sum(1)) > 0.99
+    # nearest neighbours among the held-out patches mostly agree
+    assert ((b @ a.T).argmax(1) == np.arange(len(a))).mean() > 0.9
+
+
+def test_bundles_are_built_with_the_int8_descriptor_when_it_is_shipped(tmp_path, monkeypatch):
+    from earthfix.tools import build_keystore
+    import earthfix.onboard.localizer as L
+    monkeypatch.setattr(L, "shipped_models_dir", lambda: tmp_path)
+    assert build_keystore.shipped_local_descriptor() is None
+    (tmp_path / "localdesc.onnx").write_bytes(_block_means())
+    assert build_keystore.shipped_local_descriptor().name == "localdesc.onnx"
+    (tmp_path / "localdesc_int8.onnx").write_bytes(_block_means(8))
+    assert build_keystore.shipped_local_descriptor().name == "localdesc_int8.onnx"

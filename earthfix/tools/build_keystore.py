@@ -245,10 +245,15 @@ def build_keystore(basemap: Basemap, cfg: BuildConfig | None = None, progress: b
 
 
 def shipped_local_descriptor() -> Path | None:
-    """The shipped learned local descriptor (``models/localdesc.onnx``), or None if the package has none."""
+    """The shipped learned local descriptor, or None if the package has none: ``models/localdesc_int8.onnx``
+    (the INT8 copy, ``earthfix quantize-localdesc``) where there is one, else ``models/localdesc.onnx``."""
     from ..onboard.localizer import shipped_models_dir
-    p = shipped_models_dir() / BUNDLE_FILE
-    return p if p.is_file() else None
+    from .train_localdesc import INT8_FILE
+    for name in (INT8_FILE, BUNDLE_FILE):
+        p = shipped_models_dir() / name
+        if p.is_file():
+            return p
+    return None
 
 
 def load_describer(path=None, threads: int = 1):

@@ -23,6 +23,14 @@ held-out pairs (frames of another seed), and the same for RootSIFT on the same p
 
 Export: ``localdesc.onnx`` (FP32; input N x 1 x 32 x 32 grey 0..255, output N x 128 unit vectors) and
 ``localdesc.json`` (training record, SHA-256) into ``--models``.
+
+    earthfix quantize-localdesc [--models models] [--frames 48 --seed 94] [--val-frames 120]
+
+Static INT8 (QDQ, onnxruntime's ``quantize_static``, the encoder's recipe) of ``localdesc.onnx`` into
+``localdesc_int8.onnx``, calibrated on the tile, plain and filled patches of frames of a seed neither
+training (91) nor validation (92) uses; the INT8 validation top-1 goes into ``localdesc.json`` beside the
+FP32 one. Bundles are built with ``localdesc_int8.onnx`` when the package ships it (``build_keystore.
+shipped_local_descriptor``): both stores and the flight side then describe with the same INT8 network.
 """
 from __future__ import annotations
 
@@ -294,6 +302,64 @@ def run(args) -> int:
     return 0
 
 
+INT8_FILE = "localdesc_int8.onnx"
+
+
+def onnx_top1(onnx_path: Path, tile: np.ndarray, frame: np.ndarray) -> float:
+    """:func:`top1` for an ONNX file through the flight's ``PatchDescriber`` session (no torch)."""
+    from ..onboard.localdesc import PatchDescriber
+    d = PatchDescriber(Path(onnx_path).read_bytes())
+
+    def desc(p):
+        x = p.astype(np.float32)[:, None]
+        return d.session.run(None, {d._in: x})[0]
+    a, b = desc(tile), desc(frame)
+    dist = (b * b).sum(1)[:, None] - 2 * b @ a.T + (a * a).sum(1)[None]
+    return float((dist.argmin(1) == np.arange(len(a))).mean())
+
+
+def quantize(models: Path, frames: int = 48, seed: int = 94, val_frames: int = 120, workers: int = 2,
+             max_calib: int = 6144, log=print) -> dict:
+    """``models/localdesc.onnx`` -> ``models/localdesc_int8.onnx``; returns the record added to
+    ``localdesc.json`` (``int8``: file, SHA-256, calibration, FP32 and INT8 validation top-1)."""
+    from ..onboard.localdesc import PatchDescriber
+    from .export_encoder import quantize_int8
+    fp32 = models / "localdesc.onnx"
+    if not fp32.is_file():
+        raise FileNotFoundError(f"{fp32}: no FP32 local descriptor to quantize (earthfix train-localdesc)")
+    cal = make_pairs(frames, seed, workers)
+    x = np.concatenate([cal["tile"], cal["plain"], cal["filled"]])
+    x = x[np.random.default_rng(seed).permutation(len(x))[:max_calib]].astype(np.float32)[:, None]
+    out = models / INT8_FILE
+    name = PatchDescriber(fp32.read_bytes()).session.get_inputs()[0].name
+    quantize_int8(fp32, out, x, input_name=name, batch=256)
+    val = make_pairs(val_frames, 92, workers)          # train-localdesc's validation pairs (seed 91 + 1)
+    vi = np.random.default_rng(1).permutation(len(val["tile"]))[:4000]
+    val = {k: np.ascontiguousarray(v[vi]) for k, v in val.items()}
+    rec = {"file": INT8_FILE, "sha256": hashlib.sha256(out.read_bytes()).hexdigest(), "bytes": out.stat().st_size,
+           "calib_patches": int(len(x)), "calib_frames": frames, "calib_seed": seed,
+           "val_top1_fp32": {k: round(onnx_top1(fp32, val["tile"], val[k]), 4) for k in ("plain", "filled")},
+           "val_top1": {k: round(onnx_top1(out, val["tile"], val[k]), 4) for k in ("plain", "filled")},
+           "command": "earthfix quantize-localdesc " + " ".join(sys.argv[2:])}
+    meta = models / "localdesc.json"
+    full = json.loads(meta.read_text()) if meta.is_file() else {}
+    full["int8"] = rec
+    meta.write_text(json.dumps(full, indent=1) + "\n")
+    log(f"quantize-localdesc: wrote {out} (sha256 {rec['sha256'][:12]}...); val top-1 INT8 {rec['val_top1']} "
+        f"against FP32 {rec['val_top1_fp32']}")
+    return rec
+
+
+def run_quantize(args) -> int:
+    try:
+        quantize(Path(args.models), args.frames, args.seed, args.val_frames, args.workers,
+                 log=lambda s: print(s, file=sys.stderr, flush=True))
+    except FileNotFoundError as exc:
+        print(f"earthfix quantize-localdesc: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("train-localdesc", help="train the learned local descriptor (torch, the train extra)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -309,3 +375,11 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=2, help="processes rendering pairs")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.set_defaults(func=run)
+    q = sub.add_parser("quantize-localdesc", help="quantize the learned local descriptor to static INT8 (QDQ)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("--models", default="models", help="where localdesc.onnx is and localdesc_int8.onnx goes")
+    q.add_argument("--frames", type=int, default=48, help="calibration frames")
+    q.add_argument("--seed", type=int, default=94, help="calibration seed (training uses 91, validation 92)")
+    q.add_argument("--val-frames", type=int, default=120, help="validation frames of seed 92 (as training's)")
+    q.add_argument("--workers", type=int, default=2, help="processes rendering pairs")
+    q.set_defaults(func=run_quantize)
