@@ -87,15 +87,18 @@ class PatchDescriber:
             raise LocalDescError(f"local descriptor {name}: input shape {inp.shape}, expected "
                                  f"[N, 1, {PATCH_PX}, {PATCH_PX}]")
         self.dim = int(out.shape[1]) if isinstance(out.shape[1], int) else None
-        self._in = inp.name
+        self.input_name = inp.name
 
     def describe(self, grey: np.ndarray, xy, size, angle_deg) -> np.ndarray:
         """Descriptors (N x D float32, unit L2) of keypoints of the 8-bit ``grey`` image (pixels, OpenCV
         size and angle in that image)."""
-        p = sample_patches(grey, *patch_grid(xy, size, angle_deg))
-        if len(p) == 0:
+        return self.describe_patches(sample_patches(grey, *patch_grid(xy, size, angle_deg)))
+
+    def describe_patches(self, patches: np.ndarray) -> np.ndarray:
+        """Descriptors (N x D float32, unit L2) of N x 32 x 32 grey patches (``sample_patches``)."""
+        if len(patches) == 0:
             return np.zeros((0, self.dim or 0), np.float32)
-        x = p.astype(np.float32)[:, None]
-        d = self.session.run(None, {self._in: x})[0].astype(np.float32, copy=False)
+        x = patches.astype(np.float32)[:, None]
+        d = self.session.run(None, {self.input_name: x})[0].astype(np.float32, copy=False)
         n = np.linalg.norm(d, axis=1, keepdims=True)
         return d / np.maximum(n, 1e-12)

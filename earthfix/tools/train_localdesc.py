@@ -148,6 +148,13 @@ def make_pairs(n_frames: int, seed: int, workers: int = 2, per_frame: int = 200,
     return {k: np.concatenate([p[k] for p in parts]) for k in ("tile", "plain", "filled")}
 
 
+def validation_pairs(n_frames: int, seed: int, workers: int = 2, per_frame: int = 200, n_pairs: int = 4000) -> dict:
+    """The validation figure's pairs: ``n_pairs`` drawn (seeded) from the pairs of ``n_frames`` frames of ``seed``."""
+    val = make_pairs(n_frames, seed, workers, per_frame)
+    vi = np.random.default_rng(1).permutation(len(val["tile"]))[:n_pairs]
+    return {k: np.ascontiguousarray(v[vi]) for k, v in val.items()}
+
+
 # ---- network -----------------------------------------------------------------------------------------
 
 def build_net(dim: int = 128, c1: int = 24, c2: int = 48):
@@ -208,7 +215,11 @@ def rootsift_top1(tile: np.ndarray, frame: np.ndarray) -> float:
     def desc(ps):
         kp = [cv2.KeyPoint(c, c, PATCH_PX / WINDOW_PER_SIZE, 0.0)]
         return root_sift(np.concatenate([sift.compute(np.ascontiguousarray(p), kp)[1] for p in ps]))
-    a, b = desc(tile), desc(frame)
+    return pair_top1(desc(tile), desc(frame))
+
+
+def pair_top1(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of rows of ``b`` whose nearest row of ``a`` (L2) is the one of the same index."""
     d = (b * b).sum(1)[:, None] - 2 * b @ a.T + (a * a).sum(1)[None]
     return float((d.argmin(1) == np.arange(len(a))).mean())
 
@@ -282,9 +293,7 @@ def run(args) -> int:
     log = (lambda s: print(s, file=sys.stderr, flush=True))
     t0 = time.time()
     pairs = make_pairs(args.frames, args.seed, args.workers, args.per_frame)
-    val = make_pairs(args.val_frames, args.seed + 1, args.workers, args.per_frame)
-    vi = np.random.default_rng(1).permutation(len(val["tile"]))[:4000]
-    val = {k: np.ascontiguousarray(v[vi]) for k, v in val.items()}
+    val = validation_pairs(args.val_frames, args.seed + 1, args.workers, args.per_frame)
     log(f"train-localdesc: {len(pairs['tile'])} training pairs, {len(val['tile'])} validation pairs "
         f"({time.time() - t0:.0f} s)")
     net, rec = train(pairs, val, args.minutes, seed=args.seed, threads=args.threads, log=log, steps=args.steps)
@@ -305,17 +314,11 @@ def run(args) -> int:
 INT8_FILE = "localdesc_int8.onnx"
 
 
-def onnx_top1(onnx_path: Path, tile: np.ndarray, frame: np.ndarray) -> float:
-    """:func:`top1` for an ONNX file through the flight's ``PatchDescriber`` session (no torch)."""
-    from ..onboard.localdesc import PatchDescriber
-    d = PatchDescriber(Path(onnx_path).read_bytes())
-
-    def desc(p):
-        x = p.astype(np.float32)[:, None]
-        return d.session.run(None, {d._in: x})[0]
-    a, b = desc(tile), desc(frame)
-    dist = (b * b).sum(1)[:, None] - 2 * b @ a.T + (a * a).sum(1)[None]
-    return float((dist.argmin(1) == np.arange(len(a))).mean())
+def looks_top1(describer, val: dict) -> dict:
+    """:func:`top1` of each frame look of ``val`` for a flight ``PatchDescriber`` (no torch), the tile
+    patches described once."""
+    tile = describer.describe_patches(val["tile"])
+    return {k: round(pair_top1(tile, describer.describe_patches(val[k])), 4) for k in ("plain", "filled")}
 
 
 def quantize(models: Path, frames: int = 48, seed: int = 94, val_frames: int = 120, workers: int = 2,
@@ -331,15 +334,12 @@ def quantize(models: Path, frames: int = 48, seed: int = 94, val_frames: int = 1
     x = np.concatenate([cal["tile"], cal["plain"], cal["filled"]])
     x = x[np.random.default_rng(seed).permutation(len(x))[:max_calib]].astype(np.float32)[:, None]
     out = models / INT8_FILE
-    name = PatchDescriber(fp32.read_bytes()).session.get_inputs()[0].name
-    quantize_int8(fp32, out, x, input_name=name, batch=256)
-    val = make_pairs(val_frames, 92, workers)          # train-localdesc's validation pairs (seed 91 + 1)
-    vi = np.random.default_rng(1).permutation(len(val["tile"]))[:4000]
-    val = {k: np.ascontiguousarray(v[vi]) for k, v in val.items()}
+    d32 = PatchDescriber(fp32.read_bytes())
+    quantize_int8(fp32, out, x, input_name=d32.input_name, batch=256)
+    val = validation_pairs(val_frames, 92, workers)     # train-localdesc's validation pairs (seed 91 + 1)
     rec = {"file": INT8_FILE, "sha256": hashlib.sha256(out.read_bytes()).hexdigest(), "bytes": out.stat().st_size,
            "calib_patches": int(len(x)), "calib_frames": frames, "calib_seed": seed,
-           "val_top1_fp32": {k: round(onnx_top1(fp32, val["tile"], val[k]), 4) for k in ("plain", "filled")},
-           "val_top1": {k: round(onnx_top1(out, val["tile"], val[k]), 4) for k in ("plain", "filled")},
+           "val_top1_fp32": looks_top1(d32, val), "val_top1": looks_top1(PatchDescriber(out.read_bytes()), val),
            "command": "earthfix quantize-localdesc " + " ".join(sys.argv[2:])}
     meta = models / "localdesc.json"
     full = json.loads(meta.read_text()) if meta.is_file() else {}
