@@ -144,7 +144,8 @@ def test_the_int8_descriptor_describes_like_the_fp32_one(tmp_path):
     ang = rng.uniform(0, 360, 600)
     x = sample_patches(g, *patch_grid(xy, size, ang)).astype(np.float32)[:, None]
     out = tmp_path / "ld_int8.onnx"
-    quantize_int8(fp32, out, x[:512], input_name=d32.input_name, batch=128)
+    # 500 rows in batches of 128: the last, partial batch is left out (onnxruntime needs equal batches)
+    quantize_int8(fp32, out, x[:500], input_name=d32.input_name, batch=128)
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     d8 = PatchDescriber(out.read_bytes())

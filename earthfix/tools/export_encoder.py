@@ -56,10 +56,14 @@ def calibration_inputs(n: int, seed: int = 1234, input_px: int = INPUT_PX) -> np
 
 def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, input_name: str = "image", batch: int = 1) -> None:
     """Static INT8 (QDQ) of ``fp32`` into ``out``: per-channel INT8 weights, UINT8 activations, ranges from
-    the 99.99th percentile over ``calib`` (fed ``batch`` rows at a time to the input ``input_name``)."""
+    the 99.99th percentile over ``calib`` (fed ``batch`` rows at a time to the input ``input_name``; the rows
+    past the last whole batch are left out: onnxruntime's histogram calibration needs equal batches)."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if len(calib) > batch:
+        calib = calib[: len(calib) - len(calib) % batch]
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -69,12 +73,14 @@ def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, input_name: str = "i
             return next(self.it, None)
 
     pre = out.with_suffix(".pre.onnx")
-    quant_pre_process(str(fp32), str(pre))
-    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.Percentile,
-                    extra_options={"CalibPercentile": 99.99})
-    pre.unlink(missing_ok=True)
+    try:
+        quant_pre_process(str(fp32), str(pre))
+        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.Percentile,
+                        extra_options={"CalibPercentile": 99.99})
+    finally:
+        pre.unlink(missing_ok=True)
 
 
 def export(checkpoint: Path, models: Path, n_calib: int = 256, reference_turns: int | None = None) -> dict:
