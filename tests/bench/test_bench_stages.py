@@ -6,7 +6,8 @@
 Stages: decode (PNG bytes -> array), preprocess, encode FP32, encode INT8 (both with the rotations flown:
 the bundle's query turns),
 search (HNSW top-k on the bundle), fill (cloud mask and fill of the cloud-filled look), features (the
-plain look's, with the bundle's descriptor, and with RootSIFT for the ratio), vote (keypoint
+plain look's, with the bundle's descriptor, and with RootSIFT for the ratio), describe (the local
+descriptor alone on 300 patches, FP32 and an INT8 copy), vote (keypoint
 voting), verify (features + verification of the top candidates), fuse (one orbit-fuser update), end to
 end (``Localizer.locate``, decoding excluded). The machine may be shared: compare figures as ratios
 within one run.
@@ -101,6 +102,40 @@ def test_features_rootsift(benchmark, frame, localizer):
     from earthfix.onboard.features import extract_features
     feats = benchmark(extract_features, frame, localizer.verifier.cfg.feature)
     assert len(feats) > 50 and feats.desc.shape[1] == 128
+
+
+@pytest.fixture(scope="module")
+def patches(frame, localizer):
+    """812 patches of the frame's working grey image at seeded keypoints: 300 to describe, 512 to calibrate."""
+    from earthfix.onboard.features import preprocess as work_grey
+    from earthfix.onboard.localdesc import patch_grid, sample_patches
+    g = work_grey(frame, localizer.verifier.cfg.feature)[0]
+    rng = np.random.default_rng(0)
+    n = 812
+    xy = rng.uniform(8, min(g.shape) - 8, (n, 2))
+    return sample_patches(g, *patch_grid(xy, rng.uniform(2.0, 6.0, n), rng.uniform(0, 360, n)))
+
+
+@pytest.fixture(scope="module")
+def describers(models_dir, patches, tmp_path_factory, one_thread):
+    """The shipped local descriptor (FP32) and its INT8 copy (``quantize_int8``, as quantize-localdesc)."""
+    from earthfix.onboard.localdesc import PatchDescriber
+    from earthfix.tools.export_encoder import quantize_int8
+    fp32 = models_dir / "localdesc.onnx"
+    if not fp32.is_file():
+        pytest.skip(f"no local descriptor at {fp32}")
+    d32 = PatchDescriber(fp32.read_bytes(), threads=1)
+    out = tmp_path_factory.mktemp("localdesc") / "localdesc_int8.onnx"
+    quantize_int8(fp32, out, patches[300:].astype(np.float32)[:, None], input_name=d32.input_name, batch=128)
+    return {"fp32": d32, "int8": PatchDescriber(out.read_bytes(), threads=1)}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_describe_300_patches(benchmark, patches, describers, precision):
+    """The local descriptor alone on 300 patches (a look's keypoint budget), FP32 against its INT8 copy
+    (not shipped: models/README.md, "Local descriptor")."""
+    d = benchmark(describers[precision].describe_patches, patches[:300])
+    assert d.shape[0] == 300 and np.allclose(np.linalg.norm(d, axis=1), 1.0, atol=1e-3)
 
 
 def test_vote(benchmark, frame, camera, localizer):
