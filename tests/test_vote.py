@@ -190,7 +190,9 @@ def test_localizer_retrieves_by_voting_too(setup, basemap, cam256, vote):
     from earthfix.onboard.confidence import ConfidenceModel
     from earthfix.onboard.config import load_config
     from earthfix.onboard.localizer import Localizer
-    loc = Localizer(_far_bundle(setup), _FarEncoder(), load_config(None, {"vote": vote, "vote_min_votes": 4, "vote_ef": 40}),
+    # the encoder made first (lazy_encoder off): its places are merged behind the vote's
+    loc = Localizer(_far_bundle(setup), _FarEncoder(), load_config(None, {"vote": vote, "vote_min_votes": 4, "vote_ef": 40,
+                                                                          "lazy_encoder": False}),
                     ConfidenceModel.load(None))
     img, tr = scenario.single_frame(basemap, cam256, 26.0, 12.0, 550.0, 200.0)
     fix = loc.locate(img, cam256)
@@ -209,3 +211,44 @@ def test_localizer_retrieves_by_voting_too(setup, basemap, cam256, vote):
     else:
         assert [(c.lat, c.lon) for c in fix.candidates] == far
         assert not fix.fix and fix.evidence["source"] is None and "vote_ms" not in fix.stages_ms
+
+
+class _CountingEncoder(_FarEncoder):
+    calls = 0
+
+    def encode_input(self, x):
+        self.calls += 1
+        return super().encode_input(x)
+
+
+@pytest.mark.parametrize("clear", [True, False])
+def test_the_encoder_runs_only_when_the_vote_leaves_the_answer_open(setup, basemap, cam256, clear):
+    """lazy_encoder: a vote place that verifies clearly ends the frame without the encoder, with the fix the
+    encoder-first pipeline gives; when no pose is clear (the early-stop bar out of reach) the encoder runs
+    after the vote's places and everything, candidates included, is as with it first."""
+    from earthfix.onboard.confidence import ConfidenceModel
+    from earthfix.onboard.config import load_config
+    from earthfix.onboard.localizer import Localizer
+    img, tr = scenario.single_frame(basemap, cam256, 26.0, 12.0, 550.0, 200.0)
+    base = {"vote_min_votes": 4, "deadline_ms": 10000, **({} if clear else {"verify": {"early_inliers": 10 ** 6}})}
+    fixes, encoders = {}, {}
+    for lazy in (True, False):
+        enc = encoders[lazy] = _CountingEncoder()
+        loc = Localizer(_far_bundle(setup), enc, load_config(None, dict(base, lazy_encoder=lazy)), ConfidenceModel.load(None))
+        fixes[lazy] = loc.locate(img, cam256)
+    lz, eager = fixes[True], fixes[False]
+    far = [(-30.0, 140.0), (60.0, 100.0), (45.0, -100.0)]
+    assert eager.fix and lz.fix and (lz.lat, lz.lon, lz.alt_km, lz.yaw_deg) == (eager.lat, eager.lon, eager.alt_km, eager.yaw_deg)
+    assert lz.confidence == eager.confidence and lz.inliers == eager.inliers
+    assert geodesy.great_circle_km(lz.lat, lz.lon, tr["bore_lat"], tr["bore_lon"]) < 5.0
+    assert encoders[False].calls == 1 and "encode_ms" in eager.stages_ms
+    if clear:
+        assert encoders[True].calls == 0 and "encode_ms" not in lz.stages_ms and lz.encoder_candidates == []
+        assert lz.candidates and all(c.source == "vote" for c in lz.candidates)
+        assert lz.candidates == [c for c in eager.candidates if c.source == "vote"]
+        assert [(c.lat, c.lon) for c in loc.encoder_candidates(img, cam256)] == far   # for evaluation
+    else:
+        assert encoders[True].calls == 1 and "encode_ms" in lz.stages_ms
+        assert lz.candidates == eager.candidates and [(c.lat, c.lon) for c in lz.encoder_candidates] == far
+        assert lz.evidence["groups_evaluated"] == eager.evidence["groups_evaluated"] == 4   # the vote's + 3 far
+        assert lz.evidence["second_inliers"] == eager.evidence["second_inliers"]

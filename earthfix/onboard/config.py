@@ -22,6 +22,7 @@ DEFAULTS = {
     "vote_k": 3,
     "vote_min_votes": VoteConfig.min_votes,   # the voter's own defaults, written once (vote.VoteConfig)
     "vote_ef": VoteConfig.ef,
+    "lazy_encoder": True,
     "cloud_fill": True,
     "despeckle": True,
     "max_frame_side_px": 1024,
@@ -109,7 +110,7 @@ def validate(cfg: dict) -> dict:
     _check("vote_min_votes", out["vote_min_votes"], int, 1, 100)
     _check("vote_ef", out["vote_ef"], int, 2, 1024)
     _check("max_frame_side_px", out["max_frame_side_px"], int, 64, 16384)
-    for k in ("vote", "cloud_fill", "despeckle", "fine_store"):
+    for k in ("vote", "lazy_encoder", "cloud_fill", "despeckle", "fine_store"):
         if not isinstance(out[k], bool):
             raise ConfigError(f"config: '{k}' must be true or false, got {_r(out[k])}")
     for k in ("verify", "confidence"):

@@ -6,7 +6,10 @@ over place and yaw; config ``vote``) and the INT8 global encoder's HNSW top-k. T
 first (its first place is right 2-4x as often as the encoder's, and verifying it stops early), then the
 encoder's, cut to ``top_k`` (``fix.candidates``; the encoder's own list is ``fix.encoder_candidates``).
 Verification then takes the first ``verify_k`` in order, until an early stop or the deadline. Without a
-key index (or with ``vote: false``) the list is the encoder's alone.
+key index (or with ``vote: false``) the list is the encoder's alone. The encoder runs only when it is
+needed (config ``lazy_encoder``): when a vote place verifies clearly (the early stop) before any of the
+encoder's places would be verified, the frame ends without it and its ``candidates`` are the vote's places;
+otherwise it runs after the vote's places, which gives the places and answer of running it first.
 
 Cloud (config ``cloud_fill``): a frame with 20-80 % cloud-like pixels (``features.cloud_mask``: by colour, or
 by brightness alone on a panchromatic frame) is first looked at with its
@@ -61,6 +64,29 @@ FILL_SHARE = (0.2, 0.85)   # cloud-like share of a frame for which the cloud-fil
 SECOND_LOOK_EXTRA_MS = 8.0 # a second look costs the first's features and vote plus ~one verified place
 CUMULUS_CELL_KM = 6.0      # ground size of the erosion that takes small cloud cells out (despeckle_clouds)
 DESPECKLE_KM_PER_PX = 1.2  # about the finest sample despeckling runs at (finer frames are shrunk for it)
+
+
+class _Retrieval:
+    """The encoder's retrieval for one frame, made once when first called: preprocess -> encode -> HNSW
+    top-k (stage times into ``stages``). ``candidates`` is None until it has run; ``seconds`` is what it cost."""
+
+    def __init__(self, loc: "Localizer", img: np.ndarray, stages: dict):
+        self.loc, self.img, self.stages = loc, img, stages
+        self.candidates: list[Candidate] | None = None
+        self.seconds = 0.0
+
+    def __call__(self) -> list[Candidate]:
+        if self.candidates is None:
+            t0 = _time.perf_counter()
+            x = preprocess(self.img, self.loc.encoder.input_px)
+            t1 = _time.perf_counter()
+            desc = self.loc.encoder.encode_input(x)
+            t2 = _time.perf_counter()
+            self.candidates = self.loc.candidates(desc, self.loc.cfg["top_k"])
+            t3 = _time.perf_counter()
+            self.stages.update(preprocess_ms=(t1 - t0) * 1e3, encode_ms=(t2 - t1) * 1e3, search_ms=(t3 - t2) * 1e3)
+            self.seconds = t3 - t0
+        return self.candidates
 
 
 class Look(NamedTuple):
@@ -164,24 +190,55 @@ class Localizer:
         return [(c.lat, c.lon, c.radius_km if c.radius_km is not None else rf * self.bundle.scales_km[c.scale])
                 for c in cands[: self.cfg["verify_k"]]]
 
-    def _look(self, img, verifier, drop, camera, attitude, deadline, cands, stages, place_s=0.0):
+    def _look(self, img, verifier, drop, camera, attitude, deadline, cands, stages, place_s=0.0, retrieval=None):
         """Local features (none centred on ``drop``) -> keypoint vote (merged ahead of the encoder's
-        ``cands``) -> verification. Returns (candidate list, Verification, Features); stage times go into ``stages``."""
+        ``cands``) -> verification. Returns (candidate list, Verification, Features); stage times go into ``stages``.
+
+        With ``retrieval`` (a ``_Retrieval`` not yet run) the encoder's candidates are that retrieval's, made
+        only if the vote's places end without a clear pose (``Verifier.verify``'s ``more``): the places
+        verified and the answer are the same as with them made first."""
         t = _time.perf_counter()
         feats = verifier.extract(img, drop=drop)
         stages["features_ms"] = (_time.perf_counter() - t) * 1e3
-        merged = list(cands)
+        voted = []
         if self.voter is not None:
             t = _time.perf_counter()
             votes = self.voter.candidates(feats, camera, max_candidates=self.cfg["vote_k"])
             stages["vote_ms"] = (_time.perf_counter() - t) * 1e3
-            merged = ([Candidate(c.lat, c.lon, float(c.votes), source="vote", radius_km=c.radius_km)
-                       for c in votes] + merged)[: self.cfg["top_k"]]
-        t = _time.perf_counter()
+            voted = [Candidate(c.lat, c.lon, float(c.votes), source="vote", radius_km=c.radius_km) for c in votes]
+        top_k, more = self.cfg["top_k"], None
+        if retrieval is not None and voted:
+            merged = voted[:top_k]
+
+            def more():
+                merged[:] = (voted + retrieval())[:top_k]
+                return self._places(merged, verifier)
+        else:
+            merged = (voted + list(retrieval() if retrieval is not None else cands))[:top_k]
+        t, spent_s = _time.perf_counter(), 0.0 if retrieval is None else retrieval.seconds
         v = verifier.verify(feats, camera, self._places(merged, verifier), attitude=attitude, deadline=deadline,
-                            place_s=place_s)
-        stages["verify_ms"] = (_time.perf_counter() - t) * 1e3
+                            place_s=place_s, more=more)
+        spent_s = 0.0 if retrieval is None else retrieval.seconds - spent_s     # the encoder's, if it ran here
+        stages["verify_ms"] = (_time.perf_counter() - t - spent_s) * 1e3
         return merged, v, feats
+
+    def _fit_frame(self, img: np.ndarray, camera: Camera):
+        """(image, camera, shrunk): frames larger than ``max_frame_side_px`` area-averaged once by an integer
+        factor, the camera scaled with them."""
+        shrink = -(-max(img.shape[:2]) // int(self.cfg["max_frame_side_px"]))
+        if shrink <= 1:
+            return img, camera, False
+        # every stage works far coarser than a big frame's pixels: area-average it once (an integer
+        # factor: OpenCV's fast path) instead of resampling it per stage
+        img = cv2.resize(img, None, fx=1.0 / shrink, fy=1.0 / shrink, interpolation=cv2.INTER_AREA)
+        return img, camera.scaled(img.shape[1], img.shape[0]), True
+
+    def encoder_candidates(self, frame, camera: Camera) -> list[Candidate]:
+        """The encoder's own top-k for ``frame``, as ``locate`` makes it (``fix.encoder_candidates``), for
+        evaluation: ``locate`` skips it when the vote's place verifies clearly (config ``lazy_encoder``)."""
+        img = normalise_frame(frame)
+        check_size(img, camera.width, camera.height)
+        return _Retrieval(self, self._fit_frame(img, camera)[0], {})()
 
     def locate(self, frame, camera: Camera, attitude=None, time=None) -> Fix:
         """Localize one frame (uint8 BGR or grey, or any array ``frames.normalise_frame`` accepts)."""
@@ -192,28 +249,22 @@ class Localizer:
             check_size(img, camera.width, camera.height)
         except FrameError as exc:
             return Fix.failed(str(exc))
-        shrink = -(-max(img.shape[:2]) // int(self.cfg["max_frame_side_px"]))
-        if shrink > 1:
-            # every stage works far coarser than a big frame's pixels: area-average it once (an integer
-            # factor: OpenCV's fast path) and scale the camera with it, instead of resampling it per stage
-            t = _time.perf_counter()
-            img = cv2.resize(img, None, fx=1.0 / shrink, fy=1.0 / shrink, interpolation=cv2.INTER_AREA)
-            camera = camera.scaled(img.shape[1], img.shape[0])
+        t = _time.perf_counter()
+        img, camera, shrunk = self._fit_frame(img, camera)
+        if shrunk:
             stages["shrink_ms"] = (_time.perf_counter() - t) * 1e3
         grey = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-        t = _time.perf_counter()
-        x = preprocess(img, self.encoder.input_px)
-        stages["preprocess_ms"] = (_time.perf_counter() - t) * 1e3
-        t = _time.perf_counter()
-        desc = self.encoder.encode_input(x)
-        stages["encode_ms"] = (_time.perf_counter() - t) * 1e3
-        t = _time.perf_counter()
-        cands = self.candidates(desc, self.cfg["top_k"])
-        stages["search_ms"] = (_time.perf_counter() - t) * 1e3
+        blank = float(grey.std()) < BLANK_STD
+        retrieval = _Retrieval(self, img, stages)
+        verifying = self.verifier is not None and self.cfg["verify_k"] > 0 and not blank
+        # lazy: the encoder runs only when the vote's places leave the answer open (the same fixes; a frame
+        # whose vote place verifies clearly skips its preprocess, encode and search)
+        lazy = verifying and self.cfg["lazy_encoder"] and self.voter is not None
+        cands = [] if lazy else retrieval()
         fix = Fix(candidates=cands, encoder_candidates=cands)
-        if float(grey.std()) < BLANK_STD:
+        if blank:
             fix.reason = "blank frame"
-        elif self.verifier is not None and self.cfg["verify_k"] > 0:
+        elif verifying:
             deadline = t0 + self.cfg["deadline_ms"] / 1e3
             # cloud: a frame with broken cloud is looked at with its cloud-like pixels filled from the
             # clear ground around them (features.fill_clouds) first, then as it is (snow, ice and pale
@@ -249,7 +300,8 @@ class Localizer:
                 looks.append(Look("undespeckled", raw, plain_ver, None))
             first = looks[0]
             fix.candidates, v, feats0 = self._look(first.image, first.verifier, first.drop, camera, attitude,
-                                                   deadline, cands, stages)
+                                                   deadline, cands, stages, retrieval=retrieval if lazy else None)
+            cands = fix.encoder_candidates = retrieval.candidates or []
             look = 0
             # a later look costs about the first's features and vote plus one verified place
             later_ms = stages["features_ms"] + stages.get("vote_ms", 0.0) + SECOND_LOOK_EXTRA_MS

@@ -202,6 +202,8 @@ class Verification:
     groups_evaluated: int = 0
     slowest_place_s: float = 0.0        # the longest a candidate place took (for a later look's deadline)
     guided: bool = False                # the pose came from matching again where a first pose put the keypoints
+    clear: bool = False                 # the pose ended the search (``VerifyConfig.early_*``): no later place could
+                                        # outrank it
     evidence: dict = field(default_factory=dict)
     stages_ms: dict = field(default_factory=dict)
     reason: str = ""
@@ -236,7 +238,7 @@ class Verifier:
 
     # ---- main entry --------------------------------------------------------------------------------
     def verify(self, frame_features: Features, camera: Camera, candidates, attitude=None,
-               deadline: float | None = None, place_s: float = 0.0) -> Verification:
+               deadline: float | None = None, place_s: float = 0.0, more=None) -> Verification:
         """Verify candidates in rank order; return the best hypothesis.
 
         ``candidates``: objects with ``lat``, ``lon`` (and optionally ``radius_km``) or tuples
@@ -244,6 +246,11 @@ class Verifier:
         3x3 matrix, or None. ``deadline``: a ``time.perf_counter()`` value; a group (a candidate place) is
         started only when the slowest group so far would still end before it; the first always runs unless
         ``place_s`` (seconds a place took in an earlier look at the same frame) says it would not end in time.
+        ``more`` (optional callable): called once, when every given candidate has been verified without a
+        clear pose (``Verification.clear``), to return a longer candidate list whose first entries are
+        ``candidates``; the search goes on with its new places (deadline permitting). The places verified
+        and the answer are those of one call with the longer list (groups are formed in rank order, so the
+        longer list's first groups are these), but what ``more`` costs is spent only when it is needed.
         """
         cfg = self.cfg
         t0 = time.perf_counter()
@@ -270,9 +277,17 @@ class Verifier:
         wscale = self.work_scale((camera.height, camera.width))
         groups = self._groups(candidates, camera)
         results = []
-        hit_deadline = False
+        hit_deadline = clear = False
         slowest_s = float(place_s)
-        for gi, g in enumerate(groups):
+        gi = 0
+        while True:
+            if gi == len(groups):
+                if more is None:
+                    break
+                candidates, more = more(), None   # the longer list: its first groups are the ones done
+                groups = self._groups(candidates, camera)
+                continue
+            g = groups[gi]
             t_group = time.perf_counter()
             # a group runs to its end: admit it only if one as slow as the slowest so far still fits
             if deadline is not None and (gi > 0 or slowest_s > 0) and t_group + slowest_s > deadline:
@@ -283,8 +298,10 @@ class Verifier:
             slowest_s = max(slowest_s, time.perf_counter() - t_group)
             h.group = gi
             results.append(h)
+            gi += 1
             if h.ok and (h.inliers >= cfg.early_inliers and h.spread >= cfg.early_spread
                          and h.reproj_rms_px * wscale <= cfg.early_rms_work_px):
+                clear = True
                 break
         if results:
             # a guided pose (a rescue) never outranks a pose the place's own matches hold
@@ -295,6 +312,7 @@ class Verifier:
             if best.ok:
                 best.candidate = self._nearest_candidate(candidates, groups[best.group], best.lat, best.lon)
         best.slowest_place_s = slowest_s
+        best.clear = clear
         best.evidence = self._evidence(best)
         # the same RMS in working pixels: comparable across frame sizes (for the confidence model)
         best.evidence["reproj_rms_work_px"] = float(best.reproj_rms_px) * wscale
