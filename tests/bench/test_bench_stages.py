@@ -206,3 +206,15 @@ def test_fuse(benchmark, one_thread):
 def test_end_to_end(benchmark, frame, camera, localizer):
     fix = benchmark(localizer.locate, frame, camera)
     assert fix.error is None and fix.stages_ms.get("total_ms", 0) > 0
+
+
+def test_end_to_end_encoder_first(benchmark, frame, camera, localizer):
+    """The same frame with the encoder made before the vote (``lazy_encoder: false``, the pipeline until
+    session 33): the ratio to ``test_end_to_end`` is what the lazy encoder saves on a frame whose vote place
+    verifies clearly."""
+    from earthfix.onboard.localizer import Localizer
+    eager = Localizer(localizer.bundle, localizer.encoder, dict(localizer.cfg, lazy_encoder=False), localizer.confidence)
+    fix = benchmark(eager.locate, frame, camera)
+    assert fix.error is None and "encode_ms" in fix.stages_ms
+    lazy = localizer.locate(frame, camera)
+    assert (lazy.fix, lazy.lat, lazy.lon) == (fix.fix, fix.lat, fix.lon)
