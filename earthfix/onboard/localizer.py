@@ -215,11 +215,13 @@ class Localizer:
                 return self._places(merged, verifier)
         else:
             merged = (voted + list(retrieval() if retrieval is not None else cands))[:top_k]
-        t, spent_s = _time.perf_counter(), 0.0 if retrieval is None else retrieval.seconds
+        enc_s = retrieval.seconds if retrieval is not None else 0.0
+        t = _time.perf_counter()
         v = verifier.verify(feats, camera, self._places(merged, verifier), attitude=attitude, deadline=deadline,
                             place_s=place_s, more=more)
-        spent_s = 0.0 if retrieval is None else retrieval.seconds - spent_s     # the encoder's, if it ran here
-        stages["verify_ms"] = (_time.perf_counter() - t - spent_s) * 1e3
+        # the encoder's time, when ``more`` made it, is its own stages' and not verification's
+        enc_s = (retrieval.seconds if retrieval is not None else 0.0) - enc_s
+        stages["verify_ms"] = (_time.perf_counter() - t - enc_s) * 1e3
         return merged, v, feats
 
     def _fit_frame(self, img: np.ndarray, camera: Camera):
