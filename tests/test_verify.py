@@ -401,6 +401,66 @@ def test_boresight_sigma_grows_when_inliers_bunch_in_a_corner():
     assert corner > 5 * spread
 
 
+def _tilted_view(n=10, bunch=(10, 246), tilt_deg=3.0, noise_px=0.4, seed=0):
+    """A 256 px camera 600 km above a place at 40 N, 20 E, tilted ``tilt_deg`` off nadir, and ``n`` ground
+    points (ENU km at the place) seen in ``bunch`` with pixel noise: (enu, uv, k, rvec, tvec, basis, origin)."""
+    cam = Camera.from_fov(256, 256, 80)
+    k = np.array([[cam.fx, 0, cam.cx], [0, cam.fy, cam.cy], [0, 0, 1]], np.float64)
+    basis = geodesy.enu_basis(40.0, 20.0)
+    origin = geodesy.geodetic_to_ecef(40.0, 20.0, 0.0)
+    tilt, _ = cv2.Rodrigues(np.array([np.radians(tilt_deg), 0.0, 0.0]))
+    r = tilt @ np.array([[1.0, 0, 0], [0, -1.0, 0], [0, 0, -1.0]])          # ENU -> camera
+    c_enu = np.array([5.0, -3.0, 600.0])
+    rng = np.random.default_rng(seed)
+    uv = rng.uniform(bunch[0], bunch[1], (n, 2))
+    rays = np.linalg.solve(k, np.c_[uv, np.ones(n)].T).T @ r
+    enu = c_enu + rays * (-c_enu[2] / rays[:, 2:3])
+    rvec, _ = cv2.Rodrigues(r)
+    tvec = (-r @ c_enu).reshape(3, 1)
+    return enu, uv + rng.normal(0, noise_px, uv.shape), k, rvec, tvec, basis, origin
+
+
+def test_the_tilt_priors_analytic_jacobian_is_its_residuals_derivative():
+    from earthfix.onboard.verify import _tilt_prior_residuals
+    enu, uv, k, rvec, tvec, basis, origin = _tilted_view()
+    resid = _tilt_prior_residuals(enu, uv, k, basis, origin, 0.5, 5.0)
+    p = np.r_[rvec.ravel(), tvec.ravel()] + np.r_[0.01, -0.02, 0.015, 2.0, -1.0, 3.0]
+    r, jac = resid(p, True)
+    assert np.array_equal(r, resid(p))
+    num = np.empty_like(jac)
+    for j, h in enumerate([1e-7] * 3 + [1e-4] * 3):           # central differences
+        q1, q0 = p.copy(), p.copy()
+        q1[j] += h
+        q0[j] -= h
+        num[:, j] = (resid(q1) - resid(q0)) / (2 * h)
+    scale = np.abs(num).max(axis=0)
+    assert np.all(np.abs(jac - num).max(axis=0) <= 1e-4 * scale)
+    assert np.abs(jac[-3:]).max() > 0                             # the prior moves with the pose
+
+
+def test_the_tilt_prior_refit_reaches_the_finite_difference_fits_pose():
+    from earthfix.onboard.verify import _refine_with_tilt_prior, _tilt_prior_residuals
+    for seed, bunch in [(0, (10, 246)), (1, (150, 246)), (2, (200, 246))]:   # spread, then bunched
+        enu, uv, k, rvec, tvec, basis, origin = _tilted_view(bunch=bunch, seed=seed)
+        resid = _tilt_prior_residuals(enu, uv, k, basis, origin, 0.5, 5.0)
+        start = np.r_[rvec.ravel(), tvec.ravel()] + np.r_[0.003, -0.002, 0.001, 1.0, -0.5, 2.0]
+        rv, tv = _refine_with_tilt_prior(enu, uv, k, start[:3].reshape(3, 1), start[3:].reshape(3, 1),
+                                         basis, origin, 0.5, 5.0, iters=50)
+        got = np.r_[rv.ravel(), tv.ravel()]
+        # the reference: Gauss-Newton with forward differences, the refit's method until session 34
+        p = start.copy()
+        for _ in range(50):
+            r = resid(p)
+            jac = np.stack([(resid(p + np.eye(6)[j] * h) - r) / h
+                            for j, h in enumerate([1e-6] * 3 + [1e-4] * 3)], axis=1)
+            p = p - np.linalg.lstsq(jac, r, rcond=None)[0]
+        cost = lambda q: float(resid(q) @ resid(q))
+        assert cost(got) <= cost(p) * (1 + 1e-6) + 1e-9
+        assert cost(got) < cost(start)
+        # the same pose: boresight ground point within metres
+        assert np.abs(got[3:] - p[3:]).max() < 0.05 and np.abs(got[:3] - p[:3]).max() < 1e-4
+
+
 def test_imprecise_pose_is_refused(store, basemap):
     cam = Camera.from_fov(256, 256, 80)
     lat, lon = 24.0, 12.0
