@@ -347,36 +347,40 @@ def test_a_clear_pose_ends_the_search_and_a_weaker_one_does_not(store, basemap):
     assert (w.lat, w.lon, w.inliers) == (v.lat, v.lon, v.inliers)
 
 
-def test_more_places_are_asked_for_only_when_no_pose_is_clear(store, basemap):
-    """``verify(..., more=f)``: ``f`` is called once, only when the given places end without a clear pose,
-    and the search then goes on over its longer list exactly as one call with that list would."""
+def test_a_search_resumed_with_more_places_answers_as_one_search_with_them_all(store, basemap):
+    """``resume(v, longer)`` verifies only the places ``v`` had not: its answer (pose, evidence, the candidate
+    it names) is that of one ``verify`` with the longer list; a search a clear pose or the deadline ended is
+    not resumable and ``resume`` returns it as it was."""
+    import time
     from dataclasses import replace
     cam = Camera.from_fov(256, 256, 80)
     lat, lon = 26.0, 20.0
     img = appearance(frame(basemap, cam, lat, lon, 600.0, 300.0), seed=5).astype(np.float32)
     hazy = np.clip(0.14 * img + 0.86 * 170.0, 0, 255).astype(np.uint8)
     far = [geodesy.destination(lat, lon, az, 2500.0) for az in (0.0, 120.0, 240.0)]
-    calls = []
-
-    def more(first):
-        def f():
-            calls.append(1)
-            return first + far
-        return f
-
     ver = Verifier(store, VerifyConfig())
     f = ver.extract(hazy)
-    v = ver.verify(f, cam, [(lat, lon)], more=more([(lat, lon)]))
-    assert v.ok and v.clear and v.groups_evaluated == 1 and not calls          # a clear pose: never asked
+    v = ver.verify(f, cam, [(lat, lon)])
+    assert v.ok and v.clear and not v.resumable and ver.resume(v, [(lat, lon)] + far) is v
     open_ = Verifier(store, replace(VerifyConfig(), early_inliers=10 ** 6))     # nothing is ever clear
-    for first in ([], [(lat, lon)], [(lat, lon), far[0]]):
-        calls.clear()
-        w = open_.verify(f, cam, first, more=more(first))
+    key = lambda w: (w.ok, w.lat, w.lon, w.inliers, w.second_inliers, w.groups_evaluated, w.candidate,
+                     w.evidence["groups_total"], w.evidence["inlier_margin"])
+    verified = []
+    slow = open_._verify_group
+    open_._verify_group = lambda *a, **k: (verified.append(a[3].lat), slow(*a, **k))[1]
+    # (places given first, places resume verifies, groups in all): a repeated place is one group
+    for first, new, total in (([], 3, 3), ([far[1]], 2, 3), ([(lat, lon)], 3, 4), ([(lat, lon), far[0]], 2, 4)):
+        w = open_.verify(f, cam, first)
+        assert w.resumable and not w.clear
+        verified.clear()
+        r = open_.resume(w, first + far)
+        assert len(verified) == new
         one = open_.verify(f, cam, first + far)
-        assert len(calls) == 1 and not w.clear
-        assert (w.ok, w.lat, w.lon, w.inliers, w.second_inliers, w.groups_evaluated, w.candidate) == \
-            (one.ok, one.lat, one.lon, one.inliers, one.second_inliers, one.groups_evaluated, one.candidate)
-        assert w.groups_evaluated == (4 if first else 3)      # a repeated place is one group
+        assert key(r) == key(one) and r.groups_evaluated == total
+        assert r.ok == ((lat, lon) in first)                   # the far places hold no pose
+    # the deadline ends a search for good
+    gone = open_.verify(f, cam, [(lat, lon)] + far, deadline=time.perf_counter() - 1.0, place_s=0.01)
+    assert gone.evidence["deadline_hit"] and not gone.resumable
 
 
 def test_boresight_sigma_grows_when_inliers_bunch_in_a_corner():

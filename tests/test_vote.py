@@ -176,12 +176,13 @@ class _FarEncoder:
         return np.zeros(8, np.float32)
 
 
-def _far_bundle(setup, keyindex=True):
-    lat = np.array([-30.0, 60.0, 45.0])
-    lon = np.array([140.0, 100.0, -100.0])
+def _far_bundle(setup, keyindex=True, places=((-30.0, 140.0), (60.0, 100.0), (45.0, -100.0))):
+    """A bundle stub whose encoder retrieval always offers ``places`` (far from the test frame's truth)."""
+    lat, lon = np.array(places, np.float64).T
+    n = len(places)
     return SimpleNamespace(keystore=setup.store, keyindex=setup.index if keyindex else None, lat=lat, lon=lon,
-                           scale=np.zeros(3, np.int64), scales_km=(400.0,),
-                           search=lambda desc, k: (np.arange(3)[:k], np.array([0.9, 0.8, 0.7])[:k]))
+                           scale=np.zeros(n, np.int64), scales_km=(400.0,),
+                           search=lambda desc, k: (np.arange(n)[:k], np.linspace(0.9, 0.7, n)[:k]))
 
 
 @pytest.mark.parametrize("vote", [True, False])
@@ -190,9 +191,9 @@ def test_localizer_retrieves_by_voting_too(setup, basemap, cam256, vote):
     from earthfix.onboard.confidence import ConfidenceModel
     from earthfix.onboard.config import load_config
     from earthfix.onboard.localizer import Localizer
-    # the encoder made first (lazy_encoder off): its places are merged behind the vote's
+    # the encoder made first (encoder_places: first): its places are merged behind the vote's
     loc = Localizer(_far_bundle(setup), _FarEncoder(), load_config(None, {"vote": vote, "vote_min_votes": 4, "vote_ef": 40,
-                                                                          "lazy_encoder": False}),
+                                                                          "encoder_places": "first"}),
                     ConfidenceModel.load(None))
     img, tr = scenario.single_frame(basemap, cam256, 26.0, 12.0, 550.0, 200.0)
     fix = loc.locate(img, cam256)
@@ -223,7 +224,7 @@ class _CountingEncoder(_FarEncoder):
 
 @pytest.mark.parametrize("clear", [True, False])
 def test_the_encoder_runs_only_when_the_vote_leaves_the_answer_open(setup, basemap, cam256, clear):
-    """lazy_encoder: a vote place that verifies clearly ends the frame without the encoder, with the fix the
+    """encoder_places lazy: a vote place that verifies clearly ends the frame without the encoder, with the fix the
     encoder-first pipeline gives; when no pose is clear (the early-stop bar out of reach) the encoder runs
     after the vote's places and everything, candidates included, is as with it first."""
     from earthfix.onboard.confidence import ConfidenceModel
@@ -234,7 +235,8 @@ def test_the_encoder_runs_only_when_the_vote_leaves_the_answer_open(setup, basem
     fixes, encoders = {}, {}
     for lazy in (True, False):
         enc = encoders[lazy] = _CountingEncoder()
-        loc = Localizer(_far_bundle(setup), enc, load_config(None, dict(base, lazy_encoder=lazy)), ConfidenceModel.load(None))
+        loc = Localizer(_far_bundle(setup), enc, load_config(None, dict(base, encoder_places="lazy" if lazy else "first")),
+                        ConfidenceModel.load(None))
         fixes[lazy] = loc.locate(img, cam256)
     lz, eager = fixes[True], fixes[False]
     far = [(-30.0, 140.0), (60.0, 100.0), (45.0, -100.0)]
@@ -252,3 +254,39 @@ def test_the_encoder_runs_only_when_the_vote_leaves_the_answer_open(setup, basem
         assert lz.candidates == eager.candidates and [(c.lat, c.lon) for c in lz.encoder_candidates] == far
         assert lz.evidence["groups_evaluated"] == eager.evidence["groups_evaluated"] == 4   # the vote's + 3 far
         assert lz.evidence["second_inliers"] == eager.evidence["second_inliers"]
+
+
+def test_the_encoders_places_come_last_when_every_looks_own_places_fail(setup, basemap, cam256):
+    """encoder_places last (the default): a vote place that holds a pose, clear or not, ends the frame with no
+    encoder call; when the vote offers nothing the encoder runs once, after the looks, and its place is
+    verified with the first look's features; with no time left for it, it does not run."""
+    from earthfix.onboard.confidence import ConfidenceModel
+    from earthfix.onboard.config import load_config
+    from earthfix.onboard.localizer import Localizer
+    img, tr = scenario.single_frame(basemap, cam256, 26.0, 12.0, 550.0, 200.0)
+    assert load_config(None)["encoder_places"] == "last"
+
+    def run(bundle, no_vote=False, **cfg):
+        enc = _CountingEncoder()
+        loc = Localizer(bundle, enc, load_config(None, dict({"deadline_ms": 10000}, **cfg)), ConfidenceModel.load(None))
+        if no_vote:                  # the vote finds no place (as on a frame whose keypoints it cannot match)
+            loc.voter.candidates = lambda *a, **k: []
+        return loc.locate(img, cam256), enc.calls
+
+    # a vote place that verifies, not clearly (the early-stop bar out of reach): lazy would run the encoder
+    open_ = {"vote_min_votes": 4, "verify": {"early_inliers": 10 ** 6}}
+    fix, calls = run(_far_bundle(setup), **open_)
+    lazy, lazy_calls = run(_far_bundle(setup), encoder_places="lazy", **open_)
+    assert fix.fix and calls == 0 and "encode_ms" not in fix.stages_ms and fix.encoder_candidates == []
+    assert lazy_calls == 1 and (fix.lat, fix.lon, fix.inliers) == (lazy.lat, lazy.lon, lazy.inliers)
+    assert fix.candidates and all(c.source == "vote" for c in fix.candidates)
+    # the vote offers nothing; the encoder's second view is the true place
+    near = _far_bundle(setup, places=((-30.0, 140.0), (26.0, 12.0), (45.0, -100.0)))
+    fix, calls = run(near, no_vote=True)
+    assert calls == 1 and fix.fix and fix.evidence["source"] == "encoder" and fix.evidence["look"] == "plain"
+    assert geodesy.great_circle_km(fix.lat, fix.lon, tr["bore_lat"], tr["bore_lon"]) < 5.0
+    assert [(c.lat, c.lon) for c in fix.candidates] == [(-30.0, 140.0), (26.0, 12.0), (45.0, -100.0)]
+    assert "encode_ms" in fix.stages_ms and "encoder_places_ms" in fix.stages_ms
+    # no time left after the looks: the encoder is not made, and nothing is fixed
+    fix, calls = run(near, no_vote=True, deadline_ms=1)
+    assert calls == 0 and not fix.fix and "encode_ms" not in fix.stages_ms

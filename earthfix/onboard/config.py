@@ -22,7 +22,7 @@ DEFAULTS = {
     "vote_k": 3,
     "vote_min_votes": VoteConfig.min_votes,   # the voter's own defaults, written once (vote.VoteConfig)
     "vote_ef": VoteConfig.ef,
-    "lazy_encoder": True,
+    "encoder_places": "last",
     "cloud_fill": True,
     "despeckle": True,
     "max_frame_side_px": 1024,
@@ -30,6 +30,9 @@ DEFAULTS = {
     "verify": {},
     "confidence": {},
 }
+
+
+ENCODER_PLACES = ("last", "lazy", "first")   # when the encoder's places are verified (localizer docstring)
 
 
 class ConfigError(ValueError):
@@ -110,7 +113,10 @@ def validate(cfg: dict) -> dict:
     _check("vote_min_votes", out["vote_min_votes"], int, 1, 100)
     _check("vote_ef", out["vote_ef"], int, 2, 1024)
     _check("max_frame_side_px", out["max_frame_side_px"], int, 64, 16384)
-    for k in ("vote", "lazy_encoder", "cloud_fill", "despeckle", "fine_store"):
+    if out["encoder_places"] not in ENCODER_PLACES:
+        raise ConfigError(f"config: 'encoder_places' must be one of {', '.join(ENCODER_PLACES)}, "
+                          f"got {_r(out['encoder_places'])}")
+    for k in ("vote", "cloud_fill", "despeckle", "fine_store"):
         if not isinstance(out[k], bool):
             raise ConfigError(f"config: '{k}' must be true or false, got {_r(out[k])}")
     for k in ("verify", "confidence"):

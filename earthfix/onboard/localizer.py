@@ -6,10 +6,13 @@ over place and yaw; config ``vote``) and the INT8 global encoder's HNSW top-k. T
 first (its first place is right 2-4x as often as the encoder's, and verifying it stops early), then the
 encoder's, cut to ``top_k`` (``fix.candidates``; the encoder's own list is ``fix.encoder_candidates``).
 Verification then takes the first ``verify_k`` in order, until an early stop or the deadline. Without a
-key index (or with ``vote: false``) the list is the encoder's alone. The encoder runs only when it is
-needed (config ``lazy_encoder``): when a vote place verifies clearly (the early stop) before any of the
-encoder's places would be verified, the frame ends without it and its ``candidates`` are the vote's places;
-otherwise it runs after the vote's places, which gives the places and answer of running it first.
+key index (or with ``vote: false``) the list is the encoder's alone. When the encoder's places are verified
+is config ``encoder_places``: ``last`` (default) after every look's own vote places have failed, with the
+first look's features, if time is left (in 2,200 release frames the encoder's places gave no fix the
+vote's did not, and a frame that needs a second look needs its time more); ``lazy`` in the first look,
+after its vote's places and only when those end without a clear pose; ``first`` the same order with the
+encoder made before the vote. A frame that ends on a vote place reports the vote's places as its
+``candidates``.
 
 Cloud (config ``cloud_fill``): a frame with 20-80 % cloud-like pixels (``features.cloud_mask``: by colour, or
 by brightness alone on a panchromatic frame) is first looked at with its
@@ -62,6 +65,7 @@ FILL_SHARE = (0.2, 0.85)   # cloud-like share of a frame for which the cloud-fil
                            # session 29: 0.85 fixed cloudy frames at 81-82 % once a pose that one match moves
                            # > 50 km is refused (verify.max_lever_km; docs/VERIFICATION.md)
 SECOND_LOOK_EXTRA_MS = 8.0 # a second look costs the first's features and vote plus ~one verified place
+ENCODER_MS = 5.0           # preprocess + encode + search, one thread (p50 ~4 ms, p99 ~6 ms: eval reports)
 CUMULUS_CELL_KM = 6.0      # ground size of the erosion that takes small cloud cells out (despeckle_clouds)
 DESPECKLE_KM_PER_PX = 1.2  # about the finest sample despeckling runs at (finer frames are shrunk for it)
 
@@ -195,8 +199,8 @@ class Localizer:
         ``cands``) -> verification. Returns (candidate list, Verification, Features); stage times go into ``stages``.
 
         With ``retrieval`` (a ``_Retrieval`` not yet run) the encoder's candidates are that retrieval's, made
-        only if the vote's places end without a clear pose (``Verifier.verify``'s ``more``): the places
-        verified and the answer are the same as with them made first."""
+        only if the vote's places end without a clear pose (``encoder_places: lazy``): the places verified
+        and the answer are the same as with them made first."""
         t = _time.perf_counter()
         feats = verifier.extract(img, drop=drop)
         stages["features_ms"] = (_time.perf_counter() - t) * 1e3
@@ -206,23 +210,31 @@ class Localizer:
             votes = self.voter.candidates(feats, camera, max_candidates=self.cfg["vote_k"])
             stages["vote_ms"] = (_time.perf_counter() - t) * 1e3
             voted = [Candidate(c.lat, c.lon, float(c.votes), source="vote", radius_km=c.radius_km) for c in votes]
-        top_k, more = self.cfg["top_k"], None
-        if retrieval is not None and voted:
-            merged = voted[:top_k]
-
-            def more():
-                merged[:] = (voted + retrieval())[:top_k]
-                return self._places(merged, verifier)
-        else:
-            merged = (voted + list(retrieval() if retrieval is not None else cands))[:top_k]
-        enc_s = retrieval.seconds if retrieval is not None else 0.0
+        lazy = retrieval is not None and bool(voted)
+        if retrieval is not None and not voted:
+            cands = retrieval()
+        merged = (voted + ([] if lazy else list(cands)))[: self.cfg["top_k"]]
         t = _time.perf_counter()
         v = verifier.verify(feats, camera, self._places(merged, verifier), attitude=attitude, deadline=deadline,
-                            place_s=place_s, more=more)
-        # the encoder's time, when ``more`` made it, is its own stages' and not verification's
-        enc_s = (retrieval.seconds if retrieval is not None else 0.0) - enc_s
-        stages["verify_ms"] = (_time.perf_counter() - t - enc_s) * 1e3
+                            place_s=place_s)
+        stages["verify_ms"] = (_time.perf_counter() - t) * 1e3
+        if lazy:
+            merged, v = self._encoder_places(verifier, v, merged, retrieval, deadline, stages, "verify_ms")
         return merged, v, feats
+
+    def _encoder_places(self, verifier, v, merged, retrieval, deadline, stages, stage):
+        """``v`` (a verification of the places ``merged``) resumed over the encoder's top-k behind them,
+        when it is resumable: (candidate list, Verification). The encoder's time goes into its own stages,
+        the places' into ``stages[stage]``."""
+        if not v.resumable:
+            return merged, v
+        enc_s = retrieval.seconds
+        t = _time.perf_counter()
+        merged = (merged + retrieval())[: self.cfg["top_k"]]
+        v = verifier.resume(v, self._places(merged, verifier), deadline)
+        enc_s = retrieval.seconds - enc_s
+        stages[stage] = stages.get(stage, 0.0) + (_time.perf_counter() - t - enc_s) * 1e3
+        return merged, v
 
     def _fit_frame(self, img: np.ndarray, camera: Camera):
         """(image, camera, shrunk): frames larger than ``max_frame_side_px`` area-averaged once by an integer
@@ -237,7 +249,8 @@ class Localizer:
 
     def encoder_candidates(self, frame, camera: Camera) -> list[Candidate]:
         """The encoder's own top-k for ``frame``, as ``locate`` makes it (``fix.encoder_candidates``), for
-        evaluation: ``locate`` skips it when the vote's place verifies clearly (config ``lazy_encoder``)."""
+        evaluation: ``locate`` makes it only when the vote's places leave the answer open (config
+        ``encoder_places``)."""
         img = normalise_frame(frame)
         check_size(img, camera.width, camera.height)
         return _Retrieval(self, self._fit_frame(img, camera)[0], {})()
@@ -259,10 +272,10 @@ class Localizer:
         blank = float(grey.std()) < BLANK_STD
         retrieval = _Retrieval(self, img, stages)
         verifying = self.verifier is not None and self.cfg["verify_k"] > 0 and not blank
-        # lazy: the encoder runs only when the vote's places leave the answer open (the same fixes; a frame
-        # whose vote place verifies clearly skips its preprocess, encode and search)
-        lazy = verifying and self.cfg["lazy_encoder"] and self.voter is not None
-        cands = [] if lazy else retrieval()
+        # the encoder runs only when its places are to be verified: "lazy" when the first look's vote
+        # places leave the answer open, "last" when every look's have (docs/VERIFICATION.md)
+        order = self.cfg["encoder_places"] if verifying and self.voter is not None else "first"
+        cands = [] if order != "first" else retrieval()
         fix = Fix(candidates=cands, encoder_candidates=cands)
         if blank:
             fix.reason = "blank frame"
@@ -302,7 +315,9 @@ class Localizer:
                 looks.append(Look("undespeckled", raw, plain_ver, None))
             first = looks[0]
             fix.candidates, v, feats0 = self._look(first.image, first.verifier, first.drop, camera, attitude,
-                                                   deadline, cands, stages, retrieval=retrieval if lazy else None)
+                                                   deadline, cands, stages,
+                                                   retrieval=retrieval if order == "lazy" else None)
+            v_first = v
             cands = fix.encoder_candidates = retrieval.candidates or []
             look = 0
             # a later look costs about the first's features and vote plus one verified place
@@ -324,6 +339,14 @@ class Localizer:
                 if v2.ok:
                     fix.candidates, v, look = (cands2 + cands)[: self.cfg["top_k"]], v2, hit
                 stages["second_look_ms" if i == 1 else "third_look_ms"] = (_time.perf_counter() - t) * 1e3
+            if (order == "last" and not v.ok and v_first.resumable
+                    and _time.perf_counter() + ENCODER_MS / 1e3 + v_first.slowest_place_s < deadline):
+                # every look's own places failed: the encoder's, with the first look's features (the first
+                # look's search goes on, so the answer is the best of its places and these)
+                fix.candidates, v = self._encoder_places(first.verifier, v_first, fix.candidates, retrieval,
+                                                         deadline, stages, "encoder_places_ms")
+                look = 0
+                fix.encoder_candidates = retrieval.candidates or []
             fix.inliers = int(v.inliers)
             fix.confidence = self.confidence(v.evidence) if v.ok else 0.0
             fix.reason = v.reason

@@ -20,6 +20,7 @@ frame's pixels, so one configuration serves 256 and 1024 px frames alike.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -207,6 +208,27 @@ class Verification:
     evidence: dict = field(default_factory=dict)
     stages_ms: dict = field(default_factory=dict)
     reason: str = ""
+    search: "_Search | None" = field(default=None, repr=False, compare=False)   # what ``Verifier.resume``
+                                        # continues; None once a clear pose or the deadline ended the search
+
+    @property
+    def resumable(self) -> bool:
+        """Every place given was verified and none gave a clear pose: more places may still be tried."""
+        return self.search is not None
+
+
+@dataclass
+class _Search:
+    """A verification in progress over one frame's features: the places verified so far (one result per
+    group, in rank order) and the slowest of them (the deadline's bar)."""
+    f: Features
+    qdesc: np.ndarray
+    camera: Camera
+    r_att: np.ndarray | None
+    wscale: float
+    use_orient: bool
+    slowest_s: float = 0.0
+    results: list = field(default_factory=list)
 
 
 @dataclass
@@ -238,7 +260,7 @@ class Verifier:
 
     # ---- main entry --------------------------------------------------------------------------------
     def verify(self, frame_features: Features, camera: Camera, candidates, attitude=None,
-               deadline: float | None = None, place_s: float = 0.0, more=None) -> Verification:
+               deadline: float | None = None, place_s: float = 0.0) -> Verification:
         """Verify candidates in rank order; return the best hypothesis.
 
         ``candidates``: objects with ``lat``, ``lon`` (and optionally ``radius_km``) or tuples
@@ -246,15 +268,11 @@ class Verifier:
         3x3 matrix, or None. ``deadline``: a ``time.perf_counter()`` value; a group (a candidate place) is
         started only when the slowest group so far would still end before it; the first always runs unless
         ``place_s`` (seconds a place took in an earlier look at the same frame) says it would not end in time.
-        ``more`` (optional callable): called once, when every given candidate has been verified without a
-        clear pose (``Verification.clear``), to return a longer candidate list whose first entries are
-        ``candidates``; the search goes on with its new places (deadline permitting). The places verified
-        and the answer are those of one call with the longer list (groups are formed in rank order, so the
-        longer list's first groups are these), but what ``more`` costs is spent only when it is needed.
+        When every place was verified without a clear pose (``Verification.resumable``), ``resume`` goes on
+        with more places.
         """
         cfg = self.cfg
         t0 = time.perf_counter()
-        stages = {"match_ms": 0.0, "fit_ms": 0.0, "fetch_ms": 0.0}
         f = frame_features
         if not isinstance(f, Features):
             xy, desc, size = f[:3]
@@ -268,54 +286,62 @@ class Verifier:
         if attitude is not None:
             a = np.asarray(attitude, dtype=np.float64)
             r_att = geodesy.matrix_from_quat(a) if a.shape == (4,) else a.reshape(3, 3)
-        best = Verification(reason="no candidates")
         if len(f) < cfg.min_matches:
-            best.reason = f"too few frame keypoints ({len(f)})"
+            best = Verification(reason=f"too few frame keypoints ({len(f)})")
             best.stages_ms = {"total_ms": (time.perf_counter() - t0) * 1e3}
             return best
-        qdesc = self.store.project(f.desc)
-        wscale = self.work_scale((camera.height, camera.width))
-        groups = self._groups(candidates, camera)
-        results = []
+        search = _Search(f, self.store.project(f.desc), camera, r_att, self.work_scale((camera.height, camera.width)),
+                         use_orient, slowest_s=float(place_s))
+        return self._search(search, candidates, deadline, t0)
+
+    def resume(self, v: Verification, candidates, deadline: float | None = None) -> Verification:
+        """``v``'s search (from ``verify`` or ``resume`` with these features) continued over ``candidates``,
+        a longer list whose first entries are the ones ``v`` verified: groups are formed in rank order, so
+        the earlier groups are those already done and only the new ones are verified. The answer is that of
+        one ``verify`` with the longer list, but what the new places cost is spent only when needed. ``v``
+        itself when it is not ``resumable`` (a clear pose or the deadline ended it)."""
+        if not v.resumable:
+            return v
+        return self._search(v.search, candidates, deadline, time.perf_counter())
+
+    def _search(self, s: "_Search", candidates, deadline, t0) -> Verification:
+        """Verify the groups of ``candidates`` from the first ``s`` has not done; the best of all of ``s``."""
+        cfg = self.cfg
+        stages = {"match_ms": 0.0, "fit_ms": 0.0, "fetch_ms": 0.0}
+        groups = self._groups(candidates, s.camera)
         hit_deadline = clear = False
-        slowest_s = float(place_s)
-        gi = 0
-        while True:
-            if gi == len(groups):
-                if more is None:
-                    break
-                candidates, more = more(), None   # the longer list: its first groups are the ones done
-                groups = self._groups(candidates, camera)
-                continue
+        gi = len(s.results)
+        while gi < len(groups):
             g = groups[gi]
             t_group = time.perf_counter()
             # a group runs to its end: admit it only if one as slow as the slowest so far still fits
-            if deadline is not None and (gi > 0 or slowest_s > 0) and t_group + slowest_s > deadline:
-                best.reason = "deadline"
+            if deadline is not None and (gi > 0 or s.slowest_s > 0) and t_group + s.slowest_s > deadline:
                 hit_deadline = True
                 break
-            h = self._verify_group(f, qdesc, camera, g, r_att, wscale, use_orient, stages)
-            slowest_s = max(slowest_s, time.perf_counter() - t_group)
+            h = self._verify_group(s.f, s.qdesc, s.camera, g, s.r_att, s.wscale, s.use_orient, stages)
+            s.slowest_s = max(s.slowest_s, time.perf_counter() - t_group)
             h.group = gi
-            results.append(h)
+            s.results.append(h)
             gi += 1
             if h.ok and (h.inliers >= cfg.early_inliers and h.spread >= cfg.early_spread
-                         and h.reproj_rms_px * wscale <= cfg.early_rms_work_px):
+                         and h.reproj_rms_px * s.wscale <= cfg.early_rms_work_px):
                 clear = True
                 break
-        if results:
+        best = Verification(reason="deadline" if hit_deadline else "no candidates")
+        if s.results:
             # a guided pose (a rescue) never outranks a pose the place's own matches hold
-            results.sort(key=lambda r: (r.ok, r.ok and not r.guided, r.inliers), reverse=True)
-            best = results[0]
-            best.second_inliers = max((r.inliers for r in results[1:]), default=0)
-            best.groups_evaluated = len(results)
+            top = max(s.results, key=lambda r: (r.ok, r.ok and not r.guided, r.inliers))
+            best = copy.copy(top)           # the search keeps its results unchanged for a later resume
+            best.second_inliers = max((r.inliers for r in s.results if r is not top), default=0)
+            best.groups_evaluated = len(s.results)
             if best.ok:
                 best.candidate = self._nearest_candidate(candidates, groups[best.group], best.lat, best.lon)
-        best.slowest_place_s = slowest_s
+        best.slowest_place_s = s.slowest_s
         best.clear = clear
+        best.search = s if not (clear or hit_deadline) else None
         best.evidence = self._evidence(best)
         # the same RMS in working pixels: comparable across frame sizes (for the confidence model)
-        best.evidence["reproj_rms_work_px"] = float(best.reproj_rms_px) * wscale
+        best.evidence["reproj_rms_work_px"] = float(best.reproj_rms_px) * s.wscale
         best.evidence["groups_total"] = len(groups)
         best.evidence["deadline_hit"] = hit_deadline
         stages["total_ms"] = (time.perf_counter() - t0) * 1e3

@@ -601,7 +601,7 @@ def evaluate_frame(loc, cam, img, truth: dict, sdef: ScenarioDef, baselines: Bas
     cl = [(c.lat, c.lon) for c in fix.candidates]                 # the retrieval: vote + encoder
     enc = fix.encoder_candidates
     if fix.error is None and "encode_ms" not in fix.stages_ms:
-        enc = loc.encoder_candidates(img, cam)    # skipped by a clear vote place (lazy_encoder): made here, untimed
+        enc = loc.encoder_candidates(img, cam)    # not needed by the flight path (encoder_places): made here, untimed
     el = [(c.lat, c.lon) for c in enc]                            # the encoder's own top-k
     err = position_error_km(fix.lat, fix.lon, truth) if fix.fix else None
     ev = fix.evidence or {}

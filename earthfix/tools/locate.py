@@ -4,7 +4,7 @@ stdout carries only JSON lines (CONVENTIONS 'locate contract'), one per input fr
 a frame that cannot be processed gets an ``error`` and the batch goes on. Progress and diagnostics go
 to stderr. ``candidates`` is the retrieval's list before verification, best first: keypoint-vote places
 (``score`` = votes, at least 2) then the encoder's reference views (``score`` = cosine similarity, at
-most 1; absent when a vote place verified clearly and the encoder was not needed: config ``lazy_encoder``);
+most 1; absent when a vote place gave the answer and the encoder was not needed: config ``encoder_places``);
 see ``earthfix.onboard.fix.Candidate``. Without ``--bundle`` the default bundle is used, and
 built first if it is not there yet.
 """

@@ -209,11 +209,11 @@ def test_end_to_end(benchmark, frame, camera, localizer):
 
 
 def test_end_to_end_encoder_first(benchmark, frame, camera, localizer):
-    """The same frame with the encoder made before the vote (``lazy_encoder: false``, the pipeline until
-    session 33): the ratio to ``test_end_to_end`` is what the lazy encoder saves on a frame whose vote place
-    verifies clearly."""
+    """The same frame with the encoder made before the vote (``encoder_places: first``, the pipeline until
+    session 33): the ratio to ``test_end_to_end`` is what deferring the encoder saves on a frame whose vote
+    place verifies."""
     from earthfix.onboard.localizer import Localizer
-    eager = Localizer(localizer.bundle, localizer.encoder, dict(localizer.cfg, lazy_encoder=False), localizer.confidence)
+    eager = Localizer(localizer.bundle, localizer.encoder, dict(localizer.cfg, encoder_places="first"), localizer.confidence)
     fix = benchmark(eager.locate, frame, camera)
     assert fix.error is None and "encode_ms" in fix.stages_ms
     lazy = localizer.locate(frame, camera)
