@@ -290,3 +290,28 @@ def test_the_encoders_places_come_last_when_every_looks_own_places_fail(setup, b
     # no time left after the looks: the encoder is not made, and nothing is fixed
     fix, calls = run(near, no_vote=True, deadline_ms=1)
     assert calls == 0 and not fix.fix and "encode_ms" not in fix.stages_ms
+
+
+def test_work_is_planned_to_end_inside_the_frames_budget(setup, basemap, cam256, monkeypatch):
+    """A place or a look runs to its end once started, so the Localizer admits work against a plan that ends
+    ``DEADLINE_MARGIN`` of ``deadline_ms`` before the budget does."""
+    import time
+    from earthfix.onboard import verify as verify_mod
+    from earthfix.onboard.confidence import ConfidenceModel
+    from earthfix.onboard.config import load_config
+    from earthfix.onboard.localizer import DEADLINE_MARGIN, Localizer
+    assert 0.0 < DEADLINE_MARGIN < 0.2
+    left = []
+    real = verify_mod.Verifier.verify
+
+    def spy(self, *a, deadline=None, **k):
+        left.append(deadline - time.perf_counter())
+        return real(self, *a, deadline=deadline, **k)
+
+    monkeypatch.setattr(verify_mod.Verifier, "verify", spy)
+    img, _ = scenario.single_frame(basemap, cam256, 26.0, 12.0, 550.0, 200.0)
+    loc = Localizer(_far_bundle(setup), _FarEncoder(), load_config(None, {"deadline_ms": 10000}), ConfidenceModel.load(None))
+    t0 = time.perf_counter()
+    loc.locate(img, cam256)
+    spent = time.perf_counter() - t0
+    assert left and all(10.0 * (1 - DEADLINE_MARGIN) - spent <= s <= 10.0 * (1 - DEADLINE_MARGIN) for s in left)
