@@ -378,6 +378,11 @@ def test_a_search_resumed_with_more_places_answers_as_one_search_with_them_all(s
         one = open_.verify(f, cam, first + far)
         assert key(r) == key(one) and r.groups_evaluated == total
         assert r.ok == ((lat, lon) in first)                   # the far places hold no pose
+    # a place as slow as one elsewhere (place_s) would not end before the deadline: no new place starts
+    w = open_.verify(f, cam, [(lat, lon)])
+    verified.clear()
+    r = open_.resume(w, [(lat, lon)] + far, deadline=time.perf_counter() + 0.03, place_s=0.05)
+    assert not verified and r.evidence["deadline_hit"] and r.groups_evaluated == 1
     # the deadline ends a search for good
     gone = open_.verify(f, cam, [(lat, lon)] + far, deadline=time.perf_counter() - 1.0, place_s=0.01)
     assert gone.evidence["deadline_hit"] and not gone.resumable

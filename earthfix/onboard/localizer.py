@@ -225,16 +225,16 @@ class Localizer:
             merged, v = self._encoder_places(verifier, v, merged, retrieval, deadline, stages, "verify_ms")
         return merged, v, feats
 
-    def _encoder_places(self, verifier, v, merged, retrieval, deadline, stages, stage):
+    def _encoder_places(self, verifier, v, merged, retrieval, deadline, stages, stage, place_s=0.0):
         """``v`` (a verification of the places ``merged``) resumed over the encoder's top-k behind them,
-        when it is resumable: (candidate list, Verification). The encoder's time goes into its own stages,
-        the places' into ``stages[stage]``."""
+        when it is resumable: (candidate list, Verification). ``place_s``: the slowest place of any look
+        (the deadline's bar). The encoder's time goes into its own stages, the places' into ``stages[stage]``."""
         if not v.resumable:
             return merged, v
         enc_s = retrieval.seconds
         t = _time.perf_counter()
         merged = (merged + retrieval())[: self.cfg["top_k"]]
-        v = verifier.resume(v, self._places(merged, verifier), deadline)
+        v = verifier.resume(v, self._places(merged, verifier), deadline, place_s)
         enc_s = retrieval.seconds - enc_s
         stages[stage] = stages.get(stage, 0.0) + (_time.perf_counter() - t - enc_s) * 1e3
         return merged, v
@@ -325,31 +325,34 @@ class Localizer:
             v_first = v
             cands = fix.encoder_candidates = retrieval.candidates or []
             look = 0
+            slowest_s = v.slowest_place_s           # the slowest place of any look: the deadline's bar
             # a later look costs about the first's features and vote plus one verified place
             later_ms = stages["features_ms"] + stages.get("vote_ms", 0.0) + SECOND_LOOK_EXTRA_MS
             for i, nxt in enumerate(looks[1:], 1):
                 if v.ok or _time.perf_counter() + later_ms / 1e3 >= deadline:
                     break
-                # only the places a later look's own vote finds are verified: the encoder's were just tried
+                # only the places a later look's own vote finds are verified (the first look's were just
+                # tried; the encoder's were tried with them or come last)
                 t = _time.perf_counter()
-                # the first look's slowest place sets the bar for this look's first one too
+                # the slowest place so far sets the bar for this look's first one too
                 cands2, v2, _ = self._look(nxt.image, nxt.verifier, nxt.drop, camera, attitude, deadline, [], {},
-                                           v.slowest_place_s)
+                                           slowest_s)
                 hit = i
                 if not v2.ok and first.name == "filled" and cands2:
                     # a place this look's vote found, seen through the cloud: the filled look's features
                     v2, hit = first.verifier.verify(feats0, camera, self._places(cands2, first.verifier),
                                                     attitude=attitude, deadline=deadline,
-                                                    place_s=v.slowest_place_s), 0
+                                                    place_s=slowest_s), 0
+                slowest_s = max(slowest_s, v2.slowest_place_s)
                 if v2.ok:
                     fix.candidates, v, look = (cands2 + cands)[: self.cfg["top_k"]], v2, hit
                 stages["second_look_ms" if i == 1 else "third_look_ms"] = (_time.perf_counter() - t) * 1e3
             if (order == "last" and not v.ok and v_first.resumable
-                    and _time.perf_counter() + ENCODER_MS / 1e3 + v_first.slowest_place_s < deadline):
+                    and _time.perf_counter() + ENCODER_MS / 1e3 + slowest_s < deadline):
                 # every look's own places failed: the encoder's, with the first look's features (the first
                 # look's search goes on, so the answer is the best of its places and these)
                 fix.candidates, v = self._encoder_places(first.verifier, v_first, fix.candidates, retrieval,
-                                                         deadline, stages, "encoder_places_ms")
+                                                         deadline, stages, "encoder_places_ms", slowest_s)
                 look = 0
                 fix.encoder_candidates = retrieval.candidates or []
             fix.inliers = int(v.inliers)

@@ -294,14 +294,17 @@ class Verifier:
                          use_orient, slowest_s=float(place_s))
         return self._search(search, candidates, deadline, t0)
 
-    def resume(self, v: Verification, candidates, deadline: float | None = None) -> Verification:
+    def resume(self, v: Verification, candidates, deadline: float | None = None,
+               place_s: float = 0.0) -> Verification:
         """``v``'s search (from ``verify`` or ``resume`` with these features) continued over ``candidates``,
         a longer list whose first entries are the ones ``v`` verified: groups are formed in rank order, so
         the earlier groups are those already done and only the new ones are verified. The answer is that of
-        one ``verify`` with the longer list, but what the new places cost is spent only when needed. ``v``
-        itself when it is not ``resumable`` (a clear pose or the deadline ended it)."""
+        one ``verify`` with the longer list, but what the new places cost is spent only when needed.
+        ``place_s``: as in ``verify``, seconds a place took elsewhere (the deadline's bar if it is the
+        slowest). ``v`` itself when it is not ``resumable`` (a clear pose or the deadline ended it)."""
         if not v.resumable:
             return v
+        v.search.slowest_s = max(v.search.slowest_s, float(place_s))
         return self._search(v.search, candidates, deadline, time.perf_counter())
 
     def _search(self, s: "_Search", candidates, deadline, t0) -> Verification:
