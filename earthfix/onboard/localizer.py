@@ -67,8 +67,9 @@ FILL_SHARE = (0.2, 0.85)   # cloud-like share of a frame for which the cloud-fil
 SECOND_LOOK_EXTRA_MS = 8.0 # a second look costs the first's features and vote plus ~one verified place
 ENCODER_MS = 5.0           # preprocess + encode + search, one thread (p50 ~4 ms, p99 ~6 ms: eval reports)
 DEADLINE_MARGIN = 0.07     # share of deadline_ms kept free of planned work (places and looks admitted by
-                           # estimates overran a 60 ms plan by up to 11 ms: release p99 60.6 ms; planned at
-                           # 56 ms, p99 57.1 ms and one main frame of 289 fewer fixed; docs/VERIFICATION.md)
+                           # estimates overran a 60 ms plan by up to 11 ms: release p99 60.6 ms; with 7 %
+                           # paired runs gave p99 55.3-57.1 ms for 0-2 main frames of ~300 fewer fixed, 4 %
+                           # 60.6 ms; docs/VERIFICATION.md, "The plan inside the budget")
 CUMULUS_CELL_KM = 6.0      # ground size of the erosion that takes small cloud cells out (despeckle_clouds)
 DESPECKLE_KM_PER_PX = 1.2  # about the finest sample despeckling runs at (finer frames are shrunk for it)
 
