@@ -144,6 +144,9 @@ def test_summaries_on_synthetic_records(tmp_path):
     assert s["error_km"]["p50"] == pytest.approx(401.5)
     assert s["latency_ms"]["total_ms"]["p50"] == pytest.approx(10.0)
     assert s["latency_ms"]["preprocess_ms"]["n"] == 3
+    od = ev.over_deadline(recs, 5.0)                                    # three frames of 10 ms, one of 3
+    assert (od["frames"], od["of"], od["share"], od["max_ms"]) == (3, 4, 0.75, 10.0)
+    assert ev.over_deadline(recs, 10.0)["frames"] == 0                  # over, not at
     v = ev.verification_comparison(recs)
     assert v["off"]["positions"] == 4 and v["off"]["false_fixes"] == 3
     assert v["on"]["positions"] == 2 and v["on"]["false_fixes"] == 1
@@ -208,6 +211,9 @@ def test_quick_eval_run_on_tiny_regional_bundle(tmp_path):
     md = (out / "report.md").read_text()
     assert "earthfix eval --bundle" in md and "--quick" in md and "onnxruntime" in md
     assert "Simulator effects changed from their defaults" in md and "jpeg_quality" in md
+    od = rep["over_deadline"]["all_including_stress"]
+    assert od["deadline_ms"] == 60.0 and od["of"] == n * len(ev.SCENARIOS) and 0 <= od["frames"] <= od["of"]
+    assert f"Frames over the 60 ms deadline (config `deadline_ms`): {rep['over_deadline']['overall']['frames']} of" in md
     assert json.loads((out / "report.json").read_text())["command"] == rep["command"]
     # the reference descriptors are cached: a second run does not re-render
     assert any((out / "cache").glob("hand_*.npy"))

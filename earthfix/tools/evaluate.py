@@ -231,6 +231,14 @@ def summarise(recs: list[dict]) -> dict:
     return out
 
 
+def over_deadline(recs: list[dict], deadline_ms: float) -> dict:
+    """Frames whose total latency exceeded the per-frame deadline: count, share and the longest (ms)."""
+    total = [r["stages_ms"]["total_ms"] for r in recs if (r.get("stages_ms") or {}).get("total_ms") is not None]
+    over = [t for t in total if t > deadline_ms]
+    return {"deadline_ms": float(deadline_ms), "frames": len(over), "of": len(total),
+            "share": len(over) / len(total) if total else None, "max_ms": max(total) if total else None}
+
+
 def breakdown(recs: list[dict], field: str, edges) -> list[dict]:
     """Recall, fix rate and false fixes per bin of ``field`` (a truth fraction)."""
     rows = []
@@ -773,6 +781,8 @@ def run_eval(args, log=None) -> dict:
         "scenarios": {s.name: {"description": s.description, "camera": f"{s.width}x{s.height} {s.fov_deg:g} deg",
                                "stress": s.stress, **per_scenario[s.name]} for s in SCENARIOS},
         "overall": overall, "all_including_stress": summarise(records),
+        "over_deadline": {"overall": over_deadline(main, loc.cfg["deadline_ms"]),
+                          "all_including_stress": over_deadline(records, loc.cfg["deadline_ms"])},
         "night_ocean_false_fixes": {"frames": len(must_zero),
                                     "false_fixes": false_fixes([r["fix"] for r in must_zero], [r["err_km"] for r in must_zero])[0],
                                     "fixes": int(sum(r["fix"] for r in must_zero))},
@@ -881,6 +891,12 @@ def render_markdown(r: dict) -> str:
     no = r["night_ocean_false_fixes"]
     L += ["", f"False fixes on night and open-ocean frames (must be 0): **{no['false_fixes']}** of {no['frames']} frames "
           f"({no['fixes']} fixes) — {'PASS' if no['false_fixes'] == 0 else 'FAIL'}.", ""]
+    od = r.get("over_deadline")
+    if od:
+        o, a = od["overall"], od["all_including_stress"]
+        L += [f"Frames over the {o['deadline_ms']:g} ms deadline (config `deadline_ms`): {o['frames']} of {o['of']} "
+              f"overall (longest {_f(o['max_ms'])} ms), {a['frames']} of {a['of']} with the stress sets "
+              f"(longest {_f(a['max_ms'])} ms).", ""]
 
     L += ["## Latency per stage (overall, ms, one thread)", "", "| stage | p50 | p99 | mean | frames |",
           "| --- | ---: | ---: | ---: | ---: |"]
