@@ -642,6 +642,14 @@ def test_an_imprecise_pose_is_matched_again_where_it_puts_the_keypoints(store, b
     for kw in ({"guided_max_sigma_km": gate}, {"guided_max_tilt_deg": 0.0}):
         cfg = VerifyConfig(max_bore_sigma_km=gate, guided_above_sigma_km=gate, **kw)
         assert not Verifier(store, cfg).verify(f, cam, [(lat, lon)]).ok
+    # the guided pass starts only with guided_budget_ms left before the deadline (a place, once started, runs
+    # to its end): 10 s left, it runs; less than the budget left, the place ends on its first pose
+    import time
+    cfg = VerifyConfig(max_bore_sigma_km=gate, guided_above_sigma_km=gate, guided_max_sigma_km=2 * loose.bore_sigma_km)
+    assert cfg.guided_budget_ms > 0
+    assert Verifier(store, cfg).verify(f, cam, [(lat, lon)], deadline=time.perf_counter() + 10.0).guided
+    late = Verifier(store, cfg).verify(f, cam, [(lat, lon)], deadline=time.perf_counter() + cfg.guided_budget_ms / 2e3)
+    assert not late.ok and not late.guided and late.reason.startswith("imprecise pose")
 
 
 def test_matching_again_at_a_wrong_place_finds_no_pose(store, basemap):

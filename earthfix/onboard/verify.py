@@ -114,6 +114,9 @@ class VerifyConfig:
                                         # the looser first pose lets the refit bend into tilt. The wrong guided
                                         # poses of 6,000 calibration and check frames had 12-19 deg, the right
                                         # ones 1-7 with 5 exceptions of 47 (docs/VERIFICATION.md)
+    guided_budget_ms: float = 20.0      # the guided pass (both rounds) starts only with this long left before the
+                                        # deadline (a round took 9 ms p50, 12.5 max at one thread, session 34);
+                                        # 0: no check. Without it one place ran 60 ms past a look's admission
     fill_max_work_px: float = 0.0       # > 0: longest working side of a cloud-filled look (cloud_fill_config;
                                         # 0: no cap). The store's sample puts a wide camera's filled look near
                                         # full size (256 px at 100 deg: 238 px, SIFT ~14 ms against ~9 at 168):
@@ -321,7 +324,7 @@ class Verifier:
             if deadline is not None and (gi > 0 or s.slowest_s > 0) and t_group + s.slowest_s > deadline:
                 hit_deadline = True
                 break
-            h = self._verify_group(s.f, s.qdesc, s.camera, g, s.r_att, s.wscale, s.use_orient, stages)
+            h = self._verify_group(s.f, s.qdesc, s.camera, g, s.r_att, s.wscale, s.use_orient, stages, deadline)
             s.slowest_s = max(s.slowest_s, time.perf_counter() - t_group)
             h.group = gi
             s.results.append(h)
@@ -393,7 +396,7 @@ class Verifier:
 
     # ---- one group -----------------------------------------------------------------------------------
     def _verify_group(self, f: Features, qdesc, camera: Camera, g: _Group, r_att, wscale, use_orient,
-                      stages) -> Verification:
+                      stages, deadline: float | None = None) -> Verification:
         cfg = self.cfg
         st = self.store
         t = time.perf_counter()
@@ -422,6 +425,8 @@ class Verifier:
         try:
             out = self._fit(f, camera, g, idx[si], qi, r_att, wscale, out)
             if (cfg.guided_work_px > 0 and out.r_cam2ecef is not None
+                    and (deadline is None or cfg.guided_budget_ms <= 0
+                         or time.perf_counter() + cfg.guided_budget_ms / 1e3 <= deadline)
                     and (not out.ok or out.bore_sigma_km > cfg.guided_above_sigma_km)
                     and out.bore_sigma_km <= cfg.guided_max_sigma_km and out.inliers >= cfg.min_inliers - 1
                     and cfg.alt_range_km[0] <= out.alt_km <= cfg.alt_range_km[1]
