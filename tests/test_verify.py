@@ -14,7 +14,7 @@ from earthfix.onboard.verify import Verifier, VerifyConfig
 from earthfix.sim import render
 from earthfix.sim.effects import CloudField
 from earthfix.tools.build_keystore import BuildConfig, build_keystore
-from support import under_cloud
+from support import tilted_view, under_cloud
 
 # North Africa and Arabia: textured desert, coasts (Mediterranean, Red Sea, Gulf), wide enough that a
 # candidate 2000 km from a frame is still inside the store
@@ -410,28 +410,9 @@ def test_boresight_sigma_grows_when_inliers_bunch_in_a_corner():
     assert corner > 5 * spread
 
 
-def _tilted_view(n=10, bunch=(10, 246), tilt_deg=3.0, noise_px=0.4, seed=0):
-    """A 256 px camera 600 km above a place at 40 N, 20 E, tilted ``tilt_deg`` off nadir, and ``n`` ground
-    points (ENU km at the place) seen in ``bunch`` with pixel noise: (enu, uv, k, rvec, tvec, basis, origin)."""
-    cam = Camera.from_fov(256, 256, 80)
-    k = np.array([[cam.fx, 0, cam.cx], [0, cam.fy, cam.cy], [0, 0, 1]], np.float64)
-    basis = geodesy.enu_basis(40.0, 20.0)
-    origin = geodesy.geodetic_to_ecef(40.0, 20.0, 0.0)
-    tilt, _ = cv2.Rodrigues(np.array([np.radians(tilt_deg), 0.0, 0.0]))
-    r = tilt @ np.array([[1.0, 0, 0], [0, -1.0, 0], [0, 0, -1.0]])          # ENU -> camera
-    c_enu = np.array([5.0, -3.0, 600.0])
-    rng = np.random.default_rng(seed)
-    uv = rng.uniform(bunch[0], bunch[1], (n, 2))
-    rays = np.linalg.solve(k, np.c_[uv, np.ones(n)].T).T @ r
-    enu = c_enu + rays * (-c_enu[2] / rays[:, 2:3])
-    rvec, _ = cv2.Rodrigues(r)
-    tvec = (-r @ c_enu).reshape(3, 1)
-    return enu, uv + rng.normal(0, noise_px, uv.shape), k, rvec, tvec, basis, origin
-
-
 def test_the_tilt_priors_analytic_jacobian_is_its_residuals_derivative():
     from earthfix.onboard.verify import _tilt_prior_residuals
-    enu, uv, k, rvec, tvec, basis, origin = _tilted_view()
+    enu, uv, k, rvec, tvec, basis, origin = tilted_view()
     resid = _tilt_prior_residuals(enu, uv, k, basis, origin, 0.5, 5.0)
     p = np.r_[rvec.ravel(), tvec.ravel()] + np.r_[0.01, -0.02, 0.015, 2.0, -1.0, 3.0]
     r, jac = resid(p, True)
@@ -450,7 +431,7 @@ def test_the_tilt_priors_analytic_jacobian_is_its_residuals_derivative():
 def test_the_tilt_prior_refit_reaches_the_finite_difference_fits_pose():
     from earthfix.onboard.verify import _refine_with_tilt_prior, _tilt_prior_residuals
     for seed, bunch in [(0, (10, 246)), (1, (150, 246)), (2, (200, 246))]:   # spread, then bunched
-        enu, uv, k, rvec, tvec, basis, origin = _tilted_view(bunch=bunch, seed=seed)
+        enu, uv, k, rvec, tvec, basis, origin = tilted_view(bunch=bunch, seed=seed)
         resid = _tilt_prior_residuals(enu, uv, k, basis, origin, 0.5, 5.0)
         start = np.r_[rvec.ravel(), tvec.ravel()] + np.r_[0.003, -0.002, 0.001, 1.0, -0.5, 2.0]
         rv, tv = _refine_with_tilt_prior(enu, uv, k, start[:3].reshape(3, 1), start[3:].reshape(3, 1),

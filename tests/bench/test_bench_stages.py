@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from support import ENCODER, under_cloud
+from support import ENCODER, tilted_view, under_cloud
 
 if not ENCODER.is_file():
     pytest.skip(f"benchmarks need the shipped encoder {ENCODER} (not exported yet)", allow_module_level=True)
@@ -166,22 +166,9 @@ def test_verify(benchmark, frame, camera, localizer):
 def test_tilt_prior_refit(benchmark, one_thread):
     """The pose refit with a tilt prior (every pose, lever and guided refit of a place runs it) on 12
     bunched correspondences, 600 km up, 3 deg off nadir: the cost the analytic Jacobians cut (session 34)."""
-    import cv2
-    from earthfix.onboard import geodesy
-    from earthfix.onboard.camera import Camera
     from earthfix.onboard.verify import _refine_with_tilt_prior
-    cam = Camera.from_fov(256, 256, 80)
-    k = np.array([[cam.fx, 0, cam.cx], [0, cam.fy, cam.cy], [0, 0, 1]], np.float64)
-    basis, origin = geodesy.enu_basis(40.0, 20.0), geodesy.geodetic_to_ecef(40.0, 20.0, 0.0)
-    tilt, _ = cv2.Rodrigues(np.array([np.radians(3.0), 0.0, 0.0]))
-    r = tilt @ np.diag([1.0, -1.0, -1.0])
-    rng = np.random.default_rng(0)
-    uv = rng.uniform(150, 246, (12, 2))
-    rays = np.linalg.solve(k, np.c_[uv, np.ones(12)].T).T @ r
-    enu = np.array([5.0, -3.0, 600.0]) + rays * (-600.0 / rays[:, 2:3])
-    rvec, _ = cv2.Rodrigues(r)
-    tvec = (-r @ np.array([5.0, -3.0, 600.0])).reshape(3, 1) + np.array([[1.0], [-0.5], [2.0]])
-    uv += rng.normal(0, 0.4, uv.shape)
+    enu, uv, k, rvec, tvec, basis, origin = tilted_view(n=12, bunch=(150, 246))
+    tvec = tvec + np.array([[1.0], [-0.5], [2.0]])                 # start a few km off
     rv, tv = benchmark(_refine_with_tilt_prior, enu, uv, k, rvec, tvec, basis, origin, 0.5, 5.0)
     assert np.all(np.isfinite(rv)) and np.all(np.isfinite(tv))
 
