@@ -11,7 +11,7 @@ when the hypothesis is within 50 km. Each frame is verified three times: as rend
 with its cloud-like pixels filled (``features.fill_clouds``: the Localizer's cloud-filled look; "either" is
 the pipeline's ceiling), and rendered again with the cloud layer off (same place, time and camera),
 which isolates what clouds cost. ``--eval-seed S`` takes the frames of ``earthfix eval --seed S`` instead
-(the same scenario sets, the pipeline's own frames; no cloud-free render, so that column is left out). ``--by-share`` also splits the plain and cloud-filled looks' results
+(the same scenario sets, the pipeline's own frames; no cloud-free render, so that column is left out; ``--set`` may then also name a stress set, e.g. ``stress_thin``). ``--by-share`` also splits the plain and cloud-filled looks' results
 by the frame's cloud-like share of pixels (``features.cloud_mask``): the basis of the Localizer's
 ``FILL_SHARE``.
 """
@@ -47,6 +47,9 @@ SETS = {   # name: (width, fov_deg, basemap shift, cloud cover or None for the e
     "cloudy": (256, 80.0, None, 0.7),
     "narrow1024": (1024, 40.0, None, None),   # a narrow camera (bench_cameras), not an eval set
 }
+EVAL_NAMES = [sd.name for sd in SCENARIOS]
+# eval scenarios with eligible frames that only --eval-seed can draw (the stress sets)
+EVAL_ONLY = [sd.name for sd in SCENARIOS if sd.name not in SETS and sd.kind == "land" and sd.daylight]
 
 
 def true_place_fixed(verifier: Verifier, feats, camera: Camera, truth: dict) -> bool:
@@ -80,7 +83,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=120, help="frames drawn per set (eligible ones are used)")
     ap.add_argument("--seed", type=int, default=4242)
-    ap.add_argument("--set", dest="sets", action="append", choices=list(SETS), help="default: all")
+    ap.add_argument("--set", dest="sets", action="append", choices=list(SETS) + EVAL_ONLY,
+                    help="default: every set of SETS (with --eval-seed: every eval set of SETS); with --eval-seed "
+                         "also an eval stress set (stress_thin, ...)")
     ap.add_argument("--bundle", default=None, help="bundle whose keypoint store is used (default bundle)")
     ap.add_argument("--store", default=None, help="a keypoint store .npz instead of the bundle's")
     ap.add_argument("--local-descriptor", default=None,
@@ -94,10 +99,14 @@ def main() -> None:
     bundle = None if args.store else Bundle.load(args.bundle or default_bundle_dir())
     given = load_store(args.store, args.local_descriptor) if args.store else None
     variants = json.loads(args.cfg)
-    for name in args.sets or list(SETS):
-        width, fov, shift, cover = SETS[name]
-        cam = Camera.from_fov(width, width, fov)
-        bm = shifted_basemap(shift) if shift else Basemap.default()
+    names = args.sets or [n for n in SETS if args.eval_seed is None or n in EVAL_NAMES]
+    for name in names:
+        if args.eval_seed is None and name not in SETS:
+            ap.error(f"--set {name} needs --eval-seed (it is an eval scenario, not a ceiling set)")
+        if name in SETS:
+            width, fov, shift, cover = SETS[name]
+            cam = Camera.from_fov(width, width, fov)
+            bm = shifted_basemap(shift) if shift else Basemap.default()
         if args.eval_seed is None:
             cloudy = list(make_frameset(args.n, args.seed, cam, bm, FrameSpec(cloud_cover=cover)))
             clear_ = list(make_frameset(args.n, args.seed, cam, bm, FrameSpec(cloud_cover=0.0)))
