@@ -58,3 +58,23 @@ def test_a_short_training_exports_a_network_the_flight_loads(tmp_path):
     desc = d.describe(g, rng.uniform(10, 54, (7, 2)), np.full(7, 3.0), rng.uniform(0, 360, 7))
     assert desc.shape == (7, 128)
     np.testing.assert_allclose(np.linalg.norm(desc, axis=1), 1.0, atol=1e-5)
+
+
+def test_the_photometric_shift_changes_appearance_but_keeps_the_patchs_structure():
+    torch = pytest.importorskip("torch")
+    from earthfix.tools.train_localdesc import photometric_shift
+    rng = np.random.default_rng(3)
+    # a patch with structure: a bright blob on a ramp
+    yy, xx = np.mgrid[0:PATCH_PX, 0:PATCH_PX].astype(np.float32)
+    base = 60.0 + 3.0 * xx + 120.0 * np.exp(-((xx - 12) ** 2 + (yy - 20) ** 2) / 30.0)
+    x = torch.from_numpy(np.repeat(base[None, None], 256, 0))
+    assert photometric_shift(x, rng, 0.0) is x                     # strength 0: the shipped recipe
+    y = photometric_shift(x, rng, 1.0)
+    assert y.shape == x.shape and float(y.min()) >= 0.0 and float(y.max()) <= 255.0
+    changed = (y - x).abs().flatten(1).mean(1)
+    assert float((changed > 2.0).float().mean()) > 0.5               # most patches look different...
+    s0 = _standardised(x[:, 0].numpy())
+    s1 = _standardised(y[:, 0].numpy())
+    corr = (s0 * s1).mean(1) / np.sqrt((s0 ** 2).mean(1) * (s1 ** 2).mean(1))
+    # ...yet show the same structure (a ramp against the patch's own can take a few a good way off)
+    assert float(np.median(corr)) > 0.95 and float(np.percentile(corr, 5)) > 0.8

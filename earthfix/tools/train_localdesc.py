@@ -224,10 +224,53 @@ def pair_top1(a: np.ndarray, b: np.ndarray) -> float:
     return float((d.argmin(1) == np.arange(len(a))).mean())
 
 
+def photometric_shift(x, rng, strength: float = 1.0):
+    """Another sensor's or product's rendering of the same ground, on frame patches (B x 1 x H x W, 0..255):
+    on a random half each, a monotone tone curve (4 linear pieces, slopes drawn around 1), a brightness ramp
+    across the patch (up to +-0.3 x ``strength`` gain at its edges) and a Gaussian blur (sigma 0.3-1.2 px of
+    the 32 px patch: a softer optic). Monotone: what is brighter stays brighter, so structure is kept; the
+    per-patch standardisation of ``LocalNet`` already removes gain and offset. ``strength`` 0: unchanged."""
+    import torch
+    import torch.nn.functional as F
+    if strength <= 0.0:
+        return x
+    b, _, h, w = x.shape
+    u = (x / 255.0).clamp(0, 1)
+    # tone curve: knots at 0, .25, .5, .75, 1; increments ~ Dirichlet (alpha falls with strength)
+    alpha = 2.0 / max(strength, 1e-3)
+    inc = rng.dirichlet(np.full(4, alpha * 4.0), b)
+    knots = torch.from_numpy(np.concatenate([np.zeros((b, 1)), np.cumsum(inc, 1)], 1)).float()
+    tone = torch.from_numpy(rng.uniform(size=b) < 0.5)
+    seg = (u * 4.0).clamp(0, 3.999)
+    i = seg.floor().long()
+    kv = knots.view(b, 1, 1, 1, 5).expand(b, 1, h, w, 5)
+    y0 = torch.gather(kv, 4, i.unsqueeze(-1)).squeeze(-1)
+    y1 = torch.gather(kv, 4, (i + 1).unsqueeze(-1)).squeeze(-1)
+    curved = y0 + (seg - i) * (y1 - y0)
+    u = torch.where(tone.view(b, 1, 1, 1), curved, u)
+    # brightness ramp
+    th = rng.uniform(0, 2 * np.pi, b)
+    amp = rng.uniform(-0.3, 0.3, b) * strength * (rng.uniform(size=b) < 0.5)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    ramp = (torch.from_numpy(np.cos(th)).float().view(b, 1, 1, 1) * xx
+            + torch.from_numpy(np.sin(th)).float().view(b, 1, 1, 1) * yy)
+    u = u * (1.0 + torch.from_numpy(amp).float().view(b, 1, 1, 1) * ramp)
+    # blur: one sigma a batch, on a random half
+    sig = float(rng.uniform(0.3, 1.2))
+    t = torch.arange(-3, 4, dtype=torch.float32)
+    k1 = torch.exp(-0.5 * (t / sig) ** 2)
+    k1 = k1 / k1.sum()
+    blurred = F.conv2d(F.pad(u, (3, 3, 3, 3), mode="replicate"), (k1[:, None] * k1[None, :])[None, None])
+    sel = torch.from_numpy(rng.uniform(size=b) < 0.5 * min(1.0, strength)).view(b, 1, 1, 1)
+    u = torch.where(sel, blurred, u)
+    return 255.0 * u.clamp(0, 1)
+
+
 def train(pairs: dict, val: dict, minutes: float, seed: int = 0, batch: int = 1024, lr: float = 2e-3,
-          threads: int = 1, log=print, steps: int | None = None):
+          threads: int = 1, log=print, steps: int | None = None, photometric: float = 0.0):
     """Train LocalNet for ``steps`` (the cosine schedule over steps: reproducible), or, without, for
-    ``minutes`` of wall time (the schedule over time); returns (net, record)."""
+    ``minutes`` of wall time (the schedule over time); returns (net, record). ``photometric`` > 0: frame
+    patches also shifted by ``photometric_shift`` of that strength (0: the shipped recipe)."""
     import torch
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
@@ -250,7 +293,10 @@ def train(pairs: dict, val: dict, minutes: float, seed: int = 0, batch: int = 10
         if k:
             xs, xf = torch.rot90(xs, k, (2, 3)), torch.rot90(xf, k, (2, 3))
         gamma = torch.from_numpy(np.exp(rng.normal(0.0, 0.2, (batch, 1, 1, 1)))).float()
-        xf = 255.0 * (xf / 255.0).clamp(0, 1) ** gamma + torch.randn_like(xf) * float(rng.uniform(0, 4))
+        xf = 255.0 * (xf / 255.0).clamp(0, 1) ** gamma
+        if photometric > 0.0:
+            xf = photometric_shift(xf, rng, photometric)
+        xf = xf + torch.randn_like(xf) * float(rng.uniform(0, 4))
         net.train()
         loss, acc = hardnet_loss(net(xs), net(xf))
         opt.zero_grad()
@@ -296,7 +342,9 @@ def run(args) -> int:
     val = validation_pairs(args.val_frames, args.seed + 1, args.workers, args.per_frame)
     log(f"train-localdesc: {len(pairs['tile'])} training pairs, {len(val['tile'])} validation pairs "
         f"({time.time() - t0:.0f} s)")
-    net, rec = train(pairs, val, args.minutes, seed=args.seed, threads=args.threads, log=log, steps=args.steps)
+    net, rec = train(pairs, val, args.minutes, seed=args.seed, threads=args.threads, log=log, steps=args.steps,
+                     photometric=args.photometric)
+    rec["photometric"] = args.photometric
     rec["val_top1_rootsift"] = {look: round(rootsift_top1(val["tile"], val[look]), 4) for look in ("plain", "filled")}
     models = Path(args.models) if args.models else out
     models.mkdir(parents=True, exist_ok=True)
@@ -374,6 +422,9 @@ def register(sub) -> None:
     p.add_argument("--minutes", type=float, default=25.0, help="training wall time when --steps is not given")
     p.add_argument("--workers", type=int, default=2, help="processes rendering pairs")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--photometric", type=float, default=0.0,
+                   help="strength of the frame patches' tone-curve / ramp / blur shifts (photometric_shift; "
+                        "0: the shipped recipe)")
     p.set_defaults(func=run)
     q = sub.add_parser("quantize-localdesc", help="quantize the learned local descriptor to static INT8 (QDQ)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
