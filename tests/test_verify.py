@@ -686,3 +686,35 @@ def test_a_guided_pose_never_outranks_one_the_places_own_matches_hold(store, mon
                  np.zeros(n, np.float32), (256, 256))
     v = Verifier(store, VerifyConfig()).verify(f, cam, [(24.0, 12.0), (27.0, 20.0), (18.0, 30.0)])
     assert v.ok and not v.guided and v.inliers == 8 and v.group == 1
+
+
+def test_a_vote_places_own_pose_holds_a_place_its_matches_cannot(store, basemap, monkeypatch):
+    """A place whose ratio-test matches are too few for any pose, but which comes with its own rough nadir pose
+    (a vote peak: centre, yaw, implied altitude), is matched where that pose puts the store keypoints and
+    holds a precise pose; without the prior, or with the pass off, it stays unfixed; at places the frame does
+    not show, the same prior finds no pose."""
+    cam = Camera.from_fov(256, 256, 80)
+    lat, lon, yaw = 24.0, 12.0, 37.0
+    img = appearance(frame(basemap, cam, lat, lon, 600.0, yaw), seed=5)
+    f = Verifier(store, VerifyConfig()).extract(img)
+    whole = Verifier._match
+
+    def five_only(self, qdesc, sdesc):           # as broken cloud leaves a right place: a handful of matches
+        qi, si = whole(self, qdesc, sdesc)
+        return qi[:5], si[:5]
+
+    monkeypatch.setattr(Verifier, "_match", five_only)
+    cfg = VerifyConfig()
+    assert cfg.prior_work_px > 0                                    # on in flight
+    # the vote's pose is rough: centre ~10 km off, yaw 8 deg, altitude 15 %
+    plat, plon = geodesy.destination(lat, lon, 120.0, 10.0)
+    place = (float(plat), float(plon), 500.0, yaw + 8.0, 600.0 * 1.15)
+    v = Verifier(store, cfg).verify(f, cam, [place])
+    assert v.ok and v.guided, v.reason
+    assert geodesy.great_circle_km(v.lat, v.lon, lat, lon) < 5.0 and abs(v.alt_km - 600.0) < 30.0
+    for verifier, p in ((Verifier(store, VerifyConfig(prior_work_px=0.0)), place), (Verifier(store, cfg), place[:3])):
+        off = verifier.verify(f, cam, [p])
+        assert not off.ok and off.reason.startswith("few matches"), off.reason
+    for wlat, wlon in ((27.0, 20.0), (18.0, 30.0), (30.0, 2.0)):
+        wrong = Verifier(store, cfg).verify(f, cam, [(wlat, wlon, 500.0, yaw, 600.0)])
+        assert not wrong.ok, (wlat, wlon, wrong.inliers)

@@ -21,6 +21,8 @@ class Candidate:
     scale: int = -1       # footprint scale index of that view (encoder candidates)
     source: str = "encoder"
     radius_km: float | None = None   # verification search radius (vote candidates carry their own)
+    yaw_deg: float | None = None     # a vote peak's yaw and implied altitude: the place's own nadir pose, which
+    alt_km: float | None = None      # verification starts from when the place's matches reach none
 
     def to_json(self) -> dict:
         return {"lat": round(self.lat, 4), "lon": round(self.lon, 4), "score": round(float(self.score), 4)}

@@ -191,12 +191,17 @@ class Localizer:
                 base.store, cloud_fill_config(base.cfg, camera, self.verifier.store.gsd_km))
         return v
 
-    def _places(self, cands, verifier) -> list[tuple[float, float, float]]:
-        """(lat, lon, search radius km) of the first ``verify_k`` candidates: a vote place's own radius, else
-        the verifier's radius factor x the candidate view's footprint half-width."""
+    def _places(self, cands, verifier) -> list[tuple]:
+        """(lat, lon, search radius km[, yaw deg, altitude km]) of the first ``verify_k`` candidates: a vote
+        place's own radius and pose prior, else the verifier's radius factor x the candidate view's footprint
+        half-width."""
         rf = verifier.cfg.radius_factor
-        return [(c.lat, c.lon, c.radius_km if c.radius_km is not None else rf * self.bundle.scales_km[c.scale])
-                for c in cands[: self.cfg["verify_k"]]]
+        out = []
+        for c in cands[: self.cfg["verify_k"]]:
+            r = c.radius_km if c.radius_km is not None else rf * self.bundle.scales_km[c.scale]
+            prior = (c.yaw_deg, c.alt_km) if c.yaw_deg is not None and c.alt_km is not None else ()
+            out.append((c.lat, c.lon, r) + prior)
+        return out
 
     def _look(self, img, verifier, drop, camera, attitude, deadline, cands, stages, place_s=0.0, retrieval=None):
         """Local features (none centred on ``drop``) -> keypoint vote (merged ahead of the encoder's
@@ -213,7 +218,8 @@ class Localizer:
             t = _time.perf_counter()
             votes = self.voter.candidates(feats, camera, max_candidates=self.cfg["vote_k"])
             stages["vote_ms"] = (_time.perf_counter() - t) * 1e3
-            voted = [Candidate(c.lat, c.lon, float(c.votes), source="vote", radius_km=c.radius_km) for c in votes]
+            voted = [Candidate(c.lat, c.lon, float(c.votes), source="vote", radius_km=c.radius_km,
+                               yaw_deg=c.yaw_deg, alt_km=c.alt_km) for c in votes]
         lazy = retrieval is not None and bool(voted)
         if retrieval is not None and not voted:
             cands = retrieval()

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from . import geodesy
-from .camera import Camera, yaw_of_attitude
+from .camera import Camera, nadir_attitude, yaw_of_attitude
 from .features import FeatureConfig, Features, extract_features, work_scale
 from .keystore import KeypointStore
 
@@ -114,6 +114,12 @@ class VerifyConfig:
                                         # the looser first pose lets the refit bend into tilt. The wrong guided
                                         # poses of 6,000 calibration and check frames had 12-19 deg, the right
                                         # ones 1-7 with 5 exceptions of 47 (docs/VERIFICATION.md)
+    prior_work_px: float = 12.0         # > 0: a place that carries its own pose prior (a vote place: centre, yaw,
+                                        # implied altitude) and whose matches reach no pose is matched as the guided
+                                        # pass does, from a nadir pose at that prior, within this many working px
+                                        # (the prior's yaw and scale are ~10 deg and ~20 % off: ~12 px at the frame's
+                                        # edge), then guided from that fit as above (docs/VERIFICATION.md, "A vote
+                                        # place's own pose as the first pose"; 0: off)
     guided_budget_ms: float = 20.0      # the guided pass (both rounds) starts only with this long left before the
                                         # deadline (a round took 9 ms p50, 12.5 max at one thread, session 34);
                                         # 0: no check. Without it one place ran 60 ms past a look's admission
@@ -240,6 +246,7 @@ class _Group:
     lon: float
     radius_km: float
     members: list
+    prior: tuple | None = None          # (yaw_deg, alt_km) of its first member's own pose, when it has one
 
 
 class Verifier:
@@ -267,7 +274,8 @@ class Verifier:
         """Verify candidates in rank order; return the best hypothesis.
 
         ``candidates``: objects with ``lat``, ``lon`` (and optionally ``radius_km``) or tuples
-        ``(lat, lon[, radius_km])``, best first. ``attitude``: camera -> ECEF quaternion [w, x, y, z] or
+        ``(lat, lon[, radius_km[, yaw_deg, alt_km]])`` (the last two: the place's own nadir pose prior, as a
+        vote peak has; ``cfg.prior_work_px``), best first. ``attitude``: camera -> ECEF quaternion [w, x, y, z] or
         3x3 matrix, or None. ``deadline``: a ``time.perf_counter()`` value; a group (a candidate place) is
         started only when the slowest group so far would still end before it; the first always runs unless
         ``place_s`` (seconds a place took in an earlier look at the same frame) says it would not end in time.
@@ -363,24 +371,28 @@ class Verifier:
             if isinstance(c, (tuple, list, np.ndarray)):
                 lat, lon = float(c[0]), float(c[1])
                 r = float(c[2]) if len(c) > 2 else default_r
+                prior = (float(c[3]), float(c[4])) if len(c) > 4 else None
             else:
                 lat, lon = float(c.lat), float(c.lon)
                 r = float(getattr(c, "radius_km", default_r) or default_r)
+                prior = None
+            if prior is not None and not all(math.isfinite(x) for x in prior):
+                prior = None
             if math.isfinite(lat) and math.isfinite(lon):
-                cands.append((i, lat, lon, min(r, cfg.max_radius_km)))
+                cands.append((i, lat, lon, min(r, cfg.max_radius_km), prior))
         # a group is searched within its first (best-ranked) member's circle: a member merged in shares that
         # search and does not widen it. Widening to cover the member's circle too (d + r, until session 29)
         # put hundreds more store keypoints beside a vote place (469 -> 765 km): its few right matches then
         # lost the ratio test to them (docs/VERIFICATION.md, "One search circle per place")
         groups: list[_Group] = []
-        for i, lat, lon, r in cands:
+        for i, lat, lon, r, prior in cands:
             for g in groups:
                 d = float(geodesy.great_circle_km(g.lat, g.lon, lat, lon))
                 if d <= cfg.merge_factor * max(r, g.radius_km):
                     g.members.append(i)
                     break
             else:
-                groups.append(_Group(lat, lon, r, [i]))
+                groups.append(_Group(lat, lon, r, [i], prior))
         return groups
 
     @staticmethod
@@ -420,44 +432,68 @@ class Verifier:
         out.matches = int(len(qi))
         if len(qi) < cfg.min_matches:
             out.reason = f"few matches ({len(qi)})"
-            return out
         t = time.perf_counter()
         try:
-            out = self._fit(f, camera, g, idx[si], qi, r_att, wscale, out)
-            if (cfg.guided_work_px > 0 and out.r_cam2ecef is not None
-                    and (deadline is None or cfg.guided_budget_ms <= 0
+            if len(qi) >= cfg.min_matches:
+                out = self._fit(f, camera, g, idx[si], qi, r_att, wscale, out)
+            time_left = (deadline is None or cfg.guided_budget_ms <= 0
                          or time.perf_counter() + cfg.guided_budget_ms / 1e3 <= deadline)
+            if (cfg.guided_work_px > 0 and out.r_cam2ecef is not None and time_left
                     and (not out.ok or out.bore_sigma_km > cfg.guided_above_sigma_km)
                     and out.bore_sigma_km <= cfg.guided_max_sigma_km and out.inliers >= cfg.min_inliers - 1
                     and cfg.alt_range_km[0] <= out.alt_km <= cfg.alt_range_km[1]
                     and out.tilt_deg <= cfg.max_tilt_deg):
-                # the last round decides: a pose that does not survive matching again from itself is dropped
-                seed = out
-                ground = geodesy.geodetic_to_ecef(st.lat[idx].astype(np.float64), st.lon[idx].astype(np.float64),
-                                                  0.0)
-                for _ in range(GUIDED_ROUNDS):
-                    again = self._guided(f, qdesc, camera, g, idx, sdesc, ground, seed, r_att, wscale, use_orient)
-                    if again is None or again.r_cam2ecef is None:
-                        break
-                    seed = again
-                if seed is not out and seed.ok and (r_att is not None or seed.tilt_deg <= cfg.guided_max_tilt_deg):
-                    out = seed
+                out = self._guided_rounds(f, qdesc, camera, g, idx, sdesc, out, out, r_att, wscale, use_orient)
+            elif (cfg.prior_work_px > 0 and cfg.guided_work_px > 0 and out.r_cam2ecef is None
+                    and g.prior is not None and time_left):
+                # the place's own matches reach no pose, but the place came with one (a vote peak: its centre,
+                # yaw and implied altitude, nadir): match where that pose puts the store keypoints, within the
+                # prior's wider window, then as the guided pass from whatever that fits
+                yaw_deg, alt_km = g.prior
+                prior = Verification(ecef_km=geodesy.geodetic_to_ecef(g.lat, g.lon, alt_km),
+                                     r_cam2ecef=nadir_attitude(g.lat, g.lon, yaw_deg), yaw_deg=yaw_deg)
+                ground = self._ground(idx)
+                first = self._guided(f, qdesc, camera, g, idx, sdesc, ground, prior, r_att, wscale, use_orient,
+                                     win_work_px=cfg.prior_work_px)
+                if first is not None and first.r_cam2ecef is not None:
+                    out = self._guided_rounds(f, qdesc, camera, g, idx, sdesc, first, out, r_att, wscale,
+                                              use_orient, ground)
         finally:
             stages["fit_ms"] += (time.perf_counter() - t) * 1e3
         return out
 
+    def _ground(self, idx) -> np.ndarray:
+        st = self.store
+        return geodesy.geodetic_to_ecef(st.lat[idx].astype(np.float64), st.lon[idx].astype(np.float64), 0.0)
+
+    def _guided_rounds(self, f: Features, qdesc, camera: Camera, g: _Group, idx, sdesc, seed: Verification,
+                       out: Verification, r_att, wscale, use_orient, ground=None) -> Verification:
+        """``GUIDED_ROUNDS`` of ``_guided`` from ``seed``'s pose, each from the last: the last pose standing
+        replaces ``out`` when it is valid (and, without an attitude, within ``guided_max_tilt_deg``); a pose
+        that does not survive matching again from itself is dropped."""
+        cfg = self.cfg
+        ground = self._ground(idx) if ground is None else ground
+        for _ in range(GUIDED_ROUNDS):
+            again = self._guided(f, qdesc, camera, g, idx, sdesc, ground, seed, r_att, wscale, use_orient)
+            if again is None or again.r_cam2ecef is None:
+                break
+            seed = again
+        if seed is not out and seed.ok and (r_att is not None or seed.tilt_deg <= cfg.guided_max_tilt_deg):
+            return seed
+        return out
+
     def _guided(self, f: Features, qdesc, camera: Camera, g: _Group, idx, sdesc, ground, hyp: Verification,
-                r_att, wscale, use_orient) -> Verification | None:
+                r_att, wscale, use_orient, win_work_px: float | None = None) -> Verification | None:
         """Matching again where the pose ``hyp`` says each store keypoint lies in the frame: a frame
         keypoint's match is the store keypoint closest in descriptor among those ``hyp`` puts within
         ``GUIDED_REACH`` windows of it, kept when it lies within the window (``cfg.guided_work_px``) and
         passes the ratio test there (against tens of neighbours, not the place's thousands); then the full
-        fit with every check. ``ground``: ECEF (km) of the store keypoints ``idx``. None when too few
-        matches are left."""
+        fit with every check. ``ground``: ECEF (km) of the store keypoints ``idx``; ``win_work_px``: the
+        window instead of ``cfg.guided_work_px``. None when too few matches are left."""
         cfg = self.cfg
         st = self.store
         u, v = camera.project((ground - hyp.ecef_km) @ hyp.r_cam2ecef)    # NaN behind the camera
-        win = cfg.guided_work_px / wscale
+        win = (cfg.guided_work_px if win_work_px is None else win_work_px) / wscale
         reach = GUIDED_REACH * win
         sel = np.flatnonzero((u > -reach) & (u < camera.width + reach) & (v > -reach) & (v < camera.height + reach))
         if len(sel) < cfg.min_matches:
