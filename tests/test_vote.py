@@ -204,6 +204,11 @@ def test_localizer_retrieves_by_voting_too(setup, basemap, cam256, vote):
         assert loc.voter.cfg.min_votes == 4 and loc.voter.cfg.ef == 40   # the config reaches the voter
         assert first.source == "vote" and first.score >= 4
         assert geodesy.great_circle_km(first.lat, first.lon, tr["bore_lat"], tr["bore_lon"]) < 100.0
+        # the vote's own pose goes to verification with its place (verify.prior_work_px); an encoder place has none
+        assert abs((first.yaw_deg - 200.0 + 180.0) % 360.0 - 180.0) < 20.0 and 400.0 < first.alt_km < 700.0
+        places = loc._places(fix.candidates, loc.verifier)
+        assert places[0] == (first.lat, first.lon, first.radius_km, first.yaw_deg, first.alt_km)
+        assert all(len(p) == 3 for p, c in zip(places, fix.candidates) if c.source == "encoder")
         assert [(c.lat, c.lon) for c in fix.candidates if c.source == "encoder"] == far
         assert [c.score for c in fix.candidates] == sorted((c.score for c in fix.candidates), reverse=True)
         assert fix.fix and fix.evidence["source"] == "vote"

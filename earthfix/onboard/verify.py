@@ -484,7 +484,7 @@ class Verifier:
 
     def _guided(self, f: Features, qdesc, camera: Camera, g: _Group, idx, sdesc, ground, hyp: Verification,
                 r_att, wscale, use_orient, win_work_px: float | None = None,
-                reach_windows: float = None) -> Verification | None:
+                reach_windows: float | None = None) -> Verification | None:
         """Matching again where the pose ``hyp`` says each store keypoint lies in the frame: a frame
         keypoint's match is the store keypoint closest in descriptor among those ``hyp`` puts within
         ``GUIDED_REACH`` windows of it, kept when it lies within the window (``cfg.guided_work_px``) and
