@@ -430,12 +430,12 @@ class Verifier:
             qi, si = qi[keep], si[keep]
         stages["match_ms"] += (time.perf_counter() - t) * 1e3
         out.matches = int(len(qi))
-        if len(qi) < cfg.min_matches:
-            out.reason = f"few matches ({len(qi)})"
         t = time.perf_counter()
         try:
             if len(qi) >= cfg.min_matches:
                 out = self._fit(f, camera, g, idx[si], qi, r_att, wscale, out)
+            else:
+                out.reason = f"few matches ({len(qi)})"
             time_left = (deadline is None or cfg.guided_budget_ms <= 0
                          or time.perf_counter() + cfg.guided_budget_ms / 1e3 <= deadline)
             if (cfg.guided_work_px > 0 and out.r_cam2ecef is not None and time_left
@@ -489,8 +489,10 @@ class Verifier:
         keypoint's match is the store keypoint closest in descriptor among those ``hyp`` puts within
         ``GUIDED_REACH`` windows of it, kept when it lies within the window (``cfg.guided_work_px``) and
         passes the ratio test there (against tens of neighbours, not the place's thousands); then the full
-        fit with every check. ``ground``: ECEF (km) of the store keypoints ``idx``; ``win_work_px``: the
-        window instead of ``cfg.guided_work_px``. None when too few matches are left."""
+        fit with every check. ``ground``: ECEF (km) of the store keypoints ``idx``; ``win_work_px`` and
+        ``reach_windows``: the window and the reach (in windows) instead of ``cfg.guided_work_px`` and
+        ``GUIDED_REACH`` (a vote place's prior: ``cfg.prior_work_px``, ``PRIOR_REACH``). None when too few
+        matches are left."""
         cfg = self.cfg
         st = self.store
         u, v = camera.project((ground - hyp.ecef_km) @ hyp.r_cam2ecef)    # NaN behind the camera
