@@ -9,7 +9,7 @@ import numpy as np
 import yaml
 
 from earthfix.onboard.bundle import MANIFEST, Bundle
-from earthfix.tools.build_index import (FINE_KEYSTORE_GSD_KM, WHITEN_POWER, fit_pca, is_current,
+from earthfix.tools.build_index import (DEFAULT_KEYINDEX, FINE_KEYSTORE_GSD_KM, WHITEN_POWER, fit_pca, is_current,
                                        shipped_local_sha256)
 
 
@@ -55,11 +55,19 @@ def test_built_bundle_records_the_power_and_flight_reduction_reproduces_its_rows
 
 def test_a_cached_default_bundle_of_another_recipe_or_encoder_is_not_reused():
     fine = {"gsd_km": 6.0, "fine_gsd_km": FINE_KEYSTORE_GSD_KM, "fine_keypoints": 10}
+    ki = {"library": "hnswlib", "space": "l2", "M": DEFAULT_KEYINDEX["M"],
+          "ef_construction": DEFAULT_KEYINDEX["ef_construction"], "ef": DEFAULT_KEYINDEX["ef"]}
     m = {"encoder": {"sha256": "abc"}, "pca": {"dim_in": 128, "dim_out": 64, "whiten_power": WHITEN_POWER},
-         "keystore": fine}
+         "keystore": fine, "keyindex": ki}
     assert is_current(m, "abc")
+    # the key index's graph: the flight's vote_ef is tuned to it (M 8 / ef_construction 100 until session 38)
+    assert not is_current(dict(m, keyindex=dict(ki, M=8, ef_construction=100)), "abc")
+    assert not is_current(dict(m, keyindex=dict(ki, M=8)), "abc")
+    assert not is_current({k: v for k, v in m.items() if k != "keyindex"}, "abc")
+    assert is_current(dict(m, keyindex=dict(ki, ef=12)), "abc")      # the build's own ef is not the flight's
     assert not is_current(m, "abd")
-    old = {"encoder": {"sha256": "abc"}, "pca": {"dim_in": 128, "dim_out": 64}, "keystore": fine}   # before whitening
+    old = {"encoder": {"sha256": "abc"}, "pca": {"dim_in": 128, "dim_out": 64}, "keystore": fine,   # before whitening
+           "keyindex": ki}
     assert not is_current(old, "abc")
     no_fine = {k: v for k, v in m.items() if k != "keystore"}        # before the fine keypoint store
     assert not is_current(no_fine, "abc")

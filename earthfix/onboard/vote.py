@@ -38,9 +38,10 @@ from .keystore import KeypointStore
 @dataclass(frozen=True)
 class VoteConfig:
     k: int = 2                    # store neighbours per frame keypoint (true matches are 93 % first NN)
-    ef: int = 32                  # hnswlib search breadth (>= k), set on the index (12 until session 28: 8..16 gave
-                                  # the same recall on clear frames; under broken cloud 32 finds the few right
-                                  # neighbours more often: release R@10 88.2 -> 90.3 %, vote +2.7 ms p50)
+    ef: int = 20                  # hnswlib search breadth (>= k), set on the index: 12 until session 28, 32 until
+                                  # session 38 (broken cloud needs the few right neighbours found); the key index's
+                                  # M 12 graph finds more of them at 20 than M 8 did at 32, 25 % sooner
+                                  # (tools/build_keyindex.py; docs/VERIFICATION.md, "A denser key index")
     max_query: int = 300          # frame keypoints queried, strongest first...
     first_query: int = 150        # ...the first this many alone (0: all at once); when their vote already has a
                                   # place of ``sure_votes``, the rest are not queried (the key-index search is

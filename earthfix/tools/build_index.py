@@ -30,6 +30,7 @@ import yaml
 from ..onboard.bundle import (FORMAT_VERSION, MANIFEST, Bundle, BundleError, reduce_descriptors, seal_manifest,
                               sha256_file)
 from . import grid
+from .build_keyindex import DEFAULT_KEYINDEX
 
 DEFAULT_INDEX = {"space": "ip", "M": 16, "ef_construction": 200, "ef": 64}   # docs/BUNDLE.md: sweep
 DEFAULT_PCA_DIM = 64
@@ -250,11 +251,12 @@ def shipped_local_sha256() -> str | None:
 
 def is_current(manifest: dict, encoder_sha256: str, local_sha256: str | None = None) -> bool:
     """A cached default bundle is reused only if built with this encoder, this local descriptor (None:
-    RootSIFT) and this recipe (whitening, the fine keypoint store's sample)."""
+    RootSIFT) and this recipe (whitening, the fine keypoint store's sample, the key index's graph)."""
     return (manifest.get("encoder", {}).get("sha256") == encoder_sha256
             and (manifest.get("local_descriptor") or {}).get("sha256") == local_sha256
             and float(manifest.get("pca", {}).get("whiten_power", 0.0)) == WHITEN_POWER
-            and (manifest.get("keystore") or {}).get("fine_gsd_km") == FINE_KEYSTORE_GSD_KM)
+            and (manifest.get("keystore") or {}).get("fine_gsd_km") == FINE_KEYSTORE_GSD_KM
+            and all((manifest.get("keyindex") or {}).get(k) == DEFAULT_KEYINDEX[k] for k in ("M", "ef_construction")))
 
 
 def bundle_info(bundle_dir: Path, encoder_path: Path) -> dict:

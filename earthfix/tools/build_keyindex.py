@@ -4,9 +4,13 @@ coefficients, float32), label = the keypoint's row in the store. Space ``l2``: t
 distances on the same vectors, and the projected descriptors are not unit vectors.
 
 Parameters (measured on the global default store, 83,205 keypoints x 32-D, frames 256 px / 80 deg):
-M 8 / 12 / 16 -> 17.7 / 20.4 / 23.0 MB; at ``ef`` 16 the first-neighbour agreement with exact search is
-0.80 / 0.88 / 0.91 but the true matches found (and the voter's recall) are the same within a frame or two
-at ef 8-24, because a true match is usually a clear nearest neighbour. M 8 keeps the file under 20 MB.
+M 8 / 12 / 16 -> 17.7 / 20.4 / 23.0 MB. The flight searches at the config's ``vote_ef``; what a search costs
+for the exact nearest neighbour it finds decides M (15,000 frame-keypoint queries of the eval's land sets,
+batches of 150, one thread, best of 5; ``docs/VERIFICATION.md``, "A denser key index"):
+M 8 / ef_construction 100 at ef 32: 15.5 us a query, the exact nearest neighbour first for 79.0 %;
+M 12 / ef_construction 200 at ef 20: **11.7 us, 82.3 %** (shipped since session 38); at ef 16: 10.0 us, 77.8 %;
+M 8 / ef_construction 400 at ef 32: 14.5 us, 80.8 %; M 16 / ef_construction 200 at ef 16: 13.9 us, 84.0 %.
+A denser graph reaches the same neighbours with a narrower search, for 2.7 MB more.
 
     python -m earthfix.tools.build_keyindex --store keystore.npz --out keyindex.hnsw
 """
@@ -19,7 +23,7 @@ import time
 
 import numpy as np
 
-DEFAULT_KEYINDEX = {"space": "l2", "M": 8, "ef_construction": 100, "ef": 12, "seed": 100}
+DEFAULT_KEYINDEX = {"space": "l2", "M": 12, "ef_construction": 200, "ef": 20, "seed": 100}
 
 
 def build_keyindex(store, params: dict | None = None, threads: int = 1):
