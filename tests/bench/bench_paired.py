@@ -1,7 +1,7 @@
 """Paired A/B of two Localizer configurations on the release frames (not a pytest test; run as a script).
 
     PYTHONPATH=. python tests/bench/bench_paired.py --b B.yaml [--a A.yaml] [--frames 100] [--seed 0]
-        [--bundle DIR] [--out pairs.jsonl]
+        [--bundle DIR] [--a-keyindex FILE] [--out pairs.jsonl]
 
 Why: with the flight deadline, which frames are fixed depends on the machine's speed at that minute, and
 two ``earthfix eval`` runs one after the other on a shared 2-core machine differ by 10-25 % in every stage
@@ -11,6 +11,8 @@ alternating order, so both see the same minute. A is the shipped defaults unless
 
 Prints, for the main sets (the eval's "overall") and all sets: eligible frames fixed, false fixes
 (> 50 km, over all frames), latency p50 / p99 (ms, one thread), and the frames only one of the two fixed.
+``--a-keyindex`` gives A's vote another key index over the same store (another graph, e.g. from ``python -m
+earthfix.tools.build_keyindex --store DIR/keystore.npz --out FILE --M 8 --ef-construction 100``).
 ``--out`` keeps one JSON line per frame (scenario, index, eligible, and per configuration fix, error km,
 latency ms, confidence).
 """
@@ -32,6 +34,16 @@ from earthfix.onboard.localizer import Localizer  # noqa: E402
 from earthfix.tools.build_index import ensure_default_bundle  # noqa: E402
 from earthfix.tools.evaluate import (FALSE_FIX_KM, SCENARIOS, is_eligible, position_error_km,  # noqa: E402
                                      scenario_frames, scenario_seed)
+
+
+def load_keyindex(path: str, dim: int, ef: int):
+    """An hnswlib key index file (space l2) searched at ``ef`` on one thread."""
+    import hnswlib
+    index = hnswlib.Index(space="l2", dim=int(dim))
+    index.load_index(str(path))
+    index.set_ef(int(ef))
+    index.set_num_threads(1)
+    return index
 
 
 def one(loc: Localizer, img, cam, truth) -> dict:
@@ -62,11 +74,18 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=100, help="frames per scenario (as earthfix eval)")
     ap.add_argument("--seed", type=int, default=0, help="base seed (as earthfix eval)")
     ap.add_argument("--bundle", default=None)
+    ap.add_argument("--a-keyindex", default=None, help="another key index (hnswlib file) for A's vote")
     ap.add_argument("--out", default=None, help="per-frame JSON lines")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     bundle = args.bundle or str(ensure_default_bundle())
     locs = {"A": Localizer.load(bundle, args.a, {"threads": 1}), "B": Localizer.load(bundle, args.b, {"threads": 1})}
+    if args.a_keyindex:
+        voter = locs["A"].voter
+        index = load_keyindex(args.a_keyindex, voter.store.dim, voter.cfg.ef)
+        if index.get_current_count() != len(voter.store):
+            raise SystemExit(f"{args.a_keyindex}: {index.get_current_count()} items, the store {len(voter.store)}")
+        voter.index = index
     rows, n = [], 0
     sink = open(args.out, "w") if args.out else None
     for k, sdef in enumerate(SCENARIOS):
