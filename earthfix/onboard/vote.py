@@ -40,7 +40,7 @@ class VoteConfig:
     k: int = 2                    # store neighbours per frame keypoint (true matches are 93 % first NN)
     ef: int = 20                  # hnswlib search breadth (>= k), set on the index: 12 until session 28, 32 until
                                   # session 38 (broken cloud needs the few right neighbours found); the key index's
-                                  # M 12 graph finds more of them at 20 than M 8 did at 32, 25 % sooner
+                                  # M 12 graph finds more of them at 20 than M 8 did at 32, 5-25 % sooner
                                   # (tools/build_keyindex.py; docs/VERIFICATION.md, "A denser key index")
     max_query: int = 300          # frame keypoints queried, strongest first...
     first_query: int = 150        # ...the first this many alone (0: all at once); when their vote already has a

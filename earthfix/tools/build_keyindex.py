@@ -5,12 +5,11 @@ distances on the same vectors, and the projected descriptors are not unit vector
 
 Parameters (measured on the global default store, 83,205 keypoints x 32-D, frames 256 px / 80 deg):
 M 8 / 12 / 16 -> 17.7 / 20.4 / 23.0 MB. The flight searches at the config's ``vote_ef``; what a search costs
-for the exact nearest neighbour it finds decides M (15,000 frame-keypoint queries of the eval's land sets,
-batches of 150, one thread, best of 5; ``docs/VERIFICATION.md``, "A denser key index"):
-M 8 / ef_construction 100 at ef 32: 15.5 us a query, the exact nearest neighbour first for 79.0 %;
-M 12 / ef_construction 200 at ef 20: **11.7 us, 82.3 %** (shipped since session 38); at ef 16: 10.0 us, 77.8 %;
-M 8 / ef_construction 400 at ef 32: 14.5 us, 80.8 %; M 16 / ef_construction 200 at ef 16: 13.9 us, 84.0 %.
-A denser graph reaches the same neighbours with a narrower search, for 2.7 MB more.
+for the exact nearest neighbours it finds decides M (``PYTHONPATH=. python tests/bench/bench_keyindex.py``:
+15,000 of the vote's own queries, one thread, warm index; docs/VERIFICATION.md, "A denser key index"):
+M 8 / ef_construction 100 at ef 32 (until session 38): 15.7 us a query, the exact nearest neighbour first for
+79 %; M 12 / ef_construction 200 at ef 20 (shipped): 14.9 us, 82 % (5-25 % faster over three runs); M 16 at
+ef 16: 17.6 us, 84 %. A denser graph reaches the same neighbours with a narrower search, for 2.7 MB more.
 
     python -m earthfix.tools.build_keyindex --store keystore.npz --out keyindex.hnsw
 """
