@@ -31,17 +31,17 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from earthfix.onboard.localizer import Localizer  # noqa: E402
+from earthfix.onboard.vote import KeypointVoter  # noqa: E402
 from earthfix.tools.build_index import ensure_default_bundle  # noqa: E402
 from earthfix.tools.evaluate import (FALSE_FIX_KM, SCENARIOS, is_eligible, position_error_km,  # noqa: E402
                                      scenario_frames, scenario_seed)
 
 
-def load_keyindex(path: str, dim: int, ef: int):
-    """An hnswlib key index file (space l2) searched at ``ef`` on one thread."""
+def load_keyindex(path: str, dim: int):
+    """An hnswlib key index file (space l2), searched on one thread."""
     import hnswlib
     index = hnswlib.Index(space="l2", dim=int(dim))
     index.load_index(str(path))
-    index.set_ef(int(ef))
     index.set_num_threads(1)
     return index
 
@@ -81,11 +81,9 @@ def main() -> None:
     bundle = args.bundle or str(ensure_default_bundle())
     locs = {"A": Localizer.load(bundle, args.a, {"threads": 1}), "B": Localizer.load(bundle, args.b, {"threads": 1})}
     if args.a_keyindex:
+        # a voter of its own: it checks the index against the store and sets A's search breadth on it
         voter = locs["A"].voter
-        index = load_keyindex(args.a_keyindex, voter.store.dim, voter.cfg.ef)
-        if index.get_current_count() != len(voter.store):
-            raise SystemExit(f"{args.a_keyindex}: {index.get_current_count()} items, the store {len(voter.store)}")
-        voter.index = index
+        locs["A"].voter = KeypointVoter(voter.store, load_keyindex(args.a_keyindex, voter.store.dim), voter.cfg)
     rows, n = [], 0
     sink = open(args.out, "w") if args.out else None
     for k, sdef in enumerate(SCENARIOS):
