@@ -208,6 +208,18 @@ def test_normalise_frame_arrays():
         assert one_line(str(e.value)), name
 
 
+def test_a_12_bit_frame_in_a_16_bit_container_keeps_its_picture():
+    # cameras often deliver 10-14-bit samples LSB-aligned in 16-bit PNG / TIFF: the top 8 of the 16 bits
+    # would read a 12-bit frame as 0..15 DN (a blank frame); the top 8 of the bits it uses keep its picture
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (64, 80, 3), np.uint8)
+    twelve = img.astype(np.uint16) << 4 | rng.integers(0, 16, img.shape).astype(np.uint16)
+    assert np.array_equal(normalise_frame(twelve), img)
+    assert np.array_equal(decode_frame(png(twelve)), img)
+    assert np.array_equal(normalise_frame(img.astype(np.uint16) << 8), img)      # full 16-bit range: as before
+    assert np.array_equal(normalise_frame(img[..., 0].astype(np.uint16)), img[..., 0])   # 8 bits in 16
+
+
 @FAST
 @given(data=st.binary(max_size=3000), seed=st.integers(0, 2 ** 32 - 1), mode=st.sampled_from(
     ["raw", "png_flip", "jpg_flip", "png_cut", "jpg_cut", "png_splice", "jpg_splice"]))

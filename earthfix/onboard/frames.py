@@ -1,7 +1,8 @@
 """Frames as the camera delivers them: decoding and validation, with one-line reasons on failure.
 
 A valid frame is uint8 H x W x 3 (BGR) or H x W (grey); 4-channel images lose alpha, 16-bit images
-are scaled to 8 bits, float arrays (API) must be finite and are taken as 0..1 when their maximum is
+keep the top 8 of the bits they use (a 12-bit frame in a 16-bit container is shifted by 4, a full-range one
+by 8), float arrays (API) must be finite and are taken as 0..1 when their maximum is
 <= 1, else as 0..255.
 
 Encoded frames: empty, truncated (PNG without IEND, JPEG without EOI), oversized (header sides above
@@ -187,7 +188,10 @@ def normalise_frame(img) -> np.ndarray:
     if img.dtype == np.uint8:
         pass
     elif img.dtype == np.uint16:
-        img = (img >> 8).astype(np.uint8)
+        # a 16-bit container often holds 10-14-bit samples (LSB-aligned): keep the top 8 of the bits the
+        # frame uses, not of 16, or a 12-bit frame would read as 0..15 DN, a blank frame
+        bits = max(8, int(img.max(initial=0)).bit_length())
+        img = (img >> (bits - 8)).astype(np.uint8)
     elif np.issubdtype(img.dtype, np.floating):
         if not np.isfinite(img).all():
             raise FrameError("frame contains NaN or infinite values")
