@@ -58,6 +58,13 @@ def test_a_short_training_exports_a_network_the_flight_loads(tmp_path):
     desc = d.describe(g, rng.uniform(10, 54, (7, 2)), np.full(7, 3.0), rng.uniform(0, 360, 7))
     assert desc.shape == (7, 128)
     np.testing.assert_allclose(np.linalg.norm(desc, axis=1), 1.0, atol=1e-5)
+    # --widths: the first two convolutions' channels, recorded; the flight side loads any width
+    net8, rec8 = train(pairs, val, minutes=0.0, batch=len(pairs["tile"]), log=lambda s: None, steps=1, widths=(8, 16))
+    assert rec8["widths"] == [8, 16] and rec["widths"] == [24, 48]
+    export(net8, tmp_path / "narrow.onnx")
+    assert PatchDescriber((tmp_path / "narrow.onnx").read_bytes()).describe(
+        g, rng.uniform(10, 54, (3, 2)), np.full(3, 3.0), rng.uniform(0, 360, 3)).shape == (3, 128)
+    assert (tmp_path / "narrow.onnx").stat().st_size < (tmp_path / "localdesc.onnx").stat().st_size
 
 
 def test_the_photometric_shift_changes_appearance_but_keeps_the_patchs_structure():

@@ -267,15 +267,17 @@ def photometric_shift(x, rng, strength: float = 1.0):
 
 
 def train(pairs: dict, val: dict, minutes: float, seed: int = 0, batch: int = 1024, lr: float = 2e-3,
-          threads: int = 1, log=print, steps: int | None = None, photometric: float = 0.0):
+          threads: int = 1, log=print, steps: int | None = None, photometric: float = 0.0,
+          widths: tuple = (24, 48)):
     """Train LocalNet for ``steps`` (the cosine schedule over steps: reproducible), or, without, for
     ``minutes`` of wall time (the schedule over time); returns (net, record). ``photometric`` > 0: frame
-    patches also shifted by ``photometric_shift`` of that strength (0: the shipped recipe)."""
+    patches also shifted by ``photometric_shift`` of that strength (0: the shipped recipe). ``widths``: the
+    channels of the first two convolutions (``build_net``'s c1, c2)."""
     import torch
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
-    net = build_net()
+    net = build_net(c1=int(widths[0]), c2=int(widths[1]))
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-5)
     n = len(pairs["tile"])
     t0, step, hist = time.time(), 0, []
@@ -311,7 +313,8 @@ def train(pairs: dict, val: dict, minutes: float, seed: int = 0, batch: int = 10
                 f"filled {top1(net, val['tile'], val['filled']):.3f}")
     net.eval()
     h = np.array(hist[-500:]) if hist else np.zeros((1, 2))
-    rec = {"steps": step, "minutes": round((time.time() - t0) / 60.0, 1), "batch": batch, "lr": lr,
+    rec = {"widths": [int(w) for w in widths], "steps": step, "minutes": round((time.time() - t0) / 60.0, 1),
+           "batch": batch, "lr": lr,
            "last_500_loss": round(float(h[:, 0].mean()), 4), "last_500_batch_top1": round(float(h[:, 1].mean()), 4),
            "val_top1": {look: round(top1(net, val["tile"], val[look]), 4) for look in ("plain", "filled")}}
     return net, rec
@@ -343,7 +346,7 @@ def run(args) -> int:
     log(f"train-localdesc: {len(pairs['tile'])} training pairs, {len(val['tile'])} validation pairs "
         f"({time.time() - t0:.0f} s)")
     net, rec = train(pairs, val, args.minutes, seed=args.seed, threads=args.threads, log=log, steps=args.steps,
-                     photometric=args.photometric)
+                     photometric=args.photometric, widths=tuple(args.widths))
     rec["photometric"] = args.photometric
     rec["val_top1_rootsift"] = {look: round(rootsift_top1(val["tile"], val[look]), 4) for look in ("plain", "filled")}
     models = Path(args.models) if args.models else out
@@ -425,6 +428,8 @@ def register(sub) -> None:
     p.add_argument("--photometric", type=float, default=0.0,
                    help="strength of the frame patches' tone-curve / ramp / blur shifts (photometric_shift; "
                         "0: the shipped recipe)")
+    p.add_argument("--widths", type=int, nargs=2, default=[24, 48], metavar=("C1", "C2"),
+                   help="channels of the network's first two convolutions (the shipped model: 24 48)")
     p.set_defaults(func=run)
     q = sub.add_parser("quantize-localdesc", help="quantize the learned local descriptor to static INT8 (QDQ)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
