@@ -1,7 +1,7 @@
 """Train the learned local descriptor (``earthfix.onboard.localdesc``) and export it to ONNX.
 
     earthfix train-localdesc --out runs/localdesc [--frames 2600 --val-frames 120 --seed 91 --steps 10000]
-        [--workers 2 --threads 1] [--models models]
+        [--workers 2 --threads 1] [--models models] [--widths 24 48]
 
 Pairs come from the simulator (torch only for the training itself, the ``train`` extra):
 1. a frame drawn like the eval's (``framesets.make_frameset``: 256 px at 80 deg or 512 px at 60 deg, the
