@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 POS_JITTER = (10.0, 0.10, 0.04)     # frame-side orientation (deg), log-scale and position (window share) 1-sigma
+WIDTHS = (24, 48)                   # channels of the network's first two convolutions (the shipped network)
 
 
 # ---- pairs -------------------------------------------------------------------------------------------
@@ -157,7 +158,7 @@ def validation_pairs(n_frames: int, seed: int, workers: int = 2, per_frame: int 
 
 # ---- network -----------------------------------------------------------------------------------------
 
-def build_net(dim: int = 128, c1: int = 24, c2: int = 48):
+def build_net(dim: int = 128, c1: int = WIDTHS[0], c2: int = WIDTHS[1]):
     """LocalNet: 32 x 32 grey (0..255) -> 2 x 2 mean -> per-patch standardisation -> conv 4x4/2 (c1) ->
     conv 3x3/2 (c2) -> conv 4x4 (dim) -> unit vector. ~0.29 MMAC a patch at the defaults."""
     import torch
@@ -268,7 +269,7 @@ def photometric_shift(x, rng, strength: float = 1.0):
 
 def train(pairs: dict, val: dict, minutes: float, seed: int = 0, batch: int = 1024, lr: float = 2e-3,
           threads: int = 1, log=print, steps: int | None = None, photometric: float = 0.0,
-          widths: tuple = (24, 48)):
+          widths: tuple = WIDTHS):
     """Train LocalNet for ``steps`` (the cosine schedule over steps: reproducible), or, without, for
     ``minutes`` of wall time (the schedule over time); returns (net, record). ``photometric`` > 0: frame
     patches also shifted by ``photometric_shift`` of that strength (0: the shipped recipe). ``widths``: the
@@ -428,8 +429,8 @@ def register(sub) -> None:
     p.add_argument("--photometric", type=float, default=0.0,
                    help="strength of the frame patches' tone-curve / ramp / blur shifts (photometric_shift; "
                         "0: the shipped recipe)")
-    p.add_argument("--widths", type=int, nargs=2, default=[24, 48], metavar=("C1", "C2"),
-                   help="channels of the network's first two convolutions (the shipped model: 24 48)")
+    p.add_argument("--widths", type=int, nargs=2, default=list(WIDTHS), metavar=("C1", "C2"),
+                   help="channels of the network's first two convolutions (default: the shipped network's, %(default)s)")
     p.set_defaults(func=run)
     q = sub.add_parser("quantize-localdesc", help="quantize the learned local descriptor to static INT8 (QDQ)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
