@@ -26,6 +26,25 @@ COMMAND_MODULES = [
     "earthfix.tools.evaluate",         # eval
 ]
 
+# the project's own errors: a bad input, file, bundle or model, not a bug. A command that lets one through
+# ends with its one-line reason and exit 2 (as locate's run-level errors do), not a traceback.
+INPUT_ERRORS = [
+    ("earthfix.onboard.bundle", "BundleError"), ("earthfix.onboard.camera", "CameraError"),
+    ("earthfix.onboard.config", "ConfigError"), ("earthfix.onboard.frames", "FrameError"),
+    ("earthfix.onboard.keystore", "KeystoreError"), ("earthfix.onboard.localdesc", "LocalDescError"),
+    ("earthfix.sim.basemap", "BasemapError"), ("earthfix.sim.orbit", "OrbitError"), ("earthfix.tools.oem", "OEMError"),
+]
+
+
+def _is_input_error(exc: BaseException) -> bool:
+    if isinstance(exc, FileNotFoundError):
+        return True
+    for module, name in INPUT_ERRORS:
+        mod = sys.modules.get(module)    # an error of a module never imported cannot have been raised
+        if mod is not None and isinstance(exc, getattr(mod, name)):
+            return True
+    return False
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -58,6 +77,12 @@ def main(argv=None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:
+        if not _is_input_error(exc):
+            raise
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"earthfix {args.command}: {msg}", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

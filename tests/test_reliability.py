@@ -575,3 +575,35 @@ def test_rss_growth_figures():
     assert g["post_warmup_frames"] == 300 and g["slope_mb_per_1000_frames"] == pytest.approx(13.0, abs=0.5)
     if Path("/proc/self/status").exists():
         assert 1.0 < rss_mb() < 1e6
+
+
+@pytest.mark.parametrize("name, body, words", [
+    ("inf.yaml", "width: .inf\nheight: 256\nfov_deg: 80\n", "'width'"),
+    ("nan.yaml", "width: 256\nheight: .nan\nfov_deg: 80\n", "'height'"),
+    ("bool.yaml", "width: 256\nheight: 256\nfov_deg: true\n", "fov_deg"),
+    ("boolfx.yaml", "width: 256\nheight: 256\nfx: true\nfy: 200\n", "'fx'"),
+    ("binary.yaml", b"\xff\xfe\x00\x81" * 10, "not text"),
+    ("a_directory", None, "cannot be read"),
+])
+def test_a_camera_file_that_cannot_be_used_is_a_camera_error_naming_it(tmp_path, name, body, words):
+    """Every unusable camera file is one CameraError that names the file, never an OverflowError,
+    IsADirectoryError or UnicodeDecodeError, and a YAML boolean is not a size."""
+    from earthfix.onboard.camera import Camera, CameraError
+    path = tmp_path / name
+    if body is None:
+        path.mkdir()
+    elif isinstance(body, bytes):
+        path.write_bytes(body)
+    else:
+        path.write_text(body)
+    with pytest.raises(CameraError) as exc:
+        Camera.from_yaml(path)
+    assert name in str(exc.value) and words in str(exc.value)
+
+
+def test_feature_config_refuses_keys_it_does_not_know():
+    """A misspelt feature key (a keystore recipe's overrides, an API caller) is refused, not dropped."""
+    from earthfix.onboard.features import FeatureConfig
+    assert FeatureConfig.from_dict({"contrast_threshold": 0.03}).contrast_threshold == 0.03
+    with pytest.raises(ValueError, match="contrast_treshold"):
+        FeatureConfig.from_dict({"contrast_treshold": 0.03})

@@ -46,7 +46,10 @@ class Camera:
         for key in ("width", "height"):
             if key not in d:
                 raise CameraError(f"camera: missing key '{key}'")
-            if not isinstance(d[key], (int, float)) or int(d[key]) != d[key] or not (8 <= d[key] <= 16384):
+            v = d[key]
+            # finite first: int() of inf / nan raises OverflowError / ValueError, not a camera error
+            if (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or int(v) != v
+                    or not (8 <= v <= 16384)):
                 raise CameraError(f"camera: '{key}' must be an integer in [8, 16384], got {d[key]!r}")
         w, h = int(d["width"]), int(d["height"])
         # explicit intrinsics win over fov_deg (to_dict writes both; fov_deg alone cannot carry fy, cx, cy)
@@ -54,7 +57,7 @@ class Camera:
             vals = {}
             for k in ("fx", "fy", "cx", "cy"):
                 v = d.get(k, (w - 1) / 2.0 if k == "cx" else (h - 1) / 2.0)
-                if not isinstance(v, (int, float)) or not math.isfinite(v):
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
                     raise CameraError(f"camera: '{k}' must be a finite number, got {v!r}")
                 vals[k] = float(v)
             if vals["fx"] <= 0 or vals["fy"] <= 0:
@@ -62,7 +65,7 @@ class Camera:
             return cls(w, h, vals["fx"], vals["fy"], vals["cx"], vals["cy"])
         if "fov_deg" in d:
             fov = d["fov_deg"]
-            if not isinstance(fov, (int, float)):
+            if not isinstance(fov, (int, float)) or isinstance(fov, bool):
                 raise CameraError(f"camera: 'fov_deg' must be a number, got {fov!r}")
             return cls.from_fov(w, h, float(fov))
         raise CameraError("camera: give 'fov_deg' or 'fx' and 'fy'")
@@ -74,9 +77,16 @@ class Camera:
             d = yaml.safe_load(path.read_text())
         except FileNotFoundError:
             raise CameraError(f"camera file not found: {path}") from None
+        except UnicodeDecodeError:
+            raise CameraError(f"camera file {path} is not text (binary data?)") from None
+        except OSError as exc:    # a directory, no permission, an I/O error
+            raise CameraError(f"camera file {path} cannot be read ({exc.strerror or type(exc).__name__})") from None
         except yaml.YAMLError as exc:
             raise CameraError(f"camera file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        return cls.from_dict(d)
+        try:
+            return cls.from_dict(d)
+        except CameraError as exc:    # name the file: a run may load several cameras
+            raise CameraError(f"camera file {path}: {str(exc).removeprefix('camera: ')}") from None
 
     def to_dict(self) -> dict:
         return {"width": self.width, "height": self.height, "fov_deg": round(self.fov_deg, 6),

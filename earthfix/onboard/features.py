@@ -66,8 +66,10 @@ class FeatureConfig:
     @classmethod
     def from_dict(cls, d: dict | None) -> "FeatureConfig":
         d = dict(d or {})
-        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        return cls(**known)
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:    # a misspelt key would otherwise leave its default in force without a word
+            raise ValueError(f"feature: unknown key(s) {', '.join(map(str, unknown))}")
+        return cls(**d)
 
 
 class Features(NamedTuple):

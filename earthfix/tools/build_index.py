@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..onboard.bundle import (FORMAT_VERSION, MANIFEST, Bundle, BundleError, reduce_descriptors, seal_manifest,
-                              sha256_file)
+from ..onboard.bundle import (FORMAT_VERSION, MANIFEST, Bundle, BundleError, check_encoder_record, reduce_descriptors,
+                              seal_manifest, sha256_file)
 from . import grid
 from .build_keyindex import DEFAULT_KEYINDEX
 
@@ -239,6 +239,8 @@ def ensure_default_bundle(progress=True) -> Path:
         print(f"earthfix: default bundle at {out} is stale or unreadable; rebuilding", file=sys.stderr)
     else:
         print(f"earthfix: building the default bundle into {out} (first use, a few minutes)", file=sys.stderr)
+    # a corrupted shipped encoder would otherwise be built into a bundle that then vouches for it
+    check_encoder_record(enc)
     out.parent.mkdir(parents=True, exist_ok=True)
     return build_bundle(out, progress=progress)
 
@@ -264,14 +266,22 @@ def bundle_info(bundle_dir: Path, encoder_path: Path) -> dict:
     enc_sha = sha256_bytes(Path(encoder_path).read_bytes())
     b = Bundle.load(bundle_dir, encoder_sha256=enc_sha, load_keystore=False)
     m = b.manifest
+
+    def get(*keys):
+        # descriptive fields the loader does not need may be absent from an unsealed manifest: None, not a KeyError
+        d = m
+        for k in keys:
+            d = d.get(k) if isinstance(d, dict) else None
+        return d
+
     return {"bundle_dir": str(Path(bundle_dir).resolve()), "bundle_bytes": b.bytes, "views": b.views,
-            "descriptor_dim": int(m["index"]["dim"]), "encoder_descriptor_dim": int(m["encoder"]["descriptor_dim"]),
+            "descriptor_dim": int(m["index"]["dim"]), "encoder_descriptor_dim": get("encoder", "descriptor_dim"),
             "encoder": str(Path(encoder_path).resolve()), "encoder_sha256": enc_sha,
-            "format_version": m["format_version"], "scales_km": m["grid"]["scales_km"],
-            "views_per_scale": m["counts"]["views_per_scale"], "keypoints": m["counts"].get("keypoints", 0),
-            "keystore": m.get("keystore"),
-            "local_descriptor": (m.get("local_descriptor") or {"kind": "rootsift"}),
-            "index": m["index"], "basemap": m["basemap"]["source"],
+            "format_version": get("format_version"), "scales_km": get("grid", "scales_km"),
+            "views_per_scale": get("counts", "views_per_scale"), "keypoints": get("counts", "keypoints") or 0,
+            "keystore": get("keystore"),
+            "local_descriptor": get("local_descriptor") or {"kind": "rootsift"},
+            "index": m["index"], "basemap": get("basemap", "source"),
             "files": {k: v["bytes"] for k, v in m["files"].items()}}
 
 

@@ -434,8 +434,8 @@ class Baselines:
                 np.save(hand_p, hand)
             if need_fp32:
                 np.save(fp32_p, b.reduce(full))
-        hand = np.load(hand_p)
-        fp32 = np.load(fp32_p) if self.fp32 is not None else None
+        hand = np.load(hand_p, allow_pickle=False)
+        fp32 = np.load(fp32_p, allow_pickle=False) if self.fp32 is not None else None
         return hand, fp32
 
     def query(self, img: np.ndarray, truth: dict, rec: dict) -> None:

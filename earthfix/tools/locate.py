@@ -82,12 +82,8 @@ def run(args) -> int:
 
     try:
         camera = Camera.from_yaml(args.camera)
-    except (CameraError, OSError, UnicodeDecodeError, ValueError, OverflowError) as exc:
-        # CameraError covers a missing file and bad keys; a directory, binary data or inf/nan sizes
-        # raise others (camera.py): all are one line here
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"earthfix locate: camera {args.camera}: {msg}" if not isinstance(exc, CameraError)
-              else f"earthfix locate: {msg}", file=sys.stderr)
+    except CameraError as exc:    # a missing, unreadable, binary or invalid file (camera.py)
+        print(f"earthfix locate: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     attitude = None
     if args.attitude:
