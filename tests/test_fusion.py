@@ -209,6 +209,32 @@ def test_fixes_that_mostly_disagree_give_no_orbit_unless_enough_agree(iss):
     assert np.linalg.norm(r - truth[-1]) < 5.0 and fresh.n_used >= 0.09 * fresh.n_fixes
 
 
+def test_a_long_run_keeps_only_the_fixes_a_window_can_reach(iss, monkeypatch):
+    """Fixes older than any fit window are pruned (a flight run never ends): memory and each refit's
+    bookkeeping stay bounded, and estimates and fix_status are those of a fuser that keeps everything."""
+    times, truth, _ = iss
+    rng = np.random.default_rng(5)
+    meas = truth + rng.normal(0.0, 3.0, truth.shape)
+    meas[rng.random(len(meas)) < 0.05] *= 1.1                    # a few gross outliers (~680 km up)
+    monkeypatch.setattr(fusion, "PRUNE_MIN", 64)
+    pruned = OrbitFuser(window_s=1200.0)
+    keeps_all = OrbitFuser(window_s=1200.0)
+    keeps_all._next_prune = 10 ** 9
+    most_kept = 0
+    for i in range(len(times)):
+        for f in (pruned, keeps_all):
+            f.add(times[i], meas[i])
+        a, b = pruned.estimate(times[i]), keeps_all.estimate(times[i])
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert np.allclose(a[0], b[0], atol=1e-6) and np.allclose(a[2], b[2], rtol=1e-6, atol=1e-9)
+        most_kept = max(most_kept, len(pruned._t))
+    assert pruned.n_fixes == keeps_all.n_fixes == len(keeps_all._t) == len(times)
+    assert most_kept <= 2 * (1200 / STEP_S + 1) + 64 < pruned.n_fixes / 2   # a window holds 121 fixes
+    assert pruned.fix_status() == keeps_all.fix_status()
+    assert {"used", "rejected", "outside"} <= set(pruned.fix_status())
+
+
 def test_onboard_fusion_imports_no_ground_code():
     """Flight code: fusion may import numpy and earthfix.onboard only (never sgp4, sim, tools, torch)."""
     tree = ast.parse(Path(fusion.__file__).read_text())

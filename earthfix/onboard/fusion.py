@@ -331,6 +331,7 @@ class Solution:
         return b[:, 0, :], phi @ self.cov_eci @ np.transpose(phi, (0, 2, 1))
 
 
+PRUNE_MIN = 4096               # fixes kept before the first prune (a 2.5 h replay never reaches it)
 UNSUPPORTED = "unsupported"    # _fit's answer when the window has fixes enough but no orbit that enough of them agree on
 
 
@@ -374,9 +375,15 @@ class OrbitFuser:
         self.ransac_iters = int(ransac_iters)
         self.min_support = float(min_support)
         self._rng = np.random.default_rng(seed)
+        # the fixes that may still enter a fit; older ones are pruned (a flight run never ends: kept, they
+        # grew memory by ~0.5 KB and every refit's bookkeeping by their count, fix after fix)
         self._t: list[float] = []                 # POSIX s
         self._r_eci: list[np.ndarray] = []        # measured position, ECI km
         self._sig_mult: list[float] = []          # sigma inflation from confidence
+        self._id: list[int] = []                  # order of addition (fix_status, Solution.used_ids)
+        self._n_added = 0
+        self._next_prune = PRUNE_MIN
+        self._window_n = 0                        # fixes in the last fit's window
         self.solution: Solution | None = None
         self._new_since_fit = 0
         self.n_fits = 0
@@ -400,14 +407,32 @@ class OrbitFuser:
         if bs is not None:
             mult = max(mult, bs / self.sigma_h_km)
         self._sig_mult.append(mult)
+        self._id.append(self._n_added)
+        self._n_added += 1
         self._new_since_fit += 1
+        if len(self._t) >= self._next_prune:
+            self._prune()
         return True
+
+    def _prune(self) -> None:
+        """Forget fixes older than any fit window can reach: before the window of the latest fix, and of the
+        current solution (whose used / rejected fixes fix_status still names). Amortised O(1) per fix: the
+        next prune waits until the kept fixes have doubled."""
+        t_ref = max(self._t)
+        if self.solution is not None:
+            t_ref = min(t_ref, self.solution.epoch)
+        keep = [i for i, ti in enumerate(self._t) if ti >= t_ref - self.window_s]
+        self._t = [self._t[i] for i in keep]
+        self._r_eci = [self._r_eci[i] for i in keep]
+        self._sig_mult = [self._sig_mult[i] for i in keep]
+        self._id = [self._id[i] for i in keep]
+        self._next_prune = max(PRUNE_MIN, 2 * len(self._t))
 
     # ---- bookkeeping ---------------------------------------------------------------------------------
     @property
     def n_fixes(self) -> int:
         """Fix measurements added so far."""
-        return len(self._t)
+        return self._n_added
 
     @property
     def n_used(self) -> int:
@@ -422,13 +447,12 @@ class OrbitFuser:
     def fix_status(self) -> list[str]:
         """Per added fix, in order of addition: 'used', 'rejected', 'outside' (out of the fit window) or
         'pending' (not yet fitted / no solution)."""
-        out = ["pending"] * len(self._t)
         if self.solution is None:
-            return out
+            return ["pending"] * self._n_added
+        out = ["outside"] * self._n_added                    # pruned fixes lie before any window
         t_lo = self.solution.epoch - self.window_s
-        for i in range(len(self._t)):
-            if self._t[i] < t_lo:
-                out[i] = "outside"
+        for i, ti in zip(self._id, self._t):
+            out[i] = "outside" if ti < t_lo else "pending"
         for i in self.solution.used_ids:
             out[i] = "used"
         for i in self.solution.rejected_ids:
@@ -488,13 +512,13 @@ class OrbitFuser:
             # refit on every fix while the orbit is young, but not forever: fixes that keep disagreeing
             # (few used among many) would otherwise cost a full refit per frame
             young = ((self.solution is None or self.solution.n_used < self.young_fixes)
-                     and len(self._t) < 3 * self.young_fixes)
+                     and self._n_added < 3 * self.young_fixes)
             # a fit costs about the window's length: refit less often as the window fills, so that the
             # total cost of a long run grows roughly linearly with its length. Counted in used fixes while
             # they are most of the window (the cadence the replays were measured with), else in the window's:
             # fixes that mostly disagree would cost a refit every refit_every fixes (0.5-2.4 s each with
             # ~500-2,000 in the window; tests/bench/bench_fusion.py)
-            n_window = self._n_window()
+            n_window = self._window_n + self._new_since_fit    # the last fit's window and the fixes since
             count = self.n_used if self.n_used >= 0.5 * n_window else n_window
             every = max(self.refit_every, int(0.05 * count))
             if young or self._new_since_fit >= every:
@@ -502,10 +526,6 @@ class OrbitFuser:
         return self.solution
 
     # ---- fitting -------------------------------------------------------------------------------------
-    def _n_window(self) -> int:
-        t = np.asarray(self._t)
-        return int(np.count_nonzero(t >= t.max() - self.window_s)) if len(t) else 0
-
     def _window(self):
         t = np.asarray(self._t)
         ids = np.nonzero(t >= t.max() - self.window_s)[0]
@@ -518,6 +538,7 @@ class OrbitFuser:
         if len(self._t) < self.min_fixes:
             return None
         ids, t, r, mult = self._window()
+        self._window_n = len(ids)
         if len(ids) < self.min_fixes or t[-1] - t[0] < self.min_span_s:
             return None
         epoch = float(t[-1])
@@ -562,7 +583,8 @@ class OrbitFuser:
         m = best["mask"]
         return Solution(epoch=epoch, x_eci=best["x"], cov_eci=best["cov"], traj=best["traj"],
                         n_used=int(m.sum()), n_rejected=int((~m).sum()), rms_km=best["rms_km"],
-                        noise_scale=best["scale"], used_ids=ids[m], rejected_ids=ids[~m],
+                        noise_scale=best["scale"], used_ids=np.asarray(self._id)[ids[m]],
+                        rejected_ids=np.asarray(self._id)[ids[~m]],
                         source=best["source"])
 
     def _linearize(self, x, epoch, meas, w):
