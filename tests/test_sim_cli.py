@@ -207,3 +207,16 @@ def test_sim_bad_tle_content(tmp_path, capsys, cam256_path):
     rc = main(["sim", "--tle", str(tle), "--camera", str(cam256_path), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "TLE" in err, err
+
+
+def test_a_preset_without_start_begins_over_daylit_land_as_replay_does(tmp_path, cam256_path):
+    """`earthfix sim --preset iss` with no --start used the TLE epoch, whose first 95 min hold no eligible
+    frame (night and ocean); it now starts where replay and demo start, over daylit land."""
+    from earthfix.sim.orbit import Orbit, parse_time
+    assert Orbit.preset_start("iss") == parse_time("2025-11-10T19:00:00Z")
+    assert Orbit.preset_start("SSO") == parse_time("2025-11-10T08:30:00Z")
+    rc = main(["sim", "--preset", "iss", "--duration", "0s", "--interval", "10s", "--camera", str(cam256_path),
+               "--out", str(tmp_path / "o")])
+    assert rc == 0
+    first = json.loads((tmp_path / "o" / "truth.jsonl").read_text().splitlines()[0])
+    assert parse_time(first["time"]) == Orbit.preset_start("iss")

@@ -20,7 +20,8 @@ def register(subparsers) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--preset", metavar="NAME", help="orbit preset: iss, sso")
     src.add_argument("--tle", metavar="FILE", help="two-line element file (optional name line before line 1)")
-    p.add_argument("--start", metavar="ISO", help="UTC start time (default: the TLE epoch)")
+    p.add_argument("--start", metavar="ISO", help="UTC start time (default: a preset's start over daylit land, "
+                   "as replay's; a TLE file's epoch)")
     p.add_argument("--duration", default="95m", help="e.g. 95m, 2h, 600s (default 95m)")
     p.add_argument("--interval", default="10s", help="time between frames, e.g. 10s (default 10s)")
     p.add_argument("--camera", metavar="CAMERA.yaml",
@@ -75,7 +76,10 @@ def run(args) -> int:
             except (OSError, UnicodeDecodeError) as exc:
                 return _fail(f"cannot read TLE file {args.tle}: {exc.strerror if isinstance(exc, OSError) else exc}")
             orbit = Orbit.from_tle_text(text)
-        start = parse_time(args.start) if args.start else orbit.epoch
+        if args.start:
+            start = parse_time(args.start)
+        else:    # a preset's start over daylit land (the same as replay's); a TLE's own epoch
+            start = Orbit.preset_start(args.preset) if args.preset else orbit.epoch
         if parse_duration_s(args.duration) < 0:
             return _fail("duration must not be negative")
         if parse_duration_s(args.interval) <= 0:

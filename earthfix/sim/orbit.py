@@ -25,12 +25,17 @@ PRESETS: dict[str, dict] = {
         "line1": "1 25544U 98067A   25313.96830531  .00008626  00000+0  16179-3 0  9997",
         "line2": "2 25544  51.6342 304.7042 0004075  52.7615 307.3745 15.49490024537771",
         "note": "International Space Station, ~420 km, 51.6 deg; epoch 2025-11-09",
+        # a fixed, reproducible start whose first orbit crosses a lot of daylit land (scanned over 2025-11-10
+        # in half-hour steps, sun above 10 deg, land under the sub-satellite point): daylit land after 9 min,
+        # Africa and Asia. The TLE epoch's orbit has no eligible frame in its first 95 min.
+        "start": "2025-11-10T19:00:00Z",
     },
     "sso": {
         "name": "SENTINEL-2A",
         "line1": "1 40697U 15028A   25225.66220237  .00000108  00000-0  57680-4 0  9995",
         "line2": "2 40697  98.5664 299.9242 0001176  96.3963 263.7354 14.30826489529757",
         "note": "Sentinel-2A, ~786 km sun-synchronous (10:30 descending node); epoch 2025-08-13",
+        "start": "2025-11-10T08:30:00Z",         # daylit land from the first minute
     },
 }
 
@@ -122,6 +127,14 @@ class Orbit:
             raise OrbitError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
         p = PRESETS[key]
         return cls.from_tle(p["line1"], p["line2"], p["name"])
+
+    @staticmethod
+    def preset_start(name: str) -> datetime:
+        """The preset's default start (UTC): an orbit over daylit land, the same for sim, replay and soak."""
+        key = name.lower()
+        if key not in PRESETS:
+            raise OrbitError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+        return parse_time(PRESETS[key]["start"])
 
     @classmethod
     def from_kepler(cls, epoch, alt_km: float, inc_deg: float, raan_deg: float = 0.0, ecc: float = 0.0,

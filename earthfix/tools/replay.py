@@ -32,10 +32,6 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_CAMERA = {"width": 256, "height": 256, "fov_deg": 80}
-# Fixed, reproducible starts whose first orbit crosses a lot of daylit land (scanned over 2025-11-10 in
-# half-hour steps with the sun above 10 deg and land under the sub-satellite point): ISS 19:00 UTC
-# (first daylit land after 9 min, Africa and Asia), SSO 08:30 UTC (daylit land from the first minute).
-DEFAULT_START = {"iss": "2025-11-10T19:00:00Z", "sso": "2025-11-10T08:30:00Z"}
 DEMO_DURATION = "95m"          # about one ISS orbit: ~570 frames, ~2 minutes on 2 cores
 DEMO_INTERVAL = "10s"
 FALSE_FIX_KM = 50.0            # CONVENTIONS: a fix more than 50 km from the truth is false
@@ -102,7 +98,7 @@ def _build(args, cmd: str):
         if args.start:
             start = parse_time(args.start)
         elif args.preset:
-            start = parse_time(DEFAULT_START.get(args.preset.lower(), orbit.epoch))
+            start = Orbit.preset_start(args.preset)     # over daylit land (sim/orbit.py PRESETS)
         else:
             start = orbit.epoch
         if parse_duration_s(args.duration) <= 0:

@@ -210,12 +210,11 @@ def run_long_replay(localizer, camera, frames: int, every: int = 100, warmup: in
     from ..onboard.fusion import OrbitFuser
     from ..sim.orbit import Orbit, parse_duration_s, parse_time
     from ..sim.scenario import Scenario
-    from .replay import DEFAULT_START
     warmup = max(1, frames // 10) if warmup is None else int(warmup)
     every = max(1, int(every))
     if scenario is None:
         orbit = Orbit.preset(preset)
-        start = start or DEFAULT_START.get(preset.lower(), "2025-11-10T19:00:00Z")
+        start = start or Orbit.preset_start(preset)
         step = parse_duration_s(interval)
         scenario = Scenario(orbit, camera, start, duration=frames * step, interval=step, attitude="jitter",
                             seed=seed)
