@@ -28,6 +28,12 @@ Pipeline, refitted incrementally as fixes arrive (``OrbitFuser``):
    A solution is kept only if it uses at least ``min_support`` of the window's fixes (and ``min_fixes``):
    among ~1,600 fixes at random places, 4 fit a circular orbit by chance (rms 16 km) and were served as the
    orbit, 4,000-13,000 km off; a true orbit among 90 % wrong fixes still uses 10 % (docs/RELIABILITY.md).
+   *Altitude scale*: a camera whose focal length (fov_deg) is off by a few % scales every fix's altitude
+   by as much, not its ground point, and an orbit fitted to such fixes bends to them (2 deg off: ~47 km).
+   Once the window spans ``alt_scale_min_span_s`` (45 min: enough for the period to pin the radius), a
+   scale s on the fixes' heights above the ellipsoid is fitted beside the state (prior 1 +- ``alt_scale_sigma``)
+   and used when |s - 1| >= 4 sigma; otherwise the plain fit stands (tested again as the window grows by
+   a quarter). ``Solution.alt_scale`` reports it: a camera calibration check from orbital dynamics.
 4. *Prediction*: any time, through gaps, in ECEF, with the 6x6 covariance mapped by the state transition
    matrix (forward-difference bundle of 7 trajectories propagated together), and as osculating elements.
 
@@ -54,6 +60,8 @@ _DELTA = np.array([1e-3, 1e-3, 1e-3, 1e-6, 1e-6, 1e-6])
 # the least-squares unknowns are scaled so that 1 unit of velocity (1 m/s) moves a prediction about as much
 # as 1 km of position over the ~1000 s an arc spans: it keeps the normal matrix well conditioned.
 _SCALE = np.array([1.0, 1.0, 1.0, 1e-3, 1e-3, 1e-3])
+# the fixes' altitude scale (7th unknown when fitted): 1 unit = 0.1 % of the altitude, ~0.4-0.8 km in LEO
+_SCALE_ALT = 1e-3
 
 
 # ---- time and frames -----------------------------------------------------------------------------------
@@ -153,6 +161,15 @@ def propagate(x0, dt_s, step_s: float = 10.0) -> np.ndarray:
     for _ in range(n if dt_s != 0 else 0):
         x = rk4_step(x, h)
     return x
+
+
+def altitude_direction(r_km) -> tuple[np.ndarray, np.ndarray]:
+    """(height above the ellipsoid along the radial (n,), radial unit vectors (n, 3)) for positions (n, 3) in
+    ECI or ECEF (the ellipsoid is symmetric about z). The fixes' altitude bias is modelled along it."""
+    d = np.linalg.norm(r_km, axis=1)
+    u = r_km / d[:, None]
+    rho = 1.0 / np.sqrt((u[:, 0] ** 2 + u[:, 1] ** 2) / geodesy.A_KM ** 2 + u[:, 2] ** 2 / geodesy.B_KM ** 2)
+    return d - rho, u
 
 
 class Trajectory:
@@ -323,6 +340,8 @@ class Solution:
     used_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, int), repr=False)
     rejected_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, int), repr=False)
     source: str = ""                       # "ransac" or "warm"
+    alt_scale: float = 1.0                 # the fixes' altitudes / the orbit's (1 when not fitted)
+    alt_scale_sigma: float = 0.0
 
     def state_eci(self, t_posix_s):
         """(states (n, 6), covariances (n, 6, 6)) in ECI at times (n,)."""
@@ -331,6 +350,7 @@ class Solution:
         return b[:, 0, :], phi @ self.cov_eci @ np.transpose(phi, (0, 2, 1))
 
 
+ALT_SCALE_SIGNIFICANT = 4.0    # fitted altitude scales nearer 1 than this many sigmas are not used
 PRUNE_MIN = 4096               # fixes kept before the first prune (a 2.5 h replay never reaches it)
 UNSUPPORTED = "unsupported"    # _fit's answer when the window has fixes enough but no orbit that enough of them agree on
 
@@ -359,7 +379,7 @@ class OrbitFuser:
                  window_s: float = 6 * 3600.0, step_s: float = 30.0, refit_every: int = 5,
                  young_fixes: int = 20, ecc_prior_sigma: float | None = 0.01,
                  ransac_threshold_km: float = 150.0, ransac_iters: int = 300, min_support: float = 0.02,
-                 seed: int = 0):
+                 alt_scale_sigma: float | None = 0.02, alt_scale_min_span_s: float = 2700.0, seed: int = 0):
         self.sigma_h_km = float(sigma_h_km)
         self.sigma_r_km = float(sigma_r_km)
         self.min_fixes = int(min_fixes)
@@ -374,6 +394,8 @@ class OrbitFuser:
         self.ransac_threshold_km = float(ransac_threshold_km)
         self.ransac_iters = int(ransac_iters)
         self.min_support = float(min_support)
+        self.alt_scale_sigma = alt_scale_sigma
+        self.alt_scale_min_span_s = float(alt_scale_min_span_s)
         self._rng = np.random.default_rng(seed)
         # the fixes that may still enter a fit; older ones are pruned (a flight run never ends: kept, they
         # grew memory by ~0.5 KB and every refit's bookkeeping by their count, fix after fix)
@@ -384,6 +406,8 @@ class OrbitFuser:
         self._n_added = 0
         self._next_prune = PRUNE_MIN
         self._window_n = 0                        # fixes in the last fit's window
+        self._scale_on = False                    # the last fit found the fixes' altitudes scaled
+        self._scale_test_at = 0                   # window size at which to test for a scale again
         self.solution: Solution | None = None
         self._new_since_fit = 0
         self.n_fits = 0
@@ -543,7 +567,36 @@ class OrbitFuser:
             return None
         epoch = float(t[-1])
         meas = (t, r, mult, r / np.linalg.norm(r, axis=1, keepdims=True))
+        # the fixes' altitude scale only once the arc is long enough for the dynamics to pin the orbit's
+        # radius (its period): on shorter arcs it trades against the radius and costs kilometres
+        fit_scale = self._fits_scale() and t[-1] - t[0] >= self.alt_scale_min_span_s
 
+        # tried while it was significant, else again only once the window has grown by a quarter: a test
+        # costs a second fit
+        try_scale = fit_scale and (self._scale_on or len(ids) >= self._scale_test_at)
+        if fit_scale and not self._scale_on and try_scale:
+            self._scale_test_at = int(1.25 * len(ids)) + 1
+        best = self._best_fit(ids, t, r, mult, meas, epoch, try_scale)
+        if best is UNSUPPORTED:
+            return UNSUPPORTED
+        self._scale_on = try_scale and abs(best["alt_scale"] - 1.0) >= ALT_SCALE_SIGNIFICANT * best["alt_scale_sigma"]
+        if try_scale and not self._scale_on:
+            # no evidence that the fixes' altitudes are scaled: the plain fit, which keeps all their radial
+            # information (fitting the scale anyway cost 0.7 -> 3.0 km over the last half hour of the 2 h
+            # ISS replay)
+            best = self._best_fit(ids, t, r, mult, meas, epoch, False)
+            if best is UNSUPPORTED:
+                return UNSUPPORTED
+        m = best["mask"]
+        return Solution(epoch=epoch, x_eci=best["x"], cov_eci=best["cov"], traj=best["traj"],
+                        n_used=int(m.sum()), n_rejected=int((~m).sum()), rms_km=best["rms_km"],
+                        noise_scale=best["scale"], used_ids=np.asarray(self._id)[ids[m]],
+                        rejected_ids=np.asarray(self._id)[ids[~m]],
+                        source=best["source"], alt_scale=best["alt_scale"], alt_scale_sigma=best["alt_scale_sigma"])
+
+    def _best_fit(self, ids, t, r, mult, meas, epoch, fit_scale: bool):
+        """The best of a warm-started fit and, when that cannot explain the data, a RANSAC restart; or
+        UNSUPPORTED when neither uses ``min_support`` of the window's fixes."""
         tries = []
         if self.solution is not None:
             sol = self.solution
@@ -554,9 +607,10 @@ class OrbitFuser:
             b = sol.traj.sample(t)
             phi_r = Trajectory.stm(b)[:, :3, :]
             s_pred = phi_r @ sol.cov_eci @ np.transpose(phi_r, (0, 2, 1)) + self._meas_cov(meas, *sol.noise_scale)
-            innov = r - b[:, 0, :3]
+            innov = r - self._measured(b[:, 0, :3], sol.alt_scale)
             d2 = np.einsum("ni,ni->n", innov, np.linalg.solve(s_pred, innov[..., None])[..., 0])
-            res = self._robust_solve(x0, epoch, meas, d2 < self.gate_sigma ** 2)
+            res = self._robust_solve(x0, epoch, meas, d2 < self.gate_sigma ** 2,
+                                     sol.alt_scale if fit_scale else None)
             if res is not None:
                 res["source"] = "warm"
                 tries.append(res)
@@ -570,7 +624,7 @@ class OrbitFuser:
             init = self._ransac(t, r, mult)
             if init is not None:
                 x0, mask = init
-                res = self._robust_solve(x0, epoch, meas, mask)
+                res = self._robust_solve(x0, epoch, meas, mask, 1.0 if fit_scale else None)
                 if res is not None:
                     res["source"] = "ransac"
                     tries.append(res)
@@ -580,23 +634,39 @@ class OrbitFuser:
         if not tries:
             return UNSUPPORTED
         best = max(tries, key=lambda d: (int(d["mask"].sum()), -d["cost"]))
-        m = best["mask"]
-        return Solution(epoch=epoch, x_eci=best["x"], cov_eci=best["cov"], traj=best["traj"],
-                        n_used=int(m.sum()), n_rejected=int((~m).sum()), rms_km=best["rms_km"],
-                        noise_scale=best["scale"], used_ids=np.asarray(self._id)[ids[m]],
-                        rejected_ids=np.asarray(self._id)[ids[~m]],
-                        source=best["source"])
+        return best
+
+    def _fits_scale(self) -> bool:
+        return bool(self.alt_scale_sigma)
+
+    def _unknown_scale(self) -> np.ndarray:
+        return np.append(_SCALE, _SCALE_ALT) if self._fits_scale() else _SCALE
+
+    @staticmethod
+    def _measured(pred, alt_scale: float) -> np.ndarray:
+        """What a fix would measure at the orbit's positions ``pred``: its altitude scaled by ``alt_scale``
+        (a camera whose focal length is off by a few % scales every fix's altitude so, not its ground point)."""
+        if alt_scale == 1.0:
+            return pred
+        alt, u = altitude_direction(pred)
+        return pred + ((alt_scale - 1.0) * alt)[:, None] * u
 
     def _linearize(self, x, epoch, meas, w):
-        """Whitened residuals (n, 3) and their Jacobian (n, 3, 6) w.r.t. the scaled state, plus the
-        trajectory bundle and the predicted positions."""
+        """Whitened residuals (n, 3) and their Jacobian (n, 3, 6 or 7) w.r.t. the scaled unknowns (the state,
+        then the altitude scale when fitted), plus the trajectory bundle and the predicted measurements."""
         t, r = meas[0], meas[1]
-        traj = Trajectory(x, epoch, self.step_s)
+        traj = Trajectory(x[:6], epoch, self.step_s)
         b = traj.sample(t)
-        pred = b[:, 0, :3]
+        pos = b[:, 0, :3]
         phi_r = Trajectory.stm(b)[:, :3, :]                       # d r(t) / d x(epoch)
+        scale = float(x[6]) if len(x) > 6 else 1.0
+        pred = self._measured(pos, scale)
         res = np.einsum("nij,nj->ni", w, r - pred)
-        jac = -np.einsum("nij,njk->nik", w, phi_r) * _SCALE
+        jac = -np.einsum("nij,njk->nik", w, phi_r) * _SCALE      # d/dx of the (scale - 1) term neglected
+        if len(x) > 6:
+            alt, u = altitude_direction(pos)
+            jac_s = -np.einsum("nij,nj->ni", w, alt[:, None] * u) * _SCALE_ALT
+            jac = np.concatenate([jac, jac_s[:, :, None]], axis=2)
         return res, jac, traj, pred
 
     def _meas_cov(self, meas, scale_h: float = 1.0, scale_r: float = 1.0) -> np.ndarray:
@@ -615,17 +685,30 @@ class OrbitFuser:
                 + uu / (self.sigma_r_km * scale_r)) / mult[:, None, None]
 
     def _prior(self, x):
-        """Near-circular prior: eccentricity vector / sigma, and its Jacobian (3, 6) w.r.t. scaled state."""
-        if not self.ecc_prior_sigma:
-            return np.zeros(0), np.zeros((0, 6))
-        s = float(self.ecc_prior_sigma)
-        e0 = eccentricity_vector(x[:3], x[3:]) / s
-        jac = np.empty((3, 6))
-        for k in range(6):
-            dx = np.zeros(6)
-            dx[k] = _DELTA[k]
-            jac[:, k] = (eccentricity_vector((x + dx)[:3], (x + dx)[3:]) / s - e0) / _DELTA[k] * _SCALE[k]
-        return e0, jac
+        """Priors as residuals and their Jacobian w.r.t. the scaled unknowns: the orbit is near-circular
+        (eccentricity vector / sigma), and the fixes' altitude scale is near 1 (when fitted)."""
+        n = len(x)
+        rows, jacs = [], []
+        if self.ecc_prior_sigma:
+            s = float(self.ecc_prior_sigma)
+            xs = x[:6]
+            e0 = eccentricity_vector(xs[:3], xs[3:]) / s
+            jac = np.zeros((3, n))
+            for k in range(6):
+                dx = np.zeros(6)
+                dx[k] = _DELTA[k]
+                jac[:, k] = (eccentricity_vector((xs + dx)[:3], (xs + dx)[3:]) / s - e0) / _DELTA[k] * _SCALE[k]
+            rows.append(e0)
+            jacs.append(jac)
+        if n > 6:
+            sig = float(self.alt_scale_sigma)
+            jac = np.zeros((1, n))
+            jac[0, 6] = _SCALE_ALT / sig
+            rows.append(np.array([(x[6] - 1.0) / sig]))
+            jacs.append(jac)
+        if not rows:
+            return np.zeros(0), np.zeros((0, n))
+        return np.concatenate(rows), np.vstack(jacs)
 
     def _lm(self, x, epoch, meas, w, mask, max_iter: int = 12):
         """Levenberg-Marquardt on the masked measurements; returns (x, res_all, jac_masked, traj, pred, cost)."""
@@ -633,9 +716,10 @@ class OrbitFuser:
             res, jac, traj, pred = self._linearize(xc, epoch, meas, w)
             pr, pj = self._prior(xc)
             rv = np.concatenate([res[mask].ravel(), pr])
-            jv = np.vstack([jac[mask].reshape(-1, 6), pj])
+            jv = np.vstack([jac[mask].reshape(-1, len(xc)), pj])
             return rv, jv, res, traj, pred
 
+        unit = self._unknown_scale()[: len(x)]
         rv, jv, res_all, traj, pred = evaluate(x)
         cost = float(rv @ rv)
         lam = 1e-4
@@ -646,7 +730,7 @@ class OrbitFuser:
                 dz = np.linalg.solve(a + lam * np.diag(np.diag(a)), -g)
             except np.linalg.LinAlgError:
                 break
-            xn = x + dz * _SCALE
+            xn = x + dz * unit
             if not np.isfinite(xn).all() or np.linalg.norm(xn[:3]) < RE_KM * 0.5:
                 lam *= 10.0
                 if lam > 1e8:
@@ -655,10 +739,12 @@ class OrbitFuser:
             out = evaluate(xn)
             cn = float(out[0] @ out[0])
             if cn <= cost:
-                small = np.abs(dz * _SCALE)
+                small = np.abs(dz * unit)
                 x, (rv, jv, res_all, traj, pred) = xn, out
-                # converged: the step moves the orbit by < 1 m / 1 mm/s, or the cost no longer drops
-                done = (cost - cn) <= 1e-6 * max(cost, 1.0) or (small[:3].max() < 1e-3 and small[3:].max() < 1e-6)
+                # converged: the step moves the orbit by < 1 m / 1 mm/s (and the altitude scale by < 1e-6), or
+                # the cost no longer drops
+                done = (cost - cn) <= 1e-6 * max(cost, 1.0) or (small[:3].max() < 1e-3 and small[3:6].max() < 1e-6
+                                                                 and small[6:].max(initial=0.0) < 1e-6)
                 cost = cn
                 lam = max(lam / 10.0, 1e-9)
                 if done:
@@ -669,12 +755,15 @@ class OrbitFuser:
                     break
         return x, res_all, jv, traj, pred, cost
 
-    def _robust_solve(self, x0, epoch, meas, mask):
+    def _robust_solve(self, x0, epoch, meas, mask, alt_scale0: float | None = None):
         """Alternate LM solves, noise-level estimation and residual gating until the set of used fixes
-        and the noise levels stop changing."""
+        and the noise levels stop changing. With ``alt_scale0`` the fixes' altitude scale is fitted beside
+        the state, from that value."""
         t, r, mult, u = meas
         mask = np.asarray(mask, bool).copy()
         x = np.asarray(x0, float)
+        if alt_scale0 is not None:
+            x = np.append(x, alt_scale0)
         scale_h = scale_r = 1.0
         seen = set()
         for _ in range(8):
@@ -706,10 +795,13 @@ class OrbitFuser:
             return None
         chi2_red = cost / dof
         # never shrink the covariance below what the (floored) sigmas give; inflate when residuals say so
-        cov = cov_z * np.outer(_SCALE, _SCALE) * max(1.0, chi2_red)
+        unit = self._unknown_scale()[: len(x)]
+        cov = cov_z * np.outer(unit, unit) * max(1.0, chi2_red)
         rms = float(np.sqrt(np.mean(np.sum((r - pred)[mask] ** 2, axis=1))))
-        return {"x": x, "cov": cov, "traj": traj, "mask": mask, "cost": cost, "rms_km": rms,
-                "scale": (scale_h, scale_r)}
+        fitted = len(x) > 6
+        return {"x": x[:6], "cov": cov[:6, :6], "traj": traj, "mask": mask, "cost": cost, "rms_km": rms,
+                "scale": (scale_h, scale_r), "alt_scale": float(x[6]) if fitted else 1.0,
+                "alt_scale_sigma": float(np.sqrt(cov[6, 6])) if fitted else 0.0}
 
     # ---- initial orbit -------------------------------------------------------------------------------
     def _ransac(self, t, r, mult):
