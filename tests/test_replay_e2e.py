@@ -90,3 +90,11 @@ def test_night_pass_gives_no_fix(localizer, tmp_path):
     assert all(t["sun_elev_deg"] < 0 or not f["fix"] or _err_km(f, t) <= 50 for f, t in zip(fixes, truth))
     night = [f for f, t in zip(fixes, truth) if t["sun_elev_deg"] < -6]
     assert night and not any(f["fix"] for f in night)
+
+
+def test_the_report_names_a_significant_altitude_scale_as_a_camera_check():
+    from earthfix.tools.replay import _alt_scale_text
+    assert _alt_scale_text(None, None) == "n/a"
+    assert _alt_scale_text(1.0, 0.0).startswith("none")
+    text = _alt_scale_text(1.0304, 0.0004)
+    assert "+3.0 %" in text and "fov_deg" in text

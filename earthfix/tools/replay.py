@@ -349,10 +349,23 @@ def compute_report(recs, fuser) -> dict:
             "false_fixes_rejected": sum(r["fusion"] == "rejected" for r in false),
             "good_fixes_rejected": sum(r["fusion"] == "rejected" for r in fixes if not r["false"]),
             "fits": fuser.n_fits,
+            # the fixes' altitudes / the orbit's (1: no significant scale; else the camera's focal length is
+            # off by about that factor: onboard/fusion.py, "Altitude scale")
+            "alt_scale": None if sol is None else round(sol.alt_scale, 5),
+            "alt_scale_sigma": None if sol is None else round(sol.alt_scale_sigma, 5),
             "elements": None if elements is None else {
                 k: (round(v, 6) if isinstance(v, float) else v) for k, v in elements.items()},
         },
     }
+
+
+def _alt_scale_text(scale, sigma) -> str:
+    if scale is None:
+        return "n/a"
+    if scale == 1.0:
+        return "none (1: the fixes' altitudes agree with the orbit's period)"
+    return (f"{scale:.4f} ± {sigma:.4f}: the fixes' altitudes are {100 * (scale - 1):+.1f} % off the orbit's; "
+            "check the camera's focal length (fov_deg)")
 
 
 def _fmt(x, unit="", nd=1):
@@ -425,6 +438,7 @@ def report_markdown(report: dict) -> str:
         ("fixes used / rejected by fusion",
          f"{f['fixes_used']} / {f['fixes_rejected']} (false fixes rejected: {f['false_fixes_rejected']}, "
          f"good fixes rejected: {f['good_fixes_rejected']})"),
+        ("fixes' altitude scale found by fusion", _alt_scale_text(f.get("alt_scale"), f.get("alt_scale_sigma"))),
     ]
     if el:
         rows.append(("fused osculating elements (TEME-like ECI, at the last fix)",
