@@ -264,6 +264,29 @@ def test_fixes_whose_altitudes_are_scaled_by_a_wrong_focal_length_still_give_the
     assert runs["plain"][1].alt_scale == 1.0 and runs["plain"][0] == runs["plain, not fitted"][0] < 3.0
 
 
+@pytest.mark.parametrize("glitch_days", [365.0, -365.0])
+def test_one_fix_stamped_far_off_does_not_blind_the_fuser(iss, glitch_days):
+    """The fit window ended at the latest time stamp: one fix stamped a year late (a clock glitch) put every
+    later fix before the window, and the orbit froze on the fixes before it (error growing). The window now
+    ends at the newest fix added; the glitched one is only ever outside it."""
+    times, truth, _ = iss
+    rng = np.random.default_rng(0)
+    fuser = OrbitFuser()
+    for i in range(0, 300, 3):
+        fuser.add(times[i], truth[i] + rng.normal(0.0, 3.0, 3))
+        fuser.estimate(times[i])
+    fuser.add(times[300] + timedelta(days=glitch_days), truth[300])
+    fuser.estimate(times[300])
+    for i in range(303, 900, 3):
+        fuser.add(times[i], truth[i] + rng.normal(0.0, 3.0, 3))
+        fuser.estimate(times[i])
+    fuser.fit()
+    r, _, _ = fuser.estimate(times[899])
+    assert np.linalg.norm(r - truth[899]) < 1.0
+    status = fuser.fix_status()
+    assert status[100] == "outside" and status.count("used") >= 290
+
+
 def test_onboard_fusion_imports_no_ground_code():
     """Flight code: fusion may import numpy and earthfix.onboard only (never sgp4, sim, tools, torch)."""
     tree = ast.parse(Path(fusion.__file__).read_text())

@@ -406,6 +406,7 @@ class OrbitFuser:
         self._n_added = 0
         self._next_prune = PRUNE_MIN
         self._window_n = 0                        # fixes in the last fit's window
+        self._t_newest = float("-inf")            # time of the newest fix added: the window ends there
         self._scale_on = False                    # the last fit found the fixes' altitudes scaled
         self._scale_test_at = 0                   # window size at which to test for a scale again
         self.solution: Solution | None = None
@@ -432,6 +433,7 @@ class OrbitFuser:
             mult = max(mult, bs / self.sigma_h_km)
         self._sig_mult.append(mult)
         self._id.append(self._n_added)
+        self._t_newest = ts
         self._n_added += 1
         self._new_since_fit += 1
         if len(self._t) >= self._next_prune:
@@ -439,10 +441,10 @@ class OrbitFuser:
         return True
 
     def _prune(self) -> None:
-        """Forget fixes older than any fit window can reach: before the window of the latest fix, and of the
+        """Forget fixes older than any fit window can reach: before the window of the newest fix, and of the
         current solution (whose used / rejected fixes fix_status still names). Amortised O(1) per fix: the
         next prune waits until the kept fixes have doubled."""
-        t_ref = max(self._t)
+        t_ref = self._t_newest
         if self.solution is not None:
             t_ref = min(t_ref, self.solution.epoch)
         keep = [i for i, ti in enumerate(self._t) if ti >= t_ref - self.window_s]
@@ -476,7 +478,7 @@ class OrbitFuser:
         out = ["outside"] * self._n_added                    # pruned fixes lie before any window
         t_lo = self.solution.epoch - self.window_s
         for i, ti in zip(self._id, self._t):
-            out[i] = "outside" if ti < t_lo else "pending"
+            out[i] = "outside" if ti < t_lo or ti > self._t_newest else "pending"
         for i in self.solution.used_ids:
             out[i] = "used"
         for i in self.solution.rejected_ids:
@@ -551,8 +553,11 @@ class OrbitFuser:
 
     # ---- fitting -------------------------------------------------------------------------------------
     def _window(self):
+        """The fixes of the fit window, in time order: the ``window_s`` before the newest fix's time. The
+        newest added, not the latest stamped: one fix stamped far in the future (a clock glitch) would
+        otherwise put every later fix before the window for good."""
         t = np.asarray(self._t)
-        ids = np.nonzero(t >= t.max() - self.window_s)[0]
+        ids = np.nonzero((t >= self._t_newest - self.window_s) & (t <= self._t_newest))[0]
         order = ids[np.argsort(t[ids], kind="stable")]
         return order, t[order], np.asarray(self._r_eci)[order], np.asarray(self._sig_mult)[order]
 
