@@ -21,6 +21,11 @@ class CameraError(ValueError):
     """A camera description that cannot be used."""
 
 
+def _is_number(v) -> bool:
+    """An int or float from YAML, and not a boolean (``true`` is an int to Python, not a size)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 @dataclass(frozen=True)
 class Camera:
     width: int
@@ -48,8 +53,7 @@ class Camera:
                 raise CameraError(f"camera: missing key '{key}'")
             v = d[key]
             # finite first: int() of inf / nan raises OverflowError / ValueError, not a camera error
-            if (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or int(v) != v
-                    or not (8 <= v <= 16384)):
+            if not _is_number(v) or not math.isfinite(v) or int(v) != v or not (8 <= v <= 16384):
                 raise CameraError(f"camera: '{key}' must be an integer in [8, 16384], got {d[key]!r}")
         w, h = int(d["width"]), int(d["height"])
         # explicit intrinsics win over fov_deg (to_dict writes both; fov_deg alone cannot carry fy, cx, cy)
@@ -57,7 +61,7 @@ class Camera:
             vals = {}
             for k in ("fx", "fy", "cx", "cy"):
                 v = d.get(k, (w - 1) / 2.0 if k == "cx" else (h - 1) / 2.0)
-                if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                if not _is_number(v) or not math.isfinite(v):
                     raise CameraError(f"camera: '{k}' must be a finite number, got {v!r}")
                 vals[k] = float(v)
             if vals["fx"] <= 0 or vals["fy"] <= 0:
@@ -65,7 +69,7 @@ class Camera:
             return cls(w, h, vals["fx"], vals["fy"], vals["cx"], vals["cy"])
         if "fov_deg" in d:
             fov = d["fov_deg"]
-            if not isinstance(fov, (int, float)) or isinstance(fov, bool):
+            if not _is_number(fov):
                 raise CameraError(f"camera: 'fov_deg' must be a number, got {fov!r}")
             return cls.from_fov(w, h, float(fov))
         raise CameraError("camera: give 'fov_deg' or 'fx' and 'fy'")

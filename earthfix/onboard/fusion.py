@@ -579,9 +579,9 @@ class OrbitFuser:
         # tried while it was significant, else again only once the window has grown by a quarter: a test
         # costs a second fit
         try_scale = fit_scale and (self._scale_on or len(ids) >= self._scale_test_at)
-        if fit_scale and not self._scale_on and try_scale:
+        if try_scale and not self._scale_on:
             self._scale_test_at = int(1.25 * len(ids)) + 1
-        best = self._best_fit(ids, t, r, mult, meas, epoch, try_scale)
+        best = self._best_fit(meas, epoch, try_scale)
         if best is UNSUPPORTED:
             return UNSUPPORTED
         self._scale_on = try_scale and abs(best["alt_scale"] - 1.0) >= ALT_SCALE_SIGNIFICANT * best["alt_scale_sigma"]
@@ -589,7 +589,7 @@ class OrbitFuser:
             # no evidence that the fixes' altitudes are scaled: the plain fit, which keeps all their radial
             # information (fitting the scale anyway cost 0.7 -> 3.0 km over the last half hour of the 2 h
             # ISS replay)
-            best = self._best_fit(ids, t, r, mult, meas, epoch, False)
+            best = self._best_fit(meas, epoch, False)
             if best is UNSUPPORTED:
                 return UNSUPPORTED
         m = best["mask"]
@@ -599,9 +599,10 @@ class OrbitFuser:
                         rejected_ids=np.asarray(self._id)[ids[~m]],
                         source=best["source"], alt_scale=best["alt_scale"], alt_scale_sigma=best["alt_scale_sigma"])
 
-    def _best_fit(self, ids, t, r, mult, meas, epoch, fit_scale: bool):
+    def _best_fit(self, meas, epoch, fit_scale: bool):
         """The best of a warm-started fit and, when that cannot explain the data, a RANSAC restart; or
-        UNSUPPORTED when neither uses ``min_support`` of the window's fixes."""
+        UNSUPPORTED when neither uses ``min_support`` of the window's fixes (``meas``)."""
+        t, r, mult, _ = meas
         tries = []
         if self.solution is not None:
             sol = self.solution
@@ -634,7 +635,7 @@ class OrbitFuser:
                     res["source"] = "ransac"
                     tries.append(res)
         # chance agreement: a few fixes among many that do not agree are no orbit
-        need = max(self.min_fixes, math.ceil(self.min_support * len(ids)))
+        need = max(self.min_fixes, math.ceil(self.min_support * len(t)))
         tries = [d for d in tries if int(d["mask"].sum()) >= need]
         if not tries:
             return UNSUPPORTED

@@ -44,6 +44,13 @@ class OrbitError(ValueError):
     """An orbit that cannot be built or propagated."""
 
 
+def _preset_entry(name: str) -> dict:
+    key = name.lower()
+    if key not in PRESETS:
+        raise OrbitError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+    return PRESETS[key]
+
+
 def parse_time(text) -> datetime:
     """ISO 8601 UTC string (or datetime) to an aware UTC datetime."""
     if isinstance(text, datetime):
@@ -122,19 +129,13 @@ class Orbit:
 
     @classmethod
     def preset(cls, name: str) -> "Orbit":
-        key = name.lower()
-        if key not in PRESETS:
-            raise OrbitError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
-        p = PRESETS[key]
+        p = _preset_entry(name)
         return cls.from_tle(p["line1"], p["line2"], p["name"])
 
     @staticmethod
     def preset_start(name: str) -> datetime:
         """The preset's default start (UTC): an orbit over daylit land, the same for sim, replay and soak."""
-        key = name.lower()
-        if key not in PRESETS:
-            raise OrbitError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
-        return parse_time(PRESETS[key]["start"])
+        return parse_time(_preset_entry(name)["start"])
 
     @classmethod
     def from_kepler(cls, epoch, alt_km: float, inc_deg: float, raan_deg: float = 0.0, ecc: float = 0.0,
