@@ -63,28 +63,16 @@ def run(args) -> int:
     from .basemap import Basemap, BasemapError
     from .contact_sheet import make_contact_sheet
     from .effects import EffectsConfig
-    from .orbit import Orbit, OrbitError, parse_duration_s, parse_time
+    from .orbit import Orbit, OrbitError, parse_duration_s
     from .scenario import Scenario
 
     # ---- inputs: every problem is one line and exit code 2 -------------------------------------------
     try:
-        if args.preset:
-            orbit = Orbit.preset(args.preset)
-        else:
-            try:
-                text = Path(args.tle).read_text()
-            except (OSError, UnicodeDecodeError) as exc:
-                return _fail(f"cannot read TLE file {args.tle}: {exc.strerror if isinstance(exc, OSError) else exc}")
-            orbit = Orbit.from_tle_text(text)
-        if args.start:
-            start = parse_time(args.start)
-        else:    # a preset's start over daylit land (the same as replay's); a TLE's own epoch
-            start = Orbit.preset_start(args.preset) if args.preset else orbit.epoch
+        orbit, start = Orbit.with_start(args.preset, args.tle, args.start)
         if parse_duration_s(args.duration) < 0:
             return _fail("duration must not be negative")
         if parse_duration_s(args.interval) <= 0:
             return _fail("interval must be positive")
-        orbit.state(start)                       # fail early on a decayed / invalid propagation
     except OrbitError as exc:
         return _fail(str(exc))
     try:

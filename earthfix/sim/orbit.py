@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -136,6 +137,28 @@ class Orbit:
     def preset_start(name: str) -> datetime:
         """The preset's default start (UTC): an orbit over daylit land, the same for sim, replay and soak."""
         return parse_time(_preset_entry(name)["start"])
+
+    @classmethod
+    def with_start(cls, preset: str | None = None, tle_path=None, start=None) -> tuple["Orbit", datetime]:
+        """The orbit of a preset or a TLE file and where a run on it begins, as the commands take them:
+        ``start`` when given, else the preset's start over daylit land, else the TLE's own epoch. The
+        orbit is propagated once at that start, so that a decayed or invalid orbit fails here, as an
+        OrbitError (an unreadable TLE file too)."""
+        if preset:
+            orbit = cls.preset(preset)
+        else:
+            try:
+                text = Path(tle_path).read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise OrbitError(f"cannot read TLE file {tle_path}: {why}") from None
+            orbit = cls.from_tle_text(text)
+        if start:
+            t0 = parse_time(start)
+        else:
+            t0 = cls.preset_start(preset) if preset else orbit.epoch
+        orbit.state(t0)
+        return orbit, t0
 
     @classmethod
     def from_kepler(cls, epoch, alt_km: float, inc_deg: float, raan_deg: float = 0.0, ecc: float = 0.0,

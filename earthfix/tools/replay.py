@@ -84,28 +84,15 @@ def _fail(cmd: str, msg: str) -> int:
 def _build(args, cmd: str):
     """(scenario, localizer) from the command line, or raise SystemExit-worthy messages as ValueError."""
     from ..onboard.camera import Camera, CameraError
-    from ..sim.orbit import Orbit, OrbitError, parse_duration_s, parse_time
+    from ..sim.orbit import Orbit, OrbitError, parse_duration_s
     from ..sim.scenario import Scenario
 
     try:
-        if args.preset:
-            orbit = Orbit.preset(args.preset)
-        else:
-            try:
-                orbit = Orbit.from_tle_text(Path(args.tle).read_text())
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ValueError(f"cannot read TLE file {args.tle}: {exc}") from None
-        if args.start:
-            start = parse_time(args.start)
-        elif args.preset:
-            start = Orbit.preset_start(args.preset)     # over daylit land (sim/orbit.py PRESETS)
-        else:
-            start = orbit.epoch
+        orbit, start = Orbit.with_start(args.preset, args.tle, args.start)
         if parse_duration_s(args.duration) <= 0:
             raise ValueError("duration must be positive")
         if parse_duration_s(args.interval) <= 0:
             raise ValueError("interval must be positive")
-        orbit.state(start)
     except OrbitError as exc:
         raise ValueError(str(exc)) from None
     try:
