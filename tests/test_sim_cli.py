@@ -129,6 +129,35 @@ def _check_against_independent_renderer(out, truth, basemap, min_frames):
     assert checked >= min_frames and water_checked >= 1
 
 
+def test_sim_keep_water_renders_a_scenes_sea_as_it_is(tmp_path, cam256_path):
+    """A real scene's sea (sun glint, clouds over it) is kept with --keep-water and flattened without."""
+    from earthfix.sim.basemap import Basemap
+    rng = np.random.default_rng(5)
+    scene = cv2.resize(rng.integers(0, 256, (90, 180, 3), dtype=np.uint8), (720, 360), interpolation=cv2.INTER_CUBIC)
+    path = tmp_path / "scene.png"
+    cv2.imwrite(str(path), scene)
+    land = Basemap.load(path, flatten_water=False).land
+    stds = {}
+    for keep in (False, True):
+        out = tmp_path / f"keep{keep}"
+        rc = main(["sim", "--preset", "iss", "--start", "2026-03-20T12:00:00", "--duration", "10m",
+                   "--interval", "60s", "--camera", str(cam256_path), "--attitude", "nadir", "--clean",
+                   "--basemap", str(path), *(["--keep-water"] if keep else []), "--out", str(out)])
+        assert rc == 0
+        cam = yaml.safe_load((out / "camera.yaml").read_text())
+        stds[keep] = []
+        for tr in read_truth(out):
+            img = cv2.imread(str(out / tr["frame"]))
+            ref, hit, ld = independent_render(cam, tr["ecef_km"], tr["q_cam2ecef_wxyz"], scene, land)
+            ocean = cv2.erode((ld == 0).astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & hit
+            if ocean.sum() > 500:
+                stds[keep].append(float(img[ocean].std(axis=0).max()))
+                if keep:   # the scene itself, pixel by pixel, over the sea
+                    assert np.abs(img[ocean].astype(float) - ref[ocean]).mean() < 2.0, tr["frame"]
+    assert stds[False] and max(stds[False]) < 1.0
+    assert stds[True] and min(stds[True]) > 10.0
+
+
 def test_sim_default_effects_jpeg_and_contact_sheet(tmp_path, cam256_path):
     out = tmp_path / "fx"
     rc = main(["sim", "--preset", "sso", "--start", "2026-03-20T10:00:00", "--duration", "3m", "--interval", "60s",
@@ -180,6 +209,7 @@ def test_sim_camera_intrinsics_and_effects_file(tmp_path):
     (["--preset", "iss", "--effects", "/nonexistent/fx.yaml"], "cannot read effects"),
     (["--preset", "iss", "--basemap", "/nonexistent/map.jpg"], "cannot read basemap"),
     (["--preset", "iss", "--yaw", "north"], "--yaw"),
+    (["--preset", "iss", "--keep-water"], "--keep-water needs --basemap"),
 ])
 def test_sim_bad_inputs_fail_in_one_line(tmp_path, capsys, cam256_path, args, needle):
     rc = main(["sim", *args, "--camera", str(cam256_path), "--out", str(tmp_path / "o")])

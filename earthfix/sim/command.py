@@ -40,6 +40,9 @@ def register(subparsers) -> None:
     p.add_argument("--basemap", metavar="PATH", help="another equirectangular basemap image")
     p.add_argument("--bounds", type=float, nargs=4, metavar=("LONMIN", "LONMAX", "LATMIN", "LATMAX"),
                    default=None, help="geodetic bounds of --basemap (default: the whole globe)")
+    p.add_argument("--keep-water", action="store_true",
+                   help="keep --basemap's open water as it is (a real scene: its sea, sun glint and clouds "
+                        "over the sea are real); by default open water is flattened to one colour")
     p.add_argument("--jpeg", action="store_true", help="write .jpg frames instead of .png")
     p.add_argument("--contact-sheet", action="store_true",
                    help="also write OUT/contact_sheet.png: thumbnails with their truth")
@@ -105,10 +108,11 @@ def run(args) -> int:
         return _fail(f"--tilt-deg must be in [0, 60), got {args.tilt_deg}")
     try:
         if args.basemap:
-            basemap = Basemap.load(args.basemap, tuple(args.bounds) if args.bounds else (-180.0, 180.0, -90.0, 90.0))
+            basemap = Basemap.load(args.basemap, tuple(args.bounds) if args.bounds else (-180.0, 180.0, -90.0, 90.0),
+                                   flatten_water=not args.keep_water)
         else:
-            if args.bounds:
-                return _fail("--bounds needs --basemap")
+            if args.bounds or args.keep_water:
+                return _fail(f"{'--bounds' if args.bounds else '--keep-water'} needs --basemap")
             basemap = Basemap.default()
     except BasemapError as exc:
         return _fail(str(exc))
