@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "earthfix.tools.build_index",      # build-index, info
     "earthfix.tools.locate",           # locate
     "earthfix.tools.replay",           # replay, demo
+    "earthfix.tools.fuse",             # fuse
     "earthfix.tools.calibrate",        # calibrate
     "earthfix.tools.index_bench",      # index-bench
     "earthfix.tools.soak",             # soak

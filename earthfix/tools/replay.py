@@ -450,21 +450,29 @@ def report_markdown(report: dict) -> str:
 # ---- products ------------------------------------------------------------------------------------------
 
 def write_ephemeris(path, fuser, recs, object_name: str):
-    """Write the final fused orbit as an OEM (ITRF = WGS84 ECEF) from the first fused estimate to the last
+    """Write the final fused orbit as an OEM (``write_orbit_oem``) from the first fused estimate to the last
     frame; return the RMS 3-D error of that orbit against the truth at the frame times. Without any orbit
     (too few fixes) there is nothing to write: an OEM needs ephemeris lines. Then any stale file is
     removed and None returned."""
-    from .oem import write_oem
-    path = Path(path)
     if fuser.solution is None or not recs:
-        path.unlink(missing_ok=True)
+        Path(path).unlink(missing_ok=True)
         return None
     t0 = next((r["time"] for r in recs if r["fused_err_km"] is not None), recs[0]["time"])
-    t1 = recs[-1]["time"]
-    span = max((t1 - t0).total_seconds(), 0.0)
-    n = int(span // OEM_STEP_S) + 1
+    write_orbit_oem(path, fuser, t0, recs[-1]["time"], object_name)
+    sel = [r for r in recs if r["time"] >= t0]
+    errs = [np.linalg.norm(fuser.estimate(r["time"])[0] - r["truth_ecef"]) for r in sel]
+    return None if not errs else round(float(np.sqrt(np.mean(np.square(errs)))), 3)
+
+
+def write_orbit_oem(path, fuser, t0, t1, object_name: str) -> int:
+    """Write ``fuser``'s current orbit from UTC ``t0`` to ``t1`` as a CCSDS OEM (ITRF = WGS84 ECEF), every
+    ``OEM_STEP_S`` and at ``t1``, with the covariance at the first and last epochs; return the epochs
+    written. The fuser must have a solution."""
     from datetime import timedelta
-    epochs = [t0 + timedelta(seconds=k * OEM_STEP_S) for k in range(n)]
+
+    from .oem import write_oem
+    span = max((t1 - t0).total_seconds(), 0.0)
+    epochs = [t0 + timedelta(seconds=k * OEM_STEP_S) for k in range(int(span // OEM_STEP_S) + 1)]
     if epochs[-1] < t1:
         epochs.append(t1)
     states, covs = [], []
@@ -484,9 +492,7 @@ def write_ephemeris(path, fuser, recs, object_name: str):
                         f"nu={el['nu_deg']:.4f} deg")
     write_oem(path, epochs, np.array(states), object_name=object_name, object_id="UNKNOWN",
               ref_frame="ITRF", comments=comments, covariances=[(epochs[0], covs[0]), (epochs[-1], covs[-1])])
-    sel = [r for r in recs if r["time"] >= t0]
-    errs = [np.linalg.norm(fuser.estimate(r["time"])[0] - r["truth_ecef"]) for r in sel]
-    return None if not errs else round(float(np.sqrt(np.mean(np.square(errs)))), 3)
+    return len(epochs)
 
 
 def _lines_split_at_antimeridian(lonlat):
