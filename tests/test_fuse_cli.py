@@ -62,7 +62,7 @@ def test_fuse_makes_the_orbit_from_fixes_and_times_and_names_what_it_skipped(tmp
     assert seg.meta["REF_FRAME"] == "ITRF" and len(seg.epochs) == rep["ephemeris"]["epochs"] >= 90
     # the ephemeris is the orbit: its last state is the truth at the last frame, to the fused accuracy
     assert np.linalg.norm(np.asarray(seg.states[-1][:3]) - np.asarray(recs[-1]["fused_ecef_km"])) < 2.0
-    assert "fused orbit" in (out / "report.md").read_text()
+    assert "fused orbit" in (out / "report.md").read_text() and (out / "orbit.png").stat().st_size > 10_000
 
 
 def test_fuse_takes_a_lines_own_time_and_refuses_a_run_with_none(tmp_path, capsys):

@@ -20,6 +20,8 @@ Outputs in OUT/:
   (the onboard, real-time view; null before the first orbit), ``fused_sub_lat`` / ``fused_sub_lon`` /
   ``fused_alt_km`` (the same position as geodetic), and ``residual_km``: the fix's spacecraft position
   against the final orbit (null without a fix);
+- ``orbit.png``: the fused ground track over the world map with every fix coloured by what the final fit
+  made of it, and the residuals, the fused 1-sigma (and the error against a truth) against time;
 - ``ephemeris.oem``: the final orbit as a CCSDS OEM (ITRF = WGS84 ECEF), every 60 s over the frames' span
   within the final fit's window (``OrbitFuser.window_s``, 6 h before the last fix), covariance at both ends;
 - ``report.json`` / ``report.md``: frames, fixes, used / rejected, span, RMS residual of the used fixes,
@@ -182,8 +184,13 @@ def run(args) -> int:
                 fused_err.append(err)
         recs.append(line)
     (out / "fused.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    from .plots import plot_fused
+    t_first = frames[0][0]
+    plot_fused(out / "orbit.png", [dict(r, t_min=(t - t_first).total_seconds() / 60.0, fix_sub_lat=rec.get("sub_lat"),
+                                        fix_sub_lon=rec.get("sub_lon")) for r, (t, rec, *_) in zip(recs, frames)],
+               title=f"EarthFix fused orbit: {args.fixes}")
 
-    t_first, t_last = frames[0][0], frames[-1][0]
+    t_last = frames[-1][0]
     command = f"earthfix fuse {args.fixes}" + (f" --times {args.times}" if args.times else "") + f" --out {args.out}"
     report = {"command": command,
               "fixes_file": str(args.fixes), "times_file": args.times,

@@ -211,3 +211,85 @@ def _title(report: dict) -> str:
     if fe is not None and math.isfinite(fe):
         parts.append(f"fused error at end {fe:.1f} km")
     return "  |  ".join(parts)
+
+
+C_USED, C_REJECTED, C_OTHER = "#2ecc40", "#ff2d2d", "#ffd23f"
+
+
+def plot_fused(path, recs, title: str = "EarthFix fused orbit") -> Path:
+    """The ``earthfix fuse`` figure (orbit.png) from its per-frame records (``fused.jsonl`` lines, with a
+    ``t_min`` and, for fixes, the fix's own sub-satellite point ``fix_sub_lat`` / ``fix_sub_lon``).
+
+    Top: the fused ground track (real time) over the world map, each fix's sub-satellite point coloured by
+    what the final fit made of it (used, rejected, other). Bottom: each fix's residual against the final
+    orbit and the fused 1-sigma against time (log scale), and the fused error when a truth came with it."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    def col(key):
+        return np.array([(r.get(key) if r.get(key) is not None else np.nan) for r in recs], float)
+
+    path = Path(path)
+    t = col("t_min")
+    f_lat, f_lon, sig, res, ferr = col("fused_sub_lat"), col("fused_sub_lon"), col("fused_sigma_km"), \
+        col("residual_km"), col("fused_err_km")
+    x_lat, x_lon = col("fix_sub_lat"), col("fix_sub_lon")
+    status = np.array([r.get("fusion") or "" for r in recs])
+    fig = plt.figure(figsize=(13, 9.2), dpi=110)
+    gs = fig.add_gridspec(2, 1, height_ratios=[2.0, 1.0], hspace=0.2, left=0.055, right=0.985, top=0.95,
+                          bottom=0.1)
+    ax = fig.add_subplot(gs[0])
+    bg = _background()
+    if bg is not None:
+        ax.imshow(bg, extent=(-180, 180, -90, 90), origin="upper", interpolation="bilinear", zorder=0)
+    else:
+        ax.set_facecolor("#16222f")
+    ax.grid(color="white", alpha=0.12, lw=0.5)
+    ax.tick_params(labelsize=8)
+    ok = np.isfinite(f_lat)
+    lo, la = _split(f_lon[ok], f_lat[ok])
+    ax.plot(lo, la, color=C_FUSED, lw=1.6, ls=(0, (4, 2)), zorder=4)
+    groups = (("used", C_USED, "o", 24), ("rejected", C_REJECTED, "X", 60))
+    for name, colour, mk, size in groups:
+        m = (status == name) & np.isfinite(x_lat)
+        ax.scatter(x_lon[m], x_lat[m], s=size, marker=mk, color=colour, edgecolors="black", linewidths=0.6, zorder=6)
+    other = (status != "") & (status != "used") & (status != "rejected") & np.isfinite(x_lat)
+    ax.scatter(x_lon[other], x_lat[other], s=24, marker="o", color=C_OTHER, edgecolors="black", linewidths=0.6,
+               zorder=5)
+    handles = [Line2D([], [], color=C_FUSED, lw=1.6, ls=(0, (4, 2)), label="fused ground track (real time)")]
+    handles += [Line2D([], [], marker=mk, ls="", color=c, mec="black", label=f"fix {n} ({int((status == n).sum())})")
+                for n, c, mk, _ in groups]
+    handles.append(Line2D([], [], marker="o", ls="", color=C_OTHER, mec="black",
+                          label=f"fix pending / outside the window ({int(other.sum())})"))
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.045), fontsize=8.5, ncol=4,
+              facecolor="#1b1f27", edgecolor="none", framealpha=1.0, labelcolor="white")
+    lat_span = max(np.nanmax(np.abs(np.concatenate([f_lat[ok], x_lat[np.isfinite(x_lat)], [30.0]]))), 30.0)
+    ax.set_xlim(-180, 180)
+    ax.set_ylim(-min(90, lat_span + 12), min(90, lat_span + 12))
+    ax.set_aspect("equal")
+
+    bx = fig.add_subplot(gs[1])
+    for name, colour, mk, size in groups:
+        m = (status == name) & np.isfinite(res)
+        bx.scatter(t[m], np.clip(res[m], 0.01, 2e4), s=size * 0.7, marker=mk, color=colour, edgecolors="black",
+                   linewidths=0.4, zorder=4)
+    bx.plot(t, np.maximum(sig, 0.01), color="#444", lw=1.0, ls=":", zorder=3)
+    h2 = [Line2D([], [], marker="o", ls="", color=C_USED, mec="black", label="fix residual vs the final orbit"),
+          Line2D([], [], color="#444", lw=1.0, ls=":", label="fused 1-sigma (real time)")]
+    if np.isfinite(ferr).any():
+        bx.plot(t, np.maximum(ferr, 0.01), color="black", lw=1.5, zorder=3)
+        h2.append(Line2D([], [], color="black", lw=1.5, label="fused error vs truth (3-D)"))
+    bx.set_yscale("log")
+    bx.set_ylim(0.05, 2e4)
+    bx.set_xlabel("minutes since the first frame", fontsize=9, labelpad=1)
+    bx.set_ylabel("km (log)", fontsize=9)
+    bx.tick_params(labelsize=8)
+    bx.grid(axis="y", which="major", alpha=0.3)
+    bx.legend(handles=h2, loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8, ncol=3, frameon=False)
+    fig.suptitle(title, fontsize=11.5, y=0.985)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
