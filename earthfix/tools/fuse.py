@@ -16,7 +16,8 @@ Outputs in OUT/:
 
 - ``fused.jsonl``: per frame, in time order: ``frame``, ``time``, ``fix``, ``fusion`` (what the final fit made
   of the fix: ``used``, ``rejected``, ``pending``, ``outside`` its window, null without a fix),
-  ``fused_ecef_km`` and ``fused_sigma_km`` (1-sigma 3-D) at the frame's time from the fixes up to that frame
+  ``fused_ecef_km``, ``fused_vel_ecef_km_s`` (Earth-relative) and ``fused_sigma_km`` (1-sigma 3-D, position)
+  at the frame's time from the fixes up to that frame
   (the onboard, real-time view; null before the first orbit), ``fused_sub_lat`` / ``fused_sub_lon`` /
   ``fused_alt_km`` (the same position as geodetic), and ``residual_km``: the fix's spacecraft position
   against the final orbit (null without a fix);
@@ -162,7 +163,7 @@ def run(args) -> int:
     resid_used, fused_err, truth_err_final = [], [], []
     for t, rec, ref, measured, est in frames:
         line = {"frame": rec.get("frame"), "time": t.isoformat().replace("+00:00", "Z"), "fix": bool(rec.get("fix")),
-                "fusion": None, "fused_ecef_km": None, "fused_sigma_km": None, "fused_sub_lat": None,
+                "fusion": None, "fused_ecef_km": None, "fused_vel_ecef_km_s": None, "fused_sigma_km": None, "fused_sub_lat": None,
                 "fused_sub_lon": None, "fused_alt_km": None, "residual_km": None}
         if measured:
             line["fusion"] = status[k]
@@ -174,9 +175,10 @@ def run(args) -> int:
                 if line["fusion"] == "used":
                     resid_used.append(res)
         if est is not None:
-            r, _, cov = est
+            r, v, cov = est
             lat, lon, alt = (float(x) for x in geodesy.ecef_to_geodetic(r))
-            line.update(fused_ecef_km=[_r(c) for c in r], fused_sigma_km=_r(math.sqrt(max(np.trace(cov[:3, :3]), 0.0))),
+            line.update(fused_ecef_km=[_r(c) for c in r], fused_vel_ecef_km_s=[_r(c, 6) for c in v],
+                        fused_sigma_km=_r(math.sqrt(max(np.trace(cov[:3, :3]), 0.0))),
                         fused_sub_lat=_r(lat, 5), fused_sub_lon=_r(lon, 5), fused_alt_km=_r(alt, 3))
             if ref is not None and ref.get("ecef_km") is not None:
                 err = float(np.linalg.norm(np.asarray(r) - np.asarray(ref["ecef_km"], dtype=float)))
