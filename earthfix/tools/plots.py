@@ -67,6 +67,20 @@ def _runs(mask):
     return list(zip(np.nonzero(d == 1)[0], np.nonzero(d == -1)[0]))
 
 
+def _map_figure(plt):
+    """(figure, gridspec, map axes): a world map over two thirds of the figure, room for a time plot below."""
+    fig = plt.figure(figsize=(13, 9.2), dpi=110)
+    gs = fig.add_gridspec(2, 1, height_ratios=[2.0, 1.0], hspace=0.2, left=0.055, right=0.985, top=0.95,
+                          bottom=0.1)
+    ax = fig.add_subplot(gs[0])
+    bg = _background()
+    if bg is not None:
+        ax.imshow(bg, extent=(-180, 180, -90, 90), origin="upper", interpolation="bilinear", zorder=0)
+    else:
+        ax.set_facecolor("#16222f")
+    return fig, gs, ax
+
+
 def plot_replay(path, recs, report: dict | None = None, title: str | None = None) -> Path:
     """Draw the replay figure from per-frame records (earthfix.tools.replay) into ``path``."""
     import matplotlib
@@ -93,15 +107,7 @@ def plot_replay(path, recs, report: dict | None = None, title: str | None = None
     sun = np.array([(r["sun_elev_deg"] if r["sun_elev_deg"] is not None else -90.0) for r in recs], float)
     elig = np.array([r["eligible"] for r in recs], bool)
 
-    fig = plt.figure(figsize=(13, 9.2), dpi=110)
-    gs = fig.add_gridspec(2, 1, height_ratios=[2.0, 1.0], hspace=0.2, left=0.055, right=0.985, top=0.95,
-                          bottom=0.1)
-    ax = fig.add_subplot(gs[0])
-    bg = _background()
-    if bg is not None:
-        ax.imshow(bg, extent=(-180, 180, -90, 90), origin="upper", interpolation="bilinear", zorder=0)
-    else:
-        ax.set_facecolor("#16222f")
+    fig, gs, ax = _map_figure(plt)
     ax.set_xticks(range(-180, 181, 30))
     ax.set_yticks(range(-90, 91, 30))
     ax.tick_params(labelsize=8)
@@ -237,15 +243,7 @@ def plot_fused(path, recs, title: str = "EarthFix fused orbit") -> Path:
         col("residual_km"), col("fused_err_km")
     x_lat, x_lon = col("fix_sub_lat"), col("fix_sub_lon")
     status = np.array([r.get("fusion") or "" for r in recs])
-    fig = plt.figure(figsize=(13, 9.2), dpi=110)
-    gs = fig.add_gridspec(2, 1, height_ratios=[2.0, 1.0], hspace=0.2, left=0.055, right=0.985, top=0.95,
-                          bottom=0.1)
-    ax = fig.add_subplot(gs[0])
-    bg = _background()
-    if bg is not None:
-        ax.imshow(bg, extent=(-180, 180, -90, 90), origin="upper", interpolation="bilinear", zorder=0)
-    else:
-        ax.set_facecolor("#16222f")
+    fig, gs, ax = _map_figure(plt)
     ax.grid(color="white", alpha=0.12, lw=0.5)
     ax.tick_params(labelsize=8)
     ok = np.isfinite(f_lat)

@@ -29,6 +29,16 @@ from bench_ceiling import true_place_fixed
 CAMERAS = ((640, 480, 50.0), (1024, 1024, 40.0), (256, 256, 100.0), (320, 240, 70.0))
 
 
+def parse_cameras(specs) -> list[tuple[int, int, float]]:
+    """``WxH@FOV`` strings -> (width, height, horizontal FOV deg)."""
+    cameras = []
+    for c in specs:
+        size, fov = c.split("@")
+        w, h = size.lower().split("x")
+        cameras.append((int(w), int(h), float(fov)))
+    return cameras
+
+
 def either_look_fixed(loc: Localizer, img, cam: Camera, truth) -> bool:
     """The Localizer's verifiers given the true place only: the frame as it is, then cloud-filled."""
     for ver, filled in ((loc.verifier_for(cam), False), (loc.fill_verifier(cam), True)):
@@ -53,13 +63,7 @@ def main() -> None:
     if a.effects:
         from earthfix.sim.effects import EffectsConfig
         effects = EffectsConfig.from_yaml(a.effects)
-    cameras = CAMERAS
-    if a.camera:
-        cameras = []
-        for c in a.camera:
-            size, fov = c.split("@")
-            w, h = size.lower().split("x")
-            cameras.append((int(w), int(h), float(fov)))
+    cameras = parse_cameras(a.camera) if a.camera else CAMERAS
     loc = Localizer.load(a.bundle or ensure_default_bundle(), a.config)
     extra = " ceiling |" if a.ceiling else ""
     print("| camera | footprint half-width at 600 km | eligible | fix rate | retrieval R@10 |" + extra

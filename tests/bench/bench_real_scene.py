@@ -51,7 +51,7 @@ from earthfix.sim.scenario import make_truth
 from earthfix.tools.build_index import ensure_default_bundle
 from earthfix.tools.evaluate import first_hit_rank, is_eligible
 
-from bench_cameras import either_look_fixed
+from bench_cameras import either_look_fixed, parse_cameras
 
 CAMERAS = ((256, 256, 80.0), (512, 512, 60.0), (1024, 1024, 40.0), (640, 480, 50.0))
 
@@ -133,13 +133,7 @@ def main() -> None:
     ap.add_argument("--ceiling", action="store_true", help="also verify the true place (plain or filled look)")
     ap.add_argument("--save", default=None, help="write frames and per-frame records here")
     a = ap.parse_args()
-    cameras = CAMERAS
-    if a.camera:
-        cameras = []
-        for c in a.camera:
-            size, fov = c.split("@")
-            w, h = size.lower().split("x")
-            cameras.append((int(w), int(h), float(fov)))
+    cameras = parse_cameras(a.camera) if a.camera else CAMERAS
     scene = Basemap.load(a.scene, tuple(a.bounds), flatten_water=False)
     t = parse_time(a.time)
     loc = Localizer.load(a.bundle or ensure_default_bundle(), a.config)
