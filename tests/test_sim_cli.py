@@ -30,10 +30,14 @@ def quat_to_matrix(q):
 
 def independent_render(cam: dict, ecef_km, q_wxyz, image: np.ndarray, land: np.ndarray):
     """Pinhole rays -> WGS84 ellipsoid -> geodetic -> bilinear lookup in a global plate carree image."""
-    w, h, fov = cam["width"], cam["height"], cam["fov_deg"]
-    f = (w / 2) / math.tan(math.radians(fov) / 2)
+    w, h = cam["width"], cam["height"]
+    if "fx" in cam:
+        fx, fy, cx, cy = cam["fx"], cam["fy"], cam["cx"], cam["cy"]
+    else:
+        fx = fy = (w / 2) / math.tan(math.radians(cam["fov_deg"]) / 2)
+        cx, cy = (w - 1) / 2, (h - 1) / 2
     v, u = np.mgrid[0:h, 0:w].astype(float)
-    d = np.stack([(u - (w - 1) / 2) / f, (v - (h - 1) / 2) / f, np.ones_like(u)], -1)
+    d = np.stack([(u - cx) / fx, (v - cy) / fy, np.ones_like(u)], -1)
     d = d @ quat_to_matrix(q_wxyz).T                                     # camera -> ECEF
     o = np.asarray(ecef_km, float)
     k = np.array([1 / A ** 2, 1 / A ** 2, 1 / B ** 2])
@@ -59,6 +63,17 @@ def independent_render(cam: dict, ecef_km, q_wxyz, image: np.ndarray, land: np.n
     out[~hit] = 0
     ld = land[np.clip(np.round(y).astype(int), 0, H - 1), np.round(x).astype(int) % W]
     return out, hit, np.where(hit, ld, 0.0)
+
+
+def centre_ground(cam: dict, ecef_km, q_wxyz):
+    """Geodetic (lat, lon) of the ground the image centre ((w-1)/2, (h-1)/2) sees: the CONVENTIONS boresight."""
+    w, h = cam["width"], cam["height"]
+    d = quat_to_matrix(q_wxyz) @ np.array([((w - 1) / 2 - cam["cx"]) / cam["fx"], ((h - 1) / 2 - cam["cy"]) / cam["fy"], 1.0])
+    o = np.asarray(ecef_km, float)
+    k = np.array([1 / A ** 2, 1 / A ** 2, 1 / B ** 2])
+    qa, qb, qc = (d * d * k).sum(), 2 * (d * o * k).sum(), (o * o * k).sum() - 1
+    p = o + (-qb - math.sqrt(qb * qb - 4 * qa * qc)) / (2 * qa) * d
+    return (math.degrees(math.atan2(p[2], (1 - E2) * math.hypot(p[0], p[1]))), math.degrees(math.atan2(p[1], p[0])))
 
 
 def ncc(a, b):
@@ -104,6 +119,28 @@ def test_sim_tilted_frames_over_land_match_independent_renderer(tmp_path, cam256
     truth = read_truth(out)
     assert all(abs(t["tilt_deg"] - 25) < 1e-3 for t in truth)
     _check_against_independent_renderer(out, truth, basemap, min_frames=5)
+
+
+def test_sim_nadir_points_the_image_centre_of_an_off_centre_camera_at_nadir(tmp_path, basemap):
+    """CONVENTIONS: the boresight is the ray through the image centre, and --attitude nadir points it at
+    nadir, also for a calibrated camera whose principal point is off the centre (here 30 / -20 px)."""
+    cam_path = tmp_path / "cam.yaml"
+    cam_path.write_text("width: 256\nheight: 256\nfx: 152.5\nfy: 150.0\ncx: 157.5\ncy: 107.5\n")
+    out = tmp_path / "off"
+    rc = main(["sim", "--preset", "iss", "--start", "2026-03-20T12:00:00", "--duration", "30m", "--interval", "60s",
+               "--camera", str(cam_path), "--attitude", "nadir", "--clean", "--out", str(out)])
+    assert rc == 0
+    truth = read_truth(out)
+    cam = yaml.safe_load((out / "camera.yaml").read_text())
+    assert (cam["cx"], cam["cy"], cam["fy"]) == (157.5, 107.5, 150.0)
+    for tr in truth:
+        # the truth's boresight is where the image centre looks, by this file's own ray casting ...
+        lat, lon = centre_ground(cam, tr["ecef_km"], tr["q_cam2ecef_wxyz"])
+        assert abs(tr["bore_lat"] - lat) < 1e-6 and abs(tr["bore_lon"] - lon) < 1e-6
+        # ... and nadir points it straight down
+        assert abs(tr["bore_lat"] - tr["sub_lat"]) < 1e-5 and abs(tr["bore_lon"] - tr["sub_lon"]) < 1e-5
+        assert tr["tilt_deg"] < 1e-4
+    _check_against_independent_renderer(out, truth, basemap, min_frames=2)
 
 
 def _check_against_independent_renderer(out, truth, basemap, min_frames):

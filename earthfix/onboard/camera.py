@@ -1,7 +1,9 @@
 """Pinhole camera model and attitude helpers.
 
 Camera frame (OpenCV): +x to the image's right (columns), +y down (rows), +z along the boresight.
-Pixel centres sit at integer coordinates; the principal point defaults to ((w-1)/2, (h-1)/2).
+Pixel centres sit at integer coordinates; the principal point defaults to ((w-1)/2, (h-1)/2). The boresight
+(CONVENTIONS) is the ray through the image centre ((w-1)/2, (h-1)/2), whatever the principal point:
+``Camera.centre_ray``; "nadir" and "tilt" are that ray's pointing.
 An attitude is the rotation camera -> ECEF (matrix columns = camera axes in ECEF), exchanged as a
 scalar-first quaternion [w, x, y, z].
 """
@@ -124,6 +126,25 @@ class Camera:
         v = np.asarray(v, dtype=np.float64)
         d = np.stack([(u - self.cx) / self.fx, (v - self.cy) / self.fy, np.ones_like(u)], axis=-1)
         return d / np.linalg.norm(d, axis=-1, keepdims=True)
+
+    def centre_ray(self) -> np.ndarray:
+        """Unit direction (camera frame) of the ray through the image centre ((w-1)/2, (h-1)/2): the
+        CONVENTIONS boresight. It is the optical axis +z only when the principal point is the image centre
+        (``fov_deg`` cameras); a calibrated camera's cx, cy put it off the axis by atan(offset / f)."""
+        return self.pixel_rays(np.float64((self.width - 1) / 2.0), np.float64((self.height - 1) / 2.0))
+
+    def centring_rotation(self) -> np.ndarray:
+        """Rotation R (camera frame) taking the boresight onto the optical axis (R @ centre_ray() = +z), the
+        smallest one: an attitude ``A @ R`` points the boresight where ``A`` points the axis (identity for a
+        centred camera)."""
+        c = self.centre_ray()
+        axis = np.cross(c, [0.0, 0.0, 1.0])
+        s, cos = float(np.linalg.norm(axis)), float(c[2])
+        if s < 1e-15:
+            return np.eye(3)
+        k = axis / s
+        kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+        return np.eye(3) + s * kx + (1.0 - cos) * (kx @ kx)
 
     def project(self, dirs_cam) -> tuple[np.ndarray, np.ndarray]:
         """Camera-frame directions (..., 3) to pixel (u, v); points behind the camera give NaN."""

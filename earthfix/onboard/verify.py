@@ -11,7 +11,8 @@ squares on the bearing rays, then the same re-collection).
 
 Conventions (CONVENTIONS.md): geodetic degrees, ECEF km, attitude camera -> ECEF with OpenCV camera axes
 (+x right, +y down, +z boresight); ``yaw_deg`` is the azimuth of the image's up direction at the boresight
-ground point; the boresight point is where the ray through the principal point meets the ellipsoid; the
+ground point; the boresight point is where the ray through the image centre (``Camera.centre_ray``: the
+optical axis unless cx, cy are off centre) meets the ellipsoid, and the tilt is that ray's off-nadir angle; the
 sub-satellite point is the geodetic lat/lon of the estimated position (or, when configured and no
 attitude is given, the boresight point: the nadir assumption).
 
@@ -451,7 +452,8 @@ class Verifier:
                 # prior's wider window, then as the guided pass from whatever that fits
                 yaw_deg, alt_km = g.prior
                 prior = Verification(ecef_km=geodesy.geodetic_to_ecef(g.lat, g.lon, alt_km),
-                                     r_cam2ecef=nadir_attitude(g.lat, g.lon, yaw_deg), yaw_deg=yaw_deg)
+                                     r_cam2ecef=nadir_attitude(g.lat, g.lon, yaw_deg) @ camera.centring_rotation(),
+                                     yaw_deg=yaw_deg)
                 ground = self._ground(idx)
                 first = self._guided(f, qdesc, camera, g, idx, sdesc, ground, prior, r_att, wscale, use_orient,
                                      win_work_px=cfg.prior_work_px, reach_windows=PRIOR_REACH)
@@ -623,7 +625,8 @@ class Verifier:
         for _ in range(max(1, cfg.refine_rounds)):
             if mask.sum() < max(cfg.min_inliers, 6):
                 break
-            pose = self._pose(enu[mask], uv[mask], k, r_att, basis, origin, rvec, tvec, wscale, tilt_prior_deg)
+            pose = self._pose(enu[mask], uv[mask], k, r_att, basis, origin, rvec, tvec, wscale, tilt_prior_deg,
+                              ray=camera.centre_ray())
             if pose is None:
                 break
             rvec, tvec = pose
@@ -657,15 +660,18 @@ class Verifier:
         out.reproj_rms_px = float(np.sqrt(np.mean(err[mask] ** 2))) if n_in else float("nan")
         out.spread = _hull_fraction(uv[mask], camera)
         # a few inliers bunched in one corner fit a pose whose boresight, far from them, is poorly pinned
+        ray = camera.centre_ray()
         out.bore_sigma_km = _boresight_sigma_km(enu[mask], uv[mask], k, rvec, tvec, err[mask],
-                                                cfg.noise_floor_work_px / wscale, position_only=r_att is not None)
+                                                cfg.noise_floor_work_px / wscale, position_only=r_att is not None,
+                                                ray=ray)
         out.ecef_km = pos
         out.r_cam2ecef = r_c2e
         sub_lat, sub_lon, alt = geodesy.ecef_to_geodetic(pos)
         out.alt_km = float(alt)
-        bore, hit = geodesy.ray_ellipsoid(pos, r_c2e[:, 2])
+        bore_dir = r_c2e @ ray
+        bore, hit = geodesy.ray_ellipsoid(pos, bore_dir)
         nadir = -geodesy.enu_basis(float(sub_lat), float(sub_lon))[2]
-        out.tilt_deg = float(np.degrees(np.arccos(np.clip(np.dot(r_c2e[:, 2], nadir), -1, 1))))
+        out.tilt_deg = float(np.degrees(np.arccos(np.clip(np.dot(bore_dir, nadir), -1, 1))))
         if not bool(hit):
             out.reason = "boresight misses the Earth"
             return out
@@ -685,7 +691,7 @@ class Verifier:
         elif n_in < cfg.min_inliers:
             out.reason = f"few inliers ({n_in})"
         elif self._held_by_one(out, enu[mask], uv[mask], k, r_att, basis, origin, rvec, tvec, wscale,
-                               tilt_prior_deg):
+                               tilt_prior_deg, ray):
             out.reason = f"pose held by one match (boresight moves {out.lever_km:.0f} km without it)"
         else:
             out.ok = True
@@ -693,7 +699,7 @@ class Verifier:
         return out
 
     def _held_by_one(self, out: Verification, enu, uv, k, r_att, basis, origin, rvec, tvec, wscale,
-                     tilt_prior_deg: float | None = None) -> bool:
+                     tilt_prior_deg: float | None = None, ray=None) -> bool:
         """True when one of the ``cfg.lever_points`` inliers farthest from the inliers' median (image) holds the
         pose: refitted without it, the boresight moves more than ``cfg.max_bore_sigma_km``, and the pose of the
         others misses it by more than the RANSAC threshold and by more than ``cfg.lever_chi2`` in squared
@@ -708,18 +714,18 @@ class Verifier:
         out.lever_km = 0.0
         if cfg.lever_points <= 0 or n < 5:
             return False
-        b0 = _bore_enu(rvec, tvec)
+        b0 = _bore_enu(rvec, tvec, ray)
         far = np.argsort(-np.hypot(*(uv - np.median(uv, axis=0)).T), kind="stable")[: cfg.lever_points]
         thr_px = cfg.ransac_thresh_work_px / wscale
         floor_px = cfg.noise_floor_work_px / wscale
         held = False
         for i in far:
             keep = np.arange(n) != i
-            pose = self._pose(enu[keep], uv[keep], k, r_att, basis, origin, rvec, tvec, wscale, tilt_prior_deg)
+            pose = self._pose(enu[keep], uv[keep], k, r_att, basis, origin, rvec, tvec, wscale, tilt_prior_deg, ray)
             if pose is None:
                 out.lever_km = float("inf")
                 return True
-            move = float(np.hypot(*(_bore_enu(*pose) - b0)))
+            move = float(np.hypot(*(_bore_enu(*pose, ray) - b0)))
             out.lever_km = max(out.lever_km, move if math.isfinite(move) else float("inf"))
             if move > cfg.max_lever_km:
                 return True
@@ -729,8 +735,10 @@ class Verifier:
             held |= miss_px > thr_px and not d2 <= cfg.lever_chi2
         return held
 
-    def _pose(self, enu, uv, k, r_att, basis, origin, rvec0, tvec0, wscale=1.0, tilt_prior_deg: float | None = None):
-        """Camera pose (rvec, tvec: ENU -> camera) from inlier correspondences; None on failure."""
+    def _pose(self, enu, uv, k, r_att, basis, origin, rvec0, tvec0, wscale=1.0, tilt_prior_deg: float | None = None,
+              ray=None):
+        """Camera pose (rvec, tvec: ENU -> camera) from inlier correspondences; None on failure. ``ray``: the
+        boresight in the camera frame (the tilt prior's; default the optical axis)."""
         if r_att is not None:
             # known attitude: position by linear least squares on the bearing rays, in ENU
             r_c2enu = basis @ r_att
@@ -762,7 +770,7 @@ class Verifier:
         prior_deg = self.cfg.tilt_prior_deg if tilt_prior_deg is None else tilt_prior_deg
         if prior_deg > 0:
             rvec, tvec = _refine_with_tilt_prior(enu, uv, k, rvec, tvec, basis, origin,
-                                                 self.cfg.prior_sigma_work_px / wscale, prior_deg)
+                                                 self.cfg.prior_sigma_work_px / wscale, prior_deg, ray=ray)
         return rvec, tvec
 
     # ---- evidence --------------------------------------------------------------------------------------
@@ -879,14 +887,14 @@ def similarity_consensus(src: np.ndarray, dst: np.ndarray, thr: float, max_pairs
 
 
 def _refine_with_tilt_prior(enu, uv, k, rvec, tvec, basis, origin, sigma_px: float, sigma_tilt_deg: float,
-                            iters: int = 8):
+                            iters: int = 8, ray=None):
     """Levenberg-Marquardt on reprojection errors (sigma_px) plus a prior pulling the boresight towards
     nadir (sigma_tilt_deg): residual ``(z x nadir) / sin(sigma_tilt)``, smooth at zero tilt.
 
     ``enu``: ground points in the ENU frame (km) at ``origin`` (rows of ``basis`` = e, n, u in ECEF).
     Jacobians are analytic (``_tilt_prior_residuals``): finite differences cost 6 more residual
     evaluations per iteration, most of a guided refit's time (15-40 ms a place on the frames that need it)."""
-    resid = _tilt_prior_residuals(enu, uv, k, basis, origin, sigma_px, sigma_tilt_deg)
+    resid = _tilt_prior_residuals(enu, uv, k, basis, origin, sigma_px, sigma_tilt_deg, ray)
     p = np.concatenate([np.asarray(rvec, np.float64).ravel(), np.asarray(tvec, np.float64).ravel()])
     r, jac = resid(p, True)
     cost = float(r @ r)
@@ -914,13 +922,14 @@ def _refine_with_tilt_prior(enu, uv, k, rvec, tvec, basis, origin, sigma_px: flo
     return p[:3].reshape(3, 1), p[3:].reshape(3, 1)
 
 
-def _tilt_prior_residuals(enu, uv, k, basis, origin, sigma_px: float, sigma_tilt_deg: float):
+def _tilt_prior_residuals(enu, uv, k, basis, origin, sigma_px: float, sigma_tilt_deg: float, ray=None):
     """The residual function of ``_refine_with_tilt_prior``: ``resid(p[, jac=True])`` for
     ``p = (rvec, tvec)`` (ENU -> camera), reprojection errors / sigma_px then the prior's three, and with
     ``jac`` the analytic Jacobian (``cv2.projectPoints``' for the reprojections, the prior's written out)."""
     s_tilt = math.sin(math.radians(sigma_tilt_deg))
     pts = np.ascontiguousarray(enu, dtype=np.float64)
     bt = basis.T
+    c = _AXIS if ray is None else np.asarray(ray, np.float64)     # the boresight, camera frame
 
     def resid(p, jac: bool = False):
         rv, tv = p[:3].reshape(3, 1), p[3:]
@@ -929,7 +938,7 @@ def _tilt_prior_residuals(enu, uv, k, basis, origin, sigma_px: float, sigma_tilt
         c_ecef = origin + bt @ (-r_w2c.T @ tv)
         c_norm = math.sqrt(float(c_ecef @ c_ecef))
         down = -c_ecef / c_norm                           # geocentric nadir: within 0.2 deg of geodetic
-        z = bt @ r_w2c[2]                                 # boresight in ECEF
+        z = bt @ (c @ r_w2c)                              # boresight in ECEF (r_w2c[2] on the axis)
         r = np.concatenate([(proj.reshape(-1, 2) - uv).ravel() / sigma_px, _cross_matrix(z) @ down / s_tilt])
         if not jac:
             return r
@@ -939,7 +948,7 @@ def _tilt_prior_residuals(enu, uv, k, basis, origin, sigma_px: float, sigma_tilt
         dc = np.empty((3, 6))
         for i in range(3):
             d_r = d_rot[i].reshape(3, 3)
-            dz[:, i] = bt @ d_r[2]
+            dz[:, i] = bt @ (c @ d_r)
             dc[:, i] = bt @ (-d_r.T @ tv)
         dc[:, 3:] = -bt @ r_w2c.T
         j_prior = _cross_matrix(z) @ (d_down_dc @ dc)
@@ -1009,18 +1018,22 @@ def _left_out_miss(enu, uv, keep, i, k, pose, floor_px: float, position_only: bo
     return d2, float(np.hypot(*r))
 
 
-def _bore_enu(rvec, tvec) -> np.ndarray:
-    """(east, north) km where the boresight of the pose (``rvec``, ``tvec``: local ENU -> camera) meets the
-    local ground plane u = 0; inf when it points away from it."""
+_AXIS = np.array([0.0, 0.0, 1.0])
+
+
+def _bore_enu(rvec, tvec, ray=None) -> np.ndarray:
+    """(east, north) km where the boresight ``ray`` (camera frame; default the optical axis) of the pose
+    (``rvec``, ``tvec``: local ENU -> camera) meets the local ground plane u = 0; inf when it points away."""
     r, _ = cv2.Rodrigues(np.asarray(rvec, np.float64).reshape(3, 1))
     c = -r.T @ np.asarray(tvec, np.float64).ravel()
-    d = r.T[:, 2]
+    d = r.T @ (_AXIS if ray is None else np.asarray(ray, np.float64))
     if d[2] >= -1e-9:
         return np.array([np.inf, np.inf])
     return (c - c[2] / d[2] * d)[:2]
 
 
-def _boresight_sigma_km(enu, uv, k, rvec, tvec, err_px, floor_px: float, position_only: bool = False) -> float:
+def _boresight_sigma_km(enu, uv, k, rvec, tvec, err_px, floor_px: float, position_only: bool = False,
+                        ray=None) -> float:
     """1-sigma horizontal uncertainty (km) of the boresight's ground point: the reprojection noise (from
     the residuals, 6 pose parameters taken out, floored) propagated through the pose's Jacobian
     (``cv2.projectPoints``) and, by finite differences, through the ray to the local ground plane."""
@@ -1035,7 +1048,7 @@ def _boresight_sigma_km(enu, uv, k, rvec, tvec, err_px, floor_px: float, positio
         return float("inf")
 
     def bore(p):
-        return _bore_enu(p[:3], p[3:])
+        return _bore_enu(p[:3], p[3:], ray)
 
     p0 = np.r_[np.ravel(rvec), np.ravel(tvec)].astype(np.float64)
     b0 = bore(p0)

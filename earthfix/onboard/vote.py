@@ -14,7 +14,8 @@ keypoint j at ``lat, lon``, ground azimuth ``az``, diameter ``size_km``), for a 
 - yaw ``psi = az - a - 90`` (the relation ``verify.orientation_filter`` uses);
 - scale ``g = size_km / s`` km per frame pixel; a near-nadir pinhole maps the ground to the image with one
   scale (a similarity), so the implied altitude is ``g * fx`` (rejected outside ``alt_range_km``);
-- the image offset from the keypoint to the principal point, ``(dx, dy) = (cx - x, cy - y)`` (x right,
+- the image offset from the keypoint to the image centre (the boresight; the principal point of a centred
+  camera), ``(dx, dy) = ((w-1)/2 - x, (h-1)/2 - y)`` (x right,
   y down), is on the ground ``g * (dx * right + (-dy) * up)`` with ``up`` at azimuth ``psi`` and ``right``
   at ``psi + 90`` (the image is not mirrored: a nadir camera with yaw 0 has east to the right); the
   boresight is that offset walked from (lat, lon) along a great circle.
@@ -186,8 +187,8 @@ class KeypointVoter:
         qi, sj, g, log_alt = qi[ok], sj[ok], g[ok], log_alt[ok]
         yaw = (self._az[sj] - np.asarray(f.angle, np.float64)[qi] - 90.0) % 360.0
         xy = np.asarray(f.xy, np.float64)[qi]
-        dx = camera.cx - xy[:, 0]
-        dy = camera.cy - xy[:, 1]
+        dx = (camera.width - 1) / 2.0 - xy[:, 0]      # to the image centre: the boresight (CONVENTIONS)
+        dy = (camera.height - 1) / 2.0 - xy[:, 1]
         ps = np.radians(yaw)
         sp, cp = np.sin(ps), np.cos(ps)
         east = g * (dx * cp - dy * sp)        # right = (cos psi, -sin psi), up = (sin psi, cos psi) in (e, n)

@@ -430,10 +430,11 @@ def _vignette(h: int, w: int, strength: float) -> np.ndarray:
 
 
 def boresight_latlon(view) -> tuple[float, float] | None:
-    """Geodetic (lat, lon) where the ray through the principal point meets the ellipsoid, None if it
-    misses. Uses the view's pose when known, else the ground point of the centre pixel."""
+    """Geodetic (lat, lon) where the boresight (the ray through the image centre) meets the ellipsoid, None
+    if it misses. Uses the view's pose when known, else the ground point of the centre pixel."""
     if view.pos_ecef_km is not None and view.r_cam2ecef is not None:
-        p, ok = geodesy.ray_ellipsoid(view.pos_ecef_km, np.asarray(view.r_cam2ecef)[:, 2])
+        ray = np.array([0.0, 0.0, 1.0]) if view.centre_ray is None else view.centre_ray
+        p, ok = geodesy.ray_ellipsoid(view.pos_ecef_km, np.asarray(view.r_cam2ecef) @ ray)
         if not bool(ok):
             return None
         lat, lon = geodesy.surface_to_geodetic(p)

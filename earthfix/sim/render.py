@@ -28,6 +28,7 @@ class View:
     points: np.ndarray         # H x W x 3 ECEF km of the ground point
     pos_ecef_km: np.ndarray | None = None   # camera position (3,)
     r_cam2ecef: np.ndarray | None = None    # attitude (3x3, columns = camera axes in ECEF)
+    centre_ray: np.ndarray | None = None    # the boresight (ray through the image centre), camera frame
 
 
 _RAY_CACHE: dict = {}
@@ -131,7 +132,7 @@ def render(basemap: Basemap, camera: Camera, pos_ecef_km, r_cam2ecef, level: flo
         level = pyramid_level(basemap, camera, pts, hit)
     img, land = basemap.sample(lat, lon, level)   # NaN (missed) points come back black, land 0
     return View(img, lat, lon, land, hit, pts, np.asarray(pos_ecef_km, dtype=np.float64),
-                np.asarray(r_cam2ecef, dtype=np.float64))
+                np.asarray(r_cam2ecef, dtype=np.float64), camera.centre_ray())
 
 
 def project_ground(camera: Camera, pos_ecef_km, r_cam2ecef, points_ecef_km):

@@ -1,6 +1,7 @@
 """Orbit-replay scenarios: an orbit, a camera, an attitude law and effects, streamed frame by frame.
 
-Attitude laws (CONVENTIONS: nadir = along the ellipsoid normal below the spacecraft):
+Attitude laws (CONVENTIONS: nadir = along the ellipsoid normal below the spacecraft), each pointing the
+boresight, the ray through the image centre (``Camera.centre_ray``; the optical axis for a centred camera):
 - ``nadir``: boresight exactly at nadir, yaw exactly from the yaw law;
 - ``jitter``: nadir plus a random pointing error of ``jitter_deg`` (standard deviation per axis, a few tenths
   of a degree) and a yaw error of ``yaw_noise_deg`` per frame, the pointing of a real, imperfect bus;
@@ -49,7 +50,8 @@ def make_truth(camera: Camera, t: datetime, pos_ecef_km, r_cam2ecef, info: dict,
     pos = np.asarray(pos_ecef_km, dtype=float)
     r = np.asarray(r_cam2ecef, dtype=float)
     sub_lat, sub_lon, alt_km = (float(x) for x in geodesy.ecef_to_geodetic(pos))
-    bp, ok = geodesy.ray_ellipsoid(pos, r[:, 2])
+    bore_dir = r @ camera.centre_ray()          # CONVENTIONS: the ray through the image centre
+    bp, ok = geodesy.ray_ellipsoid(pos, bore_dir)
     if bool(ok):
         bore_lat, bore_lon = (float(x) for x in geodesy.surface_to_geodetic(bp))
         yaw = yaw_of_attitude(r, bore_lat, bore_lon)
@@ -58,7 +60,7 @@ def make_truth(camera: Camera, t: datetime, pos_ecef_km, r_cam2ecef, info: dict,
         bore_lat = bore_lon = sun = None
         yaw = yaw_of_attitude(r, sub_lat, sub_lon)
     up = geodesy.enu_basis(sub_lat, sub_lon)[2]
-    tilt = math.degrees(math.acos(float(np.clip(-(r[:, 2] @ up), -1.0, 1.0))))
+    tilt = math.degrees(math.acos(float(np.clip(-(bore_dir @ up), -1.0, 1.0))))
     land_clear = float(info.get("land_clear_frac", 0.0))
     return {
         "frame": frame,
@@ -149,7 +151,7 @@ class Scenario:
         att_ss, fx_ss = np.random.SeedSequence([int(self.seed), int(i)]).spawn(2)
         pos, vel = self.orbit.state(t)
         r = attitude_for(pos, vel, self.attitude, self.yaw_deg, np.random.default_rng(att_ss),
-                         self.tilt_deg, self.jitter_deg, self.yaw_noise_deg)
+                         self.tilt_deg, self.jitter_deg, self.yaw_noise_deg) @ self.camera.centring_rotation()
         view = render(self.basemap, self.camera, pos, r)
         img, info = fx.apply(view, t, self.effects, np.random.default_rng(fx_ss), clouds=self.clouds,
                              sun_dir=fx.sun_direction_ecef(t))
@@ -184,6 +186,7 @@ def single_frame(basemap: Basemap, camera: Camera, lat: float, lon: float, alt_k
     r = nadir_attitude(lat, lon, yaw_deg)
     if tilt_deg:
         r = r @ tilt_rotation(tilt_deg, tilt_az_deg)
+    r = r @ camera.centring_rotation()        # the boresight (image centre) where the law points the axis
     view = render(basemap, camera, pos, r)
     img, info = fx.apply(view, t, effects, rng, clouds=clouds)
     return img, make_truth(camera, t, pos, r, info)

@@ -1,6 +1,7 @@
 """The flight pipeline at cameras other than the eval's two (not a pytest test).
 
     PYTHONPATH=. python tests/bench/bench_cameras.py [--n 30] [--seed 31337] [--camera 1024x1024@40 ...]
+        [--camera-file CAMERA.yaml ...]
         [--config cfg.yaml] [--bundle DIR] [--effects EFFECTS.yaml] [--ceiling]
 
 Land frames (``make_frameset``, the simulator's effects, default basemap, 400-800 km, 0-5 deg off nadir, any
@@ -54,6 +55,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=31337)
     ap.add_argument("--camera", action="append", default=None, metavar="WxH@FOV",
                     help="a camera (width x height @ horizontal FOV, deg); repeatable; default: the four below")
+    ap.add_argument("--camera-file", action="append", default=None, metavar="CAMERA.yaml",
+                    help="a camera file (fx, fy, cx, cy: a calibrated, off-centre camera); repeatable, after --camera")
     ap.add_argument("--config", default=None, help="Localizer config YAML (default: the shipped defaults)")
     ap.add_argument("--bundle", default=None, help="bundle directory (default: the default bundle)")
     ap.add_argument("--effects", default=None, help="simulator effects YAML over the defaults (as eval --effects)")
@@ -63,14 +66,16 @@ def main() -> None:
     if a.effects:
         from earthfix.sim.effects import EffectsConfig
         effects = EffectsConfig.from_yaml(a.effects)
-    cameras = parse_cameras(a.camera) if a.camera else CAMERAS
+    cameras = [Camera.from_fov(w, h, fov) for w, h, fov in (parse_cameras(a.camera) if a.camera else
+                                                             [] if a.camera_file else CAMERAS)]
+    cameras += [Camera.from_yaml(p) for p in a.camera_file or []]
     loc = Localizer.load(a.bundle or ensure_default_bundle(), a.config)
     extra = " ceiling |" if a.ceiling else ""
     print("| camera | footprint half-width at 600 km | eligible | fix rate | retrieval R@10 |" + extra
           + " false fixes | error p50 | latency p50 |")
     print("| --- | ---: | ---: | ---: | ---: |" + (" ---: |" if a.ceiling else "") + " ---: | ---: | ---: |")
-    for w, h, fov in cameras:
-        cam = Camera.from_fov(w, h, fov)
+    for cam in cameras:
+        w, h, fov = cam.width, cam.height, cam.fov_deg
         n_el = n_fix = n_false = n_hit = n_ceil = 0
         errs, lat_ms = [], []
         for img, truth in make_frameset(a.n, a.seed + w, cam, None, FrameSpec(), effects=effects):
@@ -89,7 +94,10 @@ def main() -> None:
                     n_fix += 1
                     errs.append(err)
         ceil = f" {100.0 * n_ceil / max(n_el, 1):.0f} % |" if a.ceiling else ""
-        print(f"| {w}×{h}, {fov:g}° | {cam.footprint_half_width_km(600.0):.0f} km | {n_el} of {a.n} | "
+        off = (cam.cx - (w - 1) / 2.0, cam.cy - (h - 1) / 2.0)
+        name = f"{w}×{h}, {fov:.4g}°" + (f", cx {off[0]:+g} cy {off[1]:+g} px" if any(off) else "") + (
+            f", fy/fx {cam.fy / cam.fx:.3f}" if cam.fy != cam.fx else "")
+        print(f"| {name} | {cam.footprint_half_width_km(600.0):.0f} km | {n_el} of {a.n} | "
               f"{100.0 * n_fix / max(n_el, 1):.0f} % | {100.0 * n_hit / max(n_el, 1):.0f} % |{ceil} {n_false} | "
               f"{np.median(errs) if errs else float('nan'):.1f} km | {np.median(lat_ms):.1f} ms |")
 
