@@ -31,6 +31,6 @@ def test_an_off_centre_camera_is_located_at_its_image_centre(tiny_bundle, basema
     assert geodesy.great_circle_km(fix.lat, fix.lon, blat, blon) < 5.0
     assert geodesy.great_circle_km(fix.sub_lat, fix.sub_lon, LAT, LON) < 5.0
     assert abs(fix.alt_km - ALT_KM) < 15.0
-    yaw = yaw_of_attitude(r, blat, blon)
+    yaw = yaw_of_attitude(r, blat, blon, cam.centre_ray())
     assert abs((fix.yaw_deg - yaw + 180.0) % 360.0 - 180.0) < 1.0
     assert fix.evidence["tilt_deg"] < 3.0           # nadir is the image centre's, not the axis's (~12 deg off)

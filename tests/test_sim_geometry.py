@@ -111,6 +111,28 @@ def test_sub_satellite_point_matches_direct_sgp4(preset, cam256, basemap):
 
 # ---- yaw convention -------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("tilt_deg,tilt_az_deg", [(5.0, 45.0), (20.0, 130.0), (30.0, 300.0)])
+def test_yaw_is_the_image_up_direction_on_the_ground_also_off_nadir(cam256, tilt_deg, tilt_az_deg):
+    """CONVENTIONS: the azimuth of the image's up direction (towards row 0) at the boresight ground point:
+    where that point moves on the ground as the ray steps from the image centre towards row 0. Off nadir it
+    is not the camera's up axis projected on the horizontal (4 deg apart here at 20 deg of tilt)."""
+    lat, lon, alt = 45.0, 7.0, 600.0
+    pos = geodesy.geodetic_to_ecef(lat, lon, alt)
+    for cam in (cam256, Camera(256, 256, 152.5, 150.0, 157.5, 107.5)):
+        r = nadir_attitude(lat, lon, 70.0) @ tilt_rotation(tilt_deg, tilt_az_deg)
+        c = (cam.width - 1) / 2.0, (cam.height - 1) / 2.0
+        ground = []
+        for dv in (0.0, -0.01):                               # the centre pixel, and a hundredth of a row up
+            p, ok = geodesy.ray_ellipsoid(pos, r @ cam.pixel_rays(np.float64(c[0]), np.float64(c[1] + dv)))
+            ground.append(p)
+        blat, blon = (float(x) for x in geodesy.surface_to_geodetic(ground[0]))
+        e, n, _ = geodesy.enu_basis(blat, blon)
+        step = ground[1] - ground[0]
+        expected = math.degrees(math.atan2(step @ e, step @ n)) % 360.0
+        got = yaw_of_attitude(r, blat, blon, cam.centre_ray())
+        assert abs((got - expected + 180.0) % 360.0 - 180.0) < 0.01
+
+
 @pytest.mark.parametrize("yaw", [0.0, 37.0, 90.0, 200.0])
 def test_yaw_convention_north_direction(cam256, yaw):
     lat, lon, alt = 45.0, 7.0, 600.0

@@ -166,11 +166,16 @@ def nadir_attitude(sub_lat_deg: float, sub_lon_deg: float, yaw_deg: float) -> np
     return np.stack([x, y, z], axis=1)
 
 
-def yaw_of_attitude(r_cam2ecef, ground_lat_deg: float, ground_lon_deg: float) -> float:
-    """CONVENTIONS yaw: azimuth (deg, clockwise from north) of the image's up direction at a ground point."""
+def yaw_of_attitude(r_cam2ecef, ground_lat_deg: float, ground_lon_deg: float, ray=None) -> float:
+    """CONVENTIONS yaw: azimuth (deg, clockwise from north) of the image's up direction (towards row 0) at the
+    ground point the camera-frame ``ray`` sees (the boresight ``Camera.centre_ray``; default the optical
+    axis): the ground direction in which that point moves as the ray steps towards row 0, i.e. the line where
+    the plane of the ray and the camera's y axis meets the local horizontal. At nadir it is the camera's up
+    axis projected on the horizontal; off nadir the two part by up to 0.26 deg at 5 deg, 10 deg at 30 deg."""
     e, n, u = geodesy.enu_basis(ground_lat_deg, ground_lon_deg)
-    up = -np.asarray(r_cam2ecef)[:, 1]
-    up = up - np.dot(up, u) * u          # project onto the local horizontal
+    r = np.asarray(r_cam2ecef, dtype=np.float64)
+    c = r[:, 2] if ray is None else r @ np.asarray(ray, dtype=np.float64)
+    up = np.cross(u, np.cross(c, -r[:, 1]))
     return float(math.degrees(math.atan2(np.dot(up, e), np.dot(up, n))) % 360.0)
 
 

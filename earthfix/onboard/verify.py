@@ -426,7 +426,7 @@ class Verifier:
         if use_orient and len(qi) >= cfg.min_matches:
             yaw_prior = None
             if r_att is not None:
-                yaw_prior = yaw_of_attitude(r_att, g.lat, g.lon)
+                yaw_prior = yaw_of_attitude(r_att, g.lat, g.lon, camera.centre_ray())
             keep, _ = orientation_filter(f.angle[qi], st.azimuth_deg(idx[si]), cfg.orient_tol_deg, yaw_prior)
             qi, si = qi[keep], si[keep]
         stages["match_ms"] += (time.perf_counter() - t) * 1e3
@@ -681,7 +681,7 @@ class Verifier:
             out.sub_lat, out.sub_lon = out.lat, out.lon
         else:
             out.sub_lat, out.sub_lon = float(sub_lat), float(sub_lon)
-        out.yaw_deg = yaw_of_attitude(r_c2e, out.lat, out.lon)
+        out.yaw_deg = yaw_of_attitude(r_c2e, out.lat, out.lon, ray)
         if not (cfg.alt_range_km[0] <= alt <= cfg.alt_range_km[1]):
             out.reason = f"implausible altitude {alt:.0f} km"
         elif out.tilt_deg > cfg.max_tilt_deg:

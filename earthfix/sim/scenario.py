@@ -54,11 +54,11 @@ def make_truth(camera: Camera, t: datetime, pos_ecef_km, r_cam2ecef, info: dict,
     bp, ok = geodesy.ray_ellipsoid(pos, bore_dir)
     if bool(ok):
         bore_lat, bore_lon = (float(x) for x in geodesy.surface_to_geodetic(bp))
-        yaw = yaw_of_attitude(r, bore_lat, bore_lon)
+        yaw = yaw_of_attitude(r, bore_lat, bore_lon, camera.centre_ray())
         sun = float(fx.sun_elevation_deg(bore_lat, bore_lon, t))
     else:
         bore_lat = bore_lon = sun = None
-        yaw = yaw_of_attitude(r, sub_lat, sub_lon)
+        yaw = yaw_of_attitude(r, sub_lat, sub_lon, camera.centre_ray())
     up = geodesy.enu_basis(sub_lat, sub_lon)[2]
     tilt = math.degrees(math.acos(float(np.clip(-(bore_dir @ up), -1.0, 1.0))))
     land_clear = float(info.get("land_clear_frac", 0.0))
