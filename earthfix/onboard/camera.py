@@ -139,12 +139,8 @@ class Camera:
         centred camera)."""
         c = self.centre_ray()
         axis = np.cross(c, [0.0, 0.0, 1.0])
-        s, cos = float(np.linalg.norm(axis)), float(c[2])
-        if s < 1e-15:
-            return np.eye(3)
-        k = axis / s
-        kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-        return np.eye(3) + s * kx + (1.0 - cos) * (kx @ kx)
+        s = float(np.linalg.norm(axis))
+        return np.eye(3) if s < 1e-15 else _rotation_about(axis / s, s, float(c[2]))
 
     def project(self, dirs_cam) -> tuple[np.ndarray, np.ndarray]:
         """Camera-frame directions (..., 3) to pixel (u, v); points behind the camera give NaN."""
@@ -185,5 +181,10 @@ def tilt_rotation(tilt_deg: float, azimuth_deg: float) -> np.ndarray:
     t = math.radians(tilt_deg)
     a = math.radians(azimuth_deg)
     axis = np.array([math.cos(a), math.sin(a), 0.0])  # rotating about this moves +z towards (sin a, -cos a)
+    return _rotation_about(axis, math.sin(t), math.cos(t))
+
+
+def _rotation_about(axis, sin_t: float, cos_t: float) -> np.ndarray:
+    """Rodrigues: the rotation by the angle (sin_t, cos_t) about the unit vector ``axis``."""
     k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + math.sin(t) * k + (1 - math.cos(t)) * (k @ k)
+    return np.eye(3) + sin_t * k + (1 - cos_t) * (k @ k)

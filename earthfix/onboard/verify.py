@@ -622,11 +622,12 @@ class Verifier:
         # 2) pose with the exact camera model, re-collecting inliers by reprojection
         rthr = cfg.reproj_thresh_work_px / wscale
         pose = None
+        ray = camera.centre_ray()                # the boresight (camera frame)
         for _ in range(max(1, cfg.refine_rounds)):
             if mask.sum() < max(cfg.min_inliers, 6):
                 break
             pose = self._pose(enu[mask], uv[mask], k, r_att, basis, origin, rvec, tvec, wscale, tilt_prior_deg,
-                              ray=camera.centre_ray())
+                              ray=ray)
             if pose is None:
                 break
             rvec, tvec = pose
@@ -660,7 +661,6 @@ class Verifier:
         out.reproj_rms_px = float(np.sqrt(np.mean(err[mask] ** 2))) if n_in else float("nan")
         out.spread = _hull_fraction(uv[mask], camera)
         # a few inliers bunched in one corner fit a pose whose boresight, far from them, is poorly pinned
-        ray = camera.centre_ray()
         out.bore_sigma_km = _boresight_sigma_km(enu[mask], uv[mask], k, rvec, tvec, err[mask],
                                                 cfg.noise_floor_work_px / wscale, position_only=r_att is not None,
                                                 ray=ray)
