@@ -178,6 +178,10 @@ def test_run_level_errors_exit_2_with_one_line(tiny_bundle, batch, cam256_path, 
         (["--camera", str(cam256_path), "--config", batch["config"], "--attitude", "1,0,0"], "--attitude"),
         (["--camera", str(cam256_path), "--config", batch["config"], "--attitude", "nan,0,0,1"], "--attitude"),
         (["--camera", str(cam256_path), "--config", batch["config"], "--attitude", "0,0,0,0"], "--attitude"),
+        (["--camera", str(cam256_path), "--config", batch["config"], "--attitudes", str(tmp_path / "none.jsonl")],
+         "--attitudes"),
+        (["--camera", str(cam256_path), "--config", batch["config"], "--attitudes", str(tmp_path / "cam_inf.yaml")],
+         "line 1"),
     ]
     for args, word in cases:
         rc = main(["locate", "--bundle", str(tiny_bundle), *args, frame])
@@ -185,6 +189,33 @@ def test_run_level_errors_exit_2_with_one_line(tiny_bundle, batch, cam256_path, 
         assert rc == 2, (args, err)
         assert out == "", args
         assert len(err.strip().splitlines()) == 1 and word in err and "Traceback" not in err, (args, err)
+
+
+def test_per_frame_attitudes_are_used_for_their_frames_only(tiny_bundle, basemap, cam256, cam256_path, tmp_path,
+                                                           capfd):
+    """--attitudes FILE (the star tracker's quaternion per frame, e.g. the simulator's truth.jsonl) reaches
+    the frame it names: a right one keeps the fix, one turned by 180 deg about the boresight makes the yaw
+    that of the attitude (or no fix), and a frame it does not name is located without one."""
+    from earthfix.cli import main
+    from earthfix.onboard import geodesy
+    from earthfix.sim.scenario import single_frame
+    img, truth = single_frame(basemap, cam256, 35.0, -110.0, 500.0, 30.0)
+    q = truth["q_cam2ecef_wxyz"]
+    q_turned = geodesy.quat_from_matrix(geodesy.matrix_from_quat(np.asarray(q)) @ np.diag([-1.0, -1.0, 1.0]))
+    for name in ("right.png", "turned.png", "free.png"):
+        cv2.imwrite(str(tmp_path / name), img)
+    (tmp_path / "att.jsonl").write_text(json.dumps({"frame": "somewhere/right.png", "q_cam2ecef_wxyz": q}) + "\n"
+                                        + json.dumps({"frame": "turned.png", "q_cam2ecef_wxyz": list(q_turned)}) + "\n")
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(localizer_config()))
+    rc = main(["locate", "--bundle", str(tiny_bundle), "--camera", str(cam256_path), "--config", str(tmp_path / "cfg.yaml"),
+               "--attitudes", str(tmp_path / "att.jsonl"), *(str(tmp_path / n) for n in ("right.png", "turned.png", "free.png"))])
+    out, _ = capfd.readouterr()
+    right, turned, free = strict_json_lines(out)
+    assert rc == 0 and right["fix"] and free["fix"]
+    for r in (right, free):
+        assert geodesy.great_circle_km(r["lat"], r["lon"], truth["bore_lat"], truth["bore_lon"]) < 5.0
+        assert abs((r["yaw_deg"] - truth["yaw_deg"] + 180.0) % 360.0 - 180.0) < 1.0
+    assert not turned["fix"] or abs((turned["yaw_deg"] - truth["yaw_deg"]) % 360.0 - 180.0) < 1.0
 
 
 def test_emit_writes_strict_json_even_with_nan():

@@ -7,6 +7,11 @@ to stderr. ``candidates`` is the retrieval's list before verification, best firs
 most 1; absent when a vote place gave the answer and the encoder was not needed: config ``encoder_places``);
 see ``earthfix.onboard.fix.Candidate``. Without ``--bundle`` the default bundle is used, and
 built first if it is not there yet.
+
+With a star tracker: ``--attitude w,x,y,z`` gives every frame the same camera->ECEF quaternion (OpenCV camera
+axes: +x right, +y down, +z the optical axis), ``--attitudes FILE`` each frame its own (JSON lines with
+``frame`` and ``q_cam2ecef_wxyz``, matched by file name; the simulator's truth.jsonl is such a file). The
+fix then fits the position only; a wrong attitude makes no fix rather than a wrong one.
 """
 from __future__ import annotations
 
@@ -27,6 +32,9 @@ def register(sub):
     p.add_argument("--config", default=None, help="onboard config YAML (default: configs/default.yaml values)")
     p.add_argument("--attitude", default=None,
                    help="camera->ECEF quaternion w,x,y,z applied to every frame (star tracker)")
+    p.add_argument("--attitudes", default=None, metavar="FILE.jsonl",
+                   help="per-frame attitudes: JSON lines with 'frame' and 'q_cam2ecef_wxyz' (w, x, y, z), matched "
+                        "by file name (the simulator's truth.jsonl is one); frames not in it get --attitude or none")
     p.add_argument("--time", default=None, help="UTC time of the frames (ISO 8601), for fusion/diagnostics")
     p.set_defaults(func=run)
 
@@ -49,6 +57,26 @@ def _emit(obj) -> None:
         text = json.dumps(_finite_json(obj), allow_nan=False)
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def read_attitudes(path) -> dict:
+    """frame file name -> camera->ECEF quaternion (w, x, y, z) from JSON lines with ``frame`` and
+    ``q_cam2ecef_wxyz``. Raises ValueError naming the first line that is not such a record."""
+    import numpy as np
+    out = {}
+    for no, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            q = np.asarray(rec["q_cam2ecef_wxyz"], dtype=float)
+            name = Path(str(rec["frame"])).name
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"line {no}: not a JSON record with 'frame' and 'q_cam2ecef_wxyz' ({exc})") from None
+        if q.shape != (4,) or not np.isfinite(q).all() or np.linalg.norm(q) < 1e-6:
+            raise ValueError(f"line {no}: q_cam2ecef_wxyz must be four finite numbers w, x, y, z")
+        out[name] = q
+    return out
 
 
 def encoder_path(config_path) -> Path:
@@ -95,6 +123,14 @@ def run(args) -> int:
         except ValueError:
             print("earthfix locate: --attitude must be four finite numbers w,x,y,z", file=sys.stderr)
             return 2
+    per_frame = {}
+    if args.attitudes:
+        try:
+            per_frame = read_attitudes(args.attitudes)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            print(f"earthfix locate: cannot read --attitudes {args.attitudes}: {why}", file=sys.stderr)
+            return 2
     try:
         bundle = args.bundle
         if bundle is None:
@@ -131,7 +167,8 @@ def run(args) -> int:
     for path in args.frames:
         try:
             frame = read_frame(path, size)
-            fix = loc.locate(frame, camera, attitude=attitude, time=args.time)
+            att = per_frame.get(Path(path).name, attitude)
+            fix = loc.locate(frame, camera, attitude=att, time=args.time)
         except FrameError as exc:
             fix = Fix.failed(str(exc))
         except Exception as exc:  # never stop the batch for one frame
