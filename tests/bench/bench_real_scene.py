@@ -60,12 +60,13 @@ class DoesNotFit(Exception):
     """The scene holds too few frames of this camera (its footprint is too large for the scene's land)."""
 
 
+CAMERA_ONLY = Path(__file__).resolve().parents[2] / "configs" / "effects" / "camera_only.yaml"
+
+
 def camera_only_effects() -> fx.EffectsConfig:
-    """The simulator's sensor on a scene that already holds the sky: no clouds, sun, night, haze or shift."""
-    e = fx.EffectsConfig.default()
-    e.clouds = e.illumination = e.night = False
-    e.haze = e.appearance = 0.0
-    return e
+    """The simulator's sensor on a scene that already holds the sky (configs/effects/camera_only.yaml: no
+    clouds, sun, night, haze or appearance shift)."""
+    return fx.EffectsConfig.from_yaml(CAMERA_ONLY)
 
 
 def cloud_mask(bgr: np.ndarray, v_min: int, s_max: int) -> np.ndarray:
