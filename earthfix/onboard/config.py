@@ -27,6 +27,7 @@ DEFAULTS = {
     "despeckle": True,
     "max_frame_side_px": 1024,
     "fine_store": True,
+    "encoder_spacing": 0.5,
     "verify": {},
     "confidence": {},
 }
@@ -113,6 +114,7 @@ def validate(cfg: dict) -> dict:
     _check("vote_min_votes", out["vote_min_votes"], int, 1, 100)
     _check("vote_ef", out["vote_ef"], int, 2, 1024)
     _check("max_frame_side_px", out["max_frame_side_px"], int, 64, 16384)
+    _check("encoder_spacing", out["encoder_spacing"], float, 0.0, 10.0)
     if out["encoder_places"] not in ENCODER_PLACES:
         raise ConfigError(f"config: 'encoder_places' must be one of {', '.join(ENCODER_PLACES)}, "
                           f"got {_r(out['encoder_places'])}")

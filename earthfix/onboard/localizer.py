@@ -48,6 +48,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from . import geodesy
 from .bundle import Bundle
 from .camera import Camera
 from .config import load_config
@@ -78,8 +79,8 @@ class _Retrieval:
     """The encoder's retrieval for one frame, made once when first called: preprocess -> encode -> HNSW
     top-k (stage times into ``stages``). ``candidates`` is None until it has run; ``seconds`` is what it cost."""
 
-    def __init__(self, loc: "Localizer", img: np.ndarray, stages: dict):
-        self.loc, self.img, self.stages = loc, img, stages
+    def __init__(self, loc: "Localizer", img: np.ndarray, stages: dict, camera: Camera | None = None):
+        self.loc, self.img, self.stages, self.camera = loc, img, stages, camera
         self.candidates: list[Candidate] | None = None
         self.seconds = 0.0
 
@@ -90,7 +91,7 @@ class _Retrieval:
             t1 = _time.perf_counter()
             desc = self.loc.encoder.encode_input(x)
             t2 = _time.perf_counter()
-            self.candidates = self.loc.candidates(desc, self.loc.cfg["top_k"])
+            self.candidates = self.loc.candidates(desc, self.loc.cfg["top_k"], self.loc.spacing_km(self.camera))
             t3 = _time.perf_counter()
             self.stages.update(preprocess_ms=(t1 - t0) * 1e3, encode_ms=(t2 - t1) * 1e3, search_ms=(t3 - t2) * 1e3)
             self.seconds = t3 - t0
@@ -163,8 +164,35 @@ class Localizer:
         return cls(bundle, encoder, cfg, ConfidenceModel.load(conf_path))
 
     # ---- one frame -----------------------------------------------------------------------------
-    def candidates(self, desc: np.ndarray, k: int) -> list[Candidate]:
-        idx, sim = self.bundle.search(desc, k)
+    def spacing_km(self, camera: Camera | None) -> float:
+        """The encoder's places closer than this to a better one are skipped (config ``encoder_spacing`` x the
+        camera's footprint half-width at the nominal altitude; 0: off)."""
+        f = self.cfg["encoder_spacing"]
+        if not f or camera is None or self.verifier is None:
+            return 0.0
+        return f * camera.footprint_half_width_km(self.verifier.cfg.nominal_alt_km)
+
+    def candidates(self, desc: np.ndarray, k: int, spacing_km: float = 0.0) -> list[Candidate]:
+        """The encoder's top-``k`` reference views as candidates, best first. With ``spacing_km`` > 0 the list
+        is thinned from the first 4 k: a view within ``spacing_km`` of a better one is the same place for
+        recall and for verification (which merges them), so the next distinct place takes its slot; when
+        there are fewer than k distinct places, the best skipped views fill the list, in rank order."""
+        if spacing_km > 0:
+            idx, sim = self.bundle.search(desc, 4 * k)
+            lat, lon = self.bundle.lat[idx], self.bundle.lon[idx]
+            keep, skipped = [], []
+            for i in range(len(idx)):
+                if keep and float(geodesy.great_circle_km(lat[i], lon[i], lat[keep], lon[keep]).min()) <= spacing_km:
+                    skipped.append(i)
+                    continue
+                keep.append(i)
+                if len(keep) == k:
+                    break
+            # fewer distinct places than k (a small regional bundle): the best skipped views fill the list
+            keep = sorted(keep + skipped[: max(k - len(keep), 0)])
+            idx, sim = idx[keep], sim[keep]
+        else:
+            idx, sim = self.bundle.search(desc, k)
         return [Candidate(float(self.bundle.lat[i]), float(self.bundle.lon[i]), float(s), int(i),
                           int(self.bundle.scale[i])) for i, s in zip(idx, sim)]
 
@@ -263,7 +291,8 @@ class Localizer:
         ``encoder_places``)."""
         img = normalise_frame(frame)
         check_size(img, camera.width, camera.height)
-        return _Retrieval(self, self._fit_frame(img, camera)[0], {})()
+        img, cam, _ = self._fit_frame(img, camera)
+        return _Retrieval(self, img, {}, cam)()
 
     def locate(self, frame, camera: Camera, attitude=None, time=None) -> Fix:
         """Localize one frame (uint8 BGR or grey, or any array ``frames.normalise_frame`` accepts)."""
@@ -280,7 +309,7 @@ class Localizer:
             stages["shrink_ms"] = (_time.perf_counter() - t) * 1e3
         grey = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
         blank = float(grey.std()) < BLANK_STD
-        retrieval = _Retrieval(self, img, stages)
+        retrieval = _Retrieval(self, img, stages, camera)
         verifying = self.verifier is not None and self.cfg["verify_k"] > 0 and not blank
         # the encoder runs only when its places are to be verified: "lazy" when the first look's vote
         # places leave the answer open, "last" when every look's have (docs/VERIFICATION.md)
