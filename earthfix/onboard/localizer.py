@@ -75,6 +75,24 @@ CUMULUS_CELL_KM = 6.0      # ground size of the erosion that takes small cloud c
 DESPECKLE_KM_PER_PX = 1.2  # about the finest sample despeckling runs at (finer frames are shrunk for it)
 
 
+SPACING_FETCH = 4     # spaced encoder places are chosen from the first SPACING_FETCH x top_k views
+
+
+def spaced_places(lat, lon, k: int, spacing_km: float) -> np.ndarray:
+    """Positions (ascending) of up to ``k`` places of a best-first list (``lat``, ``lon`` arrays), skipping
+    any within ``spacing_km`` of a better kept one; when fewer than ``k`` are that far apart, the best
+    skipped ones fill the list (so it stays in rank order)."""
+    keep, skipped = [], []
+    for i in range(len(lat)):
+        if keep and float(geodesy.great_circle_km(lat[i], lon[i], lat[keep], lon[keep]).min()) <= spacing_km:
+            skipped.append(i)
+            continue
+        keep.append(i)
+        if len(keep) == k:
+            break
+    return np.array(sorted(keep + skipped[: max(k - len(keep), 0)]), dtype=np.int64)
+
+
 class _Retrieval:
     """The encoder's retrieval for one frame, made once when first called: preprocess -> encode -> HNSW
     top-k (stage times into ``stages``). ``candidates`` is None until it has run; ``seconds`` is what it cost."""
@@ -178,18 +196,8 @@ class Localizer:
         recall and for verification (which merges them), so the next distinct place takes its slot; when
         there are fewer than k distinct places, the best skipped views fill the list, in rank order."""
         if spacing_km > 0:
-            idx, sim = self.bundle.search(desc, 4 * k)
-            lat, lon = self.bundle.lat[idx], self.bundle.lon[idx]
-            keep, skipped = [], []
-            for i in range(len(idx)):
-                if keep and float(geodesy.great_circle_km(lat[i], lon[i], lat[keep], lon[keep]).min()) <= spacing_km:
-                    skipped.append(i)
-                    continue
-                keep.append(i)
-                if len(keep) == k:
-                    break
-            # fewer distinct places than k (a small regional bundle): the best skipped views fill the list
-            keep = sorted(keep + skipped[: max(k - len(keep), 0)])
+            idx, sim = self.bundle.search(desc, SPACING_FETCH * k)
+            keep = spaced_places(self.bundle.lat[idx], self.bundle.lon[idx], k, spacing_km)
             idx, sim = idx[keep], sim[keep]
         else:
             idx, sim = self.bundle.search(desc, k)

@@ -438,29 +438,38 @@ class Baselines:
         fp32 = np.load(fp32_p, allow_pickle=False) if self.fp32 is not None else None
         return hand, fp32
 
-    def query(self, img: np.ndarray, truth: dict, rec: dict) -> None:
-        """Add rank_* and *_ms fields of every comparison row to ``rec``."""
+    def query(self, img: np.ndarray, truth: dict, rec: dict, spacing_km: float = 0.0) -> None:
+        """Add rank_* and *_ms fields of every comparison row to ``rec``. ``spacing_km``: each row's list is
+        spaced as the pipeline's encoder places are (``localizer.spaced_places``), so that the rows differ only
+        in descriptor and search."""
+        from ..onboard.localizer import SPACING_FETCH, spaced_places
         from ..onboard.preprocess import preprocess
         from .baselines import handcrafted_descriptor
         b = self.loc.bundle
-        cands = lambda idx: [(float(b.lat[i]), float(b.lon[i])) for i in idx]
+        k_row = CURVE_K_MAX * (SPACING_FETCH if spacing_km > 0 else 1)
+
+        def cands(idx):
+            idx = np.asarray(idx)
+            if spacing_km > 0:
+                idx = idx[spaced_places(b.lat[idx], b.lon[idx], CURVE_K_MAX, spacing_km)]
+            return [(float(b.lat[i]), float(b.lon[i])) for i in idx]
         x = preprocess(img, self.loc.encoder.input_px)
         t = time.perf_counter()
         d8 = self.loc.encoder.encode_input(x)
         rec["encode_int8_ms"] = (time.perf_counter() - t) * 1e3
         if self.int8_refs is not None:
             t = time.perf_counter()
-            idx = exact_topk(self.int8_refs, b.reduce(d8)[0], CURVE_K_MAX, b.turns)
+            idx = exact_topk(self.int8_refs, b.reduce(d8)[0], k_row, b.turns)
             rec["exact_search_ms"] = (time.perf_counter() - t) * 1e3
             rec["rank_int8_exact"] = first_hit_rank(cands(idx), truth)
         if self.fp32 is not None and self.fp32_refs is not None:
             t = time.perf_counter()
             d32 = self.fp32.encode_input(x)
             rec["encode_fp32_ms"] = (time.perf_counter() - t) * 1e3
-            rec["rank_fp32_exact"] = first_hit_rank(cands(exact_topk(self.fp32_refs, b.reduce(d32)[0], CURVE_K_MAX, b.turns)), truth)
+            rec["rank_fp32_exact"] = first_hit_rank(cands(exact_topk(self.fp32_refs, b.reduce(d32)[0], k_row, b.turns)), truth)
         if self.hand_refs is not None:
             t = time.perf_counter()
-            idx = exact_topk(self.hand_refs, handcrafted_descriptor(img), CURVE_K_MAX)
+            idx = exact_topk(self.hand_refs, handcrafted_descriptor(img), k_row)
             rec["hand_ms"] = (time.perf_counter() - t) * 1e3
             rec["rank_hand"] = first_hit_rank(cands(idx), truth)
 
@@ -632,7 +641,7 @@ def evaluate_frame(loc, cam, img, truth: dict, sdef: ScenarioDef, baselines: Bas
         if rec[key] is not None and not math.isfinite(rec[key]):
             rec[key] = NO_TRUTH_ERR_KM
     if baselines is not None and fix.error is None:
-        baselines.query(img, truth, rec)
+        baselines.query(img, truth, rec, loc.spacing_km(cam))
     return rec
 
 
