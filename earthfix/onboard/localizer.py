@@ -186,9 +186,11 @@ class Localizer:
         """The encoder's places closer than this to a better one are skipped (config ``encoder_spacing`` x the
         camera's footprint half-width at the nominal altitude; 0: off)."""
         f = self.cfg["encoder_spacing"]
-        if not f or camera is None or self.verifier is None:
+        if not f or camera is None:
             return 0.0
-        return f * camera.footprint_half_width_km(self.verifier.cfg.nominal_alt_km)
+        from .verify import VerifyConfig
+        alt_km = (self.verifier.cfg if self.verifier is not None else VerifyConfig).nominal_alt_km
+        return f * camera.footprint_half_width_km(alt_km)
 
     def candidates(self, desc: np.ndarray, k: int, spacing_km: float = 0.0) -> list[Candidate]:
         """The encoder's top-``k`` reference views as candidates, best first. With ``spacing_km`` > 0 the list
