@@ -34,6 +34,8 @@ def _write_run(tmp_path, *, bad_lines=True):
     if bad_lines:
         fixes.insert(10, "{not json")
         fixes.insert(20, json.dumps({"frame": "D/elsewhere.png", "fix": True, "sub_lat": 0, "sub_lon": 0, "alt_km": 500}))
+        fixes.insert(30, json.dumps({"frame": "D/garbled.png", "fix": True, "sub_lat": "north", "sub_lon": 0,
+                                     "alt_km": 500, "time": times[100]["time"]}))
     (tmp_path / "fixes.jsonl").write_text("\n".join(fixes) + "\n")
     (tmp_path / "truth.jsonl").write_text("".join(json.dumps(t) + "\n" for t in times))
     return fixes, times
@@ -45,10 +47,10 @@ def test_fuse_makes_the_orbit_from_fixes_and_times_and_names_what_it_skipped(tmp
     rc = main(["fuse", str(tmp_path / "fixes.jsonl"), "--times", str(tmp_path / "truth.jsonl"), "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 0
-    assert ":11: not JSON" in err
+    assert ":11: not JSON" in err and ":31: unusable position" in err
     assert "1 frame(s) without a time in the times file skipped (first: line 21, frame 'D/elsewhere.png')" in err
     recs = [json.loads(x) for x in (out / "fused.jsonl").read_text().splitlines()]
-    assert len(recs) == 570 and [r["time"] for r in recs] == sorted(r["time"] for r in recs)
+    assert len(recs) == 571 and [r["time"] for r in recs] == sorted(r["time"] for r in recs)
     by_frame = {r["frame"]: r for r in recs}
     assert by_frame["D/frame_00200.png"]["fusion"] == "rejected" and by_frame["D/frame_00404.png"]["fusion"] == "rejected"
     assert by_frame["D/frame_00001.png"]["fusion"] is None

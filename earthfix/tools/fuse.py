@@ -93,8 +93,8 @@ def read_times(path) -> dict:
 
 
 def load_frames(fixes_path, times: dict | None) -> list[tuple]:
-    """[(UTC time, locate record, times record or None)] in time order (stable); unreadable lines and
-    frames without a time are reported and left out."""
+    """[(UTC time, locate record, times record or None, "file:line")] in time order (stable); unreadable
+    lines and frames without a time are reported and left out."""
     from ..sim.orbit import OrbitError, parse_time
     rows, untimed = [], []
     for no, rec in _json_lines(_read(fixes_path), str(fixes_path)):
@@ -109,7 +109,7 @@ def load_frames(fixes_path, times: dict | None) -> list[tuple]:
         except OrbitError as exc:
             _warn(f"{fixes_path}:{no}: {exc}, skipped")
             continue
-        rows.append((t, rec, ref))
+        rows.append((t, rec, ref, f"{fixes_path}:{no}"))
     if untimed:   # one line for them all: a run without --times would otherwise print one per frame
         no, frame = untimed[0]
         _warn(f"{fixes_path}: {len(untimed)} frame(s) without a time{' in the times file' if times is not None else ''}"
@@ -124,8 +124,12 @@ def fuse_frames(rows, fuser=None):
     from ..onboard.fusion import OrbitFuser
     fuser = fuser or OrbitFuser()
     out = []
-    for t, rec, ref in rows:
-        measured = fuser.add(t, rec)
+    for t, rec, ref, where in rows:
+        try:
+            measured = fuser.add(t, rec)
+        except (TypeError, ValueError) as exc:      # a fix whose position fields are not numbers
+            _warn(f"{where}: unusable position ({exc}), not fused")
+            measured = False
         out.append((t, rec, ref, measured, fuser.estimate(t)))
     if fuser.n_fixes:
         fuser.fit()             # the final solution uses every fix, also those since the last refit
@@ -159,15 +163,17 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    recs, k = [], 0
+    recs, fix_ll, k = [], [], 0
     resid_used, fused_err, truth_err_final = [], [], []
     for t, rec, ref, measured, est in frames:
         line = {"frame": rec.get("frame"), "time": t.isoformat().replace("+00:00", "Z"), "fix": bool(rec.get("fix")),
                 "fusion": None, "fused_ecef_km": None, "fused_vel_ecef_km_s": None, "fused_sigma_km": None, "fused_sub_lat": None,
                 "fused_sub_lon": None, "fused_alt_km": None, "residual_km": None}
+        ll = (None, None)
         if measured:
             line["fusion"] = status[k]
             k += 1
+            ll = tuple(float(x) for x in geodesy.ecef_to_geodetic(fix_position_ecef_km(rec))[:2])
             final = fuser.estimate(t)
             if final is not None:
                 res = float(np.linalg.norm(fix_position_ecef_km(rec) - final[0]))
@@ -185,11 +191,12 @@ def run(args) -> int:
                 line["fused_err_km"] = _r(err, 3)
                 fused_err.append(err)
         recs.append(line)
+        fix_ll.append(ll)
     (out / "fused.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     from .plots import plot_fused
     t_first = frames[0][0]
-    plot_fused(out / "orbit.png", [dict(r, t_min=(t - t_first).total_seconds() / 60.0, fix_sub_lat=rec.get("sub_lat"),
-                                        fix_sub_lon=rec.get("sub_lon")) for r, (t, rec, *_) in zip(recs, frames)],
+    plot_fused(out / "orbit.png", [dict(r, t_min=(t - t_first).total_seconds() / 60.0, fix_sub_lat=ll[0], fix_sub_lon=ll[1])
+                                   for r, (t, *_), ll in zip(recs, frames, fix_ll)],
                title=f"EarthFix fused orbit: {args.fixes}")
 
     t_last = frames[-1][0]
