@@ -59,23 +59,31 @@ def _emit(obj) -> None:
     sys.stdout.flush()
 
 
+def parse_quaternion(values):
+    """Four finite numbers w, x, y, z, not all ~0, as an array; ValueError otherwise."""
+    import numpy as np
+    q = np.asarray(values, dtype=float)
+    if q.shape != (4,) or not np.isfinite(q).all() or np.linalg.norm(q) < 1e-6:
+        raise ValueError("a quaternion must be four finite numbers w, x, y, z")
+    return q
+
+
 def read_attitudes(path) -> dict:
     """frame file name -> camera->ECEF quaternion (w, x, y, z) from JSON lines with ``frame`` and
     ``q_cam2ecef_wxyz``. Raises ValueError naming the first line that is not such a record."""
-    import numpy as np
     out = {}
     for no, line in enumerate(Path(path).read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-            q = np.asarray(rec["q_cam2ecef_wxyz"], dtype=float)
-            name = Path(str(rec["frame"])).name
+            values, name = rec["q_cam2ecef_wxyz"], Path(str(rec["frame"])).name
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"line {no}: not a JSON record with 'frame' and 'q_cam2ecef_wxyz' ({exc})") from None
-        if q.shape != (4,) or not np.isfinite(q).all() or np.linalg.norm(q) < 1e-6:
-            raise ValueError(f"line {no}: q_cam2ecef_wxyz must be four finite numbers w, x, y, z")
-        out[name] = q
+        try:
+            out[name] = parse_quaternion(values)
+        except (ValueError, TypeError):
+            raise ValueError(f"line {no}: q_cam2ecef_wxyz must be four finite numbers w, x, y, z") from None
     return out
 
 
@@ -100,7 +108,6 @@ def load_checked(bundle, config_path):
 
 
 def run(args) -> int:
-    import numpy as np
 
     from ..onboard.bundle import BundleError
     from ..onboard.camera import Camera, CameraError
@@ -116,10 +123,7 @@ def run(args) -> int:
     attitude = None
     if args.attitude:
         try:
-            q = [float(x) for x in args.attitude.split(",")]
-            if len(q) != 4 or not np.isfinite(q).all() or np.linalg.norm(q) < 1e-6:
-                raise ValueError
-            attitude = np.asarray(q)
+            attitude = parse_quaternion([float(x) for x in args.attitude.split(",")])
         except ValueError:
             print("earthfix locate: --attitude must be four finite numbers w,x,y,z", file=sys.stderr)
             return 2
