@@ -108,7 +108,6 @@ def load_checked(bundle, config_path):
 
 
 def run(args) -> int:
-
     from ..onboard.bundle import BundleError
     from ..onboard.camera import Camera, CameraError
     from ..onboard.config import ConfigError
