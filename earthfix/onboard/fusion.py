@@ -305,6 +305,11 @@ def fix_position_ecef_km(fix):
     return geodesy.geodetic_to_ecef(float(lat), float(lon), float(alt))
 
 
+def position_sigma_km(cov) -> float:
+    """1-sigma 3-D position uncertainty (km) of a 6x6 state covariance: sqrt of the position block's trace."""
+    return float(math.sqrt(max(np.trace(np.asarray(cov)[:3, :3]), 0.0)))
+
+
 def _positive(x) -> float | None:
     """``x`` as a finite positive float, or None."""
     try:
@@ -516,7 +521,7 @@ class OrbitFuser:
         x, cov = sol.state_eci([ts])
         out = rv_to_elements(x[0, :3], x[0, 3:])
         out["epoch_posix_s"] = ts
-        out["sigma_pos_km"] = float(math.sqrt(max(np.trace(cov[0][:3, :3]), 0.0)))
+        out["sigma_pos_km"] = position_sigma_km(cov[0])
         out["sigma_vel_km_s"] = float(math.sqrt(max(np.trace(cov[0][3:, 3:]), 0.0)))
         return out
 

@@ -141,16 +141,14 @@ def _r(x, nd=4):
 
 
 def _pcts(v) -> dict:
-    v = np.asarray(v, dtype=float)
-    if not len(v):
-        return {"n": 0, "p50": None, "p90": None, "max": None}
-    return {"n": int(len(v)), "p50": _r(np.percentile(v, 50), 3), "p90": _r(np.percentile(v, 90), 3),
-            "max": _r(v.max(), 3)}
+    """replay's percentiles (p50, p90, n) and the maximum."""
+    from .replay import _pct
+    return dict(_pct(v, (50, 90)), max=_r(max(v), 3) if len(v) else None)
 
 
 def run(args) -> int:
     from ..onboard import geodesy
-    from ..onboard.fusion import fix_position_ecef_km
+    from ..onboard.fusion import fix_position_ecef_km, position_sigma_km
     from .replay import OEM_STEP_S, write_orbit_oem
 
     times = read_times(args.times) if args.times else None
@@ -173,10 +171,11 @@ def run(args) -> int:
         if measured:
             line["fusion"] = status[k]
             k += 1
-            ll = tuple(float(x) for x in geodesy.ecef_to_geodetic(fix_position_ecef_km(rec))[:2])
+            p = fix_position_ecef_km(rec)
+            ll = tuple(float(x) for x in geodesy.ecef_to_geodetic(p)[:2])
             final = fuser.estimate(t)
             if final is not None:
-                res = float(np.linalg.norm(fix_position_ecef_km(rec) - final[0]))
+                res = float(np.linalg.norm(p - final[0]))
                 line["residual_km"] = _r(res, 3)
                 if line["fusion"] == "used":
                     resid_used.append(res)
@@ -184,7 +183,7 @@ def run(args) -> int:
             r, v, cov = est
             lat, lon, alt = (float(x) for x in geodesy.ecef_to_geodetic(r))
             line.update(fused_ecef_km=[_r(c) for c in r], fused_vel_ecef_km_s=[_r(c, 6) for c in v],
-                        fused_sigma_km=_r(math.sqrt(max(np.trace(cov[:3, :3]), 0.0))),
+                        fused_sigma_km=_r(position_sigma_km(cov)),
                         fused_sub_lat=_r(lat, 5), fused_sub_lon=_r(lon, 5), fused_alt_km=_r(alt, 3))
             if ref is not None and ref.get("ecef_km") is not None:
                 err = float(np.linalg.norm(np.asarray(r) - np.asarray(ref["ecef_km"], dtype=float)))

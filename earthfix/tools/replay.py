@@ -232,6 +232,7 @@ def run_replay(scenario, localizer, out_dir, progress=True, *, fuser=None, camer
 
 def _frame_record(i, t, t_start, truth, fix, est) -> dict:
     from ..onboard import geodesy
+    from ..onboard.fusion import position_sigma_km
     truth_r = np.asarray(truth["ecef_km"], dtype=float)
     err = None
     if fix.fix:
@@ -251,7 +252,7 @@ def _frame_record(i, t, t_start, truth, fix, est) -> dict:
         r, _, cov = est
         rec["fused_ecef"] = np.asarray(r)
         rec["fused_err_km"] = float(np.linalg.norm(r - truth_r))
-        rec["fused_sigma_km"] = float(math.sqrt(max(np.trace(cov[:3, :3]), 0.0)))
+        rec["fused_sigma_km"] = position_sigma_km(cov)
     return rec
 
 
