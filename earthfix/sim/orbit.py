@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 from sgp4.api import SGP4_ERRORS, Satrec, WGS72, jday

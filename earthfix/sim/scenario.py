@@ -50,15 +50,16 @@ def make_truth(camera: Camera, t: datetime, pos_ecef_km, r_cam2ecef, info: dict,
     pos = np.asarray(pos_ecef_km, dtype=float)
     r = np.asarray(r_cam2ecef, dtype=float)
     sub_lat, sub_lon, alt_km = (float(x) for x in geodesy.ecef_to_geodetic(pos))
-    bore_dir = r @ camera.centre_ray()          # CONVENTIONS: the ray through the image centre
+    ray = camera.centre_ray()                   # CONVENTIONS: the boresight is the ray through the image centre
+    bore_dir = r @ ray
     bp, ok = geodesy.ray_ellipsoid(pos, bore_dir)
     if bool(ok):
         bore_lat, bore_lon = (float(x) for x in geodesy.surface_to_geodetic(bp))
-        yaw = yaw_of_attitude(r, bore_lat, bore_lon, camera.centre_ray())
+        yaw = yaw_of_attitude(r, bore_lat, bore_lon, ray)
         sun = float(fx.sun_elevation_deg(bore_lat, bore_lon, t))
     else:
         bore_lat = bore_lon = sun = None
-        yaw = yaw_of_attitude(r, sub_lat, sub_lon, camera.centre_ray())
+        yaw = yaw_of_attitude(r, sub_lat, sub_lon, ray)
     up = geodesy.enu_basis(sub_lat, sub_lon)[2]
     tilt = math.degrees(math.acos(float(np.clip(-(bore_dir @ up), -1.0, 1.0))))
     land_clear = float(info.get("land_clear_frac", 0.0))

@@ -213,8 +213,7 @@ def run_long_replay(localizer, camera, frames: int, every: int = 100, warmup: in
     warmup = max(1, frames // 10) if warmup is None else int(warmup)
     every = max(1, int(every))
     if scenario is None:
-        orbit = Orbit.preset(preset)
-        start = start or Orbit.preset_start(preset)
+        orbit, start = Orbit.with_start(preset, start=start)
         step = parse_duration_s(interval)
         scenario = Scenario(orbit, camera, start, duration=frames * step, interval=step, attitude="jitter",
                             seed=seed)
