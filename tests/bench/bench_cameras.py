@@ -40,6 +40,38 @@ def parse_cameras(specs) -> list[tuple[int, int, float]]:
     return cameras
 
 
+class Tally:
+    """One camera's counts over a bench run (CONVENTIONS metrics): eligible frames, their fixes and errors,
+    false fixes over all frames (> 50 km), retrieval hits within the first 10 candidates, ceiling hits,
+    latencies."""
+
+    def __init__(self):
+        self.eligible = self.fixes = self.false = self.hits = self.ceiling = 0
+        self.errs, self.lat_ms = [], []
+
+    def add(self, f, truth, ceiling=None) -> float | None:
+        """Count one located frame (``f``, a Fix); return its boresight error (km) when it is a fix.
+        ``ceiling``: a callable asked, for eligible frames only, whether the true place verifies."""
+        self.lat_ms.append(f.latency_ms)
+        el = is_eligible(truth)
+        self.eligible += el
+        if el:
+            rank = first_hit_rank([(c.lat, c.lon) for c in f.candidates], truth)
+            self.hits += rank is not None and rank <= 10
+            self.ceiling += bool(ceiling is not None and ceiling())
+        if not f.fix:
+            return None
+        err = float(geodesy.great_circle_km(f.lat, f.lon, truth["bore_lat"], truth["bore_lon"]))
+        self.false += err > 50.0
+        if el:
+            self.fixes += 1
+            self.errs.append(err)
+        return err
+
+    def pct(self, n) -> str:
+        return f"{100.0 * n / max(self.eligible, 1):.0f} %"
+
+
 def either_look_fixed(loc: Localizer, img, cam: Camera, truth) -> bool:
     """The Localizer's verifiers given the true place only: the frame as it is, then cloud-filled."""
     for ver, filled in ((loc.verifier_for(cam), False), (loc.fill_verifier(cam), True)):
@@ -76,30 +108,18 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: | ---: |" + (" ---: |" if a.ceiling else "") + " ---: | ---: | ---: |")
     for cam in cameras:
         w, h, fov = cam.width, cam.height, cam.fov_deg
-        n_el = n_fix = n_false = n_hit = n_ceil = 0
-        errs, lat_ms = [], []
+        tally = Tally()
         for img, truth in make_frameset(a.n, a.seed + w, cam, None, FrameSpec(), effects=effects):
-            f = loc.locate(img, cam)
-            lat_ms.append(f.latency_ms)
-            el = is_eligible(truth)
-            n_el += el
-            if el:
-                rank = first_hit_rank([(c.lat, c.lon) for c in f.candidates], truth)
-                n_hit += rank is not None and rank <= 10
-                n_ceil += a.ceiling and either_look_fixed(loc, img, cam, truth)
-            if f.fix:
-                err = float(geodesy.great_circle_km(f.lat, f.lon, truth["bore_lat"], truth["bore_lon"]))
-                n_false += err > 50.0
-                if el:
-                    n_fix += 1
-                    errs.append(err)
-        ceil = f" {100.0 * n_ceil / max(n_el, 1):.0f} % |" if a.ceiling else ""
+            tally.add(loc.locate(img, cam), truth,
+                      (lambda: either_look_fixed(loc, img, cam, truth)) if a.ceiling else None)
+        ceil = f" {tally.pct(tally.ceiling)} |" if a.ceiling else ""
         off = (cam.cx - (w - 1) / 2.0, cam.cy - (h - 1) / 2.0)
         name = f"{w}×{h}, {fov:.4g}°" + (f", cx {off[0]:+g} cy {off[1]:+g} px" if any(off) else "") + (
             f", fy/fx {cam.fy / cam.fx:.3f}" if cam.fy != cam.fx else "")
-        print(f"| {name} | {cam.footprint_half_width_km(600.0):.0f} km | {n_el} of {a.n} | "
-              f"{100.0 * n_fix / max(n_el, 1):.0f} % | {100.0 * n_hit / max(n_el, 1):.0f} % |{ceil} {n_false} | "
-              f"{np.median(errs) if errs else float('nan'):.1f} km | {np.median(lat_ms):.1f} ms |")
+        t = tally
+        print(f"| {name} | {cam.footprint_half_width_km(600.0):.0f} km | {t.eligible} of {a.n} | "
+              f"{t.pct(t.fixes)} | {t.pct(t.hits)} |{ceil} {t.false} | "
+              f"{np.median(t.errs) if t.errs else float('nan'):.1f} km | {np.median(t.lat_ms):.1f} ms |")
 
 
 if __name__ == "__main__":

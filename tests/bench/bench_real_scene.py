@@ -49,9 +49,9 @@ from earthfix.sim.orbit import parse_time
 from earthfix.sim.render import render
 from earthfix.sim.scenario import make_truth
 from earthfix.tools.build_index import ensure_default_bundle
-from earthfix.tools.evaluate import first_hit_rank, is_eligible
+from earthfix.tools.evaluate import is_eligible
 
-from bench_cameras import either_look_fixed, parse_cameras
+from bench_cameras import Tally, either_look_fixed, parse_cameras
 
 CAMERAS = ((256, 256, 80.0), (512, 512, 60.0), (1024, 1024, 40.0), (640, 480, 50.0))
 
@@ -148,8 +148,7 @@ def main() -> None:
           + (" ---: |" if a.control else "") + " ---: |")
     for w, h, fov in cameras:
         cam = Camera.from_fov(w, h, fov)
-        n_el = n_fix = n_false = n_hit = n_ceil = 0
-        errs, lat_ms = [], []
+        tally = Tally()
         recs = []
         try:
             drawn = list(frames(scene, cam, a.n, a.seed + w, t, a.cloud_v, a.cloud_s, a.min_land,
@@ -160,26 +159,13 @@ def main() -> None:
         n_ctl = n_ctl_false = 0
         for i, (img, truth, ctl) in enumerate(drawn):
             f = loc.locate(img, cam)
-            lat_ms.append(f.latency_ms)
-            el = is_eligible(truth)
-            n_el += el
-            err = None
-            if el:
-                rank = first_hit_rank([(c.lat, c.lon) for c in f.candidates], truth)
-                n_hit += rank is not None and rank <= 10
-                n_ceil += a.ceiling and either_look_fixed(loc, img, cam, truth)
+            err = tally.add(f, truth, (lambda: either_look_fixed(loc, img, cam, truth)) if a.ceiling else None)
             if ctl is not None:
                 fc = loc.locate(ctl, cam)
                 if fc.fix:
                     e = float(geodesy.great_circle_km(fc.lat, fc.lon, truth["bore_lat"], truth["bore_lon"]))
                     n_ctl_false += e > 50.0
-                    n_ctl += el and e <= 50.0
-            if f.fix:
-                err = float(geodesy.great_circle_km(f.lat, f.lon, truth["bore_lat"], truth["bore_lon"]))
-                n_false += err > 50.0
-                if el:
-                    n_fix += 1
-                    errs.append(err)
+                    n_ctl += is_eligible(truth) and e <= 50.0
             if out:
                 name = f"{w}x{h}_{i:04d}.png"
                 cv2.imwrite(str(out / name), img)
@@ -187,12 +173,13 @@ def main() -> None:
                                  reason=f.reason))
         if out:
             (out / f"{w}x{h}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-        p = np.percentile(errs, [50, 90]) if errs else [float("nan")] * 2
-        print(f"| {w}×{h}, {fov:g}° | {a.n} | {n_el} | {n_fix} ({100.0 * n_fix / max(n_el, 1):.0f} %) | {n_false} | "
-              f"{p[0]:.1f} / {p[1]:.1f} km | {100.0 * n_hit / max(n_el, 1):.0f} % |"
-              + (f" {100.0 * n_ceil / max(n_el, 1):.0f} % |" if a.ceiling else "")
-              + (f" {n_ctl} ({100.0 * n_ctl / max(n_el, 1):.0f} %) ({n_ctl_false}) |" if a.control else "")
-              + f" {np.median(lat_ms):.1f} ms |",
+        t = tally
+        p = np.percentile(t.errs, [50, 90]) if t.errs else [float("nan")] * 2
+        print(f"| {w}×{h}, {fov:g}° | {a.n} | {t.eligible} | {t.fixes} ({t.pct(t.fixes)}) | {t.false} | "
+              f"{p[0]:.1f} / {p[1]:.1f} km | {t.pct(t.hits)} |"
+              + (f" {t.pct(t.ceiling)} |" if a.ceiling else "")
+              + (f" {n_ctl} ({t.pct(n_ctl)}) ({n_ctl_false}) |" if a.control else "")
+              + f" {np.median(t.lat_ms):.1f} ms |",
               flush=True)
 
 
