@@ -28,12 +28,14 @@ DEFAULTS = {
     "max_frame_side_px": 1024,
     "fine_store": True,
     "encoder_spacing": 0.5,
+    "encoder_views": ["filled", "despeckled"],
     "verify": {},
     "confidence": {},
 }
 
 
 ENCODER_PLACES = ("last", "lazy", "first")   # when the encoder's places are verified (localizer docstring)
+ENCODER_VIEWS = ("filled", "despeckled")     # a frame's cleaned views the encoder may average with it
 
 
 class ConfigError(ValueError):
@@ -115,6 +117,10 @@ def validate(cfg: dict) -> dict:
     _check("vote_ef", out["vote_ef"], int, 2, 1024)
     _check("max_frame_side_px", out["max_frame_side_px"], int, 64, 16384)
     _check("encoder_spacing", out["encoder_spacing"], float, 0.0, 10.0)
+    views = out["encoder_views"]
+    if not isinstance(views, list) or any(v not in ENCODER_VIEWS for v in views):
+        raise ConfigError(f"config: 'encoder_views' must be a list of {', '.join(ENCODER_VIEWS)} (or []), "
+                          f"got {_r(views)}")
     if out["encoder_places"] not in ENCODER_PLACES:
         raise ConfigError(f"config: 'encoder_places' must be one of {', '.join(ENCODER_PLACES)}, "
                           f"got {_r(out['encoder_places'])}")

@@ -84,6 +84,14 @@ class Encoder:
         d = z.mean(axis=0)
         return (d / (np.linalg.norm(d) + 1e-12)).astype(np.float32)
 
+    def encode_views(self, inputs: np.ndarray) -> np.ndarray:
+        """N x 3 x S x S preprocessed views of one frame -> one L2-normalised descriptor (dim,): the mean of
+        the views' descriptors (each rotation-averaged), in one onnxruntime call. One view is ``encode_input``."""
+        if inputs.shape[0] == 1:
+            return self.encode_input(inputs)
+        d = self.encode_batch(inputs).mean(axis=0)
+        return (d / (np.linalg.norm(d) + 1e-12)).astype(np.float32)
+
     def encode(self, frame: np.ndarray) -> np.ndarray:
         return self.encode_input(preprocess(frame, self.input_px))
 

@@ -12,7 +12,10 @@ first look's features, if time is left (in 2,200 release frames the encoder's pl
 vote's did not, and a frame that needs a second look needs its time more); ``lazy`` in the first look,
 after its vote's places and only when those end without a clear pose; ``first`` the same order with the
 encoder made before the vote. A frame that ends on a vote place reports the vote's places as its
-``candidates``.
+``candidates``; a frame left without a pose reports every look's vote places, then the encoder's.
+The encoder's descriptor is the mean of the frame's and of its cleaned views' (config ``encoder_views``:
+the cloud-filled and the despeckled frame the looks make anyway; docs/VERIFICATION.md, "The encoder sees
+the cleaned frame too").
 
 Cloud (config ``cloud_fill``): a frame with 20-80 % cloud-like pixels (``features.cloud_mask``: by colour, or
 by brightness alone on a panchromatic frame) is first looked at with its
@@ -67,6 +70,7 @@ FILL_SHARE = (0.2, 0.85)   # cloud-like share of a frame for which the cloud-fil
                            # > 50 km is refused (verify.max_lever_km; docs/VERIFICATION.md)
 SECOND_LOOK_EXTRA_MS = 8.0 # a second look costs the first's features and vote plus ~one verified place
 ENCODER_MS = 5.0           # preprocess + encode + search, one thread (p50 ~4 ms, p99 ~6 ms: eval reports)
+ENCODER_VIEW_MS = 2.5      # each further view the encoder averages (preprocess ~1.4 ms for a 512 px frame + 4 turns)
 DEADLINE_MARGIN = 0.07     # share of deadline_ms kept free of planned work (places and looks admitted by
                            # estimates overran a 60 ms plan by up to 11 ms: release p99 60.6 ms; with 7 %
                            # paired runs gave p99 55.3-57.1 ms for 0-2 main frames of ~300 fewer fixed, 4 %
@@ -95,25 +99,42 @@ def spaced_places(lat, lon, k: int, spacing_km: float) -> np.ndarray:
 
 class _Retrieval:
     """The encoder's retrieval for one frame, made once when first called: preprocess -> encode -> HNSW
-    top-k (stage times into ``stages``). ``candidates`` is None until it has run; ``seconds`` is what it cost."""
+    top-k (stage times into ``stages``). ``views``: the frame, then any cleaned views of it (config
+    ``encoder_views``) whose descriptors are averaged with its own. ``candidates`` is None until it has run;
+    ``seconds`` is what it cost."""
 
     def __init__(self, loc: "Localizer", img: np.ndarray, stages: dict, camera: Camera | None = None):
-        self.loc, self.img, self.stages, self.camera = loc, img, stages, camera
+        self.loc, self.views, self.stages, self.camera = loc, [img], stages, camera
         self.candidates: list[Candidate] | None = None
         self.seconds = 0.0
 
     def __call__(self) -> list[Candidate]:
         if self.candidates is None:
             t0 = _time.perf_counter()
-            x = preprocess(self.img, self.loc.encoder.input_px)
+            x = np.concatenate([preprocess(v, self.loc.encoder.input_px) for v in self.views])
             t1 = _time.perf_counter()
-            desc = self.loc.encoder.encode_input(x)
+            desc = self.loc.encoder.encode_views(x)
             t2 = _time.perf_counter()
             self.candidates = self.loc.candidates(desc, self.loc.cfg["top_k"], self.loc.spacing_km(self.camera))
             t3 = _time.perf_counter()
             self.stages.update(preprocess_ms=(t1 - t0) * 1e3, encode_ms=(t2 - t1) * 1e3, search_ms=(t3 - t2) * 1e3)
             self.seconds = t3 - t0
         return self.candidates
+
+    def estimate_ms(self) -> float:
+        """What the retrieval should cost, for the deadline's plan."""
+        return ENCODER_MS + ENCODER_VIEW_MS * (len(self.views) - 1)
+
+
+class Prepared(NamedTuple):
+    """A frame made ready for verification: its looks in order (the first is verified first), the share of
+    cloud-like pixels the fill found, the share of small cloud cells despeckling took out, and the cleaned
+    frames (None where the frame needs none), which the encoder may average with it (config ``encoder_views``)."""
+    looks: list
+    cloud_share: float
+    speckle_share: float
+    filled: np.ndarray | None
+    despeckled: np.ndarray | None
 
 
 class Look(NamedTuple):
@@ -284,6 +305,18 @@ class Localizer:
         stages[stage] = stages.get(stage, 0.0) + (_time.perf_counter() - t - enc_s) * 1e3
         return merged, v
 
+    def _with_votes(self, cands: list[Candidate], votes: list[Candidate], camera: Camera) -> list[Candidate]:
+        """A frame left without a pose reports every place retrieval proposed: ``votes`` (later looks'
+        vote places) after the vote places of ``cands`` and ahead of its encoder places, each unless it lies
+        within the encoder's spacing of a vote place already listed; cut to ``top_k``."""
+        head = [c for c in cands if c.source == "vote"]
+        sp = self.spacing_km(camera)
+        for c in votes:
+            if not head or float(geodesy.great_circle_km(c.lat, c.lon, np.array([h.lat for h in head]),
+                                                         np.array([h.lon for h in head])).min()) > sp:
+                head.append(c)
+        return (head + [c for c in cands if c.source != "vote"])[: self.cfg["top_k"]]
+
     def _fit_frame(self, img: np.ndarray, camera: Camera):
         """(image, camera, shrunk): frames larger than ``max_frame_side_px`` area-averaged once by an integer
         factor, the camera scaled with them."""
@@ -295,14 +328,74 @@ class Localizer:
         img = cv2.resize(img, None, fx=1.0 / shrink, fy=1.0 / shrink, interpolation=cv2.INTER_AREA)
         return img, camera.scaled(img.shape[1], img.shape[0]), True
 
+    def prepare(self, img: np.ndarray, camera: Camera, stages: dict) -> Prepared:
+        """The looks of a frame to verify (despeckled, cloud-filled, as it came; stage times into
+        ``stages``) and the cleaned views the encoder averages with it."""
+        # cloud: a frame with broken cloud is looked at with its cloud-like pixels filled from the
+        # clear ground around them (features.fill_clouds) first, then as it is (snow, ice and pale
+        # desert look like cloud and are better seen unfilled)
+        plain_ver = self.verifier_for(camera)
+        # a grey frame is judged and filled as three equal bands (features.cloud_mask: by brightness)
+        bgr = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        speckle = 0.0
+        raw = img
+        filled = None
+        if self.cfg["despeckle"]:
+            # fair-weather cumulus: cells of a few km, each brightening the pixels it covers part of
+            t = _time.perf_counter()
+            ds_shrink, cell_px = despeckle_geometry(plain_ver.cfg, camera)
+            out, speckle = despeckle_clouds(img, bgr, cell_px, plain_ver.cfg.feature, shrink=ds_shrink)
+            if out is not img:
+                img = out
+                bgr = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+            stages["despeckle_ms"] = (_time.perf_counter() - t) * 1e3
+        looks = [Look("plain", img, plain_ver, None)]
+        share = 0.0
+        if self.cfg["cloud_fill"]:
+            t = _time.perf_counter()
+            fver = self.fill_verifier(camera)
+            filled, mask = fill_clouds(bgr, fver.cfg.feature, share=FILL_SHARE)
+            share = 0.0 if mask is None else cv2.countNonZero(mask.view(np.uint8)) / mask.size
+            if filled is not bgr:
+                # no keypoint centred on the filled cloud: the budget goes to the clear ground
+                looks = [Look("filled", filled, fver, mask), Look("plain", img, plain_ver, None)]
+            else:
+                filled = None
+            stages["fill_ms"] = (_time.perf_counter() - t) * 1e3
+        if img is not raw:
+            # erosion also widens dark ground features and takes patchy snow out: a frame it was
+            # wrong about gets a last look as it came
+            looks.append(Look("undespeckled", raw, plain_ver, None))
+        return Prepared(looks, share, speckle, filled, None if img is raw else img)
+
+    def encoder_views(self, prep: Prepared) -> list:
+        """The cleaned frames of ``prep`` the encoder averages with the frame (config ``encoder_views``)."""
+        named = {"filled": prep.filled, "despeckled": prep.despeckled}
+        return [named[n] for n in self.cfg["encoder_views"] if named[n] is not None]
+
+    def _verifying(self, img: np.ndarray) -> tuple[bool, bool]:
+        """(blank, verifying) for a normalised frame."""
+        grey = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        blank = float(grey.std()) < BLANK_STD
+        return blank, self.verifier is not None and self.cfg["verify_k"] > 0 and not blank
+
     def encoder_candidates(self, frame, camera: Camera) -> list[Candidate]:
         """The encoder's own top-k for ``frame``, as ``locate`` makes it (``fix.encoder_candidates``), for
         evaluation: ``locate`` makes it only when the vote's places leave the answer open (config
         ``encoder_places``)."""
+        views, cam = self.encoder_images(frame, camera)
+        retrieval = _Retrieval(self, views[0], {}, cam)
+        retrieval.views = views
+        return retrieval()
+
+    def encoder_images(self, frame, camera: Camera) -> tuple[list, Camera]:
+        """(the images whose descriptors the encoder averages for ``frame``: the frame first, as ``locate``
+        fits it, then its cleaned views; the camera they are seen with), for evaluation."""
         img = normalise_frame(frame)
         check_size(img, camera.width, camera.height)
         img, cam, _ = self._fit_frame(img, camera)
-        return _Retrieval(self, img, {}, cam)()
+        _, verifying = self._verifying(img)
+        return [img] + (self.encoder_views(self.prepare(img, cam, {})) if verifying else []), cam
 
     def locate(self, frame, camera: Camera, attitude=None, time=None) -> Fix:
         """Localize one frame (uint8 BGR or grey, or any array ``frames.normalise_frame`` accepts)."""
@@ -317,53 +410,25 @@ class Localizer:
         img, camera, shrunk = self._fit_frame(img, camera)
         if shrunk:
             stages["shrink_ms"] = (_time.perf_counter() - t) * 1e3
-        grey = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-        blank = float(grey.std()) < BLANK_STD
+        blank, verifying = self._verifying(img)
         retrieval = _Retrieval(self, img, stages, camera)
-        verifying = self.verifier is not None and self.cfg["verify_k"] > 0 and not blank
         # the encoder runs only when its places are to be verified: "lazy" when the first look's vote
         # places leave the answer open, "last" when every look's have (docs/VERIFICATION.md)
         order = self.cfg["encoder_places"] if verifying and self.voter is not None else "first"
-        cands = [] if order != "first" else retrieval()
-        fix = Fix(candidates=cands, encoder_candidates=cands)
+        fix = Fix(candidates=[], encoder_candidates=[])
+        if not verifying:
+            fix.candidates = fix.encoder_candidates = retrieval()
         if blank:
             fix.reason = "blank frame"
         elif verifying:
             # a place or a look, once started, runs to its end: work is admitted against a plan that ends
             # DEADLINE_MARGIN inside the budget, so that the frame ends within it
             deadline = t0 + self.cfg["deadline_ms"] * (1.0 - DEADLINE_MARGIN) / 1e3
-            # cloud: a frame with broken cloud is looked at with its cloud-like pixels filled from the
-            # clear ground around them (features.fill_clouds) first, then as it is (snow, ice and pale
-            # desert look like cloud and are better seen unfilled)
-            plain_ver = self.verifier_for(camera)
-            # a grey frame is judged and filled as three equal bands (features.cloud_mask: by brightness)
-            bgr = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-            speckle = 0.0
-            raw = img
-            if self.cfg["despeckle"]:
-                # fair-weather cumulus: cells of a few km, each brightening the pixels it covers part of
-                t = _time.perf_counter()
-                ds_shrink, cell_px = despeckle_geometry(plain_ver.cfg, camera)
-                out, speckle = despeckle_clouds(img, bgr, cell_px, plain_ver.cfg.feature, shrink=ds_shrink)
-                if out is not img:
-                    img = out
-                    bgr = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-                stages["despeckle_ms"] = (_time.perf_counter() - t) * 1e3
-            looks = [Look("plain", img, plain_ver, None)]
-            share = 0.0
-            if self.cfg["cloud_fill"]:
-                t = _time.perf_counter()
-                fver = self.fill_verifier(camera)
-                filled, mask = fill_clouds(bgr, fver.cfg.feature, share=FILL_SHARE)
-                share = 0.0 if mask is None else cv2.countNonZero(mask.view(np.uint8)) / mask.size
-                if filled is not bgr:
-                    # no keypoint centred on the filled cloud: the budget goes to the clear ground
-                    looks = [Look("filled", filled, fver, mask), Look("plain", img, plain_ver, None)]
-                stages["fill_ms"] = (_time.perf_counter() - t) * 1e3
-            if img is not raw:
-                # erosion also widens dark ground features and takes patchy snow out: a frame it was
-                # wrong about gets a last look as it came
-                looks.append(Look("undespeckled", raw, plain_ver, None))
+            prep = self.prepare(img, camera, stages)
+            looks, share, speckle = prep.looks, prep.cloud_share, prep.speckle_share
+            retrieval.views += self.encoder_views(prep)
+            cands = retrieval() if order == "first" else []
+            fix.candidates = fix.encoder_candidates = cands
             first = looks[0]
             fix.candidates, v, feats0 = self._look(first.image, first.verifier, first.drop, camera, attitude,
                                                    deadline, cands, stages,
@@ -371,6 +436,7 @@ class Localizer:
             v_first = v
             cands = fix.encoder_candidates = retrieval.candidates or []
             look = 0
+            later_votes = []                        # places later looks' votes found that did not verify
             slowest_s = v.slowest_place_s           # the slowest place of any look: the deadline's bar
             # a later look costs about the first's features and vote plus one verified place
             later_ms = stages["features_ms"] + stages.get("vote_ms", 0.0) + SECOND_LOOK_EXTRA_MS
@@ -392,15 +458,19 @@ class Localizer:
                 slowest_s = max(slowest_s, v2.slowest_place_s)
                 if v2.ok:
                     fix.candidates, v, look = (cands2 + cands)[: self.cfg["top_k"]], v2, hit
+                else:
+                    later_votes += cands2
                 stages["second_look_ms" if i == 1 else "third_look_ms"] = (_time.perf_counter() - t) * 1e3
             if (order == "last" and not v.ok and v_first.resumable
-                    and _time.perf_counter() + ENCODER_MS / 1e3 + slowest_s < deadline):
+                    and _time.perf_counter() + retrieval.estimate_ms() / 1e3 + slowest_s < deadline):
                 # every look's own places failed: the encoder's, with the first look's features (the first
                 # look's search goes on, so the answer is the best of its places and these)
                 fix.candidates, v = self._encoder_places(first.verifier, v_first, fix.candidates, retrieval,
                                                          deadline, stages, "encoder_places_ms", slowest_s)
                 look = 0
                 fix.encoder_candidates = retrieval.candidates or []
+            if not v.ok and later_votes:
+                fix.candidates = self._with_votes(fix.candidates, later_votes, camera)
             fix.inliers = int(v.inliers)
             fix.confidence = self.confidence(v.evidence) if v.ok else 0.0
             fix.reason = v.reason

@@ -438,10 +438,11 @@ class Baselines:
         fp32 = np.load(fp32_p, allow_pickle=False) if self.fp32 is not None else None
         return hand, fp32
 
-    def query(self, img: np.ndarray, truth: dict, rec: dict, spacing_km: float = 0.0) -> None:
+    def query(self, img: np.ndarray, truth: dict, rec: dict, spacing_km: float = 0.0, camera=None) -> None:
         """Add rank_* and *_ms fields of every comparison row to ``rec``. ``spacing_km``: each row's list is
-        spaced as the pipeline's encoder places are (``localizer.spaced_places``), so that the rows differ only
-        in descriptor and search."""
+        spaced as the pipeline's encoder places are (``localizer.spaced_places``), and with ``camera`` the
+        learned rows average the frame's cleaned views as the pipeline's encoder does
+        (``Localizer.encoder_images``), so that the rows differ only in descriptor and search."""
         from ..onboard.localizer import SPACING_FETCH, spaced_places
         from ..onboard.preprocess import preprocess
         from .baselines import handcrafted_descriptor
@@ -453,9 +454,10 @@ class Baselines:
             if spacing_km > 0:
                 idx = idx[spaced_places(b.lat[idx], b.lon[idx], CURVE_K_MAX, spacing_km)]
             return [(float(b.lat[i]), float(b.lon[i])) for i in idx]
-        x = preprocess(img, self.loc.encoder.input_px)
+        views = [img] if camera is None else self.loc.encoder_images(img, camera)[0]
+        x = np.concatenate([preprocess(v, self.loc.encoder.input_px) for v in views])
         t = time.perf_counter()
-        d8 = self.loc.encoder.encode_input(x)
+        d8 = self.loc.encoder.encode_views(x)
         rec["encode_int8_ms"] = (time.perf_counter() - t) * 1e3
         if self.int8_refs is not None:
             t = time.perf_counter()
@@ -464,7 +466,7 @@ class Baselines:
             rec["rank_int8_exact"] = first_hit_rank(cands(idx), truth)
         if self.fp32 is not None and self.fp32_refs is not None:
             t = time.perf_counter()
-            d32 = self.fp32.encode_input(x)
+            d32 = self.fp32.encode_views(x)
             rec["encode_fp32_ms"] = (time.perf_counter() - t) * 1e3
             rec["rank_fp32_exact"] = first_hit_rank(cands(exact_topk(self.fp32_refs, b.reduce(d32)[0], k_row, b.turns)), truth)
         if self.hand_refs is not None:
@@ -641,7 +643,7 @@ def evaluate_frame(loc, cam, img, truth: dict, sdef: ScenarioDef, baselines: Bas
         if rec[key] is not None and not math.isfinite(rec[key]):
             rec[key] = NO_TRUTH_ERR_KM
     if baselines is not None and fix.error is None:
-        baselines.query(img, truth, rec, loc.spacing_km(cam))
+        baselines.query(img, truth, rec, loc.spacing_km(cam), cam)
     return rec
 
 
