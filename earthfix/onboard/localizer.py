@@ -103,8 +103,8 @@ class _Retrieval:
     ``encoder_views``) whose descriptors are averaged with its own. ``candidates`` is None until it has run;
     ``seconds`` is what it cost."""
 
-    def __init__(self, loc: "Localizer", img: np.ndarray, stages: dict, camera: Camera | None = None):
-        self.loc, self.views, self.stages, self.camera = loc, [img], stages, camera
+    def __init__(self, loc: "Localizer", views: list, stages: dict, camera: Camera | None = None):
+        self.loc, self.views, self.stages, self.camera = loc, list(views), stages, camera
         self.candidates: list[Candidate] | None = None
         self.seconds = 0.0
 
@@ -384,9 +384,7 @@ class Localizer:
         evaluation: ``locate`` makes it only when the vote's places leave the answer open (config
         ``encoder_places``)."""
         views, cam = self.encoder_images(frame, camera)
-        retrieval = _Retrieval(self, views[0], {}, cam)
-        retrieval.views = views
-        return retrieval()
+        return _Retrieval(self, views, {}, cam)()
 
     def encoder_images(self, frame, camera: Camera) -> tuple[list, Camera]:
         """(the images whose descriptors the encoder averages for ``frame``: the frame first, as ``locate``
@@ -411,7 +409,7 @@ class Localizer:
         if shrunk:
             stages["shrink_ms"] = (_time.perf_counter() - t) * 1e3
         blank, verifying = self._verifying(img)
-        retrieval = _Retrieval(self, img, stages, camera)
+        retrieval = _Retrieval(self, [img], stages, camera)
         # the encoder runs only when its places are to be verified: "lazy" when the first look's vote
         # places leave the answer open, "last" when every look's have (docs/VERIFICATION.md)
         order = self.cfg["encoder_places"] if verifying and self.voter is not None else "first"
