@@ -173,13 +173,12 @@ def main() -> None:
                                  reason=f.reason))
         if out:
             (out / f"{w}x{h}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-        t = tally
-        p = np.percentile(t.errs, [50, 90]) if t.errs else [float("nan")] * 2
-        print(f"| {w}×{h}, {fov:g}° | {a.n} | {t.eligible} | {t.fixes} ({t.pct(t.fixes)}) | {t.false} | "
-              f"{p[0]:.1f} / {p[1]:.1f} km | {t.pct(t.hits)} |"
-              + (f" {t.pct(t.ceiling)} |" if a.ceiling else "")
-              + (f" {n_ctl} ({t.pct(n_ctl)}) ({n_ctl_false}) |" if a.control else "")
-              + f" {np.median(t.lat_ms):.1f} ms |",
+        p = np.percentile(tally.errs, [50, 90]) if tally.errs else [float("nan")] * 2
+        print(f"| {w}×{h}, {fov:g}° | {a.n} | {tally.eligible} | {tally.fixes} ({tally.pct(tally.fixes)}) | {tally.false} | "
+              f"{p[0]:.1f} / {p[1]:.1f} km | {tally.pct(tally.hits)} |"
+              + (f" {tally.pct(tally.ceiling)} |" if a.ceiling else "")
+              + (f" {n_ctl} ({tally.pct(n_ctl)}) ({n_ctl_false}) |" if a.control else "")
+              + f" {np.median(tally.lat_ms):.1f} ms |",
               flush=True)
 
 
