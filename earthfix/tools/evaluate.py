@@ -781,7 +781,8 @@ def run_eval(args, log=None) -> dict:
                                                   "fp32": str(fp32_path) if fp32_path.is_file() else None,
                                                   "fp32_bytes": fp32_path.stat().st_size if fp32_path.is_file() else None,
                                                   "rotations": loc.encoder.rotations,
-                                                  "reference_turns": loc.bundle.turns},
+                                                  "reference_turns": loc.bundle.turns,
+                                                  "views": list(loc.cfg["encoder_views"])},
         "config": {k: v for k, v in loc.cfg.items() if k not in ("verify", "confidence")},
         "frames_per_scenario": n, "seeds": {s.name: scenario_seed(args.seed, k) for k, s in enumerate(SCENARIOS)},
         "region": list(args.region) if args.region else None,
@@ -830,8 +831,12 @@ def run_eval(args, log=None) -> dict:
 def _rotation_words(e: dict) -> str:
     turns = e.get("reference_turns", 1)
     if turns > 1:
-        return f"query encoded {e['rotations']}x, references stored at {turns} turns"
-    return f"query averaged over {e['rotations']} rotation{'s' if e['rotations'] > 1 else ''}"
+        words = f"query encoded {e['rotations']}x, references stored at {turns} turns"
+    else:
+        words = f"query averaged over {e['rotations']} rotation{'s' if e['rotations'] > 1 else ''}"
+    if e.get("views"):   # config encoder_views: a frame's cleaned views averaged with it where it has them
+        words += f" and with the frame's {' and '.join(e['views'])} view{'s' if len(e['views']) > 1 else ''} where it has them"
+    return words
 
 
 def _bundle_info(loc) -> dict:
