@@ -1,0 +1,151 @@
+"""The flight pipeline under a real cloud field laid over the Blue Marble (not a pytest test).
+
+    PYTHONPATH=. python tests/bench/bench_real_clouds.py --scene SCENE.jpg --bounds LONMIN LONMAX LATMIN LATMAX \\
+        [--n 200] [--seed 4343] [--camera 256x256@80 ...] [--config C.yaml]
+
+The simulator's clouds are fractal noise; acceptance has real cloud fields. This bench takes the cloud field of a
+real satellite scene (opacity from its bright, grey pixels: HSV value ramped over 120..210 DN, saturation over
+70..30) and lays it over the eval's kind of land frame (the default basemap and the simulator's effects, as
+``earthfix eval``'s land256 / land512 sets draw them: place, time, altitude, yaw, tilt), moved so that a random
+point of the scene lies under the boresight, turned by a random angle, at the scene's own ground scale (km per
+pixel; beyond the scene's edges the field is mirrored). Everything else (illumination, haze, cloud shading and shadows, sensor) is the simulator's: the
+difference from the simulator's own clouds is the clouds' shape. Each pose is rendered twice, under the real
+field and under the simulator's field (its default cover), and both are located; the table bins eligible frames
+by their cloud fraction (CONVENTIONS eligibility: at least 20 % of the pixels clear land).
+
+A real scene at hand offline: cartopy's MODIS Aqua scene of Hurricane Miriam (bench_real_scene.py's docstring):
+
+    PYTHONPATH=. python tests/bench/bench_real_clouds.py --scene /tmp/Miriam.A2012270.2050.2km.jpg \\
+        --bounds -120.6766 -106.32104523 13.2301484511 30.7669
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from collections import defaultdict
+from dataclasses import replace
+
+import cv2
+import numpy as np
+
+from earthfix.onboard import geodesy
+from earthfix.onboard.camera import Camera
+from earthfix.onboard.localizer import Localizer
+from earthfix.sim import scenario
+from earthfix.sim.basemap import Basemap
+from earthfix.sim.effects import EffectsConfig
+from earthfix.tools.build_index import ensure_default_bundle
+from earthfix.tools.evaluate import is_eligible
+from earthfix.tools.framesets import random_place, solar_time
+
+from bench_cameras import parse_cameras
+
+KM_PER_DEG = math.pi * geodesy.A_KM / 180.0
+BINS = (0.0, 0.1, 0.3, 0.5, 0.7, 1.01)
+
+
+def _ramp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    t = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def scene_opacity(bgr: np.ndarray) -> np.ndarray:
+    """Cloud opacity (float32 0..1) of a true-colour scene: bright and nearly grey pixels."""
+    hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV).astype(np.float32)
+    return (_ramp(hsv[..., 2], 120.0, 210.0) * _ramp(-hsv[..., 1], -70.0, -30.0)).astype(np.float32)
+
+
+class SceneClouds:
+    """A scene's cloud opacity laid over any place: the scene pixel (``cx``, ``cy``) under (``lat0``, ``lon0``),
+    turned by ``turn_deg``, at ``km_per_px``. Duck-types ``CloudField.sample_with_thickness`` (cover ignored:
+    the field has its own)."""
+
+    def __init__(self, opacity: np.ndarray, km_per_px: float, cx: float, cy: float, turn_deg: float,
+                 lat0: float, lon0: float):
+        self.opacity, self.km_per_px, self.cx, self.cy = opacity, km_per_px, cx, cy
+        self.c, self.s = math.cos(math.radians(turn_deg)), math.sin(math.radians(turn_deg))
+        self.lat0, self.lon0 = lat0, lon0
+
+    def sample_with_thickness(self, lat_deg, lon_deg, cover=None, lon_offset_deg=0.0, flip_lat=False):
+        lat = np.asarray(lat_deg, np.float64)
+        dlon = (np.asarray(lon_deg, np.float64) - self.lon0 + 180.0) % 360.0 - 180.0
+        east = dlon * KM_PER_DEG * math.cos(math.radians(self.lat0))
+        north = (lat - self.lat0) * KM_PER_DEG
+        x = (self.c * east - self.s * north) / self.km_per_px + self.cx
+        y = -(self.s * east + self.c * north) / self.km_per_px + self.cy
+        bad = ~np.isfinite(x) | ~np.isfinite(y)
+        x[bad] = y[bad] = 0.0
+        # beyond the scene's edges its field is mirrored (a footprint can be larger than the scene): no
+        # straight cloud edge where the scene ends
+        a = cv2.remap(self.opacity, x.astype(np.float32), y.astype(np.float32), cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REFLECT_101)
+        a[bad] = 0.0
+        return a, a.copy()
+
+
+def poses(n: int, seed: int):
+    """The eval's draws for land frames (framesets.make_frameset): place, time, altitude, yaw, tilt."""
+    from datetime import datetime, timedelta, timezone
+    rng = np.random.default_rng(seed)
+    day = datetime(2026, 3, 20, tzinfo=timezone.utc)
+    for i in range(n):
+        lat, lon = random_place(rng, "land")
+        t = solar_time(lon, rng.uniform(8.0, 15.5), day + timedelta(days=int(rng.integers(0, 90))))
+        yield i, lat, lon, t, float(rng.uniform(400.0, 800.0)), float(rng.uniform(0, 360)), \
+            float(rng.uniform(0, 5.0)), float(rng.uniform(0, 360))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scene", required=True)
+    ap.add_argument("--bounds", type=float, nargs=4, required=True, metavar=("LONMIN", "LONMAX", "LATMIN", "LATMAX"))
+    ap.add_argument("--n", type=int, default=200, help="poses per camera")
+    ap.add_argument("--seed", type=int, default=4343)
+    ap.add_argument("--camera", action="append", default=None, metavar="WxH@FOV",
+                    help="a camera (repeatable); default 256x256@80 and 512x512@60, the eval's two")
+    ap.add_argument("--config", default=None, help="Localizer config YAML (default: the shipped defaults)")
+    a = ap.parse_args()
+    cameras = parse_cameras(a.camera) if a.camera else ((256, 256, 80.0), (512, 512, 60.0))
+    scene = Basemap.load(a.scene, tuple(a.bounds), flatten_water=False)
+    opacity = scene_opacity(scene.image)
+    basemap = Basemap.default()
+    loc = Localizer.load(ensure_default_bundle(), a.config)
+    eff = EffectsConfig.default()
+    print(f"scene {a.scene}: {opacity.shape[1]}x{opacity.shape[0]} px, {scene.km_per_px:.2f} km/px, "
+          f"{(opacity > 0.5).mean():.0%} of it cloud by the opacity test")
+    head = "| camera | clouds | eligible | fix rate | false fixes (all frames) | " + " | ".join(
+        f"cloud {BINS[i]:.1f}-{min(BINS[i + 1], 1.0):.1f}" for i in range(len(BINS) - 1)) + " |"
+    print(head)
+    print("| --- | --- | ---: | ---: | ---: |" + " ---: |" * (len(BINS) - 1))
+    for w, h, fov in cameras:
+        cam = Camera.from_fov(w, h, fov)
+        rng = np.random.default_rng([a.seed, w])
+        tally = {k: defaultdict(int) for k in ("real", "simulated")}
+        for i, lat, lon, t, alt, yaw, tilt, tilt_az in poses(a.n, a.seed + w):
+            field = SceneClouds(opacity, scene.km_per_px, rng.uniform(0, opacity.shape[1]),
+                                rng.uniform(0, opacity.shape[0]), rng.uniform(0, 360), lat, lon)
+            for kind, clouds in (("real", field), ("simulated", None)):
+                e = replace(eff) if clouds is None else replace(eff, cloud_cover=max(eff.cloud_cover, 0.01))
+                img, truth = scenario.single_frame(basemap, cam, lat, lon, alt, yaw, tilt_deg=tilt,
+                                                   tilt_az_deg=tilt_az, t=t, effects=e,
+                                                   rng=np.random.default_rng([a.seed + w, i]), clouds=clouds)
+                f = loc.locate(img, cam)
+                ok = bool(f.fix) and float(geodesy.great_circle_km(
+                    f.lat, f.lon, truth["bore_lat"], truth["bore_lon"])) <= 50.0
+                s = tally[kind]
+                s["false"] += bool(f.fix) and not ok
+                if is_eligible(truth):
+                    b = int(np.searchsorted(BINS, truth["cloud_frac"], side="right")) - 1
+                    s["eligible"] += 1
+                    s["fixes"] += ok
+                    s[f"n{b}"] += 1
+                    s[f"f{b}"] += ok
+        for kind, s in tally.items():
+            cells = " | ".join(f"{s[f'f{b}']} of {s[f'n{b}']}" for b in range(len(BINS) - 1))
+            rate = f"{100.0 * s['fixes'] / s['eligible']:.1f} %" if s["eligible"] else "–"
+            print(f"| {w}×{h}, {fov:g}° | {kind} | {s['eligible']} of {a.n} | {rate} | {s['false']} | {cells} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
