@@ -1,7 +1,7 @@
 """The flight pipeline under a real cloud field laid over the Blue Marble (not a pytest test).
 
     PYTHONPATH=. python tests/bench/bench_real_clouds.py --scene SCENE.jpg --bounds LONMIN LONMAX LATMIN LATMAX \\
-        [--n 200] [--seed 4343] [--camera 256x256@80 ...] [--config C.yaml]
+        [--n 200] [--seed 4343] [--camera 256x256@80 ...] [--config C.yaml] [--v-ramp 120 210] [--s-ramp 70 30]
 
 The simulator's clouds are fractal noise; acceptance has real cloud fields. This bench takes the cloud field of a
 real satellite scene (opacity from its bright, grey pixels: HSV value ramped over 120..210 DN, saturation over
@@ -49,10 +49,11 @@ def _ramp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return t * t * (3.0 - 2.0 * t)
 
 
-def scene_opacity(bgr: np.ndarray) -> np.ndarray:
-    """Cloud opacity (float32 0..1) of a true-colour scene: bright and nearly grey pixels."""
+def scene_opacity(bgr: np.ndarray, v_ramp=(120.0, 210.0), s_ramp=(70.0, 30.0)) -> np.ndarray:
+    """Cloud opacity (float32 0..1) of a true-colour scene: bright and nearly grey pixels (HSV value ramped up
+    over ``v_ramp``, saturation ramped down over ``s_ramp``; how translucent the edges come out rests on them)."""
     hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV).astype(np.float32)
-    return (_ramp(hsv[..., 2], 120.0, 210.0) * _ramp(-hsv[..., 1], -70.0, -30.0)).astype(np.float32)
+    return (_ramp(hsv[..., 2], *v_ramp) * _ramp(-hsv[..., 1], -s_ramp[0], -s_ramp[1])).astype(np.float32)
 
 
 class SceneClouds:
@@ -104,10 +105,14 @@ def main() -> None:
     ap.add_argument("--camera", action="append", default=None, metavar="WxH@FOV",
                     help="a camera (repeatable); default 256x256@80 and 512x512@60, the eval's two")
     ap.add_argument("--config", default=None, help="Localizer config YAML (default: the shipped defaults)")
+    ap.add_argument("--v-ramp", type=float, nargs=2, default=(120.0, 210.0), metavar=("LO", "HI"),
+                    help="opacity ramps up over this HSV value (DN)")
+    ap.add_argument("--s-ramp", type=float, nargs=2, default=(70.0, 30.0), metavar=("HI", "LO"),
+                    help="and down over this HSV saturation (DN)")
     a = ap.parse_args()
     cameras = parse_cameras(a.camera) if a.camera else ((256, 256, 80.0), (512, 512, 60.0))
     scene = Basemap.load(a.scene, tuple(a.bounds), flatten_water=False)
-    opacity = scene_opacity(scene.image)
+    opacity = scene_opacity(scene.image, a.v_ramp, a.s_ramp)
     basemap = Basemap.default()
     loc = Localizer.load(ensure_default_bundle(), a.config)
     eff = EffectsConfig.default()
