@@ -149,3 +149,20 @@ def test_a_place_only_the_plain_look_votes_for_is_verified_through_the_cloud_too
     assert fix.fix and fix.evidence["look"] == "filled", fix.reason
     assert fix.candidates[0].source == "vote"
     assert geodesy.great_circle_km(fix.lat, fix.lon, LAT, LON) < 5.0
+
+
+def test_a_translucent_cloud_edge_is_cloud_like_but_green_and_sandy_ground_is_not():
+    """A cloud edge that lets 40 % of the ground through mixes the ground's colour into the cloud's white: its
+    saturation (~0.17) is above the old 0.15 limit, and the descriptors saw it as ground (docs/VERIFICATION.md,
+    "Real cloud shapes")."""
+    import numpy as np
+    from earthfix.onboard.features import FeatureConfig, cloud_mask
+    ground = np.array([40, 120, 60], np.float64)                 # BGR: vegetation
+    sand = np.array([120, 170, 200], np.float64)                 # BGR: pale desert
+    edge = 0.4 * ground + 0.6 * 235.0                            # 60 % opaque white over the vegetation
+    img = np.zeros((64, 96, 3), np.uint8)
+    img[:, :32], img[:, 32:64], img[:, 64:] = ground, sand, np.round(edge)
+    mask = cloud_mask(img, FeatureConfig(), dilate=False)
+    assert mask[:, 64:].all() and not mask[:, :64].any()
+    old = cloud_mask(img, FeatureConfig(cloud_max_sat=0.15), dilate=False)
+    assert not old[:, 64:].any()

@@ -50,7 +50,9 @@ class FeatureConfig:
     grid_cells: int = 4               # > 0: spread the budget over grid_cells x grid_cells image cells
                                       # (strongest per cell first) so bright cloud edges cannot take it all
     # cloud-like pixels (cloud_mask / fill_clouds: the Localizer's cloud-filled look)
-    cloud_max_sat: float = 0.15       # cloud-like: saturation (max - min) / max of BGR below this...
+    cloud_max_sat: float = 0.20       # cloud-like: saturation (max - min) / max of BGR below this (0.15 until
+                                      # session 42: a translucent cloud edge mixes the ground's colour in; real
+                                      # cloud fields +8 of 265 fixes; docs/VERIFICATION.md, "Real cloud shapes")...
     cloud_margin_dn: float = 25.0     # ...and the darkest channel this many DN above the ground floor,
     cloud_floor_pct: float = 10.0     # the frame's cloud_floor_pct percentile of the darkest channel
     cloud_fill_sigma_px: float = 2.0  # Gaussian of the fill (normalised convolution), working pixels
