@@ -99,10 +99,12 @@ def solar_time(lon: float, local_hour: float, day: datetime) -> datetime:
 
 
 def make_frameset(n: int, seed: int, camera, basemap=None, spec: FrameSpec | None = None,
-                  day=datetime(2026, 3, 20, tzinfo=timezone.utc), place=random_place, effects=None):
+                  day=datetime(2026, 3, 20, tzinfo=timezone.utc), place=random_place, effects=None, clouds=None):
     """Yield ``n`` (image, truth) pairs with random poses drawn from ``seed``; ``place(rng, kind)`` draws
     each frame's (lat, lon). ``effects``: an ``EffectsConfig`` instead of the simulator's defaults (the
-    spec's cloud cover, thin cloud and cumulus, when set, apply on top)."""
+    spec's cloud cover, thin cloud and cumulus, when set, apply on top). ``clouds(lat, lon)``: the cloud
+    field of the frame at that place (``scenario.single_frame``'s ``clouds``, e.g. a real scene's laid over
+    it); None: the simulator's own. The poses do not depend on it: the same seed gives the same poses."""
     from ..sim import scenario
     from ..sim.effects import EffectsConfig
     from ..sim.basemap import Basemap
@@ -123,6 +125,7 @@ def make_frameset(n: int, seed: int, camera, basemap=None, spec: FrameSpec | Non
         img, truth = scenario.single_frame(
             basemap, camera, lat, lon, float(rng.uniform(*spec.alt_km)), float(rng.uniform(0, 360)),
             tilt_deg=float(rng.uniform(0, spec.tilt_max_deg)), tilt_az_deg=float(rng.uniform(0, 360)),
-            t=t, effects=eff, rng=np.random.default_rng([seed, i]))
+            t=t, effects=eff, rng=np.random.default_rng([seed, i]),
+            clouds=None if clouds is None else clouds(lat, lon))
         truth["set_index"] = i
         yield img, truth

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections import defaultdict
-from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -31,14 +29,11 @@ import numpy as np
 from earthfix.onboard import geodesy
 from earthfix.onboard.camera import Camera
 from earthfix.onboard.localizer import Localizer
-from earthfix.sim import scenario
 from earthfix.sim.basemap import Basemap
-from earthfix.sim.effects import EffectsConfig
 from earthfix.tools.build_index import ensure_default_bundle
-from earthfix.tools.evaluate import is_eligible
-from earthfix.tools.framesets import random_place, solar_time
+from earthfix.tools.framesets import make_frameset
 
-from bench_cameras import parse_cameras
+from bench_cameras import Tally, parse_cameras
 
 KM_PER_DEG = math.pi * geodesy.A_KM / 180.0
 BINS = (0.0, 0.1, 0.3, 0.5, 0.7, 1.01)
@@ -84,18 +79,6 @@ class SceneClouds:
         return a, a.copy()
 
 
-def poses(n: int, seed: int):
-    """The eval's draws for land frames (framesets.make_frameset): place, time, altitude, yaw, tilt."""
-    from datetime import datetime, timedelta, timezone
-    rng = np.random.default_rng(seed)
-    day = datetime(2026, 3, 20, tzinfo=timezone.utc)
-    for i in range(n):
-        lat, lon = random_place(rng, "land")
-        t = solar_time(lon, rng.uniform(8.0, 15.5), day + timedelta(days=int(rng.integers(0, 90))))
-        yield i, lat, lon, t, float(rng.uniform(400.0, 800.0)), float(rng.uniform(0, 360)), \
-            float(rng.uniform(0, 5.0)), float(rng.uniform(0, 360))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scene", required=True)
@@ -115,7 +98,6 @@ def main() -> None:
     opacity = scene_opacity(scene.image, a.v_ramp, a.s_ramp)
     basemap = Basemap.default()
     loc = Localizer.load(ensure_default_bundle(), a.config)
-    eff = EffectsConfig.default()
     print(f"scene {a.scene}: {opacity.shape[1]}x{opacity.shape[0]} px, {scene.km_per_px:.2f} km/px, "
           f"{(opacity > 0.5).mean():.0%} of it cloud by the opacity test")
     head = "| camera | clouds | eligible | fix rate | false fixes (all frames) | " + " | ".join(
@@ -125,30 +107,22 @@ def main() -> None:
     for w, h, fov in cameras:
         cam = Camera.from_fov(w, h, fov)
         rng = np.random.default_rng([a.seed, w])
-        tally = {k: defaultdict(int) for k in ("real", "simulated")}
-        for i, lat, lon, t, alt, yaw, tilt, tilt_az in poses(a.n, a.seed + w):
-            field = SceneClouds(opacity, scene.km_per_px, rng.uniform(0, opacity.shape[1]),
-                                rng.uniform(0, opacity.shape[0]), rng.uniform(0, 360), lat, lon)
-            for kind, clouds in (("real", field), ("simulated", None)):
-                e = replace(eff) if clouds is None else replace(eff, cloud_cover=max(eff.cloud_cover, 0.01))
-                img, truth = scenario.single_frame(basemap, cam, lat, lon, alt, yaw, tilt_deg=tilt,
-                                                   tilt_az_deg=tilt_az, t=t, effects=e,
-                                                   rng=np.random.default_rng([a.seed + w, i]), clouds=clouds)
+
+        def real(lat, lon):   # the scene's field, a random point of it under the boresight, a random turn
+            return SceneClouds(opacity, scene.km_per_px, rng.uniform(0, opacity.shape[1]),
+                               rng.uniform(0, opacity.shape[0]), rng.uniform(0, 360), lat, lon)
+        # the same seed gives both sets the same poses (framesets.make_frameset): paired frame by frame
+        sets = {"real": make_frameset(a.n, a.seed + w, cam, basemap, clouds=real),
+                "simulated": make_frameset(a.n, a.seed + w, cam, basemap)}
+        for kind, frames in sets.items():
+            total, bins = Tally(), [Tally() for _ in BINS[1:]]
+            for img, truth in frames:
                 f = loc.locate(img, cam)
-                ok = bool(f.fix) and float(geodesy.great_circle_km(
-                    f.lat, f.lon, truth["bore_lat"], truth["bore_lon"])) <= 50.0
-                s = tally[kind]
-                s["false"] += bool(f.fix) and not ok
-                if is_eligible(truth):
-                    b = int(np.searchsorted(BINS, truth["cloud_frac"], side="right")) - 1
-                    s["eligible"] += 1
-                    s["fixes"] += ok
-                    s[f"n{b}"] += 1
-                    s[f"f{b}"] += ok
-        for kind, s in tally.items():
-            cells = " | ".join(f"{s[f'f{b}']} of {s[f'n{b}']}" for b in range(len(BINS) - 1))
-            rate = f"{100.0 * s['fixes'] / s['eligible']:.1f} %" if s["eligible"] else "–"
-            print(f"| {w}×{h}, {fov:g}° | {kind} | {s['eligible']} of {a.n} | {rate} | {s['false']} | {cells} |",
+                total.add(f, truth)
+                bins[int(np.searchsorted(BINS, truth["cloud_frac"], side="right")) - 1].add(f, truth)
+            cells = " | ".join(f"{b.fixes} of {b.eligible}" for b in bins)
+            rate = f"{100.0 * total.fixes / total.eligible:.1f} %" if total.eligible else "–"
+            print(f"| {w}×{h}, {fov:g}° | {kind} | {total.eligible} of {a.n} | {rate} | {total.false} | {cells} |",
                   flush=True)
 
 
