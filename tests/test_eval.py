@@ -284,6 +284,18 @@ def test_thin_cloud_stress_set_veils_land256_kind_of_frames():
     assert brighter >= 1
 
 
+def test_dawn_stress_set_is_land256_under_a_lower_sun():
+    import dataclasses
+    sdef = next(s for s in ev.SCENARIOS if s.name == "stress_dawn")
+    land256 = next(s for s in ev.SCENARIOS if s.name == "land256")
+    assert sdef.stress and (sdef.width, sdef.fov_deg) == (land256.width, land256.fov_deg) and sdef.day_hours[1] <= 8.0
+    _, dawn = ev.scenario_frames(sdef, 4, 321)
+    _, noon = ev.scenario_frames(dataclasses.replace(sdef, day_hours=land256.day_hours), 4, 321)
+    for (a, ta), (b, tb) in zip(dawn, noon):
+        assert ta["bore_lat"] == tb["bore_lat"]                  # same places, an earlier hour
+        assert ta["sun_elev_deg"] < tb["sun_elev_deg"]
+
+
 def test_cumulus_stress_set_lays_cells_over_land512_kind_of_frames():
     import dataclasses
     sdef = next(s for s in ev.SCENARIOS if s.name == "stress_cumulus")

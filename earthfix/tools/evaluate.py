@@ -76,6 +76,7 @@ class ScenarioDef:
     panchromatic: bool = False    # frames turned grey (three equal bands): a sensor without colour
     thin_cloud: float = 0.0       # peak opacity of a thin, cirrus-like veil over half the globe (simulator)
     cumulus: float = 0.0          # share of the ground under small cumulus cells where they occur (simulator)
+    day_hours: tuple = (8.0, 15.5)  # local solar hours of daylight frames (framesets.FrameSpec.day_hours)
 
 
 SCENARIOS = (
@@ -95,6 +96,8 @@ SCENARIOS = (
                 description="stress: land256's kind of frames under thin, cirrus-like cloud (peak opacity 0.25)"),
     ScenarioDef("stress_cumulus", 512, 512, 60.0, None, stress=True, cumulus=0.3,
                 description="stress: land512's kind of frames under fair-weather cumulus (2-6 km cells, 30 % cover)"),
+    ScenarioDef("stress_dawn", 256, 256, 80.0, None, stress=True, day_hours=(6.0, 8.0),
+                description="stress: land256's kind of frames at dawn (local solar time 6-8 h: low sun, some unlit)"),
 )
 
 
@@ -337,7 +340,7 @@ def scenario_frames(sdef: ScenarioDef, n: int, seed: int, region=None, effects=N
     from .framesets import FrameSpec, make_frameset, panchromatic, random_place, shifted_basemap
     cam = Camera.from_fov(sdef.width, sdef.height, sdef.fov_deg)
     spec = FrameSpec(kind=sdef.kind, daylight=sdef.daylight, cloud_cover=sdef.cloud_cover,
-                     thin_cloud=sdef.thin_cloud, cumulus=sdef.cumulus)
+                     thin_cloud=sdef.thin_cloud, cumulus=sdef.cumulus, day_hours=sdef.day_hours)
     basemap = shifted_basemap(sdef.basemap) if sdef.basemap else None
     if region is not None and sdef.kind == "land":
         return cam, region_frameset(n, seed, cam, basemap, spec, region, effects)

@@ -81,6 +81,7 @@ class FrameSpec:
     cloud_cover: float | None = None   # None: the effects default
     thin_cloud: float = 0.0       # peak opacity of the simulator's thin, cirrus-like veil (EffectsConfig)
     cumulus: float = 0.0          # share of the ground under the simulator's small cumulus cells (EffectsConfig)
+    day_hours: tuple = (8.0, 15.5)  # local solar hours a daylight frame is drawn from (dawn / dusk: e.g. 6-8)
 
 
 def random_place(rng, kind: str):
@@ -120,7 +121,7 @@ def make_frameset(n: int, seed: int, camera, basemap=None, spec: FrameSpec | Non
         eff.cumulus = spec.cumulus
     for i in range(n):
         lat, lon = place(rng, spec.kind)
-        hour = rng.uniform(8.0, 15.5) if spec.daylight else rng.uniform(21.5, 26.5) % 24
+        hour = rng.uniform(*spec.day_hours) if spec.daylight else rng.uniform(21.5, 26.5) % 24
         t = solar_time(lon, hour, day + timedelta(days=int(rng.integers(0, 90))))
         img, truth = scenario.single_frame(
             basemap, camera, lat, lon, float(rng.uniform(*spec.alt_km)), float(rng.uniform(0, 360)),

@@ -2,10 +2,11 @@
 
     PYTHONPATH=. python tests/bench/bench_cameras.py [--n 30] [--seed 31337] [--camera 1024x1024@40 ...]
         [--camera-file CAMERA.yaml ...]
-        [--config cfg.yaml] [--bundle DIR] [--effects EFFECTS.yaml] [--ceiling]
+        [--config cfg.yaml] [--bundle DIR] [--effects EFFECTS.yaml] [--ceiling] [--day-hours 6 8]
 
 Land frames (``make_frameset``, the simulator's effects, default basemap, 400-800 km, 0-5 deg off nadir, any
-yaw) seen by each camera below, through one loaded ``Localizer`` (defaults, one thread): eligible frames,
+yaw; local solar time 8-15.5 h as the eval's, or ``--day-hours``: e.g. 6 8 for dawn's low sun) seen by each
+camera below, through one loaded ``Localizer`` (defaults, one thread): eligible frames,
 fix rate, false fixes (> 50 km, over all frames), boresight error p50 and latency p50, and the pipeline's
 retrieval recall@10 (its ``candidates``, CONVENTIONS recall). ``--ceiling`` adds the verification ceiling: the
 share of eligible frames that the Localizer's verifier fixes when given the true place, as the frame is or
@@ -93,6 +94,8 @@ def main() -> None:
     ap.add_argument("--bundle", default=None, help="bundle directory (default: the default bundle)")
     ap.add_argument("--effects", default=None, help="simulator effects YAML over the defaults (as eval --effects)")
     ap.add_argument("--ceiling", action="store_true", help="also verify the true place (plain or filled look)")
+    ap.add_argument("--day-hours", type=float, nargs=2, default=FrameSpec.day_hours, metavar=("H0", "H1"),
+                    help="local solar hours the frames are drawn from (default: the eval's 8-15.5)")
     a = ap.parse_args()
     effects = None
     if a.effects:
@@ -109,7 +112,8 @@ def main() -> None:
     for cam in cameras:
         w, h, fov = cam.width, cam.height, cam.fov_deg
         tally = Tally()
-        for img, truth in make_frameset(a.n, a.seed + w, cam, None, FrameSpec(), effects=effects):
+        for img, truth in make_frameset(a.n, a.seed + w, cam, None, FrameSpec(day_hours=tuple(a.day_hours)),
+                                        effects=effects):
             tally.add(loc.locate(img, cam), truth,
                       (lambda: either_look_fixed(loc, img, cam, truth)) if a.ceiling else None)
         ceil = f" {tally.pct(tally.ceiling)} |" if a.ceiling else ""
