@@ -1,0 +1,88 @@
+"""Where an eval's misses are: its eligible frames by kind of ground and cloud (not a pytest test).
+
+    PYTHONPATH=. python tests/bench/bench_misses.py EVAL_DIR/frames.jsonl [MORE.jsonl ...] [--stress]
+
+Reads the per-frame records ``earthfix eval`` writes (no frame is rendered again) and sorts the eligible frames
+of the overall sets (``--stress``: of the stress sets instead) into kinds, first match wins:
+
+- ``ice sheet``: Antarctica (south of 60 deg S) and Greenland (north of 59 deg N, 75-10 deg W): land the mask
+  counts, white and all but featureless at the basemap's 7 km per pixel away from its coasts;
+- ``equatorial forest``: the Amazon and Congo basins (15 deg S - 10 deg N; 80-44 deg W and 8-32 deg E): even
+  canopy, rivers the only marks, and the tropics' heavy cloud;
+- ``sun < 5 deg``: low sun;
+- ``cloud > 50 %``: more than half the frame under the simulator's cloud (eligibility still needs 20 % clear
+  land);
+- ``other``.
+
+The boxes are coarse on purpose: they name where the misses are, they do not decide anything in flight. For
+each kind: eligible frames, fixed, retrieval misses at 10 (no candidate of the first 10 within the recall
+radius, CONVENTIONS), and the fix rate by cloud fraction.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+
+KINDS = ("ice sheet", "equatorial forest", "sun < 5 deg", "cloud > 50 %", "other")
+CLOUD_BINS = ((0.0, 0.3), (0.3, 0.5), (0.5, 0.7), (0.7, 1.01))
+
+
+def kind(rec: dict) -> str:
+    """The kind of ground and sky of one eval record (module docstring)."""
+    lat, lon = rec["bore_lat"], rec["bore_lon"]
+    if lat < -60.0 or (lat > 59.0 and -75.0 < lon < -10.0):
+        return "ice sheet"
+    if -15.0 < lat < 10.0 and (-80.0 < lon < -44.0 or 8.0 < lon < 32.0):
+        return "equatorial forest"
+    if rec["sun_elev_deg"] < 5.0:
+        return "sun < 5 deg"
+    if rec["cloud_frac"] > 0.5:
+        return "cloud > 50 %"
+    return "other"
+
+
+def missed_at(rec: dict, k: int = 10) -> bool:
+    return rec["rank_retrieval"] is None or rec["rank_retrieval"] > k
+
+
+def table(records: list[dict]) -> list[str]:
+    eligible = Counter(kind(r) for r in records)
+    fixed = Counter(kind(r) for r in records if r["fix"])
+    missed = Counter(kind(r) for r in records if missed_at(r))
+    bins = " | ".join(f"cloud {lo:.1f}–{min(hi, 1.0):.1f}" for lo, hi in CLOUD_BINS)
+    out = [f"| kind | eligible | fixed | R@10 misses | {bins} |",
+           "| --- | ---: | ---: | ---: |" + " ---: |" * len(CLOUD_BINS)]
+    for k in KINDS + ("all",):
+        sel = records if k == "all" else [r for r in records if kind(r) == k]
+        if not sel:
+            continue
+        cells = []
+        for lo, hi in CLOUD_BINS:
+            b = [r for r in sel if lo <= r["cloud_frac"] < hi]
+            cells.append(f"{sum(r['fix'] for r in b)} / {len(b)}" if b else "–")
+        n = len(sel)
+        nf = sum(r["fix"] for r in sel) if k == "all" else fixed[k]
+        nm = sum(missed_at(r) for r in sel) if k == "all" else missed[k]
+        ne = n if k == "all" else eligible[k]
+        out.append(f"| {k} | {ne} | {nf} ({100.0 * nf / ne:.1f} %) | {nm} | " + " | ".join(cells) + " |")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("frames", nargs="+", help="frames.jsonl of one or more `earthfix eval` runs")
+    ap.add_argument("--stress", action="store_true", help="the stress sets' eligible frames instead")
+    a = ap.parse_args()
+    for path in a.frames:
+        with open(path, encoding="utf-8") as f:
+            recs = [json.loads(line) for line in f if line.strip()]
+        recs = [r for r in recs if r.get("eligible") and bool(r.get("stress")) == a.stress and not r.get("error")]
+        print(f"{path}: {len(recs)} eligible frames of the {'stress' if a.stress else 'overall'} sets "
+              "(cloud cells: fixed / eligible)")
+        print("\n".join(table(recs)))
+        print()
+
+
+if __name__ == "__main__":
+    main()
