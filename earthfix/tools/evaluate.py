@@ -6,10 +6,11 @@
 Scenario sets (``SCENARIOS``; seeds ``EVAL_SEED + 100 * seed + k``, disjoint from calibrate's 7000 range):
 land seen by a 256x256 80-degree camera from the default basemap with the simulator's effects; the same
 from the season-shifted basemap; land with a 512x512 60-degree camera; cloudy land (cover 0.7); open
-ocean; night; and five stress sets, reported apart: land rendered from another product (``shadedrelief``),
+ocean; night; and six stress sets, reported apart: land rendered from another product (``shadedrelief``),
 northern land under winter snow (``framesets.shifted_basemap("winter")``), land seen by a panchromatic
 sensor (the land256 kind of frame turned grey), land under a thin, cirrus-like veil (the simulator's
-``thin_cloud``) and land512's kind of frames under fair-weather cumulus (the simulator's ``cumulus``).
+``thin_cloud``), land512's kind of frames under fair-weather cumulus (the simulator's ``cumulus``) and land256's
+kind of frames at dawn (06:00-08:00 local solar time: low sun).
 
 Every frame goes through the full pipeline (``Localizer``, one thread) and is scored with the metrics of
 docs/CONVENTIONS.md (the metric functions below state each definition once). Side by side, on the same

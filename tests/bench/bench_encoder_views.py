@@ -10,7 +10,7 @@ them, else nothing); ``crop80`` / ``crop60``: centre crops of 80 / 60 % of the s
 
     PYTHONPATH=. python tests/bench/bench_encoder_views.py --seed 3 [--frames 100] [--jsonl OUT]
 
-Prints R@1 / R@10 counts per set (main = land256, season256, land512, cloudy; stress = the five stress sets).
+Prints R@1 / R@10 counts per set (main = land256, season256, land512, cloudy; stress = the stress sets).
 """
 from __future__ import annotations
 
