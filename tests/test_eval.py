@@ -199,6 +199,7 @@ def test_quick_eval_run_on_tiny_regional_bundle(tmp_path):
     assert rep["all_including_stress"]["frames"] == n * len(ev.SCENARIOS)
     assert set(rep["scenarios"]) == {s.name for s in ev.SCENARIOS}
     assert rep["night_ocean_false_fixes"]["false_fixes"] == 0
+    assert rep["night_ocean_false_fixes"]["frames"] == 3 * n          # night, ocean and the sea floor
     assert "skipped" in rep["heavy"]
     assert rep["retrieval"]["int8_hnsw"]["recall@10"] is not None
     if (MODELS / "encoder_fp32.onnx").is_file():
@@ -294,6 +295,21 @@ def test_dawn_stress_set_is_land256_under_a_lower_sun():
     for (a, ta), (b, tb) in zip(dawn, noon):
         assert ta["bore_lat"] == tb["bore_lat"]                  # same places, an earlier hour
         assert ta["sun_elev_deg"] < tb["sun_elev_deg"]
+
+
+def test_seafloor_stress_set_is_open_ocean_with_the_sea_floors_shading_and_counts_as_no_fix_expected():
+    import dataclasses
+
+    import cv2
+    sdef = next(s for s in ev.SCENARIOS if s.name == "stress_seafloor")
+    assert sdef.stress and sdef.kind == "ocean" and sdef.daylight
+    _, shaded = ev.scenario_frames(sdef, 4, 321)
+    _, flat = ev.scenario_frames(dataclasses.replace(sdef, basemap=None), 4, 321)
+    textured = 0
+    for (a, ta), (b, tb) in zip(shaded, flat):
+        assert ta["bore_lat"] == tb["bore_lat"] and not ta["eligible"]        # same places; no land to fix on
+        textured += cv2.Laplacian(a, cv2.CV_32F).std() > cv2.Laplacian(b, cv2.CV_32F).std()
+    assert textured >= 3
 
 
 def test_cumulus_stress_set_lays_cells_over_land512_kind_of_frames():

@@ -28,12 +28,17 @@ def shifted_basemap(kind: str = "season"):
     ``winter``: a northern-winter look: snow on the land north of a snowline that wanders 38-52 deg N with
     longitude (a 6 deg ramp, patchy near the line); dense forest stays darker under the snow, as canopy does.
     The Blue Marble here is a northern summer, so this is the season change most unlike it.
+    ``seafloor``: the Blue Marble with its open water as it is: the sea floor's relief shading that the
+    simulator flattens away (CONVENTIONS: a position must never come from it), for frames of open ocean.
     """
     from ..sim.basemap import Basemap, flatten
     if kind == "relief":
         b = Basemap.default("shadedrelief.jpg")
         return b
     base = Basemap.default()
+    if kind == "seafloor":
+        return Basemap(base.raw, base.land, base.lon_min, base.lon_max, base.lat_min, base.lat_max,
+                       base.source + "#seafloor", base.raw)
     if kind == "winter":
         return _winter(base)
     x = base.raw.astype(np.float32) / 255.0
