@@ -312,6 +312,20 @@ def test_seafloor_stress_set_is_open_ocean_with_the_sea_floors_shading_and_count
     assert textured >= 3
 
 
+def test_translucent_stress_set_widens_the_cloud_margins_of_land512_kind_of_frames():
+    import dataclasses
+    sdef = next(s for s in ev.SCENARIOS if s.name == "stress_translucent")
+    land512 = next(s for s in ev.SCENARIOS if s.name == "land512")
+    assert sdef.stress and (sdef.width, sdef.fov_deg) == (land512.width, land512.fov_deg) and sdef.cloud_edge > 0.8
+    _, soft = ev.scenario_frames(sdef, 4, 321)
+    _, crisp = ev.scenario_frames(dataclasses.replace(sdef, cloud_edge=0.0), 4, 321)
+    changed = 0
+    for (a, ta), (b, tb) in zip(soft, crisp):
+        assert ta == tb                          # same places, times, cloud fraction and eligibility
+        changed += not np.array_equal(a, b)
+    assert changed >= 1
+
+
 def test_cumulus_stress_set_lays_cells_over_land512_kind_of_frames():
     import dataclasses
     sdef = next(s for s in ev.SCENARIOS if s.name == "stress_cumulus")

@@ -214,6 +214,34 @@ def _cloud_offsets(seed):
     return float(rng.uniform(0, 360)), bool(rng.uniform() < 0.5)
 
 
+def test_a_wider_cloud_edge_makes_translucent_margins_at_the_same_cloud_fraction(basemap, cam256):
+    """``cloud_edge``: the clouds' opacity ramps from clear to opaque over that many field units instead of the
+    field's own 0.8: more pixels are partly transparent, none changes side of opacity 0.5 (cloud fraction and
+    eligibility stay), and 0 (the default) leaves frames as they were."""
+    lat, lon = 34.0, -108.0
+    view = render(basemap, cam256, geodesy.geodetic_to_ecef(lat, lon, 600.0), nadir_attitude(lat, lon, 0.0))
+    t = datetime(2026, 3, 20, 19, 0, tzinfo=timezone.utc)
+    assert fx.EffectsConfig.default().cloud_edge == 0.0
+    base = dict(cloud_cover=0.4, haze=0.0, noise_sigma=0.0, shot_noise=0.0, blur_sigma=0.0, appearance=0.0,
+                exposure_jitter=0.0, white_balance_jitter=0.0)
+    plain, info0 = fx.apply(view, t, fx.EffectsConfig(**base), np.random.default_rng(26))
+    own, _ = fx.apply(view, t, fx.EffectsConfig(**base, cloud_edge=fx.shared_cloud_field().edge), np.random.default_rng(26))
+    assert np.array_equal(plain, own)
+    soft, info1 = fx.apply(view, t, fx.EffectsConfig(**base, cloud_edge=3.0), np.random.default_rng(26))
+    assert info1 == info0                                   # cloud_frac, land_clear_frac
+    off, flip = _cloud_offsets(26)
+    field = fx.shared_cloud_field()
+    a0, _ = field.sample_with_thickness(view.lat, view.lon, 0.4, off, flip)
+    a1, _ = field.sample_with_thickness(view.lat, view.lon, 0.4, off, flip, edge=3.0)
+    assert np.array_equal(a0 > 0.5, a1 > 0.5)
+    part0 = ((a0 > 0.05) & (a0 < 0.95)).mean()
+    part1 = ((a1 > 0.05) & (a1 < 0.95)).mean()
+    assert part0 > 0.01 and part1 > 2.0 * part0             # wider translucent margins (a test of the test first)
+    assert not np.array_equal(plain, soft)
+    with pytest.raises(ValueError, match="cloud_edge"):
+        fx.EffectsConfig.from_dict({"cloud_edge": 50})
+
+
 def test_thin_cloud_veils_the_ground_without_making_it_cloudy(basemap, cam256):
     """``thin_cloud``: a soft, cirrus-like veil of at most that opacity, sampled from the same field as the
     thick clouds elsewhere (no extra random draw): it brightens and flattens the ground where the field says

@@ -52,6 +52,11 @@ class EffectsConfig:
     clouds: bool = True
     cloud_cover: float = 0.3      # share of the globe under cloud (opacity > 0.5)
     cloud_opacity: float = 1.0    # opacity of the thickest clouds
+    cloud_edge: float = 0.0       # width of the clouds' translucent margin, in units of the cloud field (its
+                                  # smoothstep from clear to opaque); 0: the field's own (0.8: crisp rims).
+                                  # Wider margins are what real cloud fields have (docs/VERIFICATION.md, "Real
+                                  # cloud shapes"); opacity 0.5 stays at the same place, so "cloudy" pixels,
+                                  # cloud fraction and eligibility do not change
     haze: float = 0.06            # atmospheric veil at nadir; grows with the air mass off nadir
     noise_sigma: float = 2.0      # read noise, DN (shot noise adds sqrt(shot_noise * signal))
     shot_noise: float = 0.03      # DN of variance per DN of signal
@@ -128,6 +133,8 @@ class EffectsConfig:
                     raise ValueError(f"effects: {key!r} must be in [0, 1], got {val!r}")
                 if key == "thin_cloud" and val > 0.5:
                     raise ValueError(f"effects: 'thin_cloud' must be in [0, 0.5], got {val!r}")
+                if key == "cloud_edge" and val > 10:
+                    raise ValueError(f"effects: 'cloud_edge' must be in [0, 10], got {val!r}")
                 if key == "cumulus" and val > 0.6:
                     raise ValueError(f"effects: 'cumulus' must be in [0, 0.6], got {val!r}")
                 val = float(val)
@@ -351,12 +358,13 @@ class CloudField:
         (for frames that should not share clouds with a place)."""
         return self.sample_with_thickness(lat_deg, lon_deg, cover, lon_offset_deg, flip_lat)[0]
 
-    def sample_with_thickness(self, lat_deg, lon_deg, cover=None, lon_offset_deg=0.0, flip_lat=False):
-        """(opacity, thickness): thickness (0..1) grows towards the cores of clouds (brighter tops)."""
+    def sample_with_thickness(self, lat_deg, lon_deg, cover=None, lon_offset_deg=0.0, flip_lat=False, edge=None):
+        """(opacity, thickness): thickness (0..1) grows towards the cores of clouds (brighter tops). ``edge``:
+        the opacity ramp's width in field units instead of the field's own ``self.edge``."""
         thr = np.float32(self.threshold(self.cover if cover is None else cover))
         v = self.value(lat_deg, lon_deg, lon_offset_deg, flip_lat)
         v -= thr
-        x = v * np.float32(1.0 / self.edge) + np.float32(0.5)
+        x = v * np.float32(1.0 / (self.edge if edge is None else edge)) + np.float32(0.5)
         np.clip(x, 0.0, 1.0, out=x)
         opacity = x * x * (np.float32(3.0) - np.float32(2.0) * x)  # smoothstep: 0.5 exactly at the threshold
         v *= np.float32(1.0 / 1.5)
@@ -543,7 +551,11 @@ def apply(view, t, cfg: EffectsConfig, rng: np.random.Generator, clouds: CloudFi
             field, lon_off, flip = shared_cloud_field(), float(rng.uniform(0, 360)), bool(rng.uniform() < 0.5)
         else:
             field, lon_off, flip = clouds, 0.0, False
-        alpha, thick = field.sample_with_thickness(view.lat, view.lon, cfg.cloud_cover, lon_off, flip)
+        if cfg.cloud_edge > 0:          # a wider translucent margin (a custom field must take ``edge`` too)
+            alpha, thick = field.sample_with_thickness(view.lat, view.lon, cfg.cloud_cover, lon_off, flip,
+                                                       edge=cfg.cloud_edge)
+        else:
+            alpha, thick = field.sample_with_thickness(view.lat, view.lon, cfg.cloud_cover, lon_off, flip)
         if cfg.thin_cloud > 0:          # the same field elsewhere (no extra random draw), soft-edged
             thin = field.veil(view.lat, view.lon, cfg.thin_cloud, lon_off + THIN_LON_OFFSET_DEG, not flip)
         if cfg.cumulus > 0:             # small bright cells, opaque as far as they cover a pixel

@@ -6,11 +6,12 @@
 Scenario sets (``SCENARIOS``; seeds ``EVAL_SEED + 100 * seed + k``, disjoint from calibrate's 7000 range):
 land seen by a 256x256 80-degree camera from the default basemap with the simulator's effects; the same
 from the season-shifted basemap; land with a 512x512 60-degree camera; cloudy land (cover 0.7); open
-ocean; night; and seven stress sets, reported apart: land rendered from another product (``shadedrelief``),
+ocean; night; and eight stress sets, reported apart: land rendered from another product (``shadedrelief``),
 northern land under winter snow (``framesets.shifted_basemap("winter")``), land seen by a panchromatic
 sensor (the land256 kind of frame turned grey), land under a thin, cirrus-like veil (the simulator's
 ``thin_cloud``), land512's kind of frames under fair-weather cumulus (the simulator's ``cumulus``) and land256's
-kind of frames at dawn (06:00-08:00 local solar time: low sun); and open ocean with the Blue Marble's sea-floor
+kind of frames at dawn (06:00-08:00 local solar time: low sun); land512's kind of frames under clouds with wide,
+translucent margins (the simulator's ``cloud_edge``: what real cloud fields cost); and open ocean with the Blue Marble's sea-floor
 shading kept, which the simulator flattens elsewhere (no fix expected: counted with night and ocean).
 
 Every frame goes through the full pipeline (``Localizer``, one thread) and is scored with the metrics of
@@ -79,6 +80,7 @@ class ScenarioDef:
     thin_cloud: float = 0.0       # peak opacity of a thin, cirrus-like veil over half the globe (simulator)
     cumulus: float = 0.0          # share of the ground under small cumulus cells where they occur (simulator)
     day_hours: tuple = (8.0, 15.5)  # local solar hours of daylight frames (framesets.FrameSpec.day_hours)
+    cloud_edge: float = 0.0       # the clouds' translucent margin (EffectsConfig.cloud_edge; 0: the simulator's)
 
 
 SCENARIOS = (
@@ -100,6 +102,9 @@ SCENARIOS = (
                 description="stress: land512's kind of frames under fair-weather cumulus (2-6 km cells, 30 % cover)"),
     ScenarioDef("stress_dawn", 256, 256, 80.0, None, stress=True, day_hours=(6.0, 8.0),
                 description="stress: land256's kind of frames at dawn (local solar time 6-8 h: low sun, some unlit)"),
+    ScenarioDef("stress_translucent", 512, 512, 60.0, None, stress=True, cloud_edge=2.0,
+                description="stress: land512's kind of frames under clouds with wide translucent margins, as real "
+                            "cloud fields have (cloud_edge 2.0: 2.5x the simulator's)"),
     ScenarioDef("stress_seafloor", 256, 256, 80.0, "seafloor", kind="ocean", stress=True,
                 description="stress: open ocean with the Blue Marble's sea-floor shading kept (no fix expected)"),
 )
@@ -344,7 +349,8 @@ def scenario_frames(sdef: ScenarioDef, n: int, seed: int, region=None, effects=N
     from .framesets import FrameSpec, make_frameset, panchromatic, random_place, shifted_basemap
     cam = Camera.from_fov(sdef.width, sdef.height, sdef.fov_deg)
     spec = FrameSpec(kind=sdef.kind, daylight=sdef.daylight, cloud_cover=sdef.cloud_cover,
-                     thin_cloud=sdef.thin_cloud, cumulus=sdef.cumulus, day_hours=sdef.day_hours)
+                     thin_cloud=sdef.thin_cloud, cumulus=sdef.cumulus, day_hours=sdef.day_hours,
+                     cloud_edge=sdef.cloud_edge)
     basemap = shifted_basemap(sdef.basemap) if sdef.basemap else None
     if region is not None and sdef.kind == "land":
         return cam, region_frameset(n, seed, cam, basemap, spec, region, effects)

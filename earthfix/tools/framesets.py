@@ -87,6 +87,7 @@ class FrameSpec:
     thin_cloud: float = 0.0       # peak opacity of the simulator's thin, cirrus-like veil (EffectsConfig)
     cumulus: float = 0.0          # share of the ground under the simulator's small cumulus cells (EffectsConfig)
     day_hours: tuple = (8.0, 15.5)  # local solar hours a daylight frame is drawn from (dawn / dusk: e.g. 6-8)
+    cloud_edge: float = 0.0       # the clouds' translucent margin (EffectsConfig.cloud_edge; 0: the simulator's)
 
 
 def random_place(rng, kind: str):
@@ -124,6 +125,8 @@ def make_frameset(n: int, seed: int, camera, basemap=None, spec: FrameSpec | Non
         eff.thin_cloud = spec.thin_cloud
     if spec.cumulus:
         eff.cumulus = spec.cumulus
+    if spec.cloud_edge:
+        eff.cloud_edge = spec.cloud_edge
     for i in range(n):
         lat, lon = place(rng, spec.kind)
         hour = rng.uniform(*spec.day_hours) if spec.daylight else rng.uniform(21.5, 26.5) % 24
