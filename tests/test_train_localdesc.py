@@ -37,6 +37,23 @@ def test_pairs_show_the_same_ground_in_tile_and_frame():
         assert same > 0.3 and same > other + 0.2, (look, same, other)
 
 
+def test_translucent_cloud_frames_are_an_option_that_leaves_the_shipped_recipes_frames_alone():
+    """``cloud_edge_max``: half the frames get wider translucent cloud margins, drawn from a stream of their own:
+    0 gives the shipped recipe's pairs exactly, and some frame changes with it on."""
+    changed = 0
+    for i in range(6):
+        base = frame_pairs(91, i, per_frame=60)
+        assert _same(base, frame_pairs(91, i, per_frame=60, cloud_edge_max=0.0))
+        changed += not _same(base, frame_pairs(91, i, per_frame=60, cloud_edge_max=2.4))
+    assert changed >= 1
+
+
+def _same(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return all(np.array_equal(a[k], b[k]) for k in a)
+
+
 def test_pairs_are_reproducible():
     a, b = _first_pairs(), _first_pairs()
     for look in a:

@@ -50,9 +50,11 @@ WIDTHS = (24, 48)                   # channels of the network's first two convol
 
 # ---- pairs -------------------------------------------------------------------------------------------
 
-def frame_pairs(seed: int, i: int, per_frame: int = 200):
+def frame_pairs(seed: int, i: int, per_frame: int = 200, cloud_edge_max: float = 0.0):
     """The patch pairs of frame ``i`` of ``seed``: dict of uint8 arrays ``tile``, ``plain``, ``filled``
-    (K x 32 x 32), or None when the frame is not eligible or holds fewer than 5 usable keypoints."""
+    (K x 32 x 32), or None when the frame is not eligible or holds fewer than 5 usable keypoints.
+    ``cloud_edge_max`` > 0: half the frames get clouds with translucent margins (``EffectsConfig.cloud_edge``
+    drawn in 0.8..max from a stream of their own, so the frames are otherwise those of the shipped recipe)."""
     import cv2
     from ..onboard import geodesy
     from ..onboard.camera import Camera
@@ -71,6 +73,10 @@ def frame_pairs(seed: int, i: int, per_frame: int = 200):
     spec = FrameSpec(cloud_cover=float(rng.uniform(0.0, 0.8)),
                      thin_cloud=float(rng.uniform(0.05, 0.35)) if rng.uniform() < 0.35 else 0.0,
                      cumulus=0.3 if rng.uniform() < 0.15 else 0.0)
+    if cloud_edge_max > 0.8:
+        er = np.random.default_rng([seed, i, 0xED6E])
+        if er.uniform() < 0.5:
+            spec.cloud_edge = float(er.uniform(0.8, cloud_edge_max))
     img, truth = next(iter(make_frameset(1, seed * 100_000 + i, cam, basemap, spec)))
     if not is_eligible(truth):
         return None
@@ -126,14 +132,16 @@ def _basemap(kind: str):
 
 
 def _pairs_of(args) -> list:
-    seed, frames, per_frame = args
-    return [frame_pairs(seed, i, per_frame) for i in frames]
+    seed, frames, per_frame, cloud_edge_max = args
+    return [frame_pairs(seed, i, per_frame, cloud_edge_max) for i in frames]
 
 
-def make_pairs(n_frames: int, seed: int, workers: int = 2, per_frame: int = 200, progress: bool = True) -> dict:
+def make_pairs(n_frames: int, seed: int, workers: int = 2, per_frame: int = 200, progress: bool = True,
+               cloud_edge_max: float = 0.0) -> dict:
     """Pairs of ``n_frames`` frames of ``seed`` (deterministic whatever ``workers``): dict of uint8 arrays."""
     from multiprocessing import get_context
-    chunks = [(seed, list(range(s, min(s + 25, n_frames))), per_frame) for s in range(0, n_frames, 25)]
+    chunks = [(seed, list(range(s, min(s + 25, n_frames))), per_frame, cloud_edge_max)
+              for s in range(0, n_frames, 25)]
     parts = []
     bar = None
     if progress:
@@ -342,13 +350,14 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     log = (lambda s: print(s, file=sys.stderr, flush=True))
     t0 = time.time()
-    pairs = make_pairs(args.frames, args.seed, args.workers, args.per_frame)
+    pairs = make_pairs(args.frames, args.seed, args.workers, args.per_frame, cloud_edge_max=args.cloud_edge)
     val = validation_pairs(args.val_frames, args.seed + 1, args.workers, args.per_frame)
     log(f"train-localdesc: {len(pairs['tile'])} training pairs, {len(val['tile'])} validation pairs "
         f"({time.time() - t0:.0f} s)")
     net, rec = train(pairs, val, args.minutes, seed=args.seed, threads=args.threads, log=log, steps=args.steps,
                      photometric=args.photometric, widths=tuple(args.widths))
     rec["photometric"] = args.photometric
+    rec["cloud_edge"] = args.cloud_edge
     rec["val_top1_rootsift"] = {look: round(rootsift_top1(val["tile"], val[look]), 4) for look in ("plain", "filled")}
     models = Path(args.models) if args.models else out
     models.mkdir(parents=True, exist_ok=True)
@@ -429,6 +438,9 @@ def register(sub) -> None:
     p.add_argument("--photometric", type=float, default=0.0,
                    help="strength of the frame patches' tone-curve / ramp / blur shifts (photometric_shift; "
                         "0: the shipped recipe)")
+    p.add_argument("--cloud-edge", type=float, default=0.0, metavar="MAX",
+                   help="half the training frames under clouds with translucent margins, cloud_edge drawn in "
+                        "0.8..MAX (0: the shipped recipe; validation frames stay the shipped recipe's)")
     p.add_argument("--widths", type=int, nargs=2, default=list(WIDTHS), metavar=("C1", "C2"),
                    help="channels of the network's first two convolutions (default: the shipped network's, %(default)s)")
     p.set_defaults(func=run)
