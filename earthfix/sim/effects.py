@@ -32,6 +32,7 @@ from .orbit import gmst_rad, parse_time
 from .render import centre_gsd_km
 
 HAZE_BGR = (205.0, 190.0, 175.0)      # bluish-white atmospheric veil
+CLOUD_EDGE = 0.8                      # the cloud field's opacity ramp, field units (EffectsConfig.cloud_edge 0)
 CLOUD_GREY = 240.0                    # thick cloud top, fully lit (DN)
 THIN_CLOUD_GREY = 225.0               # thin (cirrus-like) veil, fully lit (DN)
 THIN_LON_OFFSET_DEG = 97.0            # where the thin layer samples the cloud field, relative to the thick
@@ -196,7 +197,7 @@ class CloudField:
     """
 
     def __init__(self, seed: int = 0, cover: float = 0.3, width: int = 4096, persistence: float = 0.9,
-                 detail: float = 0.2, edge: float = 0.8):
+                 detail: float = 0.2, edge: float = CLOUD_EDGE):
         if not 0.0 <= cover <= 1.0:
             raise ValueError(f"cloud cover must be in [0, 1], got {cover}")
         self.seed, self.cover, self.edge = int(seed), float(cover), float(edge)
@@ -551,11 +552,9 @@ def apply(view, t, cfg: EffectsConfig, rng: np.random.Generator, clouds: CloudFi
             field, lon_off, flip = shared_cloud_field(), float(rng.uniform(0, 360)), bool(rng.uniform() < 0.5)
         else:
             field, lon_off, flip = clouds, 0.0, False
-        if cfg.cloud_edge > 0:          # a wider translucent margin (a custom field must take ``edge`` too)
-            alpha, thick = field.sample_with_thickness(view.lat, view.lon, cfg.cloud_cover, lon_off, flip,
-                                                       edge=cfg.cloud_edge)
-        else:
-            alpha, thick = field.sample_with_thickness(view.lat, view.lon, cfg.cloud_cover, lon_off, flip)
+        # a wider translucent margin is asked for only when set (a custom field need not take ``edge``)
+        edge = {"edge": cfg.cloud_edge} if cfg.cloud_edge > 0 else {}
+        alpha, thick = field.sample_with_thickness(view.lat, view.lon, cfg.cloud_cover, lon_off, flip, **edge)
         if cfg.thin_cloud > 0:          # the same field elsewhere (no extra random draw), soft-edged
             thin = field.veil(view.lat, view.lon, cfg.thin_cloud, lon_off + THIN_LON_OFFSET_DEG, not flip)
         if cfg.cumulus > 0:             # small bright cells, opaque as far as they cover a pixel

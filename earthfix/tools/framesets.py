@@ -37,8 +37,7 @@ def shifted_basemap(kind: str = "season"):
         return b
     base = Basemap.default()
     if kind == "seafloor":
-        return Basemap(base.raw, base.land, base.lon_min, base.lon_max, base.lat_min, base.lat_max,
-                       base.source + "#seafloor", base.raw)
+        return base.with_water()
     if kind == "winter":
         return _winter(base)
     x = base.raw.astype(np.float32) / 255.0

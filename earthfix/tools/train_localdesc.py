@@ -62,6 +62,7 @@ def frame_pairs(seed: int, i: int, per_frame: int = 200, cloud_edge_max: float =
     from ..onboard.localdesc import WINDOW_PER_SIZE, patch_grid, sample_patches
     from ..onboard.verify import VerifyConfig, cloud_fill_config
     from ..sim import render as render_mod
+    from ..sim.effects import CLOUD_EDGE
     from .build_keystore import BuildConfig, _bilinear, render_tile, store_feature_config
     from .evaluate import is_eligible
     from .framesets import FrameSpec, make_frameset
@@ -73,10 +74,10 @@ def frame_pairs(seed: int, i: int, per_frame: int = 200, cloud_edge_max: float =
     spec = FrameSpec(cloud_cover=float(rng.uniform(0.0, 0.8)),
                      thin_cloud=float(rng.uniform(0.05, 0.35)) if rng.uniform() < 0.35 else 0.0,
                      cumulus=0.3 if rng.uniform() < 0.15 else 0.0)
-    if cloud_edge_max > 0.8:
+    if cloud_edge_max > CLOUD_EDGE:
         er = np.random.default_rng([seed, i, 0xED6E])
         if er.uniform() < 0.5:
-            spec.cloud_edge = float(er.uniform(0.8, cloud_edge_max))
+            spec.cloud_edge = float(er.uniform(CLOUD_EDGE, cloud_edge_max))
     img, truth = next(iter(make_frameset(1, seed * 100_000 + i, cam, basemap, spec)))
     if not is_eligible(truth):
         return None

