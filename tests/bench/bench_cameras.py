@@ -18,12 +18,11 @@ import argparse
 
 import numpy as np
 
-from earthfix.onboard import geodesy
 from earthfix.onboard.camera import Camera
 from earthfix.onboard.features import fill_clouds
 from earthfix.onboard.localizer import Localizer
 from earthfix.tools.build_index import ensure_default_bundle
-from earthfix.tools.evaluate import first_hit_rank, is_eligible
+from earthfix.tools.evaluate import FALSE_FIX_KM, first_hit_rank, is_eligible, position_error_km
 from earthfix.tools.framesets import FrameSpec, make_frameset
 
 from bench_ceiling import true_place_fixed
@@ -62,8 +61,8 @@ class Tally:
             self.ceiling += bool(ceiling is not None and ceiling())
         if not f.fix:
             return None
-        err = float(geodesy.great_circle_km(f.lat, f.lon, truth["bore_lat"], truth["bore_lon"]))
-        self.false += err > 50.0
+        err = position_error_km(f.lat, f.lon, truth)
+        self.false += err > FALSE_FIX_KM
         if el:
             self.fixes += 1
             self.errs.append(err)
