@@ -943,7 +943,7 @@ def render_markdown(r: dict) -> str:
     if "retrieval" in r:
         L += ["", "## Retrieval side by side (same frames, overall sets, eligible)", "",
               "| method | R@1 | R@10 | descriptor ms p50 | p99 | search ms p50 |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
-        for key, row in r["retrieval"].items():
+        for row in r["retrieval"].values():
             L.append(f"| {row['label']} | {_f(row['recall@1'], 1, True)} | {_f(row['recall@10'], 1, True)} | "
                      f"{_f(row['latency_ms']['p50'], 2)} | {_f(row['latency_ms']['p99'], 2)} | "
                      f"{_f((row.get('search_ms') or {}).get('p50'), 3)} |")
