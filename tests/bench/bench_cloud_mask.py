@@ -1,7 +1,7 @@
 """Which errors of the cloud mask cost the cloud-filled look? (not a pytest test; run as a script)
 
     PYTHONPATH=. python tests/bench/bench_cloud_mask.py [--n 120] [--seed 4242] [--set cloudy ...] [--union]
-        [--exact]
+        [--exact] [--cloud-edge 2.0]
 
 For the eligible frames of eval-like sets (``bench_ceiling.SETS``, ``make_frameset``, never the eval's seed)
 the verifier gets the true place (as in ``bench_ceiling.py``) and the frame's cloud-filled look, filled by
@@ -16,7 +16,8 @@ three masks more, the simulator's opacity > 0.02 *not* dilated, the same dilated
 perfect unmixing of thin cloud: the pixels of opacity <= 0.5 replaced by the same frame rendered without
 clouds (the sampler returns no cloud, every random draw is unchanged), opacity > 0.5 filled, undilated;
 and the flight mask's pixel precision / recall against opacity > 0.02. The opacity is the thick cloud
-field's (``sample_with_thickness``): the sets here have no thin veil or cumulus.
+field's (``sample_with_thickness``): the sets here have no thin veil or cumulus. ``--cloud-edge``: the clouds
+with wider translucent margins (``EffectsConfig.cloud_edge``, as the eval's ``stress_translucent`` set has them).
 
 The simulator's opacity is read by wrapping ``CloudField.sample_with_thickness`` for the run (the effects
 take their random cloud offset inside ``effects.apply``): this script only, never the flight path.
@@ -115,6 +116,8 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", choices=list(SETS), help="default: cloudy, land256")
     ap.add_argument("--union", action="store_true", help="also the filled look plus the frame's cloud-pixel keypoints")
     ap.add_argument("--exact", action="store_true", help="also the exact simulator mask (undilated, dilated) and a perfect unmix")
+    ap.add_argument("--cloud-edge", type=float, default=0.0,
+                    help="the clouds' translucent margin (EffectsConfig.cloud_edge; 0: the simulator's)")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     bundle = Bundle.load(default_bundle_dir())
@@ -134,10 +137,10 @@ def main() -> None:
             px = np.zeros(3, np.int64)      # flight mask against opacity > 0.02: both, mask, opacity
             if args.exact:
                 op.zero = True
-                twins = iter([im for im, _ in make_frameset(args.n, args.seed, cam, bm, FrameSpec(cloud_cover=cover))])
+                twins = iter([im for im, _ in make_frameset(args.n, args.seed, cam, bm, FrameSpec(cloud_cover=cover, cloud_edge=args.cloud_edge))])
                 op.zero = False
             op.alpha = None
-            for img, truth in make_frameset(args.n, args.seed, cam, bm, FrameSpec(cloud_cover=cover)):
+            for img, truth in make_frameset(args.n, args.seed, cam, bm, FrameSpec(cloud_cover=cover, cloud_edge=args.cloud_edge)):
                 twin = next(twins, None)
                 alpha, op.alpha = op.alpha, None
                 if not is_eligible(truth) or alpha is None:
