@@ -135,12 +135,13 @@ def main() -> None:
             cloud_px, clear_px = [], []
             twins = iter(())
             px = np.zeros(3, np.int64)      # flight mask against opacity > 0.02: both, mask, opacity
+            spec = FrameSpec(cloud_cover=cover, cloud_edge=args.cloud_edge)
             if args.exact:
                 op.zero = True
-                twins = iter([im for im, _ in make_frameset(args.n, args.seed, cam, bm, FrameSpec(cloud_cover=cover, cloud_edge=args.cloud_edge))])
+                twins = iter([im for im, _ in make_frameset(args.n, args.seed, cam, bm, spec)])
                 op.zero = False
             op.alpha = None
-            for img, truth in make_frameset(args.n, args.seed, cam, bm, FrameSpec(cloud_cover=cover, cloud_edge=args.cloud_edge)):
+            for img, truth in make_frameset(args.n, args.seed, cam, bm, spec):
                 twin = next(twins, None)
                 alpha, op.alpha = op.alpha, None
                 if not is_eligible(truth) or alpha is None:
