@@ -279,7 +279,7 @@ def test_thin_cloud_stress_set_veils_land256_kind_of_frames():
     _, veiled = ev.scenario_frames(sdef, 3, 321)
     _, plain = ev.scenario_frames(dataclasses.replace(sdef, thin_cloud=0.0), 3, 321)
     brighter = 0
-    for (a, ta), (b, tb) in zip(veiled, plain):
+    for (a, ta), (b, tb) in zip(veiled, plain, strict=True):
         assert ta == tb                                   # same places, times, cameras and eligibility
         brighter += a.astype(float).mean() > b.astype(float).mean() + 1.0
     assert brighter >= 1
@@ -292,7 +292,7 @@ def test_dawn_stress_set_is_land256_under_a_lower_sun():
     assert sdef.stress and (sdef.width, sdef.fov_deg) == (land256.width, land256.fov_deg) and sdef.day_hours[1] <= 8.0
     _, dawn = ev.scenario_frames(sdef, 4, 321)
     _, noon = ev.scenario_frames(dataclasses.replace(sdef, day_hours=land256.day_hours), 4, 321)
-    for (a, ta), (b, tb) in zip(dawn, noon):
+    for (_, ta), (_, tb) in zip(dawn, noon, strict=True):
         assert ta["bore_lat"] == tb["bore_lat"]                  # same places, an earlier hour
         assert ta["sun_elev_deg"] < tb["sun_elev_deg"]
 
@@ -306,7 +306,7 @@ def test_seafloor_stress_set_is_open_ocean_with_the_sea_floors_shading_and_count
     _, shaded = ev.scenario_frames(sdef, 4, 321)
     _, flat = ev.scenario_frames(dataclasses.replace(sdef, basemap=None), 4, 321)
     textured = 0
-    for (a, ta), (b, tb) in zip(shaded, flat):
+    for (a, ta), (b, tb) in zip(shaded, flat, strict=True):
         assert ta["bore_lat"] == tb["bore_lat"] and not ta["eligible"]        # same places; no land to fix on
         textured += cv2.Laplacian(a, cv2.CV_32F).std() > cv2.Laplacian(b, cv2.CV_32F).std()
     assert textured >= 3
@@ -320,7 +320,7 @@ def test_translucent_stress_set_widens_the_cloud_margins_of_land512_kind_of_fram
     _, soft = ev.scenario_frames(sdef, 4, 321)
     _, crisp = ev.scenario_frames(dataclasses.replace(sdef, cloud_edge=0.0), 4, 321)
     changed = 0
-    for (a, ta), (b, tb) in zip(soft, crisp):
+    for (a, ta), (b, tb) in zip(soft, crisp, strict=True):
         assert ta == tb                          # same places, times, cloud fraction and eligibility
         changed += not np.array_equal(a, b)
     assert changed >= 1
@@ -334,7 +334,7 @@ def test_cumulus_stress_set_lays_cells_over_land512_kind_of_frames():
     _, cells = ev.scenario_frames(sdef, 4, 321)
     _, plain = ev.scenario_frames(dataclasses.replace(sdef, cumulus=0.0), 4, 321)
     brighter = 0
-    for (a, ta), (b, tb) in zip(cells, plain):
+    for (a, ta), (b, tb) in zip(cells, plain, strict=True):
         assert ta["bore_lat"] == tb["bore_lat"] and ta["time"] == tb["time"]     # same places and times
         assert ta["land_clear_frac"] <= tb["land_clear_frac"]                   # cells count as cloud
         brighter += a.astype(float).mean() > b.astype(float).mean() + 1.0

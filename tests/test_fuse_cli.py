@@ -70,7 +70,7 @@ def test_fuse_makes_the_orbit_from_fixes_and_times_and_names_what_it_skipped(tmp
 def test_fuse_takes_a_lines_own_time_and_refuses_a_run_with_none(tmp_path, capsys):
     fixes, times = _write_run(tmp_path, bad_lines=False)
     own = []
-    for line, t in zip(fixes, times):
+    for line, t in zip(fixes, times, strict=True):
         rec = json.loads(line)
         rec["time"] = t["time"]          # replay's fixes.jsonl carries its own times
         own.append(json.dumps(rec))

@@ -88,11 +88,12 @@ def test_j2_propagator_fits_sgp4_to_tens_of_metres(iss):
     """Noise-free fixes: the RK4 + J2 batch fit reproduces 2.5 h of sgp4 ISS within 0.1 km."""
     times, truth, vel = iss
     fuser = OrbitFuser(ecc_prior_sigma=None)
-    for t, p in zip(times[::3], truth[::3]):
+    for t, p in zip(times[::3], truth[::3], strict=True):
         fuser.add(t, p)
     sol = fuser.fit()
     assert sol is not None and sol.n_rejected == 0
-    errs = [np.linalg.norm(fuser.estimate(t)[0] - p) for t, p in zip(times[::7], truth[::7])]
+    errs = [np.linalg.norm(fuser.estimate(t)[0] - p)
+            for t, p in zip(times[::7], truth[::7], strict=True)]
     assert np.sqrt(np.mean(np.square(errs))) < 0.1
     r, v, _ = fuser.estimate(times[-1])
     assert np.linalg.norm(v - vel[-1]) < 1e-3          # km/s, Earth-relative as the truth

@@ -85,7 +85,7 @@ def check_batch(out: str, err: str, frames) -> list[dict]:
     lines = strict_json_lines(out)
     assert len(lines) == len(frames)
     assert "Traceback" not in err and "Traceback" not in out
-    for ln, (path, kind) in zip(lines, frames):
+    for ln, (path, kind) in zip(lines, frames, strict=True):
         assert ln["frame"] == path                              # in order, the path as given
         assert CONTRACT_KEYS <= set(ln) <= CONTRACT_KEYS | {"error"}
         assert 0.0 <= ln["confidence"] <= 1.0

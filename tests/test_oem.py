@@ -198,7 +198,7 @@ def test_replay_with_stub_localizer_writes_every_product(tmp_path):
     assert len(truth) == len(fixes) == len(scenario) == report["frames"]
     locate_keys = {"frame", "fix", "lat", "lon", "sub_lat", "sub_lon", "alt_km", "yaw_deg", "confidence",
                    "candidates", "latency_ms"}
-    for tr, fx in zip(truth, fixes):
+    for tr, fx in zip(truth, fixes, strict=True):
         assert locate_keys <= fx.keys() and "time" in fx and "fused_ecef_km" in fx
         assert fx["frame"] == tr["frame"] and fx["time"] == tr["time"]
     assert fixes[2]["fix"] is False and fixes[2]["error"].startswith("internal error: RuntimeError")

@@ -241,7 +241,7 @@ def test_determinism_by_seed(cam256, basemap):
     b, _ = run(5)
     c, _ = run(6)
     assert [x[0] for x in a] == [x[0] for x in b] and [x[1] for x in a] == [x[1] for x in b]
-    assert all(x[0] != y[0] for x, y in zip(a, c))
+    assert all(x[0] != y[0] for x, y in zip(a, c, strict=True))
     # random access gives the same frame as the stream
     im1, tr1 = scen.frame(1)
     assert im1.tobytes() == a[1][0] and tr1 == a[1][1]
