@@ -166,3 +166,28 @@ def test_a_translucent_cloud_edge_is_cloud_like_but_green_and_sandy_ground_is_no
     assert mask[:, 64:].all() and not mask[:, :64].any()
     old = cloud_mask(img, FeatureConfig(cloud_max_sat=0.15), dilate=False)
     assert not old[:, 64:].any()
+
+
+def test_a_colour_cast_that_hides_the_cloud_gets_a_last_look_balanced(tiny_bundle, basemap):
+    """Another sensor's band gains (BGR x0.8 / 1.0 / 1.2) give the simulator's broken cloud (cover 0.7) a
+    colour: the mask misses it, so the frame is looked at plain only, and fails. The last look (evidence
+    ``look`` "balanced") takes the mask from the white-balanced frame and fixes at the true place; without
+    it (``balance_look: false``) there is no fix. The same frame without the cast is filled first as ever."""
+    from earthfix.onboard import geodesy
+    from earthfix.onboard.camera import Camera, nadir_attitude
+    from earthfix.sim import render
+    from earthfix.sim.effects import CloudField
+    lat, lon = 35.0, -108.0
+    cam = Camera.from_fov(256, 256, 80)
+    view = render.render(basemap, cam, geodesy.geodetic_to_ecef(lat, lon, ALT_KM), nadir_attitude(lat, lon, YAW_DEG))
+    cloudy = under_cloud(view.image, CloudField(seed=2).sample(view.lat, view.lon, 0.7)[..., None])
+    cast = cv2.multiply(cloudy, (0.8, 1.0, 1.2, 0.0))
+    slow = {"deadline_ms": 1000.0}                   # the looks' order, not the machine's speed, is under test
+    on = _locate(tiny_bundle, slow, cam, cast)
+    off = _locate(tiny_bundle, dict(slow, balance_look=False), cam, cast)
+    assert on.evidence["cloud_share"] < 0.2 and "balance_ms" in on.stages_ms
+    assert on.fix and on.evidence["look"] == "balanced", on.reason
+    assert geodesy.great_circle_km(on.lat, on.lon, lat, lon) < 2.0 and "balanced_look_ms" in on.stages_ms
+    assert not off.fix and "balance_ms" not in off.stages_ms
+    plain = _locate(tiny_bundle, slow, cam, cloudy)
+    assert plain.fix and plain.evidence["look"] == "filled" and "balance_ms" not in plain.stages_ms

@@ -25,6 +25,7 @@ DEFAULTS = {
     "encoder_places": "last",
     "cloud_fill": True,
     "despeckle": True,
+    "balance_look": True,
     "max_frame_side_px": 1024,
     "fine_store": True,
     "encoder_spacing": 0.5,
@@ -99,7 +100,10 @@ def validate(cfg: dict) -> dict:
         raise ConfigError("config: expected a mapping at the top level")
     unknown = set(cfg) - set(DEFAULTS)
     if unknown:
-        raise ConfigError(f"config: unknown key '{sorted(map(_name, unknown))[0]}' (known: {', '.join(DEFAULTS)})")
+        key = sorted(map(_name, unknown))[0]
+        close = difflib.get_close_matches(key, list(DEFAULTS), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else "the keys are configs/default.yaml's"
+        raise ConfigError(f"config: unknown key '{key}' ({hint})")
     out = dict(DEFAULTS, **cfg)
     if out["encoder"] is not None and not isinstance(out["encoder"], str):
         raise ConfigError("config: 'encoder' must be a path or null")
@@ -124,7 +128,7 @@ def validate(cfg: dict) -> dict:
     if out["encoder_places"] not in ENCODER_PLACES:
         raise ConfigError(f"config: 'encoder_places' must be one of {', '.join(ENCODER_PLACES)}, "
                           f"got {_r(out['encoder_places'])}")
-    for k in ("vote", "cloud_fill", "despeckle", "fine_store"):
+    for k in ("vote", "cloud_fill", "despeckle", "balance_look", "fine_store"):
         if not isinstance(out[k], bool):
             raise ConfigError(f"config: '{k}' must be true or false, got {_r(out[k])}")
     for k in ("verify", "confidence"):

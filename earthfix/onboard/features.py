@@ -362,13 +362,41 @@ def _percentile_u8(a: np.ndarray, mask: np.ndarray, q: float) -> float:
     return float(np.searchsorted(c, q / 100.0 * c[-1]))
 
 
+def white_balanced(image_bgr: np.ndarray, pct: float = 99.0, min_gain: float = 1.05):
+    """``image_bgr`` with each band scaled so that its ``pct`` percentile over the lit pixels matches the
+    brightest band's, or None when no band needs a gain of ``min_gain`` or more (a balanced frame) or the
+    frame is unlit or grey.
+
+    Why: a cloud is white, so under a sensor's colour cast (another sensor's band gains) it takes the
+    cast's colour, and its saturation rises over ``cloud_max_sat``: :func:`cloud_mask` no longer sees it.
+    On a frame with cloud the brightest pixels are the cloud's, and scaling them back to grey gives the
+    mask its clouds again. On a bright desert the brightest pixels are sand, which this turns grey too,
+    so the Localizer uses it only for a last look, after the frame as it came found nothing.
+    """
+    img = np.ascontiguousarray(image_bgr)
+    v = cv2.max(cv2.max(img[..., 0], img[..., 1]), img[..., 2])
+    lit = (v > 15).astype(np.uint8)
+    if img.ndim != 3 or cv2.countNonZero(lit) < 16:
+        return None
+    top = np.array([_percentile_u8(np.ascontiguousarray(img[..., c]), lit, pct) for c in range(3)],
+                   dtype=np.float64)
+    if top.min() <= 15:
+        return None
+    gains = top.max() / top
+    if gains.max() < min_gain:
+        return None
+    return cv2.multiply(img, (*gains, 0.0))                           # rounded, saturated
+
+
 def fill_clouds(image_bgr: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
-                share: tuple[float, float] = (0.0, 1.0)):
+                share: tuple[float, float] = (0.0, 1.0), balance: bool = False):
     """Replace cloud-like pixels (:func:`cloud_mask`) by a Gaussian-weighted mean of the clear pixels
     around them (normalised convolution). Returns (BGR uint8 image of the input's size, mask or None);
     the mask is at the resolution the fill ran at: twice ``cfg``'s working resolution
     (:func:`work_scale`), or the input's if coarser. Clear pixels keep their input values. A frame whose
     cloud-like share of pixels lies outside ``share`` is returned as it is (the input object).
+    ``balance``: the mask is taken from the frame white-balanced (:func:`white_balanced`, at the fill's
+    resolution), and a frame that needs no balance is returned as it is with mask None.
 
     Why: at the reference's ~7 km/px a SIFT descriptor spans 100-250 km, so broken cloud (fragments of
     6-30 km) lands in nearly every descriptor window of a partly cloudy frame, and a cloud edge's
@@ -384,7 +412,10 @@ def fill_clouds(image_bgr: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
         small = cv2.resize(image_bgr, (max(8, int(round(w * fs))), max(8, int(round(h * fs)))),
                            interpolation=cv2.INTER_AREA)
         fs = small.shape[1] / w
-    mask = cloud_mask(small, cfg, ws / fs)
+    judged = white_balanced(small) if balance else small
+    if judged is None:
+        return image_bgr, None
+    mask = cloud_mask(judged, cfg, ws / fs)
     if mask is None:
         return image_bgr, mask
     n = cv2.countNonZero(mask.view(np.uint8))

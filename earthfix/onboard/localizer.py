@@ -30,7 +30,11 @@ Small cloud cells (config ``despeckle``): a frame whose cloud-like pixels are mo
 ``speckle_share``; docs/VERIFICATION.md, "Fair-weather cumulus"); if they find nothing and time is left, the
 frame as it came gets a last look (evidence ``look`` "undespeckled"; its own vote's places only). A place a
 later look's vote finds but its features cannot hold is verified with the filled look's features too (they
-see through the cloud; evidence ``look`` "filled"). Big frames (config
+see through the cloud; evidence ``look`` "filled"). A colour frame the fill left alone and no look fixed
+gets a last look with its cloud mask taken from the frame white-balanced by its brightest pixels (config
+``balance_look``; evidence ``look`` "balanced", stages ``balance_ms`` and ``balanced_look_ms``): another
+sensor's colour cast tints white cloud past the mask's saturation limit (docs/VERIFICATION.md, "A colour cast
+and the cloud mask"); last, because on a clear desert the brightest pixels are sand. Big frames (config
 ``max_frame_side_px``): area-averaged once by an integer factor, the camera scaled with them.
 
     loc = Localizer.load(bundle_dir, config_path)          # once
@@ -139,7 +143,9 @@ class Prepared(NamedTuple):
 
 class Look(NamedTuple):
     """One way of looking at a frame: its name (evidence ``look``), the image, the verifier that extracts
-    and verifies on it, and the pixels no keypoint may be centred on (the filled cloud) or None."""
+    and verifies on it, and the pixels no keypoint may be centred on (the filled cloud) or None. A look
+    made only when it is reached has a function for its image that returns (image, drop) or None (no
+    such look for this frame)."""
     name: str
     image: np.ndarray
     verifier: object
@@ -362,11 +368,22 @@ class Localizer:
             else:
                 filled = None
             stages["fill_ms"] = (_time.perf_counter() - t) * 1e3
+            if filled is None and bgr.ndim == 3 and self.cfg["balance_look"]:
+                # a colour cast (another sensor's band gains) gives clouds its colour and hides them
+                # from the mask: a last look, made only when reached, with the mask of the balanced frame
+                looks.append(Look("balanced", lambda b=bgr, v=fver: self._balanced(b, v), fver, None))
         if img is not raw:
             # erosion also widens dark ground features and takes patchy snow out: a frame it was
             # wrong about gets a last look as it came
             looks.append(Look("undespeckled", raw, plain_ver, None))
         return Prepared(looks, share, speckle, filled, None if img is raw else img)
+
+    @staticmethod
+    def _balanced(bgr: np.ndarray, fver) -> tuple | None:
+        """(cloud-filled frame, its mask) with the cloud taken from the white-balanced frame, or None when
+        the frame needs no balance or the balanced mask's share lies outside FILL_SHARE."""
+        filled, mask = fill_clouds(bgr, fver.cfg.feature, share=FILL_SHARE, balance=True)
+        return None if filled is bgr else (filled, mask)
 
     def encoder_views(self, prep: Prepared) -> list:
         """The cleaned frames of ``prep`` the encoder averages with the frame (config ``encoder_views``)."""
@@ -441,6 +458,13 @@ class Localizer:
             for i, nxt in enumerate(looks[1:], 1):
                 if v.ok or _time.perf_counter() + later_ms / 1e3 >= deadline:
                     break
+                if callable(nxt.image):
+                    t = _time.perf_counter()
+                    made = nxt.image()
+                    stages["balance_ms"] = (_time.perf_counter() - t) * 1e3
+                    if made is None:
+                        continue
+                    nxt = looks[i] = nxt._replace(image=made[0], drop=made[1])
                 # only the places a later look's own vote finds are verified (the first look's were just
                 # tried; the encoder's were tried with them or come last)
                 t = _time.perf_counter()
@@ -458,7 +482,8 @@ class Localizer:
                     fix.candidates, v, look = (cands2 + cands)[: self.cfg["top_k"]], v2, hit
                 else:
                     later_votes += cands2
-                stages["second_look_ms" if i == 1 else "third_look_ms"] = (_time.perf_counter() - t) * 1e3
+                stage = "balanced_look_ms" if nxt.name == "balanced" else "second_look_ms" if i == 1 else "third_look_ms"
+                stages[stage] = (_time.perf_counter() - t) * 1e3
             if (order == "last" and not v.ok and v_first.resumable
                     and _time.perf_counter() + retrieval.estimate_ms() / 1e3 + slowest_s < deadline):
                 # every look's own places failed: the encoder's, with the first look's features (the first
