@@ -30,11 +30,12 @@ Small cloud cells (config ``despeckle``): a frame whose cloud-like pixels are mo
 ``speckle_share``; docs/VERIFICATION.md, "Fair-weather cumulus"); if they find nothing and time is left, the
 frame as it came gets a last look (evidence ``look`` "undespeckled"; its own vote's places only). A place a
 later look's vote finds but its features cannot hold is verified with the filled look's features too (they
-see through the cloud; evidence ``look`` "filled"). A colour frame the fill left alone and no look fixed
-gets a last look with its cloud mask taken from the frame white-balanced by its brightest pixels (config
-``balance_look``; evidence ``look`` "balanced", stages ``balance_ms`` and ``balanced_look_ms``): another
-sensor's colour cast tints white cloud past the mask's saturation limit (docs/VERIFICATION.md, "A colour cast
-and the cloud mask"); last, because on a clear desert the brightest pixels are sand. Big frames (config
+see through the cloud; evidence ``look`` "filled"). A colour frame the fill left alone gets, when its plain
+look found nothing and time is left, a look with its cloud mask taken from the frame white-balanced by its
+brightest pixels (config ``balance_look``; after the plain look, before an undespeckled one; evidence ``look``
+"balanced", stages ``balance_ms`` and ``balanced_look_ms``): another sensor's colour cast tints white cloud past
+the mask's saturation limit (docs/VERIFICATION.md, "A colour cast and the cloud mask"); never first, because on
+a clear desert the brightest pixels are sand. Big frames (config
 ``max_frame_side_px``): area-averaged once by an integer factor, the camera scaled with them.
 
     loc = Localizer.load(bundle_dir, config_path)          # once
@@ -370,7 +371,7 @@ class Localizer:
             stages["fill_ms"] = (_time.perf_counter() - t) * 1e3
             if filled is None and bgr.ndim == 3 and self.cfg["balance_look"]:
                 # a colour cast (another sensor's band gains) gives clouds its colour and hides them
-                # from the mask: a last look, made only when reached, with the mask of the balanced frame
+                # from the mask: a later look, made only when reached, with the mask of the balanced frame
                 looks.append(Look("balanced", lambda b=bgr, v=fver: self._balanced(b, v), fver, None))
         if img is not raw:
             # erosion also widens dark ground features and takes patchy snow out: a frame it was
@@ -482,7 +483,8 @@ class Localizer:
                     fix.candidates, v, look = (cands2 + cands)[: self.cfg["top_k"]], v2, hit
                 else:
                     later_votes += cands2
-                stage = "balanced_look_ms" if nxt.name == "balanced" else "second_look_ms" if i == 1 else "third_look_ms"
+                stage = ("balanced_look_ms" if nxt.name == "balanced" else
+                         "second_look_ms" if i == 1 else "third_look_ms")
                 stages[stage] = (_time.perf_counter() - t) * 1e3
             if (order == "last" and not v.ok and v_first.resumable
                     and _time.perf_counter() + retrieval.estimate_ms() / 1e3 + slowest_s < deadline):
