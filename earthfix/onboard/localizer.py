@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 import time as _time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import cv2
 import numpy as np
@@ -148,7 +148,7 @@ class Look(NamedTuple):
     made only when it is reached has a function for its image that returns (image, drop) or None (no
     such look for this frame)."""
     name: str
-    image: np.ndarray
+    image: np.ndarray | Callable[[], tuple | None]
     verifier: object
     drop: np.ndarray | None
 
