@@ -371,12 +371,14 @@ def white_balanced(image_bgr: np.ndarray, pct: float = 99.0, min_gain: float = 1
     cast's colour, and its saturation rises over ``cloud_max_sat``: :func:`cloud_mask` no longer sees it.
     On a frame with cloud the brightest pixels are the cloud's, and scaling them back to grey gives the
     mask its clouds again. On a bright desert the brightest pixels are sand, which this turns grey too,
-    so the Localizer uses it only for a last look, after the frame as it came found nothing.
+    so the Localizer uses it only for a later look, after the plain look found nothing.
     """
     img = np.ascontiguousarray(image_bgr)
+    if img.ndim != 3:
+        return None
     v = cv2.max(cv2.max(img[..., 0], img[..., 1]), img[..., 2])
     lit = (v > 15).astype(np.uint8)
-    if img.ndim != 3 or cv2.countNonZero(lit) < 16:
+    if cv2.countNonZero(lit) < 16:
         return None
     top = np.array([_percentile_u8(np.ascontiguousarray(img[..., c]), lit, pct) for c in range(3)],
                    dtype=np.float64)
