@@ -191,3 +191,37 @@ def test_a_colour_cast_that_hides_the_cloud_gets_a_last_look_balanced(tiny_bundl
     assert not off.fix and "balance_ms" not in off.stages_ms
     plain = _locate(tiny_bundle, slow, cam, cloudy)
     assert plain.fix and plain.evidence["look"] == "filled" and "balance_ms" not in plain.stages_ms
+
+
+def test_a_frame_on_a_steeper_tone_curve_is_lifted_and_a_frame_on_the_maps_is_left_alone(tiny_bundle, basemap):
+    """A sensor whose counts follow a steeper tone curve than the map's (the simulator's ``tone_gamma`` 4) puts
+    the ground in the bottom few DN: the cloud mask misses its cloud and the plain look holds few matches.
+    Lifted back (config ``tone_lift_dn``: its 25th percentile to 20 DN; evidence ``tone_gamma``) the cloud is
+    filled and the filled look holds several times as many, at the true place. A frame on the map's curve is
+    not touched: the same answer with the lift on or off."""
+    import numpy as np
+    from earthfix.onboard import geodesy
+    from earthfix.onboard.camera import Camera
+    from earthfix.sim.effects import EffectsConfig
+    from earthfix.sim.scenario import single_frame
+    cam = Camera.from_fov(256, 256, 80)
+    lat, lon = 35.8, -109.6                          # Colorado Plateau, cloud cover 0.3
+    slow = {"deadline_ms": 1000.0}                   # the looks, not the machine's speed, are under test
+    answers = {}
+    for gamma in (4.0, 1.0):
+        img, truth = single_frame(basemap, cam, lat, lon, 600.0, YAW_DEG, tilt_deg=1.0, tilt_az_deg=0.0,
+                                  effects=EffectsConfig.from_dict({"tone_gamma": gamma, "cloud_cover": 0.3}),
+                                  rng=np.random.default_rng(0))
+        on = _locate(tiny_bundle, slow, cam, img)
+        off = _locate(tiny_bundle, dict(slow, tone_lift_dn=0), cam, img)
+        answers[gamma] = on, off, truth
+        assert off.evidence["tone_gamma"] == 1.0
+    on, off, truth = answers[4.0]
+    assert 0.4 <= on.evidence["tone_gamma"] < 0.8 and "tone_ms" in on.stages_ms
+    assert off.evidence["look"] != "filled" and off.evidence["cloud_share"] < 0.2
+    assert on.fix and on.evidence["look"] == "filled" and on.inliers >= 3 * off.inliers, (on.reason, off.inliers)
+    assert geodesy.great_circle_km(on.lat, on.lon, truth["bore_lat"], truth["bore_lon"]) < 5.0
+    on, off, truth = answers[1.0]
+    assert np.percentile(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), 25) > 20       # (the map's curve: not lifted)
+    assert on.evidence["tone_gamma"] == 1.0 and on.fix and off.fix
+    assert (on.lat, on.lon, on.inliers, on.evidence["look"]) == (off.lat, off.lon, off.inliers, off.evidence["look"])

@@ -158,6 +158,32 @@ def test_each_effect_changes_the_image(basemap, cam256):
         assert np.abs(img.astype(int) - v.image).mean() > 0.3, key
 
 
+def test_the_sensor_tone_curve_maps_every_pixel_by_the_same_power(basemap, cam256):
+    """``tone_gamma``: out = 255 (in / 255) ** gamma on the whole frame, after everything else; 1 (the
+    default) leaves frames as they were, bit for bit."""
+    v = view_at(basemap, cam256, 46.5, 9.0)
+    t = datetime(2026, 3, 20, 11, tzinfo=timezone.utc)
+    assert fx.EffectsConfig.default().tone_gamma == 1.0
+    clean = fx.EffectsConfig.clean()
+    ref = fx.apply(v, t, fx.EffectsConfig.from_dict({"haze": 0.1}, base=clean), np.random.default_rng(0))[0]
+    same = fx.apply(v, t, fx.EffectsConfig.from_dict({"haze": 0.1, "tone_gamma": 1.0}, base=clean),
+                    np.random.default_rng(0))[0]
+    assert np.array_equal(ref, same)
+    x = ref.astype(float)
+    for gamma in (2.2, 0.5):
+        img = fx.apply(v, t, fx.EffectsConfig.from_dict({"haze": 0.1, "tone_gamma": gamma}, base=clean),
+                       np.random.default_rng(0))[0]
+        # the curve of the unrounded frame: within a DN of the curve of the rounded one, times its slope
+        slope = np.maximum(1.0, gamma * (np.maximum(x, 1.0) / 255.0) ** (gamma - 1.0))
+        assert np.all(np.abs(img - 255.0 * (x / 255.0) ** gamma) <= 0.5 + 0.5 * slope + 1e-6), gamma
+        mid = (x > 60) & (x < 190)
+        assert mid.sum() > 1000
+        assert (img[mid].mean() < x[mid].mean() - 30) if gamma > 1 else (img[mid].mean() > x[mid].mean() + 30)
+    for bad in (0, 0.1, 6.0):
+        with pytest.raises(ValueError, match="tone_gamma"):
+            fx.EffectsConfig.from_dict({"tone_gamma": bad})
+
+
 def test_appearance_shift():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)

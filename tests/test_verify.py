@@ -135,6 +135,29 @@ def test_cloud_mask_and_fill_rules(basemap):
     assert fill_clouds(cloudy, cfg, share=(0.5, 0.8))[0] is cloudy
 
 
+def test_tone_lift_inverts_a_steeper_curve_and_leaves_a_bright_enough_frame_alone(basemap):
+    """``features.tone_lifted``: a frame whose 25th-percentile grey is under ``low_dn`` goes through the power
+    that takes it there (so a frame darkened by x ** 2.2 comes back close to itself), capped at
+    ``max_lift``; a frame at or over it, and any frame with ``low_dn`` 0, is returned as it is."""
+    from earthfix.onboard.features import tone_lifted
+    rng = np.random.default_rng(0)
+    x = np.clip(rng.normal(70, 25, (64, 64, 3)), 0, 255).astype(np.uint8)          # p25 ~53 DN
+    same, g = tone_lifted(x, 20.0)
+    assert same is x and g == 1.0
+    assert tone_lifted(x, 0.0)[0] is x
+    dark = np.clip(255.0 * (x / 255.0) ** 2.2 + 0.5, 0, 255).astype(np.uint8)       # p25 ~9 DN
+    lifted, g = tone_lifted(dark, 20.0)
+    assert 0.5 < g < 0.9 and lifted.shape == dark.shape and lifted.dtype == np.uint8
+    p25 = np.percentile(cv2.cvtColor(lifted, cv2.COLOR_BGR2GRAY), 25)
+    assert 17 <= p25 <= 23                                                          # lifted to ~20 DN
+    # monotone: the order of grey levels is kept, and the lift moved the frame towards the original
+    assert np.corrcoef(lifted.ravel(), x.ravel())[0, 1] > np.corrcoef(dark.ravel(), x.ravel())[0, 1]
+    black = np.zeros((64, 64), np.uint8)
+    black[::2] = 3
+    out, g = tone_lifted(black, 20.0, max_lift=2.0)
+    assert g == pytest.approx(0.5) and out.ndim == 2 and out.max() > 3 * black.max()  # capped; grey frames too
+
+
 def test_a_colour_cast_hides_clouds_from_the_mask_and_the_balance_gives_them_back(basemap):
     """Another sensor's band gains give a white cloud their colour: the mask misses it. Balanced by each
     band's brightest pixels (the cloud's), the mask finds it again; a balanced or grey frame needs none."""

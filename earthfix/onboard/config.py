@@ -26,6 +26,7 @@ DEFAULTS = {
     "cloud_fill": True,
     "despeckle": True,
     "balance_look": True,
+    "tone_lift_dn": 20.0,
     "max_frame_side_px": 1024,
     "fine_store": True,
     "encoder_spacing": 0.5,
@@ -121,6 +122,7 @@ def validate(cfg: dict) -> dict:
     _check("vote_ef", out["vote_ef"], int, 2, 1024)
     _check("max_frame_side_px", out["max_frame_side_px"], int, 64, 16384)
     _check("encoder_spacing", out["encoder_spacing"], float, 0.0, 10.0)
+    _check("tone_lift_dn", out["tone_lift_dn"], float, 0.0, 128.0)
     views = out["encoder_views"]
     if not isinstance(views, list) or any(v not in ENCODER_VIEWS for v in views):
         raise ConfigError(f"config: 'encoder_views' must be a list of {', '.join(ENCODER_VIEWS)} (or []), "

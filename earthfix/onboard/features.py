@@ -390,6 +390,30 @@ def white_balanced(image_bgr: np.ndarray, pct: float = 99.0, min_gain: float = 1
     return cv2.multiply(img, (*gains, 0.0))                           # rounded, saturated
 
 
+def tone_lifted(image: np.ndarray, low_dn: float, max_lift: float = 2.5):
+    """(``image`` through the power curve ``255 (x / 255) ** g`` that takes its 25th-percentile grey level up to
+    ``low_dn``, g) for a frame darker than that, else (``image`` itself, 1.0). ``g`` is at least
+    ``1 / max_lift``; ``low_dn`` 0 turns this off.
+
+    Why: a sensor whose tone curve is steeper than the reference map's (counts nearly linear in radiance,
+    where the map is gamma-encoded) squeezes the ground into the bottom few tens of DN: CLAHE's clip limits
+    how far it spreads them, and the cloud mask's saturation and floor are judged on the wrong curve. The
+    map's own ground seldom has a 25th percentile below ~20 DN in daylight; lifting a frame that does back
+    to it gives the stages the contrast they were tuned on (docs/VERIFICATION.md, "A sensor's tone curve").
+    A frame as bright as that is returned as it is, so frames on the map's curve are untouched.
+    """
+    if low_dn <= 0:
+        return image, 1.0
+    grey = to_grey(image)
+    hist = cv2.calcHist([grey], [0], None, [256], [0, 256]).ravel()
+    p25 = float(np.searchsorted(np.cumsum(hist), 0.25 * grey.size))     # the lower value, as _percentile_u8
+    if p25 >= low_dn:
+        return image, 1.0
+    g = max(1.0 / max_lift, math.log(low_dn / 255.0) / math.log(max(p25, 1.0) / 255.0))
+    lut = np.clip(255.0 * (np.arange(256) / 255.0) ** g + 0.5, 0, 255).astype(np.uint8)
+    return cv2.LUT(np.ascontiguousarray(image), lut), g
+
+
 def fill_clouds(image_bgr: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
                 share: tuple[float, float] = (0.0, 1.0), balance: bool = False):
     """Replace cloud-like pixels (:func:`cloud_mask`) by a Gaussian-weighted mean of the clear pixels

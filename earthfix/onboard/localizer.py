@@ -62,7 +62,7 @@ from .camera import Camera
 from .config import load_config
 from .confidence import ConfidenceModel
 from .encoder import Encoder, sha256_bytes
-from .features import despeckle_clouds, fill_clouds
+from .features import despeckle_clouds, fill_clouds, tone_lifted
 from .fix import Candidate, Fix
 from .frames import FrameError, check_size, normalise_frame
 from .preprocess import preprocess
@@ -391,6 +391,11 @@ class Localizer:
         named = {"filled": prep.filled, "despeckled": prep.despeckled}
         return [named[n] for n in self.cfg["encoder_views"] if named[n] is not None]
 
+    def tone_lifted(self, img: np.ndarray) -> tuple[np.ndarray, float]:
+        """(the frame every stage sees, the power applied): a frame darker than config ``tone_lift_dn`` at
+        its 25th percentile is lifted to it (``features.tone_lifted``; 1.0: as it came)."""
+        return tone_lifted(img, self.cfg["tone_lift_dn"])
+
     def _verifying(self, img: np.ndarray) -> tuple[bool, bool]:
         """(blank, verifying) for a normalised frame."""
         grey = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
@@ -411,7 +416,10 @@ class Localizer:
         check_size(img, camera.width, camera.height)
         img, cam, _ = self._fit_frame(img, camera)
         _, verifying = self._verifying(img)
-        return [img] + (self.encoder_views(self.prepare(img, cam, {})) if verifying else []), cam
+        if not verifying:
+            return [img], cam
+        img, _ = self.tone_lifted(img)
+        return [img] + self.encoder_views(self.prepare(img, cam, {})), cam
 
     def locate(self, frame, camera: Camera, attitude=None, time=None) -> Fix:
         """Localize one frame (uint8 BGR or grey, or any array ``frames.normalise_frame`` accepts)."""
@@ -427,6 +435,11 @@ class Localizer:
         if shrunk:
             stages["shrink_ms"] = (_time.perf_counter() - t) * 1e3
         blank, verifying = self._verifying(img)
+        lift = 1.0
+        if verifying:
+            t = _time.perf_counter()
+            img, lift = self.tone_lifted(img)
+            stages["tone_ms"] = (_time.perf_counter() - t) * 1e3
         retrieval = _Retrieval(self, [img], stages, camera)
         # the encoder runs only when its places are to be verified: "lazy" when the first look's vote
         # places leave the answer open, "last" when every look's have (docs/VERIFICATION.md)
@@ -505,7 +518,7 @@ class Localizer:
                                 hyp_yaw_deg=v.yaw_deg, hyp_sub_lat=v.sub_lat, hyp_sub_lon=v.sub_lon,
                                 source=source, vote_candidates=sum(c.source == "vote" for c in fix.candidates),
                                 cloud_share=round(share, 3), speckle_share=round(speckle, 3),
-                                look=looks[look].name)
+                                look=looks[look].name, tone_gamma=round(lift, 3))
             if v.ok:
                 fix.lat, fix.lon, fix.sub_lat, fix.sub_lon = v.lat, v.lon, v.sub_lat, v.sub_lon
                 fix.alt_km, fix.yaw_deg = v.alt_km, v.yaw_deg

@@ -75,6 +75,10 @@ class EffectsConfig:
                                   # cells where they occur (~30 % of the globe fully, ~70 % in part); a
                                   # pixel is as opaque as the share of it the cells cover, "cloudy" above
                                   # 0.5 like any cloud
+    tone_gamma: float = 1.0       # the sensor's tone curve, out = 255 * (in / 255) ** tone_gamma over the whole
+                                  # frame (ground and cloud), before quantisation: 1 none; ~2.2 a sensor that
+                                  # delivers linear counts of an sRGB-like scene (dark, contrasty ground), ~0.5
+                                  # a log-like stretch (bright, flat ground)
 
     @classmethod
     def default(cls) -> "EffectsConfig":
@@ -136,6 +140,8 @@ class EffectsConfig:
                     raise ValueError(f"effects: 'thin_cloud' must be in [0, 0.5], got {val!r}")
                 if key == "cloud_edge" and val > 10:
                     raise ValueError(f"effects: 'cloud_edge' must be in [0, 10], got {val!r}")
+                if key == "tone_gamma" and not 0.2 <= val <= 5:
+                    raise ValueError(f"effects: 'tone_gamma' must be in [0.2, 5], got {val!r}")
                 if key == "cumulus" and val > 0.6:
                     raise ValueError(f"effects: 'cumulus' must be in [0, 0.6], got {val!r}")
                 val = float(val)
@@ -657,6 +663,10 @@ def apply(view, t, cfg: EffectsConfig, rng: np.random.Generator, clouds: CloudFi
             img += sigma
         else:
             img += noise * np.float32(cfg.noise_sigma)
+    if cfg.tone_gamma != 1.0:                           # the sensor's tone curve on its full range
+        img = np.clip(img, 0.0, 255.0) * np.float32(1.0 / 255.0)   # (cv2.min's scalar would clip band 0 only)
+        cv2.pow(img, float(cfg.tone_gamma), dst=img)
+        img *= np.float32(255.0)
     out = cv2.convertScaleAbs(cv2.max(img, 0.0))        # round and saturate to uint8 (negatives -> 0 first)
     if cfg.jpeg_quality is not None:
         _, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(cfg.jpeg_quality)])
