@@ -225,3 +225,26 @@ def test_a_frame_on_a_steeper_tone_curve_is_lifted_and_a_frame_on_the_maps_is_le
     assert np.percentile(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), 25) > 20       # (the map's curve: not lifted)
     assert on.evidence["tone_gamma"] == 1.0 and on.fix and off.fix
     assert (on.lat, on.lon, on.inliers, on.evidence["look"]) == (off.lat, off.lon, off.inliers, off.evidence["look"])
+
+
+def test_a_dark_frame_with_ground_in_it_is_not_blank_but_sensor_noise_is(tiny_bundle, basemap):
+    """A frame of ground at 4 % of its light (grey std ~1.2 DN, under the 2 DN that alone made a frame blank)
+    still varies at a coarse scale where sensor noise averages away: it is lifted and fixed at the true place.
+    A night frame of noise alone (std ~1 DN, flat at the coarse scale) stays "blank frame"."""
+    import numpy as np
+    from earthfix.onboard import geodesy
+    from earthfix.onboard.camera import Camera, nadir_attitude
+    from earthfix.onboard.localizer import BLANK_STD
+    from earthfix.sim import render
+    cam = Camera.from_fov(256, 256, 80)
+    view = render.render(basemap, cam, geodesy.geodetic_to_ecef(LAT, LON, ALT_KM), nadir_attitude(LAT, LON, YAW_DEG))
+    rng = np.random.default_rng(0)
+    dark = np.clip(np.round(view.image * 0.04 + rng.normal(0, 0.7, view.image.shape)), 0, 255).astype(np.uint8)
+    night = np.clip(np.round(rng.normal(1.0, 2.0, view.image.shape)), 0, 255).astype(np.uint8)
+    for img in (dark, night):
+        assert cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).std() < BLANK_STD
+    fix = _locate(tiny_bundle, {"deadline_ms": 1000.0}, cam, dark)
+    assert fix.reason != "blank frame" and fix.evidence["tone_gamma"] < 0.7
+    assert fix.fix and geodesy.great_circle_km(fix.lat, fix.lon, LAT, LON) < 2.0, fix.reason
+    fix = _locate(tiny_bundle, {}, cam, night)
+    assert not fix.fix and fix.reason == "blank frame"

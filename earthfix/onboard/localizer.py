@@ -67,7 +67,10 @@ from .fix import Candidate, Fix
 from .frames import FrameError, check_size, normalise_frame
 from .preprocess import preprocess
 
-BLANK_STD = 2.0            # grey-level std below which a frame carries no information
+BLANK_STD = 2.0            # grey-level std below which a frame carries no information...
+BLANK_COARSE_STD = 0.5     # ...unless the frame area-averaged to ~32 px still varies by this much (DN): sensor
+                           # noise averages away there (night frames <= 0.35), the ground of a dark frame does not
+                           # (a steep tone curve's forest: 0.4-1.8; docs/VERIFICATION.md, "A sensor's tone curve")
 FILL_SHARE = (0.2, 0.85)   # cloud-like share of a frame for which the cloud-filled look goes first.
                            # Below, filling fixed no frame the plain look did not (bench_ceiling.py --by-share); above,
                            # too little clear ground is left (an eligible frame has >= 20 % clear land). 0.8 until
@@ -400,6 +403,10 @@ class Localizer:
         """(blank, verifying) for a normalised frame."""
         grey = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
         blank = float(grey.std()) < BLANK_STD
+        if blank:
+            f = max(1, max(grey.shape) // 32)
+            coarse = cv2.resize(grey.astype(np.float32), None, fx=1.0 / f, fy=1.0 / f, interpolation=cv2.INTER_AREA)
+            blank = float(coarse.std()) < BLANK_COARSE_STD
         return blank, self.verifier is not None and self.cfg["verify_k"] > 0 and not blank
 
     def encoder_candidates(self, frame, camera: Camera) -> list[Candidate]:
