@@ -158,6 +158,26 @@ def test_tone_lift_inverts_a_steeper_curve_and_leaves_a_bright_enough_frame_alon
     assert g == pytest.approx(0.5) and out.ndim == 2 and out.max() > 3 * black.max()  # capped; grey frames too
 
 
+def test_blur_ratio_tells_a_blurred_frame_and_only_that_one_is_sharpened(basemap):
+    """``features.blur_ratio`` (the 1-2 over the 2-4 working-pixel octave's variance) is well over 0.47 on a
+    frame of the map and under it once the frame is blurred by 3 px; ``features.sharpened`` unsharp-masks the
+    blurred frame only (the sharp one comes back as the same object; ``below`` 0: never), which raises its
+    ratio again."""
+    from earthfix.onboard.features import blur_ratio, sharpened
+    cam = Camera.from_fov(256, 256, 80)
+    img = frame(basemap, cam, 35.0, -108.0, 600.0, 37.0)
+    soft = cv2.GaussianBlur(img, (0, 0), 3.0)
+    assert blur_ratio(img) > 0.6 and blur_ratio(soft) < 0.4
+    same, r = sharpened(img)
+    assert same is img and r == pytest.approx(blur_ratio(img))
+    assert sharpened(soft, below=0.0)[0] is soft
+    sharp, r = sharpened(soft)
+    assert sharp is not soft and sharp.dtype == np.uint8 and sharp.shape == soft.shape
+    assert r < 0.47 and blur_ratio(sharp) > r + 0.05 and np.abs(sharp.astype(int) - soft).mean() > 1.0
+    grey = cv2.cvtColor(soft, cv2.COLOR_BGR2GRAY)
+    assert sharpened(grey)[0].ndim == 2
+
+
 def test_a_colour_cast_hides_clouds_from_the_mask_and_the_balance_gives_them_back(basemap):
     """Another sensor's band gains give a white cloud their colour: the mask misses it. Balanced by each
     band's brightest pixels (the cloud's), the mask finds it again; a balanced or grey frame needs none."""

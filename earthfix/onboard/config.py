@@ -27,6 +27,7 @@ DEFAULTS = {
     "despeckle": True,
     "balance_look": True,
     "tone_lift_dn": 20.0,
+    "sharpen_below": 0.47,
     "max_frame_side_px": 1024,
     "fine_store": True,
     "encoder_spacing": 0.5,
@@ -123,6 +124,7 @@ def validate(cfg: dict) -> dict:
     _check("max_frame_side_px", out["max_frame_side_px"], int, 64, 16384)
     _check("encoder_spacing", out["encoder_spacing"], float, 0.0, 10.0)
     _check("tone_lift_dn", out["tone_lift_dn"], float, 0.0, 128.0)
+    _check("sharpen_below", out["sharpen_below"], float, 0.0, 2.0)
     views = out["encoder_views"]
     if not isinstance(views, list) or any(v not in ENCODER_VIEWS for v in views):
         raise ConfigError(f"config: 'encoder_views' must be a list of {', '.join(ENCODER_VIEWS)} (or []), "

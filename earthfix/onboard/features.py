@@ -414,6 +414,43 @@ def tone_lifted(image: np.ndarray, low_dn: float, max_lift: float = 2.5):
     return cv2.LUT(np.ascontiguousarray(image), lut), g
 
 
+def blur_ratio(image: np.ndarray, cfg: FeatureConfig = FeatureConfig()) -> float:
+    """How sharp a frame is at the working resolution: the grey image's variance between Gaussians of 1 and
+    2 working pixels over its variance between 2 and 4. Ground texture has about the same share of its
+    variance in each octave (this ratio is 0.5-0.8 on the simulator's frames of the Blue Marble); a frame
+    blurred by a soft lens, defocus or imagery coarser than the map's has lost the finest octave."""
+    g = to_grey(image)
+    s = work_scale(cfg, g.shape)
+    if abs(s - 1.0) > 1e-6:
+        g = cv2.resize(g, (max(8, int(round(g.shape[1] * s))), max(8, int(round(g.shape[0] * s)))),
+                       interpolation=cv2.INTER_AREA)
+    g = g.astype(np.float32)
+    b1, b2, b4 = (cv2.GaussianBlur(g, (0, 0), k) for k in (1.0, 2.0, 4.0))
+    coarse = float(np.var(b2 - b4))
+    return float(np.var(b1 - b2)) / coarse if coarse > 1e-6 else 1.0
+
+
+def sharpened(image: np.ndarray, cfg: FeatureConfig = FeatureConfig(), below: float = 0.47,
+              sigma_work_px: float = 1.0, amount: float = 2.0):
+    """(``image`` unsharp-masked, ratio) when its :func:`blur_ratio` is under ``below``, else (``image`` itself,
+    ratio): ``image + amount * (image - Gaussian(sigma_work_px working pixels))``, all bands, rounded and
+    saturated. ``below`` 0 turns it off.
+
+    Why: the keypoint store's tiles keep the map's own sharpness; a blurred frame loses the finest SIFT
+    octave against them (docs/VERIFICATION.md, "Blurred and noisy frames"). Sharpening a frame that is not
+    blurred costs fixes, hence the gate.
+    """
+    if below <= 0:
+        return image, 1.0
+    r = blur_ratio(image, cfg)
+    if r >= below:
+        return image, r
+    x = np.ascontiguousarray(image)
+    sigma = sigma_work_px / work_scale(cfg, x.shape[:2])
+    # 8-bit throughout (OpenCV's fast paths): addWeighted rounds and saturates
+    return cv2.addWeighted(x, 1.0 + amount, cv2.GaussianBlur(x, (0, 0), sigma), -amount, 0.0), r
+
+
 def fill_clouds(image_bgr: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
                 share: tuple[float, float] = (0.0, 1.0), balance: bool = False):
     """Replace cloud-like pixels (:func:`cloud_mask`) by a Gaussian-weighted mean of the clear pixels

@@ -62,7 +62,7 @@ from .camera import Camera
 from .config import load_config
 from .confidence import ConfidenceModel
 from .encoder import Encoder, sha256_bytes
-from .features import despeckle_clouds, fill_clouds, tone_lifted
+from .features import despeckle_clouds, fill_clouds, sharpened, tone_lifted
 from .fix import Candidate, Fix
 from .frames import FrameError, check_size, normalise_frame
 from .preprocess import preprocess
@@ -399,6 +399,11 @@ class Localizer:
         its 25th percentile is lifted to it (``features.tone_lifted``; 1.0: as it came)."""
         return tone_lifted(img, self.cfg["tone_lift_dn"])
 
+    def sharpened(self, img: np.ndarray, camera: Camera) -> tuple[np.ndarray, float]:
+        """(the frame, unsharp-masked when its blur ratio at the plain look's working resolution is under
+        config ``sharpen_below``; the ratio) (``features.sharpened``)."""
+        return sharpened(img, self.verifier_for(camera).cfg.feature, self.cfg["sharpen_below"])
+
     def _verifying(self, img: np.ndarray) -> tuple[bool, bool]:
         """(blank, verifying) for a normalised frame."""
         grey = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
@@ -425,7 +430,7 @@ class Localizer:
         _, verifying = self._verifying(img)
         if not verifying:
             return [img], cam
-        img, _ = self.tone_lifted(img)
+        img, _ = self.sharpened(self.tone_lifted(img)[0], cam)
         return [img] + self.encoder_views(self.prepare(img, cam, {})), cam
 
     def locate(self, frame, camera: Camera, attitude=None, time=None) -> Fix:
@@ -442,11 +447,15 @@ class Localizer:
         if shrunk:
             stages["shrink_ms"] = (_time.perf_counter() - t) * 1e3
         blank, verifying = self._verifying(img)
-        lift = 1.0
+        lift, blur, sharp = 1.0, 1.0, img
         if verifying:
             t = _time.perf_counter()
             img, lift = self.tone_lifted(img)
             stages["tone_ms"] = (_time.perf_counter() - t) * 1e3
+            t = _time.perf_counter()
+            sharp = img
+            img, blur = self.sharpened(img, camera)
+            stages["sharpen_ms"] = (_time.perf_counter() - t) * 1e3
         retrieval = _Retrieval(self, [img], stages, camera)
         # the encoder runs only when its places are to be verified: "lazy" when the first look's vote
         # places leave the answer open, "last" when every look's have (docs/VERIFICATION.md)
@@ -525,7 +534,8 @@ class Localizer:
                                 hyp_yaw_deg=v.yaw_deg, hyp_sub_lat=v.sub_lat, hyp_sub_lon=v.sub_lon,
                                 source=source, vote_candidates=sum(c.source == "vote" for c in fix.candidates),
                                 cloud_share=round(share, 3), speckle_share=round(speckle, 3),
-                                look=looks[look].name, tone_gamma=round(lift, 3))
+                                look=looks[look].name, tone_gamma=round(lift, 3),
+                                blur_ratio=round(blur, 3), sharpened=img is not sharp)
             if v.ok:
                 fix.lat, fix.lon, fix.sub_lat, fix.sub_lon = v.lat, v.lon, v.sub_lat, v.sub_lon
                 fix.alt_km, fix.yaw_deg = v.alt_km, v.yaw_deg

@@ -59,7 +59,7 @@ EARTHLOC_VIEWS = 150_000
 HEAVY_SEARCH_SAMPLE = 10_000      # views of random 4096-D vectors actually searched (then scaled linearly)
 PERCENTILES = (50, 90, 99)
 NO_TRUTH_ERR_KM = 1e9            # error recorded for a position when the truth has no boresight point
-STAGES = ("tone_ms", "preprocess_ms", "encode_ms", "search_ms", "despeckle_ms", "fill_ms", "features_ms", "vote_ms", "verify_ms",
+STAGES = ("tone_ms", "sharpen_ms", "preprocess_ms", "encode_ms", "search_ms", "despeckle_ms", "fill_ms", "features_ms", "vote_ms", "verify_ms",
           "second_look_ms", "third_look_ms", "balance_ms", "balanced_look_ms", "total_ms")
 
 
@@ -652,6 +652,7 @@ def evaluate_frame(loc, cam, img, truth: dict, sdef: ScenarioDef, baselines: Bas
         "stages_ms": dict(fix.stages_ms), "reason": fix.reason, "error": fix.error,
         "retrieval_ms": retrieval_ms(fix.stages_ms),
         "look": ev.get("look"), "tone_gamma": ev.get("tone_gamma"),     # which look fixed; the tone lift's power
+        "blur_ratio": ev.get("blur_ratio"), "sharpened": ev.get("sharpened"),
     })
     for key in ("err_km", "hyp_err_km", "top1_err_km"):   # no truth boresight: any position is wrong
         if rec[key] is not None and not math.isfinite(rec[key]):
