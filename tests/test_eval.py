@@ -341,6 +341,31 @@ def test_cumulus_stress_set_lays_cells_over_land512_kind_of_frames():
     assert brighter >= 1
 
 
+def test_sensor_stress_set_is_land256_kind_of_frames_through_another_cameras_sensor():
+    """``stress_sensor``: the same places and truth as without its sensor, the frames darker (a steeper tone
+    curve) and softer (a wider PSF), and the sensor laid over a run's own ``--effects`` (here: clouds off)."""
+    import dataclasses
+
+    import cv2
+
+    from earthfix.sim.effects import EffectsConfig
+    sdef = next(s for s in ev.SCENARIOS if s.name == "stress_sensor")
+    land256 = next(s for s in ev.SCENARIOS if s.name == "land256")
+    assert sdef.stress and (sdef.width, sdef.fov_deg, sdef.basemap) == (land256.width, land256.fov_deg, None)
+    assert dict(sdef.sensor)["tone_gamma"] > 1.0 and dict(sdef.sensor)["blur_sigma"] > 1.0
+    _, other = ev.scenario_frames(sdef, 4, 321)
+    _, own = ev.scenario_frames(dataclasses.replace(sdef, sensor=()), 4, 321)
+    darker = softer = 0
+    for (a, ta), (b, tb) in zip(other, own, strict=True):
+        assert ta == tb                          # the sensor changes the pixels, not the scene
+        darker += a.astype(float).mean() < b.astype(float).mean() - 5.0
+        softer += (cv2.Laplacian(cv2.cvtColor(a, cv2.COLOR_BGR2GRAY), cv2.CV_32F).std()
+                   < cv2.Laplacian(cv2.cvtColor(b, cv2.COLOR_BGR2GRAY), cv2.CV_32F).std())
+    assert darker >= 3 and softer >= 3
+    _, clear = ev.scenario_frames(sdef, 2, 321, effects=EffectsConfig.from_dict({"clouds": False}))
+    assert all(t["cloud_frac"] == 0.0 for _, t in clear)
+
+
 def test_eval_refuses_a_bad_effects_file_before_any_work(tmp_path, capsys):
     bad = tmp_path / "effects.yaml"
     bad.write_text("thin_cloud: 0.9\n")

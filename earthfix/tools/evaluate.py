@@ -81,6 +81,8 @@ class ScenarioDef:
     cumulus: float = 0.0          # share of the ground under small cumulus cells where they occur (simulator)
     day_hours: tuple = (8.0, 15.5)  # local solar hours of daylight frames (framesets.FrameSpec.day_hours)
     cloud_edge: float = 0.0       # the clouds' translucent margin (EffectsConfig.cloud_edge; 0: the simulator's)
+    sensor: tuple = ()            # (effect, value) pairs over the run's effects: another camera's tone curve, PSF,
+                                  # noise, colour balance and compression (EffectsConfig keys)
 
 
 SCENARIOS = (
@@ -107,6 +109,11 @@ SCENARIOS = (
                             "cloud fields have (cloud_edge 2.0: 2.5x the simulator's)"),
     ScenarioDef("stress_seafloor", 256, 256, 80.0, "seafloor", kind="ocean", stress=True,
                 description="stress: open ocean with the Blue Marble's sea-floor shading kept (no fix expected)"),
+    ScenarioDef("stress_sensor", 256, 256, 80.0, None, stress=True,
+                sensor=(("tone_gamma", 1.8), ("blur_sigma", 1.6), ("noise_sigma", 4.0),
+                        ("white_balance_jitter", 0.1), ("jpeg_quality", 85)),
+                description="stress: land256's kind of frames from another sensor: a steeper tone curve (1.8), a "
+                            "softer lens (PSF 1.6 px), 4 DN read noise, a 0.1 colour cast, JPEG 85"),
 )
 
 
@@ -352,6 +359,9 @@ def scenario_frames(sdef: ScenarioDef, n: int, seed: int, region=None, effects=N
                      thin_cloud=sdef.thin_cloud, cumulus=sdef.cumulus, day_hours=sdef.day_hours,
                      cloud_edge=sdef.cloud_edge)
     basemap = shifted_basemap(sdef.basemap) if sdef.basemap else None
+    if sdef.sensor:
+        from ..sim.effects import EffectsConfig
+        effects = EffectsConfig.from_dict(dict(sdef.sensor), base=effects)
     if region is not None and sdef.kind == "land":
         return cam, region_frameset(n, seed, cam, basemap, spec, region, effects)
     place = _north_of(sdef.min_lat_deg) if sdef.min_lat_deg is not None else random_place
