@@ -5,7 +5,8 @@
 
 Stages: decode (PNG bytes -> array), preprocess, encode FP32, encode INT8 (both with the rotations flown:
 the bundle's query turns),
-search (HNSW top-k on the bundle), fill (cloud mask and fill of the cloud-filled look), features (the
+search (HNSW top-k on the bundle), tone (the tone lift's check, and the lift when it fires), sharpen
+(the blur ratio, and the unsharp mask when it fires), fill (cloud mask and fill of the cloud-filled look), features (the
 plain look's, with the bundle's descriptor, and with RootSIFT for the ratio), describe (the local
 descriptor alone on 300 patches, FP32 and an INT8 copy), vote (keypoint
 voting), verify (features + verification of the top candidates), fuse (one orbit-fuser update), end to
@@ -88,6 +89,34 @@ def test_despeckle(benchmark, frame, camera, localizer):
     _, k = despeckle_geometry(localizer.verifier.cfg, camera)
     out, share = benchmark(despeckle_clouds, speckled, speckled, k, localizer.verifier.cfg.feature)
     assert share > 0.09 and out is not speckled
+
+
+def test_tone(benchmark, frame, localizer):
+    """The tone lift's check on every frame (histogram of the grey; the frame is on the map's curve)."""
+    out, g = benchmark(localizer.tone_lifted, frame)
+    assert out is frame and g == 1.0
+
+
+def test_tone_lifting(benchmark, frame, localizer):
+    """The tone lift when it fires: the frame through a steep tone curve (x ** 4: its 25th percentile under
+    20 DN)."""
+    dark = np.clip(255.0 * (frame / 255.0) ** 4.0 + 0.5, 0, 255).astype(np.uint8)
+    out, g = benchmark(localizer.tone_lifted, dark)
+    assert g < 1.0 and out is not dark
+
+
+def test_sharpen_check(benchmark, frame, camera, localizer):
+    """The blur ratio on every frame (three Gaussians of the working image; a sharp frame is left alone)."""
+    out, r = benchmark(localizer.sharpened, frame, camera)
+    assert out is frame and r >= localizer.cfg["sharpen_below"]
+
+
+def test_sharpening(benchmark, frame, camera, localizer):
+    """The unsharp mask when it fires: the frame blurred by 3 px."""
+    import cv2
+    soft = cv2.GaussianBlur(frame, (0, 0), 3.0)
+    out, r = benchmark(localizer.sharpened, soft, camera)
+    assert out is not soft and r < localizer.cfg["sharpen_below"]
 
 
 def test_features(benchmark, frame, localizer):
