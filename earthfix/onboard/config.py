@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from .features import SHARPEN_BELOW, TONE_LIFT_DN
 from .vote import VoteConfig
 
 DEFAULTS = {
@@ -26,8 +27,8 @@ DEFAULTS = {
     "cloud_fill": True,
     "despeckle": True,
     "balance_look": True,
-    "tone_lift_dn": 20.0,
-    "sharpen_below": 0.47,
+    "tone_lift_dn": TONE_LIFT_DN,            # features' own defaults, written once
+    "sharpen_below": SHARPEN_BELOW,
     "max_frame_side_px": 1024,
     "fine_store": True,
     "encoder_spacing": 0.5,

@@ -390,7 +390,11 @@ def white_balanced(image_bgr: np.ndarray, pct: float = 99.0, min_gain: float = 1
     return cv2.multiply(img, (*gains, 0.0))                           # rounded, saturated
 
 
-def tone_lifted(image: np.ndarray, low_dn: float, max_lift: float = 2.5):
+TONE_LIFT_DN = 20.0     # config tone_lift_dn's default: the Blue Marble's daylight ground seldom has its 25th percentile lower
+SHARPEN_BELOW = 0.47    # config sharpen_below's default: under the 1st-5th percentile of frames as sharp as the map
+
+
+def tone_lifted(image: np.ndarray, low_dn: float = TONE_LIFT_DN, max_lift: float = 2.5):
     """(``image`` through the power curve ``255 (x / 255) ** g`` that takes its 25th-percentile grey level up to
     ``low_dn``, g) for a frame darker than that, else (``image`` itself, 1.0). ``g`` is at least
     ``1 / max_lift``; ``low_dn`` 0 turns this off.
@@ -430,7 +434,7 @@ def blur_ratio(image: np.ndarray, cfg: FeatureConfig = FeatureConfig()) -> float
     return float(np.var(b1 - b2)) / coarse if coarse > 1e-6 else 1.0
 
 
-def sharpened(image: np.ndarray, cfg: FeatureConfig = FeatureConfig(), below: float = 0.47,
+def sharpened(image: np.ndarray, cfg: FeatureConfig = FeatureConfig(), below: float = SHARPEN_BELOW,
               sigma_work_px: float = 1.0, amount: float = 2.0):
     """(``image`` unsharp-masked, ratio) when its :func:`blur_ratio` is under ``below``, else (``image`` itself,
     ratio): ``image + amount * (image - Gaussian(sigma_work_px working pixels))``, all bands, rounded and

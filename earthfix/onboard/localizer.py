@@ -447,13 +447,13 @@ class Localizer:
         if shrunk:
             stages["shrink_ms"] = (_time.perf_counter() - t) * 1e3
         blank, verifying = self._verifying(img)
-        lift, blur, sharp = 1.0, 1.0, img
+        lift, blur, unsharpened = 1.0, 1.0, img
         if verifying:
             t = _time.perf_counter()
             img, lift = self.tone_lifted(img)
             stages["tone_ms"] = (_time.perf_counter() - t) * 1e3
             t = _time.perf_counter()
-            sharp = img
+            unsharpened = img
             img, blur = self.sharpened(img, camera)
             stages["sharpen_ms"] = (_time.perf_counter() - t) * 1e3
         retrieval = _Retrieval(self, [img], stages, camera)
@@ -535,7 +535,7 @@ class Localizer:
                                 source=source, vote_candidates=sum(c.source == "vote" for c in fix.candidates),
                                 cloud_share=round(share, 3), speckle_share=round(speckle, 3),
                                 look=looks[look].name, tone_gamma=round(lift, 3),
-                                blur_ratio=round(blur, 3), sharpened=img is not sharp)
+                                blur_ratio=round(blur, 3), sharpened=img is not unsharpened)
             if v.ok:
                 fix.lat, fix.lon, fix.sub_lat, fix.sub_lon = v.lat, v.lon, v.sub_lat, v.sub_lon
                 fix.alt_km, fix.yaw_deg = v.alt_km, v.yaw_deg
