@@ -364,6 +364,11 @@ def test_sensor_stress_set_is_land256_kind_of_frames_through_another_cameras_sen
     assert darker >= 3 and softer >= 3
     _, clear = ev.scenario_frames(sdef, 2, 321, effects=EffectsConfig.from_dict({"clouds": False}))
     assert all(t["cloud_frac"] == 0.0 for _, t in clear)
+    # the same sensor as a file for sim / eval / bench --effects
+    import yaml
+    from support import REPO
+    shipped = REPO / "configs" / "effects" / "other_sensor.yaml"
+    assert yaml.safe_load(shipped.read_text()) == dict(sdef.sensor)
 
 
 def test_eval_refuses_a_bad_effects_file_before_any_work(tmp_path, capsys):
