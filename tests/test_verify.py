@@ -138,7 +138,8 @@ def test_cloud_mask_and_fill_rules(basemap):
 def test_tone_lift_inverts_a_steeper_curve_and_leaves_a_bright_enough_frame_alone(basemap):
     """``features.tone_lifted``: a frame whose 25th-percentile grey is under ``low_dn`` goes through the power
     that takes it there (so a frame darkened by x ** 2.2 comes back close to itself), capped at
-    ``max_lift``; a frame at or over it, and any frame with ``low_dn`` 0, is returned as it is."""
+    ``max_lift``; a frame at or over it (black pixels aside), and any frame with ``low_dn`` 0, is returned as
+    it is."""
     from earthfix.onboard.features import tone_lifted
     rng = np.random.default_rng(0)
     x = np.clip(rng.normal(70, 25, (64, 64, 3)), 0, 255).astype(np.uint8)          # p25 ~53 DN
@@ -152,6 +153,14 @@ def test_tone_lift_inverts_a_steeper_curve_and_leaves_a_bright_enough_frame_alon
     assert 17 <= p25 <= 23                                                          # lifted to ~20 DN
     # monotone: the order of grey levels is kept, and the lift moved the frame towards the original
     assert np.corrcoef(lifted.ravel(), x.ravel())[0, 1] > np.corrcoef(dark.ravel(), x.ravel())[0, 1]
+    # black pixels (space past the limb, a scene's edge) do not make a frame dark: 40 % of it black, the rest
+    # the bright frame, is left alone; the same black beside the dark frame is lifted as the dark frame is
+    edge = x.copy()
+    edge[:26] = 1
+    assert tone_lifted(edge, 20.0)[0] is edge
+    edge_dark = dark.copy()
+    edge_dark[:26] = 1
+    assert tone_lifted(edge_dark, 20.0)[1] < 0.9
     black = np.zeros((64, 64), np.uint8)
     black[::2] = 3
     out, g = tone_lifted(black, 20.0, max_lift=2.0)

@@ -392,6 +392,7 @@ def white_balanced(image_bgr: np.ndarray, pct: float = 99.0, min_gain: float = 1
 
 TONE_LIFT_DN = 20.0     # config tone_lift_dn's default: the Blue Marble's daylight ground seldom has its 25th percentile lower
 SHARPEN_BELOW = 0.47    # config sharpen_below's default: under the 1st-5th percentile of frames as sharp as the map
+SPACE_DN = 3            # a pixel whose brightest band is at most this is black: space, or beyond a scene's edge
 
 
 def tone_lifted(image: np.ndarray, low_dn: float = TONE_LIFT_DN, max_lift: float = 2.5):
@@ -409,8 +410,17 @@ def tone_lifted(image: np.ndarray, low_dn: float = TONE_LIFT_DN, max_lift: float
     if low_dn <= 0:
         return image, 1.0
     grey = to_grey(image)
-    hist = cv2.calcHist([grey], [0], None, [256], [0, 256]).ravel()
-    p25 = float(np.searchsorted(np.cumsum(hist), 0.25 * grey.size))     # the lower value, as _percentile_u8
+    x = np.asarray(image)
+    brightest = x if x.ndim == 2 else cv2.max(cv2.max(x[..., 0], x[..., 1]), x[..., 2])
+    ground = (brightest > SPACE_DN).astype(np.uint8)
+    p25s = []
+    for mask in (ground, None):
+        hist = cv2.calcHist([grey], [0], mask, [256], [0, 256]).ravel()
+        c = np.cumsum(hist)
+        p25s.append(float(np.searchsorted(c, 0.25 * c[-1])))          # the lower value, as _percentile_u8
+    # black pixels (space past the limb, a scene's edge) are not ground: a frame whose other pixels are bright
+    # enough is left as it is; a dark one is lifted by all its pixels (its own darkest ground is black too)
+    p25 = p25s[1] if p25s[0] < low_dn else p25s[0]
     if p25 >= low_dn:
         return image, 1.0
     g = max(1.0 / max_lift, math.log(low_dn / 255.0) / math.log(max(p25, 1.0) / 255.0))
