@@ -355,11 +355,17 @@ def despeckle_clouds(image: np.ndarray, image_bgr: np.ndarray, cell_px: int,
     return out, float(speckle)
 
 
-def _percentile_u8(a: np.ndarray, mask: np.ndarray, q: float) -> float:
-    """``q``-th percentile (lower value) of the uint8 values of ``a`` where ``mask`` is set."""
+def _percentile_u8(a: np.ndarray, mask: np.ndarray | None, q: float) -> float:
+    """``q``-th percentile (lower value) of the uint8 values of ``a`` where ``mask`` is set (None: all)."""
     hist = cv2.calcHist([a], [0], mask, [256], [0, 256]).ravel()
     c = np.cumsum(hist)
     return float(np.searchsorted(c, q / 100.0 * c[-1]))
+
+
+def _brightest_band(image: np.ndarray) -> np.ndarray:
+    """Each pixel's brightest band (a grey frame as it is)."""
+    x = np.asarray(image)
+    return x if x.ndim == 2 else cv2.max(cv2.max(x[..., 0], x[..., 1]), x[..., 2])
 
 
 def white_balanced(image_bgr: np.ndarray, pct: float = 99.0, min_gain: float = 1.05):
@@ -376,8 +382,7 @@ def white_balanced(image_bgr: np.ndarray, pct: float = 99.0, min_gain: float = 1
     img = np.ascontiguousarray(image_bgr)
     if img.ndim != 3:
         return None
-    v = cv2.max(cv2.max(img[..., 0], img[..., 1]), img[..., 2])
-    lit = (v > 15).astype(np.uint8)
+    lit = (_brightest_band(img) > 15).astype(np.uint8)
     if cv2.countNonZero(lit) < 16:
         return None
     top = np.array([_percentile_u8(np.ascontiguousarray(img[..., c]), lit, pct) for c in range(3)],
@@ -410,17 +415,11 @@ def tone_lifted(image: np.ndarray, low_dn: float = TONE_LIFT_DN, max_lift: float
     if low_dn <= 0:
         return image, 1.0
     grey = to_grey(image)
-    x = np.asarray(image)
-    brightest = x if x.ndim == 2 else cv2.max(cv2.max(x[..., 0], x[..., 1]), x[..., 2])
-    ground = (brightest > SPACE_DN).astype(np.uint8)
-    p25s = []
-    for mask in (ground, None):
-        hist = cv2.calcHist([grey], [0], mask, [256], [0, 256]).ravel()
-        c = np.cumsum(hist)
-        p25s.append(float(np.searchsorted(c, 0.25 * c[-1])))          # the lower value, as _percentile_u8
     # black pixels (space past the limb, a scene's edge) are not ground: a frame whose other pixels are bright
     # enough is left as it is; a dark one is lifted by all its pixels (its own darkest ground is black too)
-    p25 = p25s[1] if p25s[0] < low_dn else p25s[0]
+    p25 = _percentile_u8(grey, (_brightest_band(image) > SPACE_DN).astype(np.uint8), 25.0)
+    if p25 < low_dn:
+        p25 = _percentile_u8(grey, None, 25.0)
     if p25 >= low_dn:
         return image, 1.0
     g = max(1.0 / max_lift, math.log(low_dn / 255.0) / math.log(max(p25, 1.0) / 255.0))

@@ -404,6 +404,18 @@ class Localizer:
         config ``sharpen_below``; the ratio) (``features.sharpened``)."""
         return sharpened(img, self.verifier_for(camera).cfg.feature, self.cfg["sharpen_below"])
 
+    def _conditioned(self, img: np.ndarray, camera: Camera, stages: dict) -> tuple[np.ndarray, float, float, bool]:
+        """(the frame every stage sees: tone-lifted, then sharpened when blurred; the lift's power; the blur
+        ratio; whether it was sharpened), stage times into ``stages``. ``locate`` and the eval's encoder rows
+        (``encoder_images``) both see the frame through this."""
+        t = _time.perf_counter()
+        lifted, lift = self.tone_lifted(img)
+        stages["tone_ms"] = (_time.perf_counter() - t) * 1e3
+        t = _time.perf_counter()
+        out, blur = self.sharpened(lifted, camera)
+        stages["sharpen_ms"] = (_time.perf_counter() - t) * 1e3
+        return out, lift, blur, out is not lifted
+
     def _verifying(self, img: np.ndarray) -> tuple[bool, bool]:
         """(blank, verifying) for a normalised frame."""
         grey = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
@@ -430,7 +442,7 @@ class Localizer:
         _, verifying = self._verifying(img)
         if not verifying:
             return [img], cam
-        img, _ = self.sharpened(self.tone_lifted(img)[0], cam)
+        img = self._conditioned(img, cam, {})[0]
         return [img] + self.encoder_views(self.prepare(img, cam, {})), cam
 
     def locate(self, frame, camera: Camera, attitude=None, time=None) -> Fix:
@@ -447,15 +459,9 @@ class Localizer:
         if shrunk:
             stages["shrink_ms"] = (_time.perf_counter() - t) * 1e3
         blank, verifying = self._verifying(img)
-        lift, blur, unsharpened = 1.0, 1.0, img
+        lift, blur, sharp = 1.0, 1.0, False
         if verifying:
-            t = _time.perf_counter()
-            img, lift = self.tone_lifted(img)
-            stages["tone_ms"] = (_time.perf_counter() - t) * 1e3
-            t = _time.perf_counter()
-            unsharpened = img
-            img, blur = self.sharpened(img, camera)
-            stages["sharpen_ms"] = (_time.perf_counter() - t) * 1e3
+            img, lift, blur, sharp = self._conditioned(img, camera, stages)
         retrieval = _Retrieval(self, [img], stages, camera)
         # the encoder runs only when its places are to be verified: "lazy" when the first look's vote
         # places leave the answer open, "last" when every look's have (docs/VERIFICATION.md)
@@ -535,7 +541,7 @@ class Localizer:
                                 source=source, vote_candidates=sum(c.source == "vote" for c in fix.candidates),
                                 cloud_share=round(share, 3), speckle_share=round(speckle, 3),
                                 look=looks[look].name, tone_gamma=round(lift, 3),
-                                blur_ratio=round(blur, 3), sharpened=img is not unsharpened)
+                                blur_ratio=round(blur, 3), sharpened=sharp)
             if v.ok:
                 fix.lat, fix.lon, fix.sub_lat, fix.sub_lon = v.lat, v.lon, v.sub_lat, v.sub_lon
                 fix.alt_km, fix.yaw_deg = v.alt_km, v.yaw_deg
