@@ -227,9 +227,45 @@ def test_a_frame_on_a_steeper_tone_curve_is_lifted_and_a_frame_on_the_maps_is_le
     assert (on.lat, on.lon, on.inliers, on.evidence["look"]) == (off.lat, off.lon, off.inliers, off.evidence["look"])
 
 
+def test_an_underexposed_frame_is_scaled_up_and_a_well_exposed_one_left_alone(tiny_bundle, basemap):
+    """A camera exposed for ~4x the light it gets (the simulator's ``exposure`` 0.25) delivers cloud too dim
+    for the cloud mask and ground texture at a quarter of its contrast. Scaled up (config
+    ``exposure_below_dn``: its brightest pixels to 180 DN; evidence ``exposure_gain``) its cloud is filled and the
+    frame is fixed at the true place with more inliers than without the gain. A frame exposed as the map is not touched: the same
+    answer with the stage on or off."""
+    import numpy as np
+    from earthfix.onboard import geodesy
+    from earthfix.onboard.camera import Camera
+    from earthfix.sim.effects import EffectsConfig
+    from earthfix.sim.scenario import single_frame
+    cam = Camera.from_fov(256, 256, 80)
+    lat, lon = 35.8, -109.6                          # Colorado Plateau, cloud cover 0.3
+    slow = {"deadline_ms": 1000.0}
+    answers = {}
+    for exposure in (0.25, 1.0):
+        img, truth = single_frame(basemap, cam, lat, lon, 600.0, YAW_DEG, tilt_deg=1.0, tilt_az_deg=0.0,
+                                  effects=EffectsConfig.from_dict({"exposure": exposure, "cloud_cover": 0.3}),
+                                  rng=np.random.default_rng(0))
+        on = _locate(tiny_bundle, slow, cam, img)
+        off = _locate(tiny_bundle, dict(slow, exposure_below_dn=0), cam, img)
+        answers[exposure] = on, off, truth, img
+        assert off.evidence["exposure_gain"] == 1.0
+    on, off, truth, img = answers[0.25]
+    assert 2.5 <= on.evidence["exposure_gain"] <= 4.0 and "tone_ms" in on.stages_ms
+    assert on.fix and on.inliers > off.inliers, (on.reason, on.inliers, off.reason, off.inliers)
+    assert geodesy.great_circle_km(on.lat, on.lon, truth["bore_lat"], truth["bore_lon"]) < 5.0
+    # the cloud the mask missed at a quarter of its light is filled once scaled up
+    assert on.evidence["look"] == "filled" and on.evidence["cloud_share"] >= 0.2 > off.evidence["cloud_share"]
+    on, off, truth, img = answers[1.0]
+    assert np.percentile(img.max(axis=2), 99.5) > 110                         # (exposed as the map: left alone)
+    assert on.evidence["exposure_gain"] == 1.0 and on.fix and off.fix
+    assert (on.lat, on.lon, on.inliers, on.evidence["look"]) == (off.lat, off.lon, off.inliers, off.evidence["look"])
+
+
 def test_a_dark_frame_with_ground_in_it_is_not_blank_but_sensor_noise_is(tiny_bundle, basemap):
     """A frame of ground at 4 % of its light (grey std ~1.2 DN, under the 2 DN that alone made a frame blank)
-    still varies at a coarse scale where sensor noise averages away: it is lifted and fixed at the true place.
+    still varies at a coarse scale where sensor noise averages away: it is brightened (the exposure gain, at its
+    cap of 4, then the tone lift) and fixed at the true place.
     A night frame of noise alone (std ~1 DN, flat at the coarse scale) stays "blank frame"."""
     import numpy as np
     from earthfix.onboard import geodesy
@@ -244,7 +280,7 @@ def test_a_dark_frame_with_ground_in_it_is_not_blank_but_sensor_noise_is(tiny_bu
     for img in (dark, night):
         assert cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).std() < BLANK_STD
     fix = _locate(tiny_bundle, {"deadline_ms": 1000.0}, cam, dark)
-    assert fix.reason != "blank frame" and fix.evidence["tone_gamma"] < 0.7
+    assert fix.reason != "blank frame" and fix.evidence["exposure_gain"] == 4.0 and fix.evidence["tone_gamma"] < 1.0
     assert fix.fix and geodesy.great_circle_km(fix.lat, fix.lon, LAT, LON) < 2.0, fix.reason
     fix = _locate(tiny_bundle, {}, cam, night)
     assert not fix.fix and fix.reason == "blank frame"

@@ -184,6 +184,29 @@ def test_the_sensor_tone_curve_maps_every_pixel_by_the_same_power(basemap, cam25
             fx.EffectsConfig.from_dict({"tone_gamma": bad})
 
 
+def test_the_cameras_exposure_scales_every_pixels_light(basemap, cam256):
+    """``exposure``: a gain on the light before the sensor (noise and quantisation after it); 1 (the default)
+    leaves frames as they were, bit for bit; above 1 bright pixels saturate."""
+    v = view_at(basemap, cam256, 46.5, 9.0)
+    t = datetime(2026, 3, 20, 11, tzinfo=timezone.utc)
+    assert fx.EffectsConfig.default().exposure == 1.0
+    clean = fx.EffectsConfig.clean()
+    ref = fx.apply(v, t, fx.EffectsConfig.from_dict({"haze": 0.1}, base=clean), np.random.default_rng(0))[0]
+    same = fx.apply(v, t, fx.EffectsConfig.from_dict({"haze": 0.1, "exposure": 1.0}, base=clean),
+                    np.random.default_rng(0))[0]
+    assert np.array_equal(ref, same)
+    x = ref.astype(float)
+    dim = fx.apply(v, t, fx.EffectsConfig.from_dict({"haze": 0.1, "exposure": 0.3}, base=clean),
+                   np.random.default_rng(0))[0]
+    assert np.all(np.abs(dim - 0.3 * x) <= 0.5 + 0.3 * 0.5 + 1e-6)       # rounding of either frame
+    hot = fx.apply(v, t, fx.EffectsConfig.from_dict({"haze": 0.1, "exposure": 3.0}, base=clean),
+                   np.random.default_rng(0))[0]
+    assert (hot == 255).mean() > (ref == 255).mean() + 0.1
+    for bad in (0, 0.01, 11.0):
+        with pytest.raises(ValueError, match="exposure"):
+            fx.EffectsConfig.from_dict({"exposure": bad})
+
+
 def test_appearance_shift():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)

@@ -167,6 +167,31 @@ def test_tone_lift_inverts_a_steeper_curve_and_leaves_a_bright_enough_frame_alon
     assert g == pytest.approx(0.5) and out.ndim == 2 and out.max() > 3 * black.max()  # capped; grey frames too
 
 
+def test_an_underexposed_frame_is_scaled_up_and_a_well_exposed_one_left_alone():
+    """``features.exposure_stretched``: a frame whose brightest band's 99.5th percentile (black pixels aside)
+    is under ``below_dn`` is multiplied by the gain that takes it to ``to_dn`` (capped at ``max_gain``); a frame
+    at or over it, a black (blank) frame, and any frame with ``below_dn`` 0, are returned as they are."""
+    from earthfix.onboard.features import exposure_stretched
+    rng = np.random.default_rng(1)
+    x = np.clip(rng.normal(120, 35, (64, 64, 3)), 0, 255).astype(np.uint8)         # p99.5 of the brightest ~220
+    same, k = exposure_stretched(x, 110.0, 180.0)
+    assert same is x and k == 1.0 and exposure_stretched(x, 0.0)[0] is x
+    dim = np.round(x * 0.3).astype(np.uint8)                                      # exposed for 3x the light
+    out, k = exposure_stretched(dim, 110.0, 180.0)
+    bright = out.max(axis=2)
+    assert 2.0 < k < 3.5 and out.dtype == np.uint8 and out.shape == dim.shape
+    assert 170 <= np.percentile(bright, 99.5) <= 190                              # its brightest pixels to ~180
+    assert np.abs(out.astype(int) - np.round(dim * k)).max() <= 1 and np.corrcoef(out.ravel(), x.ravel())[0, 1] > 0.99
+    # black pixels (space past the limb) do not count; a frame black but for noise is not stretched, and
+    # a nearly black one is capped
+    edge = x.copy()
+    edge[:40] = 0
+    assert exposure_stretched(edge, 110.0, 180.0)[0] is edge
+    assert exposure_stretched(np.zeros((64, 64), np.uint8), 110.0)[1] == 1.0
+    faint = np.full((64, 64), 10, np.uint8)
+    assert exposure_stretched(faint, 110.0, 180.0, max_gain=4.0)[1] == 4.0
+
+
 def test_blur_ratio_tells_a_blurred_frame_and_only_that_one_is_sharpened(basemap):
     """``features.blur_ratio`` (the 1-2 over the 2-4 working-pixel octave's variance) is well over 0.47 on a
     frame of the map and under it once the frame is blurred by 3 px; ``features.sharpened`` unsharp-masks the

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from .features import SHARPEN_BELOW, TONE_LIFT_DN
+from .features import EXPOSURE_BELOW_DN, SHARPEN_BELOW, TONE_LIFT_DN
 from .vote import VoteConfig
 
 DEFAULTS = {
@@ -27,7 +27,8 @@ DEFAULTS = {
     "cloud_fill": True,
     "despeckle": True,
     "balance_look": True,
-    "tone_lift_dn": TONE_LIFT_DN,            # features' own defaults, written once
+    "exposure_below_dn": EXPOSURE_BELOW_DN,  # features' own defaults, written once
+    "tone_lift_dn": TONE_LIFT_DN,
     "sharpen_below": SHARPEN_BELOW,
     "max_frame_side_px": 1024,
     "fine_store": True,
@@ -124,6 +125,7 @@ def validate(cfg: dict) -> dict:
     _check("vote_ef", out["vote_ef"], int, 2, 1024)
     _check("max_frame_side_px", out["max_frame_side_px"], int, 64, 16384)
     _check("encoder_spacing", out["encoder_spacing"], float, 0.0, 10.0)
+    _check("exposure_below_dn", out["exposure_below_dn"], float, 0.0, 255.0)
     _check("tone_lift_dn", out["tone_lift_dn"], float, 0.0, 128.0)
     _check("sharpen_below", out["sharpen_below"], float, 0.0, 2.0)
     views = out["encoder_views"]

@@ -395,9 +395,36 @@ def white_balanced(image_bgr: np.ndarray, pct: float = 99.0, min_gain: float = 1
     return cv2.multiply(img, (*gains, 0.0))                           # rounded, saturated
 
 
+EXPOSURE_BELOW_DN = 110.0   # config exposure_below_dn's default: the 5th-10th percentile, over the simulator's
+                            # daylight frames, of the 99.5th percentile of a frame's brightest band
+EXPOSURE_TO_DN = 180.0      # ... and its median: where an underexposed frame's brightest pixels are taken
 TONE_LIFT_DN = 20.0     # config tone_lift_dn's default: the Blue Marble's daylight ground seldom has its 25th percentile lower
 SHARPEN_BELOW = 0.47    # config sharpen_below's default: under the 1st-5th percentile of frames as sharp as the map
 SPACE_DN = 3            # a pixel whose brightest band is at most this is black: space, or beyond a scene's edge
+
+
+def exposure_stretched(image: np.ndarray, below_dn: float = EXPOSURE_BELOW_DN, to_dn: float = EXPOSURE_TO_DN,
+                       max_gain: float = 4.0):
+    """(``image`` times the gain that takes the 99.5th percentile of its brightest band over the non-black
+    pixels to ``to_dn``, the gain) for a frame whose percentile is below ``below_dn``, else (``image`` itself,
+    1.0). The gain is at most ``max_gain``; ``below_dn`` 0 turns this off.
+
+    Why: a camera exposed for brighter scenes than it sees (a fixed exposure set so that sunlit cloud and ice
+    never saturate, or a 12-bit sensor's top bits with headroom) delivers the whole frame at a fraction of
+    its counts: cloud no longer bright enough for the cloud mask, ground texture under SIFT's contrast
+    threshold. A gain is that exposure's inverse (the tone lift's power is a sensor curve's). Frames whose
+    brightest pixels reach ``below_dn`` are passed on as they are (docs/VERIFICATION.md, "An underexposed
+    frame").
+    """
+    if below_dn <= 0:
+        return image, 1.0
+    bright = _brightest_band(image)
+    p = _percentile_u8(bright, (bright > SPACE_DN).astype(np.uint8), 99.5)
+    if p >= below_dn or p <= SPACE_DN:          # bright enough, or black (space, a blank frame)
+        return image, 1.0
+    gain = min(max_gain, to_dn / p)
+    lut = np.clip(np.arange(256) * gain + 0.5, 0, 255).astype(np.uint8)
+    return cv2.LUT(np.ascontiguousarray(image), lut), gain
 
 
 def tone_lifted(image: np.ndarray, low_dn: float = TONE_LIFT_DN, max_lift: float = 2.5):

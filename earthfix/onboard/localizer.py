@@ -62,7 +62,7 @@ from .camera import Camera
 from .config import load_config
 from .confidence import ConfidenceModel
 from .encoder import Encoder, sha256_bytes
-from .features import despeckle_clouds, fill_clouds, sharpened, tone_lifted
+from .features import despeckle_clouds, exposure_stretched, fill_clouds, sharpened, tone_lifted
 from .fix import Candidate, Fix
 from .frames import FrameError, check_size, normalise_frame
 from .preprocess import preprocess
@@ -143,6 +143,17 @@ class Prepared(NamedTuple):
     speckle_share: float
     filled: np.ndarray | None
     despeckled: np.ndarray | None
+
+
+class Conditioned(NamedTuple):
+    """A frame as every stage sees it (``Localizer._conditioned``): the image, the exposure gain and the
+    tone lift's power applied to it (1.0: none), its blur ratio and whether it was sharpened (evidence
+    ``exposure_gain``, ``tone_gamma``, ``blur_ratio``, ``sharpened``)."""
+    image: np.ndarray
+    gain: float
+    power: float
+    blur_ratio: float
+    sharpened: bool
 
 
 class Look(NamedTuple):
@@ -394,27 +405,31 @@ class Localizer:
         named = {"filled": prep.filled, "despeckled": prep.despeckled}
         return [named[n] for n in self.cfg["encoder_views"] if named[n] is not None]
 
-    def tone_lifted(self, img: np.ndarray) -> tuple[np.ndarray, float]:
-        """(the frame every stage sees, the power applied): a frame darker than config ``tone_lift_dn`` at
-        its 25th percentile is lifted to it (``features.tone_lifted``; 1.0: as it came)."""
-        return tone_lifted(img, self.cfg["tone_lift_dn"])
+    def tone_lifted(self, img: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """(the frame every stage sees, the gain, the power applied): an underexposed frame (its brightest
+        pixels under config ``exposure_below_dn``) is scaled up (``features.exposure_stretched``), then a frame
+        darker than config ``tone_lift_dn`` at its 25th percentile is lifted to it (``features.tone_lifted``;
+        1.0, 1.0: as it came)."""
+        img, gain = exposure_stretched(img, self.cfg["exposure_below_dn"])
+        img, power = tone_lifted(img, self.cfg["tone_lift_dn"])
+        return img, gain, power
 
     def sharpened(self, img: np.ndarray, camera: Camera) -> tuple[np.ndarray, float]:
         """(the frame, unsharp-masked when its blur ratio at the plain look's working resolution is under
         config ``sharpen_below``; the ratio) (``features.sharpened``)."""
         return sharpened(img, self.verifier_for(camera).cfg.feature, self.cfg["sharpen_below"])
 
-    def _conditioned(self, img: np.ndarray, camera: Camera, stages: dict) -> tuple[np.ndarray, float, float, bool]:
-        """(the frame every stage sees: tone-lifted, then sharpened when blurred; the lift's power; the blur
-        ratio; whether it was sharpened), stage times into ``stages``. ``locate`` and the eval's encoder rows
-        (``encoder_images``) both see the frame through this."""
+    def _conditioned(self, img: np.ndarray, camera: Camera, stages: dict) -> "Conditioned":
+        """The frame every stage sees: exposure-stretched and tone-lifted when dark, then sharpened when
+        blurred; stage times into ``stages``. ``locate`` and the eval's encoder rows (``encoder_images``) both
+        see the frame through this."""
         t = _time.perf_counter()
-        lifted, lift = self.tone_lifted(img)
+        lifted, gain, power = self.tone_lifted(img)
         stages["tone_ms"] = (_time.perf_counter() - t) * 1e3
         t = _time.perf_counter()
         out, blur = self.sharpened(lifted, camera)
         stages["sharpen_ms"] = (_time.perf_counter() - t) * 1e3
-        return out, lift, blur, out is not lifted
+        return Conditioned(out, gain, power, blur, out is not lifted)
 
     def _verifying(self, img: np.ndarray) -> tuple[bool, bool]:
         """(blank, verifying) for a normalised frame."""
@@ -442,7 +457,7 @@ class Localizer:
         _, verifying = self._verifying(img)
         if not verifying:
             return [img], cam
-        img = self._conditioned(img, cam, {})[0]
+        img = self._conditioned(img, cam, {}).image
         return [img] + self.encoder_views(self.prepare(img, cam, {})), cam
 
     def locate(self, frame, camera: Camera, attitude=None, time=None) -> Fix:
@@ -459,9 +474,10 @@ class Localizer:
         if shrunk:
             stages["shrink_ms"] = (_time.perf_counter() - t) * 1e3
         blank, verifying = self._verifying(img)
-        lift, blur, sharp = 1.0, 1.0, False
+        cond = Conditioned(img, 1.0, 1.0, 1.0, False)
         if verifying:
-            img, lift, blur, sharp = self._conditioned(img, camera, stages)
+            cond = self._conditioned(img, camera, stages)
+            img = cond.image
         retrieval = _Retrieval(self, [img], stages, camera)
         # the encoder runs only when its places are to be verified: "lazy" when the first look's vote
         # places leave the answer open, "last" when every look's have (docs/VERIFICATION.md)
@@ -540,8 +556,9 @@ class Localizer:
                                 hyp_yaw_deg=v.yaw_deg, hyp_sub_lat=v.sub_lat, hyp_sub_lon=v.sub_lon,
                                 source=source, vote_candidates=sum(c.source == "vote" for c in fix.candidates),
                                 cloud_share=round(share, 3), speckle_share=round(speckle, 3),
-                                look=looks[look].name, tone_gamma=round(lift, 3),
-                                blur_ratio=round(blur, 3), sharpened=sharp)
+                                look=looks[look].name, exposure_gain=round(cond.gain, 3),
+                                tone_gamma=round(cond.power, 3), blur_ratio=round(cond.blur_ratio, 3),
+                                sharpened=cond.sharpened)
             if v.ok:
                 fix.lat, fix.lon, fix.sub_lat, fix.sub_lon = v.lat, v.lon, v.sub_lat, v.sub_lon
                 fix.alt_km, fix.yaw_deg = v.alt_km, v.yaw_deg

@@ -64,6 +64,8 @@ class EffectsConfig:
     blur_sigma: float = 0.6       # optical PSF, pixels
     vignetting: float = 0.2       # relative light loss in the image corners
     exposure_jitter: float = 0.12  # log-gain standard deviation per frame
+    exposure: float = 1.0         # the camera's exposure against the map's: a gain on every pixel's light (0.3: a
+                                  # camera exposed for scenes ~3x brighter; > 1 saturates bright ground and cloud)
     white_balance_jitter: float = 0.03  # per-channel log-gain standard deviation per frame
     jpeg_quality: int | None = None     # None: no JPEG round trip
     appearance: float = 0.5       # strength of the per-frame colour/season/haze shift
@@ -140,6 +142,8 @@ class EffectsConfig:
                     raise ValueError(f"effects: 'thin_cloud' must be in [0, 0.5], got {val!r}")
                 if key == "cloud_edge" and val > 10:
                     raise ValueError(f"effects: 'cloud_edge' must be in [0, 10], got {val!r}")
+                if key == "exposure" and not 0.05 <= val <= 10:
+                    raise ValueError(f"effects: 'exposure' must be in [0.05, 10], got {val!r}")
                 if key == "tone_gamma" and not 0.2 <= val <= 5:
                     raise ValueError(f"effects: 'tone_gamma' must be in [0.2, 5], got {val!r}")
                 if key == "cumulus" and val > 0.6:
@@ -615,6 +619,7 @@ def apply(view, t, cfg: EffectsConfig, rng: np.random.Generator, clouds: CloudFi
             gain *= np.clip((sin_el - np.float32(SIN_TWILIGHT)) * np.float32(1 / (0.03 - SIN_TWILIGHT)), 0.0, 1.0)
     if cfg.exposure_jitter > 0:
         colour *= math.exp(cfg.exposure_jitter * rng.standard_normal())
+    colour *= cfg.exposure                              # no random draw: the other effects keep their streams
     if cfg.white_balance_jitter > 0:
         colour *= np.exp(cfg.white_balance_jitter * rng.standard_normal(3))
     if not hit.all():

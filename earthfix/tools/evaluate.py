@@ -662,7 +662,8 @@ def evaluate_frame(loc, cam, img, truth: dict, sdef: ScenarioDef, baselines: Bas
         "alt_err_km": altitude_error_km(fix.alt_km, truth.get("alt_km")) if fix.fix else None,
         "stages_ms": dict(fix.stages_ms), "reason": fix.reason, "error": fix.error,
         "retrieval_ms": retrieval_ms(fix.stages_ms),
-        "look": ev.get("look"), "tone_gamma": ev.get("tone_gamma"),     # which look fixed; the tone lift's power
+        "look": ev.get("look"), "exposure_gain": ev.get("exposure_gain"),   # which look fixed; the exposure gain
+        "tone_gamma": ev.get("tone_gamma"),                                 # and the tone lift's power
         "blur_ratio": ev.get("blur_ratio"), "sharpened": ev.get("sharpened"),
     })
     for key in ("err_km", "hyp_err_km", "top1_err_km"):   # no truth boresight: any position is wrong
