@@ -193,6 +193,22 @@ def test_a_colour_cast_that_hides_the_cloud_gets_a_last_look_balanced(tiny_bundl
     assert plain.fix and plain.evidence["look"] == "filled" and "balance_ms" not in plain.stages_ms
 
 
+def _plateau_on_and_off(bundle, basemap, effects: dict, off: dict):
+    """(on, off, truth, frame): the Colorado Plateau at 600 km under cloud cover 0.3 and ``effects``, 256 px at
+    80 deg, located with the shipped stages and with ``off`` laid over them (the looks, not the machine's speed,
+    under test: a 1 s budget)."""
+    import numpy as np
+    from earthfix.onboard.camera import Camera
+    from earthfix.sim.effects import EffectsConfig
+    from earthfix.sim.scenario import single_frame
+    cam = Camera.from_fov(256, 256, 80)
+    img, truth = single_frame(basemap, cam, 35.8, -109.6, 600.0, YAW_DEG, tilt_deg=1.0, tilt_az_deg=0.0,
+                              effects=EffectsConfig.from_dict(dict(effects, cloud_cover=0.3)),
+                              rng=np.random.default_rng(0))
+    slow = {"deadline_ms": 1000.0}
+    return _locate(bundle, slow, cam, img), _locate(bundle, dict(slow, **off), cam, img), truth, img
+
+
 def test_a_frame_on_a_steeper_tone_curve_is_lifted_and_a_frame_on_the_maps_is_left_alone(tiny_bundle, basemap):
     """A sensor whose counts follow a steeper tone curve than the map's (the simulator's ``tone_gamma`` 4) puts
     the ground in the bottom few DN: the cloud mask misses its cloud and the plain look holds few matches.
@@ -201,64 +217,36 @@ def test_a_frame_on_a_steeper_tone_curve_is_lifted_and_a_frame_on_the_maps_is_le
     not touched: the same answer with the lift on or off."""
     import numpy as np
     from earthfix.onboard import geodesy
-    from earthfix.onboard.camera import Camera
-    from earthfix.sim.effects import EffectsConfig
-    from earthfix.sim.scenario import single_frame
-    cam = Camera.from_fov(256, 256, 80)
-    lat, lon = 35.8, -109.6                          # Colorado Plateau, cloud cover 0.3
-    slow = {"deadline_ms": 1000.0}                   # the looks, not the machine's speed, are under test
-    answers = {}
-    for gamma in (4.0, 1.0):
-        img, truth = single_frame(basemap, cam, lat, lon, 600.0, YAW_DEG, tilt_deg=1.0, tilt_az_deg=0.0,
-                                  effects=EffectsConfig.from_dict({"tone_gamma": gamma, "cloud_cover": 0.3}),
-                                  rng=np.random.default_rng(0))
-        on = _locate(tiny_bundle, slow, cam, img)
-        off = _locate(tiny_bundle, dict(slow, tone_lift_dn=0), cam, img)
-        answers[gamma] = on, off, truth
-        assert off.evidence["tone_gamma"] == 1.0
-    on, off, truth = answers[4.0]
+    on, off, truth, img = _plateau_on_and_off(tiny_bundle, basemap, {"tone_gamma": 4.0}, {"tone_lift_dn": 0})
+    assert off.evidence["tone_gamma"] == 1.0
     assert 0.4 <= on.evidence["tone_gamma"] < 0.8 and "tone_ms" in on.stages_ms
     assert off.evidence["look"] != "filled" and off.evidence["cloud_share"] < 0.2
     assert on.fix and on.evidence["look"] == "filled" and on.inliers >= 3 * off.inliers, (on.reason, off.inliers)
     assert geodesy.great_circle_km(on.lat, on.lon, truth["bore_lat"], truth["bore_lon"]) < 5.0
-    on, off, truth = answers[1.0]
+    on, off, truth, img = _plateau_on_and_off(tiny_bundle, basemap, {"tone_gamma": 1.0}, {"tone_lift_dn": 0})
     assert np.percentile(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), 25) > 20       # (the map's curve: not lifted)
-    assert on.evidence["tone_gamma"] == 1.0 and on.fix and off.fix
+    assert on.evidence["tone_gamma"] == 1.0 and off.evidence["tone_gamma"] == 1.0 and on.fix and off.fix
     assert (on.lat, on.lon, on.inliers, on.evidence["look"]) == (off.lat, off.lon, off.inliers, off.evidence["look"])
 
 
 def test_an_underexposed_frame_is_scaled_up_and_a_well_exposed_one_left_alone(tiny_bundle, basemap):
     """A camera exposed for ~4x the light it gets (the simulator's ``exposure`` 0.25) delivers cloud too dim
     for the cloud mask and ground texture at a quarter of its contrast. Scaled up (config
-    ``exposure_below_dn``: its brightest pixels to 180 DN; evidence ``exposure_gain``) its cloud is filled and the
-    frame is fixed at the true place with more inliers than without the gain. A frame exposed as the map is not touched: the same
-    answer with the stage on or off."""
+    ``exposure_below_dn``: its brightest pixels to 180 DN; evidence ``exposure_gain``) its cloud is filled and
+    the frame is fixed at the true place with more inliers than without the gain. A frame exposed as the map
+    is not touched: the same answer with the stage on or off."""
     import numpy as np
     from earthfix.onboard import geodesy
-    from earthfix.onboard.camera import Camera
-    from earthfix.sim.effects import EffectsConfig
-    from earthfix.sim.scenario import single_frame
-    cam = Camera.from_fov(256, 256, 80)
-    lat, lon = 35.8, -109.6                          # Colorado Plateau, cloud cover 0.3
-    slow = {"deadline_ms": 1000.0}
-    answers = {}
-    for exposure in (0.25, 1.0):
-        img, truth = single_frame(basemap, cam, lat, lon, 600.0, YAW_DEG, tilt_deg=1.0, tilt_az_deg=0.0,
-                                  effects=EffectsConfig.from_dict({"exposure": exposure, "cloud_cover": 0.3}),
-                                  rng=np.random.default_rng(0))
-        on = _locate(tiny_bundle, slow, cam, img)
-        off = _locate(tiny_bundle, dict(slow, exposure_below_dn=0), cam, img)
-        answers[exposure] = on, off, truth, img
-        assert off.evidence["exposure_gain"] == 1.0
-    on, off, truth, img = answers[0.25]
+    on, off, truth, img = _plateau_on_and_off(tiny_bundle, basemap, {"exposure": 0.25}, {"exposure_below_dn": 0})
+    assert off.evidence["exposure_gain"] == 1.0
     assert 2.5 <= on.evidence["exposure_gain"] <= 4.0 and "tone_ms" in on.stages_ms
     assert on.fix and on.inliers > off.inliers, (on.reason, on.inliers, off.reason, off.inliers)
     assert geodesy.great_circle_km(on.lat, on.lon, truth["bore_lat"], truth["bore_lon"]) < 5.0
     # the cloud the mask missed at a quarter of its light is filled once scaled up
     assert on.evidence["look"] == "filled" and on.evidence["cloud_share"] >= 0.2 > off.evidence["cloud_share"]
-    on, off, truth, img = answers[1.0]
+    on, off, truth, img = _plateau_on_and_off(tiny_bundle, basemap, {"exposure": 1.0}, {"exposure_below_dn": 0})
     assert np.percentile(img.max(axis=2), 99.5) > 110                         # (exposed as the map: left alone)
-    assert on.evidence["exposure_gain"] == 1.0 and on.fix and off.fix
+    assert on.evidence["exposure_gain"] == 1.0 and off.evidence["exposure_gain"] == 1.0 and on.fix and off.fix
     assert (on.lat, on.lon, on.inliers, on.evidence["look"]) == (off.lat, off.lon, off.inliers, off.evidence["look"])
 
 

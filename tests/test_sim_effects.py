@@ -158,21 +158,26 @@ def test_each_effect_changes_the_image(basemap, cam256):
         assert np.abs(img.astype(int) - v.image).mean() > 0.3, key
 
 
+def _hazy_frame(basemap, cam):
+    """A function of effect keys giving the Alps frame through the clean effects with a 0.1 haze and those keys
+    (the same random stream each time)."""
+    v = view_at(basemap, cam, 46.5, 9.0)
+    t = datetime(2026, 3, 20, 11, tzinfo=timezone.utc)
+    clean = fx.EffectsConfig.clean()
+    return lambda **keys: fx.apply(v, t, fx.EffectsConfig.from_dict(dict(haze=0.1, **keys), base=clean),
+                                   np.random.default_rng(0))[0]
+
+
 def test_the_sensor_tone_curve_maps_every_pixel_by_the_same_power(basemap, cam256):
     """``tone_gamma``: out = 255 (in / 255) ** gamma on the whole frame, after everything else; 1 (the
     default) leaves frames as they were, bit for bit."""
-    v = view_at(basemap, cam256, 46.5, 9.0)
-    t = datetime(2026, 3, 20, 11, tzinfo=timezone.utc)
+    hazy = _hazy_frame(basemap, cam256)
     assert fx.EffectsConfig.default().tone_gamma == 1.0
-    clean = fx.EffectsConfig.clean()
-    ref = fx.apply(v, t, fx.EffectsConfig.from_dict({"haze": 0.1}, base=clean), np.random.default_rng(0))[0]
-    same = fx.apply(v, t, fx.EffectsConfig.from_dict({"haze": 0.1, "tone_gamma": 1.0}, base=clean),
-                    np.random.default_rng(0))[0]
-    assert np.array_equal(ref, same)
+    ref = hazy()
+    assert np.array_equal(ref, hazy(tone_gamma=1.0))
     x = ref.astype(float)
     for gamma in (2.2, 0.5):
-        img = fx.apply(v, t, fx.EffectsConfig.from_dict({"haze": 0.1, "tone_gamma": gamma}, base=clean),
-                       np.random.default_rng(0))[0]
+        img = hazy(tone_gamma=gamma)
         # the curve of the unrounded frame: within a DN of the curve of the rounded one, times its slope
         slope = np.maximum(1.0, gamma * (np.maximum(x, 1.0) / 255.0) ** (gamma - 1.0))
         assert np.all(np.abs(img - 255.0 * (x / 255.0) ** gamma) <= 0.5 + 0.5 * slope + 1e-6), gamma
@@ -187,20 +192,14 @@ def test_the_sensor_tone_curve_maps_every_pixel_by_the_same_power(basemap, cam25
 def test_the_cameras_exposure_scales_every_pixels_light(basemap, cam256):
     """``exposure``: a gain on the light before the sensor (noise and quantisation after it); 1 (the default)
     leaves frames as they were, bit for bit; above 1 bright pixels saturate."""
-    v = view_at(basemap, cam256, 46.5, 9.0)
-    t = datetime(2026, 3, 20, 11, tzinfo=timezone.utc)
+    hazy = _hazy_frame(basemap, cam256)
     assert fx.EffectsConfig.default().exposure == 1.0
-    clean = fx.EffectsConfig.clean()
-    ref = fx.apply(v, t, fx.EffectsConfig.from_dict({"haze": 0.1}, base=clean), np.random.default_rng(0))[0]
-    same = fx.apply(v, t, fx.EffectsConfig.from_dict({"haze": 0.1, "exposure": 1.0}, base=clean),
-                    np.random.default_rng(0))[0]
-    assert np.array_equal(ref, same)
+    ref = hazy()
+    assert np.array_equal(ref, hazy(exposure=1.0))
     x = ref.astype(float)
-    dim = fx.apply(v, t, fx.EffectsConfig.from_dict({"haze": 0.1, "exposure": 0.3}, base=clean),
-                   np.random.default_rng(0))[0]
+    dim = hazy(exposure=0.3)
     assert np.all(np.abs(dim - 0.3 * x) <= 0.5 + 0.3 * 0.5 + 1e-6)       # rounding of either frame
-    hot = fx.apply(v, t, fx.EffectsConfig.from_dict({"haze": 0.1, "exposure": 3.0}, base=clean),
-                   np.random.default_rng(0))[0]
+    hot = hazy(exposure=3.0)
     assert (hot == 255).mean() > (ref == 255).mean() + 0.1
     for bad in (0, 0.01, 11.0):
         with pytest.raises(ValueError, match="exposure"):
