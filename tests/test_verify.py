@@ -169,15 +169,17 @@ def test_tone_lift_inverts_a_steeper_curve_and_leaves_a_bright_enough_frame_alon
 
 def test_an_underexposed_frame_is_scaled_up_and_a_well_exposed_one_left_alone():
     """``features.exposure_stretched``: a frame whose brightest band's 99.5th percentile (black pixels aside)
-    is under ``below_dn`` is multiplied by the gain that takes it to ``to_dn`` (capped at ``max_gain``); a frame
+    is under ``below_dn`` is multiplied by the gain that takes it to ``to_dn`` (capped at ``max_gain``, 2 by
+    default); a frame
     at or over it, a black (blank) frame, and any frame with ``below_dn`` 0, are returned as they are."""
-    from earthfix.onboard.features import exposure_stretched
+    from earthfix.onboard.features import EXPOSURE_MAX_GAIN, exposure_stretched
     rng = np.random.default_rng(1)
     x = np.clip(rng.normal(120, 35, (64, 64, 3)), 0, 255).astype(np.uint8)         # p99.5 of the brightest ~220
     same, k = exposure_stretched(x, 110.0, 180.0)
     assert same is x and k == 1.0 and exposure_stretched(x, 0.0)[0] is x
     dim = np.round(x * 0.3).astype(np.uint8)                                      # exposed for 3x the light
-    out, k = exposure_stretched(dim, 110.0, 180.0)
+    assert exposure_stretched(dim)[1] == EXPOSURE_MAX_GAIN == 2.0                 # the flight's cap
+    out, k = exposure_stretched(dim, 110.0, 180.0, max_gain=4.0)
     bright = out.max(axis=2)
     assert 2.0 < k < 3.5 and out.dtype == np.uint8 and out.shape == dim.shape
     assert 170 <= np.percentile(bright, 99.5) <= 190                              # its brightest pixels to ~180

@@ -401,13 +401,15 @@ def white_balanced(image_bgr: np.ndarray, pct: float = 99.0, min_gain: float = 1
 EXPOSURE_BELOW_DN = 110.0   # config exposure_below_dn's default: the 5th-10th percentile, over the simulator's
                             # daylight frames, of the 99.5th percentile of a frame's brightest band
 EXPOSURE_TO_DN = 180.0      # ... and its median: where an underexposed frame's brightest pixels are taken
+EXPOSURE_MAX_GAIN = 2.0     # at most the noise (and the 1-DN steps) of the frame doubled: at x2.7 one frame in 240 of
+                            # a 256 px / 100 deg camera at a third of its light gave a wrong pose (docs/VERIFICATION.md)
 TONE_LIFT_DN = 20.0     # config tone_lift_dn's default: the Blue Marble's daylight ground seldom has its 25th percentile lower
 SHARPEN_BELOW = 0.47    # config sharpen_below's default: under the 1st-5th percentile of frames as sharp as the map
 SPACE_DN = 3            # a pixel whose brightest band is at most this is black: space, or beyond a scene's edge
 
 
 def exposure_stretched(image: np.ndarray, below_dn: float = EXPOSURE_BELOW_DN, to_dn: float = EXPOSURE_TO_DN,
-                       max_gain: float = 4.0):
+                       max_gain: float = EXPOSURE_MAX_GAIN):
     """(``image`` times the gain that takes the 99.5th percentile of its brightest band over the non-black
     pixels to ``to_dn``, the gain) for a frame whose percentile is below ``below_dn``, else (``image`` itself,
     1.0). The gain is at most ``max_gain``; ``below_dn`` 0 turns this off.
