@@ -355,9 +355,11 @@ def despeckle_clouds(image: np.ndarray, image_bgr: np.ndarray, cell_px: int,
     return out, float(speckle)
 
 
-def _percentile_u8(a: np.ndarray, mask: np.ndarray | None, q: float) -> float:
-    """``q``-th percentile (lower value) of the uint8 values of ``a`` where ``mask`` is set (None: all)."""
+def _percentile_u8(a: np.ndarray, mask: np.ndarray | None, q: float, above: int = -1) -> float:
+    """``q``-th percentile (lower value) of the uint8 values of ``a`` where ``mask`` is set (None: all) and
+    the value is over ``above``; 0 when there is none."""
     hist = cv2.calcHist([a], [0], mask, [256], [0, 256]).ravel()
+    hist[: above + 1] = 0.0
     c = np.cumsum(hist)
     return float(np.searchsorted(c, q / 100.0 * c[-1]))
 
@@ -423,13 +425,9 @@ def exposure_stretched(image: np.ndarray, below_dn: float = EXPOSURE_BELOW_DN, t
     """
     if below_dn <= 0:
         return image, 1.0
-    hist = cv2.calcHist([_brightest_band(image)], [0], None, [256], [0, 256]).ravel()
-    hist[: SPACE_DN + 1] = 0.0                  # black pixels (space, a scene's edge) are not its light
-    c = np.cumsum(hist)
-    if c[-1] <= 0:                              # all black: a blank frame
-        return image, 1.0
-    p = float(np.searchsorted(c, 0.995 * c[-1]))
-    if p >= below_dn:
+    # black pixels (space, a scene's edge) are not its light; an all-black frame has none (p 0)
+    p = _percentile_u8(_brightest_band(image), None, 99.5, above=SPACE_DN)
+    if p >= below_dn or p <= SPACE_DN:
         return image, 1.0
     gain = min(max_gain, to_dn / p)
     lut = np.clip(np.arange(256) * gain + 0.5, 0, 255).astype(np.uint8)
