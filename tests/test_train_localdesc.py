@@ -48,6 +48,29 @@ def test_translucent_cloud_frames_are_an_option_that_leaves_the_shipped_recipes_
     assert changed >= 1
 
 
+def test_frames_from_another_map_are_an_option_that_shows_the_same_ground(tmp_path):
+    """``frame_maps``: a share of the frames is rendered from another global image (here the Blue Marble with
+    its red and blue bands swapped, as another product would render them differently), the map tile staying
+    the default's: share 0 gives the shipped recipe's pairs exactly; at share 1 the frame patches change and
+    still show the tile patch's ground."""
+    import cv2
+    from earthfix.sim.basemap import Basemap
+    other = tmp_path / "other.png"
+    cv2.imwrite(str(other), Basemap.default().image[..., ::-1])
+    changed = 0
+    for i in range(6):
+        base = frame_pairs(91, i, per_frame=60)
+        assert _same(base, frame_pairs(91, i, per_frame=60, frame_maps=(str(other),), frame_map_share=0.0))
+        moved = frame_pairs(91, i, per_frame=60, frame_maps=(str(other),), frame_map_share=1.0)
+        if base is None or moved is None:
+            continue
+        changed += not _same(base, moved)
+        t, f = _standardised(moved["tile"]), _standardised(moved["plain"])
+        same, shifted = np.median((t * f).mean(1)), np.median((t * np.roll(f, 1, axis=0)).mean(1))
+        assert same > shifted + 0.2, (i, same, shifted)
+    assert changed >= 1
+
+
 def _same(a, b) -> bool:
     if a is None or b is None:
         return a is None and b is None

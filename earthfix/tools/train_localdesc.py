@@ -50,11 +50,15 @@ WIDTHS = (24, 48)                   # channels of the network's first two convol
 
 # ---- pairs -------------------------------------------------------------------------------------------
 
-def frame_pairs(seed: int, i: int, per_frame: int = 200, cloud_edge_max: float = 0.0):
+def frame_pairs(seed: int, i: int, per_frame: int = 200, cloud_edge_max: float = 0.0,
+                frame_maps: tuple = (), frame_map_share: float = 0.0):
     """The patch pairs of frame ``i`` of ``seed``: dict of uint8 arrays ``tile``, ``plain``, ``filled``
     (K x 32 x 32), or None when the frame is not eligible or holds fewer than 5 usable keypoints.
     ``cloud_edge_max`` > 0: half the frames get clouds with translucent margins (``EffectsConfig.cloud_edge``
-    drawn in 0.8..max from a stream of their own, so the frames are otherwise those of the shipped recipe)."""
+    drawn in 0.8..max from a stream of their own, so the frames are otherwise those of the shipped recipe).
+    ``frame_maps`` (global equirectangular images, e.g. other months of the Blue Marble without its relief
+    shading) and ``frame_map_share`` > 0: that share of the frames is rendered from one of them, drawn from a
+    stream of its own (the map tile stays the default basemap's, as the bundle's)."""
     import cv2
     from ..onboard import geodesy
     from ..onboard.camera import Camera
@@ -71,6 +75,10 @@ def frame_pairs(seed: int, i: int, per_frame: int = 200, cloud_edge_max: float =
     wide = rng.uniform() < 0.7
     cam = Camera.from_fov(256, 256, 80.0) if wide else Camera.from_fov(512, 512, 60.0)
     basemap = _basemap("season" if rng.uniform() < 0.4 else "default")
+    if frame_maps and frame_map_share > 0:
+        mr = np.random.default_rng([seed, i, 0xBA5E])
+        if mr.uniform() < frame_map_share:
+            basemap = _basemap(str(frame_maps[int(mr.integers(len(frame_maps)))]))
     spec = FrameSpec(cloud_cover=float(rng.uniform(0.0, 0.8)),
                      thin_cloud=float(rng.uniform(0.05, 0.35)) if rng.uniform() < 0.35 else 0.0,
                      cumulus=0.3 if rng.uniform() < 0.15 else 0.0)
@@ -128,20 +136,26 @@ def _basemap(kind: str):
     if kind not in _BASEMAPS:
         from ..sim.basemap import Basemap
         from .framesets import shifted_basemap
-        _BASEMAPS[kind] = Basemap.default() if kind == "default" else shifted_basemap(kind)
+        if kind == "default":
+            _BASEMAPS[kind] = Basemap.default()
+        elif kind in ("season", "winter"):
+            _BASEMAPS[kind] = shifted_basemap(kind)
+        else:                                   # a path: a global equirectangular image
+            _BASEMAPS[kind] = Basemap.load(kind)
     return _BASEMAPS[kind]
 
 
 def _pairs_of(args) -> list:
-    seed, frames, per_frame, cloud_edge_max = args
-    return [frame_pairs(seed, i, per_frame, cloud_edge_max) for i in frames]
+    seed, frames, per_frame, cloud_edge_max, frame_maps, share = args
+    return [frame_pairs(seed, i, per_frame, cloud_edge_max, frame_maps, share) for i in frames]
 
 
 def make_pairs(n_frames: int, seed: int, workers: int = 2, per_frame: int = 200, progress: bool = True,
-               cloud_edge_max: float = 0.0) -> dict:
+               cloud_edge_max: float = 0.0, frame_maps: tuple = (), frame_map_share: float = 0.0) -> dict:
     """Pairs of ``n_frames`` frames of ``seed`` (deterministic whatever ``workers``): dict of uint8 arrays."""
     from multiprocessing import get_context
-    chunks = [(seed, list(range(s, min(s + 25, n_frames))), per_frame, cloud_edge_max)
+    chunks = [(seed, list(range(s, min(s + 25, n_frames))), per_frame, cloud_edge_max, tuple(frame_maps),
+               frame_map_share)
               for s in range(0, n_frames, 25)]
     parts = []
     bar = None
@@ -158,9 +172,11 @@ def make_pairs(n_frames: int, seed: int, workers: int = 2, per_frame: int = 200,
     return {k: np.concatenate([p[k] for p in parts]) for k in ("tile", "plain", "filled")}
 
 
-def validation_pairs(n_frames: int, seed: int, workers: int = 2, per_frame: int = 200, n_pairs: int = 4000) -> dict:
-    """The validation figure's pairs: ``n_pairs`` drawn (seeded) from the pairs of ``n_frames`` frames of ``seed``."""
-    val = make_pairs(n_frames, seed, workers, per_frame)
+def validation_pairs(n_frames: int, seed: int, workers: int = 2, per_frame: int = 200, n_pairs: int = 4000,
+                     frame_maps: tuple = ()) -> dict:
+    """The validation figure's pairs: ``n_pairs`` drawn (seeded) from the pairs of ``n_frames`` frames of ``seed``
+    (every frame rendered from one of ``frame_maps`` when given)."""
+    val = make_pairs(n_frames, seed, workers, per_frame, frame_maps=frame_maps, frame_map_share=1.0 if frame_maps else 0.0)
     vi = np.random.default_rng(1).permutation(len(val["tile"]))[:n_pairs]
     return {k: np.ascontiguousarray(v[vi]) for k, v in val.items()}
 
@@ -351,14 +367,25 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     log = (lambda s: print(s, file=sys.stderr, flush=True))
     t0 = time.time()
-    pairs = make_pairs(args.frames, args.seed, args.workers, args.per_frame, cloud_edge_max=args.cloud_edge)
+    pairs = make_pairs(args.frames, args.seed, args.workers, args.per_frame, cloud_edge_max=args.cloud_edge,
+                       frame_maps=tuple(args.frame_basemaps or ()), frame_map_share=args.frame_basemap_share)
     val = validation_pairs(args.val_frames, args.seed + 1, args.workers, args.per_frame)
+    val_maps = validation_pairs(args.val_frames, args.seed + 1, args.workers, args.per_frame,
+                                frame_maps=tuple(args.val_basemaps)) if args.val_basemaps else None
     log(f"train-localdesc: {len(pairs['tile'])} training pairs, {len(val['tile'])} validation pairs "
         f"({time.time() - t0:.0f} s)")
     net, rec = train(pairs, val, args.minutes, seed=args.seed, threads=args.threads, log=log, steps=args.steps,
                      photometric=args.photometric, widths=tuple(args.widths))
     rec["photometric"] = args.photometric
     rec["cloud_edge"] = args.cloud_edge
+    rec["frame_basemaps"] = [Path(m).name for m in args.frame_basemaps or ()]
+    rec["frame_basemap_share"] = args.frame_basemap_share
+    if val_maps is not None:
+        rec["val_basemaps"] = [Path(m).name for m in args.val_basemaps]
+        rec["val_top1_other_maps"] = {look: round(top1(net, val_maps["tile"], val_maps[look]), 4)
+                                      for look in ("plain", "filled")}
+        rec["val_top1_other_maps_rootsift"] = {look: round(rootsift_top1(val_maps["tile"], val_maps[look]), 4)
+                                               for look in ("plain", "filled")}
     rec["val_top1_rootsift"] = {look: round(rootsift_top1(val["tile"], val[look]), 4) for look in ("plain", "filled")}
     models = Path(args.models) if args.models else out
     models.mkdir(parents=True, exist_ok=True)
@@ -442,6 +469,13 @@ def register(sub) -> None:
     p.add_argument("--cloud-edge", type=float, default=0.0, metavar="MAX",
                    help="half the training frames under clouds with translucent margins, cloud_edge drawn in "
                         "0.8..MAX (0: the shipped recipe; validation frames stay the shipped recipe's)")
+    p.add_argument("--frame-basemaps", nargs="+", default=None, metavar="WORLD.jpg",
+                   help="global equirectangular images some training frames are rendered from (other months or "
+                        "products: docs/VERIFICATION.md, 'Other months of the Blue Marble')")
+    p.add_argument("--frame-basemap-share", type=float, default=0.0, metavar="S",
+                   help="share of the training frames rendered from --frame-basemaps (0: the shipped recipe)")
+    p.add_argument("--val-basemaps", nargs="+", default=None, metavar="WORLD.jpg",
+                   help="also report validation top-1 on frames rendered from these images (held out from training)")
     p.add_argument("--widths", type=int, nargs=2, default=list(WIDTHS), metavar=("C1", "C2"),
                    help="channels of the network's first two convolutions (default: the shipped network's, %(default)s)")
     p.set_defaults(func=run)

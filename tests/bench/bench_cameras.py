@@ -3,9 +3,11 @@
     PYTHONPATH=. python tests/bench/bench_cameras.py [--n 30] [--seed 31337] [--camera 1024x1024@40 ...]
         [--camera-file CAMERA.yaml ...]
         [--config cfg.yaml] [--bundle DIR] [--effects EFFECTS.yaml] [--ceiling] [--day-hours 6 8]
+        [--basemap WORLD.jpg]
 
 Land frames (``make_frameset``, the simulator's effects, default basemap, 400-800 km, 0-5 deg off nadir, any
-yaw; local solar time 8-15.5 h as the eval's, or ``--day-hours``: e.g. 6 8 for dawn's low sun) seen by each
+yaw; local solar time 8-15.5 h as the eval's, or ``--day-hours``: e.g. 6 8 for dawn's low sun; ``--basemap``:
+frames rendered from another global equirectangular image, e.g. another month's Blue Marble) seen by each
 camera below, through one loaded ``Localizer`` (defaults, one thread): eligible frames,
 fix rate, false fixes (> 50 km, over all frames), boresight error p50 and latency p50, and the pipeline's
 retrieval recall@10 (its ``candidates``, CONVENTIONS recall). ``--ceiling`` adds the verification ceiling: the
@@ -95,7 +97,13 @@ def main() -> None:
     ap.add_argument("--ceiling", action="store_true", help="also verify the true place (plain or filled look)")
     ap.add_argument("--day-hours", type=float, nargs=2, default=FrameSpec.day_hours, metavar=("H0", "H1"),
                     help="local solar hours the frames are drawn from (default: the eval's 8-15.5)")
+    ap.add_argument("--basemap", default=None, metavar="WORLD.jpg",
+                    help="render the frames from this global equirectangular image (default: the default basemap)")
     a = ap.parse_args()
+    basemap = None
+    if a.basemap:
+        from earthfix.sim.basemap import Basemap
+        basemap = Basemap.load(a.basemap)
     effects = None
     if a.effects:
         from earthfix.sim.effects import EffectsConfig
@@ -111,7 +119,7 @@ def main() -> None:
     for cam in cameras:
         w, h, fov = cam.width, cam.height, cam.fov_deg
         tally = Tally()
-        for img, truth in make_frameset(a.n, a.seed + w, cam, None, FrameSpec(day_hours=tuple(a.day_hours)),
+        for img, truth in make_frameset(a.n, a.seed + w, cam, basemap, FrameSpec(day_hours=tuple(a.day_hours)),
                                         effects=effects):
             tally.add(loc.locate(img, cam), truth,
                       (lambda: either_look_fixed(loc, img, cam, truth)) if a.ceiling else None)
