@@ -381,3 +381,24 @@ def test_eval_refuses_a_bad_effects_file_before_any_work(tmp_path, capsys):
     args = Namespace(frames=10, effects=str(tmp_path / "missing.yaml"))
     assert ev.run(args) == 2
     assert "cannot read effects file" in capsys.readouterr().err
+
+
+def test_another_basemap_replaces_the_default_for_the_default_sets_only():
+    """``--basemap``: the sets rendered from the default basemap are rendered from the given image (here the
+    default with its red and blue bands swapped); a set with a basemap of its own (season) keeps it."""
+    from earthfix.sim.basemap import Basemap
+    d = Basemap.default()
+    other = Basemap(d.image[..., ::-1].copy(), d.land, source="swapped")
+    land256 = next(s for s in ev.SCENARIOS if s.name == "land256")
+    season = next(s for s in ev.SCENARIOS if s.name == "season256")
+    _, mine = ev.scenario_frames(land256, 3, 321, basemap=other)
+    _, default = ev.scenario_frames(land256, 3, 321)
+    changed = 0
+    for (a, ta), (b, tb) in zip(mine, default, strict=True):
+        assert ta["bore_lat"] == tb["bore_lat"] and ta["land_frac"] == tb["land_frac"]   # same places and mask
+        changed += not np.array_equal(a, b)
+    assert changed >= 1
+    _, kept = ev.scenario_frames(season, 2, 321, basemap=other)
+    _, own = ev.scenario_frames(season, 2, 321)
+    for (a, _), (b, _) in zip(kept, own, strict=True):
+        assert np.array_equal(a, b)

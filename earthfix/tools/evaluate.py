@@ -1,7 +1,7 @@
 """Evaluate the whole flight pipeline on held-out simulated frames, with baselines, in one run.
 
     earthfix eval [--bundle DIR] [--out eval-report] [--frames 150] [--seed 0] [--quick] [--no-baselines]
-                  [--effects EFFECTS.yaml] [--config LOCALIZER.yaml]
+                  [--effects EFFECTS.yaml] [--config LOCALIZER.yaml] [--basemap WORLD.jpg]
 
 Scenario sets (``SCENARIOS``; seeds ``EVAL_SEED + 100 * seed + k``, disjoint from calibrate's 7000 range):
 land seen by a 256x256 80-degree camera from the default basemap with the simulator's effects; the same
@@ -350,16 +350,18 @@ def region_frameset(n: int, seed: int, camera, basemap, spec, region, effects=No
                          place=lambda rng, kind: _region_place(rng, kind, region), effects=effects)
 
 
-def scenario_frames(sdef: ScenarioDef, n: int, seed: int, region=None, effects=None):
+def scenario_frames(sdef: ScenarioDef, n: int, seed: int, region=None, effects=None, basemap=None):
     """(camera, iterator of (image, truth)) for one scenario; ``effects``: an ``EffectsConfig`` instead of
-    the simulator's defaults (the scenario's own cloud cover or veil still applies on top)."""
+    the simulator's defaults (the scenario's own cloud cover or veil still applies on top); ``basemap``: a
+    ``Basemap`` instead of the default for the scenarios rendered from the default (a scenario with a basemap
+    of its own, season, winter or relief, keeps it)."""
     from ..onboard.camera import Camera
     from .framesets import FrameSpec, make_frameset, panchromatic, random_place, shifted_basemap
     cam = Camera.from_fov(sdef.width, sdef.height, sdef.fov_deg)
     spec = FrameSpec(kind=sdef.kind, daylight=sdef.daylight, cloud_cover=sdef.cloud_cover,
                      thin_cloud=sdef.thin_cloud, cumulus=sdef.cumulus, day_hours=sdef.day_hours,
                      cloud_edge=sdef.cloud_edge)
-    basemap = shifted_basemap(sdef.basemap) if sdef.basemap else None
+    basemap = shifted_basemap(sdef.basemap) if sdef.basemap else basemap
     if sdef.sensor:
         from ..sim.effects import EffectsConfig
         effects = EffectsConfig.from_dict(dict(sdef.sensor), base=effects)
@@ -718,6 +720,8 @@ def command_line(args) -> str:
         parts += ["--region"] + [f"{x:g}" for x in args.region]
     if getattr(args, "effects", None):
         parts += ["--effects", str(args.effects)]
+    if getattr(args, "basemap", None):
+        parts += ["--basemap", str(args.basemap)]
     if args.quick:
         parts.append("--quick")
     if args.no_baselines:
@@ -768,6 +772,10 @@ def run_eval(args, log=None) -> dict:
     if getattr(args, "effects", None):
         from ..sim.effects import EffectsConfig
         effects = EffectsConfig.from_yaml(args.effects)
+    basemap = None
+    if getattr(args, "basemap", None):
+        from ..sim.basemap import Basemap
+        basemap = Basemap.load(args.basemap)
     overrides = {"threads": 1}
     if args.encoder:
         overrides["encoder"] = str(args.encoder)
@@ -784,7 +792,7 @@ def run_eval(args, log=None) -> dict:
     heavy_frames: list = []
     for k, sdef in enumerate(SCENARIOS):
         seed = scenario_seed(args.seed, k)
-        cam, frames = scenario_frames(sdef, n, seed, args.region, effects)
+        cam, frames = scenario_frames(sdef, n, seed, args.region, effects, basemap)
         for img, truth in tqdm(frames, total=n, desc=f"eval {sdef.name}", unit="frame", disable=args.quiet,
                                file=sys.stderr):
             rec = evaluate_frame(loc, cam, img, truth, sdef, baselines)
@@ -815,6 +823,7 @@ def run_eval(args, log=None) -> dict:
         "frames_per_scenario": n, "seeds": {s.name: scenario_seed(args.seed, k) for k, s in enumerate(SCENARIOS)},
         "region": list(args.region) if args.region else None,
         "effects": None if effects is None else _effects_changes(effects),
+        "basemap": None if basemap is None else Path(args.basemap).name,
         "definitions": {"false_fix_km": FALSE_FIX_KM, "eligible_min_land_clear_frac": MIN_LAND_CLEAR_FRAC,
                         "recall_hit_radius": "footprint_half_width_km / 2",
                         "overall": "all scenarios except stress sets", "percentiles": "numpy linear"},
@@ -901,6 +910,9 @@ def render_markdown(r: dict) -> str:
     if r.get("effects") is not None:
         L += ["Simulator effects changed from their defaults (`--effects`; a scenario's own cloud cover or veil "
               f"applies on top): `{json.dumps(r['effects'])}`", ""]
+    if r.get("basemap"):
+        L += [f"Frames rendered from `{r['basemap']}` instead of the default basemap (`--basemap`; the season, "
+              "winter and relief sets keep their own)", ""]
     m = r["machine"]
     L += ["## Machine", "", "| item | value |", "| --- | --- |"]
     for k in ("cpu_model", "logical_cores", "usable_cores", "python", "platform", "onnxruntime", "opencv", "numpy",
@@ -1029,6 +1041,9 @@ def register(sub):
     p.add_argument("--effects", default=None, metavar="YAML",
                    help="simulator effects over their defaults (keys of EffectsConfig: jpeg_quality, thin_cloud, cumulus, "
                         "cloud_shadow, ...), for every scenario")
+    p.add_argument("--basemap", default=None, metavar="WORLD.jpg",
+                   help="render the scenarios' frames from this global equirectangular image instead of the default "
+                        "basemap (e.g. another month of the Blue Marble; season, winter and relief sets keep theirs)")
     p.add_argument("--region", nargs=4, type=float, default=None, metavar=("LAT_MIN", "LAT_MAX", "LON_MIN", "LON_MAX"),
                    help="draw land frames inside this box only (for regional bundles)")
     p.add_argument("--interim", action="store_true", help="label the report as measured on an interim model")
