@@ -294,11 +294,13 @@ def photometric_shift(x, rng, strength: float = 1.0):
 
 def train(pairs: dict, val: dict, minutes: float, seed: int = 0, batch: int = 1024, lr: float = 2e-3,
           threads: int = 1, log=print, steps: int | None = None, photometric: float = 0.0,
-          widths: tuple = WIDTHS):
+          widths: tuple = WIDTHS, invert_share: float = 0.0):
     """Train LocalNet for ``steps`` (the cosine schedule over steps: reproducible), or, without, for
     ``minutes`` of wall time (the schedule over time); returns (net, record). ``photometric`` > 0: frame
     patches also shifted by ``photometric_shift`` of that strength (0: the shipped recipe). ``widths``: the
-    channels of the first two convolutions (``build_net``'s c1, c2)."""
+    channels of the first two convolutions (``build_net``'s c1, c2). ``invert_share`` > 0: that share of the
+    frame patches has its grey inverted (255 - x): a season or another product can reverse a boundary's
+    contrast (dry bright ground greening dark), which the tile side never shows (0: the shipped recipe)."""
     import torch
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
@@ -324,6 +326,9 @@ def train(pairs: dict, val: dict, minutes: float, seed: int = 0, batch: int = 10
         xf = 255.0 * (xf / 255.0).clamp(0, 1) ** gamma
         if photometric > 0.0:
             xf = photometric_shift(xf, rng, photometric)
+        if invert_share > 0.0:
+            flip = torch.from_numpy(rng.uniform(size=batch) < invert_share).view(batch, 1, 1, 1)
+            xf = torch.where(flip, 255.0 - xf, xf)
         xf = xf + torch.randn_like(xf) * float(rng.uniform(0, 4))
         net.train()
         loss, acc = hardnet_loss(net(xs), net(xf))
@@ -375,9 +380,10 @@ def run(args) -> int:
     log(f"train-localdesc: {len(pairs['tile'])} training pairs, {len(val['tile'])} validation pairs "
         f"({time.time() - t0:.0f} s)")
     net, rec = train(pairs, val, args.minutes, seed=args.seed, threads=args.threads, log=log, steps=args.steps,
-                     photometric=args.photometric, widths=tuple(args.widths))
+                     photometric=args.photometric, widths=tuple(args.widths), invert_share=args.invert_share)
     rec["photometric"] = args.photometric
     rec["cloud_edge"] = args.cloud_edge
+    rec["invert_share"] = args.invert_share
     rec["frame_basemaps"] = [Path(m).name for m in args.frame_basemaps or ()]
     rec["frame_basemap_share"] = args.frame_basemap_share
     if val_maps is not None:
@@ -476,6 +482,8 @@ def register(sub) -> None:
                    help="share of the training frames rendered from --frame-basemaps (0: the shipped recipe)")
     p.add_argument("--val-basemaps", nargs="+", default=None, metavar="WORLD.jpg",
                    help="also report validation top-1 on frames rendered from these images (held out from training)")
+    p.add_argument("--invert-share", type=float, default=0.0, metavar="S",
+                   help="share of the frame patches with their grey inverted in training (0: the shipped recipe)")
     p.add_argument("--widths", type=int, nargs=2, default=list(WIDTHS), metavar=("C1", "C2"),
                    help="channels of the network's first two convolutions (default: the shipped network's, %(default)s)")
     p.set_defaults(func=run)
