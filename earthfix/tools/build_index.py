@@ -112,7 +112,7 @@ def build_hnsw(vectors: np.ndarray, params: dict, threads: int = 2):
 def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_params=None,
                  keystore=True, progress=True, region=None, threads=2, log=None, keyindex=True,
                  keyindex_params=None, keystore_gsd_km=None, fine_keystore_gsd_km=FINE_KEYSTORE_GSD_KM,
-                 local_descriptor=None) -> Path:
+                 local_descriptor=None, keystore_extra_basemaps=()) -> Path:
     """Build a bundle into ``out_dir`` (written to a temporary sibling, then renamed: never half-written).
 
     ``pca_dim`` None: ``DEFAULT_PCA_DIM``, or ``TURNED_PCA_DIM`` when the encoder's references are stored at
@@ -176,7 +176,8 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
         kcfg = BuildConfig(bbox=tuple(region) if region else None)
         if keystore_gsd_km is not None:
             kcfg = replace(kcfg, gsd_km=float(keystore_gsd_km))
-        store = build_keystore(basemap, kcfg, progress=progress, describer=describer)
+        store = build_keystore(basemap, kcfg, progress=progress, describer=describer,
+                               extra_basemaps=tuple(keystore_extra_basemaps))
         store.save(tmp / "keystore.npz")
         n_kp = len(store)
         if fine_keystore_gsd_km:
@@ -184,7 +185,7 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
                 raise ValueError(f"the fine keypoint store's sample ({fine_keystore_gsd_km:g} km) must be finer "
                                  f"than the main store's ({kcfg.gsd_km:g} km)")
             fine = build_keystore(basemap, replace(kcfg, gsd_km=float(fine_keystore_gsd_km)), progress=progress,
-                                  describer=describer)
+                                  describer=describer, extra_basemaps=tuple(keystore_extra_basemaps))
             fine.save(tmp / "keystore_fine.npz")
             keystore_meta = {"gsd_km": kcfg.gsd_km, "fine_gsd_km": float(fine_keystore_gsd_km),
                              "fine_keypoints": len(fine)}
@@ -290,6 +291,9 @@ def register(sub):
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=None, help="bundle directory (default: the default bundle location)")
     p.add_argument("--basemap", default=None, help="equirectangular image (default: Blue Marble NG)")
+    p.add_argument("--keystore-extra-basemap", action="append", default=None, metavar="WORLD.jpg",
+                   help="another global image of the same ground (another product or season) whose keypoints join "
+                        "the keypoint stores', under one PCA (repeatable; docs/BENCHMARKS.md, 'Other months')")
     p.add_argument("--bounds", nargs=4, type=float, default=[-180, 180, -90, 90],
                    metavar=("LON_MIN", "LON_MAX", "LAT_MIN", "LAT_MAX"))
     p.add_argument("--encoder", default=None, help="ONNX encoder (default: the shipped INT8 model)")
@@ -322,6 +326,7 @@ def run_build(args) -> int:
     from ..sim.basemap import Basemap, BasemapError
     try:
         basemap = Basemap.load(args.basemap, tuple(args.bounds)) if args.basemap else None
+        extra = tuple(Basemap.load(p) for p in args.keystore_extra_basemap or ())
     except BasemapError as exc:
         print(f"earthfix build-index: {exc}", file=sys.stderr)
         return 2
@@ -331,7 +336,7 @@ def run_build(args) -> int:
                      {"M": args.M, "ef_construction": args.ef_construction, "ef": args.ef},
                      keystore=not args.no_keystore, region=args.region, keyindex=not args.no_keyindex,
                      keystore_gsd_km=args.keystore_gsd_km, fine_keystore_gsd_km=args.fine_keystore_gsd_km,
-                     local_descriptor=args.local_descriptor)
+                     local_descriptor=args.local_descriptor, keystore_extra_basemaps=extra)
     except (FileNotFoundError, ValueError) as exc:
         print(f"earthfix build-index: {exc}", file=sys.stderr)
         return 2

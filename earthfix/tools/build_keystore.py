@@ -160,10 +160,12 @@ def tile_keypoints(basemap: Basemap, cfg: BuildConfig, lat0: float, lon0: float,
 
 
 def build_keystore(basemap: Basemap, cfg: BuildConfig | None = None, progress: bool = True,
-                   describer=None) -> KeypointStore:
+                   describer=None, extra_basemaps: tuple = ()) -> KeypointStore:
     """Build a :class:`KeypointStore` for the basemap (or ``cfg.bbox`` of it). ``describer``: a
     ``localdesc.PatchDescriber`` (the learned local descriptor, recorded in the store's meta and attached
-    to it), or None for RootSIFT."""
+    to it), or None for RootSIFT. ``extra_basemaps``: other global images of the same ground (another
+    product or season) whose tiles' keypoints join the store's, under one PCA (each map's density cap
+    applies to its own keypoints)."""
     cfg = cfg or BuildConfig()
     fcfg = cfg.feature_config()
     t_start = time.perf_counter()
@@ -190,9 +192,9 @@ def build_keystore(basemap: Basemap, cfg: BuildConfig | None = None, progress: b
         it = tqdm(todo, desc="keystore tiles", unit="tile")
     parts = []
     n_detected = 0
-    for i in it:
+    for i, bm in ((i, bm) for i in it for bm in (basemap, *extra_basemaps)):
         la, lo = centres[i]
-        kp = tile_keypoints(basemap, cfg, la, lo, fcfg, describer)
+        kp = tile_keypoints(bm, cfg, la, lo, fcfg, describer)
         if kp is None:
             continue
         n_detected += len(kp["lat"])
@@ -231,6 +233,7 @@ def build_keystore(basemap: Basemap, cfg: BuildConfig | None = None, progress: b
     var_kept = float((sv[:dim] ** 2).sum() / (sv ** 2).sum())
     elapsed = time.perf_counter() - t_start
     meta = {"build": _jsonable(asdict(cfg)), "feature": fcfg.to_dict(), "basemap": basemap.source,
+            "extra_basemaps": [b.source for b in extra_basemaps],
             "tiles": len(todo), "keypoints_detected": int(n_detected), "pca_variance_kept": var_kept,
             "build_s": round(elapsed, 1),
             "descriptor": ({"kind": "rootsift"} if describer is None else
