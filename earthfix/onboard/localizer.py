@@ -405,26 +405,20 @@ class Localizer:
         named = {"filled": prep.filled, "despeckled": prep.despeckled}
         return [named[n] for n in self.cfg["encoder_views"] if named[n] is not None]
 
-    def tone_lifted(self, img: np.ndarray) -> tuple[np.ndarray, float, float]:
-        """(the frame every stage sees, the gain, the power applied): an underexposed frame (its brightest
-        pixels under config ``exposure_below_dn``) is scaled up (``features.exposure_stretched``), then a frame
-        darker than config ``tone_lift_dn`` at its 25th percentile is lifted to it (``features.tone_lifted``;
-        1.0, 1.0: as it came)."""
-        img, gain = exposure_stretched(img, self.cfg["exposure_below_dn"])
-        img, power = tone_lifted(img, self.cfg["tone_lift_dn"])
-        return img, gain, power
-
     def sharpened(self, img: np.ndarray, camera: Camera) -> tuple[np.ndarray, float]:
         """(the frame, unsharp-masked when its blur ratio at the plain look's working resolution is under
         config ``sharpen_below``; the ratio) (``features.sharpened``)."""
         return sharpened(img, self.verifier_for(camera).cfg.feature, self.cfg["sharpen_below"])
 
     def _conditioned(self, img: np.ndarray, camera: Camera, stages: dict) -> "Conditioned":
-        """The frame every stage sees: exposure-stretched and tone-lifted when dark, then sharpened when
+        """The frame every stage sees: an underexposed frame (its brightest pixels under config
+        ``exposure_below_dn``) scaled up (``features.exposure_stretched``), a frame darker than config
+        ``tone_lift_dn`` at its 25th percentile lifted to it (``features.tone_lifted``), then sharpened when
         blurred; stage times into ``stages``. ``locate`` and the eval's encoder rows (``encoder_images``) both
         see the frame through this."""
         t = _time.perf_counter()
-        lifted, gain, power = self.tone_lifted(img)
+        stretched, gain = exposure_stretched(img, self.cfg["exposure_below_dn"])
+        lifted, power = tone_lifted(stretched, self.cfg["tone_lift_dn"])
         stages["tone_ms"] = (_time.perf_counter() - t) * 1e3
         t = _time.perf_counter()
         out, blur = self.sharpened(lifted, camera)
