@@ -765,9 +765,7 @@ def run_eval(args, log=None) -> dict:
     blas_threads = limit_blas_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.bundle is None:
-        args.bundle = str(ensure_default_bundle())
-    n = min(args.frames, QUICK_FRAMES) if args.quick else args.frames
+    # the inputs first: a mistyped path fails before the default bundle is built
     effects = None
     if getattr(args, "effects", None):
         from ..sim.effects import EffectsConfig
@@ -776,6 +774,9 @@ def run_eval(args, log=None) -> dict:
     if getattr(args, "basemap", None):
         from ..sim.basemap import Basemap
         basemap = Basemap.load(args.basemap)
+    if args.bundle is None:
+        args.bundle = str(ensure_default_bundle())
+    n = min(args.frames, QUICK_FRAMES) if args.quick else args.frames
     overrides = {"threads": 1}
     if args.encoder:
         overrides["encoder"] = str(args.encoder)
