@@ -410,15 +410,21 @@ class Localizer:
         config ``sharpen_below``; the ratio) (``features.sharpened``)."""
         return sharpened(img, self.verifier_for(camera).cfg.feature, self.cfg["sharpen_below"])
 
+    def toned(self, img: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """The tone stage: (the frame, the gain, the power applied). An underexposed frame (its brightest
+        pixels under config ``exposure_below_dn``) is scaled up (``features.exposure_stretched``), then a frame
+        darker than config ``tone_lift_dn`` at its 25th percentile is lifted to it (``features.tone_lifted``;
+        1.0, 1.0: as it came)."""
+        img, gain = exposure_stretched(img, self.cfg["exposure_below_dn"])
+        img, power = tone_lifted(img, self.cfg["tone_lift_dn"])
+        return img, gain, power
+
     def _conditioned(self, img: np.ndarray, camera: Camera, stages: dict) -> "Conditioned":
-        """The frame every stage sees: an underexposed frame (its brightest pixels under config
-        ``exposure_below_dn``) scaled up (``features.exposure_stretched``), a frame darker than config
-        ``tone_lift_dn`` at its 25th percentile lifted to it (``features.tone_lifted``), then sharpened when
-        blurred; stage times into ``stages``. ``locate`` and the eval's encoder rows (``encoder_images``) both
-        see the frame through this."""
+        """The frame every stage sees: through the tone stage (``toned``), then sharpened when blurred;
+        stage times into ``stages``. ``locate`` and the eval's encoder rows (``encoder_images``) both see the
+        frame through this."""
         t = _time.perf_counter()
-        stretched, gain = exposure_stretched(img, self.cfg["exposure_below_dn"])
-        lifted, power = tone_lifted(stretched, self.cfg["tone_lift_dn"])
+        lifted, gain, power = self.toned(img)
         stages["tone_ms"] = (_time.perf_counter() - t) * 1e3
         t = _time.perf_counter()
         out, blur = self.sharpened(lifted, camera)

@@ -94,7 +94,7 @@ def test_despeckle(benchmark, frame, camera, localizer):
 def test_tone(benchmark, frame, localizer):
     """The exposure and tone checks on every frame (a histogram of the brightest band, one of the grey; the
     frame is exposed as the map is and on its curve)."""
-    out, k, g = benchmark(localizer.tone_lifted, frame)
+    out, k, g = benchmark(localizer.toned, frame)
     assert out is frame and k == 1.0 and g == 1.0
 
 
@@ -102,14 +102,14 @@ def test_tone_lifting(benchmark, frame, localizer):
     """The tone lift when it fires: the frame through a steep tone curve (x ** 4: its 25th percentile under
     20 DN; its cloud keeps its brightest pixels over the exposure gain's threshold)."""
     dark = np.clip(255.0 * (frame / 255.0) ** 4.0 + 0.5, 0, 255).astype(np.uint8)
-    out, k, g = benchmark(localizer.tone_lifted, dark)
+    out, k, g = benchmark(localizer.toned, dark)
     assert g < 1.0 and out is not dark
 
 
 def test_exposure_stretching(benchmark, frame, localizer):
     """The exposure gain when it fires: the frame at a third of its light (its brightest pixels under 110 DN)."""
     dim = np.round(frame * (1.0 / 3.0)).astype(np.uint8)
-    out, k, g = benchmark(localizer.tone_lifted, dim)
+    out, k, g = benchmark(localizer.toned, dim)
     assert k > 1.0 and out is not dim
 
 
