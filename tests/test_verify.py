@@ -828,3 +828,32 @@ def test_a_vote_places_own_pose_holds_a_place_its_matches_cannot(store, basemap,
     for wlat, wlon in ((27.0, 20.0), (18.0, 30.0), (30.0, 2.0)):
         wrong = Verifier(store, cfg).verify(f, cam, [(wlat, wlon, 500.0, yaw, 600.0)])
         assert not wrong.ok, (wlat, wlon, wrong.inliers)
+
+
+def test_a_first_pose_that_rests_on_one_match_is_not_matched_again(store, basemap, monkeypatch):
+    """A first pose refused because leaving one match out moves its boresight more than ``max_lever_km`` may be
+    anywhere: the guided pass does not start from it (``guided_max_lever_km``), though from the same pose it
+    would find the place."""
+    cam = Camera.from_fov(256, 256, 80)
+    lat, lon = 24.0, 12.0
+    img = appearance(frame(basemap, cam, lat, lon, 600.0, 37.0), seed=5)
+    f = Verifier(store, VerifyConfig()).extract(img)
+    real = Verifier._held_by_one
+    calls = []
+
+    def first_rests_on_one(self, out, *a, **k):
+        calls.append(1)
+        if len(calls) == 1:                       # the place's first pose: one match moves it 124 km
+            out.lever_km = 124.0
+            return True
+        return real(self, out, *a, **k)
+
+    monkeypatch.setattr(Verifier, "_held_by_one", first_rests_on_one)
+    cfg = VerifyConfig()
+    assert cfg.guided_max_lever_km < 124.0 and cfg.guided_work_px > 0      # on in flight
+    v = Verifier(store, cfg).verify(f, cam, [(lat, lon)])
+    assert not v.ok and not v.guided and v.reason.startswith("pose held by one match"), v.reason
+    calls.clear()
+    again = Verifier(store, VerifyConfig(guided_max_lever_km=float("inf"))).verify(f, cam, [(lat, lon)])
+    assert again.ok and again.guided, again.reason
+    assert geodesy.great_circle_km(again.lat, again.lon, lat, lon) < 5.0

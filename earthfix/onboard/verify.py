@@ -108,6 +108,12 @@ class VerifyConfig:
                                         # among the place's thousands), then fitted anew with every check
     guided_above_sigma_km: float = 8.0  # (max_bore_sigma_km's flight value: calibration opens that gate, not this)
     guided_max_sigma_km: float = 60.0   # (30: 3 stress frames fewer at seed 7; wrong first poses reach 110 km)
+    guided_max_lever_km: float = 50.0   # a first pose whose boresight one match moves more than this (its
+                                        # lever_km: refused as resting on one match) is not matched again (inf:
+                                        # off): such a pose can be far off, and the guided pass then gathers
+                                        # matches that fit wherever it points (a pose 63 km off at p 0.999 from a
+                                        # first pose 124 km lever, session 50); the release frames' fixes were
+                                        # the same without those seeds (docs/VERIFICATION.md)
     guided_tilt_prior_deg: float = 5.0  # the guided refit's prior on the off-nadir angle (without attitude; 0: off):
                                         # the keypoints a first pose could pin are often bunched, and a bunch
                                         # trades tilt for altitude (a pose 60 km off, 405 km for 546, 8.7 deg)
@@ -442,6 +448,7 @@ class Verifier:
             if (cfg.guided_work_px > 0 and out.r_cam2ecef is not None and time_left
                     and (not out.ok or out.bore_sigma_km > cfg.guided_above_sigma_km)
                     and out.bore_sigma_km <= cfg.guided_max_sigma_km and out.inliers >= cfg.min_inliers - 1
+                    and out.lever_km <= cfg.guided_max_lever_km
                     and cfg.alt_range_km[0] <= out.alt_km <= cfg.alt_range_km[1]
                     and out.tilt_deg <= cfg.max_tilt_deg):
                 out = self._guided_rounds(f, qdesc, camera, g, idx, sdesc, out, out, r_att, wscale, use_orient)
