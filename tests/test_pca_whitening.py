@@ -9,8 +9,8 @@ import numpy as np
 import yaml
 
 from earthfix.onboard.bundle import MANIFEST, Bundle
-from earthfix.tools.build_index import (DEFAULT_KEYINDEX, FINE_KEYSTORE_GSD_KM, WHITEN_POWER, fit_pca, is_current,
-                                       shipped_local_sha256)
+from earthfix.tools.build_index import (DEFAULT_KEYINDEX, DEFAULT_KEYSTORE_EXTRA, FINE_KEYSTORE_GSD_KM, WHITEN_POWER,
+                                       fit_pca, is_current, shipped_local_sha256)
 
 
 def _descriptors(n=2000, d=16, seed=0):
@@ -45,7 +45,10 @@ def test_built_bundle_records_the_power_and_flight_reduction_reproduces_its_rows
     manifest = yaml.safe_load((tiny_bundle / MANIFEST).read_text())
     assert manifest["pca"]["whiten_power"] == WHITEN_POWER
     b = Bundle.load(tiny_bundle, load_keystore=False)
-    assert is_current(manifest, b.manifest["encoder"]["sha256"], shipped_local_sha256())
+    # built without the shipped maps in its keypoint stores: of the default recipe but for them
+    assert not is_current(manifest, b.manifest["encoder"]["sha256"], shipped_local_sha256())
+    shipped = dict(manifest, keystore=dict(manifest["keystore"], extra_basemaps=_shipped_extra()))
+    assert is_current(shipped, b.manifest["encoder"]["sha256"], shipped_local_sha256())
     # the stored rows are unit vectors of the whitened projection: a stored row, mapped back to descriptor
     # space through the projection's pseudo-inverse and reduced again, is itself
     rows = np.load(tiny_bundle / "descriptors.npy").astype(np.float32)[:20]
@@ -53,8 +56,14 @@ def test_built_bundle_records_the_power_and_flight_reduction_reproduces_its_rows
     assert np.allclose(b.reduce(back), rows, atol=2e-3)
 
 
+def _shipped_extra():
+    from earthfix.sim.basemap import SHIPPED_MAPS
+    return [{"source": n, "sha256": SHIPPED_MAPS[n]} for n in DEFAULT_KEYSTORE_EXTRA]
+
+
 def test_a_cached_default_bundle_of_another_recipe_or_encoder_is_not_reused():
-    fine = {"gsd_km": 6.0, "fine_gsd_km": FINE_KEYSTORE_GSD_KM, "fine_keypoints": 10}
+    fine = {"gsd_km": 6.0, "fine_gsd_km": FINE_KEYSTORE_GSD_KM, "fine_keypoints": 10,
+            "extra_basemaps": _shipped_extra()}
     ki = {"library": "hnswlib", "space": "l2", "M": DEFAULT_KEYINDEX["M"],
           "ef_construction": DEFAULT_KEYINDEX["ef_construction"], "ef": DEFAULT_KEYINDEX["ef"]}
     m = {"encoder": {"sha256": "abc"}, "pca": {"dim_in": 128, "dim_out": 64, "whiten_power": WHITEN_POWER},
@@ -72,6 +81,12 @@ def test_a_cached_default_bundle_of_another_recipe_or_encoder_is_not_reused():
     no_fine = {k: v for k, v in m.items() if k != "keystore"}        # before the fine keypoint store
     assert not is_current(no_fine, "abc")
     assert not is_current(dict(m, keystore=dict(fine, fine_gsd_km=None)), "abc")
+    # the shipped maps whose keypoints join the stores (none before session 50; another file of the same name)
+    assert DEFAULT_KEYSTORE_EXTRA
+    assert not is_current(dict(m, keystore={k: v for k, v in fine.items() if k != "extra_basemaps"}), "abc")
+    assert not is_current(dict(m, keystore=dict(fine, extra_basemaps=[])), "abc")
+    other = [dict(e, sha256="0" * 64) for e in _shipped_extra()]
+    assert not is_current(dict(m, keystore=dict(fine, extra_basemaps=other)), "abc")
     # the local descriptor: a RootSIFT bundle when a network ships, or one built with another network
     learned = dict(m, local_descriptor={"file": "localdesc.onnx", "kind": "patchnet", "sha256": "d13"})
     assert is_current(learned, "abc", "d13")

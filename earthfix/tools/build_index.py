@@ -7,10 +7,11 @@ Steps: (1) the Fibonacci-lattice grid of view centres per footprint scale (``gri
 only; (2) each view rendered nadir/north-up from the basemap (water flattened) and encoded by the INT8
 encoder with its own preprocessing; (3) PCA to ``pca_dim`` (fitted on the reference descriptors), each
 component divided by the square root of its standard deviation (``WHITEN_POWER``), and re-normalisation;
-(4) an hnswlib inner-product graph; (5) the area keypoint store for verification and the key index over
-its descriptors for keypoint voting (``build_keyindex``); (6) manifest.yaml with every file's SHA-256.
+(4) an hnswlib inner-product graph; (5) the area keypoint store for verification (from the basemap's tiles
+and, in the default recipe, the same tiles of the shipped maps ``DEFAULT_KEYSTORE_EXTRA``) and the key index
+over its descriptors for keypoint voting (``build_keyindex``); (6) manifest.yaml with every file's SHA-256.
 The default bundle is built on first use into the user cache (``$EARTHFIX_HOME`` or ``~/.cache/earthfix``)
-and rebuilt when the shipped encoder or this recipe (``WHITEN_POWER``) changes.
+and rebuilt when the shipped encoder or this recipe (``WHITEN_POWER``, the shipped maps, ...) changes.
 """
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ TURNED_PCA_DIM = 32   # references stored at 4 turns: 4x the rows, so half the d
                       # bundle within its 64 MB (bench_retrieval.py --pca 64 32: the same recall within 2 frames)
 WHITEN_POWER = 0.5    # partial PCA whitening: the few dominant directions stop outvoting the rest;
                       # +2 to +5 points R@1 over plain PCA (docs/BUNDLE.md, bench_retrieval.py --whiten)
+DEFAULT_KEYSTORE_EXTRA = ("nasa-bmng-07_2048.jpg",)   # shipped maps (maps/) whose keypoints join the default
+                             # bundle's stores: imagery without the default map's relief shading, so that
+                             # frames of other products and seasons find keypoints they share (docs/VERIFICATION.md,
+                             # "A second map in the keypoint store")
 FINE_KEYSTORE_GSD_KM = 4.0   # keystore_fine.npz, for cameras finer than the 6 km store: 1024 px at 40 deg
                              # fixes +9 points with it (docs/VERIFICATION.md, "Store sample per camera")
 
@@ -191,6 +196,8 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
                              "fine_keypoints": len(fine)}
         else:
             keystore_meta = {"gsd_km": kcfg.gsd_km, "fine_gsd_km": None, "fine_keypoints": 0}
+        keystore_meta["extra_basemaps"] = [{"source": Path(b.source).name, "sha256": sha256_file(Path(b.source))}
+                                           for b in keystore_extra_basemaps]
         if keyindex:
             from .build_keyindex import build_keyindex
             kindex, keyindex_meta = build_keyindex(store, keyindex_params, threads=1)
@@ -243,7 +250,13 @@ def ensure_default_bundle(progress=True) -> Path:
     # a corrupted shipped encoder would otherwise be built into a bundle that then vouches for it
     check_encoder_record(enc)
     out.parent.mkdir(parents=True, exist_ok=True)
-    return build_bundle(out, progress=progress)
+    return build_bundle(out, progress=progress, keystore_extra_basemaps=default_keystore_extra())
+
+
+def default_keystore_extra() -> tuple:
+    """The shipped maps of the default recipe (``DEFAULT_KEYSTORE_EXTRA``), each checked against its SHA-256."""
+    from ..sim.basemap import Basemap
+    return tuple(Basemap.shipped(name) for name in DEFAULT_KEYSTORE_EXTRA)
 
 
 def shipped_local_sha256() -> str | None:
@@ -254,8 +267,12 @@ def shipped_local_sha256() -> str | None:
 
 def is_current(manifest: dict, encoder_sha256: str, local_sha256: str | None = None) -> bool:
     """A cached default bundle is reused only if built with this encoder, this local descriptor (None:
-    RootSIFT) and this recipe (whitening, the fine keypoint store's sample, the key index's graph)."""
+    RootSIFT) and this recipe (whitening, the fine keypoint store's sample, the key index's graph, the shipped
+    maps in the keypoint stores)."""
+    from ..sim.basemap import SHIPPED_MAPS
+    extra = [e.get("sha256") for e in (manifest.get("keystore") or {}).get("extra_basemaps") or []]
     return (manifest.get("encoder", {}).get("sha256") == encoder_sha256
+            and extra == [SHIPPED_MAPS[n] for n in DEFAULT_KEYSTORE_EXTRA]
             and (manifest.get("local_descriptor") or {}).get("sha256") == local_sha256
             and float(manifest.get("pca", {}).get("whiten_power", 0.0)) == WHITEN_POWER
             and (manifest.get("keystore") or {}).get("fine_gsd_km") == FINE_KEYSTORE_GSD_KM
@@ -293,7 +310,9 @@ def register(sub):
     p.add_argument("--basemap", default=None, help="equirectangular image (default: Blue Marble NG)")
     p.add_argument("--keystore-extra-basemap", action="append", default=None, metavar="WORLD.jpg",
                    help="another global image of the same ground (another product or season) whose keypoints join "
-                        "the keypoint stores', under one PCA (repeatable; docs/BENCHMARKS.md, 'Other months')")
+                        "the keypoint stores', under one PCA (repeatable; default: the shipped "
+                        f"{', '.join(DEFAULT_KEYSTORE_EXTRA)} when --basemap is not given, none otherwise; 'none': "
+                        "none; docs/VERIFICATION.md, 'A second map in the keypoint store')")
     p.add_argument("--bounds", nargs=4, type=float, default=[-180, 180, -90, 90],
                    metavar=("LON_MIN", "LON_MAX", "LAT_MIN", "LAT_MAX"))
     p.add_argument("--encoder", default=None, help="ONNX encoder (default: the shipped INT8 model)")
@@ -326,7 +345,11 @@ def run_build(args) -> int:
     from ..sim.basemap import Basemap, BasemapError
     try:
         basemap = Basemap.load(args.basemap, tuple(args.bounds)) if args.basemap else None
-        extra = tuple(Basemap.load(p) for p in args.keystore_extra_basemap or ())
+        extra_paths = args.keystore_extra_basemap
+        if extra_paths is None:
+            extra = default_keystore_extra() if basemap is None else ()
+        else:
+            extra = tuple(Basemap.load(p) for p in extra_paths if p.lower() != "none")
     except BasemapError as exc:
         print(f"earthfix build-index: {exc}", file=sys.stderr)
         return 2
