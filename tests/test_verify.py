@@ -782,6 +782,38 @@ def test_pairs_within_a_radius_are_all_found():
     assert len(pairs_within(a[:0], b, 9.0)[0]) == 0
 
 
+def test_guided_ratio_matches_are_the_same_by_pairs_and_by_the_dense_matrix(monkeypatch):
+    """Guided matching takes the pairs within reach when they are few and a dense frame x store matrix when a
+    wide reach covers much of the store: the same matches either way, and the slow reference below (each
+    frame keypoint's two closest in descriptor among the store keypoints within reach) agrees with both."""
+    from earthfix.onboard import verify as V
+    rng = np.random.default_rng(5)
+    xy = rng.uniform(0, 256, (200, 2)).astype(np.float32)
+    uv = rng.uniform(-40, 296, (1500, 2))
+    q = rng.normal(size=(200, 32)).astype(np.float32)
+    s = rng.normal(size=(1500, 32)).astype(np.float32)
+    s[:200] = q + rng.normal(0, 0.3, (200, 32)).astype(np.float32)    # true partners...
+    uv[:200] = xy + rng.normal(0, 2.0, (200, 2))                     # ...where a pose puts them
+    for reach, win in ((18.0, 6.0), (48.0, 24.0)):
+        want = []
+        for i in range(len(xy)):
+            j = np.flatnonzero(np.hypot(*(uv - xy[i]).T) < reach)
+            if len(j) < 2:
+                continue
+            d = np.linalg.norm(s[j] - q[i], axis=1)
+            o = np.argsort(d)
+            if np.hypot(*(uv[j[o[0]]] - xy[i])) < win and d[o[0]] < 0.9 * d[o[1]]:
+                want.append((i, int(j[o[0]])))
+        got = {}
+        for share in (1.0, 0.0):                                        # pairs always / the matrix always
+            monkeypatch.setattr(V, "DENSE_REACH_SHARE", share)
+            qi, sj, dist = V.ratio_matches_within(xy, uv, q, s, win, reach, 0.9)
+            got[share] = list(zip(qi.tolist(), sj.tolist()))
+            assert np.allclose(dist, np.linalg.norm(q[qi] - s[sj], axis=1), atol=1e-4)
+        assert got[1.0] == got[0.0] == want and len(want) > 50, (reach, len(want))
+    assert V.ratio_matches_within(xy, uv, q, s, 6.0, 18.0, 0.9, min_pairs=10 ** 6) is None
+
+
 def test_a_guided_pose_never_outranks_one_the_places_own_matches_hold(store, monkeypatch):
     from earthfix.onboard.features import Features
     from earthfix.onboard.verify import Verification
