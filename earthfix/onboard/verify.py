@@ -886,9 +886,9 @@ def ratio_matches_within(xy: np.ndarray, uv: np.ndarray, qdesc: np.ndarray, sdes
         close = np.hypot(*(xy[qi[h]] - uv[sj[h]]).T) < win
         ok = has2 & close & (dist[h] < ratio * dist[nxt])
         return qi[h[ok]], sj[h[ok]], dist[h[ok]]
-    xy32, uv32 = xy.astype(np.float32), uv.astype(np.float32)
-    q = qdesc.astype(np.float32)
-    s = sdesc.astype(np.float32)
+    xy32, uv32 = xy.astype(np.float32, copy=False), uv.astype(np.float32, copy=False)
+    q = qdesc.astype(np.float32, copy=False)
+    s = sdesc.astype(np.float32, copy=False)
     px2 = (xy32[:, 0, None] - uv32[None, :, 0]) ** 2 + (xy32[:, 1, None] - uv32[None, :, 1]) ** 2
     near = px2 < reach * reach
     if int(near.sum()) < min_pairs:

@@ -15,7 +15,6 @@ real sensors do not see the sea-floor relief that the Blue Marble paints, and no
 from __future__ import annotations
 
 import gzip
-import hashlib
 import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -270,7 +269,8 @@ def _shipped_cached(name: str) -> Basemap:
     path = shipped_maps_dir() / name
     if not path.is_file():
         raise BasemapError(f"shipped map {path} is missing: reinstall earthfix")
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    from ..onboard.bundle import sha256_file
+    sha = sha256_file(path)
     if sha != SHIPPED_MAPS[name]:
         raise BasemapError(f"shipped map {path} is corrupted (SHA-256 {sha[:12]}..., expected "
                            f"{SHIPPED_MAPS[name][:12]}...): reinstall earthfix")
