@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python tests/bench/bench_real_clouds.py --scene SCENE.jpg --bounds LONMIN LONMAX LATMIN LATMAX \\
         [--n 200] [--seed 4343] [--camera 256x256@80 ...] [--config C.yaml] [--v-ramp 120 210] [--s-ramp 70 30]
+        [--in-place]
 
 The simulator's clouds are fractal noise; acceptance has real cloud fields. This bench takes the cloud field of a
 real satellite scene (opacity from its bright, grey pixels: HSV value ramped over 120..210 DN, saturation over
@@ -13,10 +14,21 @@ difference from the simulator's own clouds is the clouds' shape. Each pose is re
 field and under the simulator's field (its default cover), and both are located; the table bins eligible frames
 by their cloud fraction (CONVENTIONS eligibility: at least 20 % of the pixels clear land).
 
+A scene with an alpha channel (a cloud layer) gives its opacity as that channel. ``--in-place``: the field is a
+global one (bounds -180 180 -90 90) and each frame takes the clouds that lie over its own ground, not a random
+turned piece of them: a real day's weather where it was.
+
 A real scene at hand offline: cartopy's MODIS Aqua scene of Hurricane Miriam (bench_real_scene.py's docstring):
 
     PYTHONPATH=. python tests/bench/bench_real_clouds.py --scene /tmp/Miriam.A2012270.2050.2km.jpg \\
         --bounds -120.6766 -106.32104523 13.2301484511 30.7669
+
+A global real cloud field at hand (no network beyond the package registries): three-globe's npm package ships
+``example/clouds/clouds.png``, 4096 x 2048 (9.8 km/px at the equator), the clouds in its alpha channel:
+
+    npm pack three-globe@2.45.2 && tar xzf three-globe-2.45.2.tgz
+    PYTHONPATH=. python tests/bench/bench_real_clouds.py --scene package/example/clouds/clouds.png \
+        --bounds -180 180 -90 90 --in-place
 """
 from __future__ import annotations
 
@@ -79,6 +91,35 @@ class SceneClouds:
         return a, a.copy()
 
 
+class GlobalClouds:
+    """A global opacity field (equirectangular, row 0 at 90 N, column 0 at 180 W) sampled where it lies.
+    Duck-types ``CloudField.sample_with_thickness`` as ``SceneClouds`` does."""
+
+    def __init__(self, opacity: np.ndarray):
+        self.opacity = opacity
+        self.px_per_deg = opacity.shape[1] / 360.0
+
+    def sample_with_thickness(self, lat_deg, lon_deg, cover=None, lon_offset_deg=0.0, flip_lat=False):
+        lat = np.asarray(lat_deg, np.float64)
+        lon = (np.asarray(lon_deg, np.float64) + 180.0) % 360.0
+        x, y = lon * self.px_per_deg - 0.5, (90.0 - lat) * self.px_per_deg - 0.5
+        bad = ~np.isfinite(x) | ~np.isfinite(y)
+        x[bad] = y[bad] = 0.0
+        a = cv2.remap(self.opacity, x.astype(np.float32), y.astype(np.float32), cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_WRAP)
+        a[bad] = 0.0
+        return a, a.copy()
+
+
+def read_opacity(path: str, bounds, v_ramp, s_ramp) -> tuple[np.ndarray, float]:
+    """(opacity 0..1, km per px) of a scene: its alpha channel when it has one, else ``scene_opacity``."""
+    scene = Basemap.load(path, tuple(bounds), flatten_water=False)
+    raw = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if raw is not None and raw.ndim == 3 and raw.shape[2] == 4:
+        return (raw[..., 3].astype(np.float32) / 255.0), scene.km_per_px
+    return scene_opacity(scene.image, v_ramp, s_ramp), scene.km_per_px
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scene", required=True)
@@ -92,13 +133,16 @@ def main() -> None:
                     help="opacity ramps up over this HSV value (DN)")
     ap.add_argument("--s-ramp", type=float, nargs=2, default=(70.0, 30.0), metavar=("HI", "LO"),
                     help="and down over this HSV saturation (DN)")
+    ap.add_argument("--in-place", action="store_true",
+                    help="a global field: each frame takes the clouds over its own ground (no random piece, no turn)")
     a = ap.parse_args()
+    if a.in_place and (a.bounds[1] - a.bounds[0] < 359.0 or a.bounds[3] - a.bounds[2] < 179.0):
+        ap.error("--in-place needs a global field (--bounds -180 180 -90 90)")
     cameras = parse_cameras(a.camera) if a.camera else ((256, 256, 80.0), (512, 512, 60.0))
-    scene = Basemap.load(a.scene, tuple(a.bounds), flatten_water=False)
-    opacity = scene_opacity(scene.image, a.v_ramp, a.s_ramp)
+    opacity, km_per_px = read_opacity(a.scene, a.bounds, a.v_ramp, a.s_ramp)
     basemap = Basemap.default()
     loc = Localizer.load(ensure_default_bundle(), a.config)
-    print(f"scene {a.scene}: {opacity.shape[1]}x{opacity.shape[0]} px, {scene.km_per_px:.2f} km/px, "
+    print(f"scene {a.scene}: {opacity.shape[1]}x{opacity.shape[0]} px, {km_per_px:.2f} km/px, "
           f"{(opacity > 0.5).mean():.0%} of it cloud by the opacity test")
     head = "| camera | clouds | eligible | fix rate | false fixes (all frames) | " + " | ".join(
         f"cloud {BINS[i]:.1f}-{min(BINS[i + 1], 1.0):.1f}" for i in range(len(BINS) - 1)) + " |"
@@ -109,7 +153,9 @@ def main() -> None:
         rng = np.random.default_rng([a.seed, w])
 
         def real(lat, lon):   # the scene's field, a random point of it under the boresight, a random turn
-            return SceneClouds(opacity, scene.km_per_px, rng.uniform(0, opacity.shape[1]),
+            if a.in_place:
+                return GlobalClouds(opacity)
+            return SceneClouds(opacity, km_per_px, rng.uniform(0, opacity.shape[1]),
                                rng.uniform(0, opacity.shape[0]), rng.uniform(0, 360), lat, lon)
         # the same seed gives both sets the same poses (framesets.make_frameset): paired frame by frame
         sets = {"real": make_frameset(a.n, a.seed + w, cam, basemap, clouds=real),
