@@ -81,14 +81,19 @@ class SceneClouds:
         north = (lat - self.lat0) * KM_PER_DEG
         x = (self.c * east - self.s * north) / self.km_per_px + self.cx
         y = -(self.s * east + self.c * north) / self.km_per_px + self.cy
-        bad = ~np.isfinite(x) | ~np.isfinite(y)
-        x[bad] = y[bad] = 0.0
         # beyond the scene's edges its field is mirrored (a footprint can be larger than the scene): no
         # straight cloud edge where the scene ends
-        a = cv2.remap(self.opacity, x.astype(np.float32), y.astype(np.float32), cv2.INTER_LINEAR,
-                      borderMode=cv2.BORDER_REFLECT_101)
-        a[bad] = 0.0
+        a = sample_opacity(self.opacity, x, y, cv2.BORDER_REFLECT_101)
         return a, a.copy()
+
+
+def sample_opacity(opacity: np.ndarray, x: np.ndarray, y: np.ndarray, border: int) -> np.ndarray:
+    """``opacity`` at pixel coordinates (x, y) (bilinear; 0 where they are not finite: rays off the Earth)."""
+    bad = ~np.isfinite(x) | ~np.isfinite(y)
+    x[bad] = y[bad] = 0.0
+    a = cv2.remap(opacity, x.astype(np.float32), y.astype(np.float32), cv2.INTER_LINEAR, borderMode=border)
+    a[bad] = 0.0
+    return a
 
 
 class GlobalClouds:
@@ -103,11 +108,7 @@ class GlobalClouds:
         lat = np.asarray(lat_deg, np.float64)
         lon = (np.asarray(lon_deg, np.float64) + 180.0) % 360.0
         x, y = lon * self.px_per_deg - 0.5, (90.0 - lat) * self.px_per_deg - 0.5
-        bad = ~np.isfinite(x) | ~np.isfinite(y)
-        x[bad] = y[bad] = 0.0
-        a = cv2.remap(self.opacity, x.astype(np.float32), y.astype(np.float32), cv2.INTER_LINEAR,
-                      borderMode=cv2.BORDER_WRAP)
-        a[bad] = 0.0
+        a = sample_opacity(self.opacity, x, y, cv2.BORDER_WRAP)
         return a, a.copy()
 
 
