@@ -65,10 +65,13 @@ def test_a_cached_default_bundle_of_another_recipe_or_encoder_is_not_reused():
     fine = {"gsd_km": 6.0, "fine_gsd_km": FINE_KEYSTORE_GSD_KM, "fine_keypoints": 10,
             "extra_basemaps": _shipped_extra()}
     ki = {"library": "hnswlib", "space": "l2", "M": DEFAULT_KEYINDEX["M"],
-          "ef_construction": DEFAULT_KEYINDEX["ef_construction"], "ef": DEFAULT_KEYINDEX["ef"]}
+          "ef_construction": DEFAULT_KEYINDEX["ef_construction"], "ef": DEFAULT_KEYINDEX["ef"],
+          "file": "keyindex.graph"}
     m = {"encoder": {"sha256": "abc"}, "pca": {"dim_in": 128, "dim_out": 64, "whiten_power": WHITEN_POWER},
          "keystore": fine, "keyindex": ki}
     assert is_current(m, "abc")
+    # the key index kept whole (keyindex.hnsw, before session 51): still read, but not the default recipe
+    assert not is_current(dict(m, keyindex={k: v for k, v in ki.items() if k != "file"}), "abc")
     # the key index's graph: the flight's vote_ef is tuned to it (M 8 / ef_construction 100 until session 38)
     assert not is_current(dict(m, keyindex=dict(ki, M=8, ef_construction=100)), "abc")
     assert not is_current(dict(m, keyindex=dict(ki, M=8)), "abc")

@@ -131,8 +131,9 @@ def test_config_checks(setup):
 
 # ---- bundle and localizer ----------------------------------------------------------------------------
 
-def _fake_bundle(d, setup, keyindex=True, count=None, store_sha=None):
-    """A structurally valid bundle around the regional store: 2 views, a 4-D index (no encoder needed)."""
+def _fake_bundle(d, setup, keyindex=True, count=None, store_sha=None, graph: bytes | None = None):
+    """A structurally valid bundle around the regional store: 2 views, a 4-D index (no encoder needed);
+    ``graph``: the key index as ``keyindex.graph`` with these bytes instead of ``keyindex.hnsw``."""
     import hnswlib
     d.mkdir(parents=True, exist_ok=True)
     np.savez(d / "views.npz", lat=np.array([0.0, 1.0], np.float32), lon=np.array([0.0, 1.0], np.float32),
@@ -143,7 +144,9 @@ def _fake_bundle(d, setup, keyindex=True, count=None, store_sha=None):
     idx.add_items(np.eye(2, 4, dtype=np.float32), np.arange(2))
     idx.save_index(str(d / "index.hnsw"))
     (d / "keystore.npz").write_bytes((setup.dir / "keystore.npz").read_bytes())
-    if keyindex:
+    if keyindex and graph is not None:
+        (d / "keyindex.graph").write_bytes(graph)
+    elif keyindex:
         (d / "keyindex.hnsw").write_bytes((setup.dir / "keyindex.hnsw").read_bytes())
     files = {p.name: {"sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "bytes": p.stat().st_size}
              for p in sorted(d.iterdir()) if p.name != "manifest.yaml"}
@@ -166,6 +169,19 @@ def test_bundle_loads_keyindex(setup, tmp_path):
         Bundle.load(_fake_bundle(tmp_path / "bad", setup, count=len(setup.store) + 1))
     with pytest.raises(BundleError, match="another keystore"):
         Bundle.load(_fake_bundle(tmp_path / "other", setup, store_sha="ab" * 32))
+
+
+def test_a_key_index_kept_without_its_vectors_loads_as_the_whole_file(setup, tmp_path):
+    from earthfix.onboard.bundle import Bundle, BundleError
+    from earthfix.onboard.hnsw_file import pack_graph
+    whole = (setup.dir / "keyindex.hnsw").read_bytes()
+    packed = pack_graph(whole, setup.store.dim)
+    assert len(packed) < len(whole) / 2
+    b = Bundle.load(_fake_bundle(tmp_path / "graph", setup, graph=packed))
+    q = setup.store.decode(np.arange(0, len(setup.store), 53))
+    assert np.array_equal(b.keyindex.knn_query(q, k=3)[0], setup.index.knn_query(q, k=3)[0])
+    with pytest.raises(BundleError, match="keyindex.graph"):
+        Bundle.load(_fake_bundle(tmp_path / "cut", setup, graph=packed[: len(packed) // 2]))
 
 
 class _FarEncoder:

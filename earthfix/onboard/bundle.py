@@ -17,9 +17,11 @@ Layout (``format_version`` 1):
     localdesc.onnx  optional: the learned local descriptor (localdesc.py) both keypoint stores were built with
                     (manifest 'local_descriptor'; keystore meta 'descriptor'); frames are described with it.
                     Stores built with RootSIFT need none
-    keyindex.hnsw   optional: hnswlib graph (l2) over the keystore's descriptors, label = keypoint row, for
-                    keypoint voting (vote.py); manifest 'keyindex' holds its parameters, dim and count.
-                    Bundles without it load with ``keyindex`` None (voting off)
+    keyindex.graph  optional: hnswlib graph (l2) over the keystore's descriptors, label = keypoint row, for
+                    keypoint voting (vote.py), kept without its vectors (the keystore's descriptors, decoded,
+                    put back at load) and zlib-compressed (hnsw_file.py); manifest 'keyindex' holds its
+                    parameters, dim and count. Bundles built before session 51 hold the whole hnswlib file as
+                    keyindex.hnsw, still read. Bundles without either load with ``keyindex`` None (voting off)
 
 Loading checks every file against the manifest (size, then SHA-256) and the encoder against the one the
 bundle was built with; any mismatch raises ``BundleError`` with a one-line reason. Arrays are read from
@@ -45,6 +47,7 @@ import yaml
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.yaml"
+KEYINDEX_GRAPH = "keyindex.graph"    # the key index without its vectors, compressed (hnsw_file.py)
 MANIFEST_SEAL = "manifest.sha256"      # "<sha256 of manifest.yaml>  manifest.yaml\n" (sha256sum -c format)
 _HEX = set("0123456789abcdef")
 
@@ -273,17 +276,24 @@ def _attach_describer(bundle_dir, store, blobs: dict, manifest: dict, threads: i
         raise BundleError(f"bundle {bundle_dir}: {exc}") from None
 
 
-def _load_keyindex(bundle_dir, blob: bytes, meta, keystore, threads: int):
-    """The voting index from verified bytes, cross-checked against its store before native code reads it."""
+def _load_keyindex(bundle_dir, blob: bytes, meta, keystore, threads: int, graph_only: bool = False):
+    """The voting index from verified bytes, cross-checked against its store before native code reads it.
+    ``graph_only``: ``blob`` is ``keyindex.graph`` (hnsw_file.pack_graph), its vectors the store's."""
     import hnswlib
     if not isinstance(meta, dict):
-        raise BundleError(f"bundle {bundle_dir}: keyindex.hnsw is listed but the manifest has no 'keyindex'")
+        raise BundleError(f"bundle {bundle_dir}: the key index is listed but the manifest has no 'keyindex'")
     if meta["dim"] != keystore.dim or meta["count"] != len(keystore):
         raise BundleError(f"bundle {bundle_dir}: keyindex ({meta['count']} x {meta['dim']}) disagrees with the "
                           f"keystore ({len(keystore)} x {keystore.dim})")
     if "store_desc_sha256" in meta and \
             hashlib.sha256(np.ascontiguousarray(keystore.desc)).hexdigest() != meta["store_desc_sha256"]:
         raise BundleError(f"bundle {bundle_dir}: keyindex was built from another keystore (descriptor SHA-256)")
+    if graph_only:
+        from .hnsw_file import HnswFileError, unpack_graph
+        try:
+            blob = unpack_graph(blob, keystore.decode(np.arange(len(keystore))))
+        except HnswFileError as exc:
+            raise BundleError(f"bundle {bundle_dir}: {KEYINDEX_GRAPH}: {exc}") from None
     index = hnswlib.Index(space=meta.get("space", "l2"), dim=int(meta["dim"]))
     with tempfile.NamedTemporaryFile(suffix=".hnsw", delete=False) as tmp:   # hnswlib reads only paths
         tmp.write(blob)
@@ -374,7 +384,10 @@ class Bundle:
                 if store is not None:
                     _attach_describer(bundle_dir, store, blobs, m, threads, describers, providers)
             keyindex = None
-            if keystore is not None and "keyindex.hnsw" in blobs:
+            if keystore is not None and KEYINDEX_GRAPH in blobs:
+                keyindex = _load_keyindex(bundle_dir, blobs[KEYINDEX_GRAPH], m.get("keyindex"), keystore, threads,
+                                          graph_only=True)
+            elif keystore is not None and "keyindex.hnsw" in blobs:
                 keyindex = _load_keyindex(bundle_dir, blobs["keyindex.hnsw"], m.get("keyindex"), keystore, threads)
             desc = None
             if load_descriptors and "descriptors.npy" in blobs:

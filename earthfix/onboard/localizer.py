@@ -1,7 +1,7 @@
 """The flight path for one frame: preprocess -> retrieval -> verification -> Fix.
 
 Retrieval has two sources, merged into one candidate list before verification: keypoint voting
-(``vote.py``: the frame's local features matched against the bundle's ``keyindex.hnsw``, a Hough vote
+(``vote.py``: the frame's local features matched against the bundle's ``keyindex.graph``, a Hough vote
 over place and yaw; config ``vote``) and the INT8 global encoder's HNSW top-k. The vote's places come
 first (its first place is right 2-4x as often as the encoder's, and verifying it stops early), then the
 encoder's, cut to ``top_k`` (``fix.candidates``; the encoder's own list is ``fix.encoder_candidates``).

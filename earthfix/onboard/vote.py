@@ -2,7 +2,7 @@
 
 The global encoder's retrieval is the weak link of the chain; verification succeeds when a candidate near
 the truth is offered. This module offers candidates another way: every frame keypoint is matched to its
-nearest store keypoints *globally* (an HNSW index over the store's descriptors, ``keyindex.hnsw`` in the
+nearest store keypoints *globally* (an HNSW index over the store's descriptors, ``keyindex.graph`` in the
 bundle), and each match, with the keypoint pair's orientation and scale, predicts where the frame's
 boresight lies on the ground, its yaw and its altitude. Random matches scatter over the globe; true ones
 pile up at one place, yaw and scale. The peaks of a vote over (near-equal-area ground cell, yaw[, implied

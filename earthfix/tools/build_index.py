@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..onboard.bundle import (FORMAT_VERSION, MANIFEST, Bundle, BundleError, check_encoder_record, reduce_descriptors,
-                              seal_manifest, sha256_file)
+from ..onboard.bundle import (FORMAT_VERSION, KEYINDEX_GRAPH, MANIFEST, Bundle, BundleError, check_encoder_record,
+                              reduce_descriptors, seal_manifest, sha256_file)
+from ..onboard.hnsw_file import pack_graph
 from . import grid
 from .build_keyindex import DEFAULT_KEYINDEX
 
@@ -122,7 +123,7 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
 
     ``pca_dim`` None: ``DEFAULT_PCA_DIM``, or ``TURNED_PCA_DIM`` when the encoder's references are stored at
     several turns. ``region`` = (lat_min, lat_max, lon_min, lon_max) restricts the grid (small regional bundles for tests).
-    ``keyindex`` (with ``keystore``): also the voting index ``keyindex.hnsw`` (``build_keyindex``, built on
+    ``keyindex`` (with ``keystore``): also the voting index ``keyindex.graph`` (``build_keyindex``, built on
     one thread so that it is reproducible; ~10 s for the global store), parameters in manifest 'keyindex'.
     ``keystore_gsd_km``: the keypoint store's tile sample (None: ``BuildConfig.gsd_km``).
     ``fine_keystore_gsd_km`` (with ``keystore``; None or 0: none): also ``keystore_fine.npz`` at that sample,
@@ -202,6 +203,11 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
             from .build_keyindex import build_keyindex
             kindex, keyindex_meta = build_keyindex(store, keyindex_params, threads=1)
             kindex.save_index(str(tmp / "keyindex.hnsw"))
+            # kept without its vectors (the store's own descriptors, put back at load), compressed
+            raw = tmp / "keyindex.hnsw"
+            (tmp / KEYINDEX_GRAPH).write_bytes(pack_graph(raw.read_bytes(), keyindex_meta["dim"]))
+            raw.unlink()
+            keyindex_meta.update(file=KEYINDEX_GRAPH, vectors="keystore.npz, decoded")
     files = {}
     for f in sorted(tmp.iterdir()):
         files[f.name] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
@@ -267,8 +273,8 @@ def shipped_local_sha256() -> str | None:
 
 def is_current(manifest: dict, encoder_sha256: str, local_sha256: str | None = None) -> bool:
     """A cached default bundle is reused only if built with this encoder, this local descriptor (None:
-    RootSIFT) and this recipe (whitening, the fine keypoint store's sample, the key index's graph, the shipped
-    maps in the keypoint stores)."""
+    RootSIFT) and this recipe (whitening, the fine keypoint store's sample, the key index's graph and its
+    compact file, the shipped maps in the keypoint stores)."""
     from ..sim.basemap import SHIPPED_MAPS
     extra = [e.get("sha256") for e in (manifest.get("keystore") or {}).get("extra_basemaps") or []]
     return (manifest.get("encoder", {}).get("sha256") == encoder_sha256
@@ -276,6 +282,7 @@ def is_current(manifest: dict, encoder_sha256: str, local_sha256: str | None = N
             and (manifest.get("local_descriptor") or {}).get("sha256") == local_sha256
             and float(manifest.get("pca", {}).get("whiten_power", 0.0)) == WHITEN_POWER
             and (manifest.get("keystore") or {}).get("fine_gsd_km") == FINE_KEYSTORE_GSD_KM
+            and (manifest.get("keyindex") or {}).get("file") == KEYINDEX_GRAPH
             and all((manifest.get("keyindex") or {}).get(k) == DEFAULT_KEYINDEX[k] for k in ("M", "ef_construction")))
 
 
@@ -323,7 +330,7 @@ def register(sub):
     p.add_argument("--ef", type=int, default=DEFAULT_INDEX["ef"])
     p.add_argument("--region", nargs=4, type=float, default=None, metavar=("LAT_MIN", "LAT_MAX", "LON_MIN", "LON_MAX"))
     p.add_argument("--no-keystore", action="store_true")
-    p.add_argument("--no-keyindex", action="store_true", help="no keypoint-voting index (keyindex.hnsw)")
+    p.add_argument("--no-keyindex", action="store_true", help="no keypoint-voting index (keyindex.graph)")
     p.add_argument("--keystore-gsd-km", type=float, default=None,
                    help="keypoint store tile sample, km per pixel (default: build_keystore's)")
     p.add_argument("--fine-keystore-gsd-km", type=float, default=FINE_KEYSTORE_GSD_KM,
