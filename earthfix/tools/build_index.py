@@ -207,7 +207,7 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
             raw = tmp / "keyindex.hnsw"
             (tmp / KEYINDEX_GRAPH).write_bytes(pack_graph(raw.read_bytes(), keyindex_meta["dim"]))
             raw.unlink()
-            keyindex_meta.update(file=KEYINDEX_GRAPH, vectors="keystore.npz, decoded")
+            keyindex_meta.update(file=KEYINDEX_GRAPH, vectors="the coarse keypoint store's, decoded")
     files = {}
     for f in sorted(tmp.iterdir()):
         files[f.name] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
