@@ -770,10 +770,16 @@ def run_eval(args, log=None) -> dict:
     if getattr(args, "effects", None):
         from ..sim.effects import EffectsConfig
         effects = EffectsConfig.from_yaml(args.effects)
-    basemap = None
+    basemap = registration = None
     if getattr(args, "basemap", None):
         from ..sim.basemap import Basemap
+        from .map_registration import Registration, default_reference
         basemap = Basemap.load(args.basemap)
+        # a map drawn off its grid turns right answers into "false fixes": say so in the report
+        registration = dict(Registration.of_files(args.basemap).summary(), reference=default_reference().name)
+        if registration["suspect"]:
+            log(f"eval: {args.basemap} lies {registration['offset_p50_km']} km (median) off its grid against "
+                f"{registration['reference']}: its false fixes may be the map's own offsets")
     if args.bundle is None:
         args.bundle = str(ensure_default_bundle())
     n = min(args.frames, QUICK_FRAMES) if args.quick else args.frames
@@ -825,6 +831,7 @@ def run_eval(args, log=None) -> dict:
         "region": list(args.region) if args.region else None,
         "effects": None if effects is None else _effects_changes(effects),
         "basemap": None if basemap is None else Path(args.basemap).name,
+        "basemap_registration": registration,
         "definitions": {"false_fix_km": FALSE_FIX_KM, "eligible_min_land_clear_frac": MIN_LAND_CLEAR_FRAC,
                         "recall_hit_radius": "footprint_half_width_km / 2",
                         "overall": "all scenarios except stress sets", "percentiles": "numpy linear"},
@@ -914,6 +921,12 @@ def render_markdown(r: dict) -> str:
     if r.get("basemap"):
         L += [f"Frames rendered from `{r['basemap']}` instead of the default basemap (`--basemap`; the season, "
               "winter and relief sets keep their own)", ""]
+        g = r.get("basemap_registration") or {}
+        if g.get("windows"):
+            L += [f"Its registration against `{g['reference']}` (earthfix.tools.map_registration): local offsets p50 "
+                  f"{g['offset_p50_km']} km, {100 * g['over_10_km']:.0f} % of {g['windows']} windows over 10 km"
+                  + (" — **not where its grid says: false fixes on its frames may be the map's own offsets**"
+                     if g["suspect"] else " (the method's floor is 3.5-5 km for faithful maps)"), ""]
     m = r["machine"]
     L += ["## Machine", "", "| item | value |", "| --- | --- |"]
     for k in ("cpu_model", "logical_cores", "usable_cores", "python", "platform", "onnxruntime", "opencv", "numpy",

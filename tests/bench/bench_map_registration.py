@@ -10,7 +10,8 @@ the map's own offset). This compares MAP with REF (default: the shipped July Blu
 without relief shading) on the same grid: per window of ``--window-px`` px over land, the phase correlation
 of the two maps' gradient magnitudes (OpenCV), i.e. where MAP draws REF's ground, as an east / north offset
 in km. Windows whose correlation peak is weak (< 0.3: different content) are left out. Prints a grid
-of offsets every ``--step-deg``, then the share of windows more than 10 and 25 km off. ``--at LAT LON``: the
+of offsets every ``--step-deg``, then the share of windows more than 10 and 25 km off (``earthfix.tools.map_registration``;
+``earthfix eval --basemap`` reports the same summary). ``--at LAT LON``: the
 offset at those points, and what a fix there would show: ``fix - truth`` ≈ minus that offset.
 """
 from __future__ import annotations
@@ -18,59 +19,20 @@ from __future__ import annotations
 import argparse
 import math
 
-import cv2
 import numpy as np
 
-from earthfix.sim.basemap import shipped_maps_dir
-
-MIN_RESPONSE = 0.3
-
-
-def gradient_magnitude(img: np.ndarray) -> np.ndarray:
-    g = cv2.GaussianBlur(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32), (0, 0), 1.0)
-    return np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
-
-
-class Registration:
-    """MAP's local offsets against REF, both resampled to REF's equirectangular grid (global)."""
-
-    def __init__(self, map_path: str, ref_path: str, window_px: int = 64):
-        ref = cv2.imread(ref_path, cv2.IMREAD_COLOR)
-        img = cv2.imread(map_path, cv2.IMREAD_COLOR)
-        if ref is None or img is None:
-            raise SystemExit(f"cannot read {ref_path if ref is None else map_path}")
-        h, w = ref.shape[:2]
-        if img.shape[:2] != (h, w):
-            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-        self.ref, self.map = gradient_magnitude(ref), gradient_magnitude(img)
-        self.deg_per_px = 360.0 / w
-        self.win = int(window_px)
-        self.hann = cv2.createHanningWindow((self.win, self.win), cv2.CV_64F)
-
-    def offset_km(self, lat: float, lon: float) -> tuple[float, float, float] | None:
-        """(east km, north km, peak response) of where MAP draws the ground REF has at (lat, lon); None
-        at the map's edge or where REF has no texture."""
-        r = int((90.0 - lat) / self.deg_per_px)
-        c = int((lon + 180.0) / self.deg_per_px)
-        h = self.win // 2
-        a = self.ref[r - h:r + h, c - h:c + h].astype(np.float64)
-        b = self.map[r - h:r + h, c - h:c + h].astype(np.float64)
-        if a.shape != (self.win, self.win) or b.shape != a.shape or a.std() < 3.0:
-            return None
-        (dx, dy), resp = cv2.phaseCorrelate(a, b, self.hann)
-        km = self.deg_per_px * 111.2
-        return dx * km * math.cos(math.radians(lat)), -dy * km, float(resp)
+from earthfix.tools.map_registration import Registration, default_reference
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("map")
-    ap.add_argument("--reference", default=str(shipped_maps_dir() / "nasa-bmng-07_2048.jpg"))
+    ap.add_argument("--reference", default=str(default_reference()))
     ap.add_argument("--window-px", type=int, default=64)
     ap.add_argument("--step-deg", type=float, default=10.0)
     ap.add_argument("--at", type=float, nargs=2, action="append", default=None, metavar=("LAT", "LON"))
     a = ap.parse_args()
-    reg = Registration(a.map, a.reference, a.window_px)
+    reg = Registration.of_files(a.map, a.reference, a.window_px)
     if a.at:
         print("| lat | lon | map offset east / north km | response |")
         print("| ---: | ---: | ---: | ---: |")
@@ -78,22 +40,17 @@ def main() -> None:
             o = reg.offset_km(lat, lon)
             print(f"| {lat:.2f} | {lon:.2f} | " + (f"{o[0]:+.0f} / {o[1]:+.0f} | {o[2]:.2f} |" if o else "– | – |"))
         return
-    lats = np.arange(70.0, -60.0, -a.step_deg)
-    lons = np.arange(-170.0, 180.0, a.step_deg)
-    mags = []
     print(f"offsets east,north km of {a.map} against {a.reference} ('.' no texture, '?' weak peak)")
-    for lat in lats:
-        cells = []
-        for lon in lons:
-            o = reg.offset_km(lat, lon)
-            if o is None:
-                cells.append(".")
-            elif o[2] < MIN_RESPONSE:
-                cells.append("?")
-            else:
-                cells.append(f"{o[0]:+.0f},{o[1]:+.0f}")
-                mags.append(math.hypot(o[0], o[1]))
-        print(f"{lat:+4.0f} " + " ".join(f"{c:>9}" for c in cells))
+    row, mags, last = [], [], None
+    for lat, lon, o, ok in reg.grid(a.step_deg):
+        if last is not None and lat != last:
+            print(f"{last:+4.0f} " + " ".join(f"{c:>9}" for c in row))
+            row = []
+        last = lat
+        row.append("." if o is None else (f"{o[0]:+.0f},{o[1]:+.0f}" if ok else "?"))
+        if ok:
+            mags.append(math.hypot(o[0], o[1]))
+    print(f"{last:+4.0f} " + " ".join(f"{c:>9}" for c in row))
     m = np.asarray(mags)
     if len(m):
         print(f"{len(m)} windows: offset p50 {np.median(m):.1f} km, over 10 km {100 * np.mean(m > 10):.0f} %, "
