@@ -77,11 +77,16 @@ class Registration:
                 yield float(lat), float(lon), o, o is not None and o[2] >= MIN_RESPONSE
 
     def summary(self, step_deg: float = 10.0) -> dict:
-        """Windows kept, the median offset (km) and the shares over 10 and 25 km; ``suspect`` when the median
-        exceeds ``SUSPECT_P50_KM``."""
-        m = np.array([math.hypot(o[0], o[1]) for _, _, o, ok in self.grid(step_deg) if ok])
-        if not len(m):
-            return {"windows": 0, "offset_p50_km": None, "over_10_km": None, "over_25_km": None, "suspect": None}
-        p50 = float(np.median(m))
-        return {"windows": int(len(m)), "offset_p50_km": round(p50, 1), "over_10_km": round(float(np.mean(m > 10)), 3),
-                "over_25_km": round(float(np.mean(m > 25)), 3), "suspect": p50 > SUSPECT_P50_KM}
+        """``summarise`` over ``grid(step_deg)``'s windows with a strong peak."""
+        return summarise([o for _, _, o, ok in self.grid(step_deg) if ok])
+
+
+def summarise(offsets) -> dict:
+    """Windows kept, the median offset (km) and the shares over 10 and 25 km of (east km, north km, ...)
+    ``offsets``; ``suspect`` when the median exceeds ``SUSPECT_P50_KM``."""
+    m = np.array([math.hypot(o[0], o[1]) for o in offsets])
+    if not len(m):
+        return {"windows": 0, "offset_p50_km": None, "over_10_km": None, "over_25_km": None, "suspect": None}
+    p50 = float(np.median(m))
+    return {"windows": int(len(m)), "offset_p50_km": round(p50, 1), "over_10_km": round(float(np.mean(m > 10)), 4),
+            "over_25_km": round(float(np.mean(m > 25)), 4), "suspect": p50 > SUSPECT_P50_KM}

@@ -17,11 +17,8 @@ offset at those points, and what a fix there would show: ``fix - truth`` ≈ min
 from __future__ import annotations
 
 import argparse
-import math
 
-import numpy as np
-
-from earthfix.tools.map_registration import Registration, default_reference
+from earthfix.tools.map_registration import Registration, default_reference, summarise
 
 
 def main() -> None:
@@ -41,7 +38,7 @@ def main() -> None:
             print(f"| {lat:.2f} | {lon:.2f} | " + (f"{o[0]:+.0f} / {o[1]:+.0f} | {o[2]:.2f} |" if o else "– | – |"))
         return
     print(f"offsets east,north km of {a.map} against {a.reference} ('.' no texture, '?' weak peak)")
-    row, mags, last = [], [], None
+    row, kept, last = [], [], None
     for lat, lon, o, ok in reg.grid(a.step_deg):
         if last is not None and lat != last:
             print(f"{last:+4.0f} " + " ".join(f"{c:>9}" for c in row))
@@ -49,12 +46,12 @@ def main() -> None:
         last = lat
         row.append("." if o is None else (f"{o[0]:+.0f},{o[1]:+.0f}" if ok else "?"))
         if ok:
-            mags.append(math.hypot(o[0], o[1]))
+            kept.append(o)
     print(f"{last:+4.0f} " + " ".join(f"{c:>9}" for c in row))
-    m = np.asarray(mags)
-    if len(m):
-        print(f"{len(m)} windows: offset p50 {np.median(m):.1f} km, over 10 km {100 * np.mean(m > 10):.0f} %, "
-              f"over 25 km {100 * np.mean(m > 25):.0f} %")
+    g = summarise(kept)
+    if g["windows"]:
+        print(f"{g['windows']} windows: offset p50 {g['offset_p50_km']:.1f} km, over 10 km {100 * g['over_10_km']:.0f} %, "
+              f"over 25 km {100 * g['over_25_km']:.0f} %")
 
 
 if __name__ == "__main__":
