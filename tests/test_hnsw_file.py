@@ -1,10 +1,12 @@
 """The key index kept without its vectors (onboard/hnsw_file.py): the file hnswlib reads is the one it wrote."""
+import io
+
 import hnswlib
 import numpy as np
 import pytest
 
 from earthfix.onboard.hnsw_file import (HEADER_BYTES, HnswFileError, pack_graph, restore_vectors, strip_vectors,
-                                        unpack_graph)
+                                        unpack_graph, write_restored)
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +28,29 @@ def test_the_graph_with_its_vectors_put_back_is_the_saved_file_byte_for_byte(sav
     assert len(graph) == len(blob) - 600 * 8 * 4
     assert restore_vectors(graph, x) == blob
     assert unpack_graph(pack_graph(blob, 8), x) == blob
+
+
+def test_the_file_written_a_block_at_a_time_is_the_saved_file(saved):
+    x, blob, _ = saved
+    asked = []
+
+    def vectors_of(labels):
+        asked.append(len(labels))
+        return x[labels]
+    out = io.BytesIO()
+    write_restored(strip_vectors(blob, 8), vectors_of, 8, 600, out, chunk=7)   # 600 = 85 x 7 + 5
+    assert out.getvalue() == blob
+    assert max(asked) == 7 and sum(asked) == 600                  # never more than a block of vectors at once
+
+
+def test_nothing_is_written_for_a_graph_that_does_not_fit(saved):
+    x, blob, _ = saved
+    out = io.BytesIO()
+    with pytest.raises(HnswFileError):
+        write_restored(strip_vectors(blob, 8), lambda labels: x[labels], 8, 599, out)
+    assert out.getvalue() == b""
+    with pytest.raises(HnswFileError):                            # rows of another width from the store
+        write_restored(strip_vectors(blob, 8), lambda labels: x[labels, :4], 8, 600, io.BytesIO())
 
 
 def test_a_restored_index_answers_as_the_original(saved, tmp_path):

@@ -8,10 +8,12 @@ the store's 32 bytes a keypoint, instead of also as the index's 128 (17 MB of th
 ``strip_vectors`` leaves them out of a saved index; ``restore_vectors`` puts them back, by label, before
 hnswlib reads the file. What remains (links and labels) is zlib-compressed in the bundle (``pack_graph`` /
 ``unpack_graph``): neighbours' ids are close and unused link slots zero, so the default bundle's key index
-goes from 32.4 MB to 8.1. Why by hand: hnswlib reads and writes whole files only.
+goes from 32.4 MB to 8.1. ``Bundle.load`` streams the restored file into the temporary file hnswlib reads
+(``write_restored``), a block of elements at a time. Why by hand: hnswlib reads and writes whole files only.
 """
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
@@ -50,21 +52,41 @@ def strip_vectors(blob: bytes, dim: int) -> bytes:
     return blob[:HEADER_BYTES] + kept.tobytes() + blob[HEADER_BYTES + n * per:]
 
 
-def restore_vectors(graph: bytes, vectors: np.ndarray) -> bytes:
-    """The hnswlib index file ``strip_vectors`` made ``graph`` from, with element ``i``'s vector
-    ``vectors[label_i]`` (float32, N x dim: the rows the index was built on, its labels their row numbers)."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    dim = vectors.shape[1]
+def write_restored(graph: bytes, vectors_of, dim: int, count: int, out, chunk: int = 16384) -> None:
+    """Write to the binary file ``out`` the hnswlib index file ``strip_vectors`` made ``graph`` from, element
+    ``i``'s vector being ``vectors_of(labels)[j]`` for ``labels[j]`` = its label (float32 rows of ``dim``;
+    ``count`` vectors exist: the rows the index was built on, its labels their row numbers). Written ``chunk``
+    elements at a time: neither the file nor all the vectors are ever in memory at once (the load's peak on a
+    flight computer: docs/BUNDLE.md). Everything is checked before the first byte is written."""
     n, per, data_off, given = _layout(graph, dim, stripped=True)
     kept = np.frombuffer(graph, np.uint8, count=n * given, offset=HEADER_BYTES).reshape(n, given)
-    labels = np.ascontiguousarray(kept[:, data_off:]).view("<u8").ravel()
-    if n != len(vectors) or labels.max() >= len(vectors):
-        raise HnswFileError(f"index of {n} elements (labels up to {int(labels.max())}) against {len(vectors)} vectors")
-    body = np.empty((n, per), np.uint8)
-    body[:, :data_off] = kept[:, :data_off]
-    body[:, data_off:data_off + 4 * dim] = vectors[labels].view(np.uint8)
-    body[:, data_off + 4 * dim:] = kept[:, data_off:]
-    return graph[:HEADER_BYTES] + body.tobytes() + graph[HEADER_BYTES + n * given:]
+    labels = np.ascontiguousarray(kept[:, data_off:data_off + LABEL_BYTES]).view("<u8").ravel()
+    if n != count or int(labels.max()) >= count:
+        raise HnswFileError(f"index of {n} elements (labels up to {int(labels.max())}) against {count} vectors")
+    out.write(graph[:HEADER_BYTES])
+    vec = 4 * int(dim)
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
+        body = np.empty((b - a, per), np.uint8)
+        body[:, :data_off] = kept[a:b, :data_off]
+        rows = np.ascontiguousarray(vectors_of(labels[a:b]), dtype=np.float32)
+        if rows.shape != (b - a, dim):
+            raise HnswFileError(f"vectors of shape {rows.shape} for {b - a} labels of {dim}-D")
+        body[:, data_off:data_off + vec] = rows.view(np.uint8)
+        body[:, data_off + vec:] = kept[a:b, data_off:]
+        out.write(memoryview(body).cast("B"))
+    out.write(memoryview(graph)[HEADER_BYTES + n * given:])
+
+
+def restore_vectors(graph: bytes, vectors: np.ndarray) -> bytes:
+    """The hnswlib index file ``strip_vectors`` made ``graph`` from, with element ``i``'s vector
+    ``vectors[label_i]`` (float32, N x dim), in memory (``write_restored`` writes it to a file)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2:
+        raise HnswFileError(f"vectors must be N x dim, got shape {vectors.shape}")
+    buf = io.BytesIO()
+    write_restored(graph, lambda labels: vectors[labels], vectors.shape[1], len(vectors), buf)
+    return buf.getvalue()
 
 
 def pack_graph(blob: bytes, dim: int) -> bytes:
@@ -72,10 +94,14 @@ def pack_graph(blob: bytes, dim: int) -> bytes:
     return zlib.compress(strip_vectors(blob, dim), 6)
 
 
-def unpack_graph(data: bytes, vectors: np.ndarray) -> bytes:
-    """The hnswlib index file of ``pack_graph``'s ``data``, its vectors put back from ``vectors``."""
+def decompress_graph(data) -> bytes:
+    """``pack_graph``'s ``data`` back to the graph (the index file without its vectors)."""
     try:
-        graph = zlib.decompress(data)
+        return zlib.decompress(data)
     except zlib.error as exc:
         raise HnswFileError(f"index graph is not zlib data ({exc})") from None
-    return restore_vectors(graph, vectors)
+
+
+def unpack_graph(data: bytes, vectors: np.ndarray) -> bytes:
+    """The hnswlib index file of ``pack_graph``'s ``data``, its vectors put back from ``vectors``."""
+    return restore_vectors(decompress_graph(data), vectors)
