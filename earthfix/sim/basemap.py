@@ -262,8 +262,8 @@ def shipped_maps_dir() -> Path:
     return Path(list(m.__path__)[0])
 
 
-@lru_cache(maxsize=2)
-def _shipped_cached(name: str) -> Basemap:
+def shipped_map_path(name: str) -> Path:
+    """The file of a map shipped in ``maps/`` (``SHIPPED_MAPS``), refused unless its SHA-256 is the recorded one."""
     if name not in SHIPPED_MAPS:
         raise BasemapError(f"{name} is not a shipped map (shipped: {', '.join(SHIPPED_MAPS)})")
     path = shipped_maps_dir() / name
@@ -274,4 +274,9 @@ def _shipped_cached(name: str) -> Basemap:
     if sha != SHIPPED_MAPS[name]:
         raise BasemapError(f"shipped map {path} is corrupted (SHA-256 {sha[:12]}..., expected "
                            f"{SHIPPED_MAPS[name][:12]}...): reinstall earthfix")
-    return Basemap.load(path)
+    return path
+
+
+@lru_cache(maxsize=2)
+def _shipped_cached(name: str) -> Basemap:
+    return Basemap.load(shipped_map_path(name))

@@ -26,8 +26,11 @@ SUSPECT_P50_KM = 8.0          # a map whose median offset exceeds this is not a 
 
 
 def default_reference() -> Path:
-    from ..sim.basemap import shipped_maps_dir
-    return shipped_maps_dir() / "nasa-bmng-07_2048.jpg"
+    """The shipped July map (``DEFAULT_KEYSTORE_EXTRA``: the default bundle's second map), checked against its
+    SHA-256."""
+    from ..sim.basemap import shipped_map_path
+    from .build_index import DEFAULT_KEYSTORE_EXTRA
+    return shipped_map_path(DEFAULT_KEYSTORE_EXTRA[0])
 
 
 def gradient_magnitude(img: np.ndarray) -> np.ndarray:
