@@ -58,7 +58,7 @@ class Basemap:
     """An equirectangular image: row 0 at ``lat_max``, column 0 at ``lon_min``; pixel edges at the bounds.
 
     ``image`` is BGR uint8 with water flattened, ``land`` the land fraction per pixel (float32, 0..1),
-    ``raw`` the image as loaded (kept for display only).
+    ``raw`` the image as loaded (kept for display and for the map's registration check).
     """
     image: np.ndarray
     land: np.ndarray

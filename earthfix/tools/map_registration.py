@@ -51,12 +51,21 @@ class Registration:
         self.hann = cv2.createHanningWindow((self.win, self.win), cv2.CV_64F)
 
     @classmethod
-    def of_files(cls, map_path, ref_path=None, window_px: int = WINDOW_PX) -> "Registration":
+    def of_image(cls, map_image: np.ndarray, ref_path=None, window_px: int = WINDOW_PX) -> "Registration":
+        """``map_image`` (a global map, BGR, as read: water not flattened) against the map at ``ref_path``
+        (default: ``default_reference()``)."""
         ref_path = default_reference() if ref_path is None else ref_path
-        ref, img = cv2.imread(str(ref_path), cv2.IMREAD_COLOR), cv2.imread(str(map_path), cv2.IMREAD_COLOR)
-        if ref is None or img is None:
-            raise ValueError(f"cannot read {ref_path if ref is None else map_path}")
-        return cls(img, ref, window_px)
+        ref = cv2.imread(str(ref_path), cv2.IMREAD_COLOR)
+        if ref is None:
+            raise ValueError(f"cannot read {ref_path}")
+        return cls(map_image, ref, window_px)
+
+    @classmethod
+    def of_files(cls, map_path, ref_path=None, window_px: int = WINDOW_PX) -> "Registration":
+        img = cv2.imread(str(map_path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f"cannot read {map_path}")
+        return cls.of_image(img, ref_path, window_px)
 
     def offset_km(self, lat: float, lon: float) -> tuple[float, float, float] | None:
         """(east km, north km, peak response) of where the map draws the ground the reference has at (lat, lon);
