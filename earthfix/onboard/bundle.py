@@ -290,20 +290,18 @@ def _load_keyindex(bundle_dir, blob: bytes, meta, keystore, threads: int, graph_
         raise BundleError(f"bundle {bundle_dir}: keyindex was built from another keystore (descriptor SHA-256)")
     from .hnsw_file import HnswFileError, decompress_graph, write_restored
     index = hnswlib.Index(space=meta.get("space", "l2"), dim=int(meta["dim"]))
-    with tempfile.NamedTemporaryFile(suffix=".hnsw", delete=False) as tmp:   # hnswlib reads only paths
-        try:
+    tmp = tempfile.NamedTemporaryFile(suffix=".hnsw", delete=False)   # hnswlib reads only paths
+    try:                  # the temporary file goes whatever fails: writing it, or hnswlib reading it
+        with tmp:
             if graph_only:
                 # the vectors go back a block at a time, straight into the file: the restored file (32 MB
                 # for the default bundle) and the decoded store (17 MB) are never whole in memory
                 write_restored(decompress_graph(blob), keystore.decode, keystore.dim, len(keystore), tmp)
             else:
                 tmp.write(blob)
-        except HnswFileError as exc:
-            tmp.close()
-            os.unlink(tmp.name)
-            raise BundleError(f"bundle {bundle_dir}: {KEYINDEX_GRAPH}: {exc}") from None
-    try:
         index.load_index(tmp.name, max_elements=int(meta["count"]))
+    except HnswFileError as exc:
+        raise BundleError(f"bundle {bundle_dir}: {KEYINDEX_GRAPH}: {exc}") from None
     finally:
         os.unlink(tmp.name)
     if index.get_current_count() != len(keystore):

@@ -57,7 +57,9 @@ def write_restored(graph: bytes, vectors_of, dim: int, count: int, out, chunk: i
     ``i``'s vector being ``vectors_of(labels)[j]`` for ``labels[j]`` = its label (float32 rows of ``dim``;
     ``count`` vectors exist: the rows the index was built on, its labels their row numbers). Written ``chunk``
     elements at a time: neither the file nor all the vectors are ever in memory at once (the load's peak on a
-    flight computer: docs/BUNDLE.md). Everything is checked before the first byte is written."""
+    flight computer: docs/BUNDLE.md). The graph's layout and labels are checked against ``count`` before the
+    first byte is written; rows of another shape from ``vectors_of`` stop the writing where they come
+    (``HnswFileError``: the caller discards the file)."""
     n, per, data_off, given = _layout(graph, dim, stripped=True)
     kept = np.frombuffer(graph, np.uint8, count=n * given, offset=HEADER_BYTES).reshape(n, given)
     labels = np.ascontiguousarray(kept[:, data_off:data_off + LABEL_BYTES]).view("<u8").ravel()
