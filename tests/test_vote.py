@@ -8,6 +8,7 @@ encoder's candidates fail, keeping the encoder's candidates as the reported retr
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from types import SimpleNamespace
 
@@ -119,6 +120,32 @@ def test_ocean_and_noise_give_no_strong_peak(setup, basemap, cam256):
         assert all(x.votes < 8 for x in c), [x.votes for x in c]
         if c:
             assert not setup.verifier.verify(f, cam256, c).ok
+
+
+def test_a_wide_vote_keeps_the_first_votes_places_and_makes_its_own_only_when_asked(setup, basemap, cam256):
+    """``wide_k``: the same search returns more neighbours a keypoint; the first vote, over the first ``k``,
+    offers exactly the places it offers without them, and the wide vote over all of them is made only by
+    ``wide_candidates``, never within half a verification radius of a first-vote place."""
+    img, _ = sim_frame(basemap, cam256, 24.0, 20.0, 600.0, 117.0, seed=3)
+    f = setup.verifier.extract(img)
+    plain = KeypointVoter(setup.store, setup.index, VoteConfig(sure_votes=10_000))
+    wide = KeypointVoter(setup.store, setup.index, VoteConfig(sure_votes=10_000, wide_k=4))
+    first = plain.candidates(f, cam256)
+    got = wide.candidates(f, cam256)
+    assert first and [(c.lat, c.lon, c.votes, c.radius_km) for c in got] == \
+        [(c.lat, c.lon, c.votes, c.radius_km) for c in first]
+    assert plain.last_query is None
+    q = wide.last_query
+    assert q.labels.shape == (wide.last_stats["queried"], 4) and len(q.places) == len(got)
+    places = wide.wide_candidates(q, max_candidates=3)
+    assert len(places) <= 3
+    for w in places:
+        assert all(geodesy.great_circle_km(w.lat, w.lon, o.lat, o.lon) > 0.5 * o.radius_km for o in got)
+    # with no first-vote places to keep clear of, the wide vote's first place is the frame's place too
+    free = wide.wide_candidates(dataclasses.replace(q, places=()), max_candidates=1)
+    assert free and geodesy.great_circle_km(free[0].lat, free[0].lon, got[0].lat, got[0].lon) < 50.0
+    with pytest.raises(ValueError):
+        VoteConfig(wide_k=24, ef=20)
 
 
 def test_config_checks(setup):
@@ -339,3 +366,40 @@ def test_work_is_planned_to_end_inside_the_frames_budget(setup, basemap, cam256,
     loc.locate(img, cam256)
     spent = time.perf_counter() - t0
     assert left and all(10.0 * (1 - DEADLINE_MARGIN) - spent <= s <= 10.0 * (1 - DEADLINE_MARGIN) for s in left)
+
+
+def test_the_wide_votes_places_are_made_and_verified_last(setup, basemap, cam256):
+    """config ``vote_wide_k``: a frame a vote place fixes never makes the wide vote; a frame whose own looks'
+    places and the encoder's all fail makes it from the first look's search and verifies its places after
+    everything else, with the first look's features (the fix's source says so)."""
+    from earthfix.onboard.confidence import ConfidenceModel
+    from earthfix.onboard.config import load_config
+    from earthfix.onboard.localizer import Localizer
+    from earthfix.onboard.vote import VoteCandidate
+    img, tr = scenario.single_frame(basemap, cam256, 26.0, 12.0, 550.0, 200.0)
+    cfg = {"deadline_ms": 10000, "vote_min_votes": 4, "vote_wide_k": 4}
+    assert load_config(None)["vote_wide_k"] == VoteConfig.wide_k
+    loc = Localizer(_far_bundle(setup), _CountingEncoder(), load_config(None, cfg), ConfidenceModel.load(None))
+    assert loc.voter.cfg.wide_k == 4
+    fix = loc.locate(img, cam256)
+    assert fix.fix and fix.evidence["source"] == "vote" and "wide_vote_ms" not in fix.stages_ms
+
+    enc = _CountingEncoder()
+    loc = Localizer(_far_bundle(setup), enc, load_config(None, cfg), ConfidenceModel.load(None))
+    real, asked = loc.voter.candidates, []
+
+    def first_vote_lost(*a, **k):         # the first vote's places all far: the search is kept as it was made
+        real(*a, **k)
+        return [VoteCandidate(-30.0, 140.0, 400.0, 5)]
+
+    def wide(query, max_candidates=3):
+        asked.append((query, enc.calls))
+        return [VoteCandidate(tr["bore_lat"] + 0.3, tr["bore_lon"] - 0.3, 400.0, 3, 200.0, 550.0)]
+
+    loc.voter.candidates, loc.voter.wide_candidates = first_vote_lost, wide
+    fix = loc.locate(img, cam256)
+    assert len(asked) == 1 and asked[0][0] is not None and asked[0][1] == 1    # after the encoder's places
+    assert fix.fix and fix.evidence["source"] == "wide" and fix.evidence["look"] == "plain"
+    assert geodesy.great_circle_km(fix.lat, fix.lon, tr["bore_lat"], tr["bore_lon"]) < 5.0
+    assert [c.source for c in fix.candidates] == ["vote", "encoder", "encoder", "encoder", "wide"]
+    assert "wide_vote_ms" in fix.stages_ms and "wide_places_ms" in fix.stages_ms

@@ -203,7 +203,8 @@ class Localizer:
             from .vote import KeypointVoter, VoteConfig
             self.voter = KeypointVoter(bundle.keystore, bundle.keyindex,
                                        VoteConfig(min_votes=int(config["vote_min_votes"]),
-                                                  ef=int(config["vote_ef"])))
+                                                  ef=max(int(config["vote_ef"]), int(config["vote_wide_k"])),
+                                                  wide_k=int(config["vote_wide_k"])))
         cv2.setNumThreads(int(config["threads"]))
 
     @classmethod
@@ -285,7 +286,8 @@ class Localizer:
 
     def _look(self, img, verifier, drop, camera, attitude, deadline, cands, stages, place_s=0.0, retrieval=None):
         """Local features (none centred on ``drop``) -> keypoint vote (merged ahead of the encoder's
-        ``cands``) -> verification. Returns (candidate list, Verification, Features); stage times go into ``stages``.
+        ``cands``) -> verification. Returns (candidate list, Verification, Features, the vote's search for a
+        wide vote or None: ``vote.VoteQuery``); stage times go into ``stages``.
 
         With ``retrieval`` (a ``_Retrieval`` not yet run) the encoder's candidates are that retrieval's, made
         only if the vote's places end without a clear pose (``encoder_places: lazy``): the places verified
@@ -293,10 +295,11 @@ class Localizer:
         t = _time.perf_counter()
         feats = verifier.extract(img, drop=drop)
         stages["features_ms"] = (_time.perf_counter() - t) * 1e3
-        voted = []
+        voted, query = [], None
         if self.voter is not None:
             t = _time.perf_counter()
             votes = self.voter.candidates(feats, camera, max_candidates=self.cfg["vote_k"])
+            query = self.voter.last_query
             stages["vote_ms"] = (_time.perf_counter() - t) * 1e3
             voted = [Candidate(c.lat, c.lon, float(c.votes), source="vote", radius_km=c.radius_km,
                                yaw_deg=c.yaw_deg, alt_km=c.alt_km) for c in votes]
@@ -310,7 +313,7 @@ class Localizer:
         stages["verify_ms"] = (_time.perf_counter() - t) * 1e3
         if lazy:
             merged, v = self._encoder_places(verifier, v, merged, retrieval, deadline, stages, "verify_ms")
-        return merged, v, feats
+        return merged, v, feats, query
 
     def _encoder_places(self, verifier, v, merged, retrieval, deadline, stages, stage, place_s=0.0):
         """``v`` (a verification of the places ``merged``) resumed over the encoder's top-k behind them,
@@ -497,7 +500,7 @@ class Localizer:
             cands = retrieval() if order == "first" else []
             fix.candidates = fix.encoder_candidates = cands
             first = looks[0]
-            fix.candidates, v, feats0 = self._look(first.image, first.verifier, first.drop, camera, attitude,
+            fix.candidates, v, feats0, query0 = self._look(first.image, first.verifier, first.drop, camera, attitude,
                                                    deadline, cands, stages,
                                                    retrieval=retrieval if order == "lazy" else None)
             v_first = v
@@ -521,7 +524,7 @@ class Localizer:
                 # tried; the encoder's were tried with them or come last)
                 t = _time.perf_counter()
                 # the slowest place so far sets the bar for this look's first one too
-                cands2, v2, _ = self._look(nxt.image, nxt.verifier, nxt.drop, camera, attitude, deadline, [], {},
+                cands2, v2, _, _ = self._look(nxt.image, nxt.verifier, nxt.drop, camera, attitude, deadline, [], {},
                                            slowest_s)
                 hit = i
                 if not v2.ok and first.name == "filled" and cands2:
@@ -545,13 +548,30 @@ class Localizer:
                                                          deadline, stages, "encoder_places_ms", slowest_s)
                 look = 0
                 fix.encoder_candidates = retrieval.candidates or []
+            verified = fix.candidates[: self.cfg["verify_k"]]
+            if (query0 is not None and not v.ok and v.resumable
+                    and _time.perf_counter() + slowest_s < deadline):
+                # last of all, the first look's wide vote (config ``vote_wide_k``): on other imagery the
+                # right store keypoint is more often a keypoint's 3rd or 4th neighbour. Made and verified only
+                # now, so that no frame another place fixes waits for it
+                t = _time.perf_counter()
+                wide = [Candidate(c.lat, c.lon, float(c.votes), source="wide", radius_km=c.radius_km,
+                                  yaw_deg=c.yaw_deg, alt_km=c.alt_km)
+                        for c in self.voter.wide_candidates(query0, max_candidates=self.cfg["vote_k"])]
+                stages["wide_vote_ms"] = (_time.perf_counter() - t) * 1e3
+                if wide:
+                    t = _time.perf_counter()
+                    verified = verified + wide
+                    v = first.verifier.resume(v, self._places(fix.candidates, first.verifier)
+                                              + self._places(wide, first.verifier), deadline, slowest_s)
+                    fix.candidates = (fix.candidates + wide)[: self.cfg["top_k"]]
+                    stages["wide_places_ms"] = (_time.perf_counter() - t) * 1e3
             if not v.ok and later_votes:
                 fix.candidates = self._with_votes(fix.candidates, later_votes, camera)
             fix.inliers = int(v.inliers)
             fix.confidence = self.confidence(v.evidence) if v.ok else 0.0
             fix.reason = v.reason
-            todo_n = min(len(fix.candidates), self.cfg["verify_k"])
-            source = fix.candidates[v.candidate].source if v.ok and 0 <= v.candidate < todo_n else None
+            source = verified[v.candidate].source if v.ok and 0 <= v.candidate < len(verified) else None
             fix.evidence = dict(v.evidence, hyp_lat=v.lat, hyp_lon=v.lon, hyp_alt_km=v.alt_km,
                                 hyp_yaw_deg=v.yaw_deg, hyp_sub_lat=v.sub_lat, hyp_sub_lon=v.sub_lon,
                                 source=source, vote_candidates=sum(c.source == "vote" for c in fix.candidates),

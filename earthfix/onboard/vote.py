@@ -39,6 +39,9 @@ from .keystore import KeypointStore
 @dataclass(frozen=True)
 class VoteConfig:
     k: int = 2                    # store neighbours per frame keypoint (true matches are 93 % first NN)
+    wide_k: int = 0               # > k: the same search returns this many neighbours, kept for a wide vote
+                                  # (``KeypointVoter.wide_candidates``) made only when asked: on other imagery
+                                  # the right store keypoint is more often the 3rd or 4th; 0: off
     ef: int = 20                  # hnswlib search breadth (>= k), set on the index: 12 until session 28, 32 until
                                   # session 38 (broken cloud needs the few right neighbours found); the key index's
                                   # M 12 graph finds more of them at 20 than M 8 did at 32, 5-25 % sooner
@@ -69,6 +72,8 @@ class VoteConfig:
         object.__setattr__(self, "alt_range_km", tuple(self.alt_range_km))
         if self.k < 1 or self.ef < self.k:
             raise ValueError("vote: need 1 <= k <= ef")
+        if self.wide_k < 0 or self.ef < self.wide_k:
+            raise ValueError("vote: need 0 <= wide_k <= ef")
         if self.first_query < 0 or self.sure_votes < 1:
             raise ValueError("vote: need first_query >= 0 and sure_votes >= 1")
         if self.cell_km <= 0 or self.yaw_bin_deg <= 0 or not (0 < self.alt_range_km[0] < self.alt_range_km[1]):
@@ -95,6 +100,16 @@ class VoteCandidate:
 
     def __len__(self):
         return 4
+
+
+@dataclass(frozen=True)
+class VoteQuery:
+    """What one ``candidates`` call searched, kept for its wide vote: the features queried, the camera, the
+    store neighbours found (queried keypoints x ``wide_k``) and the places the first vote made of them."""
+    features: Features
+    camera: Camera
+    labels: np.ndarray
+    places: tuple
 
 
 class KeypointVoter:
@@ -131,18 +146,22 @@ class KeypointVoter:
         self._size = np.asarray(store.size_km, np.float64)
         self._az = np.asarray(store.azimuth, np.float64) * (360.0 / 256.0)
         self.last_stats: dict = {}
+        self.last_query: VoteQuery | None = None
 
     # ---- main entry ------------------------------------------------------------------------------
     def candidates(self, features: Features, camera: Camera, max_candidates: int = 3) -> list[VoteCandidate]:
         """Up to ``max_candidates`` places, most votes first: ``VoteCandidate`` (unpacks as
         ``lat, lon, radius_km, votes``; also carries the peak's yaw and implied altitude). Empty when no
-        peak has ``min_votes`` distinct frame keypoints. Timings and counts in ``self.last_stats``."""
+        peak has ``min_votes`` distinct frame keypoints. Timings and counts in ``self.last_stats``; with
+        ``wide_k`` the search, for ``wide_candidates``, in ``self.last_query``."""
         c = self.cfg
         t0 = time.perf_counter()
         stats = {"query_ms": 0.0, "vote_ms": 0.0, "matches": 0, "peaks": []}
         self.last_stats = stats
+        self.last_query = None
         n = min(len(features), c.max_query)
         k = min(c.k, len(self.store))
+        kq = min(max(c.k, c.wide_k), len(self.store))     # neighbours searched; the first k vote here
         if n < c.min_votes or k < 1:
             return []
         f = features.subset(np.arange(n)) if n < len(features) else features
@@ -150,30 +169,45 @@ class KeypointVoter:
         # strongest keypoints first: a clear frame's place is usually certain from them, and each query
         # is independent, so querying the rest later gives exactly the vote of querying all at once
         n1 = c.first_query if 0 < c.first_query < n else n
-        labels = np.zeros((0, k), np.uint64)
+        labels = np.zeros((0, kq), np.uint64)
         out: list[VoteCandidate] = []
         for lo, hi in ((0, n1), (n1, n)):
             if hi <= lo or (out and out[0].votes >= c.sure_votes):
                 break
             t = time.perf_counter()
             try:
-                more, _ = self.index.knn_query(q[lo:hi], k=k)
+                more, _ = self.index.knn_query(q[lo:hi], k=kq)
             except RuntimeError:      # hnswlib: fewer than k results reachable (tiny or degenerate index)
                 return []
             labels = np.concatenate([labels, more])
             t1 = time.perf_counter()
             stats["query_ms"] += (t1 - t) * 1e3
             stats["queried"] = hi
-            qi = np.repeat(np.arange(hi), k)
-            sj = labels.reshape(-1).astype(np.int64)
-            stats["peaks"], out = [], []
-            pred = self._predict(f, camera, qi, sj)
-            if pred is not None:
-                stats["matches"] = int(len(pred[0]))
-                out = self._peaks(camera, *pred, max_candidates=max_candidates, stats=stats)
+            stats["peaks"] = []
+            out = self._vote(f, camera, labels[:, :k], max_candidates, stats)
             stats["vote_ms"] += (time.perf_counter() - t1) * 1e3
+        if kq > k and len(labels):
+            self.last_query = VoteQuery(f, camera, labels, tuple(out))
         stats["total_ms"] = (time.perf_counter() - t0) * 1e3
         return out
+
+    def wide_candidates(self, query: VoteQuery, max_candidates: int = 3) -> list[VoteCandidate]:
+        """The places of a vote over every neighbour ``query`` holds (``wide_k`` a keypoint), each unless it
+        lies within half the verification radius of a place the first vote made (those were verified)."""
+        got = self._vote(query.features, query.camera, query.labels, max_candidates + len(query.places),
+                         {"peaks": []})
+        return [w for w in got
+                if all(float(geodesy.great_circle_km(w.lat, w.lon, o.lat, o.lon)) > 0.5 * o.radius_km
+                       for o in query.places)][:max_candidates]
+
+    def _vote(self, f: Features, camera: Camera, labels: np.ndarray, max_candidates: int, stats: dict):
+        """The places of one vote over the store neighbours ``labels`` (queried keypoints x neighbours)."""
+        k = labels.shape[1]
+        pred = self._predict(f, camera, np.repeat(np.arange(len(labels)), k), labels.reshape(-1).astype(np.int64))
+        if pred is None:
+            return []
+        stats["matches"] = int(len(pred[0]))
+        return self._peaks(camera, *pred, max_candidates=max_candidates, stats=stats)
 
     # ---- one match -> boresight, yaw, altitude ---------------------------------------------------------
     def _predict(self, f: Features, camera: Camera, qi, sj):

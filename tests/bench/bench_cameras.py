@@ -3,7 +3,7 @@
     PYTHONPATH=. python tests/bench/bench_cameras.py [--n 30] [--seed 31337] [--camera 1024x1024@40 ...]
         [--camera-file CAMERA.yaml ...]
         [--config cfg.yaml] [--bundle DIR] [--effects EFFECTS.yaml] [--ceiling] [--day-hours 6 8]
-        [--basemap WORLD.jpg]
+        [--basemap WORLD.jpg] [--out FRAMES.jsonl]
 
 Land frames (``make_frameset``, the simulator's effects, default basemap, 400-800 km, 0-5 deg off nadir, any
 yaw; local solar time 8-15.5 h as the eval's, or ``--day-hours``: e.g. 6 8 for dawn's low sun; ``--basemap``:
@@ -13,10 +13,13 @@ fix rate, false fixes (> 50 km, over all frames), boresight error p50 and latenc
 retrieval recall@10 (its ``candidates``, CONVENTIONS recall). ``--ceiling`` adds the verification ceiling: the
 share of eligible frames that the Localizer's verifier fixes when given the true place, as the frame is or
 cloud-filled (``bench_ceiling.py``'s question at this camera). Footprint half-width quoted at 600 km.
+``--out`` writes one JSON line a frame (camera, eligible, fix, error, confidence, inliers, the verified place's
+source and look, latency) for comparing runs frame by frame.
 """
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 
@@ -99,7 +102,9 @@ def main() -> None:
                     help="local solar hours the frames are drawn from (default: the eval's 8-15.5)")
     ap.add_argument("--basemap", default=None, metavar="WORLD.jpg",
                     help="render the frames from this global equirectangular image (default: the default basemap)")
+    ap.add_argument("--out", default=None, metavar="FRAMES.jsonl", help="one JSON line per frame")
     a = ap.parse_args()
+    out = open(a.out, "w") if a.out else None
     basemap = None
     if a.basemap:
         from earthfix.sim.basemap import Basemap
@@ -119,10 +124,20 @@ def main() -> None:
     for cam in cameras:
         w, h, fov = cam.width, cam.height, cam.fov_deg
         tally = Tally()
-        for img, truth in make_frameset(a.n, a.seed + w, cam, basemap, FrameSpec(day_hours=tuple(a.day_hours)),
-                                        effects=effects):
-            tally.add(loc.locate(img, cam), truth,
-                      (lambda: either_look_fixed(loc, img, cam, truth)) if a.ceiling else None)
+        frames = make_frameset(a.n, a.seed + w, cam, basemap, FrameSpec(day_hours=tuple(a.day_hours)),
+                               effects=effects)
+        for i, (img, truth) in enumerate(frames):
+            f = loc.locate(img, cam)
+            err = tally.add(f, truth, (lambda: either_look_fixed(loc, img, cam, truth)) if a.ceiling else None)
+            if out is not None:
+                ev = f.evidence
+                out.write(json.dumps({"camera": f"{w}x{h}@{fov:g}", "index": i, "eligible": bool(is_eligible(truth)),
+                                      "fix": f.fix, "err_km": err, "confidence": round(f.confidence, 4),
+                                      "hyp_err_km": (None if ev.get("hyp_lat") is None else round(float(
+                                          position_error_km(ev["hyp_lat"], ev["hyp_lon"], truth)), 2)),
+                                      "inliers": f.inliers, "bore_sigma_km": ev.get("bore_sigma_km"),
+                                      "source": ev.get("source"), "look": ev.get("look"), "reason": f.reason,
+                                      "latency_ms": round(f.latency_ms, 2)}) + "\n")
         ceil = f" {tally.pct(tally.ceiling)} |" if a.ceiling else ""
         off = (cam.cx - (w - 1) / 2.0, cam.cy - (h - 1) / 2.0)
         name = f"{w}×{h}, {fov:.4g}°" + (f", cx {off[0]:+g} cy {off[1]:+g} px" if any(off) else "") + (
