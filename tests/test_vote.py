@@ -385,21 +385,37 @@ def test_the_wide_votes_places_are_made_and_verified_last(setup, basemap, cam256
     assert fix.fix and fix.evidence["source"] == "vote" and "wide_vote_ms" not in fix.stages_ms
 
     enc = _CountingEncoder()
-    loc = Localizer(_far_bundle(setup), enc, load_config(None, cfg), ConfidenceModel.load(None))
-    real, asked = loc.voter.candidates, []
+    asked = []
 
-    def first_vote_lost(*a, **k):         # the first vote's places all far: the search is kept as it was made
-        real(*a, **k)
-        return [VoteCandidate(-30.0, 140.0, 400.0, 5)]
+    def rigged(loc, enc):
+        """The first vote's places all far (its search kept as it was made); the wide vote's place true."""
+        real = loc.voter.candidates
 
-    def wide(query, max_candidates=3):
-        asked.append((query, enc.calls))
-        return [VoteCandidate(tr["bore_lat"] + 0.3, tr["bore_lon"] - 0.3, 400.0, 3, 200.0, 550.0)]
+        def first_vote_lost(*a, **k):
+            real(*a, **k)
+            return [VoteCandidate(-30.0, 140.0, 400.0, 5)]
 
-    loc.voter.candidates, loc.voter.wide_candidates = first_vote_lost, wide
-    fix = loc.locate(img, cam256)
+        def wide(query, max_candidates=3):
+            asked.append((query, enc.calls))
+            return [VoteCandidate(tr["bore_lat"] + 0.3, tr["bore_lon"] - 0.3, 400.0, 3, 200.0, 550.0)]
+
+        loc.voter.candidates, loc.voter.wide_candidates = first_vote_lost, wide
+        return loc
+
+    fix = rigged(Localizer(_far_bundle(setup), enc, load_config(None, cfg), ConfidenceModel.load(None)), enc).locate(
+        img, cam256)
     assert len(asked) == 1 and asked[0][0] is not None and asked[0][1] == 1    # after the encoder's places
     assert fix.fix and fix.evidence["source"] == "wide" and fix.evidence["look"] == "plain"
     assert geodesy.great_circle_km(fix.lat, fix.lon, tr["bore_lat"], tr["bore_lon"]) < 5.0
     assert [c.source for c in fix.candidates] == ["vote", "encoder", "encoder", "encoder", "wide"]
     assert "wide_vote_ms" in fix.stages_ms and "wide_places_ms" in fix.stages_ms
+    # a wide place's pose is trusted at its own bar only (p between the two bars: held), never below min_confidence
+    wide_bar, bar = load_config(None)["vote_wide_min_confidence"], load_config(None)["min_confidence"]
+    assert wide_bar > bar
+    for extra in ({}, {"vote_wide_min_confidence": 0.0, "min_confidence": 0.97}):
+        enc = _CountingEncoder()
+        loc = Localizer(_far_bundle(setup), enc, load_config(None, dict(cfg, **extra)),
+                        lambda ev: 0.5 * (wide_bar + bar) if ev.get("ok") else 0.0)
+        held = rigged(loc, enc).locate(img, cam256)
+        assert not held.fix and held.lat is None and held.evidence["source"] == "wide"
+        assert held.confidence == 0.5 * (wide_bar + bar) and held.evidence["hyp_lat"] is not None

@@ -24,6 +24,7 @@ DEFAULTS = {
     "vote_min_votes": VoteConfig.min_votes,   # the voter's own defaults, written once (vote.VoteConfig)
     "vote_ef": VoteConfig.ef,
     "vote_wide_k": VoteConfig.wide_k,
+    "vote_wide_min_confidence": 0.99,
     "encoder_places": "last",
     "cloud_fill": True,
     "despeckle": True,
@@ -125,6 +126,7 @@ def validate(cfg: dict) -> dict:
     _check("vote_min_votes", out["vote_min_votes"], int, 1, 100)
     _check("vote_ef", out["vote_ef"], int, 2, 1024)
     _check("vote_wide_k", out["vote_wide_k"], int, 0, 32)
+    _check("vote_wide_min_confidence", out["vote_wide_min_confidence"], float, 0.0, 1.0)
     _check("max_frame_side_px", out["max_frame_side_px"], int, 64, 16384)
     _check("encoder_spacing", out["encoder_spacing"], float, 0.0, 10.0)
     _check("exposure_below_dn", out["exposure_below_dn"], float, 0.0, 255.0)

@@ -549,11 +549,11 @@ class Localizer:
                 look = 0
                 fix.encoder_candidates = retrieval.candidates or []
             verified = fix.candidates[: self.cfg["verify_k"]]
-            if (query0 is not None and not v.ok and v.resumable
-                    and _time.perf_counter() + slowest_s < deadline):
+            if query0 is not None and not v.ok and _time.perf_counter() + slowest_s < deadline:
                 # last of all, the first look's wide vote (config ``vote_wide_k``): on other imagery the
                 # right store keypoint is more often a keypoint's 3rd or 4th neighbour. Made and verified only
-                # now, so that no frame another place fixes waits for it
+                # now, so that no frame another place fixes waits for it; verified apart, each place in its own
+                # circle from its own pose (merged into an encoder place's wider circle it would lose both)
                 t = _time.perf_counter()
                 wide = [Candidate(c.lat, c.lon, float(c.votes), source="wide", radius_km=c.radius_km,
                                   yaw_deg=c.yaw_deg, alt_km=c.alt_km)
@@ -561,9 +561,15 @@ class Localizer:
                 stages["wide_vote_ms"] = (_time.perf_counter() - t) * 1e3
                 if wide:
                     t = _time.perf_counter()
-                    verified = verified + wide
-                    v = first.verifier.resume(v, self._places(fix.candidates, first.verifier)
-                                              + self._places(wide, first.verifier), deadline, slowest_s)
+                    vw = first.verifier.verify(feats0, camera, self._places(wide, first.verifier), attitude=attitude,
+                                               deadline=deadline, place_s=slowest_s)
+                    if vw.ok:
+                        # its margin over the second place counts every place of the frame verified before
+                        # (as one search over all of them would, which the confidence model was fitted on)
+                        vw.second_inliers = max(int(vw.second_inliers), int(v.inliers))
+                        vw.evidence.update(second_inliers=vw.second_inliers,
+                                           inlier_margin=int(vw.inliers) - vw.second_inliers)
+                        v, verified, look = vw, wide, 0
                     fix.candidates = (fix.candidates + wide)[: self.cfg["top_k"]]
                     stages["wide_places_ms"] = (_time.perf_counter() - t) * 1e3
             if not v.ok and later_votes:
@@ -583,7 +589,10 @@ class Localizer:
                 fix.lat, fix.lon, fix.sub_lat, fix.sub_lon = v.lat, v.lon, v.sub_lat, v.sub_lon
                 fix.alt_km, fix.yaw_deg = v.alt_km, v.yaw_deg
                 fix.ecef_km = None if v.ecef_km is None else [float(a) for a in v.ecef_km]
-            fix.fix = bool(v.ok and fix.confidence >= self.cfg["min_confidence"])
+            # a wide-vote place (chancier neighbours, on a frame every other place failed; the confidence model
+            # was fitted without them) is trusted only at its own, higher bar
+            bar = self.cfg["vote_wide_min_confidence"] if source == "wide" else self.cfg["min_confidence"]
+            fix.fix = bool(v.ok and fix.confidence >= max(bar, self.cfg["min_confidence"]))
             if not fix.fix:   # the contract: position fields only with a trusted fix
                 fix.lat = fix.lon = fix.sub_lat = fix.sub_lon = fix.alt_km = fix.yaw_deg = None
                 fix.ecef_km = None

@@ -1,6 +1,6 @@
 """Night frames with city lights: do lights on a dark Earth ever make a fix? (not a pytest test)
 
-    PYTHONPATH=. python tests/bench/bench_night_lights.py [--seeds 0 1] [--n 100]
+    PYTHONPATH=. python tests/bench/bench_night_lights.py [--seeds 0 1] [--n 100] [--config C.yaml]
 
 The eval's ``night`` frames (the simulator's night side is black but for sensor noise; some frames of the
 set are polar twilight and may be fixed rightly) with towns drawn in: 5-40 clusters a frame of 1-30
@@ -39,8 +39,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="eval seeds of the night set")
     ap.add_argument("--n", type=int, default=100, help="frames per seed")
     ap.add_argument("--bundle", default=None)
+    ap.add_argument("--config", default=None, help="Localizer config YAML (default: the shipped defaults)")
     a = ap.parse_args()
-    loc = Localizer.load(a.bundle or ensure_default_bundle())
+    loc = Localizer.load(a.bundle or ensure_default_bundle(), a.config)
     rng = np.random.default_rng(11)
     k = next(i for i, s in enumerate(SCENARIOS) if s.name == "night")
     n = fixes = false = 0

@@ -1,7 +1,7 @@
 """Open ocean with the sea floor's shading left in: no fix may come from it (not a pytest test).
 
     PYTHONPATH=. python tests/bench/bench_seafloor.py [--n 200] [--seed 555] [--basemap bmng.jpg etopo1.jpg
-        shadedrelief.jpg] [--camera 256x256@80 --camera 512x512@60] [--no-clouds] [--effects E.yaml]
+        shadedrelief.jpg] [--camera 256x256@80 --camera 512x512@60] [--no-clouds] [--effects E.yaml] [--config C.yaml]
 
 CONVENTIONS: the Blue Marble shows sea-floor relief, real cameras see open water as nearly uniform, and a
 position must never come from sea-floor shading. The simulator flattens open water; here it does not: each
@@ -38,9 +38,10 @@ def main() -> None:
     ap.add_argument("--camera", action="append", default=None, metavar="WxH@FOV")
     ap.add_argument("--no-clouds", action="store_true", help="cloud cover 0 (the sea floor fully in view)")
     ap.add_argument("--effects", default=None, help="simulator effects YAML over the defaults (as eval --effects)")
+    ap.add_argument("--config", default=None, help="Localizer config YAML (default: the shipped defaults)")
     a = ap.parse_args()
     cv2.setNumThreads(1)
-    loc = Localizer.load(ensure_default_bundle())
+    loc = Localizer.load(ensure_default_bundle(), a.config)
     effects = EffectsConfig.from_yaml(a.effects) if a.effects else None
     if a.no_clouds:
         effects = effects or EffectsConfig.default()
