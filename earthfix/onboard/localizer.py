@@ -329,6 +329,30 @@ class Localizer:
         stages[stage] = stages.get(stage, 0.0) + (_time.perf_counter() - t - enc_s) * 1e3
         return merged, v
 
+    def _wide_places(self, query, verifier, feats, camera, attitude, deadline, place_s, v, stages):
+        """Last of all, the first look's wide vote (config ``vote_wide_k``; on other imagery the right store
+        keypoint is more often a keypoint's 3rd or 4th neighbour): (its places as candidates, their
+        Verification or None). Made only now, so that no frame another place fixes waits for it; its places are
+        verified apart, each in its own circle from its own pose (merged into an encoder place's wider circle a
+        wide place loses both), with ``feats``, the first look's features. A pose's margin over the second place
+        counts the places ``v`` verified before, as one search over all of them would (the confidence model
+        was fitted on such margins)."""
+        t = _time.perf_counter()
+        wide = [Candidate(c.lat, c.lon, float(c.votes), source="wide", radius_km=c.radius_km, yaw_deg=c.yaw_deg,
+                          alt_km=c.alt_km)
+                for c in self.voter.wide_candidates(query, max_candidates=self.cfg["vote_k"])]
+        stages["wide_vote_ms"] = (_time.perf_counter() - t) * 1e3
+        if not wide:
+            return wide, None
+        t = _time.perf_counter()
+        vw = verifier.verify(feats, camera, self._places(wide, verifier), attitude=attitude, deadline=deadline,
+                             place_s=place_s)
+        if vw.ok:
+            vw.second_inliers = max(int(vw.second_inliers), int(v.inliers))
+            vw.evidence.update(second_inliers=vw.second_inliers, inlier_margin=int(vw.inliers) - vw.second_inliers)
+        stages["wide_places_ms"] = (_time.perf_counter() - t) * 1e3
+        return wide, vw
+
     def _with_votes(self, cands: list[Candidate], votes: list[Candidate], camera: Camera) -> list[Candidate]:
         """A frame left without a pose reports every place retrieval proposed: ``votes`` (later looks'
         vote places) after the vote places of ``cands`` and ahead of its encoder places, each unless it lies
@@ -500,9 +524,9 @@ class Localizer:
             cands = retrieval() if order == "first" else []
             fix.candidates = fix.encoder_candidates = cands
             first = looks[0]
-            fix.candidates, v, feats0, query0 = self._look(first.image, first.verifier, first.drop, camera, attitude,
-                                                   deadline, cands, stages,
-                                                   retrieval=retrieval if order == "lazy" else None)
+            fix.candidates, v, feats0, query0 = self._look(first.image, first.verifier, first.drop, camera,
+                                                           attitude, deadline, cands, stages,
+                                                           retrieval=retrieval if order == "lazy" else None)
             v_first = v
             cands = fix.encoder_candidates = retrieval.candidates or []
             look = 0
@@ -525,7 +549,7 @@ class Localizer:
                 t = _time.perf_counter()
                 # the slowest place so far sets the bar for this look's first one too
                 cands2, v2, _, _ = self._look(nxt.image, nxt.verifier, nxt.drop, camera, attitude, deadline, [], {},
-                                           slowest_s)
+                                              slowest_s)
                 hit = i
                 if not v2.ok and first.name == "filled" and cands2:
                     # a place this look's vote found, seen through the cloud: the filled look's features
@@ -550,28 +574,11 @@ class Localizer:
                 fix.encoder_candidates = retrieval.candidates or []
             verified = fix.candidates[: self.cfg["verify_k"]]
             if query0 is not None and not v.ok and _time.perf_counter() + slowest_s < deadline:
-                # last of all, the first look's wide vote (config ``vote_wide_k``): on other imagery the
-                # right store keypoint is more often a keypoint's 3rd or 4th neighbour. Made and verified only
-                # now, so that no frame another place fixes waits for it; verified apart, each place in its own
-                # circle from its own pose (merged into an encoder place's wider circle it would lose both)
-                t = _time.perf_counter()
-                wide = [Candidate(c.lat, c.lon, float(c.votes), source="wide", radius_km=c.radius_km,
-                                  yaw_deg=c.yaw_deg, alt_km=c.alt_km)
-                        for c in self.voter.wide_candidates(query0, max_candidates=self.cfg["vote_k"])]
-                stages["wide_vote_ms"] = (_time.perf_counter() - t) * 1e3
-                if wide:
-                    t = _time.perf_counter()
-                    vw = first.verifier.verify(feats0, camera, self._places(wide, first.verifier), attitude=attitude,
-                                               deadline=deadline, place_s=slowest_s)
-                    if vw.ok:
-                        # its margin over the second place counts every place of the frame verified before
-                        # (as one search over all of them would, which the confidence model was fitted on)
-                        vw.second_inliers = max(int(vw.second_inliers), int(v.inliers))
-                        vw.evidence.update(second_inliers=vw.second_inliers,
-                                           inlier_margin=int(vw.inliers) - vw.second_inliers)
-                        v, verified, look = vw, wide, 0
-                    fix.candidates = (fix.candidates + wide)[: self.cfg["top_k"]]
-                    stages["wide_places_ms"] = (_time.perf_counter() - t) * 1e3
+                wide, vw = self._wide_places(query0, first.verifier, feats0, camera, attitude, deadline, slowest_s,
+                                             v, stages)
+                fix.candidates = (fix.candidates + wide)[: self.cfg["top_k"]]
+                if vw is not None and vw.ok:
+                    v, verified, look = vw, wide, 0
             if not v.ok and later_votes:
                 fix.candidates = self._with_votes(fix.candidates, later_votes, camera)
             fix.inliers = int(v.inliers)
