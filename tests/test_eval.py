@@ -155,6 +155,12 @@ def test_summaries_on_synthetic_records(tmp_path):
     assert rc["int8_hnsw"]["recall@1"] == 0.5 and rc["retrieval"]["recall@1"] == 1.0
     rows = ev.breakdown(recs, "land_frac", ev.LAND_BINS)
     assert sum(r["frames"] for r in rows) == 4 and rows[0]["frames"] == 1 and rows[-1]["eligible"] == 2
+    srcs = [dict(r, source=s, look=lk) for r, s, lk in zip(recs, ("vote", None, "vote", None), ("filled", None, "filled", None))]
+    srcs[1].update(fix=True, err_km=2.0, source="encoder", look="plain", stages_ms={"encoder_places_ms": 5.0, "total_ms": 40.0})
+    fs = ev.fixes_by_source(srcs)
+    assert fs["rows"] == [{"source": "encoder", "look": "plain", "fixes": 1, "false_fixes": 0},
+                          {"source": "vote", "look": "filled", "fixes": 1, "false_fixes": 1}]
+    assert (fs["encoder_places_frames"], fs["encoder_places_fixes"]) == (1, 1)
     from earthfix.tools import report_plots
     rep = {"retrieval": rc}
     paths = report_plots.make_all(rep, recs, tmp_path)
@@ -215,6 +221,11 @@ def test_quick_eval_run_on_tiny_regional_bundle(tmp_path):
     od = rep["over_deadline"]["all_including_stress"]
     assert od["deadline_ms"] == 60.0 and od["of"] == n * len(ev.SCENARIOS) and 0 <= od["frames"] <= od["of"]
     assert f"Frames over the 60 ms deadline (config `deadline_ms`): {rep['over_deadline']['overall']['frames']} of" in md
+    fs = rep["fixes_by_source"]["all_including_stress"]
+    fixed = [json.loads(ln) for ln in lines if json.loads(ln)["fix"]]
+    assert sum(x["fixes"] + x["false_fixes"] for x in fs["rows"]) == len(fixed)
+    assert all(x["source"] in ("vote", "encoder", "wide") for x in fixed)
+    assert "## Where the fixes come from" in md
     assert json.loads((out / "report.json").read_text())["command"] == rep["command"]
     # the reference descriptors are cached: a second run does not re-render
     assert any((out / "cache").glob("hand_*.npy"))

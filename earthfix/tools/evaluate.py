@@ -259,6 +259,24 @@ def over_deadline(recs: list[dict], deadline_ms: float) -> dict:
             "share": len(over) / len(total) if total else None, "max_ms": max(total) if total else None}
 
 
+def fixes_by_source(recs: list[dict]) -> dict:
+    """Where the fixes come from: fixes (right, within FALSE_FIX_KM) and false fixes by the verified place's source
+    (``vote``, ``encoder``, ``wide``) and the look it was verified on; and for the encoder's places (verified last)
+    how many frames they were verified on and how many of those they fixed."""
+    rows: dict = {}
+    for r in recs:
+        if not r["fix"]:
+            continue
+        key = (r.get("source") or "?", r.get("look") or "?")
+        row = rows.setdefault(key, {"source": key[0], "look": key[1], "fixes": 0, "false_fixes": 0})
+        wrong = r["err_km"] is None or r["err_km"] > FALSE_FIX_KM
+        row["false_fixes" if wrong else "fixes"] += 1
+    enc = [r for r in recs if "encoder_places_ms" in (r.get("stages_ms") or {})]
+    return {"rows": sorted(rows.values(), key=lambda x: (-x["fixes"], x["source"], x["look"])),
+            "encoder_places_frames": len(enc),
+            "encoder_places_fixes": sum(bool(r["fix"]) and r.get("source") == "encoder" for r in enc)}
+
+
 def breakdown(recs: list[dict], field: str, edges) -> list[dict]:
     """Recall, fix rate and false fixes per bin of ``field`` (a truth fraction)."""
     rows = []
@@ -664,6 +682,7 @@ def evaluate_frame(loc, cam, img, truth: dict, sdef: ScenarioDef, baselines: Bas
         "alt_err_km": altitude_error_km(fix.alt_km, truth.get("alt_km")) if fix.fix else None,
         "stages_ms": dict(fix.stages_ms), "reason": fix.reason, "error": fix.error,
         "retrieval_ms": retrieval_ms(fix.stages_ms),
+        "source": ev.get("source"),        # the verified place's retrieval: vote, encoder or wide (None: no pose)
         "look": ev.get("look"), "exposure_gain": ev.get("exposure_gain"),   # which look fixed; the exposure gain
         "tone_gamma": ev.get("tone_gamma"),                                 # and the tone lift's power
         "blur_ratio": ev.get("blur_ratio"), "sharpened": ev.get("sharpened"),
@@ -847,6 +866,7 @@ def run_eval(args, log=None) -> dict:
                                     "fixes": int(sum(r["fix"] for r in must_zero))},
         "by_land_frac": breakdown(main, "land_frac", LAND_BINS),
         "by_cloud_frac": breakdown(main, "cloud_frac", CLOUD_BINS),
+        "fixes_by_source": {"overall": fixes_by_source(main), "all_including_stress": fixes_by_source(records)},
         "verification": verification_comparison(main),
         "notes": notes,
     }
@@ -981,6 +1001,22 @@ def render_markdown(r: dict) -> str:
         for row in r[key]:
             L.append(f"| {row['bin']} | {row['frames']} | {row['eligible']} | {_f(row['recall@1'], 1, True)} | "
                      f"{_f(row['recall@10'], 1, True)} | {_f(row['fix_rate'], 1, True)} | {row['false_fixes']} |")
+
+    fs = r.get("fixes_by_source")
+    if fs:
+        L += ["", "## Where the fixes come from", "",
+              "The verified place's retrieval (vote: the keypoint vote's places; encoder: the encoder's, verified after "
+              "every look's own; wide: the wide vote's, config `vote_wide_k`) and the look it was verified on.", "",
+              "| source | look | fixes (overall) | false | fixes (all sets) | false |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+        every = {(x["source"], x["look"]): x for x in fs["all_including_stress"]["rows"]}
+        main_rows = {(x["source"], x["look"]): x for x in fs["overall"]["rows"]}
+        for key, a in every.items():
+            m = main_rows.get(key, {"fixes": 0, "false_fixes": 0})
+            L.append(f"| {key[0]} | {key[1]} | {m['fixes']} | {m['false_fixes']} | {a['fixes']} | {a['false_fixes']} |")
+        o, a = fs["overall"], fs["all_including_stress"]
+        L += ["", f"The encoder's places were verified on {o['encoder_places_frames']} overall frames and fixed "
+              f"{o['encoder_places_fixes']} ({a['encoder_places_frames']} and {a['encoder_places_fixes']} with the "
+              "stress sets)."]
 
     if "retrieval" in r:
         L += ["", "## Retrieval side by side (same frames, overall sets, eligible)", "",
