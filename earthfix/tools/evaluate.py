@@ -1006,7 +1006,8 @@ def render_markdown(r: dict) -> str:
     if fs:
         L += ["", "## Where the fixes come from", "",
               "The verified place's retrieval (vote: the keypoint vote's places; encoder: the encoder's, verified after "
-              "every look's own; wide: the wide vote's, config `vote_wide_k`) and the look it was verified on.", "",
+              "every look's own; wide: the wide vote's, config `vote_wide_k`) and the look it was verified on; fixes within "
+              f"{FALSE_FIX_KM:g} km of the truth over all frames, eligible or not.", "",
               "| source | look | fixes (overall) | false | fixes (all sets) | false |", "| --- | --- | ---: | ---: | ---: | ---: |"]
         every = {(x["source"], x["look"]): x for x in fs["all_including_stress"]["rows"]}
         main_rows = {(x["source"], x["look"]): x for x in fs["overall"]["rows"]}
