@@ -598,8 +598,10 @@ class Localizer:
                 fix.ecef_km = None if v.ecef_km is None else [float(a) for a in v.ecef_km]
             # a wide-vote place (chancier neighbours, on a frame every other place failed; the confidence model
             # was fitted without them) is trusted only at its own, higher bar
-            bar = self.cfg["vote_wide_min_confidence"] if source == "wide" else self.cfg["min_confidence"]
-            fix.fix = bool(v.ok and fix.confidence >= max(bar, self.cfg["min_confidence"]))
+            bar = self.cfg["min_confidence"]
+            if source == "wide":
+                bar = max(bar, self.cfg["vote_wide_min_confidence"])
+            fix.fix = bool(v.ok and fix.confidence >= bar)
             if not fix.fix:   # the contract: position fields only with a trusted fix
                 fix.lat = fix.lon = fix.sub_lat = fix.sub_lon = fix.alt_km = fix.yaw_deg = None
                 fix.ecef_km = None

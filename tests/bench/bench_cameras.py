@@ -146,6 +146,8 @@ def main() -> None:
         print(f"| {name} | {cam.footprint_half_width_km(600.0):.0f} km | {t.eligible} of {a.n} | "
               f"{t.pct(t.fixes)} | {t.pct(t.hits)} |{ceil} {t.false} | "
               f"{np.median(t.errs) if t.errs else float('nan'):.1f} km | {np.median(t.lat_ms):.1f} ms |")
+    if out is not None:
+        out.close()
 
 
 if __name__ == "__main__":
