@@ -14,7 +14,7 @@ retrieval recall@10 (its ``candidates``, CONVENTIONS recall). ``--ceiling`` adds
 share of eligible frames that the Localizer's verifier fixes when given the true place, as the frame is or
 cloud-filled (``bench_ceiling.py``'s question at this camera). Footprint half-width quoted at 600 km.
 ``--out`` writes one JSON line a frame (camera, eligible, fix, error, confidence, inliers, the verified place's
-source and look, latency) for comparing runs frame by frame.
+source and look, latency and its stages) for comparing runs frame by frame.
 """
 from __future__ import annotations
 
@@ -137,7 +137,7 @@ def main() -> None:
                                           position_error_km(ev["hyp_lat"], ev["hyp_lon"], truth)), 2)),
                                       "inliers": f.inliers, "bore_sigma_km": ev.get("bore_sigma_km"),
                                       "source": ev.get("source"), "look": ev.get("look"), "reason": f.reason,
-                                      "latency_ms": round(f.latency_ms, 2)}) + "\n")
+                                      "latency_ms": round(f.latency_ms, 2), "stages_ms": f.stages_ms}) + "\n")
         ceil = f" {tally.pct(tally.ceiling)} |" if a.ceiling else ""
         off = (cam.cx - (w - 1) / 2.0, cam.cy - (h - 1) / 2.0)
         name = f"{w}×{h}, {fov:.4g}°" + (f", cx {off[0]:+g} cy {off[1]:+g} px" if any(off) else "") + (
