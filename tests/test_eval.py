@@ -147,6 +147,9 @@ def test_summaries_on_synthetic_records(tmp_path):
     od = ev.over_deadline(recs, 5.0)                                    # three frames of 10 ms, one of 3
     assert (od["frames"], od["of"], od["share"], od["max_ms"]) == (3, 4, 0.75, 10.0)
     assert ev.over_deadline(recs, 10.0)["frames"] == 0                  # over, not at
+    cut = [dict(r, looks_cut=n) for r, n in zip(recs, (0, 1, 2, None))]
+    assert ev.looks_cut(cut) == {"unfixed": 1, "looks_cut": 1}         # eligible and unfixed only
+    assert ev.looks_cut([dict(cut[1], looks_cut=0)]) == {"unfixed": 1, "looks_cut": 0}
     v = ev.verification_comparison(recs)
     assert v["off"]["positions"] == 4 and v["off"]["false_fixes"] == 3
     assert v["on"]["positions"] == 2 and v["on"]["false_fixes"] == 1
@@ -226,6 +229,12 @@ def test_quick_eval_run_on_tiny_regional_bundle(tmp_path):
     assert sum(x["fixes"] + x["false_fixes"] for x in fs["rows"]) == len(fixed)
     assert all(x["source"] in ("vote", "encoder", "wide") for x in fixed)
     assert "## Where the fixes come from" in md
+    lc = rep["looks_cut"]["all_including_stress"]
+    unfixed = [json.loads(ln) for ln in lines if json.loads(ln)["eligible"] and not json.loads(ln)["fix"]]
+    assert lc["unfixed"] == len(unfixed) and 0 <= lc["looks_cut"] <= lc["unfixed"]
+    assert all(isinstance(x["looks_cut"], int) for x in unfixed if not x["error"] and x["source"] is None
+               and x["look"] is not None)
+    assert f"Eligible frames left unfixed: {rep['looks_cut']['overall']['unfixed']} overall" in md
     assert json.loads((out / "report.json").read_text())["command"] == rep["command"]
     # the reference descriptors are cached: a second run does not re-render
     assert any((out / "cache").glob("hand_*.npy"))

@@ -189,6 +189,10 @@ def test_a_colour_cast_that_hides_the_cloud_gets_a_last_look_balanced(tiny_bundl
     assert on.fix and on.evidence["look"] == "balanced", on.reason
     assert geodesy.great_circle_km(on.lat, on.lon, lat, lon) < 2.0 and "balanced_look_ms" in on.stages_ms
     assert not off.fix and "balance_ms" not in off.stages_ms
+    assert on.evidence["looks_cut"] == 0 and off.evidence["looks_cut"] == 0      # no look was left for want of time
+    # a budget the first look alone overruns: the balanced look is not reached, and the evidence says so
+    rushed = _locate(tiny_bundle, {"deadline_ms": 1.0}, cam, cast)
+    assert not rushed.fix and rushed.evidence["looks_cut"] >= 1 and "balance_ms" not in rushed.stages_ms
     plain = _locate(tiny_bundle, slow, cam, cloudy)
     assert plain.fix and plain.evidence["look"] == "filled" and "balance_ms" not in plain.stages_ms
 

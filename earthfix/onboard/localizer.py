@@ -23,7 +23,10 @@ cloud filled from the clear ground around it (``features.fill_clouds``; features
 ground sample, ``verify.cloud_fill_config``), then, if that finds nothing and time is left before the
 deadline, as it is (a second look, verifying only its own vote's places; its first place only if a place
 as slow as the first look's slowest would still end in time). Evidence ``look`` says which look the
-hypothesis came from; docs/VERIFICATION.md, "The cloud-filled look", has the measurements.
+hypothesis came from; docs/VERIFICATION.md, "The cloud-filled look", has the measurements. Evidence
+``looks_cut`` counts the later looks a frame left without a pose did not get because the deadline's plan had
+no room for them (a balanced look counted as one even if it would have found no colour cast): such a frame
+lost time, not necessarily ground.
 
 Small cloud cells (config ``despeckle``): a frame whose cloud-like pixels are mostly fragments under ~6 km
 (fair-weather cumulus) is eroded before both looks (``features.despeckle_clouds``; evidence
@@ -534,8 +537,12 @@ class Localizer:
             slowest_s = v.slowest_place_s           # the slowest place of any look: the deadline's bar
             # a later look costs about the first's features and vote plus one verified place
             later_ms = stages["features_ms"] + stages.get("vote_ms", 0.0) + SECOND_LOOK_EXTRA_MS
+            looks_cut = 0                           # later looks the plan had no room for (evidence)
             for i, nxt in enumerate(looks[1:], 1):
-                if v.ok or _time.perf_counter() + later_ms / 1e3 >= deadline:
+                if v.ok:
+                    break
+                if _time.perf_counter() + later_ms / 1e3 >= deadline:
+                    looks_cut = len(looks) - i
                     break
                 if callable(nxt.image):
                     t = _time.perf_counter()
@@ -589,7 +596,7 @@ class Localizer:
                                 hyp_yaw_deg=v.yaw_deg, hyp_sub_lat=v.sub_lat, hyp_sub_lon=v.sub_lon,
                                 source=source, vote_candidates=sum(c.source == "vote" for c in fix.candidates),
                                 cloud_share=round(share, 3), speckle_share=round(speckle, 3),
-                                look=looks[look].name, exposure_gain=round(cond.gain, 3),
+                                look=looks[look].name, looks_cut=looks_cut, exposure_gain=round(cond.gain, 3),
                                 tone_gamma=round(cond.power, 3), blur_ratio=round(cond.blur_ratio, 3),
                                 sharpened=cond.sharpened)
             if v.ok:

@@ -259,6 +259,13 @@ def over_deadline(recs: list[dict], deadline_ms: float) -> dict:
             "share": len(over) / len(total) if total else None, "max_ms": max(total) if total else None}
 
 
+def looks_cut(recs: list[dict]) -> dict:
+    """The eligible frames left without a fix, and how many of them ended with a later look the deadline's plan
+    had no room for (evidence ``looks_cut``): the misses that time, not the ground, may have cost."""
+    missed = [r for r in recs if r["eligible"] and not r["fix"]]
+    return {"unfixed": len(missed), "looks_cut": sum(bool(r.get("looks_cut")) for r in missed)}
+
+
 def fixes_by_source(recs: list[dict]) -> dict:
     """Where the fixes come from: fixes (right, within FALSE_FIX_KM) and false fixes by the verified place's source
     (``vote``, ``encoder``, ``wide``) and the look it was verified on; and for the encoder's places (verified last)
@@ -684,6 +691,7 @@ def evaluate_frame(loc, cam, img, truth: dict, sdef: ScenarioDef, baselines: Bas
         "retrieval_ms": retrieval_ms(fix.stages_ms),
         "source": ev.get("source"),        # the verified place's retrieval: vote, encoder or wide (None: no pose)
         "look": ev.get("look"), "exposure_gain": ev.get("exposure_gain"),   # which look fixed; the exposure gain
+        "looks_cut": ev.get("looks_cut"),  # later looks the deadline's plan had no room for (None: none planned)
         "tone_gamma": ev.get("tone_gamma"),                                 # and the tone lift's power
         "blur_ratio": ev.get("blur_ratio"), "sharpened": ev.get("sharpened"),
     })
@@ -861,6 +869,7 @@ def run_eval(args, log=None) -> dict:
         "overall": overall, "all_including_stress": summarise(records),
         "over_deadline": {"overall": over_deadline(main, loc.cfg["deadline_ms"]),
                           "all_including_stress": over_deadline(records, loc.cfg["deadline_ms"])},
+        "looks_cut": {"overall": looks_cut(main), "all_including_stress": looks_cut(records)},
         "night_ocean_false_fixes": {"frames": len(must_zero),
                                     "false_fixes": false_fixes([r["fix"] for r in must_zero], [r["err_km"] for r in must_zero])[0],
                                     "fixes": int(sum(r["fix"] for r in must_zero))},
@@ -989,6 +998,12 @@ def render_markdown(r: dict) -> str:
         L += [f"Frames over the {o['deadline_ms']:g} ms deadline (config `deadline_ms`): {o['frames']} of {o['of']} "
               f"overall (longest {_f(o['max_ms'])} ms), {a['frames']} of {a['of']} with the stress sets "
               f"(longest {_f(a['max_ms'])} ms).", ""]
+    lc = r.get("looks_cut")
+    if lc:
+        o, a = lc["overall"], lc["all_including_stress"]
+        L += [f"Eligible frames left unfixed: {o['unfixed']} overall, {o['looks_cut']} of them with a later look the "
+              f"deadline's plan had no room for; {a['unfixed']} and {a['looks_cut']} with the stress sets (evidence "
+              "`looks_cut`: misses that time, not the ground, may have cost).", ""]
 
     L += ["## Latency per stage (overall, ms, one thread)", "", "| stage | p50 | p99 | mean | frames |",
           "| --- | ---: | ---: | ---: | ---: |"]
