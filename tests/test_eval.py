@@ -232,8 +232,7 @@ def test_quick_eval_run_on_tiny_regional_bundle(tmp_path):
     lc = rep["looks_cut"]["all_including_stress"]
     unfixed = [json.loads(ln) for ln in lines if json.loads(ln)["eligible"] and not json.loads(ln)["fix"]]
     assert lc["unfixed"] == len(unfixed) and 0 <= lc["looks_cut"] <= lc["unfixed"]
-    assert all(isinstance(x["looks_cut"], int) for x in unfixed if not x["error"] and x["source"] is None
-               and x["look"] is not None)
+    assert all(isinstance(x["looks_cut"], int) for x in unfixed if x["look"] is not None)   # every verified frame
     assert f"Eligible frames left unfixed: {rep['looks_cut']['overall']['unfixed']} overall" in md
     assert json.loads((out / "report.json").read_text())["command"] == rep["command"]
     # the reference descriptors are cached: a second run does not re-render

@@ -691,7 +691,7 @@ def evaluate_frame(loc, cam, img, truth: dict, sdef: ScenarioDef, baselines: Bas
         "retrieval_ms": retrieval_ms(fix.stages_ms),
         "source": ev.get("source"),        # the verified place's retrieval: vote, encoder or wide (None: no pose)
         "look": ev.get("look"), "exposure_gain": ev.get("exposure_gain"),   # which look fixed; the exposure gain
-        "looks_cut": ev.get("looks_cut"),  # later looks the deadline's plan had no room for (None: none planned)
+        "looks_cut": ev.get("looks_cut"),  # later looks the deadline's plan had no room for (None: not verified)
         "tone_gamma": ev.get("tone_gamma"),                                 # and the tone lift's power
         "blur_ratio": ev.get("blur_ratio"), "sharpened": ev.get("sharpened"),
     })
