@@ -93,6 +93,13 @@ DESPECKLE_KM_PER_PX = 1.2  # about the finest sample despeckling runs at (finer 
 SPACING_FETCH = 4     # spaced encoder places are chosen from the first SPACING_FETCH x top_k views
 
 
+def _as_candidates(votes, source: str) -> list[Candidate]:
+    """Vote places (``vote.VoteCandidate``) as candidates of ``source``, each with its own search radius and its
+    peak's pose (yaw, implied altitude) for verification; the score is its votes."""
+    return [Candidate(c.lat, c.lon, float(c.votes), source=source, radius_km=c.radius_km, yaw_deg=c.yaw_deg,
+                      alt_km=c.alt_km) for c in votes]
+
+
 def spaced_places(lat, lon, k: int, spacing_km: float) -> np.ndarray:
     """Positions (ascending) of up to ``k`` places of a best-first list (``lat``, ``lon`` arrays), skipping
     any within ``spacing_km`` of a better kept one; when fewer than ``k`` are that far apart, the best
@@ -304,8 +311,7 @@ class Localizer:
             votes = self.voter.candidates(feats, camera, max_candidates=self.cfg["vote_k"])
             query = self.voter.last_query
             stages["vote_ms"] = (_time.perf_counter() - t) * 1e3
-            voted = [Candidate(c.lat, c.lon, float(c.votes), source="vote", radius_km=c.radius_km,
-                               yaw_deg=c.yaw_deg, alt_km=c.alt_km) for c in votes]
+            voted = _as_candidates(votes, "vote")
         lazy = retrieval is not None and bool(voted)
         if retrieval is not None and not voted:
             cands = retrieval()
@@ -341,9 +347,7 @@ class Localizer:
         counts the places ``v`` verified before, as one search over all of them would (the confidence model
         was fitted on such margins)."""
         t = _time.perf_counter()
-        wide = [Candidate(c.lat, c.lon, float(c.votes), source="wide", radius_km=c.radius_km, yaw_deg=c.yaw_deg,
-                          alt_km=c.alt_km)
-                for c in self.voter.wide_candidates(query, max_candidates=self.cfg["vote_k"])]
+        wide = _as_candidates(self.voter.wide_candidates(query, max_candidates=self.cfg["vote_k"]), "wide")
         stages["wide_vote_ms"] = (_time.perf_counter() - t) * 1e3
         if not wide:
             return wide, None
