@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python tests/bench/bench_real_clouds.py --scene SCENE.jpg --bounds LONMIN LONMAX LATMIN LATMAX \\
         [--n 200] [--seed 4343] [--camera 256x256@80 ...] [--config C.yaml] [--v-ramp 120 210] [--s-ramp 70 30]
-        [--in-place]
+        [--in-place] [--basemap WORLD.jpg] [--clouds real|simulated|both]
 
 The simulator's clouds are fractal noise; acceptance has real cloud fields. This bench takes the cloud field of a
 real satellite scene (opacity from its bright, grey pixels: HSV value ramped over 120..210 DN, saturation over
@@ -16,7 +16,10 @@ by their cloud fraction (CONVENTIONS eligibility: at least 20 % of the pixels cl
 
 A scene with an alpha channel (a cloud layer) gives its opacity as that channel. ``--in-place``: the field is a
 global one (bounds -180 180 -90 90) and each frame takes the clouds that lie over its own ground, not a random
-turned piece of them: a real day's weather where it was.
+turned piece of them: a real day's weather where it was. ``--basemap``: the frames rendered from another global
+equirectangular image (another product, season or month) instead of the default basemap: the nearest stand-in
+here for acceptance's frames (other imagery, real clouds, several cameras). ``--clouds real`` locates the real
+field's frames only. Every false fix (> 50 km) is written to stderr with its place, error and evidence.
 
 A real scene at hand offline: cartopy's MODIS Aqua scene of Hurricane Miriam (bench_real_scene.py's docstring):
 
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 import cv2
 import numpy as np
@@ -43,6 +47,7 @@ from earthfix.onboard.camera import Camera
 from earthfix.onboard.localizer import Localizer
 from earthfix.sim.basemap import Basemap
 from earthfix.tools.build_index import ensure_default_bundle
+from earthfix.tools.evaluate import FALSE_FIX_KM
 from earthfix.tools.framesets import make_frameset
 
 from bench_cameras import Tally, parse_cameras
@@ -136,12 +141,16 @@ def main() -> None:
                     help="and down over this HSV saturation (DN)")
     ap.add_argument("--in-place", action="store_true",
                     help="a global field: each frame takes the clouds over its own ground (no random piece, no turn)")
+    ap.add_argument("--basemap", default=None, metavar="WORLD.jpg",
+                    help="render the frames from this global equirectangular image (default: the default basemap)")
+    ap.add_argument("--clouds", choices=("real", "simulated", "both"), default="both",
+                    help="which cloud fields to locate the poses under (default both, paired)")
     a = ap.parse_args()
     if a.in_place and (a.bounds[1] - a.bounds[0] < 359.0 or a.bounds[3] - a.bounds[2] < 179.0):
         ap.error("--in-place needs a global field (--bounds -180 180 -90 90)")
     cameras = parse_cameras(a.camera) if a.camera else ((256, 256, 80.0), (512, 512, 60.0))
     opacity, km_per_px = read_opacity(a.scene, a.bounds, a.v_ramp, a.s_ramp)
-    basemap = Basemap.default()
+    basemap = Basemap.load(a.basemap) if a.basemap else Basemap.default()
     loc = Localizer.load(ensure_default_bundle(), a.config)
     print(f"scene {a.scene}: {opacity.shape[1]}x{opacity.shape[0]} px, {km_per_px:.2f} km/px, "
           f"{(opacity > 0.5).mean():.0%} of it cloud by the opacity test")
@@ -162,10 +171,17 @@ def main() -> None:
         sets = {"real": make_frameset(a.n, a.seed + w, cam, basemap, clouds=real),
                 "simulated": make_frameset(a.n, a.seed + w, cam, basemap)}
         for kind, frames in sets.items():
+            if a.clouds not in (kind, "both"):
+                continue
             total, bins = Tally(), [Tally() for _ in BINS[1:]]
-            for img, truth in frames:
+            for i, (img, truth) in enumerate(frames):
                 f = loc.locate(img, cam)
-                total.add(f, truth)
+                err = total.add(f, truth)
+                if err is not None and err > FALSE_FIX_KM:
+                    print(f"false fix: {w}x{h}@{fov:g} {kind} frame {i} at {truth['bore_lat']:.2f}, "
+                          f"{truth['bore_lon']:.2f}: {err:.0f} km off, confidence {f.confidence:.3f}, "
+                          f"{f.inliers} inliers, {f.evidence.get('source')} place, {f.evidence.get('look')} look",
+                          file=sys.stderr, flush=True)
                 bins[int(np.searchsorted(BINS, truth["cloud_frac"], side="right")) - 1].add(f, truth)
             cells = " | ".join(f"{b.fixes} of {b.eligible}" for b in bins)
             rate = f"{100.0 * total.fixes / total.eligible:.1f} %" if total.eligible else "–"
