@@ -19,6 +19,7 @@ source and look, latency and its stages) for comparing runs frame by frame.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 
 import numpy as np
@@ -104,7 +105,12 @@ def main() -> None:
                     help="render the frames from this global equirectangular image (default: the default basemap)")
     ap.add_argument("--out", default=None, metavar="FRAMES.jsonl", help="one JSON line per frame")
     a = ap.parse_args()
-    out = open(a.out, "w") if a.out else None
+    with open(a.out, "w") if a.out else contextlib.nullcontext() as out:
+        run(a, out)
+
+
+def run(a, out) -> None:
+    """The bench's table on stdout, and one JSON line a frame into ``out`` (a text file, or None)."""
     basemap = None
     if a.basemap:
         from earthfix.sim.basemap import Basemap
@@ -146,8 +152,6 @@ def main() -> None:
         print(f"| {name} | {cam.footprint_half_width_km(600.0):.0f} km | {t.eligible} of {a.n} | "
               f"{t.pct(t.fixes)} | {t.pct(t.hits)} |{ceil} {t.false} | "
               f"{np.median(t.errs) if t.errs else float('nan'):.1f} km | {np.median(t.lat_ms):.1f} ms |")
-    if out is not None:
-        out.close()
 
 
 if __name__ == "__main__":
