@@ -51,14 +51,18 @@ WIDTHS = (24, 48)                   # channels of the network's first two convol
 # ---- pairs -------------------------------------------------------------------------------------------
 
 def frame_pairs(seed: int, i: int, per_frame: int = 200, cloud_edge_max: float = 0.0,
-                frame_maps: tuple = (), frame_map_share: float = 0.0):
+                frame_maps: tuple = (), frame_map_share: float = 0.0, snow_pairs: bool = False):
     """The patch pairs of frame ``i`` of ``seed``: dict of uint8 arrays ``tile``, ``plain``, ``filled``
     (K x 32 x 32), or None when the frame is not eligible or holds fewer than 5 usable keypoints.
     ``cloud_edge_max`` > 0: half the frames get clouds with translucent margins (``EffectsConfig.cloud_edge``
     drawn in 0.8..max from a stream of their own, so the frames are otherwise those of the shipped recipe).
     ``frame_maps`` (global equirectangular images, e.g. other months of the Blue Marble without its relief
     shading) and ``frame_map_share`` > 0: that share of the frames is rendered from one of them, drawn from a
-    stream of its own (the map tile stays the default basemap's, as the bundle's)."""
+    stream of its own (the map tile stays the default basemap's, as the bundle's).
+    ``snow_pairs``: on such a frame the keypoints are kept where the same frame rendered from the default
+    basemap (the same pose, clouds and effects) has no cloud-like pixel, rather than where the frame itself has
+    none: snow, which the flight's cloud mask takes for cloud, is ground to the plain look, so its pairs are
+    kept; the filled look's patch of a keypoint under the frame's own mask (filled over) is its plain patch."""
     import cv2
     from ..onboard import geodesy
     from ..onboard.camera import Camera
@@ -75,10 +79,12 @@ def frame_pairs(seed: int, i: int, per_frame: int = 200, cloud_edge_max: float =
     wide = rng.uniform() < 0.7
     cam = Camera.from_fov(256, 256, 80.0) if wide else Camera.from_fov(512, 512, 60.0)
     basemap = _basemap("season" if rng.uniform() < 0.4 else "default")
+    other_map = False
     if frame_maps and frame_map_share > 0:
         mr = np.random.default_rng([seed, i, 0xBA5E])
         if mr.uniform() < frame_map_share:
             basemap = _basemap(str(frame_maps[int(mr.integers(len(frame_maps)))]))
+            other_map = True
     spec = FrameSpec(cloud_cover=float(rng.uniform(0.0, 0.8)),
                      thin_cloud=float(rng.uniform(0.05, 0.35)) if rng.uniform() < 0.35 else 0.0,
                      cumulus=0.3 if rng.uniform() < 0.15 else 0.0)
@@ -104,10 +110,14 @@ def frame_pairs(seed: int, i: int, per_frame: int = 200, cloud_edge_max: float =
     keep = np.isfinite(u) & (u > 6) & (v > 6) & (u < cam.width - 7) & (v < cam.height - 7) & (land > 0.5)
     vcfg = VerifyConfig()
     mask = cloud_mask(img, vcfg.feature, 1.0, dilate=False)
-    if mask is not None:
-        ui = np.clip(np.round(np.nan_to_num(u)).astype(int), 0, cam.width - 1)
-        vi = np.clip(np.round(np.nan_to_num(v)).astype(int), 0, cam.height - 1)
-        keep &= ~mask[vi, ui]
+    keep_mask = mask
+    if snow_pairs and other_map:
+        ref, _ = next(iter(make_frameset(1, seed * 100_000 + i, cam, _basemap("default"), spec)))
+        keep_mask = cloud_mask(ref, vcfg.feature, 1.0, dilate=False)
+    ui = np.clip(np.round(np.nan_to_num(u)).astype(int), 0, cam.width - 1)
+    vi = np.clip(np.round(np.nan_to_num(v)).astype(int), 0, cam.height - 1)
+    if keep_mask is not None:
+        keep &= ~keep_mask[vi, ui]
     idx = np.flatnonzero(keep)
     if len(idx) < 5:
         return None
@@ -126,6 +136,9 @@ def frame_pairs(seed: int, i: int, per_frame: int = 200, cloud_edge_max: float =
     for name, image, fcfg in (("plain", img, vcfg.feature), ("filled", fill_clouds(img, fill_cfg)[0], fill_cfg)):
         g, sc, _ = preprocess(image, fcfg)
         out[name] = sample_patches(g, (fu + 0.5) * sc - 0.5, (fv + 0.5) * sc - 0.5)
+    if mask is not None and keep_mask is not mask:
+        filled_over = mask[vi[idx], ui[idx]]
+        out["filled"][filled_over] = out["plain"][filled_over]
     return out
 
 
@@ -146,16 +159,17 @@ def _basemap(kind: str):
 
 
 def _pairs_of(args) -> list:
-    seed, frames, per_frame, cloud_edge_max, frame_maps, share = args
-    return [frame_pairs(seed, i, per_frame, cloud_edge_max, frame_maps, share) for i in frames]
+    seed, frames, per_frame, cloud_edge_max, frame_maps, share, snow_pairs = args
+    return [frame_pairs(seed, i, per_frame, cloud_edge_max, frame_maps, share, snow_pairs) for i in frames]
 
 
 def make_pairs(n_frames: int, seed: int, workers: int = 2, per_frame: int = 200, progress: bool = True,
-               cloud_edge_max: float = 0.0, frame_maps: tuple = (), frame_map_share: float = 0.0) -> dict:
+               cloud_edge_max: float = 0.0, frame_maps: tuple = (), frame_map_share: float = 0.0,
+               snow_pairs: bool = False) -> dict:
     """Pairs of ``n_frames`` frames of ``seed`` (deterministic whatever ``workers``): dict of uint8 arrays."""
     from multiprocessing import get_context
     chunks = [(seed, list(range(s, min(s + 25, n_frames))), per_frame, cloud_edge_max, tuple(frame_maps),
-               frame_map_share)
+               frame_map_share, snow_pairs)
               for s in range(0, n_frames, 25)]
     parts = []
     bar = None
@@ -173,10 +187,11 @@ def make_pairs(n_frames: int, seed: int, workers: int = 2, per_frame: int = 200,
 
 
 def validation_pairs(n_frames: int, seed: int, workers: int = 2, per_frame: int = 200, n_pairs: int = 4000,
-                     frame_maps: tuple = ()) -> dict:
+                     frame_maps: tuple = (), snow_pairs: bool = False) -> dict:
     """The validation figure's pairs: ``n_pairs`` drawn (seeded) from the pairs of ``n_frames`` frames of ``seed``
     (every frame rendered from one of ``frame_maps`` when given)."""
-    val = make_pairs(n_frames, seed, workers, per_frame, frame_maps=frame_maps, frame_map_share=1.0 if frame_maps else 0.0)
+    val = make_pairs(n_frames, seed, workers, per_frame, frame_maps=frame_maps,
+                     frame_map_share=1.0 if frame_maps else 0.0, snow_pairs=snow_pairs)
     vi = np.random.default_rng(1).permutation(len(val["tile"]))[:n_pairs]
     return {k: np.ascontiguousarray(v[vi]) for k, v in val.items()}
 
@@ -373,10 +388,12 @@ def run(args) -> int:
     log = (lambda s: print(s, file=sys.stderr, flush=True))
     t0 = time.time()
     pairs = make_pairs(args.frames, args.seed, args.workers, args.per_frame, cloud_edge_max=args.cloud_edge,
-                       frame_maps=tuple(args.frame_basemaps or ()), frame_map_share=args.frame_basemap_share)
+                       frame_maps=tuple(args.frame_basemaps or ()), frame_map_share=args.frame_basemap_share,
+                       snow_pairs=args.snow_pairs)
     val = validation_pairs(args.val_frames, args.seed + 1, args.workers, args.per_frame)
     val_maps = validation_pairs(args.val_frames, args.seed + 1, args.workers, args.per_frame,
-                                frame_maps=tuple(args.val_basemaps)) if args.val_basemaps else None
+                                frame_maps=tuple(args.val_basemaps), snow_pairs=args.snow_pairs
+                                ) if args.val_basemaps else None
     log(f"train-localdesc: {len(pairs['tile'])} training pairs, {len(val['tile'])} validation pairs "
         f"({time.time() - t0:.0f} s)")
     net, rec = train(pairs, val, args.minutes, seed=args.seed, threads=args.threads, log=log, steps=args.steps,
@@ -386,6 +403,7 @@ def run(args) -> int:
     rec["invert_share"] = args.invert_share
     rec["frame_basemaps"] = [Path(m).name for m in args.frame_basemaps or ()]
     rec["frame_basemap_share"] = args.frame_basemap_share
+    rec["snow_pairs"] = args.snow_pairs
     if val_maps is not None:
         rec["val_basemaps"] = [Path(m).name for m in args.val_basemaps]
         rec["val_top1_other_maps"] = {look: round(top1(net, val_maps["tile"], val_maps[look]), 4)
@@ -482,6 +500,9 @@ def register(sub) -> None:
                    help="share of the training frames rendered from --frame-basemaps (0: the shipped recipe)")
     p.add_argument("--val-basemaps", nargs="+", default=None, metavar="WORLD.jpg",
                    help="also report validation top-1 on frames rendered from these images (held out from training)")
+    p.add_argument("--snow-pairs", action="store_true",
+                   help="on frames of --frame-basemaps / --val-basemaps keep the keypoints under snow the cloud mask "
+                        "takes for cloud (the mask of the same frame from the default basemap decides; default off)")
     p.add_argument("--invert-share", type=float, default=0.0, metavar="S",
                    help="share of the frame patches with their grey inverted in training (0: the shipped recipe)")
     p.add_argument("--widths", type=int, nargs=2, default=list(WIDTHS), metavar=("C1", "C2"),
