@@ -71,6 +71,22 @@ def test_frames_from_another_map_are_an_option_that_shows_the_same_ground(tmp_pa
     assert changed >= 1
 
 
+
+def test_snow_pairs_keep_the_snowy_ground_the_cloud_mask_took_for_cloud():
+    """``snow_pairs`` on a frame of the simulator's winter (frame 28 of seed 91: northern land under snow): the
+    cloud mask takes the snow for cloud, so the shipped rule keeps no pair there; with the mask of the same
+    frame rendered from the default basemap (same clouds) the snowy ground gives pairs, which still show the
+    tile's ground in the plain look, and the filled look's patches of ground it filled over are the plain ones."""
+    kw = dict(per_frame=60, frame_maps=("winter",), frame_map_share=1.0)
+    assert frame_pairs(91, 28, **kw) is None
+    snowy = frame_pairs(91, 28, snow_pairs=True, **kw)
+    assert snowy is not None and len(snowy["tile"]) >= 20
+    t, f = _standardised(snowy["tile"]), _standardised(snowy["plain"])
+    same, shifted = np.median((t * f).mean(1)), np.median((t * np.roll(f, 1, axis=0)).mean(1))
+    assert same > shifted + 0.2, (same, shifted)
+    assert np.mean([np.array_equal(a, b) for a, b in zip(snowy["filled"], snowy["plain"])]) > 0.5
+    assert _same(frame_pairs(91, 1, per_frame=60), frame_pairs(91, 1, per_frame=60, snow_pairs=True))
+
 def _same(a, b) -> bool:
     if a is None or b is None:
         return a is None and b is None
