@@ -375,11 +375,14 @@ def region_frameset(n: int, seed: int, camera, basemap, spec, region, effects=No
                          place=lambda rng, kind: _region_place(rng, kind, region), effects=effects)
 
 
-def scenario_frames(sdef: ScenarioDef, n: int, seed: int, region=None, effects=None, basemap=None):
+def scenario_frames(sdef: ScenarioDef, n: int, seed: int, region=None, effects=None, basemap=None,
+                    cloud_field=None):
     """(camera, iterator of (image, truth)) for one scenario; ``effects``: an ``EffectsConfig`` instead of
     the simulator's defaults (the scenario's own cloud cover or veil still applies on top); ``basemap``: a
     ``Basemap`` instead of the default for the scenarios rendered from the default (a scenario with a basemap
-    of its own, season, winter or relief, keeps it)."""
+    of its own, season, winter or relief, keeps it); ``cloud_field``: a real global cloud field
+    (``sim.real_clouds.GlobalCloudField``) laid where it lies instead of the simulator's clouds, for the
+    scenarios :func:`takes_cloud_field` (the field has its own cover; the same poses as without it)."""
     from ..onboard.camera import Camera
     from .framesets import FrameSpec, make_frameset, panchromatic, random_place, shifted_basemap
     cam = Camera.from_fov(sdef.width, sdef.height, sdef.fov_deg)
@@ -393,10 +396,21 @@ def scenario_frames(sdef: ScenarioDef, n: int, seed: int, region=None, effects=N
     if region is not None and sdef.kind == "land":
         return cam, region_frameset(n, seed, cam, basemap, spec, region, effects)
     place = _north_of(sdef.min_lat_deg) if sdef.min_lat_deg is not None else random_place
-    frames = make_frameset(n, seed, cam, basemap, spec, place=place, effects=effects)
+    clouds = (lambda lat, lon: cloud_field) if cloud_field is not None and takes_cloud_field(sdef, effects) else None
+    frames = make_frameset(n, seed, cam, basemap, spec, place=place, effects=effects, clouds=clouds)
     if sdef.panchromatic:
         frames = ((panchromatic(img), t) for img, t in frames)
     return cam, frames
+
+
+def takes_cloud_field(sdef: ScenarioDef, effects=None) -> bool:
+    """Whether a scenario's frames take a real cloud field (``eval --cloud-field``): daylight frames whose clouds
+    are plain cover; the sets built on the simulator's own veil, cumulus cells or translucent margins (and any
+    ``--effects`` that asks for those) keep the simulator's field, which has those layers."""
+    layers = (sdef.thin_cloud, sdef.cumulus, sdef.cloud_edge)
+    if effects is not None:
+        layers += (effects.thin_cloud, effects.cumulus)
+    return sdef.daylight and not any(layers)
 
 
 def _north_of(min_lat_deg: float):
@@ -749,6 +763,8 @@ def command_line(args) -> str:
         parts += ["--effects", str(args.effects)]
     if getattr(args, "basemap", None):
         parts += ["--basemap", str(args.basemap)]
+    if getattr(args, "cloud_field", None):
+        parts += ["--cloud-field", str(args.cloud_field)]
     if args.quick:
         parts.append("--quick")
     if args.no_baselines:
@@ -809,6 +825,10 @@ def run_eval(args, log=None) -> dict:
         if registration["suspect"]:
             log(f"eval: {args.basemap} lies {registration['offset_p50_km']} km (median) off its grid against "
                 f"{registration['reference']}: its false fixes may be the map's own offsets")
+    cloud_field = None
+    if getattr(args, "cloud_field", None):
+        from ..sim.real_clouds import GlobalCloudField
+        cloud_field = GlobalCloudField.load(args.cloud_field)
     if args.bundle is None:
         args.bundle = str(ensure_default_bundle())
     n = min(args.frames, QUICK_FRAMES) if args.quick else args.frames
@@ -828,7 +848,7 @@ def run_eval(args, log=None) -> dict:
     heavy_frames: list = []
     for k, sdef in enumerate(SCENARIOS):
         seed = scenario_seed(args.seed, k)
-        cam, frames = scenario_frames(sdef, n, seed, args.region, effects, basemap)
+        cam, frames = scenario_frames(sdef, n, seed, args.region, effects, basemap, cloud_field)
         for img, truth in tqdm(frames, total=n, desc=f"eval {sdef.name}", unit="frame", disable=args.quiet,
                                file=sys.stderr):
             rec = evaluate_frame(loc, cam, img, truth, sdef, baselines)
@@ -861,6 +881,9 @@ def run_eval(args, log=None) -> dict:
         "effects": None if effects is None else _effects_changes(effects),
         "basemap": None if basemap is None else Path(args.basemap).name,
         "basemap_registration": registration,
+        "cloud_field": None if cloud_field is None else {
+            "file": cloud_field.source, "cloud_share_of_pixels": round(cloud_field.cloud_share, 4),
+            "scenarios": [s.name for s in SCENARIOS if takes_cloud_field(s, effects)]},
         "definitions": {"false_fix_km": FALSE_FIX_KM, "eligible_min_land_clear_frac": MIN_LAND_CLEAR_FRAC,
                         "recall_hit_radius": "footprint_half_width_km / 2",
                         "overall": "all scenarios except stress sets", "percentiles": "numpy linear"},
@@ -958,6 +981,13 @@ def render_markdown(r: dict) -> str:
                   f"{g['offset_p50_km']} km, {100 * g['over_10_km']:.0f} % of {g['windows']} windows over 10 km"
                   + (" — **not where its grid says: false fixes on its frames may be the map's own offsets**"
                      if g["suspect"] else " (the method's floor is 3.5-5 km for faithful maps)"), ""]
+    if r.get("cloud_field"):
+        c = r["cloud_field"]
+        L += [f"Clouds: the real global field `{c['file']}` laid where it lies (`--cloud-field`; "
+              f"{100 * c['cloud_share_of_pixels']:.0f} % of its pixels opaque) over "
+              + ", ".join(f"`{n}`" for n in c["scenarios"])
+              + "; a set's own cloud cover does not apply there, and the sets built on the simulator's veil, cumulus "
+              "or translucent margins keep its clouds.", ""]
     m = r["machine"]
     L += ["## Machine", "", "| item | value |", "| --- | --- |"]
     for k in ("cpu_model", "logical_cores", "usable_cores", "python", "platform", "onnxruntime", "opencv", "numpy",
@@ -1112,6 +1142,10 @@ def register(sub):
     p.add_argument("--basemap", default=None, metavar="WORLD.jpg",
                    help="render the scenarios' frames from this global equirectangular image instead of the default "
                         "basemap (e.g. another month of the Blue Marble; season, winter and relief sets keep theirs)")
+    p.add_argument("--cloud-field", default=None, metavar="CLOUDS.png",
+                   help="a real global cloud field (equirectangular, -180..180 / -90..90; its alpha channel, else its "
+                        "bright grey pixels) laid where it lies over the daylight sets instead of the simulator's clouds "
+                        "(the veil, cumulus and translucent-margin sets keep the simulator's)")
     p.add_argument("--region", nargs=4, type=float, default=None, metavar=("LAT_MIN", "LAT_MAX", "LON_MIN", "LON_MAX"),
                    help="draw land frames inside this box only (for regional bundles)")
     p.add_argument("--interim", action="store_true", help="label the report as measured on an interim model")
@@ -1130,6 +1164,13 @@ def run(args) -> int:
         try:
             EffectsConfig.from_yaml(args.effects)           # refused before any work, with its reason
         except ValueError as exc:
+            print(f"earthfix eval: {exc}", file=sys.stderr)
+            return 2
+    if getattr(args, "cloud_field", None):
+        from ..sim.real_clouds import CloudFieldError, GlobalCloudField
+        try:
+            GlobalCloudField.load(args.cloud_field)         # refused before any work, with its reason
+        except CloudFieldError as exc:
             print(f"earthfix eval: {exc}", file=sys.stderr)
             return 2
     try:

@@ -46,6 +46,7 @@ from earthfix.onboard import geodesy
 from earthfix.onboard.camera import Camera
 from earthfix.onboard.localizer import Localizer
 from earthfix.sim.basemap import Basemap
+from earthfix.sim.real_clouds import GlobalCloudField, sample_opacity, scene_opacity
 from earthfix.tools.build_index import ensure_default_bundle
 from earthfix.tools.evaluate import FALSE_FIX_KM
 from earthfix.tools.framesets import make_frameset
@@ -54,18 +55,6 @@ from bench_cameras import Tally, parse_cameras
 
 KM_PER_DEG = math.pi * geodesy.A_KM / 180.0
 BINS = (0.0, 0.1, 0.3, 0.5, 0.7, 1.01)
-
-
-def _ramp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    t = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
-
-
-def scene_opacity(bgr: np.ndarray, v_ramp=(120.0, 210.0), s_ramp=(70.0, 30.0)) -> np.ndarray:
-    """Cloud opacity (float32 0..1) of a true-colour scene: bright and nearly grey pixels (HSV value ramped up
-    over ``v_ramp``, saturation ramped down over ``s_ramp``; how translucent the edges come out rests on them)."""
-    hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV).astype(np.float32)
-    return (_ramp(hsv[..., 2], *v_ramp) * _ramp(-hsv[..., 1], -s_ramp[0], -s_ramp[1])).astype(np.float32)
 
 
 class SceneClouds:
@@ -89,31 +78,6 @@ class SceneClouds:
         # beyond the scene's edges its field is mirrored (a footprint can be larger than the scene): no
         # straight cloud edge where the scene ends
         a = sample_opacity(self.opacity, x, y, cv2.BORDER_REFLECT_101)
-        return a, a.copy()
-
-
-def sample_opacity(opacity: np.ndarray, x: np.ndarray, y: np.ndarray, border: int) -> np.ndarray:
-    """``opacity`` at pixel coordinates (x, y) (bilinear; 0 where they are not finite: rays off the Earth)."""
-    bad = ~np.isfinite(x) | ~np.isfinite(y)
-    x[bad] = y[bad] = 0.0
-    a = cv2.remap(opacity, x.astype(np.float32), y.astype(np.float32), cv2.INTER_LINEAR, borderMode=border)
-    a[bad] = 0.0
-    return a
-
-
-class GlobalClouds:
-    """A global opacity field (equirectangular, row 0 at 90 N, column 0 at 180 W) sampled where it lies.
-    Duck-types ``CloudField.sample_with_thickness`` as ``SceneClouds`` does."""
-
-    def __init__(self, opacity: np.ndarray):
-        self.opacity = opacity
-        self.px_per_deg = opacity.shape[1] / 360.0
-
-    def sample_with_thickness(self, lat_deg, lon_deg, cover=None, lon_offset_deg=0.0, flip_lat=False):
-        lat = np.asarray(lat_deg, np.float64)
-        lon = (np.asarray(lon_deg, np.float64) + 180.0) % 360.0
-        x, y = lon * self.px_per_deg - 0.5, (90.0 - lat) * self.px_per_deg - 0.5
-        a = sample_opacity(self.opacity, x, y, cv2.BORDER_WRAP)
         return a, a.copy()
 
 
@@ -150,6 +114,7 @@ def main() -> None:
         ap.error("--in-place needs a global field (--bounds -180 180 -90 90)")
     cameras = parse_cameras(a.camera) if a.camera else ((256, 256, 80.0), (512, 512, 60.0))
     opacity, km_per_px = read_opacity(a.scene, a.bounds, a.v_ramp, a.s_ramp)
+    field = GlobalCloudField(opacity, a.scene) if a.in_place else None
     basemap = Basemap.load(a.basemap) if a.basemap else Basemap.default()
     loc = Localizer.load(ensure_default_bundle(), a.config)
     print(f"scene {a.scene}: {opacity.shape[1]}x{opacity.shape[0]} px, {km_per_px:.2f} km/px, "
@@ -164,7 +129,7 @@ def main() -> None:
 
         def real(lat, lon):   # the scene's field, a random point of it under the boresight, a random turn
             if a.in_place:
-                return GlobalClouds(opacity)
+                return field
             return SceneClouds(opacity, km_per_px, rng.uniform(0, opacity.shape[1]),
                                rng.uniform(0, opacity.shape[0]), rng.uniform(0, 360), lat, lon)
         # the same seed gives both sets the same poses (framesets.make_frameset): paired frame by frame
