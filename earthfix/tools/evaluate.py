@@ -1,7 +1,7 @@
 """Evaluate the whole flight pipeline on held-out simulated frames, with baselines, in one run.
 
     earthfix eval [--bundle DIR] [--out eval-report] [--frames 150] [--seed 0] [--quick] [--no-baselines]
-                  [--effects EFFECTS.yaml] [--config LOCALIZER.yaml] [--basemap WORLD.jpg]
+                  [--effects EFFECTS.yaml] [--config LOCALIZER.yaml] [--basemap WORLD.jpg] [--cloud-field CLOUDS.png]
 
 Scenario sets (``SCENARIOS``; seeds ``EVAL_SEED + 100 * seed + k``, disjoint from calibrate's 7000 range):
 land seen by a 256x256 80-degree camera from the default basemap with the simulator's effects; the same
