@@ -52,9 +52,10 @@ class GlobalCloudField:
 
     def __init__(self, opacity: np.ndarray, source: str = ""):
         opacity = np.asarray(opacity, np.float32)
-        if opacity.ndim != 2 or opacity.shape[1] < 2 * opacity.shape[0] - 2 or opacity.shape[1] > 2 * opacity.shape[0] + 2:
-            raise CloudFieldError(f"cloud field {source or ''}: {opacity.shape[::-1]} px is not a global "
-                                  "equirectangular image (width = 2 x height)".replace("  ", " "))
+        if opacity.ndim != 2 or abs(opacity.shape[1] - 2 * opacity.shape[0]) > 2:
+            name = f" {source}" if source else ""
+            raise CloudFieldError(f"cloud field{name}: {opacity.shape[1]} x {opacity.shape[0]} px is not a global "
+                                  "equirectangular image (width = 2 x height)")
         self.opacity = np.clip(opacity, 0.0, 1.0)
         self.source = source
         self.px_per_deg = opacity.shape[1] / 360.0
