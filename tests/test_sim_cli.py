@@ -247,6 +247,8 @@ def test_sim_camera_intrinsics_and_effects_file(tmp_path):
     (["--preset", "iss", "--basemap", "/nonexistent/map.jpg"], "cannot read basemap"),
     (["--preset", "iss", "--yaw", "north"], "--yaw"),
     (["--preset", "iss", "--keep-water"], "--keep-water needs --basemap"),
+    (["--preset", "iss", "--cloud-field", "/nonexistent/clouds.png"], "cannot read cloud field"),
+    (["--preset", "iss", "--clean", "--cloud-field", "/nonexistent/clouds.png"], "contradicts --clean"),
 ])
 def test_sim_bad_inputs_fail_in_one_line(tmp_path, capsys, cam256_path, args, needle):
     rc = main(["sim", *args, "--camera", str(cam256_path), "--out", str(tmp_path / "o")])
@@ -287,3 +289,24 @@ def test_a_preset_without_start_begins_over_daylit_land_as_replay_does(tmp_path,
     assert rc == 0
     first = json.loads((tmp_path / "o" / "truth.jsonl").read_text().splitlines()[0])
     assert parse_time(first["time"]) == Orbit.preset_start("iss")
+
+
+def test_sim_cloud_field_lays_a_real_field_where_it_lies(tmp_path, cam256_path):
+    """``--cloud-field``: an overcast field makes every daylit frame's ground cloud (cloud_frac 1, no eligible
+    frame); a clear one leaves none; the frames' poses are the simulator's either way."""
+    import cv2
+    truths = {}
+    for name, alpha in (("overcast", 255), ("clear", 0)):
+        field = np.zeros((90, 180, 4), np.uint8)
+        field[..., 3] = alpha
+        cv2.imwrite(str(tmp_path / f"{name}.png"), field)
+        out = tmp_path / name
+        assert main(["sim", "--preset", "iss", "--duration", "120s", "--interval",        # the preset's daylit start
+                     "60s", "--camera", str(cam256_path), "--cloud-field", str(tmp_path / f"{name}.png"),
+                     "--out", str(out)]) == 0
+        truths[name] = [json.loads(line) for line in (out / "truth.jsonl").read_text().splitlines()]
+    lit = [t["sun_elev_deg"] > 0 for t in truths["overcast"]]
+    assert any(lit)
+    assert all(t["cloud_frac"] > 0.99 and not t["eligible"] for t, day in zip(truths["overcast"], lit) if day)
+    assert all(t["cloud_frac"] == 0.0 for t in truths["clear"])
+    assert [t["bore_lat"] for t in truths["overcast"]] == [t["bore_lat"] for t in truths["clear"]]

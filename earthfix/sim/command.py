@@ -36,6 +36,9 @@ def register(subparsers) -> None:
                    help="geometry only: no clouds, illumination, noise or colour effects")
     p.add_argument("--effects", metavar="YAML", help="effects settings (keys of EffectsConfig) over the defaults")
     p.add_argument("--cloud-cover", type=float, metavar="F", help="share of the globe under cloud, 0..1")
+    p.add_argument("--cloud-field", metavar="CLOUDS.png",
+                   help="a real global cloud field (equirectangular, -180..180 / -90..90; its alpha channel, else its "
+                        "bright grey pixels) laid where it lies instead of the simulator's clouds")
     p.add_argument("--seed", type=int, default=0, help="random seed (frames are reproducible from it)")
     p.add_argument("--basemap", metavar="PATH", help="another equirectangular basemap image")
     p.add_argument("--bounds", type=float, nargs=4, metavar=("LONMIN", "LONMAX", "LATMIN", "LATMAX"),
@@ -98,6 +101,19 @@ def run(args) -> int:
                                               base=effects)
     except ValueError as exc:
         return _fail(str(exc))
+    cloud_field = None
+    if getattr(args, "cloud_field", None):
+        from .real_clouds import CloudFieldError, GlobalCloudField
+        if args.clean or args.cloud_cover is not None:
+            return _fail(f"--cloud-field contradicts {'--clean (no clouds)' if args.clean else '--cloud-cover'}")
+        if effects.thin_cloud or effects.cumulus:
+            return _fail("--cloud-field has no veil or cumulus layer: leave thin_cloud and cumulus at 0")
+        try:
+            cloud_field = GlobalCloudField.load(args.cloud_field)
+        except CloudFieldError as exc:
+            return _fail(str(exc))
+        # the field's own cover applies; cloud_cover only has to let the clouds be drawn at all
+        effects = EffectsConfig.from_dict({"clouds": True, "cloud_cover": effects.cloud_cover or 0.3}, base=effects)
     yaw = args.yaw
     if yaw not in ("track", "random"):
         try:
@@ -119,7 +135,8 @@ def run(args) -> int:
 
     ext = "jpg" if args.jpeg else "png"
     scen = Scenario(orbit, camera, start, args.duration, args.interval, attitude=args.attitude, yaw_deg=yaw,
-                    tilt_deg=args.tilt_deg, effects=effects, seed=args.seed, basemap=basemap, frame_ext=ext)
+                    tilt_deg=args.tilt_deg, effects=effects, seed=args.seed, basemap=basemap, frame_ext=ext,
+                    cloud_field=cloud_field)
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)

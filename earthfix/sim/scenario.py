@@ -121,6 +121,7 @@ class Scenario:
     seed: int = 0
     basemap: Basemap | None = None
     frame_ext: str = "png"
+    cloud_field: object | None = None      # a real field in place of the procedural one (sim.real_clouds)
     _clouds: fx.CloudField | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
@@ -140,7 +141,10 @@ class Scenario:
 
     @property
     def clouds(self) -> fx.CloudField | None:
-        """The scenario's geo-anchored cloud field (built on first use, ~0.2 s)."""
+        """The scenario's geo-anchored cloud field (built on first use, ~0.2 s), or ``cloud_field`` when given
+        (a real one, ``sim.real_clouds.GlobalCloudField``: its own clouds where they lie; the cover is its own)."""
+        if self.cloud_field is not None:
+            return self.cloud_field if self.effects.clouds else None
         if self._clouds is None and self.effects.clouds and self.effects.cloud_cover > 0:
             self._clouds = fx.CloudField(self.seed, self.effects.cloud_cover)
         return self._clouds
