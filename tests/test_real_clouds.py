@@ -77,3 +77,14 @@ def test_the_reports_command_line_repeats_the_cloud_field():
     ev.register(sub)
     args = sub.choices["eval"].parse_args(["--cloud-field", "clouds.png", "--bundle", "B", "--frames", "5"])
     assert "--cloud-field clouds.png" in ev.command_line(args)
+
+
+@pytest.mark.parametrize("cmd", ["replay", "demo"])
+def test_replay_and_demo_refuse_a_cloud_field_that_is_not_global_in_one_line(tmp_path, capsys, cmd):
+    from earthfix.cli import main
+    cv2.imwrite(str(tmp_path / "square.png"), np.zeros((64, 64, 3), np.uint8))
+    args = [cmd] + (["--preset", "iss"] if cmd == "replay" else []) + [
+        "--duration", "1m", "--cloud-field", str(tmp_path / "square.png"), "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"earthfix {cmd}: error:") and "not a global" in err, err

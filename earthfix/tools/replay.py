@@ -73,6 +73,9 @@ def _common_args(p, duration: str) -> None:
     p.add_argument("--bundle", metavar="DIR", help="bundle directory (default: the default bundle)")
     p.add_argument("--config", metavar="YAML", help="onboard config (default: the shipped defaults)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the simulation")
+    p.add_argument("--cloud-field", metavar="CLOUDS.png", default=None,
+                   help="a real global cloud field (equirectangular; its alpha channel, else its bright grey pixels) "
+                        "laid where it lies instead of the simulator's clouds")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -99,8 +102,12 @@ def _build(args, cmd: str):
         camera = Camera.from_yaml(args.camera) if args.camera else Camera.from_dict(DEFAULT_CAMERA)
     except CameraError as exc:
         raise ValueError(str(exc)) from None
+    cloud_field = None
+    if getattr(args, "cloud_field", None):
+        from ..sim.real_clouds import GlobalCloudField
+        cloud_field = GlobalCloudField.load(args.cloud_field)      # CloudFieldError is a ValueError: one line
     scenario = Scenario(orbit, camera, start, args.duration, args.interval, attitude=args.attitude,
-                        seed=args.seed)
+                        seed=args.seed, cloud_field=cloud_field)
     localizer = load_localizer(args.bundle, args.config, progress=not args.no_progress)
     return scenario, localizer
 
