@@ -33,6 +33,18 @@ def scene_opacity(bgr: np.ndarray, v_ramp=(120.0, 210.0), s_ramp=(70.0, 30.0)) -
     return (_ramp(hsv[..., 2], *v_ramp) * _ramp(-hsv[..., 1], -s_ramp[0], -s_ramp[1])).astype(np.float32)
 
 
+def image_opacity(raw: np.ndarray, v_ramp=(120.0, 210.0), s_ramp=(70.0, 30.0)) -> np.ndarray:
+    """Cloud opacity (float32 0..1) of an image as decoded with ``cv2.IMREAD_UNCHANGED``: its alpha channel when it
+    has one (a cloud layer), else :func:`scene_opacity` of its colours (a grey image as three equal bands, 16 bits
+    taken to 8 as ``cv2.IMREAD_COLOR`` does)."""
+    if raw.ndim == 3 and raw.shape[2] == 4:
+        return raw[..., 3].astype(np.float32) / (65535.0 if raw.dtype == np.uint16 else 255.0)
+    bgr = raw if raw.ndim == 3 else cv2.cvtColor(raw, cv2.COLOR_GRAY2BGR)
+    if bgr.dtype == np.uint16:
+        bgr = (bgr >> 8).astype(np.uint8)
+    return scene_opacity(bgr, v_ramp, s_ramp)
+
+
 def sample_opacity(opacity: np.ndarray, x: np.ndarray, y: np.ndarray, border: int) -> np.ndarray:
     """``opacity`` at pixel coordinates (x, y) (bilinear; 0 where they are not finite: rays off the Earth)."""
     x = np.array(x, np.float64)
@@ -62,17 +74,11 @@ class GlobalCloudField:
 
     @classmethod
     def load(cls, path, v_ramp=(120.0, 210.0), s_ramp=(70.0, 30.0)) -> "GlobalCloudField":
-        """The field of an image file: its alpha channel when it has one, else :func:`scene_opacity`."""
+        """The field of an image file (:func:`image_opacity`)."""
         raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if raw is None:
             raise CloudFieldError(f"cannot read cloud field image {path}")
-        if raw.ndim == 3 and raw.shape[2] == 4:
-            opacity = raw[..., 3].astype(np.float32) / (65535.0 if raw.dtype == np.uint16 else 255.0)
-        else:
-            bgr = raw if raw.ndim == 3 else cv2.cvtColor(raw, cv2.COLOR_GRAY2BGR)
-            opacity = scene_opacity(cv2.convertScaleAbs(bgr, alpha=1 / 257.0) if bgr.dtype == np.uint16 else bgr,
-                                    v_ramp, s_ramp)
-        return cls(opacity, Path(path).name)
+        return cls(image_opacity(raw, v_ramp, s_ramp), Path(path).name)
 
     @property
     def cloud_share(self) -> float:

@@ -46,7 +46,7 @@ from earthfix.onboard import geodesy
 from earthfix.onboard.camera import Camera
 from earthfix.onboard.localizer import Localizer
 from earthfix.sim.basemap import Basemap
-from earthfix.sim.real_clouds import GlobalCloudField, sample_opacity, scene_opacity
+from earthfix.sim.real_clouds import GlobalCloudField, image_opacity, sample_opacity
 from earthfix.tools.build_index import ensure_default_bundle
 from earthfix.tools.evaluate import FALSE_FIX_KM
 from earthfix.tools.framesets import make_frameset
@@ -82,12 +82,10 @@ class SceneClouds:
 
 
 def read_opacity(path: str, bounds, v_ramp, s_ramp) -> tuple[np.ndarray, float]:
-    """(opacity 0..1, km per px) of a scene: its alpha channel when it has one, else ``scene_opacity``."""
-    scene = Basemap.load(path, tuple(bounds), flatten_water=False)
-    raw = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if raw is not None and raw.ndim == 3 and raw.shape[2] == 4:
-        return (raw[..., 3].astype(np.float32) / 255.0), scene.km_per_px
-    return scene_opacity(scene.image, v_ramp, s_ramp), scene.km_per_px
+    """(opacity 0..1, km per px) of a scene within ``bounds``: ``real_clouds.image_opacity`` (its alpha channel when
+    it has one, else its bright grey pixels)."""
+    scene = Basemap.load(path, tuple(bounds), flatten_water=False)      # refuses an unreadable file; its scale
+    return image_opacity(cv2.imread(path, cv2.IMREAD_UNCHANGED), v_ramp, s_ramp), scene.km_per_px
 
 
 def main() -> None:
