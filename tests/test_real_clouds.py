@@ -58,6 +58,8 @@ def test_the_eval_sets_take_the_field_with_the_same_poses_and_the_veiled_sets_ke
     assert all(t["cloud_frac"] == 0.0 for t in truths["clear"])
     _, thin = ev.scenario_frames(sets["stress_thin"], 1, 4321, cloud_field=overcast)
     assert all(t["cloud_frac"] < 0.99 for _, t in thin)
+    _, regional = ev.scenario_frames(sets["land256"], 2, 4321, region=(-50.0, 5.0, -85.0, -35.0), cloud_field=overcast)
+    assert all(t["cloud_frac"] > 0.99 for _, t in regional)          # --region draws its places, the field still lies
 
 
 def test_eval_refuses_a_cloud_field_that_is_not_global_before_any_work(tmp_path, capsys):

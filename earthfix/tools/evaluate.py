@@ -367,12 +367,12 @@ def _region_place(rng, kind: str, region):
     raise RuntimeError(f"no land place found in region {region}")
 
 
-def region_frameset(n: int, seed: int, camera, basemap, spec, region, effects=None):
+def region_frameset(n: int, seed: int, camera, basemap, spec, region, effects=None, clouds=None):
     """``framesets.make_frameset`` with land places drawn inside ``region`` (lat0, lat1, lon0, lon1):
-    the same draws otherwise (time, altitude, yaw, tilt, effects). For regional bundles (tests, dev)."""
+    the same draws otherwise (time, altitude, yaw, tilt, effects, ``clouds``). For regional bundles (tests, dev)."""
     from .framesets import make_frameset
     return make_frameset(n, seed, camera, basemap, spec,
-                         place=lambda rng, kind: _region_place(rng, kind, region), effects=effects)
+                         place=lambda rng, kind: _region_place(rng, kind, region), effects=effects, clouds=clouds)
 
 
 def scenario_frames(sdef: ScenarioDef, n: int, seed: int, region=None, effects=None, basemap=None,
@@ -393,10 +393,10 @@ def scenario_frames(sdef: ScenarioDef, n: int, seed: int, region=None, effects=N
     if sdef.sensor:
         from ..sim.effects import EffectsConfig
         effects = EffectsConfig.from_dict(dict(sdef.sensor), base=effects)
-    if region is not None and sdef.kind == "land":
-        return cam, region_frameset(n, seed, cam, basemap, spec, region, effects)
-    place = _north_of(sdef.min_lat_deg) if sdef.min_lat_deg is not None else random_place
     clouds = (lambda lat, lon: cloud_field) if cloud_field is not None and takes_cloud_field(sdef, effects) else None
+    if region is not None and sdef.kind == "land":
+        return cam, region_frameset(n, seed, cam, basemap, spec, region, effects, clouds)
+    place = _north_of(sdef.min_lat_deg) if sdef.min_lat_deg is not None else random_place
     frames = make_frameset(n, seed, cam, basemap, spec, place=place, effects=effects, clouds=clouds)
     if sdef.panchromatic:
         frames = ((panchromatic(img), t) for img, t in frames)
@@ -406,7 +406,8 @@ def scenario_frames(sdef: ScenarioDef, n: int, seed: int, region=None, effects=N
 def takes_cloud_field(sdef: ScenarioDef, effects=None) -> bool:
     """Whether a scenario's frames take a real cloud field (``eval --cloud-field``): daylight frames whose clouds
     are plain cover; the sets built on the simulator's own veil, cumulus cells or translucent margins (and any
-    ``--effects`` that asks for those) keep the simulator's field, which has those layers."""
+    ``--effects`` veil or cumulus) keep the simulator's field, which has those layers. An ``--effects`` margin
+    width does not apply to a real field: its margins are its own."""
     layers = (sdef.thin_cloud, sdef.cumulus, sdef.cloud_edge)
     if effects is not None:
         layers += (effects.thin_cloud, effects.cumulus)
