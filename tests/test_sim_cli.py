@@ -294,7 +294,6 @@ def test_a_preset_without_start_begins_over_daylit_land_as_replay_does(tmp_path,
 def test_sim_cloud_field_lays_a_real_field_where_it_lies(tmp_path, cam256_path):
     """``--cloud-field``: an overcast field makes every daylit frame's ground cloud (cloud_frac 1, no eligible
     frame); a clear one leaves none; the frames' poses are the simulator's either way."""
-    import cv2
     truths = {}
     for name, alpha in (("overcast", 255), ("clear", 0)):
         field = np.zeros((90, 180, 4), np.uint8)
