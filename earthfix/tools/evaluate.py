@@ -798,8 +798,9 @@ def _jsonable(x):
     return x
 
 
-def run_eval(args, log=None) -> dict:
-    """The whole evaluation; returns the report dict (also written to ``args.out``)."""
+def run_eval(args, log=None, cloud_field=None) -> dict:
+    """The whole evaluation; returns the report dict (also written to ``args.out``). ``cloud_field``: the
+    ``--cloud-field`` image already loaded (``sim.real_clouds.GlobalCloudField``), else it is read here."""
     from tqdm import tqdm
     import cv2
     from ..onboard.localizer import Localizer
@@ -826,8 +827,7 @@ def run_eval(args, log=None) -> dict:
         if registration["suspect"]:
             log(f"eval: {args.basemap} lies {registration['offset_p50_km']} km (median) off its grid against "
                 f"{registration['reference']}: its false fixes may be the map's own offsets")
-    cloud_field = None
-    if getattr(args, "cloud_field", None):
+    if cloud_field is None and getattr(args, "cloud_field", None):
         from ..sim.real_clouds import GlobalCloudField
         cloud_field = GlobalCloudField.load(args.cloud_field)
     if args.bundle is None:
@@ -1167,15 +1167,16 @@ def run(args) -> int:
         except ValueError as exc:
             print(f"earthfix eval: {exc}", file=sys.stderr)
             return 2
+    cloud_field = None
     if getattr(args, "cloud_field", None):
         from ..sim.real_clouds import CloudFieldError, GlobalCloudField
         try:
-            GlobalCloudField.load(args.cloud_field)         # refused before any work, with its reason
+            cloud_field = GlobalCloudField.load(args.cloud_field)   # refused before any work, with its reason
         except CloudFieldError as exc:
             print(f"earthfix eval: {exc}", file=sys.stderr)
             return 2
     try:
-        report = run_eval(args)
+        report = run_eval(args, cloud_field=cloud_field)
     except (BundleError, ConfigError, FileNotFoundError) as exc:
         print(f"earthfix eval: {exc}", file=sys.stderr)
         return 2
