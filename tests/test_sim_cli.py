@@ -257,6 +257,19 @@ def test_sim_bad_inputs_fail_in_one_line(tmp_path, capsys, cam256_path, args, ne
     assert len(err.splitlines()) == 1 and err.startswith("earthfix sim: error:") and needle in err, err
 
 
+def test_a_map_that_is_not_an_image_is_refused_in_one_line_also_below_python(tmp_path, capfd, cam256_path):
+    # capfd, not capsys: cv2.imread warned on file descriptor 2 itself before the refusal (two lines)
+    text = tmp_path / "map.jpg"
+    text.write_text("not a JPEG")
+    for path in ("/nonexistent/map.jpg", str(text), str(tmp_path)):
+        rc = main(["sim", "--preset", "iss", "--basemap", path, "--camera", str(cam256_path), "--out", str(tmp_path / "o")])
+        err = capfd.readouterr().err.strip()
+        assert rc == 2 and err.splitlines() == [f"earthfix sim: error: cannot read basemap image {path}"], err
+    rc = main(["sim", "--preset", "iss", "--cloud-field", str(text), "--camera", str(cam256_path), "--out", str(tmp_path / "o")])
+    err = capfd.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "cannot read cloud field" in err, err
+
+
 @pytest.mark.parametrize("content,needle", [
     (None, "not found"), ("width: 256\n", "height"), ("width: 256\nheight: 256\nfov_deg: 200\n", "fov_deg"),
     ("width: [\n", "YAML"),

@@ -32,6 +32,17 @@ SHIPPED_MAPS = {
 }
 
 
+def read_image(path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
+    """An image file's pixels, or None when the file is missing, unreadable or not an image. Read as bytes and
+    decoded in memory: ``cv2.imread`` prints a warning of its own on stderr for a file it cannot open, and a
+    refusal is one line (the caller's)."""
+    try:
+        data = np.fromfile(str(path), np.uint8)
+    except OSError:
+        return None
+    return cv2.imdecode(data, flags) if data.size else None
+
+
 class BasemapError(ValueError):
     pass
 
@@ -76,7 +87,7 @@ class Basemap:
     def load(cls, path, bounds=(-180.0, 180.0, -90.0, 90.0), flatten_water: bool = True) -> "Basemap":
         """Load an equirectangular image; ``bounds`` = (lon_min, lon_max, lat_min, lat_max) in degrees."""
         path = Path(path)
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        img = read_image(path)
         if img is None:
             raise BasemapError(f"cannot read basemap image {path}")
         lon_min, lon_max, lat_min, lat_max = map(float, bounds)

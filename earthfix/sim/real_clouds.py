@@ -16,6 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .basemap import read_image
+
 
 class CloudFieldError(ValueError):
     """A cloud field image that cannot be read or is not a global equirectangular image."""
@@ -75,7 +77,7 @@ class GlobalCloudField:
     @classmethod
     def load(cls, path, v_ramp=(120.0, 210.0), s_ramp=(70.0, 30.0)) -> "GlobalCloudField":
         """The field of an image file (:func:`image_opacity`)."""
-        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        raw = read_image(path, cv2.IMREAD_UNCHANGED)
         if raw is None:
             raise CloudFieldError(f"cannot read cloud field image {path}")
         return cls(image_opacity(raw, v_ramp, s_ramp), Path(path).name)

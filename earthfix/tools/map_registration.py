@@ -20,6 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..sim.basemap import read_image
+
 MIN_RESPONSE = 0.3
 WINDOW_PX = 64
 SUSPECT_P50_KM = 8.0          # a map whose median offset exceeds this is not a fair test of position
@@ -55,14 +57,14 @@ class Registration:
         """``map_image`` (a global map, BGR, as read: water not flattened) against the map at ``ref_path``
         (default: ``default_reference()``)."""
         ref_path = default_reference() if ref_path is None else ref_path
-        ref = cv2.imread(str(ref_path), cv2.IMREAD_COLOR)
+        ref = read_image(ref_path)
         if ref is None:
             raise ValueError(f"cannot read {ref_path}")
         return cls(map_image, ref, window_px)
 
     @classmethod
     def of_files(cls, map_path, ref_path=None, window_px: int = WINDOW_PX) -> "Registration":
-        img = cv2.imread(str(map_path), cv2.IMREAD_COLOR)
+        img = read_image(map_path)
         if img is None:
             raise ValueError(f"cannot read {map_path}")
         return cls.of_image(img, ref_path, window_px)
