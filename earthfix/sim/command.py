@@ -14,6 +14,7 @@ DEFAULT_CAMERA = {"width": 256, "height": 256, "fov_deg": 80}
 
 
 def register(subparsers) -> None:
+    from . import real_clouds
     p = subparsers.add_parser(
         "sim", help="replay an orbit: frames + truth.jsonl",
         description="Simulate camera frames along an orbit (sgp4) over a basemap, with truth per frame.")
@@ -36,9 +37,7 @@ def register(subparsers) -> None:
                    help="geometry only: no clouds, illumination, noise or colour effects")
     p.add_argument("--effects", metavar="YAML", help="effects settings (keys of EffectsConfig) over the defaults")
     p.add_argument("--cloud-cover", type=float, metavar="F", help="share of the globe under cloud, 0..1")
-    p.add_argument("--cloud-field", metavar="CLOUDS.png",
-                   help="a real global cloud field (equirectangular, -180..180 / -90..90; its alpha channel, else its "
-                        "bright grey pixels) laid where it lies instead of the simulator's clouds")
+    p.add_argument("--cloud-field", metavar="CLOUDS.png", help=real_clouds.CLI_HELP)
     p.add_argument("--seed", type=int, default=0, help="random seed (frames are reproducible from it)")
     p.add_argument("--basemap", metavar="PATH", help="another equirectangular basemap image")
     p.add_argument("--bounds", type=float, nargs=4, metavar=("LONMIN", "LONMAX", "LATMIN", "LATMAX"),

@@ -19,6 +19,10 @@ import numpy as np
 from .basemap import read_image
 
 
+CLI_HELP = ("a real global cloud field (equirectangular, -180..180 / -90..90; its alpha channel, else its bright grey "
+            "pixels) laid where it lies instead of the simulator's clouds")   # --cloud-field of sim, eval, replay
+
+
 class CloudFieldError(ValueError):
     """A cloud field image that cannot be read or is not a global equirectangular image."""
 

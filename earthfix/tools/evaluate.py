@@ -1125,6 +1125,7 @@ def render_markdown(r: dict) -> str:
 # =================================================================================================
 
 def register(sub):
+    from ..sim import real_clouds
     p = sub.add_parser("eval", help="evaluate the pipeline and baselines on held-out simulated frames",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", default=None, help="bundle directory (default: the default bundle)")
@@ -1144,9 +1145,8 @@ def register(sub):
                    help="render the scenarios' frames from this global equirectangular image instead of the default "
                         "basemap (e.g. another month of the Blue Marble; season, winter and relief sets keep theirs)")
     p.add_argument("--cloud-field", default=None, metavar="CLOUDS.png",
-                   help="a real global cloud field (equirectangular, -180..180 / -90..90; its alpha channel, else its "
-                        "bright grey pixels) laid where it lies over the daylight sets instead of the simulator's clouds "
-                        "(the veil, cumulus and translucent-margin sets keep the simulator's)")
+                   help=real_clouds.CLI_HELP + ", over the daylight sets (the veil, cumulus and translucent-margin "
+                        "sets keep the simulator's)")
     p.add_argument("--region", nargs=4, type=float, default=None, metavar=("LAT_MIN", "LAT_MAX", "LON_MIN", "LON_MAX"),
                    help="draw land frames inside this box only (for regional bundles)")
     p.add_argument("--interim", action="store_true", help="label the report as measured on an interim model")

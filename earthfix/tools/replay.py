@@ -61,6 +61,7 @@ def register(subparsers) -> None:
 
 
 def _common_args(p, duration: str) -> None:
+    from ..sim import real_clouds
     p.add_argument("--duration", default=duration, help=f"e.g. 95m, 2h (default {duration})")
     p.add_argument("--interval", default="10s", help="time between frames (default 10s)")
     p.add_argument("--start", metavar="ISO", default=None,
@@ -73,9 +74,7 @@ def _common_args(p, duration: str) -> None:
     p.add_argument("--bundle", metavar="DIR", help="bundle directory (default: the default bundle)")
     p.add_argument("--config", metavar="YAML", help="onboard config (default: the shipped defaults)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the simulation")
-    p.add_argument("--cloud-field", metavar="CLOUDS.png", default=None,
-                   help="a real global cloud field (equirectangular; its alpha channel, else its bright grey pixels) "
-                        "laid where it lies instead of the simulator's clouds")
+    p.add_argument("--cloud-field", metavar="CLOUDS.png", default=None, help=real_clouds.CLI_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
