@@ -41,6 +41,28 @@ def test_the_alpha_channel_is_the_opacity_and_a_field_that_is_not_global_is_refu
         GlobalCloudField.load(tmp_path / "missing.png")
 
 
+def test_a_real_field_is_drawn_whatever_the_configured_cover_and_a_procedural_one_is_not_at_cover_0():
+    """A real field carries its own cover: with ``cloud_cover`` 0 (an effects YAML's, say) it still lays its
+    clouds; cover 0 still means no clouds for the simulator's own field."""
+    from datetime import datetime, timezone
+
+    from earthfix.onboard.camera import Camera
+    from earthfix.sim import scenario
+    from earthfix.sim.basemap import Basemap
+    from earthfix.sim.effects import EffectsConfig
+    from earthfix.tools.framesets import solar_time
+
+    cover0 = EffectsConfig.from_dict({"clouds": True, "cloud_cover": 0.0})
+    overcast = GlobalCloudField(np.ones((90, 180), np.float32))
+    t = solar_time(20.0, 12.0, datetime(2026, 3, 20, tzinfo=timezone.utc))
+    frac = {}
+    for name, clouds in (("real", overcast), ("simulator", None)):
+        _, truth = scenario.single_frame(Basemap.default(), Camera.from_fov(64, 64, 80.0), 15.0, 20.0, 600.0, 0.0,
+                                         t=t, effects=cover0, rng=np.random.default_rng(0), clouds=clouds)
+        frac[name] = truth["cloud_frac"]
+    assert frac["real"] > 0.99 and frac["simulator"] == 0.0
+
+
 def test_the_eval_sets_take_the_field_with_the_same_poses_and_the_veiled_sets_keep_the_simulators():
     sets = {s.name: s for s in ev.SCENARIOS}
     assert ev.takes_cloud_field(sets["land256"]) and ev.takes_cloud_field(sets["cloudy"])

@@ -111,8 +111,7 @@ def run(args) -> int:
             cloud_field = GlobalCloudField.load(args.cloud_field)
         except CloudFieldError as exc:
             return _fail(str(exc))
-        # the field's own cover applies; cloud_cover only has to let the clouds be drawn at all
-        effects = EffectsConfig.from_dict({"clouds": True, "cloud_cover": effects.cloud_cover or 0.3}, base=effects)
+        effects = EffectsConfig.from_dict({"clouds": True}, base=effects)    # the field's own cover applies
     yaw = args.yaw
     if yaw not in ("track", "random"):
         try:

@@ -539,7 +539,9 @@ def apply(view, t, cfg: EffectsConfig, rng: np.random.Generator, clouds: CloudFi
     """Apply the effects of ``cfg`` to a rendered ``View`` at UTC time ``t``.
 
     ``clouds``: a geo-anchored ``CloudField`` (pass the same one for all frames of a replay); if None and
-    ``cfg.clouds``, a shared field is used with a random per-frame offset (clouds not tied to places).
+    ``cfg.clouds``, a shared field is used with a random per-frame offset (clouds not tied to places). A field
+    that carries its own cover (``carries_cover``: a real one, ``sim.real_clouds``) is drawn whatever
+    ``cfg.cloud_cover`` says; a procedural one is drawn only with a cover above 0.
 
     Returns (BGR uint8 image, info) with info:
     - ``sun_elev_deg``: sun elevation at the boresight point (None if the boresight misses the Earth);
@@ -557,7 +559,8 @@ def apply(view, t, cfg: EffectsConfig, rng: np.random.Generator, clouds: CloudFi
     land_mask = view.land > 0.5
 
     alpha = thin = None
-    if cfg.clouds and (cfg.cloud_cover > 0 or cfg.cumulus > 0) and cfg.cloud_opacity > 0:
+    own_cover = clouds is not None and getattr(clouds, "carries_cover", False)
+    if cfg.clouds and (cfg.cloud_cover > 0 or cfg.cumulus > 0 or own_cover) and cfg.cloud_opacity > 0:
         if clouds is None:
             field, lon_off, flip = shared_cloud_field(), float(rng.uniform(0, 360)), bool(rng.uniform() < 0.5)
         else:

@@ -68,6 +68,8 @@ class GlobalCloudField:
     its own clouds, in their own places); thickness is the opacity itself. It has no veil or cumulus layer:
     frames that ask for those (``thin_cloud``, ``cumulus``) keep the simulator's field."""
 
+    carries_cover = True      # ``effects.apply`` draws it whatever the configured cloud_cover
+
     def __init__(self, opacity: np.ndarray, source: str = ""):
         opacity = np.asarray(opacity, np.float32)
         if opacity.ndim != 2 or abs(opacity.shape[1] - 2 * opacity.shape[0]) > 2:
