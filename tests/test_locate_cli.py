@@ -115,6 +115,35 @@ def test_mixed_batch_subprocess(tiny_bundle, batch, cam256_path):
     assert "IHDR" not in r.stderr and "libpng error" not in r.stderr and "Corrupt JPEG" not in r.stderr
 
 
+def test_frames_piped_on_stdin_are_answered_as_they_arrive(tiny_bundle, batch, cam256_path):
+    """``-``: paths read from stdin, each answered before the next is written (a camera process piping its frames
+    in), mixed with paths given on the command line, blank lines skipped, in order."""
+    import selectors
+    good = [p for p, k in batch["frames"] if k == "good"]
+    cmd = [sys.executable, "-m", "earthfix", "locate", "--camera", str(cam256_path), "--bundle", str(tiny_bundle),
+           "--config", batch["config"], good[0], "-"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        first = proc.stdout.readline()                       # the command line's frame, before stdin says anything
+        proc.stdin.write(good[1] + "\n")
+        proc.stdin.flush()
+        assert sel.select(timeout=120), "no answer to a piped frame while stdin stays open"
+        second = proc.stdout.readline()
+        proc.stdin.write("\n" + str(batch["dir"] / "does_not_exist.png") + "\n")
+        proc.stdin.close()
+        rest = proc.stdout.read()
+        assert proc.wait(timeout=120) == 0
+    finally:
+        proc.kill()
+        proc.stdout.close()
+        proc.stderr.close()
+    lines = check_batch(first + second + rest, "", [(good[0], "good"), (good[1], "good"),
+                                                    (str(batch["dir"] / "does_not_exist.png"), "bad")])
+    assert lines[0]["fix"] is True and lines[2]["error"] == "file not found"
+
+
 def test_mixed_batch_in_process(tiny_bundle, batch, cam256_path, capfd):
     """Same batch through earthfix.cli.main, stdout captured at the file-descriptor level."""
     from earthfix.cli import main

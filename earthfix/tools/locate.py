@@ -12,6 +12,11 @@ With a star tracker: ``--attitude w,x,y,z`` gives every frame the same camera->E
 axes: +x right, +y down, +z the optical axis), ``--attitudes FILE`` each frame its own (JSON lines with
 ``frame`` and ``q_cam2ecef_wxyz``, matched by file name; the simulator's truth.jsonl is such a file). The
 fix then fits the position only; a wrong attitude makes no fix rather than a wrong one.
+
+A ``FRAME`` of ``-`` reads frame paths from stdin, one a line (blank lines skipped), and answers each as it
+arrives, one flushed line, with the bundle loaded once before the first: a camera process or a directory
+watcher can pipe frames in as it writes them (``inotifywait -m -e close_write --format '%w%f' DIR | earthfix
+locate --camera CAM.yaml -``), and a batch too long for one command line can come from a file (``- < LIST``).
 """
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ from pathlib import Path
 def register(sub):
     p = sub.add_parser("locate", help="localize frames (one JSON line per frame on stdout)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("frames", nargs="+", metavar="FRAME", help="PNG/JPEG frames")
+    p.add_argument("frames", nargs="+", metavar="FRAME",
+                   help="PNG/JPEG frames; '-' reads frame paths from stdin, one a line, each answered as it arrives")
     p.add_argument("--camera", required=True, help="camera YAML (width, height, fov_deg or fx/fy/cx/cy)")
     p.add_argument("--bundle", default=None, help="bundle directory (default: the default bundle)")
     p.add_argument("--fallback-bundle", default=None,
@@ -57,6 +63,21 @@ def _emit(obj) -> None:
         text = json.dumps(_finite_json(obj), allow_nan=False)
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def frame_paths(frames, stdin=None):
+    """The frames as given, each ``-`` replaced by the paths read from ``stdin`` (default ``sys.stdin``) one line
+    at a time, blank lines skipped: a line is yielded as soon as it is read, so its answer does not wait for
+    the next."""
+    for f in frames:
+        if f != "-":
+            yield f
+            continue
+        stream = sys.stdin if stdin is None else stdin
+        for line in iter(stream.readline, ""):
+            path = line.rstrip("\r\n")
+            if path.strip():
+                yield path
 
 
 def parse_quaternion(values):
@@ -167,7 +188,7 @@ def run(args) -> int:
               f"{', '.join(loc.bundle.unlisted[:5])}{' ...' if len(loc.bundle.unlisted) > 5 else ''}",
               file=sys.stderr)
     size = (camera.width, camera.height)
-    for path in args.frames:
+    for path in frame_paths(args.frames):
         try:
             frame = read_frame(path, size)
             att = per_frame.get(Path(path).name, attitude)
