@@ -117,7 +117,8 @@ def test_mixed_batch_subprocess(tiny_bundle, batch, cam256_path):
 
 def test_frames_piped_on_stdin_are_answered_as_they_arrive(tiny_bundle, batch, cam256_path):
     """``-``: paths read from stdin, each answered before the next is written (a camera process piping its frames
-    in), mixed with paths given on the command line, blank lines skipped, in order."""
+    in), mixed with paths given on the command line, blank lines skipped, in order; a line no file system takes
+    (a NUL byte) is one bad frame."""
     import selectors
     good = [p for p, k in batch["frames"] if k == "good"]
     cmd = [sys.executable, "-m", "earthfix", "locate", "--camera", str(cam256_path), "--bundle", str(tiny_bundle),
@@ -131,7 +132,7 @@ def test_frames_piped_on_stdin_are_answered_as_they_arrive(tiny_bundle, batch, c
         proc.stdin.flush()
         assert sel.select(timeout=120), "no answer to a piped frame while stdin stays open"
         second = proc.stdout.readline()
-        proc.stdin.write("\n" + str(batch["dir"] / "does_not_exist.png") + "\n")
+        proc.stdin.write("\n" + str(batch["dir"] / "does_not_exist.png") + "\nnul\x00byte.png\n")
         proc.stdin.close()
         rest = proc.stdout.read()
         assert proc.wait(timeout=120) == 0
@@ -140,8 +141,10 @@ def test_frames_piped_on_stdin_are_answered_as_they_arrive(tiny_bundle, batch, c
         proc.stdout.close()
         proc.stderr.close()
     lines = check_batch(first + second + rest, "", [(good[0], "good"), (good[1], "good"),
-                                                    (str(batch["dir"] / "does_not_exist.png"), "bad")])
+                                                    (str(batch["dir"] / "does_not_exist.png"), "bad"),
+                                                    ("nul\x00byte.png", "bad")])
     assert lines[0]["fix"] is True and lines[2]["error"] == "file not found"
+    assert lines[3]["error"] == "not a valid file path (it holds a NUL byte)"
 
 
 def test_mixed_batch_in_process(tiny_bundle, batch, cam256_path, capfd):

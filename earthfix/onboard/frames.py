@@ -172,6 +172,8 @@ def read_frame(path, size: tuple[int, int] | None = None) -> np.ndarray:
         raise FrameError("is a directory, not an image") from None
     except OSError as exc:
         raise FrameError(f"cannot read file ({exc.strerror})") from None
+    except ValueError:          # a path no file system takes (a NUL byte: a piped list gone wrong)
+        raise FrameError("not a valid file path (it holds a NUL byte)") from None
     return decode_frame(data, size)
 
 
