@@ -97,6 +97,7 @@ def main() -> None:
     ap.add_argument("--camera", action="append", default=None, metavar="WxH@FOV",
                     help="a camera (repeatable); default 256x256@80 and 512x512@60, the eval's two")
     ap.add_argument("--config", default=None, help="Localizer config YAML (default: the shipped defaults)")
+    ap.add_argument("--bundle", default=None, help="bundle directory (default: the default bundle)")
     ap.add_argument("--v-ramp", type=float, nargs=2, default=(120.0, 210.0), metavar=("LO", "HI"),
                     help="opacity ramps up over this HSV value (DN)")
     ap.add_argument("--s-ramp", type=float, nargs=2, default=(70.0, 30.0), metavar=("HI", "LO"),
@@ -114,7 +115,7 @@ def main() -> None:
     opacity, km_per_px = read_opacity(a.scene, a.bounds, a.v_ramp, a.s_ramp)
     field = GlobalCloudField(opacity, a.scene) if a.in_place else None
     basemap = Basemap.load(a.basemap) if a.basemap else Basemap.default()
-    loc = Localizer.load(ensure_default_bundle(), a.config)
+    loc = Localizer.load(a.bundle or ensure_default_bundle(), a.config)
     print(f"scene {a.scene}: {opacity.shape[1]}x{opacity.shape[0]} px, {km_per_px:.2f} km/px, "
           f"{(opacity > 0.5).mean():.0%} of it cloud by the opacity test")
     head = "| camera | clouds | eligible | fix rate | false fixes (all frames) | " + " | ".join(
