@@ -9,6 +9,7 @@ import numpy as np
 import yaml
 
 from earthfix.onboard.bundle import MANIFEST, Bundle
+from earthfix.tools.build_keystore import BuildConfig
 from earthfix.tools.build_index import (DEFAULT_KEYINDEX, DEFAULT_KEYSTORE_EXTRA, FINE_KEYSTORE_GSD_KM, WHITEN_POWER,
                                        fit_pca, is_current, shipped_local_sha256)
 
@@ -66,7 +67,7 @@ def test_a_cached_default_bundle_of_another_recipe_or_encoder_is_not_reused():
             "extra_basemaps": _shipped_extra()}
     ki = {"library": "hnswlib", "space": "l2", "M": DEFAULT_KEYINDEX["M"],
           "ef_construction": DEFAULT_KEYINDEX["ef_construction"], "ef": DEFAULT_KEYINDEX["ef"],
-          "file": "keyindex.graph"}
+          "file": "keyindex.graph", "dim": BuildConfig.pca_dim}
     m = {"encoder": {"sha256": "abc"}, "pca": {"dim_in": 128, "dim_out": 64, "whiten_power": WHITEN_POWER},
          "keystore": fine, "keyindex": ki}
     assert is_current(m, "abc")
@@ -77,6 +78,9 @@ def test_a_cached_default_bundle_of_another_recipe_or_encoder_is_not_reused():
     assert not is_current(dict(m, keyindex=dict(ki, M=8)), "abc")
     assert not is_current({k: v for k, v in m.items() if k != "keyindex"}, "abc")
     assert is_current(dict(m, keyindex=dict(ki, ef=12)), "abc")      # the build's own ef is not the flight's
+    # the stores' descriptor dimension (32 until session 57; a manifest without it is of then)
+    assert not is_current(dict(m, keyindex=dict(ki, dim=32)), "abc")
+    assert not is_current(dict(m, keyindex={k: v for k, v in ki.items() if k != "dim"}), "abc")
     assert not is_current(m, "abd")
     old = {"encoder": {"sha256": "abc"}, "pca": {"dim_in": 128, "dim_out": 64}, "keystore": fine,   # before whitening
            "keyindex": ki}

@@ -274,8 +274,9 @@ def shipped_local_sha256() -> str | None:
 def is_current(manifest: dict, encoder_sha256: str, local_sha256: str | None = None) -> bool:
     """A cached default bundle is reused only if built with this encoder, this local descriptor (None:
     RootSIFT) and this recipe (whitening, the fine keypoint store's sample, the key index's graph and its
-    compact file, the shipped maps in the keypoint stores)."""
+    compact file and dimension, the shipped maps in the keypoint stores)."""
     from ..sim.basemap import SHIPPED_MAPS
+    from .build_keystore import BuildConfig
     extra = [e.get("sha256") for e in (manifest.get("keystore") or {}).get("extra_basemaps") or []]
     return (manifest.get("encoder", {}).get("sha256") == encoder_sha256
             and extra == [SHIPPED_MAPS[n] for n in DEFAULT_KEYSTORE_EXTRA]
@@ -283,6 +284,7 @@ def is_current(manifest: dict, encoder_sha256: str, local_sha256: str | None = N
             and float(manifest.get("pca", {}).get("whiten_power", 0.0)) == WHITEN_POWER
             and (manifest.get("keystore") or {}).get("fine_gsd_km") == FINE_KEYSTORE_GSD_KM
             and (manifest.get("keyindex") or {}).get("file") == KEYINDEX_GRAPH
+            and (manifest.get("keyindex") or {}).get("dim", 32) == BuildConfig.pca_dim
             and all((manifest.get("keyindex") or {}).get(k) == DEFAULT_KEYINDEX[k] for k in ("M", "ef_construction")))
 
 
