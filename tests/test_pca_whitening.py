@@ -78,9 +78,9 @@ def test_a_cached_default_bundle_of_another_recipe_or_encoder_is_not_reused():
     assert not is_current(dict(m, keyindex=dict(ki, M=8)), "abc")
     assert not is_current({k: v for k, v in m.items() if k != "keyindex"}, "abc")
     assert is_current(dict(m, keyindex=dict(ki, ef=12)), "abc")      # the build's own ef is not the flight's
-    # the stores' descriptor dimension (32 until session 57; a manifest without it is of then)
-    assert not is_current(dict(m, keyindex=dict(ki, dim=32)), "abc")
-    assert not is_current(dict(m, keyindex={k: v for k, v in ki.items() if k != "dim"}), "abc")
+    # the stores' descriptor dimension (a manifest without it is of the 32-D stores every build made before session 57)
+    assert not is_current(dict(m, keyindex=dict(ki, dim=2 * BuildConfig.pca_dim)), "abc")
+    assert is_current(dict(m, keyindex={k: v for k, v in ki.items() if k != "dim"}), "abc") == (BuildConfig.pca_dim == 32)
     assert not is_current(m, "abd")
     old = {"encoder": {"sha256": "abc"}, "pca": {"dim_in": 128, "dim_out": 64}, "keystore": fine,   # before whitening
            "keyindex": ki}

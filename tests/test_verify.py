@@ -566,8 +566,7 @@ def test_imprecise_pose_is_refused(store, basemap):
     lat, lon = 24.0, 12.0
     img = appearance(frame(basemap, cam, lat, lon, 600.0, 37.0), seed=5)
     corner = np.zeros_like(img)
-    corner[:96, :96] = img[:96, :96]                    # only one corner of ground is seen (96 px: at 80 px the
-    # 64-D stores of session 57 pass 7 ratio-test matches there, too few for a pose; the 32-D ones passed enough)
+    corner[:80, :80] = img[:80, :80]                    # only one corner of ground is seen
     v = Verifier(store, VerifyConfig())
     full = v.verify(v.extract(img), cam, [(lat, lon)])
     part = Verifier(store, VerifyConfig(max_bore_sigma_km=1e6))

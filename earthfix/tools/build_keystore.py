@@ -56,10 +56,10 @@ class BuildConfig:
     margin_km: float = 150.0          # owned area stays this far from tile borders
     min_land: float = 0.5             # keypoint dropped where the land fraction under it is lower
     min_tile_land: float = 0.002      # tiles with less land than this (fraction of pixels) are skipped
-    pca_dim: int = 64                 # descriptor components kept (<= 128): 32 until session 57 (RootSIFT matched as
-                                      # well at 32; the learned descriptor keeps 49 % of its variance there and
-                                      # matches other imagery better at 64: docs/VERIFICATION.md, "A 64-D store")
-                                      # under appearance changes (bench_verify) at 0.7x the match time
+    pca_dim: int = 32                 # descriptor components kept (<= 128); 32 matched as well as 64
+                                      # under appearance changes (bench_verify) at 0.7x the match time; for the
+                                      # learned descriptor 64 match other imagery better but cost latency and
+                                      # near-wrong poses (docs/VERIFICATION.md, "A 64-D store": withdrawn)
     pca_fit_max: int = 200_000        # descriptors used to fit the PCA
     q_sigmas: float = 4.0             # quantiser range: +-q_sigmas standard deviations per component
     cell_deg: float = 2.0
