@@ -65,16 +65,14 @@ def _emit(obj) -> None:
     sys.stdout.flush()
 
 
-def frame_paths(frames, stdin=None):
-    """The frames as given, each ``-`` replaced by the paths read from ``stdin`` (default ``sys.stdin``) one line
-    at a time, blank lines skipped: a line is yielded as soon as it is read, so its answer does not wait for
-    the next."""
+def frame_paths(frames):
+    """The frames as given, each ``-`` replaced by the paths read from stdin one line at a time, blank lines
+    skipped: a line is yielded as soon as it is read, so its answer does not wait for the next."""
     for f in frames:
         if f != "-":
             yield f
             continue
-        stream = sys.stdin if stdin is None else stdin
-        for line in iter(stream.readline, ""):
+        for line in iter(sys.stdin.readline, ""):
             path = line.rstrip("\r\n")
             if path.strip():
                 yield path

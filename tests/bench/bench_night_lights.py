@@ -81,8 +81,8 @@ def main() -> None:
                 fixes += 1
                 e = float(geodesy.great_circle_km(f.lat, f.lon, truth["bore_lat"], truth["bore_lon"]))
                 errs.append(round(e, 1))
-                false += e > 50.0
                 if e > 50.0:
+                    false += 1
                     print(f"false fix: seed {seed} truth {truth['bore_lat']:.3f} {truth['bore_lon']:.3f} fix {f.lat:.3f} "
                           f"{f.lon:.3f} ({e:.1f} km), sun {truth['sun_elev_deg']:.1f} deg, {f.inliers} inliers, "
                           f"sigma {f.evidence.get('bore_sigma_km')}, p {f.confidence:.4f}", flush=True)
