@@ -228,6 +228,9 @@ def test_quick_eval_run_on_tiny_regional_bundle(tmp_path):
     fixed = [json.loads(ln) for ln in lines if json.loads(ln)["fix"]]
     assert sum(x["fixes"] + x["false_fixes"] for x in fs["rows"]) == len(fixed)
     assert all(x["source"] in ("vote", "encoder", "wide") for x in fixed)
+    # every fix carries its pose's evidence (a false fix is studied from the record alone)
+    assert all(set(x["pose"]) == set(ev.POSE_EVIDENCE) and 0 < x["pose"]["spread"] <= 1 for x in fixed)
+    assert all(x["pose"] is None for x in (json.loads(ln) for ln in lines) if x["look"] is None)
     assert "## Where the fixes come from" in md
     lc = rep["looks_cut"]["all_including_stress"]
     unfixed = [json.loads(ln) for ln in lines if json.loads(ln)["eligible"] and not json.loads(ln)["fix"]]

@@ -668,6 +668,11 @@ def retrieval_ms(stages_ms: dict) -> float:
     return sum(stages_ms.get(k, 0.0) for k in ("encode_ms", "despeckle_ms", "fill_ms", "features_ms", "vote_ms"))
 
 
+# keys of ``Verifier._evidence`` kept in each frame record's "pose"
+POSE_EVIDENCE = ("matches", "inlier_ratio", "spread", "reproj_rms_work_px", "alt_km", "tilt_deg", "lever_km",
+                 "inlier_margin", "groups_evaluated", "guided")
+
+
 def evaluate_frame(loc, cam, img, truth: dict, sdef: ScenarioDef, baselines: Baselines | None) -> dict:
     """Run the pipeline on one frame and score it: one flat, JSON-ready record."""
     rec = {"scenario": sdef.name, "index": int(truth.get("set_index", -1)), "stress": sdef.stress,
@@ -709,6 +714,8 @@ def evaluate_frame(loc, cam, img, truth: dict, sdef: ScenarioDef, baselines: Bas
         "looks_cut": ev.get("looks_cut"),  # later looks the deadline's plan had no room for (None: not verified)
         "tone_gamma": ev.get("tone_gamma"),                                 # and the tone lift's power
         "blur_ratio": ev.get("blur_ratio"), "sharpened": ev.get("sharpened"),
+        # the pose's verification evidence (what the confidence saw), to study a false fix after the run
+        "pose": {k: ev.get(k) for k in POSE_EVIDENCE} if ev.get("ok") else None,
     })
     for key in ("err_km", "hyp_err_km", "top1_err_km"):   # no truth boresight: any position is wrong
         if rec[key] is not None and not math.isfinite(rec[key]):
