@@ -45,7 +45,7 @@ import numpy as np
 from earthfix.onboard import geodesy
 from earthfix.onboard.camera import Camera
 from earthfix.onboard.localizer import Localizer
-from earthfix.sim.basemap import Basemap
+from earthfix.sim.basemap import Basemap, read_image
 from earthfix.sim.real_clouds import GlobalCloudField, image_opacity, sample_opacity
 from earthfix.tools.build_index import ensure_default_bundle
 from earthfix.tools.evaluate import FALSE_FIX_KM
@@ -84,8 +84,10 @@ class SceneClouds:
 def read_opacity(path: str, bounds, v_ramp, s_ramp) -> tuple[np.ndarray, float]:
     """(opacity 0..1, km per px) of a scene within ``bounds``: ``real_clouds.image_opacity`` (its alpha channel when
     it has one, else its bright grey pixels)."""
-    scene = Basemap.load(path, tuple(bounds), flatten_water=False)      # refuses an unreadable file; its scale
-    return image_opacity(cv2.imread(path, cv2.IMREAD_UNCHANGED), v_ramp, s_ramp), scene.km_per_px
+    img = read_image(path, cv2.IMREAD_UNCHANGED)          # read once, its alpha channel too
+    if img is None or img.ndim not in (2, 3):
+        raise SystemExit(f"bench_real_clouds: {path}: not an image that can be read")
+    return image_opacity(img, v_ramp, s_ramp), (bounds[3] - bounds[2]) / img.shape[0] * KM_PER_DEG
 
 
 def main() -> None:
