@@ -118,7 +118,7 @@ def build_hnsw(vectors: np.ndarray, params: dict, threads: int = 2):
 def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_params=None,
                  keystore=True, progress=True, region=None, threads=2, log=None, keyindex=True,
                  keyindex_params=None, keystore_gsd_km=None, fine_keystore_gsd_km=FINE_KEYSTORE_GSD_KM,
-                 local_descriptor=None, keystore_extra_basemaps=()) -> Path:
+                 local_descriptor=None, keystore_extra_basemaps=(), keystore_dim=None) -> Path:
     """Build a bundle into ``out_dir`` (written to a temporary sibling, then renamed: never half-written).
 
     ``pca_dim`` None: ``DEFAULT_PCA_DIM``, or ``TURNED_PCA_DIM`` when the encoder's references are stored at
@@ -126,6 +126,9 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
     ``keyindex`` (with ``keystore``): also the voting index ``keyindex.graph`` (``build_keyindex``, built on
     one thread so that it is reproducible; ~10 s for the global store), parameters in manifest 'keyindex'.
     ``keystore_gsd_km``: the keypoint store's tile sample (None: ``BuildConfig.gsd_km``).
+    ``keystore_dim``: PCA components each stored keypoint descriptor keeps, in both stores and the key index
+    (None: ``BuildConfig.pca_dim``, 32; 64 votes better on other imagery at a cost: docs/VERIFICATION.md, "A
+    64-D store").
     ``fine_keystore_gsd_km`` (with ``keystore``; None or 0: none): also ``keystore_fine.npz`` at that sample,
     for cameras whose working pixel is finer than the main store's (``Localizer.verifier_for``).
     ``local_descriptor`` (with ``keystore``): the learned local descriptor's ONNX (None: the shipped
@@ -135,6 +138,8 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
     from ..onboard.encoder import Encoder, rotation_handling
     from ..sim.basemap import Basemap
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    if keystore_dim is not None and not 1 <= int(keystore_dim) <= 128:      # before any work
+        raise ValueError(f"--keystore-dim must be 1-128 (the local descriptor's size), got {keystore_dim}")
     t0 = time.time()
     out_dir = Path(out_dir)
     basemap = basemap or Basemap.default()
@@ -182,6 +187,8 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
         kcfg = BuildConfig(bbox=tuple(region) if region else None)
         if keystore_gsd_km is not None:
             kcfg = replace(kcfg, gsd_km=float(keystore_gsd_km))
+        if keystore_dim is not None:
+            kcfg = replace(kcfg, pca_dim=int(keystore_dim))
         store = build_keystore(basemap, kcfg, progress=progress, describer=describer,
                                extra_basemaps=tuple(keystore_extra_basemaps))
         store.save(tmp / "keystore.npz")
@@ -313,6 +320,7 @@ def bundle_info(bundle_dir: Path, encoder_path: Path) -> dict:
 
 
 def register(sub):
+    from .build_keystore import BuildConfig
     p = sub.add_parser("build-index", help="build a reference bundle (views, HNSW index, keypoints)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=None, help="bundle directory (default: the default bundle location)")
@@ -335,6 +343,11 @@ def register(sub):
     p.add_argument("--no-keyindex", action="store_true", help="no keypoint-voting index (keyindex.graph)")
     p.add_argument("--keystore-gsd-km", type=float, default=None,
                    help="keypoint store tile sample, km per pixel (default: build_keystore's)")
+    p.add_argument("--keystore-dim", type=int, default=None, metavar="N",
+                   help=f"PCA components each stored keypoint descriptor keeps (default {BuildConfig.pca_dim}; 64 "
+                        "fixed 5-10 points more frames of other imagery for +12 MB, ~+3 ms a frame and two "
+                        "near-wrong fixes in 9,000: docs/VERIFICATION.md, 'A 64-D store'). A bundle of another "
+                        "dimension in the default location is rebuilt on its next use")
     p.add_argument("--fine-keystore-gsd-km", type=float, default=FINE_KEYSTORE_GSD_KM,
                    help="sample of the fine keypoint store for narrow cameras, km per pixel "
                         f"(default {FINE_KEYSTORE_GSD_KM:g}; 0: none)")
@@ -368,7 +381,8 @@ def run_build(args) -> int:
                      {"M": args.M, "ef_construction": args.ef_construction, "ef": args.ef},
                      keystore=not args.no_keystore, region=args.region, keyindex=not args.no_keyindex,
                      keystore_gsd_km=args.keystore_gsd_km, fine_keystore_gsd_km=args.fine_keystore_gsd_km,
-                     local_descriptor=args.local_descriptor, keystore_extra_basemaps=extra)
+                     local_descriptor=args.local_descriptor, keystore_extra_basemaps=extra,
+                     keystore_dim=args.keystore_dim)
     except (FileNotFoundError, ValueError) as exc:
         print(f"earthfix build-index: {exc}", file=sys.stderr)
         return 2
