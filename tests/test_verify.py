@@ -626,6 +626,46 @@ def test_one_wrong_far_match_cannot_hold_a_pose(store):
                                                             # the others' pose misses it
 
 
+def test_two_neighbouring_wrong_far_matches_cannot_hold_a_pose(store):
+    """Two neighbouring frame keypoints paired with the same wrong neighbouring feature agree with each other:
+    leaving either out alone moves the bent pose little (the other still holds it), so the one-match lever
+    passes it. Left out together (``lever_group_work_px``), the others' pose misses both: refused. Two right
+    neighbouring far matches are kept (session 58: such a pair held a pose 53.6 km off at p 0.997)."""
+    from earthfix.onboard import verify as V
+    cam = Camera.from_fov(256, 256, 80)
+    k = np.array([[cam.fx, 0, cam.cx], [0, cam.fy, cam.cy], [0, 0, 1.0]])
+    lat, lon = 26.0, 20.0
+    basis = geodesy.enu_basis(lat, lon)
+    origin = geodesy.geodetic_to_ecef(lat, lon, 0.0)
+    r_w2c = np.diag([1.0, -1.0, -1.0])                      # nadir, north-up: ENU -> camera
+    rvec, _ = cv2.Rodrigues(r_w2c)
+    tvec = (-r_w2c @ np.array([0.0, 0.0, 480.0])).reshape(3, 1)
+    rng = np.random.default_rng(3)
+    uv = np.r_[rng.uniform([16, 170], [86, 246], (15, 2)), [[204.0, 104.0], [208.0, 101.0]]]
+    rays = np.c_[(uv - [cam.cx, cam.cy]) / [cam.fx, cam.fy], np.ones(len(uv))] @ r_w2c   # ENU directions
+    c = np.array([0.0, 0.0, 480.0])
+    enu = c + rays * (-c[2] / rays[:, 2:3])
+    uv_obs = uv + rng.normal(0, 0.3, uv.shape)
+
+    def judged(uv_, cfg):
+        ver = Verifier(store, cfg)
+        pose = ver._pose(enu, uv_, k, None, basis, origin, rvec, tvec)
+        err = np.hypot(*(cv2.projectPoints(enu, *pose, k, None)[0].reshape(-1, 2) - uv_).T)
+        out = V.Verification()
+        return ver._held_by_one(out, enu, uv_, k, None, basis, origin, *pose, 1.0), out, err
+
+    assert VerifyConfig().lever_group_work_px >= 5.0        # on in flight: the pair is 5 px apart
+    held, out, _ = judged(uv_obs, VerifyConfig())
+    assert not held and out.group_lever_km > 0.0            # right pair: tried, kept
+    wrong = uv_obs.copy()
+    wrong[-2:] += [20.0, -18.0]                             # both point 27 px off, the same way
+    held, out, err = judged(wrong, VerifyConfig(lever_group_work_px=0.0))
+    assert err.max() < 4.0 and not held                     # the bent pose takes both; one at a time, each
+    assert out.lever_km < VerifyConfig().max_bore_sigma_km  # moves it too little to be looked at
+    held, out, _ = judged(wrong, VerifyConfig())
+    assert held and out.group_held == 2 and out.group_lever_km > 8.0
+
+
 def test_one_inlier_per_frame_position_and_per_ground_point():
     """SIFT gives a blob several orientations at one position and each can match: the inlier count (and so
     the inlier floor and the boresight's sigma) keeps one match per frame position and per ground point,

@@ -92,6 +92,11 @@ class VerifyConfig:
                                         # boresight moves more than this (the 50 km a fix is right within): a
                                         # right pose moved at most 29 km in 847 (scan of session 29); one pose
                                         # of 7 bunched inliers (spread 0.05) 57 km off at p 0.988 moved 124 km
+    lever_group_work_px: float = 8.0    # each far inlier's group (the inliers this close to it, up to a third of
+                                        # them) is also left out together, refused by the chi2 test above (not by
+                                        # max_lever_km) when the others' pose misses every one of them: two
+                                        # neighbouring matches of one wrong feature held a pose 53.6 km off at p
+                                        # 0.997 where leaving either out moved it 4 km (session 58; 0: off)
     noise_floor_work_px: float = 0.3    # floor on the reprojection noise propagated to the boresight's
                                         # uncertainty (a near-exact fit of few points is not near-exact truth)
     sub_from: str = "pose"              # "pose" (geodetic of the fitted position) or "nadir" (= boresight)
@@ -211,6 +216,8 @@ class Verification:
                                         # from the reprojection noise through the pose fit
     lever_km: float = 0.0               # largest boresight move with one far inlier left out (cfg.lever_points;
                                         # computed for poses that pass the other checks)
+    group_lever_km: float = 0.0         # the same with a far inlier's group left out (cfg.lever_group_work_px)
+    group_held: int = 0                 # > 0: the size of the group found to hold the pose
     ecef_km: np.ndarray | None = None   # spacecraft position
     r_cam2ecef: np.ndarray | None = None
     candidate: int = -1                 # index (in the input list) of the candidate nearest the fix
@@ -690,7 +697,9 @@ class Verifier:
             out.reason = f"few inliers ({n_in})"
         elif self._held_by_one(out, enu[mask], uv[mask], k, r_att, basis, origin, rvec, tvec, wscale,
                                tilt_prior_deg, ray):
-            out.reason = f"pose held by one match (boresight moves {out.lever_km:.0f} km without it)"
+            out.reason = (f"pose held by a group of {out.group_held} matches (boresight moves "
+                          f"{out.group_lever_km:.0f} km without them)" if out.group_held else
+                          f"pose held by one match (boresight moves {out.lever_km:.0f} km without it)")
         else:
             out.ok = True
             out.reason = ""
@@ -731,7 +740,32 @@ class Verifier:
                 continue
             d2, miss_px = _left_out_miss(enu, uv, keep, i, k, pose, floor_px, position_only=r_att is not None)
             held |= miss_px > thr_px and not d2 <= cfg.lever_chi2
-        return held
+        if held or cfg.lever_group_work_px <= 0:
+            return held
+        # two neighbouring keypoints paired with the same wrong neighbouring feature agree with each other, so
+        # leaving either out alone moves nothing: the group around each far inlier is left out together
+        reach = cfg.lever_group_work_px / wscale
+        tried = set()
+        for i in far:
+            grp = np.flatnonzero(np.hypot(*(uv - uv[i]).T) <= reach)
+            if len(grp) < 2 or len(grp) > n // 3 or n - len(grp) < max(cfg.min_inliers, 6) or tuple(grp) in tried:
+                continue
+            tried.add(tuple(grp))
+            keep = np.ones(n, bool)
+            keep[grp] = False
+            pose = self._pose(enu[keep], uv[keep], k, r_att, basis, origin, rvec, tvec, wscale, tilt_prior_deg, ray)
+            if pose is None:
+                continue
+            move = float(np.hypot(*(_bore_enu(*pose, ray) - b0)))
+            out.group_lever_km = max(out.group_lever_km, move if math.isfinite(move) else float("inf"))
+            if move <= cfg.max_bore_sigma_km:
+                continue
+            misses = [_left_out_miss(enu, uv, keep, j, k, pose, floor_px, position_only=r_att is not None)
+                      for j in grp]
+            if all(m_px > thr_px and not d2 <= cfg.lever_chi2 for d2, m_px in misses):
+                out.group_held = len(grp)
+                return True
+        return False
 
     def _pose(self, enu, uv, k, r_att, basis, origin, rvec0, tvec0, wscale=1.0, tilt_prior_deg: float | None = None,
               ray=None):
@@ -785,6 +819,7 @@ class Verifier:
                 "alt_km": float("nan") if alt is None else float(alt), "alt_out_of_range_km": alt_dev,
                 "tilt_deg": float("nan") if v.tilt_deg is None else float(v.tilt_deg),
                 "bore_sigma_km": float(v.bore_sigma_km), "lever_km": float(v.lever_km),
+                "group_lever_km": float(v.group_lever_km),
                 "second_inliers": int(v.second_inliers),
                 "inlier_margin": int(v.inliers) - int(v.second_inliers),
                 "groups_evaluated": int(v.groups_evaluated), "guided": bool(v.guided), "ok": bool(v.ok)}
