@@ -580,6 +580,38 @@ def test_imprecise_pose_is_refused(store, basemap):
     assert not out.ok and out.reason.startswith("imprecise pose")
 
 
+def _lever_scene(far_uv):
+    """Fifteen pixels bunched in a 256 px / 80 deg frame's corner and ``far_uv`` far from them, their ground points
+    (local plane, nadir, north-up, 480 km), 0.3 px of noise on the pixels: (k, basis, origin, rvec, tvec, enu,
+    uv_obs). The lever tests' scene."""
+    cam = Camera.from_fov(256, 256, 80)
+    k = np.array([[cam.fx, 0, cam.cx], [0, cam.fy, cam.cy], [0, 0, 1.0]])
+    lat, lon = 26.0, 20.0
+    r_w2c = np.diag([1.0, -1.0, -1.0])                      # nadir, north-up: ENU -> camera
+    rvec, _ = cv2.Rodrigues(r_w2c)
+    tvec = (-r_w2c @ np.array([0.0, 0.0, 480.0])).reshape(3, 1)
+    rng = np.random.default_rng(3)
+    uv = np.r_[rng.uniform([16, 170], [86, 246], (15, 2)), np.asarray(far_uv, float)]
+    rays = np.c_[(uv - [cam.cx, cam.cy]) / [cam.fx, cam.fy], np.ones(len(uv))] @ r_w2c   # ENU directions
+    c = np.array([0.0, 0.0, 480.0])
+    enu = c + rays * (-c[2] / rays[:, 2:3])
+    return (k, geodesy.enu_basis(lat, lon), geodesy.geodetic_to_ecef(lat, lon, 0.0), rvec, tvec, enu,
+            uv + rng.normal(0, 0.3, uv.shape))
+
+
+def _judged(store, cfg, scene, uv_):
+    """(held, Verification with lever and sigma, reprojection errors) of the pose fitted to ``scene`` with the
+    pixels ``uv_``."""
+    from earthfix.onboard import verify as V
+    k, basis, origin, rvec, tvec, enu, _ = scene
+    ver = Verifier(store, cfg)
+    pose = ver._pose(enu, uv_, k, None, basis, origin, rvec, tvec)
+    err = np.hypot(*(cv2.projectPoints(enu, *pose, k, None)[0].reshape(-1, 2) - uv_).T)
+    out = V.Verification()
+    out.bore_sigma_km = V._boresight_sigma_km(enu, uv_, k, *pose, err, 0.15)
+    return ver._held_by_one(out, enu, uv_, k, None, basis, origin, *pose, 1.0), out, err
+
+
 def test_one_wrong_far_match_cannot_hold_a_pose(store):
     """Fifteen right matches bunched in a corner and one wrong match far from them: the pose bends around the
     wrong one (scale and tilt) and its reprojection noise model, which trusts every inlier, still calls it
@@ -587,40 +619,16 @@ def test_one_wrong_far_match_cannot_hold_a_pose(store):
     the far match right, leaving it out moves the boresight little: kept, unless the move exceeds
     ``max_lever_km`` (a fix that one match moves that far rests on it, whatever the others' pose says)."""
     import math
-    from earthfix.onboard import verify as V
-    cam = Camera.from_fov(256, 256, 80)
-    k = np.array([[cam.fx, 0, cam.cx], [0, cam.fy, cam.cy], [0, 0, 1.0]])
-    lat, lon = 26.0, 20.0
-    basis = geodesy.enu_basis(lat, lon)
-    origin = geodesy.geodetic_to_ecef(lat, lon, 0.0)
-    r_w2c = np.diag([1.0, -1.0, -1.0])                      # nadir, north-up: ENU -> camera
-    rvec, _ = cv2.Rodrigues(r_w2c)
-    tvec = (-r_w2c @ np.array([0.0, 0.0, 480.0])).reshape(3, 1)
-    rng = np.random.default_rng(3)
-    uv = np.r_[rng.uniform([16, 170], [86, 246], (15, 2)), [[204.0, 104.0]]]
-    # ground points of those pixels (local plane u = 0), then 0.3 px of noise on the pixels
-    rays = np.c_[(uv - [cam.cx, cam.cy]) / [cam.fx, cam.fy], np.ones(len(uv))] @ r_w2c   # ENU directions
-    c = np.array([0.0, 0.0, 480.0])
-    enu = c + rays * (-c[2] / rays[:, 2:3])
-    uv_obs = uv + rng.normal(0, 0.3, uv.shape)
-    ver = Verifier(store, VerifyConfig())
-
-    def judged(enu_, uv_, ver=ver):
-        pose = ver._pose(enu_, uv_, k, None, basis, origin, rvec, tvec)
-        err = np.hypot(*(cv2.projectPoints(enu_, *pose, k, None)[0].reshape(-1, 2) - uv_).T)
-        out = V.Verification()
-        out.bore_sigma_km = V._boresight_sigma_km(enu_, uv_, k, *pose, err, 0.15)
-        held = ver._held_by_one(out, enu_, uv_, k, None, basis, origin, *pose, 1.0)
-        return held, out, err
-
-    held, out, _ = judged(enu, uv_obs)
+    scene = _lever_scene([[204.0, 104.0]])
+    uv_obs = scene[-1]
+    held, out, _ = _judged(store, VerifyConfig(), scene, uv_obs)
     assert not held and out.lever_km < 3.0 and math.isfinite(out.bore_sigma_km)
     assert out.lever_km > 0.1
-    held, _, _ = judged(enu, uv_obs, Verifier(store, VerifyConfig(max_lever_km=0.1)))
+    held, _, _ = _judged(store, VerifyConfig(max_lever_km=0.1), scene, uv_obs)
     assert held                                             # the same right match, a move over the cap
     wrong = uv_obs.copy()
     wrong[-1] += [20.0, -18.0]                              # the far match now points 27 px off
-    held, out, err = judged(enu, wrong)
+    held, out, err = _judged(store, VerifyConfig(), scene, wrong)
     assert err.max() < 4.0                                  # the bent pose still takes it as an inlier...
     assert held and out.lever_km > 8.0                      # ...but without it the boresight moves far, and
                                                             # the others' pose misses it
@@ -631,38 +639,17 @@ def test_two_neighbouring_wrong_far_matches_cannot_hold_a_pose(store):
     leaving either out alone moves the bent pose little (the other still holds it), so the one-match lever
     passes it. Left out together (``lever_group_work_px``), the others' pose misses both: refused. Two right
     neighbouring far matches are kept (session 58: such a pair held a pose 53.6 km off at p 0.997)."""
-    from earthfix.onboard import verify as V
-    cam = Camera.from_fov(256, 256, 80)
-    k = np.array([[cam.fx, 0, cam.cx], [0, cam.fy, cam.cy], [0, 0, 1.0]])
-    lat, lon = 26.0, 20.0
-    basis = geodesy.enu_basis(lat, lon)
-    origin = geodesy.geodetic_to_ecef(lat, lon, 0.0)
-    r_w2c = np.diag([1.0, -1.0, -1.0])                      # nadir, north-up: ENU -> camera
-    rvec, _ = cv2.Rodrigues(r_w2c)
-    tvec = (-r_w2c @ np.array([0.0, 0.0, 480.0])).reshape(3, 1)
-    rng = np.random.default_rng(3)
-    uv = np.r_[rng.uniform([16, 170], [86, 246], (15, 2)), [[204.0, 104.0], [208.0, 101.0]]]
-    rays = np.c_[(uv - [cam.cx, cam.cy]) / [cam.fx, cam.fy], np.ones(len(uv))] @ r_w2c   # ENU directions
-    c = np.array([0.0, 0.0, 480.0])
-    enu = c + rays * (-c[2] / rays[:, 2:3])
-    uv_obs = uv + rng.normal(0, 0.3, uv.shape)
-
-    def judged(uv_, cfg):
-        ver = Verifier(store, cfg)
-        pose = ver._pose(enu, uv_, k, None, basis, origin, rvec, tvec)
-        err = np.hypot(*(cv2.projectPoints(enu, *pose, k, None)[0].reshape(-1, 2) - uv_).T)
-        out = V.Verification()
-        return ver._held_by_one(out, enu, uv_, k, None, basis, origin, *pose, 1.0), out, err
-
+    scene = _lever_scene([[204.0, 104.0], [208.0, 101.0]])
+    uv_obs = scene[-1]
     assert VerifyConfig().lever_group_work_px >= 5.0        # on in flight: the pair is 5 px apart
-    held, out, _ = judged(uv_obs, VerifyConfig())
+    held, out, _ = _judged(store, VerifyConfig(), scene, uv_obs)
     assert not held and out.group_lever_km > 0.0            # right pair: tried, kept
     wrong = uv_obs.copy()
     wrong[-2:] += [20.0, -18.0]                             # both point 27 px off, the same way
-    held, out, err = judged(wrong, VerifyConfig(lever_group_work_px=0.0))
+    held, out, err = _judged(store, VerifyConfig(lever_group_work_px=0.0), scene, wrong)
     assert err.max() < 4.0 and not held                     # the bent pose takes both; one at a time, each
     assert out.lever_km < VerifyConfig().max_bore_sigma_km  # moves it too little to be looked at
-    held, out, _ = judged(wrong, VerifyConfig())
+    held, out, _ = _judged(store, VerifyConfig(), scene, wrong)
     assert held and out.group_held == 2 and out.group_lever_km > 8.0
 
 
