@@ -561,6 +561,22 @@ def test_the_tilt_prior_refit_reaches_the_finite_difference_fits_pose():
         assert np.abs(got[3:] - p[3:]).max() < 0.05 and np.abs(got[:3] - p[:3]).max() < 1e-4
 
 
+def test_a_pose_carries_its_inliers_frame_pixels_and_ground(store, basemap):
+    """The evidence names each inlier (frame pixel, store keypoint's ground): what a wrong pose is studied from
+    on the ground (tests/bench/bench_pose_residuals.py). Through the true pose each ground point lands on its
+    pixel."""
+    cam = Camera.from_fov(256, 256, 80)
+    lat, lon, alt_km, yaw_deg = 24.0, 12.0, 600.0, 37.0
+    v = Verifier(store, VerifyConfig())
+    out = v.verify(v.extract(appearance(frame(basemap, cam, lat, lon, alt_km, yaw_deg), seed=5)), cam, [(lat, lon)])
+    assert out.ok, out.reason
+    px, ll = np.asarray(out.evidence["inlier_px"]), np.asarray(out.evidence["inlier_latlon"])
+    assert px.shape == ll.shape == (out.inliers, 2)
+    pos = geodesy.geodetic_to_ecef(lat, lon, alt_km)
+    u, w = cam.project((geodesy.geodetic_to_ecef(ll[:, 0], ll[:, 1], 0.0) - pos) @ nadir_attitude(lat, lon, yaw_deg))
+    assert np.median(np.hypot(u - px[:, 0], w - px[:, 1])) < 2.0
+
+
 def test_imprecise_pose_is_refused(store, basemap):
     cam = Camera.from_fov(256, 256, 80)
     lat, lon = 24.0, 12.0

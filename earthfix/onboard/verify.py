@@ -218,6 +218,8 @@ class Verification:
                                         # computed for poses that pass the other checks)
     group_lever_km: float = 0.0         # the same with a far inlier's group left out (cfg.lever_group_work_px)
     group_held: int = 0                 # > 0: the size of the group found to hold the pose
+    inlier_px: np.ndarray | None = None     # the pose's inliers: frame pixels (x, y)...
+    inlier_latlon: np.ndarray | None = None # ...and their store keypoints' ground (lat, lon deg), for diagnosis
     ecef_km: np.ndarray | None = None   # spacecraft position
     r_cam2ecef: np.ndarray | None = None
     candidate: int = -1                 # index (in the input list) of the candidate nearest the fix
@@ -665,6 +667,8 @@ class Verifier:
         out.inlier_ratio = n_in / max(n_m, 1)
         out.reproj_rms_px = float(np.sqrt(np.mean(err[mask] ** 2))) if n_in else float("nan")
         out.spread = _hull_fraction(uv[mask], camera)
+        out.inlier_px = uv[mask]
+        out.inlier_latlon = np.c_[lat[mask], lon[mask]]
         # a few inliers bunched in one corner fit a pose whose boresight, far from them, is poorly pinned
         out.bore_sigma_km = _boresight_sigma_km(enu[mask], uv[mask], k, rvec, tvec, err[mask],
                                                 cfg.noise_floor_work_px / wscale, position_only=r_att is not None,
@@ -822,7 +826,10 @@ class Verifier:
                 "group_lever_km": float(v.group_lever_km),
                 "second_inliers": int(v.second_inliers),
                 "inlier_margin": int(v.inliers) - int(v.second_inliers),
-                "groups_evaluated": int(v.groups_evaluated), "guided": bool(v.guided), "ok": bool(v.ok)}
+                "groups_evaluated": int(v.groups_evaluated), "guided": bool(v.guided), "ok": bool(v.ok),
+                # what a wrong pose is studied from on the ground (tests/bench/bench_pose_residuals.py)
+                "inlier_px": None if v.inlier_px is None else np.round(v.inlier_px, 2).tolist(),
+                "inlier_latlon": None if v.inlier_latlon is None else np.round(v.inlier_latlon, 5).tolist()}
 
 
 def orientation_filter(frame_angle_deg, store_azimuth_deg, tol_deg: float, yaw_prior_deg=None):
