@@ -345,8 +345,8 @@ def register(sub):
                    help="keypoint store tile sample, km per pixel (default: build_keystore's)")
     p.add_argument("--keystore-dim", type=int, default=None, metavar="N",
                    help=f"PCA components each stored keypoint descriptor keeps (default {BuildConfig.pca_dim}; 64 "
-                        "fixed 5-10 points more frames of other imagery for +12 MB, ~+3 ms a frame and two "
-                        "near-wrong fixes in 9,000: docs/VERIFICATION.md, 'A 64-D store'). A bundle of another "
+                        "fixed up to 7 points more frames of other imagery for +12 MB, ~+3 ms a frame and a "
+                        "near-wrong fix in 9,000: docs/VERIFICATION.md, 'A 64-D store'). A bundle of another "
                         "dimension in the default location is rebuilt on its next use")
     p.add_argument("--fine-keystore-gsd-km", type=float, default=FINE_KEYSTORE_GSD_KM,
                    help="sample of the fine keypoint store for narrow cameras, km per pixel "
