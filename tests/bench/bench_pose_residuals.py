@@ -29,18 +29,11 @@ from earthfix.tools import evaluate as ev
 from earthfix.tools.build_index import ensure_default_bundle
 
 
-def quat_to_matrix(wxyz) -> np.ndarray:
-    """Rotation matrix of a unit quaternion (w, x, y, z): the truth's camera-to-ECEF attitude."""
-    w, x, y, z = (float(a) for a in wxyz)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
-
-
 def true_pixels(camera, truth: dict, latlon: np.ndarray) -> np.ndarray:
     """Frame pixels (N x 2) where the true pose puts ground points (lat, lon deg, on the ellipsoid)."""
     ground = geodesy.geodetic_to_ecef(latlon[:, 0], latlon[:, 1], 0.0)
-    u, v = camera.project((ground - np.asarray(truth["ecef_km"], float)) @ quat_to_matrix(truth["q_cam2ecef_wxyz"]))
+    r_cam2ecef = geodesy.matrix_from_quat(truth["q_cam2ecef_wxyz"])
+    u, v = camera.project((ground - np.asarray(truth["ecef_km"], float)) @ r_cam2ecef)
     return np.c_[u, v]
 
 
