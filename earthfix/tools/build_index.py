@@ -320,7 +320,6 @@ def bundle_info(bundle_dir: Path, encoder_path: Path) -> dict:
 
 
 def register(sub):
-    from .build_keystore import BuildConfig
     p = sub.add_parser("build-index", help="build a reference bundle (views, HNSW index, keypoints)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=None, help="bundle directory (default: the default bundle location)")
@@ -344,7 +343,7 @@ def register(sub):
     p.add_argument("--keystore-gsd-km", type=float, default=None,
                    help="keypoint store tile sample, km per pixel (default: build_keystore's)")
     p.add_argument("--keystore-dim", type=int, default=None, metavar="N",
-                   help=f"PCA components each stored keypoint descriptor keeps (default {BuildConfig.pca_dim}; 64 "
+                   help="PCA components each stored keypoint descriptor keeps (default: build_keystore's; 64 "
                         "fixed up to 7 points more frames of other imagery for +12 MB, ~+3 ms a frame and a "
                         "near-wrong fix in 9,000: docs/VERIFICATION.md, 'A 64-D store'). A bundle of another "
                         "dimension in the default location is rebuilt on its next use")
