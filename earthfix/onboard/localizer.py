@@ -69,6 +69,7 @@ from .features import despeckle_clouds, exposure_stretched, fill_clouds, sharpen
 from .fix import Candidate, Fix
 from .frames import FrameError, check_size, normalise_frame
 from .preprocess import preprocess
+from .threads import limit_threads
 
 BLANK_STD = 2.0            # grey-level std below which a frame carries no information...
 BLANK_COARSE_STD = 0.5     # ...unless the frame area-averaged to ~32 px still varies by this much (DN): sensor
@@ -215,7 +216,8 @@ class Localizer:
                                        VoteConfig(min_votes=int(config["vote_min_votes"]),
                                                   ef=max(int(config["vote_ef"]), int(config["vote_wide_k"])),
                                                   wide_k=int(config["vote_wide_k"])))
-        cv2.setNumThreads(int(config["threads"]))
+        # OpenCV's pool and OpenBLAS's (OpenCV's gemm runs on it) as the config says, whatever was imported first
+        limit_threads(int(config["threads"]))
 
     @classmethod
     def load(cls, bundle_dir, config_path=None, config: dict | None = None) -> "Localizer":

@@ -554,27 +554,11 @@ def exact_topk(refs: np.ndarray, q: np.ndarray, k: int, turns: int = 1) -> np.nd
 
 
 def limit_blas_threads(n: int = 1) -> int | None:
-    """Best effort: set the OpenBLAS thread count of the loaded numpy to ``n`` (one-thread latency for the
-    exact searches). Returns the count now in force, or None when the library exposes no setter."""
-    import ctypes
-    try:
-        libs = sorted({ln.split()[-1] for ln in Path("/proc/self/maps").read_text().splitlines()
-                       if "openblas" in ln.lower() and ln.split()[-1].startswith("/")})
-    except OSError:
-        return None
-    for path in libs:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in ("scipy_openblas_", "openblas_"):
-            for suffix in ("64_", ""):
-                setter = getattr(lib, f"{prefix}set_num_threads{suffix}", None)
-                getter = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
-                if setter is not None:
-                    setter(ctypes.c_int(int(n)))
-                    return int(getter()) if getter is not None else int(n)
-    return None
+    """OpenCV's and every loaded OpenBLAS's thread count to ``n`` (one-thread latency; ``onboard.threads``).
+    Returns the OpenBLAS count now in force (the largest over the copies), or None when none exposes a setter."""
+    from ..onboard.threads import limit_threads
+    done = limit_threads(n)
+    return max(done.values()) if done else None
 
 
 def _rss_bytes() -> int:
@@ -809,11 +793,9 @@ def run_eval(args, log=None, cloud_field=None) -> dict:
     """The whole evaluation; returns the report dict (also written to ``args.out``). ``cloud_field``: the
     ``--cloud-field`` image already loaded (``sim.real_clouds.GlobalCloudField``), else it is read here."""
     from tqdm import tqdm
-    import cv2
     from ..onboard.localizer import Localizer
     from .build_index import ensure_default_bundle
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    cv2.setNumThreads(1)
     blas_threads = limit_blas_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -13,10 +13,8 @@ FRAME_SITE = (35.0, -108.0, 600.0, 37.0)           # sub-satellite lat, lon, alt
 
 @pytest.fixture(scope="session")
 def one_thread():
-    import cv2
-    from earthfix.tools.evaluate import limit_blas_threads
-    cv2.setNumThreads(1)
-    limit_blas_threads(1)
+    from earthfix.onboard.threads import limit_threads
+    limit_threads(1)
     return 1
 
 
