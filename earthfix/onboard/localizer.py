@@ -203,6 +203,7 @@ class Localizer:
         self.bundle = bundle
         self.encoder = encoder
         self.cfg = config
+        self.warm_up_ms = 0.0                    # the load's synthetic frame (warm_up), 0 until it has run
         self.confidence = confidence
         vcfg = VerifyConfig(**{k: v for k, v in config.get("verify", {}).items()})
         self.verifier = Verifier(bundle.keystore, vcfg) if bundle.keystore is not None else None
@@ -234,7 +235,27 @@ class Localizer:
         encoder = Encoder(enc_bytes, threads=cfg["threads"], providers=cfg["providers"],
                           rotations=rotations, name=str(enc_path))
         conf_path = cfg["confidence"].get("path") or shipped_models_dir() / "confidence.json"
-        return cls(bundle, encoder, cfg, ConfidenceModel.load(conf_path))
+        loc = cls(bundle, encoder, cfg, ConfidenceModel.load(conf_path))
+        if cfg["warm_up"]:
+            loc.warm_up()
+        return loc
+
+    def warm_up(self) -> float:
+        """One synthetic frame through every stage it reaches (config ``warm_up``, at load); returns its ms.
+
+        Why: the first frame a process locates otherwise pays each library's first call — onnxruntime's
+        sessions, OpenCV's SIFT and matcher, hnswlib's first searches — on top of its own work: measured 44-53 ms
+        against 22-37 ms for the same frames located again (docs/BENCHMARKS.md, "The first frame"), which the
+        deadline then takes out of its looks. A host that runs ``locate`` once per frame pays it on every frame.
+        The frame is seeded texture (no place on Earth), so it changes no later answer."""
+        t0 = _time.perf_counter()
+        rng = np.random.default_rng(0)
+        g = cv2.GaussianBlur(rng.random((256, 256), dtype=np.float32) * 255.0, (0, 0), 2.0)
+        g = cv2.normalize(g, None, 20, 200, cv2.NORM_MINMAX).astype(np.uint8)
+        self.locate(cv2.merge([g, (g * 0.8).astype(np.uint8), (g * 0.6).astype(np.uint8)]),
+                    Camera.from_fov(256, 256, 80.0))
+        self.warm_up_ms = (_time.perf_counter() - t0) * 1e3
+        return self.warm_up_ms
 
     # ---- one frame -----------------------------------------------------------------------------
     def spacing_km(self, camera: Camera | None) -> float:

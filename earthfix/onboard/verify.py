@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
+import numpy.random  # noqa: F401  numpy imports it on first use (similarity_consensus): ~10 ms of a first frame
 
 from . import geodesy
 from .camera import Camera, nadir_attitude, yaw_of_attitude

@@ -29,6 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import numpy.ma  # noqa: F401  np.unique imports it on first use: 10-20 ms of a frame's vote, paid at load instead
 
 from . import geodesy
 from .camera import Camera
