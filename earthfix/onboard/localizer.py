@@ -244,10 +244,11 @@ class Localizer:
         """One synthetic frame through every stage it reaches (config ``warm_up``, at load); returns its ms.
 
         Why: the first frame a process locates otherwise pays each library's first call — onnxruntime's
-        sessions, OpenCV's SIFT and matcher, hnswlib's first searches — on top of its own work: measured 44-53 ms
-        against 22-37 ms for the same frames located again (docs/BENCHMARKS.md, "The first frame"), which the
-        deadline then takes out of its looks. A host that runs ``locate`` once per frame pays it on every frame.
-        The frame is seeded texture (no place on Earth), so it changes no later answer."""
+        sessions, OpenCV's SIFT and matcher, hnswlib's first searches — on top of its own work, inside its
+        deadline: 2-4 ms over the same frame located again, 0-2 ms with this (numpy's lazy imports, 20-25 ms more,
+        the flight modules now make at import; docs/BENCHMARKS.md, "The first frame"). A host that runs
+        ``locate`` once per frame pays it on every frame. The frame is seeded texture (no place on Earth), so it
+        changes no later answer."""
         t0 = _time.perf_counter()
         rng = np.random.default_rng(0)
         g = cv2.GaussianBlur(rng.random((256, 256), dtype=np.float32) * 255.0, (0, 0), 2.0)
