@@ -25,7 +25,7 @@ DEFAULTS = {
     "vote_ef": VoteConfig.ef,
     "vote_wide_k": VoteConfig.wide_k,
     "vote_wide_min_confidence": 0.99,
-    "encoder_places": "last",
+    "encoder_places": "listed",
     "cloud_fill": True,
     "despeckle": True,
     "balance_look": True,
@@ -42,7 +42,7 @@ DEFAULTS = {
 }
 
 
-ENCODER_PLACES = ("last", "lazy", "first")   # when the encoder's places are verified (localizer docstring)
+ENCODER_PLACES = ("last", "listed", "lazy", "first")   # when the encoder's places are verified (localizer docstring)
 ENCODER_VIEWS = ("filled", "despeckled")     # a frame's cleaned views the encoder may average with it
 
 

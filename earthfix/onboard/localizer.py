@@ -7,9 +7,12 @@ first (its first place is right 2-4x as often as the encoder's, and verifying it
 encoder's, cut to ``top_k`` (``fix.candidates``; the encoder's own list is ``fix.encoder_candidates``).
 Verification then takes the first ``verify_k`` in order, until an early stop or the deadline. Without a
 key index (or with ``vote: false``) the list is the encoder's alone. When the encoder's places are verified
-is config ``encoder_places``: ``last`` (default) after every look's own vote places have failed, with the
-first look's features, if time is left (in 2,200 release frames the encoder's places gave no fix the
-vote's did not, and a frame that needs a second look needs its time more); ``lazy`` in the first look,
+is config ``encoder_places``: ``listed`` (default) after every look's own vote places have failed, if time is
+left, the encoder's places join the candidates unverified, unless no look's vote offered a place, when they
+are verified as ``last`` does (over seeds 0-6 of the release eval they fixed 10 of 16,500 frames, for 10-20 ms
+on the third of all frames that reach them; docs/VERIFICATION.md, "The encoder's places verified only where
+the vote offers none"); ``last`` after every look's own vote places have failed, with the first look's
+features, if time is left; ``lazy`` in the first look,
 after its vote's places and only when those end without a clear pose; ``first`` the same order with the
 encoder made before the vote. A frame that ends on a vote place reports the vote's places as its
 ``candidates``; a frame left without a pose reports every look's vote places, then the encoder's.
@@ -599,6 +602,9 @@ class Localizer:
                 stage = ("balanced_look_ms" if nxt.name == "balanced" else
                          "second_look_ms" if i == 1 else "third_look_ms")
                 stages[stage] = (_time.perf_counter() - t) * 1e3
+            voted = later_votes or any(c.source == "vote" for c in fix.candidates)
+            if order == "listed" and not voted:
+                order = "last"                      # no look's vote offered a place: the encoder's are all there are
             if (order == "last" and not v.ok and v_first.resumable
                     and _time.perf_counter() + retrieval.estimate_ms() / 1e3 + slowest_s < deadline):
                 # every look's own places failed: the encoder's, with the first look's features (the first
@@ -606,6 +612,10 @@ class Localizer:
                 fix.candidates, v = self._encoder_places(first.verifier, v_first, fix.candidates, retrieval,
                                                          deadline, stages, "encoder_places_ms", slowest_s)
                 look = 0
+                fix.encoder_candidates = retrieval.candidates or []
+            elif order == "listed" and not v.ok and _time.perf_counter() + retrieval.estimate_ms() / 1e3 < deadline:
+                # every look's own places failed: the encoder's places join the candidates, unverified
+                fix.candidates = (fix.candidates + retrieval())[: self.cfg["top_k"]]
                 fix.encoder_candidates = retrieval.candidates or []
             verified = fix.candidates[: self.cfg["verify_k"]]
             if query0 is not None and not v.ok and _time.perf_counter() + slowest_s < deadline:
