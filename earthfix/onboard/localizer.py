@@ -9,7 +9,7 @@ Verification then takes the first ``verify_k`` in order, until an early stop or 
 key index (or with ``vote: false``) the list is the encoder's alone. When the encoder's places are verified
 is config ``encoder_places``: ``listed`` (default) after every look's own vote places have failed, if time is
 left, the encoder's places join the candidates unverified, unless no look's vote offered a place, when they
-are verified as ``last`` does (over seeds 0-6 of the release eval they fixed 10 of 16,500 frames, for 10-20 ms
+are verified as ``last`` does (in the release eval at seeds 0-6 and 11 they fixed 10 of 16,500 frames, for 10-20 ms
 on the third of all frames that reach them; docs/VERIFICATION.md, "The encoder's places verified only where
 the vote offers none"); ``last`` after every look's own vote places have failed, with the first look's
 features, if time is left; ``lazy`` in the first look,
