@@ -18,20 +18,11 @@ from support import localizer_config
 HOST = textwrap.dedent("""
     import json, sys
     import cv2, numpy                              # a host's imports, before earthfix's
-    from earthfix.onboard.threads import loaded_openblas, set_blas_threads
+    from earthfix.onboard.threads import blas_threads, set_blas_threads
     before = set_blas_threads(2) if "--two" in sys.argv else {}
     from earthfix.onboard.localizer import Localizer
     Localizer.load(sys.argv[1], config=json.loads(sys.argv[2]))
-    import ctypes
-    after = {}
-    for path in loaded_openblas():
-        lib = ctypes.CDLL(path)
-        for name in ("openblas_get_num_threads", "scipy_openblas_get_num_threads64_",
-                     "scipy_openblas_get_num_threads", "openblas_get_num_threads64_"):
-            if hasattr(lib, name):
-                after[path] = getattr(lib, name)()
-                break
-    print(json.dumps({"before": before, "after": after, "cv2": cv2.getNumThreads()}))
+    print(json.dumps({"before": before, "after": blas_threads(), "cv2": cv2.getNumThreads()}))
 """)
 
 

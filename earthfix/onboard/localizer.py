@@ -602,8 +602,7 @@ class Localizer:
                 stage = ("balanced_look_ms" if nxt.name == "balanced" else
                          "second_look_ms" if i == 1 else "third_look_ms")
                 stages[stage] = (_time.perf_counter() - t) * 1e3
-            voted = later_votes or any(c.source == "vote" for c in fix.candidates)
-            if order == "listed" and not voted:
+            if order == "listed" and not (later_votes or any(c.source == "vote" for c in fix.candidates)):
                 order = "last"                      # no look's vote offered a place: the encoder's are all there are
             if (order == "last" and not v.ok and v_first.resumable
                     and _time.perf_counter() + retrieval.estimate_ms() / 1e3 + slowest_s < deadline):

@@ -30,10 +30,8 @@ def loaded_openblas() -> list[str]:
     return sorted(paths)
 
 
-def set_blas_threads(n: int) -> dict[str, int]:
-    """Set ``n`` threads in every loaded OpenBLAS copy; returns {library path: thread count now in force} for
-    those that expose a setter."""
-    done = {}
+def _openblas_calls():
+    """(library path, set_num_threads, get_num_threads or None) of every loaded OpenBLAS copy with a setter."""
     for path in loaded_openblas():
         try:
             lib = ctypes.CDLL(path)          # already loaded: the same handle, nothing is loaded anew
@@ -41,12 +39,23 @@ def set_blas_threads(n: int) -> dict[str, int]:
             continue
         for name in _SETTERS:
             setter = getattr(lib, name, None)
-            if setter is None:
-                continue
-            setter(ctypes.c_int(int(n)))
-            getter = getattr(lib, name.replace("set_", "get_"), None)
-            done[path] = int(getter()) if getter is not None else int(n)
-            break
+            if setter is not None:
+                yield path, setter, getattr(lib, name.replace("set_", "get_"), None)
+                break
+
+
+def blas_threads() -> dict[str, int]:
+    """{library path: thread count in force} of every loaded OpenBLAS copy that reports it."""
+    return {path: int(getter()) for path, _, getter in _openblas_calls() if getter is not None}
+
+
+def set_blas_threads(n: int) -> dict[str, int]:
+    """Set ``n`` threads in every loaded OpenBLAS copy; returns {library path: thread count now in force} for
+    those that expose a setter."""
+    done = {}
+    for path, setter, getter in _openblas_calls():
+        setter(ctypes.c_int(int(n)))
+        done[path] = int(getter()) if getter is not None else int(n)
     return done
 
 

@@ -765,8 +765,8 @@ class Verifier:
             out.group_lever_km = max(out.group_lever_km, move if math.isfinite(move) else float("inf"))
             if move <= cfg.max_bore_sigma_km:
                 continue
-            misses = [_left_out_miss(enu, uv, keep, j, k, pose, floor_px, position_only=r_att is not None)
-                      for j in grp]
+            misses = (_left_out_miss(enu, uv, keep, j, k, pose, floor_px, position_only=r_att is not None)
+                      for j in grp)              # lazily: the first member the others' pose reaches settles it
             if all(m_px > thr_px and not d2 <= cfg.lever_chi2 for d2, m_px in misses):
                 out.group_held = len(grp)
                 return True

@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 
 from earthfix.onboard.localizer import Localizer
-from earthfix.onboard.threads import set_blas_threads
+from earthfix.onboard.threads import blas_threads, set_blas_threads
 from earthfix.tools import evaluate as ev
 from earthfix.tools.build_index import ensure_default_bundle
 
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     if unknown:
         raise SystemExit(f"bench_threads: no scenario {', '.join(unknown)} (one of {', '.join(names)})")
     loc = Localizer.load(ensure_default_bundle())
-    blas = set_blas_threads(a.blas_threads) if a.blas_threads else set_blas_threads(1)
+    blas = set_blas_threads(a.blas_threads) if a.blas_threads else blas_threads()
     lat, fixed, eligible = [], 0, 0
     for name in a.sets:
         cam, frames = ev.scenario_frames(ev.SCENARIOS[names.index(name)], a.n, ev.scenario_seed(a.seed, names.index(name)))
