@@ -100,6 +100,35 @@ def test_a_big_frame_is_shrunk_once_with_its_camera(tiny_bundle, basemap):
     assert geodesy.great_circle_km(small.lat, small.lon, whole.lat, whole.lon) < 1.0
 
 
+@pytest.mark.parametrize("width, height, max_side_px", [(2048, 1536, 1024), (1100, 700, 512), (640, 480, 256)])
+def test_a_shrunk_frame_lies_where_its_scaled_camera_says(width, height, max_side_px):
+    """``fit_frame`` shrinks by an integer factor, also where the factor does not divide a side (1100 / 3,
+    640 / 3): a mark anywhere in the frame lands in the shrunk one where the scaled camera maps it, so the
+    pose is that of the frame as it came (before session 60, OpenCV mapped by the factor and the camera by
+    the sizes' ratio: 0.2-0.3 shrunk pixels apart)."""
+    import numpy as np
+
+    from earthfix.onboard.camera import Camera
+    from earthfix.onboard.localizer import fit_frame
+    cam = Camera.from_fov(width, height, 50)
+    img = np.zeros((height, width), np.float32)
+    marks = [(width - 40.5, height / 2 - 0.5), (30.5, 30.5), (width / 2 - 0.5, height - 50.5)]
+    for x, y in marks:                  # 8 x 8 px blocks centred on (x, y)
+        img[int(y - 3.5): int(y + 4.5), int(x - 3.5): int(x + 4.5)] = 1.0
+    small, scam, shrunk = fit_frame(img, cam, max_side_px)
+    assert shrunk and max(small.shape) <= max_side_px and (scam.width, scam.height) == small.shape[::-1]
+    for x, y in marks:
+        ray = cam.pixel_rays(np.array([x]), np.array([y]))[0]
+        u, v = scam.fx * ray[0] / ray[2] + scam.cx, scam.fy * ray[1] / ray[2] + scam.cy
+        r = 6
+        win = small[int(v) - r: int(v) + r + 1, int(u) - r: int(u) + r + 1]
+        ys, xs = np.mgrid[int(v) - r: int(v) + r + 1, int(u) - r: int(u) + r + 1]
+        cu, cv = (xs * win).sum() / win.sum(), (ys * win).sum() / win.sum()
+        assert abs(cu - u) < 0.05 and abs(cv - v) < 0.05, (x, y, cu - u, cv - v)
+    same, cam2, shrunk = fit_frame(img, cam, max(width, height))
+    assert not shrunk and same is img and cam2 is cam
+
+
 def test_a_frame_erosion_spoiled_gets_a_last_look_as_it_came(tiny_bundle, frames, monkeypatch):
     """When despeckling changed the frame and its looks find nothing, the frame as it came is looked at
     last (evidence ``look`` "undespeckled"). Here the erosion is made to wipe the ground out, so only that

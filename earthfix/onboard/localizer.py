@@ -195,6 +195,21 @@ def despeckle_geometry(vcfg, camera: Camera) -> tuple[int, int]:
     return shrink, max(3, 2 * int(round((n - 1.0) / 2.0)) + 1)
 
 
+def fit_frame(img: np.ndarray, camera: Camera, max_side_px: int):
+    """(image, camera, shrunk): a frame whose longer side exceeds ``max_side_px`` area-averaged once by the
+    least integer factor that brings it within, the camera scaled with it (``Camera.scaled``)."""
+    shrink = -(-max(img.shape[:2]) // max_side_px)
+    if shrink <= 1:
+        return img, camera, False
+    # every stage works far coarser than a big frame's pixels: area-average it once (an integer
+    # factor: OpenCV's fast path) instead of resampling it per stage. The size is given, not the
+    # factor: OpenCV maps by the factor given, and a side the factor does not divide would then be
+    # off Camera.scaled's mapping (the sizes' ratio) by up to half a shrunk pixel
+    h, w = img.shape[:2]
+    size = (max(1, round(w / shrink)), max(1, round(h / shrink)))
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA), camera.scaled(*size), True
+
+
 def shipped_models_dir() -> Path:
     import earthfix.models as m
     return Path(list(m.__path__)[0])
@@ -400,15 +415,8 @@ class Localizer:
         return (head + [c for c in cands if c.source != "vote"])[: self.cfg["top_k"]]
 
     def _fit_frame(self, img: np.ndarray, camera: Camera):
-        """(image, camera, shrunk): frames larger than ``max_frame_side_px`` area-averaged once by an integer
-        factor, the camera scaled with them."""
-        shrink = -(-max(img.shape[:2]) // int(self.cfg["max_frame_side_px"]))
-        if shrink <= 1:
-            return img, camera, False
-        # every stage works far coarser than a big frame's pixels: area-average it once (an integer
-        # factor: OpenCV's fast path) instead of resampling it per stage
-        img = cv2.resize(img, None, fx=1.0 / shrink, fy=1.0 / shrink, interpolation=cv2.INTER_AREA)
-        return img, camera.scaled(img.shape[1], img.shape[0]), True
+        """(image, camera, shrunk): ``fit_frame`` at config ``max_frame_side_px``."""
+        return fit_frame(img, camera, int(self.cfg["max_frame_side_px"]))
 
     def prepare(self, img: np.ndarray, camera: Camera, stages: dict) -> Prepared:
         """The looks of a frame to verify (despeckled, cloud-filled, as it came; stage times into
