@@ -84,20 +84,29 @@ def test_cumulus_frame_is_despeckled_before_both_looks(tiny_bundle, basemap):
 
 
 def test_a_big_frame_is_shrunk_once_with_its_camera(tiny_bundle, basemap):
-    """A 2048 px frame is area-averaged to 1024 px once (config ``max_frame_side_px``) with the camera scaled
-    to match: the same place, altitude and yaw as without the shrink, and a stage of its own."""
+    """A 2048 px frame at 60 deg is area-averaged once with the camera scaled to match: by 4 to 512 px (config
+    ``shrink_to_work``: the despeckling's ~1.2 km sample), or without that by 2 to 1024 px (config
+    ``max_frame_side_px``): the same place, altitude and yaw as without a shrink, and a stage of its own."""
     from earthfix.onboard import geodesy
     from earthfix.onboard.camera import Camera, nadir_attitude
+    from earthfix.onboard.localizer import Localizer
     from earthfix.sim import render
     cam = Camera.from_fov(2048, 2048, 60)
     img = render.render(basemap, cam, geodesy.geodetic_to_ecef(LAT, LON, ALT_KM), nadir_attitude(LAT, LON, YAW_DEG)).image
-    small = _locate(tiny_bundle, {}, cam, img)
-    whole = _locate(tiny_bundle, {"max_frame_side_px": 4096, "deadline_ms": 1000}, cam, img)
-    assert "shrink_ms" in small.stages_ms and "shrink_ms" not in whole.stages_ms
-    for fix in (small, whole):
+    loc = Localizer.load(tiny_bundle, config=localizer_config())
+    assert loc.work_shrink(cam) == 4 and loc._fit_frame(img, cam)[0].shape == (512, 512, 3)
+    assert loc.work_shrink(Camera.from_fov(256, 256, 80)) == 1 and loc.work_shrink(Camera.from_fov(512, 512, 60)) == 1
+    # 1000 px at 40 deg: despeckled at a third, but 3 does not divide 1000: halved (OpenCV's fast path)
+    assert loc.work_shrink(Camera.from_fov(1000, 1000, 40)) == 2
+    work = loc.locate(img, cam)
+    side = _locate(tiny_bundle, {"shrink_to_work": False}, cam, img)
+    whole = _locate(tiny_bundle, {"shrink_to_work": False, "max_frame_side_px": 4096, "deadline_ms": 1000}, cam, img)
+    assert "shrink_ms" in work.stages_ms and "shrink_ms" in side.stages_ms and "shrink_ms" not in whole.stages_ms
+    for fix in (work, side, whole):
         assert fix.fix and geodesy.great_circle_km(fix.lat, fix.lon, LAT, LON) < 2.0
         assert abs(fix.alt_km - ALT_KM) < 10.0 and abs((fix.yaw_deg - YAW_DEG + 180) % 360 - 180) < 1.0
-    assert geodesy.great_circle_km(small.lat, small.lon, whole.lat, whole.lon) < 1.0
+    for fix in (work, side):
+        assert geodesy.great_circle_km(fix.lat, fix.lon, whole.lat, whole.lon) < 1.0
 
 
 @pytest.mark.parametrize("width, height, max_side_px", [(2048, 1536, 1024), (1100, 700, 512), (640, 480, 256)])

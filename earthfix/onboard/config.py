@@ -33,6 +33,7 @@ DEFAULTS = {
     "tone_lift_dn": TONE_LIFT_DN,
     "sharpen_below": SHARPEN_BELOW,
     "max_frame_side_px": 1024,
+    "shrink_to_work": True,
     "fine_store": True,
     "warm_up": True,
     "encoder_spacing": 0.5,
@@ -140,7 +141,7 @@ def validate(cfg: dict) -> dict:
     if out["encoder_places"] not in ENCODER_PLACES:
         raise ConfigError(f"config: 'encoder_places' must be one of {', '.join(ENCODER_PLACES)}, "
                           f"got {_r(out['encoder_places'])}")
-    for k in ("vote", "cloud_fill", "despeckle", "balance_look", "fine_store", "warm_up"):
+    for k in ("vote", "cloud_fill", "despeckle", "balance_look", "fine_store", "warm_up", "shrink_to_work"):
         if not isinstance(out[k], bool):
             raise ConfigError(f"config: '{k}' must be true or false, got {_r(out[k])}")
     for k in ("verify", "confidence"):

@@ -42,7 +42,8 @@ brightest pixels (config ``balance_look``; after the plain look, before an undes
 "balanced", stages ``balance_ms`` and ``balanced_look_ms``): another sensor's colour cast tints white cloud past
 the mask's saturation limit (docs/VERIFICATION.md, "A colour cast and the cloud mask"); never first, because on
 a clear desert the brightest pixels are sand. Big frames (config
-``max_frame_side_px``): area-averaged once by an integer factor, the camera scaled with them.
+``max_frame_side_px``) and frames finer than any stage works (config ``shrink_to_work``, ``work_shrink``):
+area-averaged once by an integer factor, the camera scaled with them.
 
     loc = Localizer.load(bundle_dir, config_path)          # once
     fix = loc.locate(frame, camera, attitude=None, time=None)
@@ -68,7 +69,7 @@ from .camera import Camera
 from .config import load_config
 from .confidence import ConfidenceModel
 from .encoder import Encoder, sha256_bytes
-from .features import despeckle_clouds, exposure_stretched, fill_clouds, sharpened, tone_lifted
+from .features import despeckle_clouds, exposure_stretched, fill_clouds, sharpened, tone_lifted, work_scale
 from .fix import Candidate, Fix
 from .frames import FrameError, check_size, normalise_frame
 from .preprocess import preprocess
@@ -195,16 +196,17 @@ def despeckle_geometry(vcfg, camera: Camera) -> tuple[int, int]:
     return shrink, max(3, 2 * int(round((n - 1.0) / 2.0)) + 1)
 
 
-def fit_frame(img: np.ndarray, camera: Camera, max_side_px: int):
-    """(image, camera, shrunk): a frame whose longer side exceeds ``max_side_px`` area-averaged once by the
-    least integer factor that brings it within, the camera scaled with it (``Camera.scaled``)."""
-    shrink = -(-max(img.shape[:2]) // max_side_px)
+def fit_frame(img: np.ndarray, camera: Camera, max_side_px: int, shrink: int = 1):
+    """(image, camera, shrunk): a frame area-averaged once by ``shrink``, or by the least integer factor that
+    brings its longer side within ``max_side_px`` if that is more, the camera scaled with it
+    (``Camera.scaled``)."""
+    shrink = max(int(shrink), -(-max(img.shape[:2]) // max_side_px))
     if shrink <= 1:
         return img, camera, False
     # every stage works far coarser than a big frame's pixels: area-average it once (an integer
-    # factor: OpenCV's fast path) instead of resampling it per stage. The size is given, not the
-    # factor: OpenCV maps by the factor given, and a side the factor does not divide would then be
-    # off Camera.scaled's mapping (the sizes' ratio) by up to half a shrunk pixel
+    # factor: OpenCV's fast path where it divides both sides) instead of resampling it per stage. The
+    # size is given, not the factor: OpenCV maps by the factor given, and a side the factor does not
+    # divide would then be off Camera.scaled's mapping (the sizes' ratio) by up to half a shrunk pixel
     h, w = img.shape[:2]
     size = (max(1, round(w / shrink)), max(1, round(h / shrink)))
     return cv2.resize(img, size, interpolation=cv2.INTER_AREA), camera.scaled(*size), True
@@ -228,6 +230,7 @@ class Localizer:
         fine = getattr(bundle, "keystore_fine", None) if config.get("fine_store", True) else None
         self.fine_verifier = Verifier(fine, vcfg) if fine is not None and self.verifier is not None else None
         self._fill_verifiers: dict = {}
+        self._work_shrinks: dict = {}         # camera -> work_shrink
         self.voter = None
         if config.get("vote", True) and self.verifier is not None and getattr(bundle, "keyindex", None) is not None:
             from .vote import KeypointVoter, VoteConfig
@@ -415,8 +418,32 @@ class Localizer:
         return (head + [c for c in cands if c.source != "vote"])[: self.cfg["top_k"]]
 
     def _fit_frame(self, img: np.ndarray, camera: Camera):
-        """(image, camera, shrunk): ``fit_frame`` at config ``max_frame_side_px``."""
-        return fit_frame(img, camera, int(self.cfg["max_frame_side_px"]))
+        """(image, camera, shrunk): ``fit_frame`` at config ``max_frame_side_px``, and by ``work_shrink`` with
+        config ``shrink_to_work``."""
+        least = self.work_shrink(camera) if self.cfg["shrink_to_work"] else 1
+        return fit_frame(img, camera, int(self.cfg["max_frame_side_px"]), least)
+
+    def work_shrink(self, camera: Camera) -> int:
+        """The integer factor a frame of ``camera`` is area-averaged by once with no stage then working finer
+        than its pixels: the despeckling's sample (``despeckle_geometry``: ~1.2 km at the nominal altitude)
+        and twice the cloud-filled look's working side (``features.fill_clouds``' mask); of the factors up to
+        that, the largest that divides both sides (OpenCV's fast path: ~0.4 ms for 1024 px to 512, 4.7 ms to
+        341), else that. 1 for 256 px at 80 deg and 512 px at 60 deg; 2 for 1024 px at 40 deg, 4 for 2048 px
+        at 60 deg. Why: the tone, sharpening, despeckling and fill stages run on the frame as given (a 1024
+        px frame's unsharp mask alone took ~20 ms; docs/BENCHMARKS.md, "Big frames")."""
+        key = (camera.width, camera.height, camera.fx, camera.fy)
+        k = self._work_shrinks.get(key)
+        if k is None and self.verifier is None:
+            k = 1                                      # nothing verified: the encoder alone, at its own size
+        elif k is None:
+            side = max(camera.width, camera.height)
+            ds, _ = despeckle_geometry(self.verifier_for(camera).cfg, camera)
+            fill = self.fill_verifier(camera).cfg.feature
+            fill_side = 2.0 * work_scale(fill, (camera.height, camera.width)) * side
+            most = max(1, min(ds, int(side // max(fill_side, 1.0))))
+            k = next((f for f in range(most, 1, -1) if camera.width % f == 0 and camera.height % f == 0), most)
+            self._work_shrinks[key] = k
+        return k
 
     def prepare(self, img: np.ndarray, camera: Camera, stages: dict) -> Prepared:
         """The looks of a frame to verify (despeckled, cloud-filled, as it came; stage times into
