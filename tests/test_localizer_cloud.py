@@ -109,7 +109,7 @@ def test_a_big_frame_is_shrunk_once_with_its_camera(tiny_bundle, basemap):
         assert geodesy.great_circle_km(fix.lat, fix.lon, whole.lat, whole.lon) < 1.0
 
 
-@pytest.mark.parametrize("width, height, max_side_px", [(2048, 1536, 1024), (1100, 700, 512), (640, 480, 256)])
+@pytest.mark.parametrize("width, height, max_side_px", [(2048, 1536, 1024), (2048, 1536, 256), (1100, 700, 512), (640, 480, 256), (1800, 1000, 256)])
 def test_a_shrunk_frame_lies_where_its_scaled_camera_says(width, height, max_side_px):
     """``fit_frame`` shrinks by an integer factor, also where the factor does not divide a side (1100 / 3,
     640 / 3): a mark anywhere in the frame lands in the shrunk one where the scaled camera maps it, so the
@@ -121,7 +121,8 @@ def test_a_shrunk_frame_lies_where_its_scaled_camera_says(width, height, max_sid
     from earthfix.onboard.localizer import fit_frame
     cam = Camera.from_fov(width, height, 50)
     img = np.zeros((height, width), np.float32)
-    marks = [(width - 40.5, height / 2 - 0.5), (30.5, 30.5), (width / 2 - 0.5, height - 50.5)]
+    marks = [(round(0.9 * width) - 0.5, height / 2 - 0.5), (round(0.08 * width) + 0.5, round(0.1 * height) + 0.5),
+             (width / 2 - 0.5, round(0.9 * height) - 0.5)]
     for x, y in marks:                  # 8 x 8 px blocks centred on (x, y)
         img[int(y - 3.5): int(y + 4.5), int(x - 3.5): int(x + 4.5)] = 1.0
     small, scam, shrunk = fit_frame(img, cam, max_side_px)

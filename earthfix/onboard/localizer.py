@@ -209,7 +209,15 @@ def fit_frame(img: np.ndarray, camera: Camera, max_side_px: int, shrink: int = 1
     # divide would then be off Camera.scaled's mapping (the sizes' ratio) by up to half a shrunk pixel
     h, w = img.shape[:2]
     size = (max(1, round(w / shrink)), max(1, round(h / shrink)))
-    return cv2.resize(img, size, interpolation=cv2.INTER_AREA), camera.scaled(*size), True
+    out = img
+    # OpenCV's 2 x 2 area path is ~3x faster per pixel than its general integer one (2048 px by 4: 3.0 ms
+    # as two halvings, 5.8 in one): halve while the factor and both sides are even, then the rest
+    while shrink % 2 == 0 and out.shape[0] % 2 == 0 and out.shape[1] % 2 == 0:
+        out = cv2.resize(out, (out.shape[1] // 2, out.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        shrink //= 2
+    if (out.shape[1], out.shape[0]) != size:
+        out = cv2.resize(out, size, interpolation=cv2.INTER_AREA)
+    return out, camera.scaled(*size), True
 
 
 def shipped_models_dir() -> Path:
