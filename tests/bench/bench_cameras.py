@@ -109,6 +109,18 @@ def main() -> None:
         run(a, out)
 
 
+def frame_record(cam, i: int, f, err, truth: dict) -> dict:
+    """The ``--out`` line of frame ``i`` of ``cam``: its fix ``f`` against ``truth`` (``err``: Tally.add's)."""
+    ev = f.evidence
+    return {"camera": f"{cam.width}x{cam.height}@{cam.fov_deg:g}", "index": i, "eligible": bool(is_eligible(truth)),
+            "fix": f.fix, "err_km": err, "confidence": round(f.confidence, 4),
+            "hyp_err_km": (None if ev.get("hyp_lat") is None else round(float(
+                position_error_km(ev["hyp_lat"], ev["hyp_lon"], truth)), 2)),
+            "inliers": f.inliers, "bore_sigma_km": ev.get("bore_sigma_km"), "source": ev.get("source"),
+            "look": ev.get("look"), "reason": f.reason, "cloud_frac": truth.get("cloud_frac"),
+            "latency_ms": round(f.latency_ms, 2), "stages_ms": f.stages_ms}
+
+
 def run(a, out) -> None:
     """The bench's table on stdout, and one JSON line a frame into ``out`` (a text file, or None)."""
     basemap = None
@@ -136,14 +148,7 @@ def run(a, out) -> None:
             f = loc.locate(img, cam)
             err = tally.add(f, truth, (lambda: either_look_fixed(loc, img, cam, truth)) if a.ceiling else None)
             if out is not None:
-                ev = f.evidence
-                out.write(json.dumps({"camera": f"{w}x{h}@{fov:g}", "index": i, "eligible": bool(is_eligible(truth)),
-                                      "fix": f.fix, "err_km": err, "confidence": round(f.confidence, 4),
-                                      "hyp_err_km": (None if ev.get("hyp_lat") is None else round(float(
-                                          position_error_km(ev["hyp_lat"], ev["hyp_lon"], truth)), 2)),
-                                      "inliers": f.inliers, "bore_sigma_km": ev.get("bore_sigma_km"),
-                                      "source": ev.get("source"), "look": ev.get("look"), "reason": f.reason,
-                                      "latency_ms": round(f.latency_ms, 2), "stages_ms": f.stages_ms}) + "\n")
+                out.write(json.dumps(frame_record(cam, i, f, err, truth)) + "\n")
         ceil = f" {tally.pct(tally.ceiling)} |" if a.ceiling else ""
         off = (cam.cx - (w - 1) / 2.0, cam.cy - (h - 1) / 2.0)
         name = f"{w}×{h}, {fov:.4g}°" + (f", cx {off[0]:+g} cy {off[1]:+g} px" if any(off) else "") + (

@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python tests/bench/bench_real_clouds.py --scene SCENE.jpg --bounds LONMIN LONMAX LATMIN LATMAX \\
         [--n 200] [--seed 4343] [--camera 256x256@80 ...] [--config C.yaml] [--v-ramp 120 210] [--s-ramp 70 30]
-        [--in-place] [--basemap WORLD.jpg] [--clouds real|simulated|both]
+        [--in-place] [--basemap WORLD.jpg] [--clouds real|simulated|both] [--out FRAMES.jsonl]
 
 The simulator's clouds are fractal noise; acceptance has real cloud fields. This bench takes the cloud field of a
 real satellite scene (opacity from its bright, grey pixels: HSV value ramped over 120..210 DN, saturation over
@@ -36,6 +36,8 @@ A global real cloud field at hand (no network beyond the package registries): th
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import math
 import sys
 
@@ -51,7 +53,7 @@ from earthfix.tools.build_index import ensure_default_bundle
 from earthfix.tools.evaluate import FALSE_FIX_KM
 from earthfix.tools.framesets import make_frameset
 
-from bench_cameras import Tally, parse_cameras
+from bench_cameras import Tally, frame_record, parse_cameras
 
 KM_PER_DEG = math.pi * geodesy.A_KM / 180.0
 BINS = (0.0, 0.1, 0.3, 0.5, 0.7, 1.01)
@@ -108,11 +110,19 @@ def main() -> None:
                     help="a global field: each frame takes the clouds over its own ground (no random piece, no turn)")
     ap.add_argument("--basemap", default=None, metavar="WORLD.jpg",
                     help="render the frames from this global equirectangular image (default: the default basemap)")
+    ap.add_argument("--out", default=None, metavar="FRAMES.jsonl",
+                    help="one JSON line per located frame (bench_cameras.py's, with the cloud field's name)")
     ap.add_argument("--clouds", choices=("real", "simulated", "both"), default="both",
                     help="which cloud fields to locate the poses under (default both, paired)")
     a = ap.parse_args()
     if a.in_place and (a.bounds[1] - a.bounds[0] < 359.0 or a.bounds[3] - a.bounds[2] < 179.0):
         ap.error("--in-place needs a global field (--bounds -180 180 -90 90)")
+    with open(a.out, "w") if a.out else contextlib.nullcontext() as out:
+        run(a, out)
+
+
+def run(a, out) -> None:
+    """The bench's table on stdout, and one JSON line a located frame into ``out`` (a text file, or None)."""
     cameras = parse_cameras(a.camera) if a.camera else ((256, 256, 80.0), (512, 512, 60.0))
     opacity, km_per_px = read_opacity(a.scene, a.bounds, a.v_ramp, a.s_ramp)
     field = GlobalCloudField(opacity, a.scene) if a.in_place else None
@@ -143,6 +153,8 @@ def main() -> None:
             for i, (img, truth) in enumerate(frames):
                 f = loc.locate(img, cam)
                 err = total.add(f, truth)
+                if out is not None:
+                    out.write(json.dumps(dict(frame_record(cam, i, f, err, truth), clouds=kind)) + "\n")
                 if err is not None and err > FALSE_FIX_KM:
                     print(f"false fix: {w}x{h}@{fov:g} {kind} frame {i} at {truth['bore_lat']:.2f}, "
                           f"{truth['bore_lon']:.2f}: {err:.0f} km off, confidence {f.confidence:.3f}, "
