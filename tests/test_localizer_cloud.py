@@ -340,3 +340,34 @@ def test_a_blurred_frame_is_sharpened_and_a_sharp_one_is_left_alone(tiny_bundle,
     on, off = _locate(tiny_bundle, slow, cam, cloudy), _locate(tiny_bundle, dict(slow, sharpen_below=0), cam, cloudy)
     assert not on.evidence["sharpened"] and on.evidence["blur_ratio"] > 0.6
     assert (on.fix, on.lat, on.lon, on.inliers) == (off.fix, off.lat, off.lon, off.inliers)
+
+
+def test_cloud_in_a_mass_is_looked_past_first_and_broken_cloud_filled_first(tiny_bundle, frames):
+    """Which look goes first (config ``plain_first_below``): one cloud mass over 40 % of the frame leaves clear
+    ground far from its edge (``near_cloud_share`` under 0.15), so the frame is looked at as it is first, and fixed
+    there; the simulator's broken cloud (cover 0.6) leaves a third of it within 15 km of an edge, so the filled
+    look goes first;
+    with ``plain_first_below: 0`` the mass is filled first as before session 60."""
+    import numpy as np
+
+    from earthfix.onboard import geodesy
+    from earthfix.onboard.features import clear_near_cloud_share
+    from earthfix.onboard.localizer import Localizer
+    cam, clear, cloudy, grey = frames
+    a = np.zeros(clear.shape[:2] + (1,), np.float32)
+    a[:, : int(0.4 * clear.shape[1])] = 1.0
+    mass = under_cloud(clear, a)
+    loc = Localizer.load(tiny_bundle, config=localizer_config())
+    old = Localizer.load(tiny_bundle, config=dict(localizer_config(), plain_first_below=0.0))
+    p_mass, p_broken, p_old = loc.prepare(mass, cam, {}), loc.prepare(cloudy, cam, {}), old.prepare(mass, cam, {})
+    assert [lk.name for lk in p_mass.looks][:2] == ["plain", "filled"] and p_mass.near_cloud_share < 0.15
+    assert [lk.name for lk in p_broken.looks][:2] == ["filled", "plain"] and p_broken.near_cloud_share > 0.3
+    assert [lk.name for lk in p_old.looks][:2] == ["filled", "plain"]
+    fix = loc.locate(mass, cam)
+    assert fix.fix and fix.evidence["look"] == "plain" and fix.evidence["near_cloud_share"] == round(p_mass.near_cloud_share, 3)
+    assert geodesy.great_circle_km(fix.lat, fix.lon, LAT, LON) < 5.0
+    # the measure itself: no cloud 0, no clear ground 1, a clear pixel beside one cloud pixel counts
+    m = np.zeros((20, 20), bool)
+    assert clear_near_cloud_share(m, 3.0) == 0.0 and clear_near_cloud_share(~m, 3.0) == 1.0
+    m[10, 10] = True
+    assert 0.0 < clear_near_cloud_share(m, 1.5) < 0.05 < clear_near_cloud_share(m, 30.0) == 1.0

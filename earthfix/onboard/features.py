@@ -498,6 +498,24 @@ def sharpened(image: np.ndarray, cfg: FeatureConfig = FeatureConfig(), below: fl
     return cv2.addWeighted(x, 1.0 + amount, cv2.GaussianBlur(x, (0, 0), sigma), -amount, 0.0), r
 
 
+def clear_near_cloud_share(mask: np.ndarray, radius_px: float) -> float:
+    """Share of a cloud mask's clear pixels (``mask`` False) within ``radius_px`` of a cloud pixel (Euclidean,
+    OpenCV's 3 x 3 distance transform); 0.0 without cloud, 1.0 without clear pixels.
+
+    Why: it tells broken cloud (fragments of a few km: nearly all clear ground lies next to an edge, where
+    the cloud-filled look pays) from cloud in masses and snow taken for cloud (the clear ground lies away from
+    the edges, and the frame as it is fixes sooner; docs/VERIFICATION.md, "Which look first")."""
+    m = np.asarray(mask, dtype=bool)
+    clear = (~m).astype(np.uint8)
+    n_clear = int(cv2.countNonZero(clear))
+    if n_clear == 0:
+        return 1.0
+    if n_clear == clear.size:
+        return 0.0
+    d = cv2.distanceTransform(clear, cv2.DIST_L2, 3)
+    return float(np.count_nonzero(d[clear > 0] < radius_px)) / n_clear
+
+
 def fill_clouds(image_bgr: np.ndarray, cfg: FeatureConfig = FeatureConfig(),
                 share: tuple[float, float] = (0.0, 1.0), balance: bool = False):
     """Replace cloud-like pixels (:func:`cloud_mask`) by a Gaussian-weighted mean of the clear pixels

@@ -69,7 +69,8 @@ from .camera import Camera
 from .config import load_config
 from .confidence import ConfidenceModel
 from .encoder import Encoder, sha256_bytes
-from .features import despeckle_clouds, exposure_stretched, fill_clouds, sharpened, tone_lifted, work_scale
+from .features import (clear_near_cloud_share, despeckle_clouds, exposure_stretched, fill_clouds, sharpened,
+                       tone_lifted, work_scale)
 from .fix import Candidate, Fix
 from .frames import FrameError, check_size, normalise_frame
 from .preprocess import preprocess
@@ -84,6 +85,7 @@ FILL_SHARE = (0.2, 0.85)   # cloud-like share of a frame for which the cloud-fil
                            # too little clear ground is left (an eligible frame has >= 20 % clear land). 0.8 until
                            # session 29: 0.85 fixed cloudy frames at 81-82 % once a pose that one match moves
                            # > 50 km is refused (verify.max_lever_km; docs/VERIFICATION.md)
+NEAR_CLOUD_KM = 15.0       # clear ground this close to the fill's cloud counts as near it (Prepared.near_cloud_share)
 SECOND_LOOK_EXTRA_MS = 8.0 # a second look costs the first's features and vote plus ~one verified place
 ENCODER_MS = 5.0           # preprocess + encode + search, one thread (p50 ~4 ms, p99 ~6 ms: eval reports)
 ENCODER_VIEW_MS = 2.5      # each further view the encoder averages (preprocess ~1.4 ms for a 512 px frame + 4 turns)
@@ -151,13 +153,15 @@ class _Retrieval:
 
 class Prepared(NamedTuple):
     """A frame made ready for verification: its looks in order (the first is verified first), the share of
-    cloud-like pixels the fill found, the share of small cloud cells despeckling took out, and the cleaned
-    frames (None where the frame needs none), which the encoder may average with it (config ``encoder_views``)."""
+    cloud-like pixels the fill found, the share of small cloud cells despeckling took out, the cleaned
+    frames (None where the frame needs none), which the encoder may average with it (config ``encoder_views``),
+    and how much of the clear ground lies next to the fill's cloud (``features.clear_near_cloud_share``)."""
     looks: list
     cloud_share: float
     speckle_share: float
     filled: np.ndarray | None
     despeckled: np.ndarray | None
+    near_cloud_share: float = 0.0     # of the clear ground, the share within NEAR_CLOUD_KM of the fill's mask
 
 
 class Conditioned(NamedTuple):
@@ -475,7 +479,7 @@ class Localizer:
                 bgr = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
             stages["despeckle_ms"] = (_time.perf_counter() - t) * 1e3
         looks = [Look("plain", img, plain_ver, None)]
-        share = 0.0
+        share = near = 0.0
         if self.cfg["cloud_fill"]:
             t = _time.perf_counter()
             fver = self.fill_verifier(camera)
@@ -484,6 +488,13 @@ class Localizer:
             if filled is not bgr:
                 # no keypoint centred on the filled cloud: the budget goes to the clear ground
                 looks = [Look("filled", filled, fver, mask), Look("plain", img, plain_ver, None)]
+                from .verify import native_km_per_px
+                km_px = native_km_per_px(plain_ver.cfg, camera) * max(camera.width, camera.height) / max(mask.shape)
+                near = clear_near_cloud_share(mask, NEAR_CLOUD_KM / km_px) if km_px > 0 else 1.0
+                if near < self.cfg["plain_first_below"]:
+                    # cloud in masses (or snow taken for it): the clear ground lies away from its edges, the
+                    # frame as it is fixes sooner, and after a failed filled look it often had no time left
+                    looks.reverse()
             else:
                 filled = None
             stages["fill_ms"] = (_time.perf_counter() - t) * 1e3
@@ -495,7 +506,7 @@ class Localizer:
             # erosion also widens dark ground features and takes patchy snow out: a frame it was
             # wrong about gets a last look as it came
             looks.append(Look("undespeckled", raw, plain_ver, None))
-        return Prepared(looks, share, speckle, filled, None if img is raw else img)
+        return Prepared(looks, share, speckle, filled, None if img is raw else img, near)
 
     @staticmethod
     def _balanced(bgr: np.ndarray, fver) -> tuple | None:
@@ -676,6 +687,7 @@ class Localizer:
                                 hyp_yaw_deg=v.yaw_deg, hyp_sub_lat=v.sub_lat, hyp_sub_lon=v.sub_lon,
                                 source=source, vote_candidates=sum(c.source == "vote" for c in fix.candidates),
                                 cloud_share=round(share, 3), speckle_share=round(speckle, 3),
+                                near_cloud_share=round(prep.near_cloud_share, 3),
                                 look=looks[look].name, looks_cut=looks_cut, exposure_gain=round(cond.gain, 3),
                                 tone_gamma=round(cond.power, 3), blur_ratio=round(cond.blur_ratio, 3),
                                 sharpened=cond.sharpened)
