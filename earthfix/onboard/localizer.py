@@ -20,12 +20,15 @@ The encoder's descriptor is the mean of the frame's and of its cleaned views' (c
 the cloud-filled and the despeckled frame the looks make anyway; docs/VERIFICATION.md, "The encoder sees
 the cleaned frame too").
 
-Cloud (config ``cloud_fill``): a frame with 20-80 % cloud-like pixels (``features.cloud_mask``: by colour, or
+Cloud (config ``cloud_fill``): a frame with 20-85 % cloud-like pixels (``features.cloud_mask``: by colour, or
 by brightness alone on a panchromatic frame) is first looked at with its
 cloud filled from the clear ground around it (``features.fill_clouds``; features at the keypoint store's
 ground sample, ``verify.cloud_fill_config``), then, if that finds nothing and time is left before the
 deadline, as it is (a second look, verifying only its own vote's places; its first place only if a place
-as slow as the first look's slowest would still end in time). Evidence ``look`` says which look the
+as slow as the first look's slowest would still end in time). Where less than config ``plain_first_below`` of
+the clear ground lies within ``NEAR_CLOUD_KM`` of the cloud (cloud in masses, snow taken for cloud: evidence
+``near_cloud_share``), the two looks go the other way round (docs/VERIFICATION.md, "Which look first").
+Evidence ``look`` says which look the
 hypothesis came from; docs/VERIFICATION.md, "The cloud-filled look", has the measurements. Evidence
 ``looks_cut`` counts the later looks a frame left without a pose did not get because the deadline's plan had
 no room for them (a balanced look counted as one even if it would have found no colour cast): such a frame
@@ -462,7 +465,8 @@ class Localizer:
         ``stages``) and the cleaned views the encoder averages with it."""
         # cloud: a frame with broken cloud is looked at with its cloud-like pixels filled from the
         # clear ground around them (features.fill_clouds) first, then as it is (snow, ice and pale
-        # desert look like cloud and are better seen unfilled)
+        # desert look like cloud and are better seen unfilled); a frame whose clear ground lies mostly
+        # away from the cloud (config plain_first_below) is looked at as it is first, then filled
         plain_ver = self.verifier_for(camera)
         # a grey frame is judged and filled as three equal bands (features.cloud_mask: by brightness)
         bgr = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
