@@ -118,6 +118,7 @@ def frame_record(cam, i: int, f, err, truth: dict) -> dict:
                 position_error_km(ev["hyp_lat"], ev["hyp_lon"], truth)), 2)),
             "inliers": f.inliers, "bore_sigma_km": ev.get("bore_sigma_km"), "source": ev.get("source"),
             "look": ev.get("look"), "reason": f.reason, "cloud_frac": truth.get("cloud_frac"),
+            "bore_lat": round(float(truth["bore_lat"]), 3), "bore_lon": round(float(truth["bore_lon"]), 3),
             "latency_ms": round(f.latency_ms, 2), "stages_ms": f.stages_ms}
 
 
