@@ -371,3 +371,32 @@ def test_cloud_in_a_mass_is_looked_past_first_and_broken_cloud_filled_first(tiny
     assert clear_near_cloud_share(m, 3.0) == 0.0 and clear_near_cloud_share(~m, 3.0) == 1.0
     m[10, 10] = True
     assert 0.0 < clear_near_cloud_share(m, 1.5) < 0.05 < clear_near_cloud_share(m, 30.0) == 1.0
+
+
+def test_weak_vote_places_wait_for_the_later_looks(tiny_bundle, frames, monkeypatch):
+    """Config ``defer_votes_below``: the first look's vote places with fewer votes are verified after the frame's
+    later looks, in the first look's own search: the same pose as verifying them first (``defer_votes_below: 0``),
+    reached after the later look ran; a place of enough votes is verified in the first look as before."""
+    from earthfix.onboard.localizer import Localizer
+    from earthfix.onboard.vote import VoteCandidate
+    cam, clear, cloudy, grey = frames
+    cfg = dict(localizer_config(), deadline_ms=10000)
+    runs = {}
+    for below in (3, 0):
+        loc = Localizer.load(tiny_bundle, config=dict(cfg, defer_votes_below=below))
+        real, calls = loc.voter.candidates, []
+
+        def weak_then_none(feats, camera, max_candidates=3, real=real, calls=calls):
+            # the first look's places as two-vote ones; the later looks' votes find nothing
+            calls.append(1)
+            got = real(feats, camera, max_candidates=max_candidates) if len(calls) == 1 else []
+            return [VoteCandidate(c.lat, c.lon, c.radius_km, 2, c.yaw_deg, c.alt_km) for c in got]
+        monkeypatch.setattr(loc.voter, "candidates", weak_then_none)
+        runs[below] = (loc.locate(cloudy, cam), len(calls))
+    (late, n_late), (early, n_early) = runs[3], runs[0]
+    assert early.fix and early.evidence["look"] == "filled" and early.evidence["deferred"] == 0 and n_early == 1
+    assert late.fix and late.evidence["look"] == "filled" and late.evidence["deferred"] >= 1
+    assert n_late == 2 and "second_look_ms" in late.stages_ms and "deferred_ms" in late.stages_ms
+    assert (late.lat, late.lon, late.inliers, late.confidence) == (early.lat, early.lon, early.inliers, early.confidence)
+    strong = Localizer.load(tiny_bundle, config=cfg).locate(cloudy, cam)
+    assert strong.fix and strong.evidence["deferred"] == 0 and "deferred_ms" not in strong.stages_ms

@@ -28,6 +28,7 @@ DEFAULTS = {
     "encoder_places": "listed",
     "cloud_fill": True,
     "plain_first_below": 0.3,
+    "defer_votes_below": 3,
     "despeckle": True,
     "balance_look": True,
     "exposure_below_dn": EXPOSURE_BELOW_DN,  # features' own defaults, written once
@@ -136,6 +137,7 @@ def validate(cfg: dict) -> dict:
     _check("tone_lift_dn", out["tone_lift_dn"], float, 0.0, 128.0)
     _check("sharpen_below", out["sharpen_below"], float, 0.0, 2.0)
     _check("plain_first_below", out["plain_first_below"], float, 0.0, 1.0)
+    _check("defer_votes_below", out["defer_votes_below"], int, 0, 1000)
     views = out["encoder_views"]
     if not isinstance(views, list) or any(v not in ENCODER_VIEWS for v in views):
         raise ConfigError(f"config: 'encoder_views' must be a list of {', '.join(ENCODER_VIEWS)} (or []), "

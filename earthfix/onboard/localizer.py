@@ -34,6 +34,11 @@ hypothesis came from; docs/VERIFICATION.md, "The cloud-filled look", has the mea
 no room for them (a balanced look counted as one even if it would have found no colour cast): such a frame
 lost time, not necessarily ground.
 
+Weak places last (config ``defer_votes_below``): in a frame with later looks, the first look's vote places with
+fewer votes (two: they fix ~1 % of the frames they are tried on) are verified after the later looks, if time is
+left, in the first look's own search (evidence ``deferred``, stage ``deferred_ms``); the time they took went
+to later looks that fix more (docs/VERIFICATION.md, "Weak vote places after the later looks").
+
 Small cloud cells (config ``despeckle``): a frame whose cloud-like pixels are mostly fragments under ~6 km
 (fair-weather cumulus) is eroded before both looks (``features.despeckle_clouds``; evidence
 ``speckle_share``; docs/VERIFICATION.md, "Fair-weather cumulus"); if they find nothing and time is left, the
@@ -354,10 +359,14 @@ class Localizer:
             out.append((c.lat, c.lon, r) + prior)
         return out
 
-    def _look(self, img, verifier, drop, camera, attitude, deadline, cands, stages, place_s=0.0, retrieval=None):
+    def _look(self, img, verifier, drop, camera, attitude, deadline, cands, stages, place_s=0.0, retrieval=None,
+              defer_below: int = 0):
         """Local features (none centred on ``drop``) -> keypoint vote (merged ahead of the encoder's
         ``cands``) -> verification. Returns (candidate list, Verification, Features, the vote's search for a
-        wide vote or None: ``vote.VoteQuery``); stage times go into ``stages``.
+        wide vote or None: ``vote.VoteQuery``, the vote places left unverified); stage times go into ``stages``.
+
+        ``defer_below``: vote places with fewer votes are not verified here but returned last, for the caller
+        to verify after the frame's later looks (``Verifier.resume`` of this look's search).
 
         With ``retrieval`` (a ``_Retrieval`` not yet run) the encoder's candidates are that retrieval's, made
         only if the vote's places end without a clear pose (``encoder_places: lazy``): the places verified
@@ -372,6 +381,8 @@ class Localizer:
             query = self.voter.last_query
             stages["vote_ms"] = (_time.perf_counter() - t) * 1e3
             voted = _as_candidates(votes, "vote")
+        weak = [c for c in voted if c.score < defer_below]
+        voted = [c for c in voted if c.score >= defer_below]
         lazy = retrieval is not None and bool(voted)
         if retrieval is not None and not voted:
             cands = retrieval()
@@ -382,7 +393,7 @@ class Localizer:
         stages["verify_ms"] = (_time.perf_counter() - t) * 1e3
         if lazy:
             merged, v = self._encoder_places(verifier, v, merged, retrieval, deadline, stages, "verify_ms")
-        return merged, v, feats, query
+        return merged, v, feats, query, weak
 
     def _encoder_places(self, verifier, v, merged, retrieval, deadline, stages, stage, place_s=0.0):
         """``v`` (a verification of the places ``merged``) resumed over the encoder's top-k behind them,
@@ -616,14 +627,21 @@ class Localizer:
             cands = retrieval() if order == "first" else []
             fix.candidates = fix.encoder_candidates = cands
             first = looks[0]
-            fix.candidates, v, feats0, query0 = self._look(first.image, first.verifier, first.drop, camera,
-                                                           attitude, deadline, cands, stages,
-                                                           retrieval=retrieval if order == "lazy" else None)
+            # a frame with later looks verifies its first look's weakest vote places after them: two-vote
+            # places fix ~1 % of the frames they are tried on, a later look a good share of the rest
+            defer = self.cfg["defer_votes_below"] if len(looks) > 1 and order != "lazy" else 0
+            fix.candidates, v, feats0, query0, weak0 = self._look(
+                first.image, first.verifier, first.drop, camera, attitude, deadline, cands, stages,
+                retrieval=retrieval if order == "lazy" else None, defer_below=defer)
+            # listed after the places verified (which index the list), so that v_first's search resumes over them
+            fix.candidates = (fix.candidates + weak0)[: self.cfg["top_k"]]
             v_first = v
             cands = fix.encoder_candidates = retrieval.candidates or []
             look = 0
             later_votes = []                        # places later looks' votes found that did not verify
             slowest_s = v.slowest_place_s           # the slowest place of any look: the deadline's bar
+            if weak0 and not v.groups_evaluated:    # none yet (all deferred): a typical place's cost
+                slowest_s = max(slowest_s, SECOND_LOOK_EXTRA_MS / 1e3)
             # a later look costs about the first's features and vote plus one verified place
             later_ms = stages["features_ms"] + stages.get("vote_ms", 0.0) + SECOND_LOOK_EXTRA_MS
             looks_cut = 0                           # later looks the plan had no room for (evidence)
@@ -644,8 +662,8 @@ class Localizer:
                 # tried; the encoder's were tried with them or come last)
                 t = _time.perf_counter()
                 # the slowest place so far sets the bar for this look's first one too
-                cands2, v2, _, _ = self._look(nxt.image, nxt.verifier, nxt.drop, camera, attitude, deadline, [], {},
-                                              slowest_s)
+                cands2, v2, _, _, _ = self._look(nxt.image, nxt.verifier, nxt.drop, camera, attitude, deadline, [],
+                                                 {}, slowest_s)
                 hit = i
                 if not v2.ok and first.name == "filled" and cands2:
                     # a place this look's vote found, seen through the cloud: the filled look's features
@@ -660,6 +678,16 @@ class Localizer:
                 stage = ("balanced_look_ms" if nxt.name == "balanced" else
                          "second_look_ms" if i == 1 else "third_look_ms")
                 stages[stage] = (_time.perf_counter() - t) * 1e3
+            if weak0 and not v.ok and v_first.resumable and _time.perf_counter() + slowest_s < deadline:
+                # the first look's deferred places, in its own search (the answer one search over all its places
+                # would give)
+                t = _time.perf_counter()
+                v_first = first.verifier.resume(v_first, self._places(fix.candidates, first.verifier), deadline,
+                                                slowest_s)
+                stages["deferred_ms"] = (_time.perf_counter() - t) * 1e3
+                slowest_s = max(slowest_s, v_first.slowest_place_s)
+                if v_first.ok:
+                    v, look = v_first, 0
             if order == "listed" and not (later_votes or any(c.source == "vote" for c in fix.candidates)):
                 order = "last"                      # no look's vote offered a place: the encoder's are all there are
             if (order == "last" and not v.ok and v_first.resumable
@@ -692,7 +720,8 @@ class Localizer:
                                 source=source, vote_candidates=sum(c.source == "vote" for c in fix.candidates),
                                 cloud_share=round(share, 3), speckle_share=round(speckle, 3),
                                 near_cloud_share=round(prep.near_cloud_share, 3),
-                                look=looks[look].name, looks_cut=looks_cut, exposure_gain=round(cond.gain, 3),
+                                look=looks[look].name, looks_cut=looks_cut, deferred=len(weak0),
+                                exposure_gain=round(cond.gain, 3),
                                 tone_gamma=round(cond.power, 3), blur_ratio=round(cond.blur_ratio, 3),
                                 sharpened=cond.sharpened)
             if v.ok:

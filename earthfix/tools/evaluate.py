@@ -61,7 +61,7 @@ PERCENTILES = (50, 90, 99)
 NO_TRUTH_ERR_KM = 1e9            # error recorded for a position when the truth has no boresight point
 STAGES = ("tone_ms", "sharpen_ms", "preprocess_ms", "encode_ms", "search_ms", "despeckle_ms", "fill_ms",
           "features_ms", "vote_ms", "verify_ms", "second_look_ms", "third_look_ms", "balance_ms", "balanced_look_ms",
-          "total_ms")
+          "deferred_ms", "total_ms")
 
 
 @dataclass(frozen=True)
