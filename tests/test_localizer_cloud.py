@@ -400,3 +400,26 @@ def test_weak_vote_places_wait_for_the_later_looks(tiny_bundle, frames, monkeypa
     assert (late.lat, late.lon, late.inliers, late.confidence) == (early.lat, early.lon, early.inliers, early.confidence)
     strong = Localizer.load(tiny_bundle, config=cfg).locate(cloudy, cam)
     assert strong.fix and strong.evidence["deferred"] == 0 and "deferred_ms" not in strong.stages_ms
+
+
+def test_a_later_look_without_room_in_full_runs_lean(tiny_bundle, frames, monkeypatch):
+    """Config ``lean_looks``: the plan runs a later look in full when it fits, lean when only a lean one does (its
+    vote over the strongest ``first_query`` keypoints, verification over all of them), else not at all."""
+    from earthfix.onboard.localizer import Localizer, look_plan
+    assert look_plan(0.0, 0.050, 40.0, 20.0) == "full"
+    assert look_plan(0.0, 0.030, 40.0, 20.0) == "lean"
+    assert look_plan(0.0, 0.030, 40.0, None) is None and look_plan(0.0, 0.015, 40.0, 20.0) is None
+    cam, clear, cloudy, grey = frames
+    loc = Localizer.load(tiny_bundle, config=dict(localizer_config(), deadline_ms=10000))
+    real, seen = loc.voter.candidates, []
+
+    def counted(feats, camera, max_candidates=3):
+        seen.append(len(feats))
+        return real(feats, camera, max_candidates=max_candidates)
+    monkeypatch.setattr(loc.voter, "candidates", counted)
+    ver = loc.verifier_for(cam)
+    full = loc._look(clear, ver, None, cam, None, None, [], {})
+    lean = loc._look(clear, ver, None, cam, None, None, [], {}, lean=True)
+    first = loc.voter.cfg.first_query
+    assert seen[0] == len(full[2]) > first and seen[1] == first and len(lean[2]) == len(full[2])
+    assert full[1].ok and lean[1].ok and lean[1].inliers >= 0.8 * full[1].inliers

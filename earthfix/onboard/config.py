@@ -29,6 +29,7 @@ DEFAULTS = {
     "cloud_fill": True,
     "plain_first_below": 0.3,
     "defer_votes_below": 3,
+    "lean_looks": True,
     "despeckle": True,
     "balance_look": True,
     "exposure_below_dn": EXPOSURE_BELOW_DN,  # features' own defaults, written once
@@ -145,7 +146,8 @@ def validate(cfg: dict) -> dict:
     if out["encoder_places"] not in ENCODER_PLACES:
         raise ConfigError(f"config: 'encoder_places' must be one of {', '.join(ENCODER_PLACES)}, "
                           f"got {_r(out['encoder_places'])}")
-    for k in ("vote", "cloud_fill", "despeckle", "balance_look", "fine_store", "warm_up", "shrink_to_work"):
+    for k in ("vote", "cloud_fill", "despeckle", "balance_look", "fine_store", "warm_up", "shrink_to_work",
+              "lean_looks"):
         if not isinstance(out[k], bool):
             raise ConfigError(f"config: '{k}' must be true or false, got {_r(out[k])}")
     for k in ("verify", "confidence"):

@@ -38,6 +38,9 @@ Weak places last (config ``defer_votes_below``): in a frame with later looks, th
 fewer votes (two: they fix ~1 % of the frames they are tried on) are verified after the later looks, if time is
 left, in the first look's own search (evidence ``deferred``, stage ``deferred_ms``); the time they took went
 to later looks that fix more (docs/VERIFICATION.md, "Weak vote places after the later looks").
+A later look the deadline's plan has no room for in full (the first look's features and vote plus a place) runs
+lean when that fits (config ``lean_looks``; evidence ``lean_looks``): its vote over its strongest keypoints only,
+the vote's first batch, which is what a sure place needs (docs/VERIFICATION.md, "Lean later looks").
 
 Small cloud cells (config ``despeckle``): a frame whose cloud-like pixels are mostly fragments under ~6 km
 (fair-weather cumulus) is eroded before both looks (``features.despeckle_clouds``; evidence
@@ -208,6 +211,16 @@ def despeckle_geometry(vcfg, camera: Camera) -> tuple[int, int]:
     return shrink, max(3, 2 * int(round((n - 1.0) / 2.0)) + 1)
 
 
+def look_plan(now_s: float, deadline_s: float, full_ms: float, lean_ms: float | None) -> str | None:
+    """How a later look runs at ``now_s`` (``time.perf_counter``): "full" when one of ``full_ms`` ends before
+    ``deadline_s``, else "lean" when one of ``lean_ms`` does (None: no lean looks), else None (not at all)."""
+    if now_s + full_ms / 1e3 < deadline_s:
+        return "full"
+    if lean_ms is not None and now_s + lean_ms / 1e3 < deadline_s:
+        return "lean"
+    return None
+
+
 def fit_frame(img: np.ndarray, camera: Camera, max_side_px: int, shrink: int = 1):
     """(image, camera, shrunk): a frame area-averaged once by ``shrink``, or by the least integer factor that
     brings its longer side within ``max_side_px`` if that is more, the camera scaled with it
@@ -360,13 +373,14 @@ class Localizer:
         return out
 
     def _look(self, img, verifier, drop, camera, attitude, deadline, cands, stages, place_s=0.0, retrieval=None,
-              defer_below: int = 0):
+              defer_below: int = 0, lean: bool = False):
         """Local features (none centred on ``drop``) -> keypoint vote (merged ahead of the encoder's
         ``cands``) -> verification. Returns (candidate list, Verification, Features, the vote's search for a
         wide vote or None: ``vote.VoteQuery``, the vote places left unverified); stage times go into ``stages``.
 
         ``defer_below``: vote places with fewer votes are not verified here but returned last, for the caller
-        to verify after the frame's later looks (``Verifier.resume`` of this look's search).
+        to verify after the frame's later looks (``Verifier.resume`` of this look's search). ``lean``: the vote
+        over the strongest ``VoteConfig.first_query`` keypoints only (its first batch); verification uses all.
 
         With ``retrieval`` (a ``_Retrieval`` not yet run) the encoder's candidates are that retrieval's, made
         only if the vote's places end without a clear pose (``encoder_places: lazy``): the places verified
@@ -377,7 +391,10 @@ class Localizer:
         voted, query = [], None
         if self.voter is not None:
             t = _time.perf_counter()
-            votes = self.voter.candidates(feats, camera, max_candidates=self.cfg["vote_k"])
+            strongest = feats
+            if lean and 0 < self.voter.cfg.first_query < len(feats):
+                strongest = feats.subset(np.arange(self.voter.cfg.first_query))
+            votes = self.voter.candidates(strongest, camera, max_candidates=self.cfg["vote_k"])
             query = self.voter.last_query
             stages["vote_ms"] = (_time.perf_counter() - t) * 1e3
             voted = _as_candidates(votes, "vote")
@@ -442,6 +459,14 @@ class Localizer:
                                                          np.array([h.lon for h in head])).min()) > sp:
                 head.append(c)
         return (head + [c for c in cands if c.source != "vote"])[: self.cfg["top_k"]]
+
+    def _first_batch_share(self) -> float:
+        """The share of the last vote's queried keypoints in its first batch (``VoteConfig.first_query``): what a
+        lean look's vote costs of a full one's."""
+        if self.voter is None:
+            return 1.0
+        queried, first = self.voter.last_stats.get("queried", 0), self.voter.cfg.first_query
+        return min(1.0, first / queried) if first > 0 and queried > 0 else 1.0
 
     def _fit_frame(self, img: np.ndarray, camera: Camera):
         """(image, camera, shrunk): ``fit_frame`` at config ``max_frame_side_px``, and by ``work_shrink`` with
@@ -642,15 +667,19 @@ class Localizer:
             slowest_s = v.slowest_place_s           # the slowest place of any look: the deadline's bar
             if weak0 and not v.groups_evaluated:    # none yet (all deferred): a typical place's cost
                 slowest_s = max(slowest_s, SECOND_LOOK_EXTRA_MS / 1e3)
-            # a later look costs about the first's features and vote plus one verified place
+            # a later look costs about the first's features and vote plus one verified place; a lean one (config
+            # lean_looks) votes with the first batch of keypoints only, at that share of the first look's vote
             later_ms = stages["features_ms"] + stages.get("vote_ms", 0.0) + SECOND_LOOK_EXTRA_MS
-            looks_cut = 0                           # later looks the plan had no room for (evidence)
+            lean_ms = later_ms - stages.get("vote_ms", 0.0) * (1.0 - self._first_batch_share())
+            looks_cut = lean_looks = 0              # later looks the plan had no room for / ran lean (evidence)
             for i, nxt in enumerate(looks[1:], 1):
                 if v.ok:
                     break
-                if _time.perf_counter() + later_ms / 1e3 >= deadline:
+                how = look_plan(_time.perf_counter(), deadline, later_ms, lean_ms if self.cfg["lean_looks"] else None)
+                if how is None:
                     looks_cut = len(looks) - i
                     break
+                lean_looks += how == "lean"
                 if callable(nxt.image):
                     t = _time.perf_counter()
                     made = nxt.image()
@@ -663,7 +692,7 @@ class Localizer:
                 t = _time.perf_counter()
                 # the slowest place so far sets the bar for this look's first one too
                 cands2, v2, _, _, _ = self._look(nxt.image, nxt.verifier, nxt.drop, camera, attitude, deadline, [],
-                                                 {}, slowest_s)
+                                                 {}, slowest_s, lean=how == "lean")
                 hit = i
                 if not v2.ok and first.name == "filled" and cands2:
                     # a place this look's vote found, seen through the cloud: the filled look's features
@@ -720,7 +749,7 @@ class Localizer:
                                 source=source, vote_candidates=sum(c.source == "vote" for c in fix.candidates),
                                 cloud_share=round(share, 3), speckle_share=round(speckle, 3),
                                 near_cloud_share=round(prep.near_cloud_share, 3),
-                                look=looks[look].name, looks_cut=looks_cut, deferred=len(weak0),
+                                look=looks[look].name, looks_cut=looks_cut, lean_looks=lean_looks, deferred=len(weak0),
                                 exposure_gain=round(cond.gain, 3),
                                 tone_gamma=round(cond.power, 3), blur_ratio=round(cond.blur_ratio, 3),
                                 sharpened=cond.sharpened)
