@@ -423,3 +423,26 @@ def test_a_later_look_without_room_in_full_runs_lean(tiny_bundle, frames, monkey
     first = loc.voter.cfg.first_query
     assert seen[0] == len(full[2]) > first and seen[1] == first and len(lean[2]) == len(full[2])
     assert full[1].ok and lean[1].ok and lean[1].inliers >= 0.8 * full[1].inliers
+
+
+def test_a_frame_without_a_fix_reports_its_closest_look(tiny_bundle, frames, monkeypatch):
+    """No look verified: the reason, inliers and ``look`` reported are those of the look that came closest (the
+    most inliers, then matches; the first look on a tie), not always the first look's."""
+    from earthfix.onboard.localizer import Localizer
+    from earthfix.onboard.verify import Verification
+    cam, clear, cloudy, grey = frames
+    for first, later, want in (((0, 0, "no candidates"), (5, 9, "robust fit failed"), ("plain", 5, "robust fit failed")),
+                               ((4, 8, "robust fit failed"), (0, 3, "few matches (3)"), ("filled", 4, "robust fit failed"))):
+        loc = Localizer.load(tiny_bundle, config=dict(localizer_config(), deadline_ms=10000))
+        loc.candidates = lambda desc, k: []         # the encoder offers nothing
+        answers = [Verification(inliers=n, matches=m, reason=r) for n, m, r in (first, later)]
+        real = loc._look
+
+        def scripted(*a, real=real, answers=answers, **kw):
+            # each look's features as they are, its vote places none, its verification the scripted one
+            _, _, feats, _, _ = real(*a, **kw)
+            return [], answers.pop(0) if answers else Verification(reason="no candidates"), feats, None, []
+        monkeypatch.setattr(loc, "_look", scripted)
+        fix = loc.locate(cloudy, cam)
+        assert not answers and not fix.fix and fix.lat is None
+        assert (fix.evidence["look"], fix.inliers, fix.reason) == want

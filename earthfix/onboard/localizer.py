@@ -661,6 +661,7 @@ class Localizer:
             # listed after the places verified (which index the list), so that v_first's search resumes over them
             fix.candidates = (fix.candidates + weak0)[: self.cfg["top_k"]]
             v_first = v
+            tried = [(v, 0)]                        # every look's answer: a frame without a fix reports the closest
             cands = fix.encoder_candidates = retrieval.candidates or []
             look = 0
             later_votes = []                        # places later looks' votes found that did not verify
@@ -700,6 +701,7 @@ class Localizer:
                                                     attitude=attitude, deadline=deadline,
                                                     place_s=slowest_s), 0
                 slowest_s = max(slowest_s, v2.slowest_place_s)
+                tried.append((v2, hit))
                 if v2.ok:
                     fix.candidates, v, look = (cands2 + cands)[: self.cfg["top_k"]], v2, hit
                 else:
@@ -715,6 +717,7 @@ class Localizer:
                                                 slowest_s)
                 stages["deferred_ms"] = (_time.perf_counter() - t) * 1e3
                 slowest_s = max(slowest_s, v_first.slowest_place_s)
+                tried.append((v_first, 0))
                 if v_first.ok:
                     v, look = v_first, 0
             if order == "listed" and not (later_votes or any(c.source == "vote" for c in fix.candidates)):
@@ -740,6 +743,10 @@ class Localizer:
                     v, verified, look = vw, wide, 0
             if not v.ok and later_votes:
                 fix.candidates = self._with_votes(fix.candidates, later_votes, camera)
+            if not v.ok:
+                # no look verified: the reason and evidence are the closest look's (the most inliers, then
+                # matches; the first look on a tie), not the first look's whatever a later one came to
+                v, look = max([(v, look)] + tried, key=lambda t: (t[0].inliers, t[0].matches))
             fix.inliers = int(v.inliers)
             fix.confidence = self.confidence(v.evidence) if v.ok else 0.0
             fix.reason = v.reason
