@@ -170,6 +170,30 @@ def test_summaries_on_synthetic_records(tmp_path):
     assert all(Path(p).stat().st_size > 1000 for p in paths)
 
 
+def test_misses_by_kind_of_ground_and_the_closest_looks_reason():
+    """``misses``: eligible frames per kind of ground and sky (first match wins), the unfixed, those of them with a
+    right place among the first 10 candidates; the unfixed by reason without its numbers."""
+    def at(lat, lon, **kw):
+        return record(bore_lat=lat, bore_lon=lon, **dict({"sun_elev_deg": 40.0}, **kw))
+    recs = [at(-75.0, 10.0, fix=False, rank_retrieval=1, reason="robust fit failed"),       # Antarctica
+            at(70.0, -40.0, fix=True, err=2.0, rank=1),                                        # Greenland
+            at(-3.0, -60.0, fix=False, cloud_frac=0.8, rank_retrieval=None, reason="no candidates"),  # Amazon first
+            at(40.0, 10.0, fix=False, cloud_frac=0.6, rank_retrieval=12, reason="few matches (4)"),
+            at(40.0, 10.0, fix=False, sun_elev_deg=3.0, cloud_frac=0.6, rank_retrieval=None, reason=""),
+            at(40.0, 10.0, fix=True, err=1.0, rank=1),
+            at(40.0, 10.0, eligible=False, fix=False, reason="no candidates")]                  # not eligible
+    assert [ev.ground_kind(r) for r in recs[:6]] == ["ice sheet", "ice sheet", "equatorial forest", "cloud > 50 %",
+                                                     "sun < 5 deg", "other"]
+    m = ev.misses(recs)
+    rows = {x["kind"]: (x["eligible"], x["fixed"], x["unfixed"], x["right_place_in_10"]) for x in m["rows"]}
+    assert rows == {"ice sheet": (2, 1, 1, 1), "equatorial forest": (1, 0, 1, 0), "sun < 5 deg": (1, 0, 1, 0),
+                    "cloud > 50 %": (1, 0, 1, 0), "other": (1, 1, 0, 0)}
+    assert m["reasons"] == {"confidence under the bar": 1, "few matches": 1, "no candidates": 1,
+                            "robust fit failed": 1}
+    assert ev.reason_class("implausible tilt 59 deg") == "implausible tilt"
+    assert ev.reason_class("imprecise pose (10 km 1-sigma at the boresight)") == "imprecise pose"
+
+
 def test_exact_topk_best_first():
     refs = np.eye(5, dtype=np.float32)
     q = np.array([0.1, 0.9, 0.0, 0.5, 0.2], np.float32)
@@ -237,6 +261,9 @@ def test_quick_eval_run_on_tiny_regional_bundle(tmp_path):
     assert lc["unfixed"] == len(unfixed) and 0 <= lc["looks_cut"] <= lc["unfixed"]
     assert all(isinstance(x["looks_cut"], int) for x in unfixed if x["look"] is not None)   # every verified frame
     assert f"Eligible frames left unfixed: {rep['looks_cut']['overall']['unfixed']} overall" in md
+    ms = rep["misses"]["all_including_stress"]
+    assert sum(x["unfixed"] for x in ms["rows"]) == len(unfixed) == sum(ms["reasons"].values())
+    assert "## Where the misses are (overall sets)" in md
     assert json.loads((out / "report.json").read_text())["command"] == rep["command"]
     # the reference descriptors are cached: a second run does not re-render
     assert any((out / "cache").glob("hand_*.npy"))

@@ -35,6 +35,7 @@ import json
 import math
 import os
 import platform
+import re
 import resource
 import shlex
 import sys
@@ -264,6 +265,54 @@ def looks_cut(recs: list[dict]) -> dict:
     had no room for (evidence ``looks_cut``): the misses that time, not the ground, may have cost."""
     missed = [r for r in recs if r["eligible"] and not r["fix"]]
     return {"unfixed": len(missed), "looks_cut": sum(bool(r.get("looks_cut")) for r in missed)}
+
+
+# kinds of ground and sky, first match wins; coarse boxes that name where misses are, not a flight decision
+GROUND_KINDS = ("ice sheet", "equatorial forest", "sun < 5 deg", "cloud > 50 %", "other")
+
+
+def ground_kind(rec: dict) -> str:
+    """The kind of ground and sky of one record (``GROUND_KINDS``): ``ice sheet`` Antarctica (south of 60 deg S)
+    and Greenland (north of 59 deg N, 75-10 deg W), white and all but featureless at the basemap's 7 km per pixel
+    away from its coasts; ``equatorial forest`` the Amazon and Congo basins (15 deg S - 10 deg N; 80-44 deg W and
+    8-32 deg E), even canopy under the tropics' heavy cloud; ``sun < 5 deg``; ``cloud > 50 %`` of the frame (the
+    simulator's cloud; eligibility still needs 20 % clear land); ``other``."""
+    lat, lon = rec["bore_lat"], rec["bore_lon"]
+    if lat < -60.0 or (lat > 59.0 and -75.0 < lon < -10.0):
+        return "ice sheet"
+    if -15.0 < lat < 10.0 and (-80.0 < lon < -44.0 or 8.0 < lon < 32.0):
+        return "equatorial forest"
+    if rec["sun_elev_deg"] < 5.0:
+        return "sun < 5 deg"
+    if rec["cloud_frac"] > 0.5:
+        return "cloud > 50 %"
+    return "other"
+
+
+def reason_class(reason: str) -> str:
+    """A no-fix reason without its numbers ("few matches (7)" -> "few matches"); a verified pose whose
+    confidence stayed under the bar has no reason: "confidence under the bar"."""
+    return re.split(r"[(\d]", reason or "", maxsplit=1)[0].strip() or "confidence under the bar"
+
+
+def misses(recs: list[dict]) -> dict:
+    """Where the eligible frames left unfixed are: per kind of ground and sky (``ground_kind``) the eligible frames,
+    the fixed, the unfixed and how many of those had a right place among the first 10 candidates (verification's
+    misses; the rest are retrieval's); and the unfixed by the reason of the look that came closest."""
+    elig = [r for r in recs if r["eligible"] and not r.get("error")]
+    rows = []
+    for k in GROUND_KINDS:
+        sel = [r for r in elig if ground_kind(r) == k]
+        un = [r for r in sel if not r["fix"]]
+        rows.append({"kind": k, "eligible": len(sel), "fixed": len(sel) - len(un), "unfixed": len(un),
+                     "right_place_in_10": sum(r["rank_retrieval"] is not None and r["rank_retrieval"] <= 10
+                                              for r in un)})
+    reasons: dict = {}
+    for r in elig:
+        if not r["fix"]:
+            c = reason_class(r["reason"])
+            reasons[c] = reasons.get(c, 0) + 1
+    return {"rows": rows, "reasons": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))}
 
 
 def fixes_by_source(recs: list[dict]) -> dict:
@@ -883,6 +932,7 @@ def run_eval(args, log=None, cloud_field=None) -> dict:
         "over_deadline": {"overall": over_deadline(main, loc.cfg["deadline_ms"]),
                           "all_including_stress": over_deadline(records, loc.cfg["deadline_ms"])},
         "looks_cut": {"overall": looks_cut(main), "all_including_stress": looks_cut(records)},
+        "misses": {"overall": misses(main), "all_including_stress": misses(records)},
         "night_ocean_false_fixes": {"frames": len(must_zero),
                                     "false_fixes": false_fixes([r["fix"] for r in must_zero], [r["err_km"] for r in must_zero])[0],
                                     "fixes": int(sum(r["fix"] for r in must_zero))},
@@ -1024,6 +1074,21 @@ def render_markdown(r: dict) -> str:
         L += [f"Eligible frames left unfixed: {o['unfixed']} overall, {o['looks_cut']} of them with a later look the "
               f"deadline's plan had no room for; {a['unfixed']} and {a['looks_cut']} with the stress sets (evidence "
               "`looks_cut`: misses that time, not the ground, may have cost).", ""]
+    ms = (r.get("misses") or {}).get("overall")
+    if ms:
+        L += ["## Where the misses are (overall sets)", "",
+              "Eligible frames by kind of ground and sky (coarse boxes, first match wins: `evaluate.ground_kind`); of "
+              "the unfixed, those with a right place among the first 10 candidates are verification's misses, the "
+              "others retrieval's.", "",
+              "| kind | eligible | fixed | unfixed | right place in the first 10 |", "| --- | ---: | ---: | ---: | ---: |"]
+        for x in ms["rows"]:
+            if x["eligible"]:
+                L.append(f"| {x['kind']} | {x['eligible']} | {x['fixed']} ({100.0 * x['fixed'] / x['eligible']:.1f} %) "
+                         f"| {x['unfixed']} | {x['right_place_in_10']} |")
+        if ms["reasons"]:
+            L += ["", "Unfixed frames by the reason of the look that came closest: "
+                  + ", ".join(f"{k} {n}" for k, n in ms["reasons"].items()) + "."]
+        L.append("")
 
     L += ["## Latency per stage (overall, ms, one thread)", "", "| stage | p50 | p99 | mean | frames |",
           "| --- | ---: | ---: | ---: | ---: |"]

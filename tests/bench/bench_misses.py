@@ -3,16 +3,9 @@
     PYTHONPATH=. python tests/bench/bench_misses.py EVAL_DIR/frames.jsonl [MORE.jsonl ...] [--stress]
 
 Reads the per-frame records ``earthfix eval`` writes (no frame is rendered again) and sorts the eligible frames
-of the overall sets (``--stress``: of the stress sets instead) into kinds, first match wins:
-
-- ``ice sheet``: Antarctica (south of 60 deg S) and Greenland (north of 59 deg N, 75-10 deg W): land the mask
-  counts, white and all but featureless at the basemap's 7 km per pixel away from its coasts;
-- ``equatorial forest``: the Amazon and Congo basins (15 deg S - 10 deg N; 80-44 deg W and 8-32 deg E): even
-  canopy, rivers the only marks, and the tropics' heavy cloud;
-- ``sun < 5 deg``: low sun;
-- ``cloud > 50 %``: more than half the frame under the simulator's cloud (eligibility still needs 20 % clear
-  land);
-- ``other``.
+of the overall sets (``--stress``: of the stress sets instead) into kinds of ground and sky, first match wins
+(``earthfix.tools.evaluate.ground_kind``, which the eval report's "Where the misses are" uses too: ice sheet,
+equatorial forest, sun < 5 deg, cloud > 50 %, other).
 
 The boxes are coarse on purpose: they name where the misses are, they do not decide anything in flight. For
 each kind: eligible frames, fixed, retrieval misses at 10 (no candidate of the first 10 within the recall
@@ -23,22 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 
-KINDS = ("ice sheet", "equatorial forest", "sun < 5 deg", "cloud > 50 %", "other")
+from earthfix.tools.evaluate import GROUND_KINDS, ground_kind
+
 CLOUD_BINS = ((0.0, 0.3), (0.3, 0.5), (0.5, 0.7), (0.7, 1.01))
-
-
-def kind(rec: dict) -> str:
-    """The kind of ground and sky of one eval record (module docstring)."""
-    lat, lon = rec["bore_lat"], rec["bore_lon"]
-    if lat < -60.0 or (lat > 59.0 and -75.0 < lon < -10.0):
-        return "ice sheet"
-    if -15.0 < lat < 10.0 and (-80.0 < lon < -44.0 or 8.0 < lon < 32.0):
-        return "equatorial forest"
-    if rec["sun_elev_deg"] < 5.0:
-        return "sun < 5 deg"
-    if rec["cloud_frac"] > 0.5:
-        return "cloud > 50 %"
-    return "other"
+KINDS = GROUND_KINDS
+kind = ground_kind     # the eval report's own classification ("Where the misses are")
 
 
 def missed_at(rec: dict, k: int = 10) -> bool:
