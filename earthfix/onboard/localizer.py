@@ -29,7 +29,8 @@ as slow as the first look's slowest would still end in time). Where less than co
 the clear ground lies within ``NEAR_CLOUD_KM`` of the cloud (cloud in masses, snow taken for cloud: evidence
 ``near_cloud_share``), the two looks go the other way round (docs/VERIFICATION.md, "Which look first").
 Evidence ``look`` says which look the
-hypothesis came from; docs/VERIFICATION.md, "The cloud-filled look", has the measurements. Evidence
+hypothesis came from (a frame no look verified reports the reason and evidence of the look that came closest:
+the most inliers, then matches); docs/VERIFICATION.md, "The cloud-filled look", has the measurements. Evidence
 ``looks_cut`` counts the later looks a frame left without a pose did not get because the deadline's plan had
 no room for them (a balanced look counted as one even if it would have found no colour cast): such a frame
 lost time, not necessarily ground.
