@@ -40,6 +40,7 @@ import resource
 import shlex
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -295,6 +296,11 @@ def reason_class(reason: str) -> str:
     return re.split(r"[(\d]", reason or "", maxsplit=1)[0].strip() or "confidence under the bar"
 
 
+def right_place_within(rec: dict, k: int = 10) -> bool:
+    """A right place (CONVENTIONS' recall radius) among the record's first ``k`` candidates."""
+    return rec["rank_retrieval"] is not None and rec["rank_retrieval"] <= k
+
+
 def misses(recs: list[dict]) -> dict:
     """Where the eligible frames left unfixed are: per kind of ground and sky (``ground_kind``) the eligible frames,
     the fixed, the unfixed and how many of those had a right place among the first 10 candidates (verification's
@@ -305,13 +311,8 @@ def misses(recs: list[dict]) -> dict:
         sel = [r for r in elig if ground_kind(r) == k]
         un = [r for r in sel if not r["fix"]]
         rows.append({"kind": k, "eligible": len(sel), "fixed": len(sel) - len(un), "unfixed": len(un),
-                     "right_place_in_10": sum(r["rank_retrieval"] is not None and r["rank_retrieval"] <= 10
-                                              for r in un)})
-    reasons: dict = {}
-    for r in elig:
-        if not r["fix"]:
-            c = reason_class(r["reason"])
-            reasons[c] = reasons.get(c, 0) + 1
+                     "right_place_in_10": sum(right_place_within(r) for r in un)})
+    reasons = Counter(reason_class(r["reason"]) for r in elig if not r["fix"])
     return {"rows": rows, "reasons": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))}
 
 

@@ -16,30 +16,24 @@ from __future__ import annotations
 import argparse
 import json
 
-from earthfix.tools.evaluate import GROUND_KINDS, ground_kind
+from earthfix.tools.evaluate import GROUND_KINDS, ground_kind, right_place_within
 
 CLOUD_BINS = ((0.0, 0.3), (0.3, 0.5), (0.5, 0.7), (0.7, 1.01))
-KINDS = GROUND_KINDS
-kind = ground_kind     # the eval report's own classification ("Where the misses are")
-
-
-def missed_at(rec: dict, k: int = 10) -> bool:
-    return rec["rank_retrieval"] is None or rec["rank_retrieval"] > k
 
 
 def table(records: list[dict]) -> list[str]:
     bins = " | ".join(f"cloud {lo:.1f}–{min(hi, 1.0):.1f}" for lo, hi in CLOUD_BINS)
     out = [f"| kind | eligible | fixed | R@10 misses | {bins} |",
            "| --- | ---: | ---: | ---: |" + " ---: |" * len(CLOUD_BINS)]
-    for k in KINDS + ("all",):
-        sel = records if k == "all" else [r for r in records if kind(r) == k]
+    for k in GROUND_KINDS + ("all",):
+        sel = records if k == "all" else [r for r in records if ground_kind(r) == k]
         if not sel:
             continue
         cells = []
         for lo, hi in CLOUD_BINS:
             b = [r for r in sel if lo <= r["cloud_frac"] < hi]
             cells.append(f"{sum(r['fix'] for r in b)} / {len(b)}" if b else "–")
-        n, nf, nm = len(sel), sum(r["fix"] for r in sel), sum(missed_at(r) for r in sel)
+        n, nf, nm = len(sel), sum(r["fix"] for r in sel), sum(not right_place_within(r) for r in sel)
         out.append(f"| {k} | {n} | {nf} ({100.0 * nf / n:.1f} %) | {nm} | " + " | ".join(cells) + " |")
     return out
 
