@@ -181,15 +181,18 @@ def test_misses_by_kind_of_ground_and_the_closest_looks_reason():
             at(40.0, 10.0, fix=False, cloud_frac=0.6, rank_retrieval=12, reason="few matches (4)"),
             at(40.0, 10.0, fix=False, sun_elev_deg=3.0, cloud_frac=0.6, rank_retrieval=None, reason=""),
             at(40.0, 10.0, fix=True, err=1.0, rank=1),
-            at(40.0, 10.0, eligible=False, fix=False, reason="no candidates")]                  # not eligible
+            at(40.0, 10.0, eligible=False, fix=False, reason="no candidates"),                  # not eligible
+            at(40.0, 10.0, fix=False, rank_retrieval=None, reason=None, error="cannot read frame")]  # unfixed too
     assert [ev.ground_kind(r) for r in recs[:6]] == ["ice sheet", "ice sheet", "equatorial forest", "cloud > 50 %",
                                                      "sun < 5 deg", "other"]
     m = ev.misses(recs)
     rows = {x["kind"]: (x["eligible"], x["fixed"], x["unfixed"], x["right_place_in_10"]) for x in m["rows"]}
     assert rows == {"ice sheet": (2, 1, 1, 1), "equatorial forest": (1, 0, 1, 0), "sun < 5 deg": (1, 0, 1, 0),
-                    "cloud > 50 %": (1, 0, 1, 0), "other": (1, 1, 0, 0)}
-    assert m["reasons"] == {"confidence under the bar": 1, "few matches": 1, "no candidates": 1,
+                    "cloud > 50 %": (1, 0, 1, 0), "other": (2, 1, 1, 0)}
+    assert m["reasons"] == {"confidence under the bar": 1, "error": 1, "few matches": 1, "no candidates": 1,
                             "robust fit failed": 1}
+    # the same unfixed frames as the fix rate's and looks_cut's
+    assert sum(x["unfixed"] for x in m["rows"]) == ev.looks_cut(recs)["unfixed"] == 5
     assert ev.reason_class("implausible tilt 59 deg") == "implausible tilt"
     assert ev.reason_class("imprecise pose (10 km 1-sigma at the boresight)") == "imprecise pose"
 

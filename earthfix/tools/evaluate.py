@@ -304,15 +304,16 @@ def right_place_within(rec: dict, k: int = 10) -> bool:
 def misses(recs: list[dict]) -> dict:
     """Where the eligible frames left unfixed are: per kind of ground and sky (``ground_kind``) the eligible frames,
     the fixed, the unfixed and how many of those had a right place among the first 10 candidates (verification's
-    misses; the rest are retrieval's); and the unfixed by the reason of the look that came closest."""
-    elig = [r for r in recs if r["eligible"] and not r.get("error")]
+    misses; the rest are retrieval's); and the unfixed by the reason of the look that came closest ("error" for a
+    frame that could not be processed: it counts as unfixed here as in the fix rate and ``looks_cut``)."""
+    elig = [r for r in recs if r["eligible"]]
     rows = []
     for k in GROUND_KINDS:
         sel = [r for r in elig if ground_kind(r) == k]
         un = [r for r in sel if not r["fix"]]
         rows.append({"kind": k, "eligible": len(sel), "fixed": len(sel) - len(un), "unfixed": len(un),
                      "right_place_in_10": sum(right_place_within(r) for r in un)})
-    reasons = Counter(reason_class(r["reason"]) for r in elig if not r["fix"])
+    reasons = Counter("error" if r.get("error") else reason_class(r["reason"]) for r in elig if not r["fix"])
     return {"rows": rows, "reasons": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))}
 
 
