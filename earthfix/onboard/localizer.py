@@ -70,6 +70,7 @@ from __future__ import annotations
 import math
 import time as _time
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
 import cv2
@@ -196,6 +197,36 @@ class Look(NamedTuple):
     image: np.ndarray | Callable[[], tuple | None]
     verifier: object
     drop: np.ndarray | None
+
+
+@dataclass
+class _Search:
+    """One frame's verification under way (``Localizer.locate``: ``_first_look``, ``_later_looks``,
+    ``_after_looks``, ``_answer``). ``v`` is the answer that stands and ``look`` the index of the look it came
+    from; ``candidates`` the list ``v.candidate`` indexes (the places verified lead it); ``v_first`` the first
+    look's search, which later places resume; ``tried`` every look's answer (a frame without a fix reports the
+    closest); ``slowest_s`` the slowest place of any look, the deadline's bar for the next; ``deadline`` a
+    ``time.perf_counter`` time."""
+    camera: Camera
+    attitude: object
+    deadline: float
+    stages: dict
+    retrieval: _Retrieval
+    order: str                       # config encoder_places, "last" once no look's vote offered a place
+    prep: Prepared
+    first_feats: object              # the first look's Features (later places are verified with them too)
+    first_query: object              # the first look's vote search (a wide vote's), or None
+    weak: list                       # the first look's deferred vote places (config defer_votes_below)
+    v: object
+    v_first: object
+    candidates: list
+    slowest_s: float
+    look: int = 0
+    tried: list = field(default_factory=list)
+    later_votes: list = field(default_factory=list)   # places later looks' votes found that did not verify
+    verified: list = field(default_factory=list)      # the candidates the answer's place index refers to
+    looks_cut: int = 0               # later looks the plan had no room for (evidence)
+    lean_looks: int = 0              # later looks run lean (evidence)
 
 
 def despeckle_geometry(vcfg, camera: Camera) -> tuple[int, int]:
@@ -644,137 +675,151 @@ class Localizer:
         if blank:
             fix.reason = "blank frame"
         elif verifying:
-            # a place or a look, once started, runs to its end: work is admitted against a plan that ends
-            # DEADLINE_MARGIN inside the budget, so that the frame ends within it
-            deadline = t0 + self.cfg["deadline_ms"] * (1.0 - DEADLINE_MARGIN) / 1e3
-            prep = self.prepare(img, camera, stages)
-            looks, share, speckle = prep.looks, prep.cloud_share, prep.speckle_share
-            retrieval.views += self.encoder_views(prep)
-            cands = retrieval() if order == "first" else []
-            fix.candidates = fix.encoder_candidates = cands
-            first = looks[0]
-            # a frame with later looks verifies its first look's weakest vote places after them: two-vote
-            # places fix ~1 % of the frames they are tried on, a later look a good share of the rest
-            defer = self.cfg["defer_votes_below"] if len(looks) > 1 and order != "lazy" else 0
-            fix.candidates, v, feats0, query0, weak0 = self._look(
-                first.image, first.verifier, first.drop, camera, attitude, deadline, cands, stages,
-                retrieval=retrieval if order == "lazy" else None, defer_below=defer)
-            # listed after the places verified (which index the list), so that v_first's search resumes over them
-            fix.candidates = (fix.candidates + weak0)[: self.cfg["top_k"]]
-            v_first = v
-            tried = [(v, 0)]                        # every look's answer: a frame without a fix reports the closest
-            cands = fix.encoder_candidates = retrieval.candidates or []
-            look = 0
-            later_votes = []                        # places later looks' votes found that did not verify
-            slowest_s = v.slowest_place_s           # the slowest place of any look: the deadline's bar
-            if weak0 and not v.groups_evaluated:    # none yet (all deferred): a typical place's cost
-                slowest_s = max(slowest_s, SECOND_LOOK_EXTRA_MS / 1e3)
-            # a later look costs about the first's features and vote plus one verified place; a lean one (config
-            # lean_looks) votes with the first batch of keypoints only, at that share of the first look's vote
-            later_ms = stages["features_ms"] + stages.get("vote_ms", 0.0) + SECOND_LOOK_EXTRA_MS
-            lean_ms = later_ms - stages.get("vote_ms", 0.0) * (1.0 - self._first_batch_share())
-            looks_cut = lean_looks = 0              # later looks the plan had no room for / ran lean (evidence)
-            for i, nxt in enumerate(looks[1:], 1):
-                if v.ok:
-                    break
-                how = look_plan(_time.perf_counter(), deadline, later_ms, lean_ms if self.cfg["lean_looks"] else None)
-                if how is None:
-                    looks_cut = len(looks) - i
-                    break
-                lean_looks += how == "lean"
-                if callable(nxt.image):
-                    t = _time.perf_counter()
-                    made = nxt.image()
-                    stages["balance_ms"] = (_time.perf_counter() - t) * 1e3
-                    if made is None:
-                        continue
-                    nxt = looks[i] = nxt._replace(image=made[0], drop=made[1])
-                # only the places a later look's own vote finds are verified (the first look's were just
-                # tried; the encoder's were tried with them or come last)
-                t = _time.perf_counter()
-                # the slowest place so far sets the bar for this look's first one too
-                cands2, v2, _, _, _ = self._look(nxt.image, nxt.verifier, nxt.drop, camera, attitude, deadline, [],
-                                                 {}, slowest_s, lean=how == "lean")
-                hit = i
-                if not v2.ok and first.name == "filled" and cands2:
-                    # a place this look's vote found, seen through the cloud: the filled look's features
-                    v2, hit = first.verifier.verify(feats0, camera, self._places(cands2, first.verifier),
-                                                    attitude=attitude, deadline=deadline,
-                                                    place_s=slowest_s), 0
-                slowest_s = max(slowest_s, v2.slowest_place_s)
-                tried.append((v2, hit))
-                if v2.ok:
-                    fix.candidates, v, look = (cands2 + cands)[: self.cfg["top_k"]], v2, hit
-                else:
-                    later_votes += cands2
-                stage = ("balanced_look_ms" if nxt.name == "balanced" else
-                         "second_look_ms" if i == 1 else "third_look_ms")
-                stages[stage] = (_time.perf_counter() - t) * 1e3
-            if weak0 and not v.ok and v_first.resumable and _time.perf_counter() + slowest_s < deadline:
-                # the first look's deferred places, in its own search (the answer one search over all its places
-                # would give)
-                t = _time.perf_counter()
-                v_first = first.verifier.resume(v_first, self._places(fix.candidates, first.verifier), deadline,
-                                                slowest_s)
-                stages["deferred_ms"] = (_time.perf_counter() - t) * 1e3
-                slowest_s = max(slowest_s, v_first.slowest_place_s)
-                tried.append((v_first, 0))
-                if v_first.ok:
-                    v, look = v_first, 0
-            if order == "listed" and not (later_votes or any(c.source == "vote" for c in fix.candidates)):
-                order = "last"                      # no look's vote offered a place: the encoder's are all there are
-            if (order == "last" and not v.ok and v_first.resumable
-                    and _time.perf_counter() + retrieval.estimate_ms() / 1e3 + slowest_s < deadline):
-                # every look's own places failed: the encoder's, with the first look's features (the first
-                # look's search goes on, so the answer is the best of its places and these)
-                fix.candidates, v = self._encoder_places(first.verifier, v_first, fix.candidates, retrieval,
-                                                         deadline, stages, "encoder_places_ms", slowest_s)
-                look = 0
-                fix.encoder_candidates = retrieval.candidates or []
-            elif order == "listed" and not v.ok and _time.perf_counter() + retrieval.estimate_ms() / 1e3 < deadline:
-                # every look's own places failed: the encoder's places join the candidates, unverified
-                fix.candidates = (fix.candidates + retrieval())[: self.cfg["top_k"]]
-                fix.encoder_candidates = retrieval.candidates or []
-            verified = fix.candidates[: self.cfg["verify_k"]]
-            if query0 is not None and not v.ok and _time.perf_counter() + slowest_s < deadline:
-                wide, vw = self._wide_places(query0, first.verifier, feats0, camera, attitude, deadline, slowest_s,
-                                             v, stages)
-                fix.candidates = (fix.candidates + wide)[: self.cfg["top_k"]]
-                if vw is not None and vw.ok:
-                    v, verified, look = vw, wide, 0
-            if not v.ok and later_votes:
-                fix.candidates = self._with_votes(fix.candidates, later_votes, camera)
-            if not v.ok:
-                # no look verified: the reason and evidence are the closest look's (the most inliers, then
-                # matches; the first look on a tie), not the first look's whatever a later one came to
-                v, look = max([(v, look)] + tried, key=lambda t: (t[0].inliers, t[0].matches))
-            fix.inliers = int(v.inliers)
-            fix.confidence = self.confidence(v.evidence) if v.ok else 0.0
-            fix.reason = v.reason
-            source = verified[v.candidate].source if v.ok and 0 <= v.candidate < len(verified) else None
-            fix.evidence = dict(v.evidence, hyp_lat=v.lat, hyp_lon=v.lon, hyp_alt_km=v.alt_km,
-                                hyp_yaw_deg=v.yaw_deg, hyp_sub_lat=v.sub_lat, hyp_sub_lon=v.sub_lon,
-                                source=source, vote_candidates=sum(c.source == "vote" for c in fix.candidates),
-                                cloud_share=round(share, 3), speckle_share=round(speckle, 3),
-                                near_cloud_share=round(prep.near_cloud_share, 3),
-                                look=looks[look].name, looks_cut=looks_cut, lean_looks=lean_looks, deferred=len(weak0),
-                                exposure_gain=round(cond.gain, 3),
-                                tone_gamma=round(cond.power, 3), blur_ratio=round(cond.blur_ratio, 3),
-                                sharpened=cond.sharpened)
-            if v.ok:
-                fix.lat, fix.lon, fix.sub_lat, fix.sub_lon = v.lat, v.lon, v.sub_lat, v.sub_lon
-                fix.alt_km, fix.yaw_deg = v.alt_km, v.yaw_deg
-                fix.ecef_km = None if v.ecef_km is None else [float(a) for a in v.ecef_km]
-            # a wide-vote place (chancier neighbours, on a frame every other place failed; the confidence model
-            # was fitted without them) is trusted only at its own, higher bar
-            bar = self.cfg["min_confidence"]
-            if source == "wide":
-                bar = max(bar, self.cfg["vote_wide_min_confidence"])
-            fix.fix = bool(v.ok and fix.confidence >= bar)
-            if not fix.fix:   # the contract: position fields only with a trusted fix
-                fix.lat = fix.lon = fix.sub_lat = fix.sub_lon = fix.alt_km = fix.yaw_deg = None
-                fix.ecef_km = None
+            search = self._first_look(img, camera, attitude, t0, stages, retrieval, order)
+            self._later_looks(search)
+            self._after_looks(search)
+            self._answer(fix, search, cond)
         fix.latency_ms = (_time.perf_counter() - t0) * 1e3
         stages["total_ms"] = fix.latency_ms
         fix.stages_ms = {k: round(v, 3) for k, v in stages.items()}
         return fix
+
+    def _first_look(self, img, camera, attitude, t0, stages, retrieval, order) -> _Search:
+        """The frame's looks made (``prepare``) and the first one verified: the search that later looks go on."""
+        # a place or a look, once started, runs to its end: work is admitted against a plan that ends
+        # DEADLINE_MARGIN inside the budget, so that the frame ends within it
+        deadline = t0 + self.cfg["deadline_ms"] * (1.0 - DEADLINE_MARGIN) / 1e3
+        prep = self.prepare(img, camera, stages)
+        retrieval.views += self.encoder_views(prep)
+        cands = retrieval() if order == "first" else []
+        first = prep.looks[0]
+        # a frame with later looks verifies its first look's weakest vote places after them: two-vote
+        # places fix ~1 % of the frames they are tried on, a later look a good share of the rest
+        defer = self.cfg["defer_votes_below"] if len(prep.looks) > 1 and order != "lazy" else 0
+        merged, v, feats, query, weak = self._look(
+            first.image, first.verifier, first.drop, camera, attitude, deadline, cands, stages,
+            retrieval=retrieval if order == "lazy" else None, defer_below=defer)
+        slowest_s = v.slowest_place_s
+        if weak and not v.groups_evaluated:     # none yet (all deferred): a typical place's cost
+            slowest_s = max(slowest_s, SECOND_LOOK_EXTRA_MS / 1e3)
+        # the deferred places are listed after the places verified (which index the list), so that v_first's
+        # search resumes over them
+        return _Search(camera, attitude, deadline, stages, retrieval, order, prep, feats, query, weak, v=v,
+                       v_first=v, candidates=(merged + weak)[: self.cfg["top_k"]], slowest_s=slowest_s,
+                       tried=[(v, 0)])
+
+    def _later_looks(self, s: _Search) -> None:
+        """The frame's later looks in turn while none has verified and the deadline's plan has room for one
+        (full, else lean: ``look_plan``); each verifies only the places its own vote finds (the first look's
+        were just tried; the encoder's were tried with them or come last)."""
+        looks, first, stages = s.prep.looks, s.prep.looks[0], s.stages
+        encoder_cands = s.retrieval.candidates or []
+        # a later look costs about the first's features and vote plus one verified place; a lean one (config
+        # lean_looks) votes with the first batch of keypoints only, at that share of the first look's vote
+        later_ms = stages["features_ms"] + stages.get("vote_ms", 0.0) + SECOND_LOOK_EXTRA_MS
+        lean_ms = later_ms - stages.get("vote_ms", 0.0) * (1.0 - self._first_batch_share())
+        for i, nxt in enumerate(looks[1:], 1):
+            if s.v.ok:
+                break
+            how = look_plan(_time.perf_counter(), s.deadline, later_ms, lean_ms if self.cfg["lean_looks"] else None)
+            if how is None:
+                s.looks_cut = len(looks) - i
+                break
+            s.lean_looks += how == "lean"
+            if callable(nxt.image):
+                t = _time.perf_counter()
+                made = nxt.image()
+                stages["balance_ms"] = (_time.perf_counter() - t) * 1e3
+                if made is None:
+                    continue
+                nxt = looks[i] = nxt._replace(image=made[0], drop=made[1])
+            t = _time.perf_counter()
+            # the slowest place so far sets the bar for this look's first one too
+            cands2, v2, _, _, _ = self._look(nxt.image, nxt.verifier, nxt.drop, s.camera, s.attitude, s.deadline,
+                                             [], {}, s.slowest_s, lean=how == "lean")
+            hit = i
+            if not v2.ok and first.name == "filled" and cands2:
+                # a place this look's vote found, seen through the cloud: the filled look's features
+                v2, hit = first.verifier.verify(s.first_feats, s.camera, self._places(cands2, first.verifier),
+                                                attitude=s.attitude, deadline=s.deadline, place_s=s.slowest_s), 0
+            s.slowest_s = max(s.slowest_s, v2.slowest_place_s)
+            s.tried.append((v2, hit))
+            if v2.ok:
+                s.candidates, s.v, s.look = (cands2 + encoder_cands)[: self.cfg["top_k"]], v2, hit
+            else:
+                s.later_votes += cands2
+            stage = ("balanced_look_ms" if nxt.name == "balanced" else
+                     "second_look_ms" if i == 1 else "third_look_ms")
+            stages[stage] = (_time.perf_counter() - t) * 1e3
+
+    def _after_looks(self, s: _Search) -> None:
+        """When every look's own places have failed, as time allows: the first look's deferred places, the
+        encoder's places (verified or only listed: config ``encoder_places``), a wide vote's; then, still
+        without a pose, the later looks' places listed and the closest look's answer kept."""
+        first, stages = s.prep.looks[0], s.stages
+        if s.weak and not s.v.ok and s.v_first.resumable and _time.perf_counter() + s.slowest_s < s.deadline:
+            # the first look's deferred places, in its own search (the answer one search over all its places
+            # would give)
+            t = _time.perf_counter()
+            s.v_first = first.verifier.resume(s.v_first, self._places(s.candidates, first.verifier), s.deadline,
+                                              s.slowest_s)
+            stages["deferred_ms"] = (_time.perf_counter() - t) * 1e3
+            s.slowest_s = max(s.slowest_s, s.v_first.slowest_place_s)
+            s.tried.append((s.v_first, 0))
+            if s.v_first.ok:
+                s.v, s.look = s.v_first, 0
+        if s.order == "listed" and not (s.later_votes or any(c.source == "vote" for c in s.candidates)):
+            s.order = "last"                    # no look's vote offered a place: the encoder's are all there are
+        if (s.order == "last" and not s.v.ok and s.v_first.resumable
+                and _time.perf_counter() + s.retrieval.estimate_ms() / 1e3 + s.slowest_s < s.deadline):
+            # every look's own places failed: the encoder's, with the first look's features (the first
+            # look's search goes on, so the answer is the best of its places and these)
+            s.candidates, s.v = self._encoder_places(first.verifier, s.v_first, s.candidates, s.retrieval,
+                                                     s.deadline, stages, "encoder_places_ms", s.slowest_s)
+            s.look = 0
+        elif (s.order == "listed" and not s.v.ok
+              and _time.perf_counter() + s.retrieval.estimate_ms() / 1e3 < s.deadline):
+            # every look's own places failed: the encoder's places join the candidates, unverified
+            s.candidates = (s.candidates + s.retrieval())[: self.cfg["top_k"]]
+        s.verified = s.candidates[: self.cfg["verify_k"]]
+        if s.first_query is not None and not s.v.ok and _time.perf_counter() + s.slowest_s < s.deadline:
+            wide, vw = self._wide_places(s.first_query, first.verifier, s.first_feats, s.camera, s.attitude,
+                                         s.deadline, s.slowest_s, s.v, stages)
+            s.candidates = (s.candidates + wide)[: self.cfg["top_k"]]
+            if vw is not None and vw.ok:
+                s.v, s.verified, s.look = vw, wide, 0
+        if not s.v.ok and s.later_votes:
+            s.candidates = self._with_votes(s.candidates, s.later_votes, s.camera)
+        if not s.v.ok:
+            # no look verified: the reason and evidence are the closest look's (the most inliers, then
+            # matches; the first look on a tie), not the first look's whatever a later one came to
+            s.v, s.look = max([(s.v, s.look)] + s.tried, key=lambda t: (t[0].inliers, t[0].matches))
+
+    def _answer(self, fix: Fix, s: _Search, cond: Conditioned) -> None:
+        """``fix`` from the search's answer: candidates, evidence, the calibrated confidence and, above the bar,
+        the position (the locate contract: position fields only with a trusted fix)."""
+        v, prep = s.v, s.prep
+        fix.candidates, fix.encoder_candidates = s.candidates, s.retrieval.candidates or []
+        fix.inliers = int(v.inliers)
+        fix.confidence = self.confidence(v.evidence) if v.ok else 0.0
+        fix.reason = v.reason
+        source = s.verified[v.candidate].source if v.ok and 0 <= v.candidate < len(s.verified) else None
+        fix.evidence = dict(v.evidence, hyp_lat=v.lat, hyp_lon=v.lon, hyp_alt_km=v.alt_km,
+                            hyp_yaw_deg=v.yaw_deg, hyp_sub_lat=v.sub_lat, hyp_sub_lon=v.sub_lon,
+                            source=source, vote_candidates=sum(c.source == "vote" for c in s.candidates),
+                            cloud_share=round(prep.cloud_share, 3), speckle_share=round(prep.speckle_share, 3),
+                            near_cloud_share=round(prep.near_cloud_share, 3),
+                            look=prep.looks[s.look].name, looks_cut=s.looks_cut, lean_looks=s.lean_looks,
+                            deferred=len(s.weak), exposure_gain=round(cond.gain, 3),
+                            tone_gamma=round(cond.power, 3), blur_ratio=round(cond.blur_ratio, 3),
+                            sharpened=cond.sharpened)
+        # a wide-vote place (chancier neighbours, on a frame every other place failed; the confidence model
+        # was fitted without them) is trusted only at its own, higher bar
+        bar = self.cfg["min_confidence"]
+        if source == "wide":
+            bar = max(bar, self.cfg["vote_wide_min_confidence"])
+        fix.fix = bool(v.ok and fix.confidence >= bar)
+        if fix.fix:
+            fix.lat, fix.lon, fix.sub_lat, fix.sub_lon = v.lat, v.lon, v.sub_lat, v.sub_lon
+            fix.alt_km, fix.yaw_deg = v.alt_km, v.yaw_deg
+            fix.ecef_km = None if v.ecef_km is None else [float(a) for a in v.ecef_km]
