@@ -200,7 +200,7 @@ class Look(NamedTuple):
 
 
 @dataclass
-class _Search:
+class _FrameSearch:
     """One frame's verification under way (``Localizer.locate``: ``_first_look``, ``_later_looks``,
     ``_after_looks``, ``_answer``). ``v`` is the answer that stands and ``look`` the index of the look it came
     from; ``candidates`` the list ``v.candidate`` indexes (the places verified lead it); ``v_first`` the first
@@ -684,7 +684,7 @@ class Localizer:
         fix.stages_ms = {k: round(v, 3) for k, v in stages.items()}
         return fix
 
-    def _first_look(self, img, camera, attitude, t0, stages, retrieval, order) -> _Search:
+    def _first_look(self, img, camera, attitude, t0, stages, retrieval, order) -> _FrameSearch:
         """The frame's looks made (``prepare``) and the first one verified: the search that later looks go on."""
         # a place or a look, once started, runs to its end: work is admitted against a plan that ends
         # DEADLINE_MARGIN inside the budget, so that the frame ends within it
@@ -704,11 +704,11 @@ class Localizer:
             slowest_s = max(slowest_s, SECOND_LOOK_EXTRA_MS / 1e3)
         # the deferred places are listed after the places verified (which index the list), so that v_first's
         # search resumes over them
-        return _Search(camera, attitude, deadline, stages, retrieval, order, prep, feats, query, weak, v=v,
+        return _FrameSearch(camera, attitude, deadline, stages, retrieval, order, prep, feats, query, weak, v=v,
                        v_first=v, candidates=(merged + weak)[: self.cfg["top_k"]], slowest_s=slowest_s,
                        tried=[(v, 0)])
 
-    def _later_looks(self, s: _Search) -> None:
+    def _later_looks(self, s: _FrameSearch) -> None:
         """The frame's later looks in turn while none has verified and the deadline's plan has room for one
         (full, else lean: ``look_plan``); each verifies only the places its own vote finds (the first look's
         were just tried; the encoder's were tried with them or come last)."""
@@ -752,7 +752,7 @@ class Localizer:
                      "second_look_ms" if i == 1 else "third_look_ms")
             stages[stage] = (_time.perf_counter() - t) * 1e3
 
-    def _after_looks(self, s: _Search) -> None:
+    def _after_looks(self, s: _FrameSearch) -> None:
         """When every look's own places have failed, as time allows: the first look's deferred places, the
         encoder's places (verified or only listed: config ``encoder_places``), a wide vote's; then, still
         without a pose, the later looks' places listed and the closest look's answer kept."""
@@ -795,7 +795,7 @@ class Localizer:
             # matches; the first look on a tie), not the first look's whatever a later one came to
             s.v, s.look = max([(s.v, s.look)] + s.tried, key=lambda t: (t[0].inliers, t[0].matches))
 
-    def _answer(self, fix: Fix, s: _Search, cond: Conditioned) -> None:
+    def _answer(self, fix: Fix, s: _FrameSearch, cond: Conditioned) -> None:
         """``fix`` from the search's answer: candidates, evidence, the calibrated confidence and, above the bar,
         the position (the locate contract: position fields only with a trusted fix)."""
         v, prep = s.v, s.prep

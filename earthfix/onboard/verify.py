@@ -572,7 +572,8 @@ class Verifier:
     # ---- geometry ------------------------------------------------------------------------------------
     def _fit(self, f: Features, camera: Camera, g: _Group, sidx, qi, r_att, wscale, out: Verification,
              tilt_prior_deg: float | None = None):
-        """Robust model, then the exact pose and every check; ``tilt_prior_deg``: the pose's prior on the
+        """A place's matches to a judged pose: the robust model (``_robust_inliers``), the exact pose
+        (``_refined_pose``), its geometry and every check; ``tilt_prior_deg``: the pose's prior on the
         off-nadir angle (None: ``cfg.tilt_prior_deg``)."""
         cfg = self.cfg
         st = self.store
@@ -585,74 +586,21 @@ class Verifier:
         origin = geodesy.geodetic_to_ecef(g.lat, g.lon, 0.0)
         ground = geodesy.geodetic_to_ecef(lat, lon, 0.0)
         enu = (ground - origin) @ basis.T                       # N x 3 km
-        thr = cfg.ransac_thresh_work_px / wscale
         k = np.array([[camera.fx, 0, camera.cx], [0, camera.fy, camera.cy], [0, 0, 1]], np.float64)
-        # 1) robust model
-        if cfg.fit == "pnp" and r_att is None:
-            ok, rvec, tvec, inl = cv2.solvePnPRansac(enu, uv, k, None, iterationsCount=cfg.ransac_iters,
-                                                     reprojectionError=thr, confidence=cfg.ransac_conf,
-                                                     flags=cv2.SOLVEPNP_AP3P)
-            if not ok or inl is None or len(inl) < cfg.min_inliers:
-                out.reason = "robust fit failed"
-                out.inliers = 0 if inl is None else len(inl)
-                return out
-            mask = np.zeros(n_m, bool)
-            mask[inl.ravel()] = True
-        else:
-            # gnomonic plane about the centre (sphere): a homography to the image for a small tilt
-            u = ground / np.linalg.norm(ground, axis=1, keepdims=True)
-            c = origin / np.linalg.norm(origin)
-            dot = u @ c
-            plane = np.stack([(u @ basis[0]) / dot, (u @ basis[1]) / dot], axis=1) * geodesy.R_MEAN_KM
-            if n_m < 4:
-                out.reason = "few matches"
-                return out
-            sub = np.arange(n_m)
-            if cfg.sim_prefilter_work_px > 0:
-                # exhaustive 2-point similarity consensus first: cheap on junk (OpenCV's RANSAC spends
-                # ~10 us per iteration, 10-20 ms on a wrong place), and it hands RANSAC a clean subset
-                pre = similarity_consensus(plane, uv, cfg.sim_prefilter_work_px / wscale, cfg.sim_max_pairs)
-                if pre.sum() < cfg.min_inliers:
-                    out.reason = "robust fit failed"
-                    out.inliers = int(pre.sum())
-                    return out
-                sub = np.flatnonzero(pre)
-            hm, m = cv2.findHomography(plane[sub], uv[sub], cfg.homography_method,
-                                       thr, maxIters=cfg.ransac_iters, confidence=cfg.ransac_conf)
-            if hm is None or m is None or int(m.sum()) < cfg.min_inliers:
-                out.reason = "robust fit failed"
-                out.inliers = 0 if m is None else int(m.sum())
-                return out
-            # re-collect over all matches with the homography
-            proj = cv2.perspectiveTransform(plane.reshape(-1, 1, 2), hm).reshape(-1, 2)
-            mask = np.hypot(*(proj - uv).T) < thr
-            rvec = tvec = None
-        # 2) pose with the exact camera model, re-collecting inliers by reprojection
-        rthr = cfg.reproj_thresh_work_px / wscale
-        pose = None
+        robust = self._robust_inliers(ground, origin, basis, enu, uv, k, wscale, r_att, out)
+        if robust is None:
+            return out
+        mask, rvec, tvec = robust
         ray = camera.centre_ray()                # the boresight (camera frame)
-        for _ in range(max(1, cfg.refine_rounds)):
-            if mask.sum() < max(cfg.min_inliers, 6):
-                break
-            pose = self._pose(enu[mask], uv[mask], k, r_att, basis, origin, rvec, tvec, wscale, tilt_prior_deg,
-                              ray=ray)
-            if pose is None:
-                break
-            rvec, tvec = pose
-            err = _reproj_err(enu, uv, k, rvec, tvec)
-            new = err < rthr
-            if new.sum() < cfg.min_inliers:
-                break
-            if np.array_equal(new, mask):
-                mask = new
-                break
-            mask = new
+        pose, mask = self._refined_pose(enu, uv, k, r_att, basis, origin, rvec, tvec, wscale, tilt_prior_deg, ray,
+                                        mask)
         if pose is None:
             out.reason = "pose failed"
             out.inliers = int(mask.sum())
             return out
         rvec, tvec = pose
         err = _reproj_err(enu, uv, k, rvec, tvec)
+        rthr = cfg.reproj_thresh_work_px / wscale
         # SIFT gives a blob several orientations at one position and each can match: one inlier per frame
         # position and per ground point, or the count and the boresight's sigma treat one match as several
         mask = _distinct(err < rthr, uv, enu, err)
@@ -709,6 +657,75 @@ class Verifier:
             out.ok = True
             out.reason = ""
         return out
+
+    def _robust_inliers(self, ground, origin, basis, enu, uv, k, wscale, r_att, out: Verification):
+        """The matches a robust model keeps: (mask, rvec, tvec) — rvec, tvec a first pose from PnP-RANSAC
+        (``cfg.fit`` "pnp", no attitude) or None, None after the similarity consensus and a homography from the
+        gnomonic plane about the place to the image — or None with ``out.reason`` set."""
+        cfg = self.cfg
+        n_m = len(uv)
+        thr = cfg.ransac_thresh_work_px / wscale
+        if cfg.fit == "pnp" and r_att is None:
+            ok, rvec, tvec, inl = cv2.solvePnPRansac(enu, uv, k, None, iterationsCount=cfg.ransac_iters,
+                                                     reprojectionError=thr, confidence=cfg.ransac_conf,
+                                                     flags=cv2.SOLVEPNP_AP3P)
+            if not ok or inl is None or len(inl) < cfg.min_inliers:
+                out.reason = "robust fit failed"
+                out.inliers = 0 if inl is None else len(inl)
+                return None
+            mask = np.zeros(n_m, bool)
+            mask[inl.ravel()] = True
+            return mask, rvec, tvec
+        # gnomonic plane about the centre (sphere): a homography to the image for a small tilt
+        u = ground / np.linalg.norm(ground, axis=1, keepdims=True)
+        c = origin / np.linalg.norm(origin)
+        dot = u @ c
+        plane = np.stack([(u @ basis[0]) / dot, (u @ basis[1]) / dot], axis=1) * geodesy.R_MEAN_KM
+        if n_m < 4:
+            out.reason = "few matches"
+            return None
+        sub = np.arange(n_m)
+        if cfg.sim_prefilter_work_px > 0:
+            # exhaustive 2-point similarity consensus first: cheap on junk (OpenCV's RANSAC spends
+            # ~10 us per iteration, 10-20 ms on a wrong place), and it hands RANSAC a clean subset
+            pre = similarity_consensus(plane, uv, cfg.sim_prefilter_work_px / wscale, cfg.sim_max_pairs)
+            if pre.sum() < cfg.min_inliers:
+                out.reason = "robust fit failed"
+                out.inliers = int(pre.sum())
+                return None
+            sub = np.flatnonzero(pre)
+        hm, m = cv2.findHomography(plane[sub], uv[sub], cfg.homography_method,
+                                   thr, maxIters=cfg.ransac_iters, confidence=cfg.ransac_conf)
+        if hm is None or m is None or int(m.sum()) < cfg.min_inliers:
+            out.reason = "robust fit failed"
+            out.inliers = 0 if m is None else int(m.sum())
+            return None
+        # re-collect over all matches with the homography
+        proj = cv2.perspectiveTransform(plane.reshape(-1, 1, 2), hm).reshape(-1, 2)
+        return np.hypot(*(proj - uv).T) < thr, None, None
+
+    def _refined_pose(self, enu, uv, k, r_att, basis, origin, rvec, tvec, wscale, tilt_prior_deg, ray, mask):
+        """The pose with the exact camera model, inliers re-collected by reprojection until they settle
+        (``cfg.refine_rounds``): ((rvec, tvec) or None, the last inlier mask)."""
+        cfg = self.cfg
+        rthr = cfg.reproj_thresh_work_px / wscale
+        pose = None
+        for _ in range(max(1, cfg.refine_rounds)):
+            if mask.sum() < max(cfg.min_inliers, 6):
+                break
+            pose = self._pose(enu[mask], uv[mask], k, r_att, basis, origin, rvec, tvec, wscale, tilt_prior_deg,
+                              ray=ray)
+            if pose is None:
+                break
+            rvec, tvec = pose
+            new = _reproj_err(enu, uv, k, rvec, tvec) < rthr
+            if new.sum() < cfg.min_inliers:
+                break
+            if np.array_equal(new, mask):
+                mask = new
+                break
+            mask = new
+        return pose, mask
 
     def _held_by_one(self, out: Verification, enu, uv, k, r_att, basis, origin, rvec, tvec, wscale,
                      tilt_prior_deg: float | None = None, ray=None) -> bool:
