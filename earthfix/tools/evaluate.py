@@ -1005,31 +1005,9 @@ def _mb(x) -> str:
     return "–" if x is None else f"{x / 1e6:.1f} MB"
 
 
-def render_markdown(r: dict) -> str:
+def _md_machine(r: dict) -> list[str]:
+    """The machine, bundle and encoder the figures were measured with."""
     L = []
-    title = "EarthFix evaluation" + (" (INTERIM model)" if r.get("interim") else "")
-    L += [f"# {title}", "", f"Command: `{r['command']}`", "",
-          f"Date (UTC): {r['date_utc']}; wall time {r['wall_seconds']} s; frames per scenario: {r['frames_per_scenario']}"
-          + (f"; land frames restricted to region {r['region']} (ocean frames stay global)" if r.get("region") else ""), ""]
-    if r.get("effects") is not None:
-        L += ["Simulator effects changed from their defaults (`--effects`; a scenario's own cloud cover or veil "
-              f"applies on top): `{json.dumps(r['effects'])}`", ""]
-    if r.get("basemap"):
-        L += [f"Frames rendered from `{r['basemap']}` instead of the default basemap (`--basemap`; the season, "
-              "winter and relief sets keep their own)", ""]
-        g = r.get("basemap_registration") or {}
-        if g.get("windows"):
-            L += [f"Its registration against `{g['reference']}` (earthfix.tools.map_registration): local offsets p50 "
-                  f"{g['offset_p50_km']} km, {100 * g['over_10_km']:.0f} % of {g['windows']} windows over 10 km"
-                  + (" — **not where its grid says: false fixes on its frames may be the map's own offsets**"
-                     if g["suspect"] else " (the method's floor is 3.5-5 km for faithful maps)"), ""]
-    if r.get("cloud_field"):
-        c = r["cloud_field"]
-        L += [f"Clouds: the real global field `{c['file']}` laid where it lies (`--cloud-field`; "
-              f"{100 * c['cloud_share_of_pixels']:.0f} % of its pixels opaque) over "
-              + ", ".join(f"`{n}`" for n in c["scenarios"])
-              + "; a set's own cloud cover does not apply there, and the sets built on the simulator's veil, cumulus "
-              "or translucent margins keep its clouds.", ""]
     m = r["machine"]
     L += ["## Machine", "", "| item | value |", "| --- | --- |"]
     for k in ("cpu_model", "logical_cores", "usable_cores", "python", "platform", "onnxruntime", "opencv", "numpy",
@@ -1041,7 +1019,12 @@ def render_markdown(r: dict) -> str:
           + (f", region {b['region']}" if b.get("region") else "") + f"; basemap {b['basemap']}.",
           f"Encoder: `{e['int8']}` (sha256 {e['int8_sha256'][:12]}…, {_mb(e['int8_bytes'])}), {_rotation_words(e)}; "
           f"latency at one thread (`intra_op_num_threads=1`, `cv2.setNumThreads(1)`).", ""]
+    return L
 
+
+def _md_scenarios(r: dict) -> list[str]:
+    """The table per scenario, the night / ocean line, the deadline's and the looks' lines."""
+    L = []
     L += ["## Pipeline per scenario", "",
           "Recall and fix rate over eligible frames; errors over fixes; false fixes over all frames (> 50 km). "
           "R@k: the pipeline's retrieval (keypoint-vote places first, then the encoder's HNSW top-k: `candidates` "
@@ -1076,6 +1059,12 @@ def render_markdown(r: dict) -> str:
         L += [f"Eligible frames left unfixed: {o['unfixed']} overall, {o['looks_cut']} of them with a later look the "
               f"deadline's plan had no room for; {a['unfixed']} and {a['looks_cut']} with the stress sets (evidence "
               "`looks_cut`: misses that time, not the ground, may have cost).", ""]
+    return L
+
+
+def _md_misses(r: dict) -> list[str]:
+    """Where the overall sets' misses are (``misses``)."""
+    L = []
     ms = (r.get("misses") or {}).get("overall")
     if ms:
         L += ["## Where the misses are (overall sets)", "",
@@ -1091,7 +1080,12 @@ def render_markdown(r: dict) -> str:
             L += ["", "Unfixed frames by the reason of the look that came closest: "
                   + ", ".join(f"{k} {n}" for k, n in ms["reasons"].items()) + "."]
         L.append("")
+    return L
 
+
+def _md_latency_and_bins(r: dict) -> list[str]:
+    """Latency per stage, then the overall sets by land and by cloud fraction."""
+    L = []
     L += ["## Latency per stage (overall, ms, one thread)", "", "| stage | p50 | p99 | mean | frames |",
           "| --- | ---: | ---: | ---: | ---: |"]
     for k, v in r["overall"]["latency_ms"].items():
@@ -1103,7 +1097,12 @@ def render_markdown(r: dict) -> str:
         for row in r[key]:
             L.append(f"| {row['bin']} | {row['frames']} | {row['eligible']} | {_f(row['recall@1'], 1, True)} | "
                      f"{_f(row['recall@10'], 1, True)} | {_f(row['fix_rate'], 1, True)} | {row['false_fixes']} |")
+    return L
 
+
+def _md_sources(r: dict) -> list[str]:
+    """Where the fixes come from (``fixes_by_source``)."""
+    L = []
     fs = r.get("fixes_by_source")
     if fs:
         L += ["", "## Where the fixes come from", "",
@@ -1120,7 +1119,12 @@ def render_markdown(r: dict) -> str:
         L += ["", f"The encoder's places were verified on {o['encoder_places_frames']} overall frames and fixed "
               f"{o['encoder_places_fixes']} ({a['encoder_places_frames']} and {a['encoder_places_fixes']} with the "
               "stress sets)."]
+    return L
 
+
+def _md_retrieval(r: dict) -> list[str]:
+    """Retrieval side by side: the pipeline's, the encoder's and the baselines'."""
+    L = []
     if "retrieval" in r:
         L += ["", "## Retrieval side by side (same frames, overall sets, eligible)", "",
               "| method | R@1 | R@10 | descriptor ms p50 | p99 | search ms p50 |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -1128,7 +1132,7 @@ def render_markdown(r: dict) -> str:
             L.append(f"| {row['label']} | {_f(row['recall@1'], 1, True)} | {_f(row['recall@10'], 1, True)} | "
                      f"{_f(row['latency_ms']['p50'], 2)} | {_f(row['latency_ms']['p99'], 2)} | "
                      f"{_f((row.get('search_ms') or {}).get('p50'), 3)} |")
-        L += ["", f"Descriptor ms: encoder ({_rotation_words(e)}) for the learned rows, encoder + despeckle + cloud fill + features + vote "
+        L += ["", f"Descriptor ms: encoder ({_rotation_words(r['encoder'])}) for the learned rows, encoder + despeckle + cloud fill + features + vote "
               "for the pipeline's retrieval, descriptor + exact search for the hand-crafted row. FP32/INT8 exact search "
               "the bundle's views with the bundle's PCA (FP32 references re-encoded with the FP32 model)."]
         st = r.get("retrieval_all_including_stress", {})
@@ -1136,7 +1140,12 @@ def render_markdown(r: dict) -> str:
             L += ["", "Including the stress sets: " + ", ".join(
                 f"{row['label'].split(' (')[0]} R@1 {_f(row['recall@1'], 1, True)} / R@10 {_f(row['recall@10'], 1, True)}"
                 for row in st.values())]
+    return L
 
+
+def _md_verification(r: dict) -> list[str]:
+    """Verification off vs on."""
+    L = []
     v = r["verification"]
     L += ["", "## Verification off vs on (overall sets)", "",
           "| variant | positions | err p50 km (all) | p90 | p99 | err p50 km (eligible) | p90 | p99 | false fixes | false-fix rate |",
@@ -1146,7 +1155,12 @@ def render_markdown(r: dict) -> str:
         a, el = s["error_km_all"], s["error_km_eligible"]
         L.append(f"| {s['label']} | {s['positions']} | {_f(a['p50'])} | {_f(a['p90'])} | {_f(a['p99'])} | "
                  f"{_f(el['p50'])} | {_f(el['p90'])} | {_f(el['p99'])} | {s['false_fixes']} | {_f(s['false_fix_rate'], 2, True)} |")
+    return L
 
+
+def _md_heavy(r: dict) -> list[str]:
+    """The EarthLoc-like heavy stand-in's cost beside ours."""
+    L = []
     h = r["heavy"]
     L += ["", "## EarthLoc-like heavy stand-in (cost only)", ""]
     if "skipped" in h:
@@ -1168,6 +1182,44 @@ def render_markdown(r: dict) -> str:
               f"**{_f(h['ratio_e2e_150k_views'])}x** with EarthLoc's {h['earthloc_views']} views. "
               f"Heavy end-to-end = its preprocessing + encode + exact 4096-D search (timed on {h['search_sample_views']} "
               f"random vectors, scaled linearly) + our verification p50. {h['note']}"]
+    return L
+
+
+def _md_header(r: dict) -> list[str]:
+    """The title, command, date, and what the frames were rendered from when not the defaults."""
+    L = []
+    title = "EarthFix evaluation" + (" (INTERIM model)" if r.get("interim") else "")
+    L += [f"# {title}", "", f"Command: `{r['command']}`", "",
+          f"Date (UTC): {r['date_utc']}; wall time {r['wall_seconds']} s; frames per scenario: {r['frames_per_scenario']}"
+          + (f"; land frames restricted to region {r['region']} (ocean frames stay global)" if r.get("region") else ""), ""]
+    if r.get("effects") is not None:
+        L += ["Simulator effects changed from their defaults (`--effects`; a scenario's own cloud cover or veil "
+              f"applies on top): `{json.dumps(r['effects'])}`", ""]
+    if r.get("basemap"):
+        L += [f"Frames rendered from `{r['basemap']}` instead of the default basemap (`--basemap`; the season, "
+              "winter and relief sets keep their own)", ""]
+        g = r.get("basemap_registration") or {}
+        if g.get("windows"):
+            L += [f"Its registration against `{g['reference']}` (earthfix.tools.map_registration): local offsets p50 "
+                  f"{g['offset_p50_km']} km, {100 * g['over_10_km']:.0f} % of {g['windows']} windows over 10 km"
+                  + (" — **not where its grid says: false fixes on its frames may be the map's own offsets**"
+                     if g["suspect"] else " (the method's floor is 3.5-5 km for faithful maps)"), ""]
+    if r.get("cloud_field"):
+        c = r["cloud_field"]
+        L += [f"Clouds: the real global field `{c['file']}` laid where it lies (`--cloud-field`; "
+              f"{100 * c['cloud_share_of_pixels']:.0f} % of its pixels opaque) over "
+              + ", ".join(f"`{n}`" for n in c["scenarios"])
+              + "; a set's own cloud cover does not apply there, and the sets built on the simulator's veil, cumulus "
+              "or translucent margins keep its clouds.", ""]
+    return L
+
+
+def render_markdown(r: dict) -> str:
+    """``report.md`` from ``report.json``'s dict, section by section."""
+    L = []
+    for section in (_md_header, _md_machine, _md_scenarios, _md_misses, _md_latency_and_bins, _md_sources,
+                    _md_retrieval, _md_verification, _md_heavy):
+        L += section(r)
     if r.get("plots"):
         L += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in r["plots"]]
     if r.get("notes"):
