@@ -840,17 +840,9 @@ def _jsonable(x):
     return x
 
 
-def run_eval(args, log=None, cloud_field=None) -> dict:
-    """The whole evaluation; returns the report dict (also written to ``args.out``). ``cloud_field``: the
-    ``--cloud-field`` image already loaded (``sim.real_clouds.GlobalCloudField``), else it is read here."""
-    from tqdm import tqdm
-    from ..onboard.localizer import Localizer
-    from .build_index import ensure_default_bundle
-    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    blas_threads = limit_blas_threads(1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    # the inputs first: a mistyped path fails before the default bundle is built
+def _eval_inputs(args, log, cloud_field=None):
+    """The run's inputs, read before anything is built (a mistyped path fails first): (effects, basemap, its
+    registration against the shipped July map or None, the cloud field or None)."""
     effects = None
     if getattr(args, "effects", None):
         from ..sim.effects import EffectsConfig
@@ -870,21 +862,13 @@ def run_eval(args, log=None, cloud_field=None) -> dict:
     if cloud_field is None and getattr(args, "cloud_field", None):
         from ..sim.real_clouds import GlobalCloudField
         cloud_field = GlobalCloudField.load(args.cloud_field)
-    if args.bundle is None:
-        args.bundle = str(ensure_default_bundle())
-    n = min(args.frames, QUICK_FRAMES) if args.quick else args.frames
-    overrides = {"threads": 1}
-    if args.encoder:
-        overrides["encoder"] = str(args.encoder)
-    loc = Localizer.load(args.bundle, args.config, overrides)
-    int8_path = Path(loc.encoder.name)            # what the Localizer actually loaded
-    fp32_path = Path(args.encoder_fp32) if args.encoder_fp32 else int8_path.with_name("encoder_fp32.onnx")
-    t_start = time.time()
-    baselines = None
-    notes = []
-    if not args.no_baselines:
-        baselines = Baselines(Path(args.bundle), loc, fp32_path, out / "cache", progress=not args.quiet, log=log)
-        notes += baselines.notes
+    return effects, basemap, registration, cloud_field
+
+
+def _located_records(loc, args, n: int, effects, basemap, cloud_field, baselines) -> tuple[list[dict], list]:
+    """Every scenario's frames rendered and located: (one record per frame, the first ``HEAVY_FRAMES`` land256
+    frames for the heavy stand-in's timing)."""
+    from tqdm import tqdm
     records: list[dict] = []
     heavy_frames: list = []
     for k, sdef in enumerate(SCENARIOS):
@@ -897,16 +881,17 @@ def run_eval(args, log=None, cloud_field=None) -> dict:
             records.append(rec)
             if sdef.name == "land256" and len(heavy_frames) < HEAVY_FRAMES:
                 heavy_frames.append(img)
-    with open(out / "frames.jsonl", "w") as f:
-        for r in records:
-            f.write(json.dumps(_jsonable(r)) + "\n")
+    return records, heavy_frames
 
+
+def _summary_report(args, loc, records: list[dict], n: int, int8_path: Path, fp32_path: Path, effects, basemap,
+                    registration, cloud_field, blas_threads: int, notes: list) -> dict:
+    """The report's measured part from the records: what ran on what, per scenario, overall, and every table."""
     main = [r for r in records if not r["stress"]]
     per_scenario = {s.name: summarise([r for r in records if r["scenario"] == s.name]) for s in SCENARIOS}
-    overall = summarise(main)
     no_fix_sets = {s.name for s in SCENARIOS if s.kind == "ocean" or not s.daylight}   # night, ocean, sea floor
     must_zero = [r for r in records if r["scenario"] in no_fix_sets]
-    report = {
+    return {
         "command": command_line(args), "argv": sys.argv, "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "interim": bool(args.interim), "machine": dict(machine_info(), blas_threads=blas_threads),
         "bundle": _bundle_info(loc), "encoder": {"int8": str(int8_path), "int8_sha256": loc.encoder.sha256,
@@ -930,7 +915,7 @@ def run_eval(args, log=None, cloud_field=None) -> dict:
                         "overall": "all scenarios except stress sets", "percentiles": "numpy linear"},
         "scenarios": {s.name: {"description": s.description, "camera": f"{s.width}x{s.height} {s.fov_deg:g} deg",
                                "stress": s.stress, **per_scenario[s.name]} for s in SCENARIOS},
-        "overall": overall, "all_including_stress": summarise(records),
+        "overall": summarise(main), "all_including_stress": summarise(records),
         "over_deadline": {"overall": over_deadline(main, loc.cfg["deadline_ms"]),
                           "all_including_stress": over_deadline(records, loc.cfg["deadline_ms"])},
         "looks_cut": {"overall": looks_cut(main), "all_including_stress": looks_cut(records)},
@@ -944,6 +929,40 @@ def run_eval(args, log=None, cloud_field=None) -> dict:
         "verification": verification_comparison(main),
         "notes": notes,
     }
+
+
+def run_eval(args, log=None, cloud_field=None) -> dict:
+    """The whole evaluation; returns the report dict (also written to ``args.out``). ``cloud_field``: the
+    ``--cloud-field`` image already loaded (``sim.real_clouds.GlobalCloudField``), else it is read here."""
+    from ..onboard.localizer import Localizer
+    from .build_index import ensure_default_bundle
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    blas_threads = limit_blas_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    effects, basemap, registration, cloud_field = _eval_inputs(args, log, cloud_field)
+    if args.bundle is None:
+        args.bundle = str(ensure_default_bundle())
+    n = min(args.frames, QUICK_FRAMES) if args.quick else args.frames
+    overrides = {"threads": 1}
+    if args.encoder:
+        overrides["encoder"] = str(args.encoder)
+    loc = Localizer.load(args.bundle, args.config, overrides)
+    int8_path = Path(loc.encoder.name)            # what the Localizer actually loaded
+    fp32_path = Path(args.encoder_fp32) if args.encoder_fp32 else int8_path.with_name("encoder_fp32.onnx")
+    t_start = time.time()
+    baselines = None
+    notes = []
+    if not args.no_baselines:
+        baselines = Baselines(Path(args.bundle), loc, fp32_path, out / "cache", progress=not args.quiet, log=log)
+        notes += baselines.notes
+    records, heavy_frames = _located_records(loc, args, n, effects, basemap, cloud_field, baselines)
+    with open(out / "frames.jsonl", "w") as f:
+        for r in records:
+            f.write(json.dumps(_jsonable(r)) + "\n")
+    report = _summary_report(args, loc, records, n, int8_path, fp32_path, effects, basemap, registration,
+                             cloud_field, blas_threads, notes)
+    main = [r for r in records if not r["stress"]]
     if baselines is not None:
         report["retrieval"] = retrieval_comparison(main)
         report["retrieval_all_including_stress"] = retrieval_comparison(records)
@@ -951,7 +970,7 @@ def run_eval(args, log=None, cloud_field=None) -> dict:
         why = "--no-baselines" if args.no_baselines else ("--no-heavy" if args.no_heavy else "--quick")
         report["heavy"] = {"skipped": f"not measured ({why})"}
     else:
-        report["heavy"] = heavy_standin(out / "cache", heavy_frames, loc.bundle.views, overall, log)
+        report["heavy"] = heavy_standin(out / "cache", heavy_frames, loc.bundle.views, report["overall"], log)
     report["ours_memory"] = {"model_bytes": report["encoder"]["int8_bytes"], "bundle_bytes": report["bundle"]["bytes"],
                              "index_hnsw_bytes": report["bundle"]["files"].get("index.hnsw"),
                              "descriptors_bytes": report["bundle"]["files"].get("descriptors.npy")}
