@@ -69,8 +69,8 @@ from __future__ import annotations
 
 import math
 import time as _time
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, NamedTuple
 
 import cv2
