@@ -319,6 +319,21 @@ def test_true_candidate_verifies(verifier, basemap, w, fov, alt_km, lat, lon):
         assert key in v.evidence
 
 
+def test_the_pnp_robust_model_verifies_the_true_place_and_not_a_wrong_one(store, basemap):
+    """``fit: pnp`` (AP3P RANSAC on the ground points instead of the gnomonic homography) is a configuration
+    option: it must reach the same pose at the true place and none 2,000 km away."""
+    ver = Verifier(store, VerifyConfig(fit="pnp"))
+    cam = Camera.from_fov(256, 256, 80)
+    lat, lon, alt_km = 24.0, 12.0, 600.0
+    f = ver.extract(appearance(frame(basemap, cam, lat, lon, alt_km, 37.0)))
+    v = ver.verify(f, cam, [(lat + 0.5, lon - 0.5)])
+    assert v.ok, v.reason
+    assert geodesy.great_circle_km(v.lat, v.lon, lat, lon) < 5.0 and abs(v.alt_km - alt_km) < 20.0
+    assert yaw_err(v.yaw_deg, 37.0) < 1.5 and v.inliers >= 30
+    far = ver.verify(f, cam, [geodesy.destination(lat, lon, 90.0, 2000.0)])
+    assert not far.ok and far.inliers < 10
+
+
 def test_wrong_candidate_and_ranking(verifier, basemap):
     cam = Camera.from_fov(256, 256, 80)
     lat, lon = 24.0, 5.0
