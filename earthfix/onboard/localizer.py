@@ -705,8 +705,8 @@ class Localizer:
         # the deferred places are listed after the places verified (which index the list), so that v_first's
         # search resumes over them
         return _FrameSearch(camera, attitude, deadline, stages, retrieval, order, prep, feats, query, weak, v=v,
-                       v_first=v, candidates=(merged + weak)[: self.cfg["top_k"]], slowest_s=slowest_s,
-                       tried=[(v, 0)])
+                            v_first=v, candidates=(merged + weak)[: self.cfg["top_k"]], slowest_s=slowest_s,
+                            tried=[(v, 0)])
 
     def _later_looks(self, s: _FrameSearch) -> None:
         """The frame's later looks in turn while none has verified and the deadline's plan has room for one

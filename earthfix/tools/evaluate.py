@@ -885,13 +885,14 @@ def _located_records(loc, args, n: int, effects, basemap, cloud_field, baselines
 
 
 def _summary_report(args, loc, records: list[dict], n: int, int8_path: Path, fp32_path: Path, effects, basemap,
-                    registration, cloud_field, blas_threads: int, notes: list) -> dict:
-    """The report's measured part from the records: what ran on what, per scenario, overall, and every table."""
+                    registration, cloud_field, blas_threads: int, notes: list, baselines: bool) -> dict:
+    """The report's measured part from the records: what ran on what, per scenario, overall, and every table
+    (the retrieval side by side with ``baselines``)."""
     main = [r for r in records if not r["stress"]]
     per_scenario = {s.name: summarise([r for r in records if r["scenario"] == s.name]) for s in SCENARIOS}
     no_fix_sets = {s.name for s in SCENARIOS if s.kind == "ocean" or not s.daylight}   # night, ocean, sea floor
     must_zero = [r for r in records if r["scenario"] in no_fix_sets]
-    return {
+    report = {
         "command": command_line(args), "argv": sys.argv, "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "interim": bool(args.interim), "machine": dict(machine_info(), blas_threads=blas_threads),
         "bundle": _bundle_info(loc), "encoder": {"int8": str(int8_path), "int8_sha256": loc.encoder.sha256,
@@ -929,6 +930,10 @@ def _summary_report(args, loc, records: list[dict], n: int, int8_path: Path, fp3
         "verification": verification_comparison(main),
         "notes": notes,
     }
+    if baselines:
+        report["retrieval"] = retrieval_comparison(main)
+        report["retrieval_all_including_stress"] = retrieval_comparison(records)
+    return report
 
 
 def run_eval(args, log=None, cloud_field=None) -> dict:
@@ -961,11 +966,7 @@ def run_eval(args, log=None, cloud_field=None) -> dict:
         for r in records:
             f.write(json.dumps(_jsonable(r)) + "\n")
     report = _summary_report(args, loc, records, n, int8_path, fp32_path, effects, basemap, registration,
-                             cloud_field, blas_threads, notes)
-    main = [r for r in records if not r["stress"]]
-    if baselines is not None:
-        report["retrieval"] = retrieval_comparison(main)
-        report["retrieval_all_including_stress"] = retrieval_comparison(records)
+                             cloud_field, blas_threads, notes, baselines is not None)
     if args.no_baselines or args.no_heavy or args.quick:
         why = "--no-baselines" if args.no_baselines else ("--no-heavy" if args.no_heavy else "--quick")
         report["heavy"] = {"skipped": f"not measured ({why})"}

@@ -38,12 +38,11 @@ from bench_cameras import parse_cameras
 RANKS = ((0, 50), (50, 150), (150, 300), (300, 10 ** 6))
 
 
-def keypoint_rows(loc: Localizer, cam: Camera, img, truth: dict, right_km: float) -> np.ndarray:
-    """One row per frame keypoint that sees the Earth: (size on the ground km, strength rank, passes the ratio
-    test, nearest store keypoint right)."""
+def keypoint_rows(loc: Localizer, cam: Camera, f, truth: dict, right_km: float) -> np.ndarray:
+    """One row per keypoint of ``f`` (the plain look's features) that sees the Earth: (size on the ground km,
+    strength rank, passes the ratio test, nearest store keypoint right)."""
     ver = loc.verifier_for(cam)
     st = ver.store
-    f = ver.extract(img)
     r = geodesy.matrix_from_quat(np.array(truth["q_cam2ecef_wxyz"]))
     pts, hit = ground_points(cam, truth["ecef_km"], r)
     x = np.clip(np.round(f.xy[:, 0]).astype(int), 0, cam.width - 1)
@@ -65,11 +64,12 @@ def keypoint_rows(loc: Localizer, cam: Camera, img, truth: dict, right_km: float
     return np.array(rows, dtype=float).reshape(-1, 4)
 
 
-def located(loc: Localizer, cam: Camera, img, truth: dict) -> tuple[bool, bool]:
-    """(the plain look's verifier given only the true place fixes it, the Localizer fixes it), within FALSE_FIX_KM."""
+def located(loc: Localizer, cam: Camera, img, f, truth: dict) -> tuple[bool, bool]:
+    """(the plain look's verifier given only the true place fixes ``img`` from its features ``f``, the Localizer
+    fixes it), within FALSE_FIX_KM."""
     ver = loc.verifier_for(cam)
-    v = ver.verify(ver.extract(img), cam, [(truth["bore_lat"], truth["bore_lon"],
-                                           ver.cfg.radius_factor * truth["footprint_half_width_km"])])
+    v = ver.verify(f, cam, [(truth["bore_lat"], truth["bore_lon"],
+                             ver.cfg.radius_factor * truth["footprint_half_width_km"])])
     fx = loc.locate(img, cam)
     return (bool(v.ok and position_error_km(v.lat, v.lon, truth) < FALSE_FIX_KM),
             bool(fx.fix and position_error_km(fx.lat, fx.lon, truth) < FALSE_FIX_KM))
@@ -101,10 +101,11 @@ def main() -> None:
         for img, truth in make_frameset(a.n, a.seed, cam, basemap=basemap, effects=effects):
             if not truth["eligible"]:
                 continue
-            k = keypoint_rows(loc, cam, img, truth, a.right_km)
+            f = loc.verifier_for(cam).extract(img)
+            k = keypoint_rows(loc, cam, f, truth, a.right_km)
             rows.append(k)
             right = int((k[:, 2] * k[:, 3]).sum())
-            frames.append((right,) + (located(loc, cam, img, truth) if a.locate else (False, False)))
+            frames.append((right,) + (located(loc, cam, img, f, truth) if a.locate else (False, False)))
         results[m] = (np.concatenate(rows), np.array(frames, dtype=float))
     edges = np.quantile(results["home"][0][:, 0], [0.0, 0.25, 0.5, 0.75, 1.0])
     edges[-1] += 1e-6
