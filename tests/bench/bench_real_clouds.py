@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python tests/bench/bench_real_clouds.py --scene SCENE.jpg --bounds LONMIN LONMAX LATMIN LATMAX \\
         [--n 200] [--seed 4343] [--camera 256x256@80 ...] [--config C.yaml] [--v-ramp 120 210] [--s-ramp 70 30]
-        [--in-place] [--basemap WORLD.jpg] [--clouds real|simulated|both] [--out FRAMES.jsonl]
+        [--in-place] [--basemap WORLD.jpg] [--clouds real|simulated|none|both ...] [--ceiling] [--out FRAMES.jsonl]
 
 The simulator's clouds are fractal noise; acceptance has real cloud fields. This bench takes the cloud field of a
 real satellite scene (opacity from its bright, grey pixels: HSV value ramped over 120..210 DN, saturation over
@@ -19,7 +19,10 @@ global one (bounds -180 180 -90 90) and each frame takes the clouds that lie ove
 turned piece of them: a real day's weather where it was. ``--basemap``: the frames rendered from another global
 equirectangular image (another product, season or month) instead of the default basemap: the nearest stand-in
 here for acceptance's frames (other imagery, real clouds, several cameras). ``--clouds real`` locates the real
-field's frames only. Every false fix (> 50 km) is written to stderr with its place, error and evidence.
+field's frames only; ``--clouds real none`` also the same poses with the simulator's clouds off (what the cloud
+costs, frame by frame). ``--ceiling`` adds, for eligible frames, whether the Localizer's verifiers given the true place
+fix it (the plain look, then the cloud-filled one: bench_cameras.py's ceiling). Every false fix (> 50 km) is written to
+stderr with its place, error and evidence.
 
 A real scene at hand offline: cartopy's MODIS Aqua scene of Hurricane Miriam (bench_real_scene.py's docstring):
 
@@ -40,6 +43,7 @@ import contextlib
 import json
 import math
 import sys
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -48,12 +52,13 @@ from earthfix.onboard import geodesy
 from earthfix.onboard.camera import Camera
 from earthfix.onboard.localizer import Localizer
 from earthfix.sim.basemap import Basemap, read_image
+from earthfix.sim.effects import EffectsConfig
 from earthfix.sim.real_clouds import GlobalCloudField, image_opacity, sample_opacity
 from earthfix.tools.build_index import ensure_default_bundle
 from earthfix.tools.evaluate import FALSE_FIX_KM
 from earthfix.tools.framesets import make_frameset
 
-from bench_cameras import Tally, frame_record, parse_cameras
+from bench_cameras import Tally, either_look_fixed, frame_record, parse_cameras
 
 KM_PER_DEG = math.pi * geodesy.A_KM / 180.0
 BINS = (0.0, 0.1, 0.3, 0.5, 0.7, 1.01)
@@ -112,8 +117,11 @@ def main() -> None:
                     help="render the frames from this global equirectangular image (default: the default basemap)")
     ap.add_argument("--out", default=None, metavar="FRAMES.jsonl",
                     help="one JSON line per located frame (bench_cameras.py's, with the cloud field's name)")
-    ap.add_argument("--clouds", choices=("real", "simulated", "both"), default="both",
-                    help="which cloud fields to locate the poses under (default both, paired)")
+    ap.add_argument("--clouds", choices=("real", "simulated", "none", "both"), nargs="+", default=["both"],
+                    help="which cloud fields to locate the poses under: real, simulated, none (the simulator's "
+                         "clouds off), both (real and simulated; the default), paired frame by frame")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="also verify the true place of each eligible frame (plain or cloud-filled look)")
     a = ap.parse_args()
     if a.in_place and (a.bounds[1] - a.bounds[0] < 359.0 or a.bounds[3] - a.bounds[2] < 179.0):
         ap.error("--in-place needs a global field (--bounds -180 180 -90 90)")
@@ -130,10 +138,13 @@ def run(a, out) -> None:
     loc = Localizer.load(a.bundle or ensure_default_bundle(), a.config)
     print(f"scene {a.scene}: {opacity.shape[1]}x{opacity.shape[0]} px, {km_per_px:.2f} km/px, "
           f"{(opacity > 0.5).mean():.0%} of it cloud by the opacity test")
-    head = "| camera | clouds | eligible | fix rate | false fixes (all frames) | " + " | ".join(
+    wanted = {"real", "simulated"} if "both" in a.clouds else set(a.clouds)
+    clear = replace(EffectsConfig.default(), clouds=False, cloud_cover=0.0)   # "none": the same poses, cloud-free
+    head = ("| camera | clouds | eligible | fix rate |" + (" ceiling |" if a.ceiling else "")
+            + " false fixes (all frames) | ") + " | ".join(
         f"cloud {BINS[i]:.1f}-{min(BINS[i + 1], 1.0):.1f}" for i in range(len(BINS) - 1)) + " |"
     print(head)
-    print("| --- | --- | ---: | ---: | ---: |" + " ---: |" * (len(BINS) - 1))
+    print("| --- | --- | ---: | ---: | ---: |" + " ---: |" * (len(BINS) - 1 + a.ceiling))
     for w, h, fov in cameras:
         cam = Camera.from_fov(w, h, fov)
         rng = np.random.default_rng([a.seed, w])
@@ -144,15 +155,16 @@ def run(a, out) -> None:
             return SceneClouds(opacity, km_per_px, rng.uniform(0, opacity.shape[1]),
                                rng.uniform(0, opacity.shape[0]), rng.uniform(0, 360), lat, lon)
         # the same seed gives both sets the same poses (framesets.make_frameset): paired frame by frame
-        sets = {"real": make_frameset(a.n, a.seed + w, cam, basemap, clouds=real),
-                "simulated": make_frameset(a.n, a.seed + w, cam, basemap)}
+        sets = {"real": lambda: make_frameset(a.n, a.seed + w, cam, basemap, clouds=real),
+                "simulated": lambda: make_frameset(a.n, a.seed + w, cam, basemap),
+                "none": lambda: make_frameset(a.n, a.seed + w, cam, basemap, effects=clear)}
         for kind, frames in sets.items():
-            if a.clouds not in (kind, "both"):
+            if kind not in wanted:
                 continue
             total, bins = Tally(), [Tally() for _ in BINS[1:]]
-            for i, (img, truth) in enumerate(frames):
+            for i, (img, truth) in enumerate(frames()):
                 f = loc.locate(img, cam)
-                err = total.add(f, truth)
+                err = total.add(f, truth, (lambda: either_look_fixed(loc, img, cam, truth)) if a.ceiling else None)
                 if out is not None:
                     out.write(json.dumps(dict(frame_record(cam, i, f, err, truth), clouds=kind)) + "\n")
                 if err is not None and err > FALSE_FIX_KM:
@@ -163,7 +175,8 @@ def run(a, out) -> None:
                 bins[int(np.searchsorted(BINS, truth["cloud_frac"], side="right")) - 1].add(f, truth)
             cells = " | ".join(f"{b.fixes} of {b.eligible}" for b in bins)
             rate = f"{100.0 * total.fixes / total.eligible:.1f} %" if total.eligible else "–"
-            print(f"| {w}×{h}, {fov:g}° | {kind} | {total.eligible} of {a.n} | {rate} | {total.false} | {cells} |",
+            ceil = f" {total.ceiling} |" if a.ceiling else ""
+            print(f"| {w}×{h}, {fov:g}° | {kind} | {total.eligible} of {a.n} | {rate} |{ceil} {total.false} | {cells} |",
                   flush=True)
 
 
