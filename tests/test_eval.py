@@ -197,6 +197,25 @@ def test_misses_by_kind_of_ground_and_the_closest_looks_reason():
     assert ev.reason_class("imprecise pose (10 km 1-sigma at the boresight)") == "imprecise pose"
 
 
+def test_near_wrong_counts_the_refused_wrong_poses_within_half_a_gate():
+    """``near_wrong``: frames without a fix whose closest look's pose is wrong (> 50 km) and pinned within 1.5 x the
+    precision gate, over all frames; inside the gate counted apart; the closest by sigma. Right poses, fixes,
+    imprecise wrong poses and frames with no pose are not counted."""
+    recs = [record(fix=False, hyp_err_km=59.0, bore_sigma_km=8.4, inliers=8, reason="imprecise pose (8 km ...)"),
+            record(fix=False, hyp_err_km=70.0, bore_sigma_km=6.0, inliers=7, reason=""),       # p under the bar
+            record(fix=False, hyp_err_km=63.0, bore_sigma_km=7.9, eligible=False, inliers=7, reason="held by one"),
+            record(fix=False, hyp_err_km=60.0, bore_sigma_km=12.5, reason="imprecise pose"),  # beyond 1.5 gates
+            record(fix=False, hyp_err_km=20.0, bore_sigma_km=9.0, reason="imprecise pose"),   # a right pose
+            record(fix=False, hyp_err_km=None, bore_sigma_km=None, reason="no candidates"),   # no pose
+            record(fix=True, err=2.0, hyp_err_km=2.0, bore_sigma_km=1.0)]
+    n = ev.near_wrong(recs, 8.0)
+    assert (n["frames"], n["inside_gate"]) == (3, 2)
+    assert n["closest"]["bore_sigma_km"] == 6.0 and n["closest"]["hyp_err_km"] == 70.0
+    assert ev.near_wrong(recs, 8.0, gates=1.0)["frames"] == 2
+    assert ev.near_wrong(recs[4:], 8.0) == {"gate_km": 8.0, "gates": 1.5, "frames": 0, "inside_gate": 0,
+                                            "closest": None}
+
+
 def test_exact_topk_best_first():
     refs = np.eye(5, dtype=np.float32)
     q = np.array([0.1, 0.9, 0.0, 0.5, 0.2], np.float32)

@@ -317,6 +317,29 @@ def misses(recs: list[dict]) -> dict:
     return {"rows": rows, "reasons": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))}
 
 
+NEAR_WRONG_GATES = 1.5           # near_wrong: a refused wrong pose pinned within this many precision gates
+
+
+def near_wrong(recs: list[dict], gate_km: float, gates: float = NEAR_WRONG_GATES) -> dict:
+    """Wrong poses that came close to a fix: frames without a fix whose closest look's hypothesis lies more than
+    ``FALSE_FIX_KM`` from the truth and is pinned within ``gates`` x the precision gate (``bore_sigma_km`` <=
+    ``gates`` x ``gate_km``), over all frames. A margin, not a failure: such a pose is refused by the gate by less
+    than half its width, or inside it by the confidence or a later check, and a change that adds inliers can take it
+    through (docs/VERIFICATION.md, "What the cloud costs other imagery, a rival apart and a tilt prior"). Returns the
+    count, how many lie inside the gate, and the closest (smallest sigma)."""
+    def sigma(r):
+        x = r.get("bore_sigma_km")
+        return float("inf") if x is None else float(x)
+    near = [r for r in recs if not r["fix"] and r.get("hyp_err_km") is not None and r["hyp_err_km"] > FALSE_FIX_KM
+            and sigma(r) <= gates * gate_km]
+    c = min(near, key=sigma, default=None)
+    return {"gate_km": float(gate_km), "gates": float(gates), "frames": len(near),
+            "inside_gate": sum(sigma(r) <= gate_km for r in near),
+            "closest": None if c is None else {"scenario": c["scenario"], "index": c.get("index"),
+                                               "bore_sigma_km": sigma(c), "hyp_err_km": float(c["hyp_err_km"]),
+                                               "inliers": c.get("inliers"), "reason": c.get("reason")}}
+
+
 def fixes_by_source(recs: list[dict]) -> dict:
     """Where the fixes come from: fixes (right, within FALSE_FIX_KM) and false fixes by the verified place's source
     (``vote``, ``encoder``, ``wide``) and the look it was verified on; and for the encoder's places (verified last)
@@ -921,6 +944,9 @@ def _summary_report(args, loc, records: list[dict], n: int, int8_path: Path, fp3
                           "all_including_stress": over_deadline(records, loc.cfg["deadline_ms"])},
         "looks_cut": {"overall": looks_cut(main), "all_including_stress": looks_cut(records)},
         "misses": {"overall": misses(main), "all_including_stress": misses(records)},
+        "near_wrong": None if loc.verifier is None else {
+            "overall": near_wrong(main, loc.verifier.cfg.max_bore_sigma_km),
+            "all_including_stress": near_wrong(records, loc.verifier.cfg.max_bore_sigma_km)},
         "night_ocean_false_fixes": {"frames": len(must_zero),
                                     "false_fixes": false_fixes([r["fix"] for r in must_zero], [r["err_km"] for r in must_zero])[0],
                                     "fixes": int(sum(r["fix"] for r in must_zero))},
@@ -1079,6 +1105,16 @@ def _md_scenarios(r: dict) -> list[str]:
         L += [f"Eligible frames left unfixed: {o['unfixed']} overall, {o['looks_cut']} of them with a later look the "
               f"deadline's plan had no room for; {a['unfixed']} and {a['looks_cut']} with the stress sets (evidence "
               "`looks_cut`: misses that time, not the ground, may have cost).", ""]
+    nw = r.get("near_wrong")
+    if nw:
+        o, a = nw["overall"], nw["all_including_stress"]
+        c = a["closest"]
+        closest = ("" if c is None else f"; the closest `{c['scenario']}` {c['index']}: σ {_f(c['bore_sigma_km'])} km, "
+                   f"{_f(c['hyp_err_km'])} km off, {c['inliers']} inliers ({c['reason'] or 'confidence under the bar'})")
+        L += [f"Wrong poses that came close (no fix; the closest look's pose > {FALSE_FIX_KM:g} km off and pinned within "
+              f"{a['gates']:g} × the {a['gate_km']:g} km precision gate): {o['frames']} overall, {a['frames']} with the "
+              f"stress sets, {a['inside_gate']} of them inside the gate{closest}. A margin, not a failure: a change that "
+              "adds inliers can take such a pose through.", ""]
     return L
 
 
