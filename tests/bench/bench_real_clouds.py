@@ -22,7 +22,8 @@ here for acceptance's frames (other imagery, real clouds, several cameras). ``--
 field's frames only; ``--clouds real none`` also the same poses with the simulator's clouds off (what the cloud
 costs, frame by frame). ``--ceiling`` adds, for eligible frames, whether the Localizer's verifiers given the true place
 fix it (the plain look, then the cloud-filled one: bench_cameras.py's ceiling). Every false fix (> 50 km) is written to
-stderr with its place, error and evidence.
+stderr with its place, error and evidence; "near-wrong poses" counts the frames without a fix whose closest pose was
+wrong but pinned within 1.5 precision gates (``evaluate.near_wrong``: the false-fix margin).
 
 A real scene at hand offline: cartopy's MODIS Aqua scene of Hurricane Miriam (bench_real_scene.py's docstring):
 
@@ -55,7 +56,7 @@ from earthfix.sim.basemap import Basemap, read_image
 from earthfix.sim.effects import EffectsConfig
 from earthfix.sim.real_clouds import GlobalCloudField, image_opacity, sample_opacity
 from earthfix.tools.build_index import ensure_default_bundle
-from earthfix.tools.evaluate import FALSE_FIX_KM
+from earthfix.tools.evaluate import FALSE_FIX_KM, near_wrong
 from earthfix.tools.framesets import make_frameset
 
 from bench_cameras import Tally, either_look_fixed, frame_record, parse_cameras
@@ -140,11 +141,12 @@ def run(a, out) -> None:
           f"{(opacity > 0.5).mean():.0%} of it cloud by the opacity test")
     wanted = {"real", "simulated"} if "both" in a.clouds else set(a.clouds)
     clear = replace(EffectsConfig.default(), clouds=False, cloud_cover=0.0)   # "none": the same poses, cloud-free
+    gate_km = loc.verifier.cfg.max_bore_sigma_km
     head = ("| camera | clouds | eligible | fix rate |" + (" ceiling |" if a.ceiling else "")
-            + " false fixes (all frames) | ") + " | ".join(
+            + " false fixes (all frames) | near-wrong poses | ") + " | ".join(
         f"cloud {BINS[i]:.1f}-{min(BINS[i + 1], 1.0):.1f}" for i in range(len(BINS) - 1)) + " |"
     print(head)
-    print("| --- | --- | ---: | ---: | ---: |" + " ---: |" * (len(BINS) - 1 + a.ceiling))
+    print("| --- | --- | ---: | ---: | ---: | ---: |" + " ---: |" * (len(BINS) - 1 + a.ceiling))
     for w, h, fov in cameras:
         cam = Camera.from_fov(w, h, fov)
         rng = np.random.default_rng([a.seed, w])
@@ -161,12 +163,13 @@ def run(a, out) -> None:
         for kind, frames in sets.items():
             if kind not in wanted:
                 continue
-            total, bins = Tally(), [Tally() for _ in BINS[1:]]
+            total, bins, recs = Tally(), [Tally() for _ in BINS[1:]], []
             for i, (img, truth) in enumerate(frames()):
                 f = loc.locate(img, cam)
                 err = total.add(f, truth, (lambda: either_look_fixed(loc, img, cam, truth)) if a.ceiling else None)
+                recs.append(dict(frame_record(cam, i, f, err, truth), clouds=kind))
                 if out is not None:
-                    out.write(json.dumps(dict(frame_record(cam, i, f, err, truth), clouds=kind)) + "\n")
+                    out.write(json.dumps(recs[-1]) + "\n")
                 if err is not None and err > FALSE_FIX_KM:
                     print(f"false fix: {w}x{h}@{fov:g} {kind} frame {i} at {truth['bore_lat']:.2f}, "
                           f"{truth['bore_lon']:.2f}: {err:.0f} km off, confidence {f.confidence:.3f}, "
@@ -176,8 +179,9 @@ def run(a, out) -> None:
             cells = " | ".join(f"{b.fixes} of {b.eligible}" for b in bins)
             rate = f"{100.0 * total.fixes / total.eligible:.1f} %" if total.eligible else "–"
             ceil = f" {total.ceiling} |" if a.ceiling else ""
-            print(f"| {w}×{h}, {fov:g}° | {kind} | {total.eligible} of {a.n} | {rate} |{ceil} {total.false} | {cells} |",
-                  flush=True)
+            near = near_wrong([dict(r, scenario=kind) for r in recs], gate_km)
+            print(f"| {w}×{h}, {fov:g}° | {kind} | {total.eligible} of {a.n} | {rate} |{ceil} {total.false} | "
+                  f"{near['frames']} | {cells} |", flush=True)
 
 
 if __name__ == "__main__":
