@@ -34,6 +34,7 @@ from earthfix.tools.evaluate import FALSE_FIX_KM, position_error_km
 from earthfix.tools.framesets import make_frameset
 
 from bench_cameras import parse_cameras
+from bench_ceiling import true_place_fixed
 
 RANKS = ((0, 50), (50, 150), (150, 300), (300, 10 ** 6))
 
@@ -67,11 +68,8 @@ def keypoint_rows(loc: Localizer, cam: Camera, f, truth: dict, right_km: float) 
 def located(loc: Localizer, cam: Camera, img, f, truth: dict) -> tuple[bool, bool]:
     """(the plain look's verifier given only the true place fixes ``img`` from its features ``f``, the Localizer
     fixes it), within FALSE_FIX_KM."""
-    ver = loc.verifier_for(cam)
-    v = ver.verify(f, cam, [(truth["bore_lat"], truth["bore_lon"],
-                             ver.cfg.radius_factor * truth["footprint_half_width_km"])])
     fx = loc.locate(img, cam)
-    return (bool(v.ok and position_error_km(v.lat, v.lon, truth) < FALSE_FIX_KM),
+    return (true_place_fixed(loc.verifier_for(cam), f, cam, truth),
             bool(fx.fix and position_error_km(fx.lat, fx.lon, truth) < FALSE_FIX_KM))
 
 
