@@ -141,7 +141,7 @@ def run(a, out) -> None:
           f"{(opacity > 0.5).mean():.0%} of it cloud by the opacity test")
     wanted = {"real", "simulated"} if "both" in a.clouds else set(a.clouds)
     clear = replace(EffectsConfig.default(), clouds=False, cloud_cover=0.0)   # "none": the same poses, cloud-free
-    gate_km = loc.verifier.cfg.max_bore_sigma_km
+    gate_km = loc.verifier.cfg.max_bore_sigma_km if loc.verifier is not None else 0.0   # no store: no pose at all
     head = ("| camera | clouds | eligible | fix rate |" + (" ceiling |" if a.ceiling else "")
             + " false fixes (all frames) | near-wrong poses | ") + " | ".join(
         f"cloud {BINS[i]:.1f}-{min(BINS[i + 1], 1.0):.1f}" for i in range(len(BINS) - 1)) + " |"
