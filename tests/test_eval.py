@@ -305,6 +305,28 @@ def test_confidence_fit_stays_at_the_prior_without_data_and_learns_with_it():
     assert abs(w[0] - 3.0) < 0.4 and abs(b - 0.5) < 0.3
 
 
+def test_calibration_on_other_imagery_adds_its_sets_and_refuses_a_bad_map_before_the_first_frame(tmp_path):
+    """``earthfix calibrate --basemap``: each map adds land sets at both cameras and a cloudy one rendered from
+    it; a map that cannot be read stops the run before any frame is located, not after the default sets."""
+    import pytest
+    from earthfix.sim.basemap import BasemapError
+    from earthfix.tools.calibrate import calibration_sets, collect
+    base = calibration_sets()
+    sets = calibration_sets(("maps/july.jpg",))
+    assert sets[:len(base)] == base
+    added = sets[len(base):]
+    assert [(s[0], s[1].width, s[2]) for s in added] == [("july256", 256, "maps/july.jpg"),
+                                                          ("july512", 512, "maps/july.jpg"),
+                                                          ("julycloudy", 256, "maps/july.jpg")]
+    assert added[2][3].cloud_cover == 0.7 and added[0][3].kind == "land"
+
+    class NoLocate:
+        def locate(self, *a, **k):
+            raise AssertionError("a frame was located before the maps were read")
+    with pytest.raises(BasemapError, match="cannot read basemap"):
+        collect(NoLocate(), 10, progress=False, basemaps=(str(tmp_path / "missing.jpg"),))
+
+
 def test_confidence_falls_as_the_boresight_uncertainty_grows():
     from earthfix.onboard.confidence import ConfidenceModel
     m = ConfidenceModel.load(MODELS / "confidence.json")

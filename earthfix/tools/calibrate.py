@@ -2,7 +2,8 @@
 
 Runs the Localizer with no confidence gate on simulated calibration frames (land, cloudy land, ocean,
 night, from the default and the season-shifted basemaps, 256 px and 512 px cameras, and land seen by a
-panchromatic sensor; seeds disjoint from ``earthfix eval``), labels
+panchromatic sensor; seeds disjoint from ``earthfix eval``; ``--basemap``: land frames rendered from
+other imagery too, where the near-wrong poses of other products live), labels
 every hypothesis by its true error, fits a logistic regression (Newton/IRLS, MAP under a Gaussian prior
 centred on the hand-set ``confidence.PRIOR``) and writes ``models/confidence.json`` with the features,
 coefficients and a reliability table.
@@ -55,27 +56,46 @@ def wrong_place_evidence(loc, img, cam, truth, rng, n_wrong: int = WRONG_PER_FRA
     return out
 
 
-def collect(loc, n: int, seed: int = CALIB_SEED, progress=True, stats: dict | None = None):
-    """Labelled hypotheses (features, right, error km, set name) over the calibration sets; ``stats``
-    (if given) receives the count of wrong-place trials."""
-    from tqdm import tqdm
+def calibration_sets(basemaps: tuple = ()) -> list:
+    """The calibration sets: (name, camera, basemap, FrameSpec, share of the frames). The basemap is None
+    (the default), "season" (``shifted_basemap``) or the path of another global image: each of
+    ``basemaps`` adds land sets at both cameras and a cloudy one, of the default sets' sizes, named by
+    the file's stem."""
     from ..onboard.camera import Camera
-    from .framesets import FrameSpec, make_frameset, panchromatic, shifted_basemap
-    sets = [("land256", Camera.from_fov(256, 256, 80), None, FrameSpec(), 0.45),
-            ("land512", Camera.from_fov(512, 512, 60), None, FrameSpec(), 0.15),
-            ("season256", Camera.from_fov(256, 256, 80), "season", FrameSpec(), 0.2),
-            ("cloudy", Camera.from_fov(256, 256, 80), None, FrameSpec(cloud_cover=0.7), 0.1),
-            ("ocean", Camera.from_fov(256, 256, 80), None, FrameSpec(kind="ocean"), 0.05),
-            ("night", Camera.from_fov(256, 256, 80), None, FrameSpec(daylight=False), 0.05),
-            ("pan256", Camera.from_fov(256, 256, 80), None, FrameSpec(), 0.1)]   # a panchromatic sensor
+    from .framesets import FrameSpec
+    cam256, cam512 = Camera.from_fov(256, 256, 80), Camera.from_fov(512, 512, 60)
+    sets = [("land256", cam256, None, FrameSpec(), 0.45),
+            ("land512", cam512, None, FrameSpec(), 0.15),
+            ("season256", cam256, "season", FrameSpec(), 0.2),
+            ("cloudy", cam256, None, FrameSpec(cloud_cover=0.7), 0.1),
+            ("ocean", cam256, None, FrameSpec(kind="ocean"), 0.05),
+            ("night", cam256, None, FrameSpec(daylight=False), 0.05),
+            ("pan256", cam256, None, FrameSpec(), 0.1)]   # a panchromatic sensor
+    for path in basemaps:
+        stem = Path(path).stem
+        sets += [(stem + "256", cam256, str(path), FrameSpec(), 0.45),
+                 (stem + "512", cam512, str(path), FrameSpec(), 0.15),
+                 (stem + "cloudy", cam256, str(path), FrameSpec(cloud_cover=0.7), 0.1)]
+    return sets
+
+
+def collect(loc, n: int, seed: int = CALIB_SEED, progress=True, stats: dict | None = None,
+            basemaps: tuple = ()):
+    """Labelled hypotheses (features, right, error km, set name) over ``calibration_sets(basemaps)``;
+    ``stats`` (if given) receives the count of wrong-place trials."""
+    from tqdm import tqdm
+    from .framesets import make_frameset, panchromatic, shifted_basemap
+    sets = calibration_sets(basemaps)
+    # other imagery is read before the first frame: a bad path fails at once, not after the default sets
+    other = {bm: _load_basemap(bm) for _, _, bm, _, _ in sets if bm not in (None, "season")}
     rows = []
     rng = np.random.default_rng(seed + 99)
     for k, (name, cam, bm, spec, share) in enumerate(sets):
         m = max(4, int(round(n * share)))
-        basemap = shifted_basemap(bm) if bm else None
+        basemap = None if bm is None else shifted_basemap(bm) if bm == "season" else other[bm]
         for img, truth in tqdm(make_frameset(m, seed + k, cam, basemap, spec), total=m, desc=f"calibrate {name}",
                                disable=not progress, file=sys.stderr):
-            if name.startswith("pan"):
+            if name == "pan256":
                 img = panchromatic(img)
             fix = loc.locate(img, cam)
             if spec.kind == "land":
@@ -90,6 +110,11 @@ def collect(loc, n: int, seed: int = CALIB_SEED, progress=True, stats: dict | No
                 if truth.get("bore_lat") is not None else 1e9
             rows.append((conf.features(ev), err <= 50.0, err, name))
     return rows
+
+
+def _load_basemap(path: str):
+    from ..sim.basemap import Basemap
+    return Basemap.load(path)
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, w0: np.ndarray | None = None, l2: float = 1.0, iters: int = 50):
@@ -122,6 +147,9 @@ def register(sub):
     p.add_argument("--check-seed", type=int, default=CHECK_SEED)
     p.add_argument("--config", default=None,
                    help="onboard YAML config to calibrate (default: the defaults); its min_confidence is ignored")
+    p.add_argument("--basemap", action="append", default=[], metavar="WORLD.jpg",
+                   help="also calibrate on land frames rendered from this global equirectangular image "
+                        "(256 px and 512 px; repeatable). Keep the maps an evaluation holds out out of it")
     p.set_defaults(func=run)
 
 
@@ -175,7 +203,7 @@ def run(args) -> int:
     cfg["verify"] = dict(cfg["verify"], max_bore_sigma_km=1e6)
     loc = Localizer.load(bundle, config=cfg)
     stats = {}
-    rows = collect(loc, args.frames, seed=args.seed, stats=stats)
+    rows = collect(loc, args.frames, seed=args.seed, stats=stats, basemaps=tuple(args.basemap))
     y = np.array([r[1] for r in rows], dtype=float)
     fitted = bool(len(rows) >= 10 and 0 < y.sum() < len(y))
     if fitted:
@@ -199,14 +227,15 @@ def run(args) -> int:
     if args.check_frames > 0:
         # fitted on one frame set, checked on another: the calibration must hold on frames it never saw
         cstats = {}
-        crows = collect(loc, args.check_frames, seed=args.check_seed, stats=cstats)
+        crows = collect(loc, args.check_frames, seed=args.check_seed, stats=cstats, basemaps=tuple(args.basemap))
         out["check"] = dict(summarise(crows, b, coef, gate_km, min_conf), seed=args.check_seed,
                             frames=args.check_frames, wrong_place_trials=int(cstats.get("wrong_place_trials", 0)))
     out["command"] = (f"earthfix calibrate --frames {args.frames} --out {args.out}"
                       + (f" --seed {args.seed}" if args.seed != CALIB_SEED else "")
                       + (f" --check-frames {args.check_frames}" if args.check_frames else "")
                       + (f" --check-seed {args.check_seed}" if args.check_frames and args.check_seed != CHECK_SEED else "")
-                      + (f" --config {args.config}" if args.config else ""))
+                      + (f" --config {args.config}" if args.config else "")
+                      + "".join(f" --basemap {Path(b).name}" for b in args.basemap))
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     brief = {k: out[k] for k in ("hypotheses", "right", "wrong", "max_p_of_wrong", "inside_gate")}
     if "check" in out:
