@@ -448,6 +448,27 @@ def test_config_file_errors_are_one_line(tmp_path):
         load_config(None, ["threads"])
 
 
+def test_a_named_confidence_model_that_is_missing_or_of_other_features_is_refused(tmp_path):
+    """``confidence.path`` names the model that gates every fix: a missing file, a file that is no model, or a
+    model fitted on other features is an error, never a silent fall-back to the hand-set prior."""
+    from earthfix.onboard.confidence import FEATURES, PRIOR, ConfidenceModel
+    good = {"features": list(FEATURES), "intercept": -7.0, "coef": {k: 1.0 for k in FEATURES}}
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    assert ConfidenceModel.load(tmp_path / "good.json").intercept == -7.0
+    assert ConfidenceModel.load(None).intercept == PRIOR["intercept"]
+    with pytest.raises(FileNotFoundError, match="confidence model not found"):
+        ConfidenceModel.load(tmp_path / "missing.json")
+    short = dict(good, coef={k: 1.0 for k in FEATURES[:-1]})
+    extra = dict(good, features=list(FEATURES) + ["cloud"], coef=dict(good["coef"], cloud=1.0))
+    cases = {"text.json": "not json", "short.json": json.dumps(short), "extra.json": json.dumps(extra),
+             "nan.json": json.dumps(dict(good, intercept=float("nan"))), "list.json": "[1, 2]"}
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError) as e:
+            ConfidenceModel.load(tmp_path / name)
+        assert one_line(str(e.value)) and name in str(e.value)
+
+
 EXTREMES_SCRIPT = r"""
 import dataclasses, json, sys, cv2
 from earthfix.onboard.camera import Camera

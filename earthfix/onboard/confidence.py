@@ -42,10 +42,24 @@ class ConfidenceModel:
 
     @classmethod
     def load(cls, path=None) -> "ConfidenceModel":
-        if path is not None and Path(path).is_file():
-            d = json.loads(Path(path).read_text())
-            return cls(d["intercept"], d["coef"])
-        return cls(PRIOR["intercept"], PRIOR["coef"])
+        """The model in ``path`` (``earthfix calibrate``'s JSON), or the hand-set ``PRIOR`` when ``path`` is
+        None. A named file that is missing, unreadable or fitted on other features is refused: a gate that
+        silently fell back to another model would pass fixes nobody calibrated."""
+        if path is None:
+            return cls(PRIOR["intercept"], PRIOR["coef"])
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"confidence model not found: {path}")
+        try:
+            d = json.loads(path.read_text())
+            coef = d["coef"]
+            values = [float(d["intercept"])] + [float(coef[k]) for k in FEATURES]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"confidence model {path} is not a model of this build ({exc!r})") from None
+        if tuple(d.get("features", FEATURES)) != FEATURES or set(coef) != set(FEATURES) \
+                or not all(math.isfinite(v) for v in values):
+            raise ValueError(f"confidence model {path} does not match this build's features {list(FEATURES)}")
+        return cls(d["intercept"], coef)
 
     def __call__(self, ev: dict) -> float:
         if not ev or not ev.get("ok", False):
