@@ -327,6 +327,24 @@ def test_calibration_on_other_imagery_adds_its_sets_and_refuses_a_bad_map_before
         collect(NoLocate(), 10, progress=False, basemaps=(str(tmp_path / "missing.jpg"),))
 
 
+def test_the_calibration_record_shows_how_far_the_flying_poses_errors_reach():
+    """``calibrate``'s record of the poses that would fly: their errors by distance (the tail beyond 50 km is
+    the false fixes) and, by inlier count, the error over the pose's own sigma."""
+    from earthfix.tools.calibrate import flying_errors
+    err = np.array([1.0, 2.0, 4.0, 12.0, 71.0, 3.0, 1.0])
+    sig = np.array([1.0, 1.0, 2.0, 6.0, 7.0, 1.0, 0.5])
+    inl = np.array([6.0, 7.0, 9.0, 9.0, 6.0, 30.0, 40.0])
+    f = flying_errors(err, sig, inl)
+    assert f["poses"] == 7
+    assert {b["err_lo_km"]: b["n"] for b in f["by_error"]} == {0.0: 5, 5.0: 0, 10.0: 1, 20.0: 0, 30.0: 0, 40.0: 0,
+                                                               50.0: 0, 60.0: 1, 80.0: 0, 100.0: 0}
+    rows = {r["inliers_lo"]: r for r in f["by_inliers"]}
+    assert set(rows) == {0, 8, 20}                         # empty bins are left out
+    assert rows[0]["n"] == 3 and rows[0]["over_50km"] == 1 and rows[0]["err_over_sigma_max"] == 10.1
+    assert rows[8]["n"] == 2 and rows[8]["over_20km"] == 0 and rows[8]["err_over_sigma_p50"] == 2.0
+    assert rows[20]["inliers_hi"] is None and rows[20]["err_over_sigma_max"] == 3.0
+
+
 def test_confidence_falls_as_the_boresight_uncertainty_grows():
     from earthfix.onboard.confidence import ConfidenceModel
     m = ConfidenceModel.load(MODELS / "confidence.json")

@@ -31,6 +31,8 @@ CALIB_SEED = 7000
 CHECK_SEED = 17000      # the held-out check set (--check-frames)
 WRONG_PER_FRAME = 2     # wrong-place trials per land frame
 SIGMA_BINS_KM = (0.0, 1.0, 3.0, 10.0, 30.0, math.inf)   # the record's table of hypotheses by bore_sigma_km
+ERR_BINS_KM = (0.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 80.0, 100.0, math.inf)   # the flying poses' errors
+INLIER_BINS = (0, 8, 10, 13, 20, 10**9)                  # ... and their error against bore_sigma_km by inliers
 
 
 def wrong_place_evidence(loc, img, cam, truth, rng, n_wrong: int = WRONG_PER_FRAME):
@@ -177,6 +179,7 @@ def summarise(rows, intercept: float, coef: dict, gate_km: float, min_confidence
                              "err_p90_km": round(float(np.percentile(errs[m], 90)), 2)})
     kept = sig <= gate_km
     wrong, wrong_kept = probs[~y], probs[kept & ~y]
+    flies = kept & (probs >= min_confidence) & (errs < 1e8)     # the poses that would be fixes in flight
     return {"hypotheses": int(len(y)), "right": int(y.sum()), "wrong": int((~y).sum()),
             "max_p_of_wrong": float(wrong.max()) if len(wrong) else None, "reliability": table,
             "by_bore_sigma": by_sigma,
@@ -185,7 +188,29 @@ def summarise(rows, intercept: float, coef: dict, gate_km: float, min_confidence
                             "wrong": int(len(wrong_kept)),
                             "max_p_of_wrong": float(wrong_kept.max()) if len(wrong_kept) else None,
                             f"right_at_p{min_confidence:g}": round(float((probs[kept & y] >= min_confidence).mean()), 4)
-                            if (kept & y).any() else None}}
+                            if (kept & y).any() else None},
+            "flying": flying_errors(errs[flies], sig[flies], np.expm1(x[flies, conf.FEATURES.index("log_inliers")]))}
+
+
+def flying_errors(err_km: np.ndarray, sigma_km: np.ndarray, inliers: np.ndarray) -> dict:
+    """The poses that would fly (inside the precision gate, at or above the confidence bar): how far their
+    errors reach (a histogram over ``ERR_BINS_KM``; a false fix is the part beyond 50 km) and, by inlier
+    count, the error in units of the pose's own ``bore_sigma_km``: where that ratio's tail is long, the gate
+    in km lets the tail through."""
+    hist = [{"err_lo_km": lo, "err_hi_km": hi if math.isfinite(hi) else None,
+             "n": int(((err_km >= lo) & (err_km < hi)).sum())} for lo, hi in zip(ERR_BINS_KM[:-1], ERR_BINS_KM[1:])]
+    rows = []
+    for lo, hi in zip(INLIER_BINS[:-1], INLIER_BINS[1:]):
+        m = (inliers >= lo - 0.5) & (inliers < hi - 0.5)
+        if m.any():
+            z = err_km[m] / np.maximum(sigma_km[m], 1e-6)
+            rows.append({"inliers_lo": lo, "inliers_hi": hi if hi < 10**9 else None, "n": int(m.sum()),
+                         "err_over_sigma_p50": round(float(np.percentile(z, 50)), 2),
+                         "err_over_sigma_p90": round(float(np.percentile(z, 90)), 2),
+                         "err_over_sigma_p99": round(float(np.percentile(z, 99)), 2),
+                         "err_over_sigma_max": round(float(z.max()), 1),
+                         "over_20km": int((err_km[m] > 20).sum()), "over_50km": int((err_km[m] > 50).sum())})
+    return {"poses": int(len(err_km)), "by_error": hist, "by_inliers": rows}
 
 
 def run(args) -> int:
