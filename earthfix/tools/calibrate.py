@@ -151,7 +151,7 @@ def register(sub):
                    help="onboard YAML config to calibrate (default: the defaults); its min_confidence is ignored")
     p.add_argument("--basemap", action="append", default=[], metavar="WORLD.jpg",
                    help="also calibrate on land frames rendered from this global equirectangular image "
-                        "(256 px and 512 px; repeatable). Keep the maps an evaluation holds out out of it")
+                        "(256 px, 512 px and 70 %% cloud; repeatable); not a map an evaluation holds out")
     p.set_defaults(func=run)
 
 
@@ -179,7 +179,8 @@ def summarise(rows, intercept: float, coef: dict, gate_km: float, min_confidence
                              "err_p90_km": round(float(np.percentile(errs[m], 90)), 2)})
     kept = sig <= gate_km
     wrong, wrong_kept = probs[~y], probs[kept & ~y]
-    flies = kept & (probs >= min_confidence) & (errs < 1e8)     # the poses that would be fixes in flight
+    # the poses that would be fixes in flight (the wrong-place trials, which have no true distance, left out)
+    flies = kept & (probs >= min_confidence) & (errs < 1e8)
     return {"hypotheses": int(len(y)), "right": int(y.sum()), "wrong": int((~y).sum()),
             "max_p_of_wrong": float(wrong.max()) if len(wrong) else None, "reliability": table,
             "by_bore_sigma": by_sigma,
