@@ -9,7 +9,9 @@ Land frames (``make_frameset``, the simulator's effects, default basemap, 400-80
 yaw; local solar time 8-15.5 h as the eval's, or ``--day-hours``: e.g. 6 8 for dawn's low sun; ``--basemap``:
 frames rendered from another global equirectangular image, e.g. another month's Blue Marble) seen by each
 camera below, through one loaded ``Localizer`` (defaults, one thread): eligible frames,
-fix rate, false fixes (> 50 km, over all frames), boresight error p50 and latency p50, and the pipeline's
+fix rate, false fixes (> 50 km, over all frames), near-wrong poses (frames without a fix whose closest pose was
+wrong but pinned within 1.5 precision gates: ``evaluate.near_wrong``, the false-fix margin), boresight error p50
+and latency p50, and the pipeline's
 retrieval recall@10 (its ``candidates``, CONVENTIONS recall). ``--ceiling`` adds the verification ceiling: the
 share of eligible frames that the Localizer's verifier fixes when given the true place, as the frame is or
 cloud-filled (``bench_ceiling.py``'s question at this camera). Footprint half-width quoted at 600 km.
@@ -28,7 +30,7 @@ from earthfix.onboard.camera import Camera
 from earthfix.onboard.features import fill_clouds
 from earthfix.onboard.localizer import Localizer
 from earthfix.tools.build_index import ensure_default_bundle
-from earthfix.tools.evaluate import FALSE_FIX_KM, first_hit_rank, is_eligible, position_error_km
+from earthfix.tools.evaluate import FALSE_FIX_KM, first_hit_rank, is_eligible, near_wrong, position_error_km
 from earthfix.tools.framesets import FrameSpec, make_frameset
 
 from bench_ceiling import true_place_fixed
@@ -136,27 +138,30 @@ def run(a, out) -> None:
                                                              [] if a.camera_file else CAMERAS)]
     cameras += [Camera.from_yaml(p) for p in a.camera_file or []]
     loc = Localizer.load(a.bundle or ensure_default_bundle(), a.config)
+    gate_km = loc.verifier.cfg.max_bore_sigma_km if loc.verifier is not None else 0.0   # no store: no pose at all
     extra = " ceiling |" if a.ceiling else ""
     print("| camera | footprint half-width at 600 km | eligible | fix rate | retrieval R@10 |" + extra
-          + " false fixes | error p50 | latency p50 |")
-    print("| --- | ---: | ---: | ---: | ---: |" + (" ---: |" if a.ceiling else "") + " ---: | ---: | ---: |")
+          + " false fixes | near-wrong poses | error p50 | latency p50 |")
+    print("| --- | ---: | ---: | ---: | ---: |" + (" ---: |" if a.ceiling else "") + " ---: | ---: | ---: | ---: |")
     for cam in cameras:
         w, h, fov = cam.width, cam.height, cam.fov_deg
-        tally = Tally()
+        tally, recs = Tally(), []
         frames = make_frameset(a.n, a.seed + w, cam, basemap, FrameSpec(day_hours=tuple(a.day_hours)),
                                effects=effects)
         for i, (img, truth) in enumerate(frames):
             f = loc.locate(img, cam)
             err = tally.add(f, truth, (lambda: either_look_fixed(loc, img, cam, truth)) if a.ceiling else None)
+            recs.append(frame_record(cam, i, f, err, truth))
             if out is not None:
-                out.write(json.dumps(frame_record(cam, i, f, err, truth)) + "\n")
+                out.write(json.dumps(recs[-1]) + "\n")
+        near = near_wrong([dict(r, scenario=r["camera"]) for r in recs], gate_km)
         ceil = f" {tally.pct(tally.ceiling)} |" if a.ceiling else ""
         off = (cam.cx - (w - 1) / 2.0, cam.cy - (h - 1) / 2.0)
         name = f"{w}×{h}, {fov:.4g}°" + (f", cx {off[0]:+g} cy {off[1]:+g} px" if any(off) else "") + (
             f", fy/fx {cam.fy / cam.fx:.3f}" if cam.fy != cam.fx else "")
         t = tally
         print(f"| {name} | {cam.footprint_half_width_km(600.0):.0f} km | {t.eligible} of {a.n} | "
-              f"{t.pct(t.fixes)} | {t.pct(t.hits)} |{ceil} {t.false} | "
+              f"{t.pct(t.fixes)} | {t.pct(t.hits)} |{ceil} {t.false} | {near['frames']} | "
               f"{np.median(t.errs) if t.errs else float('nan'):.1f} km | {np.median(t.lat_ms):.1f} ms |")
 
 
