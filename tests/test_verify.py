@@ -1,6 +1,8 @@
 """Geometric verification: keypoint store, features, pose from a frame (fast: one small regional store)."""
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 import pytest
@@ -918,6 +920,27 @@ def test_a_vote_places_own_pose_holds_a_place_its_matches_cannot(store, basemap,
     for wlat, wlon in ((27.0, 20.0), (18.0, 30.0), (30.0, 2.0)):
         wrong = Verifier(store, cfg).verify(f, cam, [(wlat, wlon, 500.0, yaw, 600.0)])
         assert not wrong.ok, (wlat, wlon, wrong.inliers)
+
+
+def test_a_pose_whose_altitude_disagrees_with_its_vote_places_is_refused(store, basemap):
+    """A vote place comes with the altitude its keypoints' scale implies: a pose fitted there at an altitude
+    more than ``max_prior_alt_log`` (|ln ratio|) from it is a bent fit and refused; within it, or with the check
+    off, or at a place without its own pose, the same frame's right pose stands."""
+    cam = Camera.from_fov(256, 256, 80)
+    lat, lon, yaw = 24.0, 12.0, 37.0
+    img = appearance(frame(basemap, cam, lat, lon, 600.0, yaw), seed=5)
+    cfg = VerifyConfig()
+    assert 0 < cfg.max_prior_alt_log < math.log(1.5)                   # on in flight
+    f = Verifier(store, cfg).extract(img)
+    for alt_prior in (600.0, 600.0 * 1.2, 600.0 / 1.2):
+        v = Verifier(store, cfg).verify(f, cam, [(lat, lon, 500.0, yaw, alt_prior)])
+        assert v.ok and abs(v.alt_km - 600.0) < 30.0, (alt_prior, v.reason)
+    for alt_prior in (900.0, 380.0):
+        v = Verifier(store, cfg).verify(f, cam, [(lat, lon, 500.0, yaw, alt_prior)])
+        assert not v.ok and v.reason.startswith("altitude ") and f"its place's {alt_prior:.0f} km" in v.reason, v.reason
+    for verifier, place in ((Verifier(store, VerifyConfig(max_prior_alt_log=0.0)), (lat, lon, 500.0, yaw, 900.0)),
+                            (Verifier(store, cfg), (lat, lon, 500.0))):
+        assert verifier.verify(f, cam, [place]).ok
 
 
 def test_a_first_pose_that_rests_on_one_match_is_not_matched_again(store, basemap, monkeypatch):

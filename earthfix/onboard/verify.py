@@ -73,6 +73,12 @@ class VerifyConfig:
                                         # passed; frames 0-30 deg off nadir fixed as before. With an
                                         # attitude given, the tilt is the attitude's: raise it for off-nadir
                                         # imaging. docs/VERIFICATION.md, "A learned local descriptor")
+    max_prior_alt_log: float = 0.3      # a pose at a place that came with its own pose (a vote peak: the
+                                        # altitude its keypoints' scale implies) is rejected when its altitude
+                                        # differs from that by more than this in |ln(ratio)| (0.3: x1.35): two
+                                        # estimates of one scale that disagree so far mean a bent fit (session
+                                        # 66: a 76 km false fix at 332 km for the vote's 474, true 459; right
+                                        # poses' disagreement p99 18 %). 0: off
     max_bore_sigma_km: float = 8.0      # poses whose boresight is pinned worse than this (1 sigma, propagated
                                         # from the reprojection noise) are rejected: every wrong hypothesis in
                                         # 3,848 calibration ones had 13-110 km, a wrong place 11 km
@@ -644,6 +650,9 @@ class Verifier:
             out.reason = f"implausible altitude {alt:.0f} km"
         elif out.tilt_deg > cfg.max_tilt_deg:
             out.reason = f"implausible tilt {out.tilt_deg:.0f} deg"
+        elif (cfg.max_prior_alt_log > 0 and g.prior is not None and g.prior[1] > 0
+                and abs(math.log(alt / g.prior[1])) > cfg.max_prior_alt_log):
+            out.reason = f"altitude {alt:.0f} km against its place's {g.prior[1]:.0f} km"
         elif not out.bore_sigma_km <= cfg.max_bore_sigma_km:
             out.reason = f"imprecise pose ({out.bore_sigma_km:.0f} km 1-sigma at the boresight)"
         elif n_in < cfg.min_inliers:
