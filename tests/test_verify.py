@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -923,23 +924,27 @@ def test_a_vote_places_own_pose_holds_a_place_its_matches_cannot(store, basemap,
 
 
 def test_a_pose_whose_altitude_disagrees_with_its_vote_places_is_refused(store, basemap):
-    """A vote place comes with the altitude its keypoints' scale implies: a pose fitted there at an altitude
-    more than ``max_prior_alt_log`` (|ln ratio|) from it is a bent fit and refused; within it, or with the check
-    off, or at a place without its own pose, the same frame's right pose stands."""
+    """A vote place comes with the altitude its keypoints' scale implies: a pose of few inliers fitted there at
+    an altitude more than ``max_prior_alt_log`` (|ln ratio|) from it is a bent fit and refused; within it, with
+    the check off, at a place without its own pose, or for a pose of ``prior_alt_below_inliers`` or more, the same
+    frame's right pose stands."""
     cam = Camera.from_fov(256, 256, 80)
     lat, lon, yaw = 24.0, 12.0, 37.0
     img = appearance(frame(basemap, cam, lat, lon, 600.0, yaw), seed=5)
     cfg = VerifyConfig()
-    assert 0 < cfg.max_prior_alt_log < math.log(1.5)                   # on in flight
+    assert 0 < cfg.max_prior_alt_log < math.log(1.5) and cfg.prior_alt_below_inliers > cfg.min_inliers   # on
     f = Verifier(store, cfg).extract(img)
+    every = VerifyConfig(prior_alt_below_inliers=10 ** 6)            # this frame's pose counted as a few-match one
     for alt_prior in (600.0, 600.0 * 1.2, 600.0 / 1.2):
-        v = Verifier(store, cfg).verify(f, cam, [(lat, lon, 500.0, yaw, alt_prior)])
+        v = Verifier(store, every).verify(f, cam, [(lat, lon, 500.0, yaw, alt_prior)])
         assert v.ok and abs(v.alt_km - 600.0) < 30.0, (alt_prior, v.reason)
     for alt_prior in (900.0, 380.0):
-        v = Verifier(store, cfg).verify(f, cam, [(lat, lon, 500.0, yaw, alt_prior)])
+        v = Verifier(store, every).verify(f, cam, [(lat, lon, 500.0, yaw, alt_prior)])
         assert not v.ok and v.reason.startswith("altitude ") and f"its place's {alt_prior:.0f} km" in v.reason, v.reason
-    for verifier, place in ((Verifier(store, VerifyConfig(max_prior_alt_log=0.0)), (lat, lon, 500.0, yaw, 900.0)),
-                            (Verifier(store, cfg), (lat, lon, 500.0))):
+    held = Verifier(store, cfg).verify(f, cam, [(lat, lon, 500.0, yaw, 900.0)])
+    assert held.ok and held.inliers >= cfg.prior_alt_below_inliers        # a well-held pose outranks the vote
+    for verifier, place in ((Verifier(store, replace(every, max_prior_alt_log=0.0)), (lat, lon, 500.0, yaw, 900.0)),
+                            (Verifier(store, every), (lat, lon, 500.0))):
         assert verifier.verify(f, cam, [place]).ok
 
 

@@ -79,6 +79,10 @@ class VerifyConfig:
                                         # estimates of one scale that disagree so far mean a bent fit (session
                                         # 66: a 76 km false fix at 332 km for the vote's 474, true 459; right
                                         # poses' disagreement p99 18 %). 0: off
+    prior_alt_below_inliers: int = 13   # ...for poses of fewer inliers than this: a bent fit is a few-match one
+                                        # (error over sigma up to 14 below 13 inliers, <= 7 above), while a
+                                        # two-vote place's altitude can be far off a well-held pose's (two right
+                                        # fixes of 15 and 21 inliers refused without this bound)
     max_bore_sigma_km: float = 8.0      # poses whose boresight is pinned worse than this (1 sigma, propagated
                                         # from the reprojection noise) are rejected: every wrong hypothesis in
                                         # 3,848 calibration ones had 13-110 km, a wrong place 11 km
@@ -650,8 +654,8 @@ class Verifier:
             out.reason = f"implausible altitude {alt:.0f} km"
         elif out.tilt_deg > cfg.max_tilt_deg:
             out.reason = f"implausible tilt {out.tilt_deg:.0f} deg"
-        elif (cfg.max_prior_alt_log > 0 and g.prior is not None and g.prior[1] > 0
-                and abs(math.log(alt / g.prior[1])) > cfg.max_prior_alt_log):
+        elif (cfg.max_prior_alt_log > 0 and n_in < cfg.prior_alt_below_inliers and g.prior is not None
+                and g.prior[1] > 0 and abs(math.log(alt / g.prior[1])) > cfg.max_prior_alt_log):
             out.reason = f"altitude {alt:.0f} km against its place's {g.prior[1]:.0f} km"
         elif not out.bore_sigma_km <= cfg.max_bore_sigma_km:
             out.reason = f"imprecise pose ({out.bore_sigma_km:.0f} km 1-sigma at the boresight)"
