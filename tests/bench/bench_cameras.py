@@ -111,6 +111,14 @@ def main() -> None:
         run(a, out)
 
 
+def near_wrong_poses(loc, recs: list[dict]) -> int:
+    """How many of the frame records ``recs`` (``frame_record``'s) hold a near-wrong pose under ``loc``'s precision
+    gate (``evaluate.near_wrong``, the eval's false-fix margin); a bundle without a keypoint store reaches none."""
+    if loc.verifier is None:
+        return 0
+    return near_wrong([dict(r, scenario=r["camera"]) for r in recs], loc.verifier.cfg.max_bore_sigma_km)["frames"]
+
+
 def frame_record(cam, i: int, f, err, truth: dict) -> dict:
     """The ``--out`` line of frame ``i`` of ``cam``: its fix ``f`` against ``truth`` (``err``: Tally.add's)."""
     ev = f.evidence
@@ -138,7 +146,6 @@ def run(a, out) -> None:
                                                              [] if a.camera_file else CAMERAS)]
     cameras += [Camera.from_yaml(p) for p in a.camera_file or []]
     loc = Localizer.load(a.bundle or ensure_default_bundle(), a.config)
-    gate_km = loc.verifier.cfg.max_bore_sigma_km if loc.verifier is not None else 0.0   # no store: no pose at all
     extra = " ceiling |" if a.ceiling else ""
     print("| camera | footprint half-width at 600 km | eligible | fix rate | retrieval R@10 |" + extra
           + " false fixes | near-wrong poses | error p50 | latency p50 |")
@@ -154,14 +161,13 @@ def run(a, out) -> None:
             recs.append(frame_record(cam, i, f, err, truth))
             if out is not None:
                 out.write(json.dumps(recs[-1]) + "\n")
-        near = near_wrong([dict(r, scenario=r["camera"]) for r in recs], gate_km)
         ceil = f" {tally.pct(tally.ceiling)} |" if a.ceiling else ""
         off = (cam.cx - (w - 1) / 2.0, cam.cy - (h - 1) / 2.0)
         name = f"{w}×{h}, {fov:.4g}°" + (f", cx {off[0]:+g} cy {off[1]:+g} px" if any(off) else "") + (
             f", fy/fx {cam.fy / cam.fx:.3f}" if cam.fy != cam.fx else "")
         t = tally
         print(f"| {name} | {cam.footprint_half_width_km(600.0):.0f} km | {t.eligible} of {a.n} | "
-              f"{t.pct(t.fixes)} | {t.pct(t.hits)} |{ceil} {t.false} | {near['frames']} | "
+              f"{t.pct(t.fixes)} | {t.pct(t.hits)} |{ceil} {t.false} | {near_wrong_poses(loc, recs)} | "
               f"{np.median(t.errs) if t.errs else float('nan'):.1f} km | {np.median(t.lat_ms):.1f} ms |")
 
 

@@ -56,10 +56,10 @@ from earthfix.sim.basemap import Basemap, read_image
 from earthfix.sim.effects import EffectsConfig
 from earthfix.sim.real_clouds import GlobalCloudField, image_opacity, sample_opacity
 from earthfix.tools.build_index import ensure_default_bundle
-from earthfix.tools.evaluate import FALSE_FIX_KM, near_wrong
+from earthfix.tools.evaluate import FALSE_FIX_KM
 from earthfix.tools.framesets import make_frameset
 
-from bench_cameras import Tally, either_look_fixed, frame_record, parse_cameras
+from bench_cameras import Tally, either_look_fixed, frame_record, near_wrong_poses, parse_cameras
 
 KM_PER_DEG = math.pi * geodesy.A_KM / 180.0
 BINS = (0.0, 0.1, 0.3, 0.5, 0.7, 1.01)
@@ -141,7 +141,6 @@ def run(a, out) -> None:
           f"{(opacity > 0.5).mean():.0%} of it cloud by the opacity test")
     wanted = {"real", "simulated"} if "both" in a.clouds else set(a.clouds)
     clear = replace(EffectsConfig.default(), clouds=False, cloud_cover=0.0)   # "none": the same poses, cloud-free
-    gate_km = loc.verifier.cfg.max_bore_sigma_km if loc.verifier is not None else 0.0   # no store: no pose at all
     head = ("| camera | clouds | eligible | fix rate |" + (" ceiling |" if a.ceiling else "")
             + " false fixes (all frames) | near-wrong poses | ") + " | ".join(
         f"cloud {BINS[i]:.1f}-{min(BINS[i + 1], 1.0):.1f}" for i in range(len(BINS) - 1)) + " |"
@@ -179,9 +178,8 @@ def run(a, out) -> None:
             cells = " | ".join(f"{b.fixes} of {b.eligible}" for b in bins)
             rate = f"{100.0 * total.fixes / total.eligible:.1f} %" if total.eligible else "–"
             ceil = f" {total.ceiling} |" if a.ceiling else ""
-            near = near_wrong([dict(r, scenario=kind) for r in recs], gate_km)
             print(f"| {w}×{h}, {fov:g}° | {kind} | {total.eligible} of {a.n} | {rate} |{ceil} {total.false} | "
-                  f"{near['frames']} | {cells} |", flush=True)
+                  f"{near_wrong_poses(loc, recs)} | {cells} |", flush=True)
 
 
 if __name__ == "__main__":
