@@ -455,7 +455,6 @@ def test_a_place_is_started_only_when_the_slowest_so_far_would_end_before_the_de
 def test_a_clear_pose_ends_the_search_and_a_weaker_one_does_not(store, basemap):
     """A pose of ``early_inliers`` well-spread inliers at the first place ends verification there; below that
     count every later place is verified too, and the answer is the same pose."""
-    from dataclasses import replace
     cam = Camera.from_fov(256, 256, 80)
     lat, lon = 26.0, 20.0
     base = VerifyConfig()
@@ -480,7 +479,6 @@ def test_a_search_resumed_with_more_places_answers_as_one_search_with_them_all(s
     it names) is that of one ``verify`` with the longer list; a search a clear pose or the deadline ended is
     not resumable and ``resume`` returns it as it was."""
     import time
-    from dataclasses import replace
     cam = Camera.from_fov(256, 256, 80)
     lat, lon = 26.0, 20.0
     img = appearance(frame(basemap, cam, lat, lon, 600.0, 300.0), seed=5).astype(np.float32)
@@ -706,7 +704,6 @@ def test_one_inlier_per_frame_position_and_per_ground_point():
 
 def test_a_wide_cameras_filled_look_can_be_capped_but_never_below_the_plain_look():
     """cloud_fill_config: the store's sample; with fill_max_work_px > 0 at most that, at least the plain look."""
-    from dataclasses import replace
     from earthfix.onboard.camera import Camera
     from earthfix.onboard.verify import VerifyConfig, cloud_fill_config
 
@@ -729,7 +726,6 @@ def test_a_wide_cameras_filled_look_can_be_capped_but_never_below_the_plain_look
 def test_the_filled_look_keeps_the_fainter_blobs_of_hazy_ground(basemap):
     """cloud_fill_config lowers SIFT's contrast threshold (fill_contrast_threshold, 0.01 against the plain
     look's 0.02): a frame under a 70 % haze keeps more keypoints in its filled look; 0 keeps the plain one's."""
-    from dataclasses import replace
     from earthfix.onboard.verify import cloud_fill_config
     cam = Camera.from_fov(256, 256, 80)
     img = frame(basemap, cam, 26.0, 20.0, 600.0, 30.0).astype(np.float32)
