@@ -86,10 +86,11 @@ def collect(loc, n: int, seed: int = CALIB_SEED, progress=True, stats: dict | No
     """Labelled hypotheses (features, right, error km, set name) over ``calibration_sets(basemaps)``;
     ``stats`` (if given) receives the count of wrong-place trials."""
     from tqdm import tqdm
+    from ..sim.basemap import Basemap
     from .framesets import make_frameset, panchromatic, shifted_basemap
     sets = calibration_sets(basemaps)
     # other imagery is read before the first frame: a bad path fails at once, not after the default sets
-    other = {bm: _load_basemap(bm) for _, _, bm, _, _ in sets if bm not in (None, "season")}
+    other = {bm: Basemap.load(bm) for _, _, bm, _, _ in sets if bm not in (None, "season")}
     rows = []
     rng = np.random.default_rng(seed + 99)
     for k, (name, cam, bm, spec, share) in enumerate(sets):
@@ -112,11 +113,6 @@ def collect(loc, n: int, seed: int = CALIB_SEED, progress=True, stats: dict | No
                 if truth.get("bore_lat") is not None else 1e9
             rows.append((conf.features(ev), err <= 50.0, err, name))
     return rows
-
-
-def _load_basemap(path: str):
-    from ..sim.basemap import Basemap
-    return Basemap.load(path)
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, w0: np.ndarray | None = None, l2: float = 1.0, iters: int = 50):
