@@ -20,7 +20,7 @@ def _localizer(bundle, **cfg):
 @needs_model
 def test_the_bundle_has_a_finer_store_and_records_it(tiny_bundle):
     from earthfix.onboard.bundle import MANIFEST, Bundle
-    from earthfix.tools.build_index import FINE_KEYSTORE_GSD_KM
+    from earthfix.tools.build_index import FINE_KEYSTORE_GSD_KM, LOWRES_MAP_PX
     b = Bundle.load(tiny_bundle)
     assert b.keystore_fine is not None and b.keystore_fine.gsd_km == FINE_KEYSTORE_GSD_KM < b.keystore.gsd_km
     # a finer sample of the same ground holds more keypoints
@@ -28,7 +28,8 @@ def test_the_bundle_has_a_finer_store_and_records_it(tiny_bundle):
     m = yaml.safe_load((tiny_bundle / MANIFEST).read_text())
     # (built by build_bundle without other maps: the default recipe's shipped map is added by its callers)
     assert m["keystore"] == {"gsd_km": b.keystore.gsd_km, "fine_gsd_km": FINE_KEYSTORE_GSD_KM,
-                             "fine_keypoints": len(b.keystore_fine), "extra_basemaps": []}
+                             "fine_keypoints": len(b.keystore_fine), "extra_basemaps": [],
+                             "lowres_map_px": LOWRES_MAP_PX, "lowres_keypoints": len(b.keystore_lowres)}
 
 
 @needs_model

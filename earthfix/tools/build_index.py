@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..onboard.bundle import (FORMAT_VERSION, KEYINDEX_GRAPH, MANIFEST, Bundle, BundleError, check_encoder_record,
+from ..onboard.bundle import (FORMAT_VERSION, KEYINDEX_LOWRES_GRAPH, KEYINDEX_GRAPH, KEYSTORE_LOWRES, MANIFEST, Bundle, BundleError, check_encoder_record,
                               reduce_descriptors, seal_manifest, sha256_file)
 from ..onboard.hnsw_file import pack_graph
 from . import grid
@@ -44,6 +44,8 @@ DEFAULT_KEYSTORE_EXTRA = ("nasa-bmng-07_2048.jpg",)   # shipped maps (maps/) who
                              # bundle's stores: imagery without the default map's relief shading, so that
                              # frames of other products and seasons find keypoints they share (docs/VERIFICATION.md,
                              # "A second map in the keypoint store")
+LOWRES_MAP_PX = 2048         # keystore_lowres.npz: the maps area-averaged to 2048 px around the globe (19.6 km
+                             # a pixel), for frames of low-resolution imagery (docs/VERIFICATION.md)
 FINE_KEYSTORE_GSD_KM = 4.0   # keystore_fine.npz, for cameras finer than the 6 km store: 1024 px at 40 deg
                              # fixes +9 points with it (docs/VERIFICATION.md, "Store sample per camera")
 
@@ -118,7 +120,8 @@ def build_hnsw(vectors: np.ndarray, params: dict, threads: int = 2):
 def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_params=None,
                  keystore=True, progress=True, region=None, threads=2, log=None, keyindex=True,
                  keyindex_params=None, keystore_gsd_km=None, fine_keystore_gsd_km=FINE_KEYSTORE_GSD_KM,
-                 local_descriptor=None, keystore_extra_basemaps=(), keystore_dim=None) -> Path:
+                 local_descriptor=None, keystore_extra_basemaps=(), keystore_dim=None,
+                 lowres_map_px=LOWRES_MAP_PX) -> Path:
     """Build a bundle into ``out_dir`` (written to a temporary sibling, then renamed: never half-written).
 
     ``pca_dim`` None: ``DEFAULT_PCA_DIM``, or ``TURNED_PCA_DIM`` when the encoder's references are stored at
@@ -131,6 +134,10 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
     64-D store").
     ``fine_keystore_gsd_km`` (with ``keystore``; None or 0: none): also ``keystore_fine.npz`` at that sample,
     for cameras whose working pixel is finer than the main store's (``Localizer.verifier_for``).
+    ``lowres_map_px`` (with ``keystore`` and ``keyindex``; None or 0: none): also ``keystore_lowres.npz`` and
+    its voting index ``keyindex_lowres.graph``, the same maps area-averaged to that many pixels around the
+    globe (``Basemap.coarsened``), at the main store's sample, for frames of imagery coarser than the maps
+    (``Localizer._lowres_vote``).
     ``local_descriptor`` (with ``keystore``): the learned local descriptor's ONNX (None: the shipped
     ``models/localdesc.onnx`` if there is one; "none": RootSIFT); copied into the bundle as ``localdesc.onnx``
     and recorded in manifest 'local_descriptor'.
@@ -174,7 +181,7 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
     np.save(tmp / "descriptors.npy", red.astype(np.float16))
     index.save_index(str(tmp / "index.hnsw"))
     n_kp = 0
-    keyindex_meta = keystore_meta = None
+    keyindex_meta = keystore_meta = keyindex_lowres_meta = None
     local_meta = None
     if keystore:
         from ..onboard.localdesc import BUNDLE_FILE
@@ -207,14 +214,17 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
         keystore_meta["extra_basemaps"] = [{"source": Path(b.source).name, "sha256": sha256_file(Path(b.source))}
                                            for b in keystore_extra_basemaps]
         if keyindex:
-            from .build_keyindex import build_keyindex
-            kindex, keyindex_meta = build_keyindex(store, keyindex_params, threads=1)
-            kindex.save_index(str(tmp / "keyindex.hnsw"))
-            # kept without its vectors (the store's own descriptors, put back at load), compressed
-            raw = tmp / "keyindex.hnsw"
-            (tmp / KEYINDEX_GRAPH).write_bytes(pack_graph(raw.read_bytes(), keyindex_meta["dim"]))
-            raw.unlink()
+            keyindex_meta = _write_keyindex(store, keyindex_params, tmp, KEYINDEX_GRAPH)
             keyindex_meta.update(file=KEYINDEX_GRAPH, vectors="the coarse keypoint store's, decoded")
+            keystore_meta["lowres_map_px"] = None
+            if lowres_map_px:
+                lowres = build_keystore(basemap.coarsened(int(lowres_map_px)), kcfg, progress=progress,
+                                        describer=describer, extra_basemaps=tuple(
+                                            b.coarsened(int(lowres_map_px)) for b in keystore_extra_basemaps))
+                lowres.save(tmp / KEYSTORE_LOWRES)
+                keyindex_lowres_meta = _write_keyindex(lowres, keyindex_params, tmp, KEYINDEX_LOWRES_GRAPH)
+                keyindex_lowres_meta["vectors"] = f"{KEYSTORE_LOWRES}'s, decoded"
+                keystore_meta.update(lowres_map_px=int(lowres_map_px), lowres_keypoints=len(lowres))
     files = {}
     for f in sorted(tmp.iterdir()):
         files[f.name] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
@@ -230,6 +240,7 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
                  "ref_fov_deg": grid.REF_FOV_DEG, "region": list(region) if region else None},
         "index": dict(params, dim=int(red.shape[1]), library="hnswlib", turns=int(turns)),
         **({"keyindex": keyindex_meta} if keyindex_meta else {}),
+        **({"keyindex_lowres": keyindex_lowres_meta} if keyindex_lowres_meta else {}),
         **({"keystore": keystore_meta} if keystore_meta else {}),
         **({"local_descriptor": local_meta} if local_meta else {}),
         "pca": {"dim_in": int(desc.shape[1]), "dim_out": int(red.shape[1]), "whiten_power": WHITEN_POWER},
@@ -244,6 +255,18 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
     tmp.rename(out_dir)
     log(f"build-index: wrote {out_dir} ({sum(v['bytes'] for v in files.values()) / 1e6:.1f} MB) in {time.time() - t0:.0f} s")
     return out_dir
+
+
+def _write_keyindex(store, params, tmp: Path, name: str) -> dict:
+    """The voting index over ``store`` (``build_keyindex``, one thread: reproducible) written as ``tmp / name``
+    without its vectors (the store's own descriptors, put back at load), compressed; returns its manifest record."""
+    from .build_keyindex import build_keyindex
+    kindex, meta = build_keyindex(store, params, threads=1)
+    raw = tmp / (name + ".hnsw")
+    kindex.save_index(str(raw))
+    (tmp / name).write_bytes(pack_graph(raw.read_bytes(), meta["dim"]))
+    raw.unlink()
+    return dict(meta, file=name)
 
 
 def ensure_default_bundle(progress=True) -> Path:
@@ -280,7 +303,7 @@ def shipped_local_sha256() -> str | None:
 
 def is_current(manifest: dict, encoder_sha256: str, local_sha256: str | None = None) -> bool:
     """A cached default bundle is reused only if built with this encoder, this local descriptor (None:
-    RootSIFT) and this recipe (whitening, the fine keypoint store's sample, the key index's graph and its
+    RootSIFT) and this recipe (whitening, the fine and low-resolution keypoint stores, the key index's graph and its
     compact file and dimension, the shipped maps in the keypoint stores)."""
     from ..sim.basemap import SHIPPED_MAPS
     from .build_keystore import BuildConfig
@@ -290,6 +313,7 @@ def is_current(manifest: dict, encoder_sha256: str, local_sha256: str | None = N
             and (manifest.get("local_descriptor") or {}).get("sha256") == local_sha256
             and float(manifest.get("pca", {}).get("whiten_power", 0.0)) == WHITEN_POWER
             and (manifest.get("keystore") or {}).get("fine_gsd_km") == FINE_KEYSTORE_GSD_KM
+            and (manifest.get("keystore") or {}).get("lowres_map_px") == LOWRES_MAP_PX
             and (manifest.get("keyindex") or {}).get("file") == KEYINDEX_GRAPH
             and (manifest.get("keyindex") or {}).get("dim", 32) == BuildConfig.pca_dim
             and all((manifest.get("keyindex") or {}).get(k) == DEFAULT_KEYINDEX[k] for k in ("M", "ef_construction")))
@@ -350,6 +374,9 @@ def register(sub):
     p.add_argument("--fine-keystore-gsd-km", type=float, default=FINE_KEYSTORE_GSD_KM,
                    help="sample of the fine keypoint store for narrow cameras, km per pixel "
                         f"(default {FINE_KEYSTORE_GSD_KM:g}; 0: none)")
+    p.add_argument("--lowres-map-px", type=int, default=LOWRES_MAP_PX,
+                   help="the low-resolution keypoint store's maps, area-averaged to this many pixels around the "
+                        f"globe, for frames of low-resolution imagery (default {LOWRES_MAP_PX}: 19.6 km a pixel; 0: none)")
     p.add_argument("--local-descriptor", default=None,
                    help="learned local descriptor ONNX for the keypoint stores (default: the shipped "
                         "models/localdesc.onnx; 'none': RootSIFT)")
@@ -381,7 +408,7 @@ def run_build(args) -> int:
                      keystore=not args.no_keystore, region=args.region, keyindex=not args.no_keyindex,
                      keystore_gsd_km=args.keystore_gsd_km, fine_keystore_gsd_km=args.fine_keystore_gsd_km,
                      local_descriptor=args.local_descriptor, keystore_extra_basemaps=extra,
-                     keystore_dim=args.keystore_dim)
+                     keystore_dim=args.keystore_dim, lowres_map_px=args.lowres_map_px)
     except (FileNotFoundError, ValueError) as exc:
         print(f"earthfix build-index: {exc}", file=sys.stderr)
         return 2
