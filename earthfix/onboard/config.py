@@ -39,7 +39,6 @@ DEFAULTS = {
     "shrink_to_work": True,
     "fine_store": True,
     "lowres_store": True,
-    "lowres_vote_margin": 0.0,
     "warm_up": True,
     "encoder_spacing": 0.5,
     "encoder_views": ["filled", "despeckled"],
@@ -134,7 +133,6 @@ def validate(cfg: dict) -> dict:
     _check("vote_ef", out["vote_ef"], int, 2, 1024)
     _check("vote_wide_k", out["vote_wide_k"], int, 0, 32)
     _check("vote_wide_min_confidence", out["vote_wide_min_confidence"], float, 0.0, 1.0)
-    _check("lowres_vote_margin", out["lowres_vote_margin"], float, -1000.0, 1000.0)
     _check("max_frame_side_px", out["max_frame_side_px"], int, 64, 16384)
     _check("encoder_spacing", out["encoder_spacing"], float, 0.0, 10.0)
     _check("exposure_below_dn", out["exposure_below_dn"], float, 0.0, 255.0)

@@ -227,9 +227,7 @@ class _FrameSearch:
     verified: list = field(default_factory=list)      # the candidates the answer's place index refers to
     looks_cut: int = 0               # later looks the plan had no room for (evidence)
     lean_looks: int = 0              # later looks run lean (evidence)
-    lowres_places: list = field(default_factory=list)  # the low-resolution store's vote places not yet verified
-    lowres_cut: bool = False         # the low-resolution store's vote or places had no room in the plan
-    vote_tops: tuple = ()            # (the first look's best vote, the low-resolution store's), when made
+    lowres_cut: bool = False         # the low-resolution store's look had no room in the deadline's plan
 
 
 def despeckle_geometry(vcfg, camera: Camera) -> tuple[int, int]:
@@ -412,7 +410,7 @@ class Localizer:
         return out
 
     def _look(self, img, verifier, drop, camera, attitude, deadline, cands, stages, place_s=0.0, retrieval=None,
-              defer_below: int = 0, lean: bool = False, voter=None, source: str = "vote", feats=None):
+              defer_below: int = 0, lean: bool = False):
         """Local features (none centred on ``drop``) -> keypoint vote (merged ahead of the encoder's
         ``cands``) -> verification. Returns (candidate list, Verification, Features, the vote's search for a
         wide vote or None: ``vote.VoteQuery``, the vote places left unverified); stage times go into ``stages``.
@@ -423,24 +421,20 @@ class Localizer:
 
         With ``retrieval`` (a ``_Retrieval`` not yet run) the encoder's candidates are that retrieval's, made
         only if the vote's places end without a clear pose (``encoder_places: lazy``): the places verified
-        and the answer are the same as with them made first. ``voter``: a vote on another keypoint store than
-        the bundle's main one (``verifier`` then verifies on that store), its places named ``source``; ``feats``:
-        the look's features already extracted (a store's projection of them is made where they are matched)."""
-        if feats is None:
-            t = _time.perf_counter()
-            feats = verifier.extract(img, drop=drop)
-            stages["features_ms"] = (_time.perf_counter() - t) * 1e3
+        and the answer are the same as with them made first."""
+        t = _time.perf_counter()
+        feats = verifier.extract(img, drop=drop)
+        stages["features_ms"] = (_time.perf_counter() - t) * 1e3
         voted, query = [], None
-        voter = voter or self.voter
-        if voter is not None:
+        if self.voter is not None:
             t = _time.perf_counter()
             strongest = feats
-            if lean and 0 < voter.cfg.first_query < len(feats):
-                strongest = feats.subset(np.arange(voter.cfg.first_query))
-            votes = voter.candidates(strongest, camera, max_candidates=self.cfg["vote_k"])
-            query = voter.last_query
+            if lean and 0 < self.voter.cfg.first_query < len(feats):
+                strongest = feats.subset(np.arange(self.voter.cfg.first_query))
+            votes = self.voter.candidates(strongest, camera, max_candidates=self.cfg["vote_k"])
+            query = self.voter.last_query
             stages["vote_ms"] = (_time.perf_counter() - t) * 1e3
-            voted = _as_candidates(votes, source)
+            voted = _as_candidates(votes, "vote")
         weak = [c for c in voted if c.score < defer_below]
         voted = [c for c in voted if c.score >= defer_below]
         lazy = retrieval is not None and bool(voted)
@@ -491,40 +485,29 @@ class Localizer:
         stages["wide_places_ms"] = (_time.perf_counter() - t) * 1e3
         return wide, vw
 
-    def _lowres_vote(self, s: _FrameSearch) -> None:
-        """The first look's features voted on the bundle's low-resolution keypoint store
-        (``keystore_lowres.npz``: the same maps area-averaged to ``keystore.lowres_map_px``), as time allows:
-        its places into ``s.lowres_places``, verified by ``_lowres_places`` (first when they hold more votes
-        than the first look's own best place, else after every other place).
-        Why: frames of imagery coarser than the store's maps (global mosaics of 10-20 km a pixel) have lost the
-        finer blobs the main store matches on; the low-resolution store holds what such frames still show. On its own
-        it costs frames of fine imagery, so it never replaces the main store (docs/VERIFICATION.md,
-        "Low-resolution imagery")."""
-        vote_ms = s.stages.get("vote_ms", 0.0)
-        if look_plan(_time.perf_counter(), s.deadline, vote_ms + SECOND_LOOK_EXTRA_MS, None) is None:
+    def _lowres_look(self, s: _FrameSearch) -> None:
+        """Last of all, as the deadline allows: the first look's features voted on the bundle's low-resolution
+        keypoint store (``keystore_lowres.npz``: the same maps area-averaged to ``keystore.lowres_map_px`` pixels
+        around the globe) and its places verified there with the first look's verifier settings.
+        Why: frames of imagery coarser than the maps (global mosaics of 10-20 km a pixel) have lost the finer
+        blobs the main store matches on; the low-resolution store holds what they still show. It never replaces
+        the main store (it loses frames of fine imagery) and comes after every other place: made any earlier, after
+        a failed first look, it cut the later looks that fix veiled frames (docs/VERIFICATION.md, "Low-resolution
+        imagery"). The frame's features are reused: a store's projection is made where they are matched."""
+        first, stages = s.prep.looks[0], s.stages
+        look_ms = stages.get("vote_ms", 0.0) + SECOND_LOOK_EXTRA_MS
+        if look_plan(_time.perf_counter(), s.deadline, look_ms, None) is None:
             s.lowres_cut = True
             return
         t = _time.perf_counter()
-        s.lowres_places = _as_candidates(self.lowres_voter.candidates(s.first_feats, s.camera,
-                                                                     max_candidates=self.cfg["vote_k"]), "lowres")
-        s.stages["lowres_vote_ms"] = (_time.perf_counter() - t) * 1e3
-
-    def _lowres_first(self, s: _FrameSearch) -> bool:
-        """Whether the low-resolution store's vote outvoted the first look's own (its places then come first)."""
-        own = max([c.score for c in s.candidates + s.weak if c.source == "vote"], default=0.0)
-        top = max([c.score for c in s.lowres_places], default=0.0)
-        s.vote_tops = (own, top)
-        return top > own + self.cfg["lowres_vote_margin"]
-
-    def _lowres_places(self, s: _FrameSearch) -> None:
-        """The low-resolution store's vote places verified with the first look's features, as time allows."""
-        cands, s.lowres_places = s.lowres_places, []
-        if not cands or s.v.ok:
+        cands = _as_candidates(self.lowres_voter.candidates(s.first_feats, s.camera, max_candidates=self.cfg["vote_k"]),
+                               "lowres")
+        stages["lowres_vote_ms"] = (_time.perf_counter() - t) * 1e3
+        if not cands:
             return
         if _time.perf_counter() + max(s.slowest_s, SECOND_LOOK_EXTRA_MS / 1e3) > s.deadline:
             s.lowres_cut = True
             return
-        first = s.prep.looks[0]
         ver = self._lowres_verifiers.get(id(first.verifier))
         if ver is None:
             from .verify import Verifier
@@ -533,7 +516,7 @@ class Localizer:
         t = _time.perf_counter()
         v = ver.verify(s.first_feats, s.camera, self._places(cands, ver), attitude=s.attitude, deadline=s.deadline,
                        place_s=s.slowest_s)
-        s.stages["lowres_places_ms"] = (_time.perf_counter() - t) * 1e3
+        stages["lowres_places_ms"] = (_time.perf_counter() - t) * 1e3
         s.slowest_s = max(s.slowest_s, v.slowest_place_s)
         if v.ok:
             s.candidates = (cands + s.candidates)[: self.cfg["top_k"]]
@@ -738,10 +721,6 @@ class Localizer:
             fix.reason = "blank frame"
         elif verifying:
             search = self._first_look(img, camera, attitude, t0, stages, retrieval, order)
-            if self.lowres_voter is not None and not search.v.ok:
-                self._lowres_vote(search)
-                if self._lowres_first(search):
-                    self._lowres_places(search)
             self._later_looks(search)
             self._after_looks(search)
             self._answer(fix, search, cond)
@@ -854,8 +833,8 @@ class Localizer:
             s.candidates = (s.candidates + wide)[: self.cfg["top_k"]]
             if vw is not None and vw.ok:
                 s.v, s.verified, s.look = vw, wide, 0
-        if s.lowres_places and not s.v.ok:
-            self._lowres_places(s)
+        if self.lowres_voter is not None and not s.v.ok:
+            self._lowres_look(s)
         if not s.v.ok and s.later_votes:
             s.candidates = self._with_votes(s.candidates, s.later_votes, s.camera)
         if not s.v.ok:
@@ -877,7 +856,7 @@ class Localizer:
                             source=source, vote_candidates=sum(c.source == "vote" for c in s.candidates),
                             cloud_share=round(prep.cloud_share, 3), speckle_share=round(prep.speckle_share, 3),
                             near_cloud_share=round(prep.near_cloud_share, 3),
-                            look=prep.looks[s.look].name, looks_cut=s.looks_cut, lean_looks=s.lean_looks, lowres_cut=s.lowres_cut, vote_tops=list(s.vote_tops),
+                            look=prep.looks[s.look].name, looks_cut=s.looks_cut, lean_looks=s.lean_looks, lowres_cut=s.lowres_cut,
                             deferred=len(s.weak), exposure_gain=round(cond.gain, 3),
                             tone_gamma=round(cond.power, 3), blur_ratio=round(cond.blur_ratio, 3),
                             sharpened=cond.sharpened)
