@@ -10,8 +10,8 @@ import yaml
 
 from earthfix.onboard.bundle import MANIFEST, Bundle
 from earthfix.tools.build_keystore import BuildConfig
-from earthfix.tools.build_index import (DEFAULT_KEYINDEX, DEFAULT_KEYSTORE_EXTRA, FINE_KEYSTORE_GSD_KM, WHITEN_POWER,
-                                       fit_pca, is_current, shipped_local_sha256)
+from earthfix.tools.build_index import (DEFAULT_KEYINDEX, DEFAULT_KEYSTORE_EXTRA, FINE_KEYSTORE_GSD_KM, LOWRES_MAP_PX,
+                                       WHITEN_POWER, fit_pca, is_current, shipped_local_sha256)
 
 
 def _descriptors(n=2000, d=16, seed=0):
@@ -64,13 +64,16 @@ def _shipped_extra():
 
 def test_a_cached_default_bundle_of_another_recipe_or_encoder_is_not_reused():
     fine = {"gsd_km": 6.0, "fine_gsd_km": FINE_KEYSTORE_GSD_KM, "fine_keypoints": 10,
-            "extra_basemaps": _shipped_extra()}
+            "extra_basemaps": _shipped_extra(), "lowres_map_px": LOWRES_MAP_PX, "lowres_keypoints": 10}
     ki = {"library": "hnswlib", "space": "l2", "M": DEFAULT_KEYINDEX["M"],
           "ef_construction": DEFAULT_KEYINDEX["ef_construction"], "ef": DEFAULT_KEYINDEX["ef"],
           "file": "keyindex.graph", "dim": BuildConfig.pca_dim}
     m = {"encoder": {"sha256": "abc"}, "pca": {"dim_in": 128, "dim_out": 64, "whiten_power": WHITEN_POWER},
          "keystore": fine, "keyindex": ki}
     assert is_current(m, "abc")
+    # without the low-resolution store (before session 67) or of another sample: rebuilt
+    assert not is_current(dict(m, keystore=dict(fine, lowres_map_px=None)), "abc")
+    assert not is_current(dict(m, keystore=dict(fine, lowres_map_px=1024)), "abc")
     # the key index kept whole (keyindex.hnsw, before session 51): still read, but not the default recipe
     assert not is_current(dict(m, keyindex={k: v for k, v in ki.items() if k != "file"}), "abc")
     # the key index's graph: the flight's vote_ef is tuned to it (M 8 / ef_construction 100 until session 38)
