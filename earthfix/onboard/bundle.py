@@ -17,7 +17,7 @@ Layout (``format_version`` 1):
     keystore_lowres.npz, keyindex_lowres.graph
                     optional, together: the low-resolution keypoint store: the same maps area-averaged to coarse imagery
                     (manifest 'keystore.lowres_map_px' pixels around the globe) and its voting index (manifest
-                    'keyindex_lowres'), for frames of imagery coarser than the maps (Localizer._lowres_vote)
+                    'keyindex_lowres'), for frames of imagery coarser than the maps (Localizer._lowres_look)
     localdesc.onnx  optional: the learned local descriptor (localdesc.py) both keypoint stores were built with
                     (manifest 'local_descriptor'; keystore meta 'descriptor'); frames are described with it.
                     Stores built with RootSIFT need none

@@ -500,8 +500,8 @@ class Localizer:
             s.lowres_cut = True
             return
         t = _time.perf_counter()
-        cands = _as_candidates(self.lowres_voter.candidates(s.first_feats, s.camera, max_candidates=self.cfg["vote_k"]),
-                               "lowres")
+        votes = self.lowres_voter.candidates(s.first_feats, s.camera, max_candidates=self.cfg["vote_k"])
+        cands = _as_candidates(votes, "lowres")
         stages["lowres_vote_ms"] = (_time.perf_counter() - t) * 1e3
         if not cands:
             return
@@ -859,8 +859,8 @@ class Localizer:
                             source=source, vote_candidates=sum(c.source == "vote" for c in s.candidates),
                             cloud_share=round(prep.cloud_share, 3), speckle_share=round(prep.speckle_share, 3),
                             near_cloud_share=round(prep.near_cloud_share, 3),
-                            look=prep.looks[s.look].name, looks_cut=s.looks_cut, lean_looks=s.lean_looks, lowres_cut=s.lowres_cut,
-                            deferred=len(s.weak), exposure_gain=round(cond.gain, 3),
+                            look=prep.looks[s.look].name, looks_cut=s.looks_cut, lean_looks=s.lean_looks,
+                            lowres_cut=s.lowres_cut, deferred=len(s.weak), exposure_gain=round(cond.gain, 3),
                             tone_gamma=round(cond.power, 3), blur_ratio=round(cond.blur_ratio, 3),
                             sharpened=cond.sharpened)
         # a wide-vote place (chancier neighbours, on a frame every other place failed; the confidence model

@@ -9,7 +9,9 @@ encoder with its own preprocessing; (3) PCA to ``pca_dim`` (fitted on the refere
 component divided by the square root of its standard deviation (``WHITEN_POWER``), and re-normalisation;
 (4) an hnswlib inner-product graph; (5) the area keypoint store for verification (from the basemap's tiles
 and, in the default recipe, the same tiles of the shipped maps ``DEFAULT_KEYSTORE_EXTRA``) and the key index
-over its descriptors for keypoint voting (``build_keyindex``); (6) manifest.yaml with every file's SHA-256.
+over its descriptors for keypoint voting (``build_keyindex``), a finer store for narrow cameras, and a
+low-resolution store with its own key index from the same maps area-averaged to ``LOWRES_MAP_PX`` around the
+globe; (6) manifest.yaml with every file's SHA-256.
 The default bundle is built on first use into the user cache (``$EARTHFIX_HOME`` or ``~/.cache/earthfix``)
 and rebuilt when the shipped encoder or this recipe (``WHITEN_POWER``, the shipped maps, ...) changes.
 """
@@ -28,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..onboard.bundle import (FORMAT_VERSION, KEYINDEX_LOWRES_GRAPH, KEYINDEX_GRAPH, KEYSTORE_LOWRES, MANIFEST, Bundle, BundleError, check_encoder_record,
-                              reduce_descriptors, seal_manifest, sha256_file)
+from ..onboard.bundle import (FORMAT_VERSION, KEYINDEX_GRAPH, KEYINDEX_LOWRES_GRAPH, KEYSTORE_LOWRES, MANIFEST, Bundle,
+                              BundleError, check_encoder_record, reduce_descriptors, seal_manifest, sha256_file)
 from ..onboard.hnsw_file import pack_graph
 from . import grid
 from .build_keyindex import DEFAULT_KEYINDEX
@@ -137,7 +139,7 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
     ``lowres_map_px`` (with ``keystore`` and ``keyindex``; None or 0: none): also ``keystore_lowres.npz`` and
     its voting index ``keyindex_lowres.graph``, the same maps area-averaged to that many pixels around the
     globe (``Basemap.coarsened``), at the main store's sample, for frames of imagery coarser than the maps
-    (``Localizer._lowres_vote``).
+    (``Localizer._lowres_look``).
     ``local_descriptor`` (with ``keystore``): the learned local descriptor's ONNX (None: the shipped
     ``models/localdesc.onnx`` if there is one; "none": RootSIFT); copied into the bundle as ``localdesc.onnx``
     and recorded in manifest 'local_descriptor'.
@@ -376,7 +378,8 @@ def register(sub):
                         f"(default {FINE_KEYSTORE_GSD_KM:g}; 0: none)")
     p.add_argument("--lowres-map-px", type=int, default=LOWRES_MAP_PX,
                    help="the low-resolution keypoint store's maps, area-averaged to this many pixels around the "
-                        f"globe, for frames of low-resolution imagery (default {LOWRES_MAP_PX}: 19.6 km a pixel; 0: none)")
+                        f"globe, for frames of low-resolution imagery (default {LOWRES_MAP_PX}: 19.6 km a pixel; "
+                        "0: none)")
     p.add_argument("--local-descriptor", default=None,
                    help="learned local descriptor ONNX for the keypoint stores (default: the shipped "
                         "models/localdesc.onnx; 'none': RootSIFT)")
