@@ -298,7 +298,7 @@ class Localizer:
         self._fill_verifiers: dict = {}
         self._work_shrinks: dict = {}         # camera -> work_shrink
         self.voter = self.lowres_voter = None
-        self._lowres_verifiers: dict = {}
+        self._lowres_verifiers: dict = {}     # the first look's verifier -> its twin on the low-resolution store
         if config.get("vote", True) and self.verifier is not None and getattr(bundle, "keyindex", None) is not None:
             from .vote import KeypointVoter, VoteConfig
             vote_cfg = VoteConfig(min_votes=int(config["vote_min_votes"]),
@@ -508,13 +508,13 @@ class Localizer:
         if _time.perf_counter() + max(s.slowest_s, SECOND_LOOK_EXTRA_MS / 1e3) > s.deadline:
             s.lowres_cut = True
             return
-        ver = self._lowres_verifiers.get(id(first.verifier))
+        ver = self._lowres_verifiers.get(first.verifier)
         if ver is None:
             # the store's keypoints sit on blurred maps: a pose's errors run further past its sigma (82 fixes
             # deadline-free: error/sigma up to 6.3, one 46 km off at 7.3 km), so its precision gate is tighter
             from .verify import Verifier
             gate_km = min(first.verifier.cfg.max_bore_sigma_km, self.cfg["lowres_max_bore_sigma_km"])
-            ver = self._lowres_verifiers[id(first.verifier)] = Verifier(
+            ver = self._lowres_verifiers[first.verifier] = Verifier(
                 self.bundle.keystore_lowres, replace(first.verifier.cfg, max_bore_sigma_km=gate_km))
         t = _time.perf_counter()
         v = ver.verify(s.first_feats, s.camera, self._places(cands, ver), attitude=s.attitude, deadline=s.deadline,

@@ -217,7 +217,7 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
                                            for b in keystore_extra_basemaps]
         if keyindex:
             keyindex_meta = _write_keyindex(store, keyindex_params, tmp, KEYINDEX_GRAPH)
-            keyindex_meta.update(file=KEYINDEX_GRAPH, vectors="the coarse keypoint store's, decoded")
+            keyindex_meta["vectors"] = "the coarse keypoint store's, decoded"
             keystore_meta["lowres_map_px"] = None
             if lowres_map_px:
                 lowres = build_keystore(basemap.coarsened(int(lowres_map_px)), kcfg, progress=progress,
