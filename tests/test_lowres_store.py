@@ -97,3 +97,24 @@ def test_a_frame_the_main_store_fixes_never_reaches_the_low_resolution_store(tin
     assert fix.fix and fix.evidence["source"] == "vote"
     assert geodesy.great_circle_km(fix.lat, fix.lon, LAT, LON) < 5.0
     assert "lowres_vote_ms" not in fix.stages_ms and "lowres_places_ms" not in fix.stages_ms
+
+
+@needs_model
+def test_a_config_that_never_uses_a_store_does_not_hold_it_but_still_checks_its_bytes(tiny_bundle, tmp_path):
+    from earthfix.onboard.bundle import Bundle, BundleError
+    off = _localizer(tiny_bundle, lowres_store=False, fine_store=False)
+    assert off.bundle.keystore_lowres is None and off.bundle.keyindex_lowres is None
+    assert off.bundle.keystore_fine is None and off.fine_verifier is None
+    assert off.bundle.keyindex is not None and off.voter is not None
+    # the low-resolution store is reached only through a vote: no vote, no store, no key index
+    novote = _localizer(tiny_bundle, vote=False)
+    assert novote.voter is None and novote.bundle.keyindex is None and novote.bundle.keystore_lowres is None
+    assert novote.bundle.keystore_fine is not None
+    # a part left unread is still part of the bundle: a damaged one refuses the load
+    d = tmp_path / "b"
+    shutil.copytree(tiny_bundle, d)
+    raw = bytearray((d / "keystore_lowres.npz").read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    (d / "keystore_lowres.npz").write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match="keystore_lowres.npz"):
+        Bundle.load(d, load_lowres=False)

@@ -340,7 +340,14 @@ class Bundle:
 
     @classmethod
     def load(cls, bundle_dir, encoder_sha256: str | None = None, threads: int = 1,
-             load_keystore: bool = True, load_descriptors: bool = False, providers=None) -> "Bundle":
+             load_keystore: bool = True, load_descriptors: bool = False, providers=None,
+             load_fine: bool = True, load_lowres: bool = True, load_keyindex: bool = True) -> "Bundle":
+        """The bundle in ``bundle_dir``, every listed file checked against the manifest's SHA-256 first (a
+        bundle is used whole or not at all). ``load_keystore``, ``load_fine``, ``load_lowres`` and
+        ``load_keyindex`` say which of its optional parts are read into memory (the keypoint store; the
+        finer and the low-resolution stores; the voting indexes): a configuration that never uses one
+        (``fine_store``, ``lowres_store``, ``vote`` false) need not hold it. The low-resolution store is
+        reached only through its vote, so it needs ``load_keyindex`` too. Raises ``BundleError``."""
         import hnswlib
         bundle_dir = Path(bundle_dir)
         if not bundle_dir.is_dir():
@@ -385,7 +392,7 @@ class Bundle:
                 from .keystore import KeypointStore
                 keystore = KeypointStore.from_bytes(blobs["keystore.npz"])
             keystore_fine = None
-            if keystore is not None and "keystore_fine.npz" in blobs:
+            if keystore is not None and load_fine and "keystore_fine.npz" in blobs:
                 keystore_fine = KeypointStore.from_bytes(blobs["keystore_fine.npz"])
                 if not keystore_fine.gsd_km < keystore.gsd_km:
                     raise BundleError(f"bundle {bundle_dir}: keystore_fine.npz ({keystore_fine.gsd_km:g} km/px) "
@@ -394,18 +401,20 @@ class Bundle:
             if keystore is not None and (KEYSTORE_LOWRES in blobs) != (KEYINDEX_LOWRES_GRAPH in blobs):
                 raise BundleError(f"bundle {bundle_dir}: {KEYSTORE_LOWRES} and {KEYINDEX_LOWRES_GRAPH} come "
                                   f"together, the manifest lists one")
-            if keystore is not None and KEYSTORE_LOWRES in blobs:
+            if keystore is not None and load_lowres and load_keyindex and KEYSTORE_LOWRES in blobs:
                 keystore_lowres = KeypointStore.from_bytes(blobs[KEYSTORE_LOWRES])
             describers: dict = {}       # one network for every store
             for store in (keystore, keystore_fine, keystore_lowres):
                 if store is not None:
                     _attach_describer(bundle_dir, store, blobs, m, threads, describers, providers)
             keyindex = None
-            if keystore is not None and KEYINDEX_GRAPH in blobs:
-                keyindex = _load_keyindex(bundle_dir, blobs[KEYINDEX_GRAPH], m.get("keyindex"), keystore, threads,
-                                          graph_only=True)
-            elif keystore is not None and "keyindex.hnsw" in blobs:
-                keyindex = _load_keyindex(bundle_dir, blobs["keyindex.hnsw"], m.get("keyindex"), keystore, threads)
+            if keystore is not None and load_keyindex:
+                if KEYINDEX_GRAPH in blobs:
+                    keyindex = _load_keyindex(bundle_dir, blobs[KEYINDEX_GRAPH], m.get("keyindex"), keystore,
+                                              threads, graph_only=True)
+                elif "keyindex.hnsw" in blobs:
+                    keyindex = _load_keyindex(bundle_dir, blobs["keyindex.hnsw"], m.get("keyindex"), keystore,
+                                              threads)
             if keystore_lowres is not None:
                 keyindex_lowres = _load_keyindex(bundle_dir, blobs[KEYINDEX_LOWRES_GRAPH], m.get("keyindex_lowres"),
                                                  keystore_lowres, threads, graph_only=True)

@@ -319,8 +319,10 @@ class Localizer:
             raise FileNotFoundError(f"encoder not found: {enc_path}")
         enc_bytes = enc_path.read_bytes()
         # the bundle's record of its encoder is checked before onnxruntime parses a single byte
+        # parts the config never uses are checked but not held (fine_store, lowres_store, vote false)
         bundle = Bundle.load(bundle_dir, encoder_sha256=sha256_bytes(enc_bytes), threads=cfg["threads"],
-                             providers=cfg["providers"])
+                             providers=cfg["providers"], load_fine=bool(cfg["fine_store"]),
+                             load_lowres=bool(cfg["lowres_store"]), load_keyindex=bool(cfg["vote"]))
         # query turns: as the bundle's references were encoded (its manifest), unless the config says
         rotations = cfg["rotations"] or int(bundle.manifest["encoder"].get("rotations", 4))
         encoder = Encoder(enc_bytes, threads=cfg["threads"], providers=cfg["providers"],
