@@ -971,3 +971,24 @@ def test_a_first_pose_that_rests_on_one_match_is_not_matched_again(store, basema
     again = Verifier(store, VerifyConfig(guided_max_lever_km=float("inf"))).verify(f, cam, [(lat, lon)])
     assert again.ok and again.guided, again.reason
     assert geodesy.great_circle_km(again.lat, again.lon, lat, lon) < 5.0
+
+
+def test_a_pose_from_a_higher_orbit_counts_nothing_against_its_altitude_within_low_earth_orbit(verifier, basemap):
+    """Low Earth orbit reaches 2,000 km: a pose from 1,500 km lies inside the default plausible band, so the
+    confidence counts nothing against its altitude; under the band of before session 68 (300-1,000 km) the same
+    right pose of 20 inliers was refused by that term alone (docs/VERIFICATION.md, "Higher orbits")."""
+    from earthfix.onboard.confidence import ConfidenceModel
+    from support import MODELS
+    cam = Camera.from_fov(512, 512, 60)
+    lat, lon, alt_km = 24.0, 20.0, 1500.0
+    f = verifier.extract(appearance(frame(basemap, cam, lat, lon, alt_km, 37.0)))
+    f = f.subset(np.arange(60))      # the 60 strongest keypoints: a frame with little clear ground
+    place = [(lat + 0.5, lon - 0.5)]
+    v = verifier.verify(f, cam, place)
+    assert v.ok, v.reason
+    assert geodesy.great_circle_km(v.lat, v.lon, lat, lon) < 8.0 and abs(v.alt_km - alt_km) < 40.0
+    assert verifier.cfg.alt_plausible_km == (300.0, 2000.0) and v.evidence["alt_out_of_range_km"] == 0.0
+    old = Verifier(verifier.store, replace(verifier.cfg, alt_plausible_km=(300.0, 1000.0))).verify(f, cam, place)
+    assert old.ok and old.evidence["alt_out_of_range_km"] == pytest.approx(old.alt_km - 1000.0)
+    conf = ConfidenceModel.load(MODELS / "confidence.json")
+    assert conf(v.evidence) >= 0.9 > conf(old.evidence)

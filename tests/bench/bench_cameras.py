@@ -3,10 +3,10 @@
     PYTHONPATH=. python tests/bench/bench_cameras.py [--n 30] [--seed 31337] [--camera 1024x1024@40 ...]
         [--camera-file CAMERA.yaml ...]
         [--config cfg.yaml] [--bundle DIR] [--effects EFFECTS.yaml] [--ceiling] [--day-hours 6 8]
-        [--basemap WORLD.jpg] [--out FRAMES.jsonl]
+        [--basemap WORLD.jpg] [--alt-km 1300 2000] [--out FRAMES.jsonl]
 
-Land frames (``make_frameset``, the simulator's effects, default basemap, 400-800 km, 0-5 deg off nadir, any
-yaw; local solar time 8-15.5 h as the eval's, or ``--day-hours``: e.g. 6 8 for dawn's low sun; ``--basemap``:
+Land frames (``make_frameset``, the simulator's effects, default basemap, 400-800 km or ``--alt-km``, 0-5 deg off
+nadir, any yaw; local solar time 8-15.5 h as the eval's, or ``--day-hours``: e.g. 6 8 for dawn's low sun; ``--basemap``:
 frames rendered from another global equirectangular image, e.g. another month's Blue Marble) seen by each
 camera below, through one loaded ``Localizer`` (defaults, one thread): eligible frames,
 fix rate, false fixes (> 50 km, over all frames), near-wrong poses (frames without a fix whose closest pose was
@@ -105,6 +105,8 @@ def main() -> None:
                     help="local solar hours the frames are drawn from (default: the eval's 8-15.5)")
     ap.add_argument("--basemap", default=None, metavar="WORLD.jpg",
                     help="render the frames from this global equirectangular image (default: the default basemap)")
+    ap.add_argument("--alt-km", type=float, nargs=2, default=FrameSpec.alt_km, metavar=("LO", "HI"),
+                    help="altitudes the frames are drawn from, km (default: the eval's 400-800)")
     ap.add_argument("--out", default=None, metavar="FRAMES.jsonl", help="one JSON line per frame")
     a = ap.parse_args()
     with open(a.out, "w") if a.out else contextlib.nullcontext() as out:
@@ -129,6 +131,7 @@ def frame_record(cam, i: int, f, err, truth: dict) -> dict:
             "inliers": f.inliers, "bore_sigma_km": ev.get("bore_sigma_km"), "source": ev.get("source"),
             "look": ev.get("look"), "reason": f.reason, "cloud_frac": truth.get("cloud_frac"),
             "bore_lat": round(float(truth["bore_lat"]), 3), "bore_lon": round(float(truth["bore_lon"]), 3),
+            "alt_km": round(float(truth["alt_km"]), 1), "hyp_alt_km": ev.get("hyp_alt_km"),
             "latency_ms": round(f.latency_ms, 2), "stages_ms": f.stages_ms}
 
 
@@ -153,8 +156,8 @@ def run(a, out) -> None:
     for cam in cameras:
         w, h, fov = cam.width, cam.height, cam.fov_deg
         tally, recs = Tally(), []
-        frames = make_frameset(a.n, a.seed + w, cam, basemap, FrameSpec(day_hours=tuple(a.day_hours)),
-                               effects=effects)
+        spec = FrameSpec(day_hours=tuple(a.day_hours), alt_km=tuple(a.alt_km))
+        frames = make_frameset(a.n, a.seed + w, cam, basemap, spec, effects=effects)
         for i, (img, truth) in enumerate(frames):
             f = loc.locate(img, cam)
             err = tally.add(f, truth, (lambda: either_look_fixed(loc, img, cam, truth)) if a.ceiling else None)
