@@ -30,12 +30,12 @@ def localizer(regional_bundle):
     return Localizer.load(regional_bundle, config={"encoder": str(ENCODER)})
 
 
-def _scenario(start, duration, interval="20s", seed=3):
+def _scenario(start, duration, interval="20s", seed=3, attitude="jitter", tilt_deg=10.0):
     from earthfix.onboard.camera import Camera
     from earthfix.sim.orbit import Orbit
     from earthfix.sim.scenario import Scenario
     return Scenario(Orbit.preset("iss"), Camera.from_fov(256, 256, 80), start, duration, interval,
-                    attitude="jitter", seed=seed)
+                    attitude=attitude, tilt_deg=tilt_deg, seed=seed)
 
 
 def _records(out):
@@ -78,6 +78,26 @@ def test_daylight_pass_over_south_america(localizer, tmp_path):
     assert d <= 50.0
     sigma = last[-1]["fused_sigma_km"]       # always stated with an estimate
     assert sigma is not None and d <= 3.0 * float(sigma) + 5.0
+    assert report["false_fixes"] == 0
+
+
+def test_a_pass_40_deg_off_nadir_with_the_star_trackers_attitude_is_fixed(regional_bundle, tmp_path):
+    """An agile imager turned 40 deg off nadir, its attitude given (``replay --star-tracker``): the tilt is the
+    star tracker's, not a bent fit's, so its frames are fixed (before session 68 none was: "implausible tilt";
+    6 of this pass's 13 eligible frames now). Deadline-free: the count must not depend on the machine."""
+    from earthfix.onboard.localizer import Localizer
+    from earthfix.tools.replay import run_replay
+    loc = Localizer.load(regional_bundle, config={"encoder": str(ENCODER), "deadline_ms": 10000.0})
+    report = run_replay(_scenario("2025-11-10T19:06:00Z", "14m", attitude="tilt", tilt_deg=40.0), loc,
+                        tmp_path, progress=False, attitude_from_truth=True)
+    fixes, truth = _records(tmp_path)
+    assert all(abs(t["tilt_deg"] - 40.0) < 0.01 for t in truth)
+    eligible = [i for i, t in enumerate(truth) if t["eligible"]]
+    fixed = [i for i in eligible if fixes[i]["fix"]]
+    assert len(eligible) >= 10 and len(fixed) >= 5
+    assert all(_err_km(f, t) <= 50.0 for f, t in zip(fixes, truth, strict=True) if f["fix"])
+    assert float(np.median([_err_km(fixes[i], truth[i]) for i in fixed])) <= 5.0
+    assert "attitude tilt 40 deg off nadir" in (tmp_path / "report.md").read_text()
     assert report["false_fixes"] == 0
 
 

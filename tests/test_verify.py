@@ -359,6 +359,31 @@ def test_known_attitude(verifier, basemap):
     assert v.ok and geodesy.great_circle_km(v.sub_lat, v.sub_lon, lat, lon) < 5.0 and abs(v.alt_km - alt) < 10
 
 
+def test_a_known_attitude_far_off_nadir_is_the_star_trackers_tilt_not_a_bent_fit(verifier, basemap):
+    """An agile imager looks 40 deg off nadir with its attitude known: the pose's tilt is then the star tracker's,
+    so the tilt gate (``max_tilt_deg`` 30, against fits bent into tilt without an attitude) and the confidence's
+    tilt term leave it alone (before session 68 every such frame was refused: "implausible tilt 40 deg")."""
+    from earthfix.onboard.camera import tilt_rotation
+    from earthfix.onboard.confidence import FEATURES, features
+    cam = Camera.from_fov(256, 256, 80)
+    lat, lon, alt = 22.0, 30.0, 500.0
+    r = nadir_attitude(lat, lon, 200.0) @ tilt_rotation(40.0, 250.0)
+    pos = geodesy.geodetic_to_ecef(lat, lon, alt)
+    bore, hit = geodesy.ray_ellipsoid(pos, r @ cam.centre_ray())
+    assert hit
+    blat, blon = geodesy.surface_to_geodetic(bore)
+    img = appearance(render.render(basemap, cam, pos, r).image, seed=2)
+    v = verifier.verify(verifier.extract(img), cam, [(float(blat), float(blon))], attitude=geodesy.quat_from_matrix(r))
+    assert v.ok, v.reason
+    assert v.tilt_deg > verifier.cfg.max_tilt_deg and abs(v.tilt_deg - 40.0) < 2.0
+    assert geodesy.great_circle_km(v.lat, v.lon, blat, blon) < 5.0
+    assert geodesy.great_circle_km(v.sub_lat, v.sub_lon, lat, lon) < 5.0 and abs(v.alt_km - alt) < 10
+    assert v.evidence["attitude_given"] and features(v.evidence)[FEATURES.index("tilt_10deg")] == 0.0
+    # without the attitude the same tilt is a fit's, and counts
+    assert features(dict(v.evidence, attitude_given=False))[FEATURES.index("tilt_10deg")] == pytest.approx(
+        v.tilt_deg / 10.0)
+
+
 def test_water_blank_and_noise_give_nothing(verifier, basemap):
     cam = Camera.from_fov(256, 256, 80)
     cand = [(24.0, 12.0), (28.0, 30.0)]

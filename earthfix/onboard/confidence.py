@@ -2,7 +2,8 @@
 
 Features (from ``Verification.evidence``): log(1 + inliers), inlier ratio, inlier spread (hull area
 fraction), reprojection RMS (working px), altitude outside the plausible band (km / 100), log(1 + inlier
-margin over the second-best place), off-nadir tilt (deg / 10), log of the boresight's propagated 1-sigma
+margin over the second-best place), off-nadir tilt (deg / 10; 0 when the attitude was given: the tilt is then
+the star tracker's, not a sign of a fit bent into tilt), log of the boresight's propagated 1-sigma
 uncertainty (km, clipped to 0.1..1000). The coefficients are fitted on simulated
 frames by ``earthfix calibrate`` (a logistic regression over the verification outcomes, MAP around the
 hand-set ``PRIOR``) and shipped in ``models/confidence.json``; a frame without a hypothesis has
@@ -31,7 +32,7 @@ def features(ev: dict) -> np.ndarray:
         return default if v is None or not math.isfinite(float(v)) else float(v)
     return np.array([math.log1p(f("inliers")), f("inlier_ratio"), f("spread"), min(f("reproj_rms_work_px", 5.0), 10.0),
                      f("alt_out_of_range_km", 10.0) / 100.0, math.log1p(max(f("inlier_margin"), 0.0)),
-                     min(f("tilt_deg", 0.0), 60.0) / 10.0,
+                     0.0 if ev.get("attitude_given") else min(f("tilt_deg", 0.0), 60.0) / 10.0,
                      math.log(min(max(f("bore_sigma_km", 1000.0), 0.1), 1000.0))])
 
 

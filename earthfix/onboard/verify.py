@@ -75,9 +75,9 @@ class VerifyConfig:
                                         # "Higher orbits")
     max_tilt_deg: float = 30.0          # boresight off-nadir angle beyond which a pose is rejected (45 until
                                         # session 26: a pose fitted at 39 deg, true 4, 55 km off at p 0.98
-                                        # passed; frames 0-30 deg off nadir fixed as before. With an
-                                        # attitude given, the tilt is the attitude's: raise it for off-nadir
-                                        # imaging. docs/VERIFICATION.md, "A learned local descriptor")
+                                        # passed; frames 0-30 deg off nadir fixed as before. Without an
+                                        # attitude only: with one, the tilt is the star tracker's, not a bent
+                                        # fit's (session 68). docs/VERIFICATION.md, "A learned local descriptor")
     max_prior_alt_log: float = 0.3      # a pose at a place that came with its own pose (a vote peak: the
                                         # altitude its keypoints' scale implies) is rejected when its altitude
                                         # differs from that by more than this in |ln(ratio)| (0.3: x1.35): two
@@ -228,6 +228,7 @@ class Verification:
     alt_km: float | None = None
     yaw_deg: float | None = None
     tilt_deg: float | None = None
+    attitude_given: bool = False        # the pose's rotation is the given attitude's (its tilt is no fit's)
     bore_sigma_km: float = float("inf") # 1-sigma horizontal uncertainty of the boresight point, propagated
                                         # from the reprojection noise through the pose fit
     lever_km: float = 0.0               # largest boresight move with one far inlier left out (cfg.lever_points;
@@ -475,7 +476,7 @@ class Verifier:
                     and out.bore_sigma_km <= cfg.guided_max_sigma_km and out.inliers >= cfg.min_inliers - 1
                     and out.lever_km <= cfg.guided_max_lever_km
                     and cfg.alt_range_km[0] <= out.alt_km <= cfg.alt_range_km[1]
-                    and out.tilt_deg <= cfg.max_tilt_deg):
+                    and (r_att is not None or out.tilt_deg <= cfg.max_tilt_deg)):
                 out = self._guided_rounds(f, qdesc, camera, g, idx, sdesc, out, out, r_att, wscale, use_orient)
             elif (cfg.prior_work_px > 0 and cfg.guided_work_px > 0 and out.r_cam2ecef is None
                     and g.prior is not None and time_left):
@@ -626,6 +627,7 @@ class Verifier:
         r_c2e = basis.T @ r_w2c.T
         if r_att is not None:
             r_c2e = r_att
+        out.attitude_given = r_att is not None
         out.inliers = n_in
         out.matches = n_m
         out.inlier_ratio = n_in / max(n_m, 1)
@@ -657,7 +659,8 @@ class Verifier:
         out.yaw_deg = yaw_of_attitude(r_c2e, out.lat, out.lon, ray)
         if not (cfg.alt_range_km[0] <= alt <= cfg.alt_range_km[1]):
             out.reason = f"implausible altitude {alt:.0f} km"
-        elif out.tilt_deg > cfg.max_tilt_deg:
+        elif r_att is None and out.tilt_deg > cfg.max_tilt_deg:
+            # (with an attitude the tilt is the star tracker's, not the fit's: an agile imager looks 40 deg off)
             out.reason = f"implausible tilt {out.tilt_deg:.0f} deg"
         elif (cfg.max_prior_alt_log > 0 and n_in < cfg.prior_alt_below_inliers and g.prior is not None
                 and g.prior[1] > 0 and abs(math.log(alt / g.prior[1])) > cfg.max_prior_alt_log):
@@ -858,6 +861,7 @@ class Verifier:
                 "spread": float(v.spread), "reproj_rms_px": float(v.reproj_rms_px),   # frame pixels
                 "alt_km": float("nan") if alt is None else float(alt), "alt_out_of_range_km": alt_dev,
                 "tilt_deg": float("nan") if v.tilt_deg is None else float(v.tilt_deg),
+                "attitude_given": bool(v.attitude_given),
                 "bore_sigma_km": float(v.bore_sigma_km), "lever_km": float(v.lever_km),
                 "group_lever_km": float(v.group_lever_km),
                 "second_inliers": int(v.second_inliers),

@@ -69,6 +69,8 @@ def _common_args(p, duration: str) -> None:
     p.add_argument("--camera", metavar="CAMERA.yaml", help="camera file (default 256x256 pixels, 80 deg)")
     p.add_argument("--attitude", choices=["nadir", "jitter", "tilt"], default="jitter",
                    help="simulated pointing (default jitter: nadir with a few tenths of a degree of noise)")
+    p.add_argument("--tilt-deg", type=float, default=10.0,
+                   help="off-nadir angle of --attitude tilt, deg (default 10; an agile imager looks 30-55 deg off)")
     p.add_argument("--star-tracker", action="store_true",
                    help="give locate the true attitude quaternion (default: lost in space, no attitude)")
     p.add_argument("--bundle", metavar="DIR", help="bundle directory (default: the default bundle)")
@@ -105,8 +107,10 @@ def _build(args, cmd: str):
     if getattr(args, "cloud_field", None):
         from ..sim.real_clouds import GlobalCloudField
         cloud_field = GlobalCloudField.load(args.cloud_field)      # CloudFieldError is a ValueError: one line
+    if not 0.0 <= args.tilt_deg < 60.0:
+        raise ValueError(f"--tilt-deg must be in [0, 60), got {args.tilt_deg:g}")
     scenario = Scenario(orbit, camera, start, args.duration, args.interval, attitude=args.attitude,
-                        seed=args.seed, cloud_field=cloud_field)
+                        tilt_deg=args.tilt_deg, seed=args.seed, cloud_field=cloud_field)
     localizer = load_localizer(args.bundle, args.config, progress=not args.no_progress)
     return scenario, localizer
 
@@ -268,6 +272,7 @@ def _scenario_info(scenario, camera, recs, command) -> dict:
             "start": recs[0]["time"].isoformat() if recs else None,
             "duration": getattr(scenario, "duration", None), "interval": getattr(scenario, "interval", None),
             "attitude": getattr(scenario, "attitude", None), "seed": getattr(scenario, "seed", None),
+            "tilt_deg": getattr(scenario, "tilt_deg", None) if getattr(scenario, "attitude", None) == "tilt" else None,
             "camera": camera.to_dict() if hasattr(camera, "to_dict") else None,
             "frames": len(recs)}
     if command:
@@ -441,6 +446,7 @@ def report_markdown(report: dict) -> str:
     head = f"Start {s['start']}, {s['frames']} frames"
     head += f" every {s['interval']}" if s.get("interval") else ""
     head += f", attitude {s['attitude']}" if s.get("attitude") else ""
+    head += f" {s['tilt_deg']:g} deg off nadir" if s.get("tilt_deg") is not None else ""
     head += f", seed {s['seed']}" if s.get("seed") is not None else ""
     md = [f"# Replay: {s['object']}", "", head + ".", ""]
     if s.get("command"):
