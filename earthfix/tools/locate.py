@@ -11,7 +11,10 @@ built first if it is not there yet.
 With a star tracker: ``--attitude w,x,y,z`` gives every frame the same camera->ECEF quaternion (OpenCV camera
 axes: +x right, +y down, +z the optical axis), ``--attitudes FILE`` each frame its own (JSON lines with
 ``frame`` and ``q_cam2ecef_wxyz``, matched by file name; the simulator's truth.jsonl is such a file). The
-fix then fits the position only; a wrong attitude makes no fix rather than a wrong one.
+fix then fits the position only, at any off-nadir angle. A wrong attitude (another frame's, or turned about the
+boresight) makes no fix; a pointing error of a few degrees is absorbed by the position: the sub-satellite point
+moves by about altitude x tan(error) and the boresight point far less (docs/VERIFICATION.md, "Off-nadir imaging
+with a known attitude").
 
 A ``FRAME`` of ``-`` reads frame paths from stdin, one a line (blank lines skipped), and answers each as it
 arrives, one flushed line, with the bundle loaded once before the first: a camera process or a directory
