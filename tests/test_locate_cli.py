@@ -214,6 +214,7 @@ def test_run_level_errors_exit_2_with_one_line(tiny_bundle, batch, cam256_path, 
          "--attitudes"),
         (["--camera", str(cam256_path), "--config", batch["config"], "--attitudes", str(tmp_path / "cam_inf.yaml")],
          "line 1"),
+        (["--camera", str(cam256_path), "--config", batch["config"], "--time", "yesterday"], "--time"),
     ]
     for args, word in cases:
         rc = main(["locate", "--bundle", str(tiny_bundle), *args, frame])

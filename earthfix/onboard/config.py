@@ -40,6 +40,7 @@ DEFAULTS = {
     "fine_store": True,
     "lowres_store": True,
     "lowres_max_bore_sigma_km": 5.0,
+    "min_sun_elev_deg": -6.0,
     "warm_up": True,
     "encoder_spacing": 0.5,
     "encoder_views": ["filled", "despeckled"],
@@ -135,6 +136,7 @@ def validate(cfg: dict) -> dict:
     _check("vote_wide_k", out["vote_wide_k"], int, 0, 32)
     _check("vote_wide_min_confidence", out["vote_wide_min_confidence"], float, 0.0, 1.0)
     _check("lowres_max_bore_sigma_km", out["lowres_max_bore_sigma_km"], float, 0.1, 100.0)
+    _check("min_sun_elev_deg", out["min_sun_elev_deg"], float, -90.0, 90.0)
     _check("max_frame_side_px", out["max_frame_side_px"], int, 64, 16384)
     _check("encoder_spacing", out["encoder_spacing"], float, 0.0, 10.0)
     _check("exposure_below_dn", out["exposure_below_dn"], float, 0.0, 255.0)

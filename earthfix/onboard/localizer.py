@@ -87,6 +87,7 @@ from .features import (clear_near_cloud_share, despeckle_clouds, exposure_stretc
 from .fix import Candidate, Fix
 from .frames import FrameError, check_size, normalise_frame
 from .preprocess import preprocess
+from .sun import sun_elevation_deg, utc_posix_s
 from .threads import limit_threads
 
 BLANK_STD = 2.0            # grey-level std below which a frame carries no information...
@@ -698,13 +699,17 @@ class Localizer:
         return [img] + self.encoder_views(self.prepare(img, cam, {})), cam
 
     def locate(self, frame, camera: Camera, attitude=None, time=None) -> Fix:
-        """Localize one frame (uint8 BGR or grey, or any array ``frames.normalise_frame`` accepts)."""
+        """Localize one frame (uint8 BGR or grey, or any array ``frames.normalise_frame`` accepts). ``attitude``:
+        the camera->ECEF quaternion (w, x, y, z) or rotation matrix, when a star tracker gives it; ``time``: the
+        frame's UTC time (POSIX seconds, a datetime or ISO 8601), when the clock gives it: a pose whose
+        boresight point is dark at that time is then no fix (config ``min_sun_elev_deg``)."""
         t0 = _time.perf_counter()
         stages = {}
         try:
             img = normalise_frame(frame)
             check_size(img, camera.width, camera.height)
-        except FrameError as exc:
+            time_s = None if time is None else utc_posix_s(time)
+        except (FrameError, ValueError) as exc:
             return Fix.failed(str(exc))
         t = _time.perf_counter()
         img, camera, shrunk = self._fit_frame(img, camera)
@@ -728,7 +733,7 @@ class Localizer:
             search = self._first_look(img, camera, attitude, t0, stages, retrieval, order)
             self._later_looks(search)
             self._after_looks(search)
-            self._answer(fix, search, cond)
+            self._answer(fix, search, cond, time_s)
         fix.latency_ms = (_time.perf_counter() - t0) * 1e3
         stages["total_ms"] = fix.latency_ms
         fix.stages_ms = {k: round(v, 3) for k, v in stages.items()}
@@ -847,9 +852,11 @@ class Localizer:
             # matches; the first look on a tie), not the first look's whatever a later one came to
             s.v, s.look = max([(s.v, s.look)] + s.tried, key=lambda t: (t[0].inliers, t[0].matches))
 
-    def _answer(self, fix: Fix, s: _FrameSearch, cond: Conditioned) -> None:
+    def _answer(self, fix: Fix, s: _FrameSearch, cond: Conditioned, time_s: float | None = None) -> None:
         """``fix`` from the search's answer: candidates, evidence, the calibrated confidence and, above the bar,
-        the position (the locate contract: position fields only with a trusted fix)."""
+        the position (the locate contract: position fields only with a trusted fix). With the frame's time
+        (``time_s``, POSIX seconds) a pose whose boresight point lies in the dark then (the Sun below config
+        ``min_sun_elev_deg``) is no fix: the frame shows lit ground, so it cannot be there."""
         v, prep = s.v, s.prep
         fix.candidates, fix.encoder_candidates = s.candidates, s.retrieval.candidates or []
         fix.inliers = int(v.inliers)
@@ -871,6 +878,12 @@ class Localizer:
         if source == "wide":
             bar = max(bar, self.cfg["vote_wide_min_confidence"])
         fix.fix = bool(v.ok and fix.confidence >= bar)
+        if time_s is not None and v.ok and v.lat is not None:
+            sun_deg = float(sun_elevation_deg(v.lat, v.lon, time_s))
+            fix.evidence["sun_elev_deg"] = round(sun_deg, 2)
+            if sun_deg < self.cfg["min_sun_elev_deg"]:
+                fix.fix, fix.confidence = False, 0.0
+                fix.reason = f"boresight point in the dark at the frame's time (sun {sun_deg:.0f} deg)"
         if fix.fix:
             fix.lat, fix.lon, fix.sub_lat, fix.sub_lon = v.lat, v.lon, v.sub_lat, v.sub_lon
             fix.alt_km, fix.yaw_deg = v.alt_km, v.yaw_deg

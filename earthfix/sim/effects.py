@@ -2,9 +2,9 @@
 haze, appearance (colour/season) shifts, optics and sensor effects.
 
 Conventions: images are BGR uint8; every random choice comes from the ``numpy.random.Generator`` passed
-in, so a frame is reproducible from its seed. The sun is computed with the Astronomical Almanac's
-low-precision formulas (about 0.01 deg from 1950 to 2050), rotated to ECEF with the same GMST as the
-orbits (``earthfix.sim.orbit.gmst_rad``). Sun elevations are geodetic (above the ellipsoid's tangent
+in, so a frame is reproducible from its seed. The sun is the flight code's (``earthfix.onboard.sun``: the
+Astronomical Almanac's low-precision formulas, about 0.01 deg from 1950 to 2050), rotated to ECEF with the
+same GMST as the orbits (``earthfix.sim.orbit.gmst_rad``). Sun elevations are geodetic (above the ellipsoid's tangent
 plane), in degrees, without refraction.
 
 Order of the pipeline (physical): ground reflectance (+ appearance shift) -> cloud shadows (optional,
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import cv2
 import numpy as np
 
 from ..onboard import geodesy
+from ..onboard import sun as onboard_sun
 from .basemap import remap_any
 from .orbit import gmst_rad, parse_time
 from .render import centre_gsd_km
@@ -156,33 +156,16 @@ class EffectsConfig:
 # ---- the sun ---------------------------------------------------------------------------------------
 
 def sun_direction_ecef(t) -> np.ndarray:
-    """Unit vector from the Earth's centre to the Sun in ECEF at UTC time ``t``.
+    """Unit vector from the Earth's centre to the Sun in ECEF at UTC time ``t`` (ISO string or datetime).
 
-    Astronomical Almanac low-precision solar coordinates (mean equator and equinox of date), rotated
-    about z by GMST (the TEME -> ECEF rotation the orbits use; the equation of the equinoxes, < 1 arcsec,
-    is neglected like there).
+    The flight code's Sun (``earthfix.onboard.sun``: Astronomical Almanac low-precision solar coordinates),
+    turned about z by the GMST the orbits use (the TEME -> ECEF rotation of ``earthfix.sim.orbit``).
     """
     t = parse_time(t)
-    jd = (t - datetime(2000, 1, 1, 12, tzinfo=t.tzinfo)).total_seconds() / 86400.0  # days from J2000.0
-    L = math.radians((280.460 + 0.9856474 * jd) % 360.0)      # mean longitude
-    g = math.radians((357.528 + 0.9856003 * jd) % 360.0)      # mean anomaly
-    lam = L + math.radians(1.915) * math.sin(g) + math.radians(0.020) * math.sin(2 * g)  # ecliptic longitude
-    eps = math.radians(23.439 - 4.0e-7 * jd)                   # obliquity
-    x, y, z = math.cos(lam), math.cos(eps) * math.sin(lam), math.sin(eps) * math.sin(lam)
-    th = gmst_rad(t)
-    c, s = math.cos(th), math.sin(th)
-    v = np.array([c * x + s * y, -s * x + c * y, z])
-    return v / np.linalg.norm(v)
+    return onboard_sun.sun_direction_ecef(t.timestamp(), gmst=gmst_rad(t))
 
 
-def sun_elevation_deg(lat_deg, lon_deg, t=None, sun_dir=None):
-    """Geodetic elevation of the Sun (deg) at ground points (vectorised); give ``t`` or ``sun_dir``."""
-    s = sun_direction_ecef(t) if sun_dir is None else np.asarray(sun_dir, dtype=float)
-    lat = np.radians(lat_deg)
-    lon = np.radians(lon_deg)
-    cl = np.cos(lat)
-    sin_el = cl * np.cos(lon) * s[0] + cl * np.sin(lon) * s[1] + np.sin(lat) * s[2]
-    return np.degrees(np.arcsin(np.clip(sin_el, -1.0, 1.0)))
+sun_elevation_deg = onboard_sun.sun_elevation_deg
 
 
 # ---- clouds ----------------------------------------------------------------------------------------

@@ -44,7 +44,9 @@ def register(sub):
     p.add_argument("--attitudes", default=None, metavar="FILE.jsonl",
                    help="per-frame attitudes: JSON lines with 'frame' and 'q_cam2ecef_wxyz' (w, x, y, z), matched "
                         "by file name (the simulator's truth.jsonl is one); frames not in it get --attitude or none")
-    p.add_argument("--time", default=None, help="UTC time of the frames (ISO 8601), for fusion/diagnostics")
+    p.add_argument("--time", default=None,
+                   help="UTC time of the frames (ISO 8601; one time for all of them: a frame or a short burst): a "
+                        "fix whose boresight point is dark at that time is refused (config min_sun_elev_deg)")
     p.set_defaults(func=run)
 
 
@@ -147,6 +149,13 @@ def run(args) -> int:
             attitude = parse_quaternion([float(x) for x in args.attitude.split(",")])
         except ValueError:
             print("earthfix locate: --attitude must be four finite numbers w,x,y,z", file=sys.stderr)
+            return 2
+    if args.time is not None:
+        from ..onboard.sun import utc_posix_s
+        try:
+            utc_posix_s(args.time)
+        except ValueError as exc:
+            print(f"earthfix locate: --time: {exc}", file=sys.stderr)
             return 2
     per_frame = {}
     if args.attitudes:

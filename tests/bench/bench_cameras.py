@@ -3,7 +3,7 @@
     PYTHONPATH=. python tests/bench/bench_cameras.py [--n 30] [--seed 31337] [--camera 1024x1024@40 ...]
         [--camera-file CAMERA.yaml ...]
         [--config cfg.yaml] [--bundle DIR] [--effects EFFECTS.yaml] [--ceiling] [--day-hours 6 8]
-        [--basemap WORLD.jpg] [--alt-km 1300 2000] [--out FRAMES.jsonl]
+        [--basemap WORLD.jpg] [--alt-km 1300 2000] [--with-time] [--out FRAMES.jsonl]
 
 Land frames (``make_frameset``, the simulator's effects, default basemap, 400-800 km or ``--alt-km``, 0-5 deg off
 nadir, any yaw; local solar time 8-15.5 h as the eval's, or ``--day-hours``: e.g. 6 8 for dawn's low sun; ``--basemap``:
@@ -107,6 +107,8 @@ def main() -> None:
                     help="render the frames from this global equirectangular image (default: the default basemap)")
     ap.add_argument("--alt-km", type=float, nargs=2, default=FrameSpec.alt_km, metavar=("LO", "HI"),
                     help="altitudes the frames are drawn from, km (default: the eval's 400-800)")
+    ap.add_argument("--with-time", action="store_true",
+                    help="give locate each frame's UTC time (a fix in the dark is then refused: min_sun_elev_deg)")
     ap.add_argument("--out", default=None, metavar="FRAMES.jsonl", help="one JSON line per frame")
     a = ap.parse_args()
     with open(a.out, "w") if a.out else contextlib.nullcontext() as out:
@@ -159,7 +161,7 @@ def run(a, out) -> None:
         spec = FrameSpec(day_hours=tuple(a.day_hours), alt_km=tuple(a.alt_km))
         frames = make_frameset(a.n, a.seed + w, cam, basemap, spec, effects=effects)
         for i, (img, truth) in enumerate(frames):
-            f = loc.locate(img, cam)
+            f = loc.locate(img, cam, time=truth["time"] if a.with_time else None)
             err = tally.add(f, truth, (lambda: either_look_fixed(loc, img, cam, truth)) if a.ceiling else None)
             recs.append(frame_record(cam, i, f, err, truth))
             if out is not None:

@@ -1,0 +1,55 @@
+"""The Sun of the flight code (earthfix.onboard.sun), shared with the simulator, and what the frame's time does to
+a fix: a pose whose boresight point is dark at that time is no fix (config ``min_sun_elev_deg``)."""
+from __future__ import annotations
+
+import pytest
+
+from support import localizer_config, needs_model
+
+LAT, LON, ALT_KM, YAW_DEG = 33.0, -105.0, 600.0, 40.0    # the tiny bundle's ground (tests/test_lowres_store.py)
+NOON = "2025-06-21T19:00:00Z"                             # about local noon at 105 W
+MIDNIGHT = "2025-06-22T07:00:00Z"
+
+
+def test_the_sun_is_where_the_almanac_puts_it_and_the_simulator_lights_with_the_same():
+    from datetime import datetime, timezone
+
+    import numpy as np
+
+    from earthfix.onboard import sun
+    from earthfix.sim import effects
+    # the March 2025 equinox (09:01 UTC): the Sun overhead on the equator where it is apparent noon, 12:07 local
+    # mean time (the equation of time then is -7.4 min): 46.6 E
+    assert sun.sun_elevation_deg(0.0, (12.0 + 7.4 / 60 - 9.0 - 1 / 60) * 15.0, "2025-03-20T09:01:00Z") > 89.5
+    assert sun.sun_elevation_deg(LAT, LON, NOON) > 70.0 and sun.sun_elevation_deg(LAT, LON, MIDNIGHT) < -30.0
+    t = datetime(2026, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+    assert np.allclose(effects.sun_direction_ecef(t), sun.sun_direction_ecef(t), atol=1e-7)
+    assert sun.utc_posix_s("2025-11-10T19:00:00Z") == sun.utc_posix_s(t.replace(2025, 11, 10, 19, 0, 0)) \
+        == 1762801200.0
+    for bad in ("yesterday", None, float("nan"), True):
+        with pytest.raises(ValueError):
+            sun.utc_posix_s(bad)
+
+
+@needs_model
+def test_a_pose_in_the_dark_at_the_frames_time_is_no_fix(tiny_bundle, basemap):
+    from earthfix.onboard import geodesy
+    from earthfix.onboard.camera import Camera, nadir_attitude
+    from earthfix.onboard.localizer import Localizer
+    from earthfix.sim import render
+    cam = Camera.from_fov(512, 512, 60)
+    img = render.render(basemap, cam, geodesy.geodetic_to_ecef(LAT, LON, ALT_KM),
+                        nadir_attitude(LAT, LON, YAW_DEG)).image
+    loc = Localizer.load(tiny_bundle, config=dict(localizer_config(), deadline_ms=10000.0))
+    day = loc.locate(img, cam, time=NOON)
+    assert day.fix and geodesy.great_circle_km(day.lat, day.lon, LAT, LON) < 5.0
+    assert day.evidence["sun_elev_deg"] > 70.0
+    # the same frame said to be taken at midnight there: lit ground cannot be in the night
+    night = loc.locate(img, cam, time=MIDNIGHT)
+    assert not night.fix and night.lat is None and night.confidence == 0.0
+    assert "in the dark" in night.reason and night.evidence["sun_elev_deg"] < -30.0
+    assert loc.locate(img, cam).fix                       # no time: no check
+    off = Localizer.load(tiny_bundle, config=dict(localizer_config(), deadline_ms=10000.0, min_sun_elev_deg=-90.0))
+    assert off.locate(img, cam, time=MIDNIGHT).fix
+    bad = loc.locate(img, cam, time="yesterday")
+    assert not bad.fix and bad.error and "ISO 8601" in bad.error
