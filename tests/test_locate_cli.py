@@ -196,6 +196,7 @@ def test_run_level_errors_exit_2_with_one_line(tiny_bundle, batch, cam256_path, 
     (tmp_path / "cam_fov.yaml").write_text("width: 256\nheight: 256\nfov_deg: 200\n")
     (tmp_path / "cfg_key.yaml").write_text(f"encoder: {ENCODER}\nmin_confidense: 0.5\n")
     (tmp_path / "cfg_val.yaml").write_text(f"encoder: {ENCODER}\ndeadline_ms: -3\n")
+    (tmp_path / "times_bad.jsonl").write_text('{"frame": "good.png", "time": "soon"}\n')
     frame = batch["frames"][0][0]
     cases = [
         (["--camera", str(tmp_path / "nope.yaml")], "not found"),
@@ -215,6 +216,10 @@ def test_run_level_errors_exit_2_with_one_line(tiny_bundle, batch, cam256_path, 
         (["--camera", str(cam256_path), "--config", batch["config"], "--attitudes", str(tmp_path / "cam_inf.yaml")],
          "line 1"),
         (["--camera", str(cam256_path), "--config", batch["config"], "--time", "yesterday"], "--time"),
+        (["--camera", str(cam256_path), "--config", batch["config"], "--times", str(tmp_path / "none.jsonl")],
+         "--times"),
+        (["--camera", str(cam256_path), "--config", batch["config"], "--times", str(tmp_path / "times_bad.jsonl")],
+         "not an ISO 8601"),
     ]
     for args, word in cases:
         rc = main(["locate", "--bundle", str(tiny_bundle), *args, frame])
@@ -249,6 +254,28 @@ def test_per_frame_attitudes_are_used_for_their_frames_only(tiny_bundle, basemap
         assert geodesy.great_circle_km(r["lat"], r["lon"], truth["bore_lat"], truth["bore_lon"]) < 5.0
         assert abs((r["yaw_deg"] - truth["yaw_deg"] + 180.0) % 360.0 - 180.0) < 1.0
     assert not turned["fix"] or abs((turned["yaw_deg"] - truth["yaw_deg"]) % 360.0 - 180.0) < 1.0
+
+
+def test_per_frame_times_reach_their_frames_and_a_fix_in_the_dark_is_refused(tiny_bundle, basemap, cam256,
+                                                                               cam256_path, tmp_path, capfd):
+    """--times FILE (each frame's UTC time, e.g. the simulator's truth.jsonl) reaches the frame it names: at local
+    noon the frame is fixed, said to be taken at midnight there it is not (its ground would be dark), and a frame
+    it does not name takes --time (here noon) or none."""
+    from earthfix.cli import main
+    from earthfix.sim.scenario import single_frame
+    img, truth = single_frame(basemap, cam256, 35.0, -110.0, 500.0, 30.0)
+    for name in ("noon.png", "midnight.png", "unnamed.png"):
+        cv2.imwrite(str(tmp_path / name), img)
+    (tmp_path / "times.jsonl").write_text(json.dumps({"frame": "a/noon.png", "time": "2025-06-21T19:20:00Z"}) + "\n"
+                                          + json.dumps({"frame": "midnight.png", "time": "2025-06-22T07:20:00Z"}) + "\n")
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(localizer_config()))
+    rc = main(["locate", "--bundle", str(tiny_bundle), "--camera", str(cam256_path), "--config",
+               str(tmp_path / "cfg.yaml"), "--times", str(tmp_path / "times.jsonl"), "--time", "2025-06-21T19:20:00Z",
+               *(str(tmp_path / n) for n in ("noon.png", "midnight.png", "unnamed.png"))])
+    out, _ = capfd.readouterr()
+    noon, midnight, unnamed = strict_json_lines(out)
+    assert rc == 0 and noon["fix"] and unnamed["fix"]
+    assert not midnight["fix"] and midnight["lat"] is None and midnight["confidence"] == 0.0
 
 
 def test_emit_writes_strict_json_even_with_nan():

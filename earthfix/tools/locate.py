@@ -47,6 +47,9 @@ def register(sub):
     p.add_argument("--time", default=None,
                    help="UTC time of the frames (ISO 8601; one time for all of them: a frame or a short burst): a "
                         "fix whose boresight point is dark at that time is refused (config min_sun_elev_deg)")
+    p.add_argument("--times", default=None, metavar="FILE.jsonl",
+                   help="per-frame UTC times: JSON lines with 'frame' and 'time', matched by file name (the "
+                        "simulator's truth.jsonl is one; as fuse --times); frames not in it get --time or none")
     p.set_defaults(func=run)
 
 
@@ -111,6 +114,25 @@ def read_attitudes(path) -> dict:
     return out
 
 
+def read_times(path) -> dict:
+    """frame file name -> UTC time (ISO 8601 string) from JSON lines with ``frame`` and ``time`` (``fuse
+    --times``'s format). Raises ValueError naming the first frame whose time is not a time."""
+    from ..onboard.sun import utc_posix_s
+    from .fuse import read_times as records
+    try:
+        recs = records(path)
+    except FileNotFoundError as exc:
+        raise ValueError(str(exc)) from None
+    out = {}
+    for name, rec in recs.items():
+        try:
+            utc_posix_s(rec["time"])
+        except ValueError as exc:
+            raise ValueError(f"frame {name}: {exc}") from None
+        out[name] = rec["time"]
+    return out
+
+
 def encoder_path(config_path) -> Path:
     """The encoder file a Localizer loaded with this config would use."""
     from ..onboard.config import load_config
@@ -157,6 +179,13 @@ def run(args) -> int:
         except ValueError as exc:
             print(f"earthfix locate: --time: {exc}", file=sys.stderr)
             return 2
+    times = {}
+    if args.times:
+        try:
+            times = read_times(args.times)
+        except ValueError as exc:
+            print(f"earthfix locate: --times: {exc}", file=sys.stderr)
+            return 2
     per_frame = {}
     if args.attitudes:
         try:
@@ -202,7 +231,7 @@ def run(args) -> int:
         try:
             frame = read_frame(path, size)
             att = per_frame.get(Path(path).name, attitude)
-            fix = loc.locate(frame, camera, attitude=att, time=args.time)
+            fix = loc.locate(frame, camera, attitude=att, time=times.get(Path(path).name, args.time))
         except FrameError as exc:
             fix = Fix.failed(str(exc))
         except Exception as exc:  # never stop the batch for one frame
