@@ -172,20 +172,16 @@ def run(args) -> int:
         except ValueError:
             print("earthfix locate: --attitude must be four finite numbers w,x,y,z", file=sys.stderr)
             return 2
-    if args.time is not None:
-        from ..onboard.sun import utc_posix_s
-        try:
+    flag = "--time"     # the frames' times, checked before any frame: one bad time is one line, not one a frame
+    try:
+        if args.time is not None:
+            from ..onboard.sun import utc_posix_s
             utc_posix_s(args.time)
-        except ValueError as exc:
-            print(f"earthfix locate: --time: {exc}", file=sys.stderr)
-            return 2
-    times = {}
-    if args.times:
-        try:
-            times = read_times(args.times)
-        except ValueError as exc:
-            print(f"earthfix locate: --times: {exc}", file=sys.stderr)
-            return 2
+        flag = "--times"
+        times = read_times(args.times) if args.times else {}
+    except ValueError as exc:
+        print(f"earthfix locate: {flag}: {exc}", file=sys.stderr)
+        return 2
     per_frame = {}
     if args.attitudes:
         try:
