@@ -118,3 +118,13 @@ def test_the_report_names_a_significant_altitude_scale_as_a_camera_check():
     assert _alt_scale_text(1.0, 0.0).startswith("none")
     text = _alt_scale_text(1.0304, 0.0004)
     assert "+3.0 %" in text and "fov_deg" in text
+
+
+def test_replay_refuses_a_tilt_beyond_the_simulators_range_in_one_line(tmp_path, capsys):
+    """The scenario's own check (as ``earthfix sim``'s): 60 deg off nadir or more is refused before any frame."""
+    from earthfix.cli import main
+    assert main(["replay", "--preset", "iss", "--duration", "1m", "--attitude", "tilt", "--tilt-deg", "75",
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("earthfix replay: error:") and "--tilt-deg" in err, err
+    assert not (tmp_path / "o").exists()

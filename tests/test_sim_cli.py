@@ -246,6 +246,7 @@ def test_sim_camera_intrinsics_and_effects_file(tmp_path):
     (["--preset", "iss", "--effects", "/nonexistent/fx.yaml"], "cannot read effects"),
     (["--preset", "iss", "--basemap", "/nonexistent/map.jpg"], "cannot read basemap"),
     (["--preset", "iss", "--yaw", "north"], "--yaw"),
+    (["--preset", "iss", "--attitude", "tilt", "--tilt-deg", "75"], "--tilt-deg"),
     (["--preset", "iss", "--keep-water"], "--keep-water needs --basemap"),
     (["--preset", "iss", "--cloud-field", "/nonexistent/clouds.png"], "cannot read cloud field"),
     (["--preset", "iss", "--clean", "--cloud-field", "/nonexistent/clouds.png"], "contradicts --clean"),

@@ -118,8 +118,6 @@ def run(args) -> int:
             yaw = float(yaw)
         except ValueError:
             return _fail(f"--yaw must be track, random or a number of degrees, got {args.yaw!r}")
-    if args.tilt_deg < 0 or args.tilt_deg >= 60:
-        return _fail(f"--tilt-deg must be in [0, 60), got {args.tilt_deg}")
     try:
         if args.basemap:
             basemap = Basemap.load(args.basemap, tuple(args.bounds) if args.bounds else (-180.0, 180.0, -90.0, 90.0),
@@ -132,9 +130,12 @@ def run(args) -> int:
         return _fail(str(exc))
 
     ext = "jpg" if args.jpeg else "png"
-    scen = Scenario(orbit, camera, start, args.duration, args.interval, attitude=args.attitude, yaw_deg=yaw,
-                    tilt_deg=args.tilt_deg, effects=effects, seed=args.seed, basemap=basemap, frame_ext=ext,
-                    cloud_field=cloud_field)
+    try:
+        scen = Scenario(orbit, camera, start, args.duration, args.interval, attitude=args.attitude, yaw_deg=yaw,
+                        tilt_deg=args.tilt_deg, effects=effects, seed=args.seed, basemap=basemap, frame_ext=ext,
+                        cloud_field=cloud_field)
+    except ValueError as exc:           # the scenario's own checks (e.g. --tilt-deg's range): one line
+        return _fail(str(exc))
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -129,6 +129,8 @@ class Scenario:
             raise ValueError(f"attitude must be one of {', '.join(ATTITUDES)}, got {self.attitude!r}")
         if not (self.yaw_deg in ("track", "random") or isinstance(self.yaw_deg, (int, float))):
             raise ValueError(f"yaw_deg must be 'track', 'random' or a number, got {self.yaw_deg!r}")
+        if not 0.0 <= float(self.tilt_deg) < 60.0:     # beyond, an 80 deg camera's far edge leaves the Earth
+            raise ValueError(f"tilt_deg (--tilt-deg) must be in [0, 60) deg, got {self.tilt_deg:g}")
         self.start = parse_time(self.start)
         if self.basemap is None:
             self.basemap = Basemap.default()

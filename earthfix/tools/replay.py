@@ -107,8 +107,6 @@ def _build(args, cmd: str):
     if getattr(args, "cloud_field", None):
         from ..sim.real_clouds import GlobalCloudField
         cloud_field = GlobalCloudField.load(args.cloud_field)      # CloudFieldError is a ValueError: one line
-    if not 0.0 <= args.tilt_deg < 60.0:
-        raise ValueError(f"--tilt-deg must be in [0, 60), got {args.tilt_deg:g}")
     scenario = Scenario(orbit, camera, start, args.duration, args.interval, attitude=args.attitude,
                         tilt_deg=args.tilt_deg, seed=args.seed, cloud_field=cloud_field)
     localizer = load_localizer(args.bundle, args.config, progress=not args.no_progress)
