@@ -19,16 +19,24 @@ from .fusion import gmst_rad, to_posix_s
 J2000_POSIX_S = 946728000.0          # 2000-01-01T12:00:00 UTC
 
 
+def parse_utc(text) -> datetime:
+    """An ISO 8601 string ('2025-11-10T19:00:00Z'; without a zone: UTC) or a datetime (naive: UTC) as an aware
+    datetime, strings turned to UTC; ValueError with a one-line reason otherwise. (The simulator's times too:
+    ``earthfix.sim.orbit.parse_time``.)"""
+    if isinstance(text, datetime):
+        return text if text.tzinfo else text.replace(tzinfo=timezone.utc)
+    try:
+        t = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 UTC time: {text!r}") from None
+    return t.astimezone(timezone.utc) if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
 def utc_posix_s(t) -> float:
     """UTC time as POSIX seconds from POSIX seconds, a datetime (naive = UTC), numpy datetime64 or an ISO 8601
     string ('2025-11-10T19:00:00Z'); ValueError with a one-line reason otherwise."""
     if isinstance(t, str):
-        s = t.strip().replace("Z", "+00:00")
-        try:
-            dt = datetime.fromisoformat(s)
-        except ValueError:
-            raise ValueError(f"not an ISO 8601 UTC time: {t!r}") from None
-        t = dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+        t = parse_utc(t)
     if isinstance(t, bool) or not isinstance(t, (int, float, datetime, np.datetime64, np.floating, np.integer)):
         raise ValueError(f"not a time: {t!r}")
     ts = float(to_posix_s(t))

@@ -17,6 +17,7 @@ from sgp4.api import SGP4_ERRORS, Satrec, WGS72, jday
 from sgp4.propagation import gstime
 
 from ..onboard import geodesy
+from ..onboard.sun import parse_utc
 
 # Real two-line element sets (the epoch is in each line 1). Propagation months from the epoch drifts
 # from the true ISS (reboosts) but stays a physically valid orbit of that shape.
@@ -53,15 +54,12 @@ def _preset_entry(name: str) -> dict:
 
 
 def parse_time(text) -> datetime:
-    """ISO 8601 UTC string (or datetime) to an aware UTC datetime."""
-    if isinstance(text, datetime):
-        return text if text.tzinfo else text.replace(tzinfo=timezone.utc)
-    s = str(text).strip().replace("Z", "+00:00")
+    """ISO 8601 UTC string (or datetime) to an aware UTC datetime (the flight code's ``onboard.sun.parse_utc``);
+    OrbitError otherwise."""
     try:
-        t = datetime.fromisoformat(s)
+        return parse_utc(text)
     except ValueError:
         raise OrbitError(f"not an ISO 8601 time: {text!r}") from None
-    return t.astimezone(timezone.utc) if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 def iso(t: datetime) -> str:
