@@ -1,5 +1,6 @@
 """The Sun of the flight code (earthfix.onboard.sun), shared with the simulator, and what the frame's time does to
-a fix: a pose whose boresight point is dark at that time is no fix (config ``min_sun_elev_deg``)."""
+a fix: a pose whose boresight point is dark at that time is no fix (config ``min_sun_elev_deg``), and retrieval
+keeps to ground lit then (config ``daylight_search``)."""
 from __future__ import annotations
 
 import pytest
@@ -9,6 +10,8 @@ from support import localizer_config, needs_model
 LAT, LON, ALT_KM, YAW_DEG = 33.0, -105.0, 600.0, 40.0    # the tiny bundle's ground (tests/test_lowres_store.py)
 NOON = "2025-06-21T19:00:00Z"                             # about local noon at 105 W
 MIDNIGHT = "2025-06-22T07:00:00Z"
+DUSK = "2025-06-22T02:30:00Z"                             # the Sun -4.1 deg there: twilight, still a fix
+NIGHTFALL = "2025-06-22T03:30:00Z"                        # the Sun -14 deg there
 
 
 def test_the_sun_is_where_the_almanac_puts_it_and_the_simulator_lights_with_the_same():
@@ -44,12 +47,23 @@ def test_a_pose_in_the_dark_at_the_frames_time_is_no_fix(tiny_bundle, basemap):
     day = loc.locate(img, cam, time=NOON)
     assert day.fix and geodesy.great_circle_km(day.lat, day.lon, LAT, LON) < 5.0
     assert day.evidence["sun_elev_deg"] > 70.0
-    # the same frame said to be taken at midnight there: lit ground cannot be in the night
-    night = loc.locate(img, cam, time=MIDNIGHT)
-    assert not night.fix and night.lat is None and night.confidence == 0.0
-    assert "in the dark" in night.reason and night.evidence["sun_elev_deg"] < -30.0
+    dusk = loc.locate(img, cam, time=DUSK)               # the place and its neighbours still searched
+    assert dusk.fix and -6.0 < dusk.evidence["sun_elev_deg"] < -3.0
+    # the same frame said to be taken at night there: lit ground cannot be in the night. Retrieval keeps to the
+    # lit Earth, so at midnight the region is not even searched (at nightfall its western edge, still in
+    # twilight, is, and the pose found from it is refused) ...
+    for t in (NIGHTFALL, MIDNIGHT):
+        night = loc.locate(img, cam, time=t)
+        assert not night.fix and night.lat is None and night.confidence == 0.0
+    assert night.candidates == [] and night.reason == "no candidates"
+    # ... and with the search over the whole Earth (daylight_search: false) its pose is refused
+    whole = Localizer.load(tiny_bundle, config=dict(localizer_config(), deadline_ms=10000.0, daylight_search=False))
+    for t in (NIGHTFALL, MIDNIGHT):
+        night = whole.locate(img, cam, time=t)
+        assert not night.fix and night.lat is None and night.confidence == 0.0
+        assert "in the dark" in night.reason and night.evidence["sun_elev_deg"] < -13.0
     assert loc.locate(img, cam).fix                       # no time: no check
     off = Localizer.load(tiny_bundle, config=dict(localizer_config(), deadline_ms=10000.0, min_sun_elev_deg=-90.0))
-    assert off.locate(img, cam, time=MIDNIGHT).fix
+    assert off.locate(img, cam, time=MIDNIGHT).fix        # the Sun check off: neither the refusal nor the search
     bad = loc.locate(img, cam, time="yesterday")
     assert not bad.fix and bad.error and "ISO 8601" in bad.error

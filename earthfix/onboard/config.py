@@ -41,6 +41,7 @@ DEFAULTS = {
     "lowres_store": True,
     "lowres_max_bore_sigma_km": 5.0,
     "min_sun_elev_deg": -6.0,
+    "daylight_search": True,
     "warm_up": True,
     "encoder_spacing": 0.5,
     "encoder_views": ["filled", "despeckled"],
@@ -152,7 +153,7 @@ def validate(cfg: dict) -> dict:
         raise ConfigError(f"config: 'encoder_places' must be one of {', '.join(ENCODER_PLACES)}, "
                           f"got {_r(out['encoder_places'])}")
     for k in ("vote", "cloud_fill", "despeckle", "balance_look", "fine_store", "warm_up", "shrink_to_work",
-              "lean_looks", "lowres_store"):
+              "lean_looks", "lowres_store", "daylight_search"):
         if not isinstance(out[k], bool):
             raise ConfigError(f"config: '{k}' must be true or false, got {_r(out[k])}")
     for k in ("verify", "confidence"):

@@ -87,7 +87,7 @@ from .features import (clear_near_cloud_share, despeckle_clouds, exposure_stretc
 from .fix import Candidate, Fix
 from .frames import FrameError, check_size, normalise_frame
 from .preprocess import preprocess
-from .sun import sun_elevation_deg, utc_posix_s
+from .sun import Daylight, sun_elevation_deg, utc_posix_s
 from .threads import limit_threads
 
 BLANK_STD = 2.0            # grey-level std below which a frame carries no information...
@@ -112,6 +112,8 @@ DESPECKLE_KM_PER_PX = 1.2  # about the finest sample despeckling runs at (finer 
 
 
 SPACING_FETCH = 4     # spaced encoder places are chosen from the first SPACING_FETCH x top_k views
+DAYLIGHT_SLACK_DEG = 5.0   # with the frame's time (config daylight_search) retrieval keeps to ground whose Sun
+                           # stands above min_sun_elev_deg less this: the almanac's and the twilight's edge
 
 
 def _as_candidates(votes, source: str) -> list[Candidate]:
@@ -142,8 +144,9 @@ class _Retrieval:
     ``encoder_views``) whose descriptors are averaged with its own. ``candidates`` is None until it has run;
     ``seconds`` is what it cost."""
 
-    def __init__(self, loc: "Localizer", views: list, stages: dict, camera: Camera | None = None):
+    def __init__(self, loc: "Localizer", views: list, stages: dict, camera: Camera | None = None, daylight=None):
         self.loc, self.views, self.stages, self.camera = loc, list(views), stages, camera
+        self.daylight = daylight
         self.candidates: list[Candidate] | None = None
         self.seconds = 0.0
 
@@ -154,7 +157,8 @@ class _Retrieval:
             t1 = _time.perf_counter()
             desc = self.loc.encoder.encode_views(x)
             t2 = _time.perf_counter()
-            self.candidates = self.loc.candidates(desc, self.loc.cfg["top_k"], self.loc.spacing_km(self.camera))
+            self.candidates = self.loc.candidates(desc, self.loc.cfg["top_k"], self.loc.spacing_km(self.camera),
+                                                  self.daylight)
             t3 = _time.perf_counter()
             self.stages.update(preprocess_ms=(t1 - t0) * 1e3, encode_ms=(t2 - t1) * 1e3, search_ms=(t3 - t2) * 1e3)
             self.seconds = t3 - t0
@@ -229,6 +233,7 @@ class _FrameSearch:
     looks_cut: int = 0               # later looks the plan had no room for (evidence)
     lean_looks: int = 0              # later looks run lean (evidence)
     lowres_cut: bool = False         # the low-resolution store's look had no room in the deadline's plan
+    daylight: object = None          # ``sun.Daylight`` at the frame's time (config daylight_search), or None
 
 
 def despeckle_geometry(vcfg, camera: Camera) -> tuple[int, int]:
@@ -363,14 +368,21 @@ class Localizer:
         alt_km = (self.verifier.cfg if self.verifier is not None else VerifyConfig).nominal_alt_km
         return f * camera.footprint_half_width_km(alt_km)
 
-    def candidates(self, desc: np.ndarray, k: int, spacing_km: float = 0.0) -> list[Candidate]:
+    def candidates(self, desc: np.ndarray, k: int, spacing_km: float = 0.0, daylight=None) -> list[Candidate]:
         """The encoder's top-``k`` reference views as candidates, best first. With ``spacing_km`` > 0 the list
         is thinned from the first 4 k: a view within ``spacing_km`` of a better one is the same place for
         recall and for verification (which merges them), so the next distinct place takes its slot; when
-        there are fewer than k distinct places, the best skipped views fill the list, in rank order."""
-        if spacing_km > 0:
+        there are fewer than k distinct places, the best skipped views fill the list, in rank order. With
+        ``daylight`` (``sun.Daylight`` at the frame's time) views none of whose ground is lit are dropped
+        from the first 4 k before that."""
+        if spacing_km > 0 or daylight is not None:
             idx, sim = self.bundle.search(desc, SPACING_FETCH * k)
-            keep = spaced_places(self.bundle.lat[idx], self.bundle.lon[idx], k, spacing_km)
+            if daylight is not None:
+                reach_deg = np.degrees(np.asarray(self.bundle.scales_km)[self.bundle.scale[idx]] / geodesy.R_MEAN_KM)
+                lit = np.flatnonzero(daylight.lit(self.bundle.lat[idx], self.bundle.lon[idx], reach_deg))
+                idx, sim = idx[lit], sim[lit]
+            keep = (spaced_places(self.bundle.lat[idx], self.bundle.lon[idx], k, spacing_km) if spacing_km > 0
+                    else np.arange(min(k, len(idx))))
             idx, sim = idx[keep], sim[keep]
         else:
             idx, sim = self.bundle.search(desc, k)
@@ -413,7 +425,7 @@ class Localizer:
         return out
 
     def _look(self, img, verifier, drop, camera, attitude, deadline, cands, stages, place_s=0.0, retrieval=None,
-              defer_below: int = 0, lean: bool = False):
+              defer_below: int = 0, lean: bool = False, daylight=None):
         """Local features (none centred on ``drop``) -> keypoint vote (merged ahead of the encoder's
         ``cands``) -> verification. Returns (candidate list, Verification, Features, the vote's search for a
         wide vote or None: ``vote.VoteQuery``, the vote places left unverified); stage times go into ``stages``.
@@ -424,7 +436,7 @@ class Localizer:
 
         With ``retrieval`` (a ``_Retrieval`` not yet run) the encoder's candidates are that retrieval's, made
         only if the vote's places end without a clear pose (``encoder_places: lazy``): the places verified
-        and the answer are the same as with them made first."""
+        and the answer are the same as with them made first. ``daylight``: the vote keeps to lit ground."""
         t = _time.perf_counter()
         feats = verifier.extract(img, drop=drop)
         stages["features_ms"] = (_time.perf_counter() - t) * 1e3
@@ -434,7 +446,7 @@ class Localizer:
             strongest = feats
             if lean and 0 < self.voter.cfg.first_query < len(feats):
                 strongest = feats.subset(np.arange(self.voter.cfg.first_query))
-            votes = self.voter.candidates(strongest, camera, max_candidates=self.cfg["vote_k"])
+            votes = self.voter.candidates(strongest, camera, max_candidates=self.cfg["vote_k"], daylight=daylight)
             query = self.voter.last_query
             stages["vote_ms"] = (_time.perf_counter() - t) * 1e3
             voted = _as_candidates(votes, "vote")
@@ -503,7 +515,8 @@ class Localizer:
             s.lowres_cut = True
             return
         t = _time.perf_counter()
-        votes = self.lowres_voter.candidates(s.first_feats, s.camera, max_candidates=self.cfg["vote_k"])
+        votes = self.lowres_voter.candidates(s.first_feats, s.camera, max_candidates=self.cfg["vote_k"],
+                                             daylight=s.daylight)
         cands = _as_candidates(votes, "lowres")
         stages["lowres_vote_ms"] = (_time.perf_counter() - t) * 1e3
         if not cands:
@@ -720,7 +733,11 @@ class Localizer:
         if verifying:
             cond = self._conditioned(img, camera, stages)
             img = cond.image
-        retrieval = _Retrieval(self, [img], stages, camera)
+        # with the frame's time, retrieval keeps to ground lit then (config daylight_search)
+        daylight = None
+        if time_s is not None and self.cfg["daylight_search"] and self.cfg["min_sun_elev_deg"] > -90.0:
+            daylight = Daylight.at(time_s, self.cfg["min_sun_elev_deg"] - DAYLIGHT_SLACK_DEG)
+        retrieval = _Retrieval(self, [img], stages, camera, daylight)
         # the encoder runs only when its places are to be verified: "lazy" when the first look's vote
         # places leave the answer open, "last" when every look's have (docs/VERIFICATION.md)
         order = self.cfg["encoder_places"] if verifying and self.voter is not None else "first"
@@ -730,7 +747,7 @@ class Localizer:
         if blank:
             fix.reason = "blank frame"
         elif verifying:
-            search = self._first_look(img, camera, attitude, t0, stages, retrieval, order)
+            search = self._first_look(img, camera, attitude, t0, stages, retrieval, order, daylight)
             self._later_looks(search)
             self._after_looks(search)
             self._answer(fix, search, cond, time_s)
@@ -739,7 +756,7 @@ class Localizer:
         fix.stages_ms = {k: round(v, 3) for k, v in stages.items()}
         return fix
 
-    def _first_look(self, img, camera, attitude, t0, stages, retrieval, order) -> _FrameSearch:
+    def _first_look(self, img, camera, attitude, t0, stages, retrieval, order, daylight=None) -> _FrameSearch:
         """The frame's looks made (``prepare``) and the first one verified: the search that later looks go on."""
         # a place or a look, once started, runs to its end: work is admitted against a plan that ends
         # DEADLINE_MARGIN inside the budget, so that the frame ends within it
@@ -753,7 +770,7 @@ class Localizer:
         defer = self.cfg["defer_votes_below"] if len(prep.looks) > 1 and order != "lazy" else 0
         merged, v, feats, query, weak = self._look(
             first.image, first.verifier, first.drop, camera, attitude, deadline, cands, stages,
-            retrieval=retrieval if order == "lazy" else None, defer_below=defer)
+            retrieval=retrieval if order == "lazy" else None, defer_below=defer, daylight=daylight)
         slowest_s = v.slowest_place_s
         if weak and not v.groups_evaluated:     # none yet (all deferred): a typical place's cost
             slowest_s = max(slowest_s, SECOND_LOOK_EXTRA_MS / 1e3)
@@ -761,7 +778,7 @@ class Localizer:
         # search resumes over them
         return _FrameSearch(camera, attitude, deadline, stages, retrieval, order, prep, feats, query, weak, v=v,
                             v_first=v, candidates=(merged + weak)[: self.cfg["top_k"]], slowest_s=slowest_s,
-                            tried=[(v, 0)])
+                            tried=[(v, 0)], daylight=daylight)
 
     def _later_looks(self, s: _FrameSearch) -> None:
         """The frame's later looks in turn while none has verified and the deadline's plan has room for one
@@ -791,7 +808,7 @@ class Localizer:
             t = _time.perf_counter()
             # the slowest place so far sets the bar for this look's first one too
             cands2, v2, _, _, _ = self._look(nxt.image, nxt.verifier, nxt.drop, s.camera, s.attitude, s.deadline,
-                                             [], {}, s.slowest_s, lean=how == "lean")
+                                             [], {}, s.slowest_s, lean=how == "lean", daylight=s.daylight)
             hit = i
             if not v2.ok and first.name == "filled" and cands2:
                 # a place this look's vote found, seen through the cloud: the filled look's features

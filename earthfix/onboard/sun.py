@@ -64,8 +64,32 @@ def sun_direction_ecef(t, gmst: float | None = None) -> np.ndarray:
 def sun_elevation_deg(lat_deg, lon_deg, t=None, sun_dir=None):
     """Geodetic elevation of the Sun (deg) at ground points (vectorised); give ``t`` or ``sun_dir``."""
     s = sun_direction_ecef(t) if sun_dir is None else np.asarray(sun_dir, dtype=float)
-    lat = np.radians(lat_deg)
-    lon = np.radians(lon_deg)
+    return np.degrees(np.arcsin(np.clip(_sin_elevation(lat_deg, lon_deg, s), -1.0, 1.0)))
+
+
+def _sin_elevation(lat_deg, lon_deg, sun_dir: np.ndarray):
+    """Sine of the Sun's geodetic elevation at ground points: the ellipsoid normal's dot with its direction."""
+    lat, lon = np.radians(lat_deg), np.radians(lon_deg)
     cl = np.cos(lat)
-    sin_el = cl * np.cos(lon) * s[0] + cl * np.sin(lon) * s[1] + np.sin(lat) * s[2]
-    return np.degrees(np.arcsin(np.clip(sin_el, -1.0, 1.0)))
+    return cl * np.cos(lon) * sun_dir[0] + cl * np.sin(lon) * sun_dir[1] + np.sin(lat) * sun_dir[2]
+
+
+class Daylight:
+    """Where ground can be seen at one time: the Sun's direction (ECEF unit vector) and the least Sun elevation
+    (deg) of ground that can show in a frame. With the frame's time the search keeps to such ground: a store
+    keypoint or a reference view in the night cannot be what a daytime frame shows (``vote.KeypointVoter``,
+    ``Localizer.candidates``)."""
+
+    def __init__(self, sun_ecef, min_elev_deg: float):
+        self.sun_ecef = np.asarray(sun_ecef, dtype=float)
+        self.min_elev_deg = float(min_elev_deg)
+
+    @classmethod
+    def at(cls, t, min_elev_deg: float) -> "Daylight":
+        """At UTC ``t`` (any form ``utc_posix_s`` reads)."""
+        return cls(sun_direction_ecef(t), min_elev_deg)
+
+    def lit(self, lat_deg, lon_deg, slack_deg=0.0) -> np.ndarray:
+        """True where the Sun stands at least ``min_elev_deg`` - ``slack_deg`` above the ground (vectorised)."""
+        floor_deg = np.maximum(self.min_elev_deg - np.asarray(slack_deg, dtype=float), -90.0)
+        return _sin_elevation(lat_deg, lon_deg, self.sun_ecef) >= np.sin(np.radians(floor_deg))

@@ -111,6 +111,7 @@ class VoteQuery:
     camera: Camera
     labels: np.ndarray
     places: tuple
+    daylight: object = None      # ``sun.Daylight`` of the frame's time, or None
 
 
 class KeypointVoter:
@@ -150,11 +151,17 @@ class KeypointVoter:
         self.last_query: VoteQuery | None = None
 
     # ---- main entry ------------------------------------------------------------------------------
-    def candidates(self, features: Features, camera: Camera, max_candidates: int = 3) -> list[VoteCandidate]:
+    def candidates(self, features: Features, camera: Camera, max_candidates: int = 3,
+                   daylight=None) -> list[VoteCandidate]:
         """Up to ``max_candidates`` places, most votes first: ``VoteCandidate`` (unpacks as
         ``lat, lon, radius_km, votes``; also carries the peak's yaw and implied altitude). Empty when no
         peak has ``min_votes`` distinct frame keypoints. Timings and counts in ``self.last_stats``; with
-        ``wide_k`` the search, for ``wide_candidates``, in ``self.last_query``."""
+        ``wide_k`` the search, for ``wide_candidates``, in ``self.last_query``.
+
+        ``daylight`` (a ``sun.Daylight`` of the frame's time, or None): a frame keypoint votes with its first
+        ``k`` store neighbours on lit ground, found among its first ``2 k`` (at most ``ef``); a neighbour in the
+        night cannot be the ground a daytime frame shows, and without it the right place's peak stands out
+        from fewer chance ones."""
         c = self.cfg
         t0 = time.perf_counter()
         stats = {"query_ms": 0.0, "vote_ms": 0.0, "matches": 0, "peaks": []}
@@ -162,7 +169,8 @@ class KeypointVoter:
         self.last_query = None
         n = min(len(features), c.max_query)
         k = min(c.k, len(self.store))
-        kq = min(max(c.k, c.wide_k), len(self.store))     # neighbours searched; the first k vote here
+        # neighbours searched (the same ef-wide search: more of them cost almost nothing); the first k vote
+        kq = min(max(c.k, c.wide_k, min(c.ef, 2 * c.k) if daylight is not None else 0), len(self.store))
         if n < c.min_votes or k < 1:
             return []
         f = features.subset(np.arange(n)) if n < len(features) else features
@@ -185,10 +193,10 @@ class KeypointVoter:
             stats["query_ms"] += (t1 - t) * 1e3
             stats["queried"] = hi
             stats["peaks"] = []
-            out = self._vote(f, camera, labels[:, :k], max_candidates, stats)
+            out = self._vote(f, camera, labels, max_candidates, stats, k, daylight)
             stats["vote_ms"] += (time.perf_counter() - t1) * 1e3
-        if kq > k and len(labels):
-            self.last_query = VoteQuery(f, camera, labels, tuple(out))
+        if c.wide_k > k and len(labels):
+            self.last_query = VoteQuery(f, camera, labels[:, :c.wide_k], tuple(out), daylight)
         stats["total_ms"] = (time.perf_counter() - t0) * 1e3
         return out
 
@@ -196,15 +204,24 @@ class KeypointVoter:
         """The places of a vote over every neighbour ``query`` holds (``wide_k`` a keypoint), each unless it
         lies within half the verification radius of a place the first vote made (those were verified)."""
         got = self._vote(query.features, query.camera, query.labels, max_candidates + len(query.places),
-                         {"peaks": []})
+                         {"peaks": []}, query.labels.shape[1], query.daylight)
         return [w for w in got
                 if all(float(geodesy.great_circle_km(w.lat, w.lon, o.lat, o.lon)) > 0.5 * o.radius_km
                        for o in query.places)][:max_candidates]
 
-    def _vote(self, f: Features, camera: Camera, labels: np.ndarray, max_candidates: int, stats: dict):
-        """The places of one vote over the store neighbours ``labels`` (queried keypoints x neighbours)."""
-        k = labels.shape[1]
-        pred = self._predict(f, camera, np.repeat(np.arange(len(labels)), k), labels.reshape(-1).astype(np.int64))
+    def _vote(self, f: Features, camera: Camera, labels: np.ndarray, max_candidates: int, stats: dict,
+              k: int, daylight=None):
+        """The places of one vote over the first ``k`` store neighbours of each queried keypoint in ``labels``
+        (queried keypoints x neighbours searched, best first): the first ``k`` on lit ground with ``daylight``."""
+        sj = labels.astype(np.int64)
+        if daylight is None:
+            k = min(k, sj.shape[1])
+            qi, sj = np.repeat(np.arange(len(sj)), k), sj[:, :k].reshape(-1)
+        else:
+            lit = daylight.lit(self._lat[sj], self._lon[sj])
+            qi, col = np.nonzero(lit & (np.cumsum(lit, axis=1) <= k))
+            sj = sj[qi, col]
+        pred = self._predict(f, camera, qi, sj)
         if pred is None:
             return []
         stats["matches"] = int(len(pred[0]))

@@ -731,8 +731,10 @@ POSE_EVIDENCE = ("matches", "inlier_ratio", "spread", "reproj_rms_work_px", "alt
                  "group_lever_km", "inlier_margin", "groups_evaluated", "guided")
 
 
-def evaluate_frame(loc, cam, img, truth: dict, sdef: ScenarioDef, baselines: Baselines | None) -> dict:
-    """Run the pipeline on one frame and score it: one flat, JSON-ready record."""
+def evaluate_frame(loc, cam, img, truth: dict, sdef: ScenarioDef, baselines: Baselines | None,
+                   with_time: bool = False) -> dict:
+    """Run the pipeline on one frame and score it: one flat, JSON-ready record. ``with_time``: locate is given
+    the frame's UTC time (the Sun's checks: ``Localizer.locate(time=)``); the contract's locate has none."""
     rec = {"scenario": sdef.name, "index": int(truth.get("set_index", -1)), "stress": sdef.stress,
            "eligible": is_eligible(truth),
            "sun_elev_deg": truth.get("sun_elev_deg"), "land_frac": float(truth.get("land_frac") or 0.0),
@@ -742,7 +744,7 @@ def evaluate_frame(loc, cam, img, truth: dict, sdef: ScenarioDef, baselines: Bas
            "bore_lat": truth.get("bore_lat"), "bore_lon": truth.get("bore_lon"),
            "alt_km": truth.get("alt_km"), "yaw_deg": truth.get("yaw_deg")}
     try:
-        fix = loc.locate(img, cam)
+        fix = loc.locate(img, cam, time=truth["time"] if with_time else None)
     except Exception as exc:   # never stop the run for one frame
         from ..onboard.fix import Fix
         fix = Fix.failed(f"{type(exc).__name__}: {exc}")
@@ -831,6 +833,8 @@ def command_line(args) -> str:
         parts += ["--basemap", str(args.basemap)]
     if getattr(args, "cloud_field", None):
         parts += ["--cloud-field", str(args.cloud_field)]
+    if getattr(args, "with_time", False):
+        parts.append("--with-time")
     if args.quick:
         parts.append("--quick")
     if args.no_baselines:
@@ -899,7 +903,7 @@ def _located_records(loc, args, n: int, effects, basemap, cloud_field, baselines
         cam, frames = scenario_frames(sdef, n, seed, args.region, effects, basemap, cloud_field)
         for img, truth in tqdm(frames, total=n, desc=f"eval {sdef.name}", unit="frame", disable=args.quiet,
                                file=sys.stderr):
-            rec = evaluate_frame(loc, cam, img, truth, sdef, baselines)
+            rec = evaluate_frame(loc, cam, img, truth, sdef, baselines, getattr(args, "with_time", False))
             rec["seed"] = seed
             records.append(rec)
             if sdef.name == "land256" and len(heavy_frames) < HEAVY_FRAMES:
@@ -1064,7 +1068,9 @@ def _md_machine(r: dict) -> list[str]:
     L += ["", f"Bundle: `{b['path']}` — {b['views']} views, {_mb(b['bytes'])}"
           + (f", region {b['region']}" if b.get("region") else "") + f"; basemap {b['basemap']}.",
           f"Encoder: `{e['int8']}` (sha256 {e['int8_sha256'][:12]}…, {_mb(e['int8_bytes'])}), {_rotation_words(e)}; "
-          f"latency at one thread (`intra_op_num_threads=1`, `cv2.setNumThreads(1)`).", ""]
+          f"latency at one thread (`intra_op_num_threads=1`, `cv2.setNumThreads(1)`)."
+          + (" Each frame located with its UTC time (`--with-time`: the Sun's checks)." if "--with-time" in
+             r.get("command", "").split() else ""), ""]
     return L
 
 
@@ -1313,6 +1319,9 @@ def register(sub):
                         "sets keep the simulator's)")
     p.add_argument("--region", nargs=4, type=float, default=None, metavar=("LAT_MIN", "LAT_MAX", "LON_MIN", "LON_MAX"),
                    help="draw land frames inside this box only (for regional bundles)")
+    p.add_argument("--with-time", action="store_true",
+                   help="give locate each frame's UTC time, as a clock would (the contract's locate has none): a fix "
+                        "in the dark is refused and retrieval keeps to lit ground (min_sun_elev_deg, daylight_search)")
     p.add_argument("--interim", action="store_true", help="label the report as measured on an interim model")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
