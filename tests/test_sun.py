@@ -67,3 +67,30 @@ def test_a_pose_in_the_dark_at_the_frames_time_is_no_fix(tiny_bundle, basemap):
     assert off.locate(img, cam, time=MIDNIGHT).fix        # the Sun check off: neither the refusal nor the search
     bad = loc.locate(img, cam, time="yesterday")
     assert not bad.fix and bad.error and "ISO 8601" in bad.error
+
+
+def test_eval_with_time_gives_locate_each_frames_time_and_its_report_says_so():
+    """``earthfix eval --with-time``: each frame located with its truth's UTC time (the contract's locate has
+    none, so without the flag locate gets none); the report's command line repeats the flag."""
+    import argparse
+
+    from earthfix.onboard.fix import Fix
+    from earthfix.tools import evaluate as ev
+
+    class Loc:
+        def locate(self, img, cam, attitude=None, time=None):
+            self.time = time
+            return Fix(candidates=[], encoder_candidates=[], stages_ms={"encode_ms": 1.0})
+
+    truth = {"time": NOON, "footprint_half_width_km": 500.0, "bore_lat": LAT, "bore_lon": LON,
+             "sun_elev_deg": 80.0, "land_clear_frac": 0.9}
+    sdef = ev.SCENARIOS[0]
+    loc = Loc()
+    for with_time, want in ((True, NOON), (False, None)):
+        rec = ev.evaluate_frame(loc, None, None, truth, sdef, None, with_time)
+        assert loc.time == want and rec["fix"] is False
+    sub = argparse.ArgumentParser().add_subparsers()
+    ev.register(sub)
+    for argv, has in ((["--with-time"], True), ([], False)):
+        args = sub.choices["eval"].parse_args(argv + ["--bundle", "B", "--frames", "5"])
+        assert ("--with-time" in ev.command_line(args).split()) == has

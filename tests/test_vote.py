@@ -148,6 +148,38 @@ def test_a_wide_vote_keeps_the_first_votes_places_and_makes_its_own_only_when_as
         VoteConfig(wide_k=24, ef=20)
 
 
+def test_with_the_frames_time_a_keypoint_votes_with_its_lit_store_neighbours_only(setup, basemap, cam256):
+    """``daylight`` (``sun.Daylight``): each frame keypoint votes with its first ``k`` store neighbours on lit
+    ground: the same places as without it where all the ground is lit, none from the night side, and a frame of
+    lit ground is still placed when the terminator crosses the store."""
+    from earthfix.onboard.sun import Daylight
+
+    class Spy(KeypointVoter):
+        def _predict(self, f, camera, qi, sj):
+            self.seen = np.asarray(sj)
+            return super()._predict(f, camera, qi, sj)
+
+    voter = Spy(setup.store, setup.index, VoteConfig(sure_votes=10_000))
+    noon = Daylight.at("2025-06-21T10:40:00Z", -11.0)           # the Sun high over the whole region
+    # a Sun over the equator at 70 W: the horizon runs along 20 E, the store's west lit and its east dark
+    sun = geodesy.geodetic_to_ecef(0.0, -70.0, 0.0)
+    dusk = Daylight(sun / np.linalg.norm(sun), 0.0)
+    west, _ = sim_frame(basemap, cam256, 24.0, 8.0, 600.0, 117.0, seed=3)
+    east, _ = sim_frame(basemap, cam256, 24.0, 33.0, 600.0, 117.0, seed=3)
+    fw, fe = setup.verifier.extract(west), setup.verifier.extract(east)
+    whole = voter.candidates(fw, cam256)
+    everywhere = len(voter.seen)
+    assert [tuple(c) for c in voter.candidates(fw, cam256, daylight=noon)] == [tuple(c) for c in whole]
+    got = voter.candidates(fw, cam256, daylight=dusk)
+    assert dusk.lit(setup.store.lat[voter.seen], setup.store.lon[voter.seen]).all()
+    assert len(voter.seen) < everywhere
+    assert got and geodesy.great_circle_km(got[0].lat, got[0].lon, 24.0, 8.0) < 50.0
+    placed = voter.candidates(fe, cam256)                  # the dark side's frame, placed without the time...
+    assert placed and geodesy.great_circle_km(placed[0].lat, placed[0].lon, 24.0, 33.0) < 50.0
+    assert all(geodesy.great_circle_km(c.lat, c.lon, 24.0, 33.0) > 500.0      # ...but not in the night
+               for c in voter.candidates(fe, cam256, daylight=dusk))
+
+
 def test_config_checks(setup):
     with pytest.raises(ValueError):
         VoteConfig(k=3, ef=2)
