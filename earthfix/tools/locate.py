@@ -46,7 +46,8 @@ def register(sub):
                         "by file name (the simulator's truth.jsonl is one); frames not in it get --attitude or none")
     p.add_argument("--time", default=None,
                    help="UTC time of the frames (ISO 8601; one time for all of them: a frame or a short burst): a "
-                        "fix whose boresight point is dark at that time is refused (config min_sun_elev_deg)")
+                        "fix whose boresight point is dark at that time is refused (config min_sun_elev_deg) and "
+                        "retrieval keeps to ground lit then (config daylight_search)")
     p.add_argument("--times", default=None, metavar="FILE.jsonl",
                    help="per-frame UTC times: JSON lines with 'frame' and 'time', matched by file name (the "
                         "simulator's truth.jsonl is one; as fuse --times); frames not in it get --time or none")
