@@ -175,9 +175,9 @@ def test_a_place_only_the_plain_look_votes_for_is_verified_through_the_cloud_too
     calls = []
     vote = loc.voter.candidates
 
-    def second_look_only(feats, camera, max_candidates=3):
+    def second_look_only(feats, camera, max_candidates=3, daylight=None):
         calls.append(len(feats))
-        return vote(feats, camera, max_candidates) if len(calls) > 1 else []
+        return vote(feats, camera, max_candidates, daylight) if len(calls) > 1 else []
 
     loc.voter.candidates = second_look_only
     plain = loc.verifier_for(cam)
@@ -386,10 +386,10 @@ def test_weak_vote_places_wait_for_the_later_looks(tiny_bundle, frames, monkeypa
         loc = Localizer.load(tiny_bundle, config=dict(cfg, defer_votes_below=below))
         real, calls = loc.voter.candidates, []
 
-        def weak_then_none(feats, camera, max_candidates=3, real=real, calls=calls):
+        def weak_then_none(feats, camera, max_candidates=3, daylight=None, real=real, calls=calls):
             # the first look's places as two-vote ones; the later looks' votes find nothing
             calls.append(1)
-            got = real(feats, camera, max_candidates=max_candidates) if len(calls) == 1 else []
+            got = real(feats, camera, max_candidates=max_candidates, daylight=daylight) if len(calls) == 1 else []
             return [VoteCandidate(c.lat, c.lon, c.radius_km, 2, c.yaw_deg, c.alt_km) for c in got]
         monkeypatch.setattr(loc.voter, "candidates", weak_then_none)
         runs[below] = (loc.locate(cloudy, cam), len(calls))
@@ -413,9 +413,9 @@ def test_a_later_look_without_room_in_full_runs_lean(tiny_bundle, frames, monkey
     loc = Localizer.load(tiny_bundle, config=dict(localizer_config(), deadline_ms=10000))
     real, seen = loc.voter.candidates, []
 
-    def counted(feats, camera, max_candidates=3):
+    def counted(feats, camera, max_candidates=3, daylight=None):
         seen.append(len(feats))
-        return real(feats, camera, max_candidates=max_candidates)
+        return real(feats, camera, max_candidates=max_candidates, daylight=daylight)
     monkeypatch.setattr(loc.voter, "candidates", counted)
     ver = loc.verifier_for(cam)
     full = loc._look(clear, ver, None, cam, None, None, [], {})

@@ -1,7 +1,7 @@
 """Paired A/B of two Localizer configurations on the release frames (not a pytest test; run as a script).
 
     PYTHONPATH=. python tests/bench/bench_paired.py --b B.yaml [--a A.yaml] [--frames 100] [--seed 0]
-        [--bundle DIR] [--a-keyindex FILE] [--out pairs.jsonl]
+        [--bundle DIR] [--a-keyindex FILE] [--with-time] [--out pairs.jsonl]
 
 Why: with the flight deadline, which frames are fixed depends on the machine's speed at that minute, and
 two ``earthfix eval`` runs one after the other on a shared 2-core machine differ by 10-25 % in every stage
@@ -13,6 +13,7 @@ Prints, for the main sets (the eval's "overall") and all sets: eligible frames f
 (> 50 km, over all frames), latency p50 / p99 (ms, one thread), and the frames only one of the two fixed.
 ``--a-keyindex`` gives A's vote another key index over the same store (another graph, e.g. from ``python -m
 earthfix.tools.build_keyindex --store DIR/keystore.npz --out FILE --M 8 --ef-construction 100``).
+``--with-time`` gives both each frame's UTC time (the Sun's checks: ``Localizer.locate(time=)``).
 ``--out`` keeps one JSON line per frame (scenario, index, eligible, and per configuration fix, error km,
 latency ms, confidence).
 """
@@ -46,8 +47,8 @@ def load_keyindex(path: str, dim: int):
     return index
 
 
-def one(loc: Localizer, img, cam, truth) -> dict:
-    fix = loc.locate(img, cam)
+def one(loc: Localizer, img, cam, truth, with_time: bool = False) -> dict:
+    fix = loc.locate(img, cam, time=truth["time"] if with_time else None)
     err = position_error_km(fix.lat, fix.lon, truth) if fix.fix else None
     return {"fix": bool(fix.fix), "err_km": err, "ms": float(fix.latency_ms), "conf": float(fix.confidence)}
 
@@ -75,6 +76,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="base seed (as earthfix eval)")
     ap.add_argument("--bundle", default=None)
     ap.add_argument("--a-keyindex", default=None, help="another key index (hnswlib file) for A's vote")
+    ap.add_argument("--with-time", action="store_true", help="give locate each frame's UTC time")
     ap.add_argument("--out", default=None, help="per-frame JSON lines")
     args = ap.parse_args()
     cv2.setNumThreads(1)
@@ -91,7 +93,7 @@ def main() -> None:
         for i, (img, truth) in enumerate(tqdm(frames, total=args.frames, desc=sdef.name, unit="frame")):
             row = {"scenario": sdef.name, "index": i, "stress": sdef.stress, "eligible": is_eligible(truth)}
             for v in (("A", "B") if n % 2 == 0 else ("B", "A")):     # neither always runs first
-                row[v] = one(locs[v], img, cam, truth)
+                row[v] = one(locs[v], img, cam, truth, args.with_time)
             n += 1
             rows.append(row)
             if sink:
