@@ -159,9 +159,11 @@ class KeypointVoter:
         ``wide_k`` the search, for ``wide_candidates``, in ``self.last_query``.
 
         ``daylight`` (a ``sun.Daylight`` of the frame's time, or None): a frame keypoint votes with its first
-        ``k`` store neighbours on lit ground, found among its first ``2 k`` (at most ``ef``); a neighbour in the
-        night cannot be the ground a daytime frame shows, and without it the right place's peak stands out
-        from fewer chance ones."""
+        ``k`` store neighbours on lit ground, found among its first ``2 k`` (at most ``ef``): a neighbour in the
+        night cannot be the ground a daytime frame shows, and its slot goes to the next lit one. (Measured:
+        leaving the night's neighbours out alone changes no answer; the lit third and fourth neighbours that take
+        their slots place more frames of other imagery, whose right store keypoint is more often a keypoint's
+        third or fourth: docs/VERIFICATION.md, "The frame's time in the search".)"""
         c = self.cfg
         t0 = time.perf_counter()
         stats = {"query_ms": 0.0, "vote_ms": 0.0, "matches": 0, "peaks": []}

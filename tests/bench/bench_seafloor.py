@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python tests/bench/bench_seafloor.py [--n 200] [--seed 555] [--basemap bmng.jpg etopo1.jpg
         shadedrelief.jpg] [--camera 256x256@80 --camera 512x512@60] [--no-clouds] [--effects E.yaml] [--config C.yaml]
+        [--with-time]
 
 CONVENTIONS: the Blue Marble shows sea-floor relief, real cameras see open water as nearly uniform, and a
 position must never come from sea-floor shading. The simulator flattens open water; here it does not: each
@@ -42,6 +43,7 @@ def main() -> None:
     ap.add_argument("--no-clouds", action="store_true", help="cloud cover 0 (the sea floor fully in view)")
     ap.add_argument("--effects", default=None, help="simulator effects YAML over the defaults (as eval --effects)")
     ap.add_argument("--config", default=None, help="Localizer config YAML (default: the shipped defaults)")
+    ap.add_argument("--with-time", action="store_true", help="give locate each frame's UTC time (the Sun's checks)")
     a = ap.parse_args()
     cv2.setNumThreads(1)
     loc = Localizer.load(ensure_default_bundle(), a.config)
@@ -59,7 +61,7 @@ def main() -> None:
             fixes = near = voted = 0
             std = []
             for img, truth in make_frameset(a.n, a.seed, cam, bm, FrameSpec(kind="ocean"), effects=effects):
-                fix = loc.locate(img, cam)
+                fix = loc.locate(img, cam, time=truth["time"] if a.with_time else None)
                 grey = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
                 std.append(float(grey.std()))
                 voted += any(c.source == "vote" for c in fix.candidates)
