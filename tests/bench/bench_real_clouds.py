@@ -2,7 +2,8 @@
 
     PYTHONPATH=. python tests/bench/bench_real_clouds.py --scene SCENE.jpg --bounds LONMIN LONMAX LATMIN LATMAX \\
         [--n 200] [--seed 4343] [--camera 256x256@80 ...] [--config C.yaml] [--v-ramp 120 210] [--s-ramp 70 30]
-        [--in-place] [--basemap WORLD.jpg] [--clouds real|simulated|none|both ...] [--ceiling] [--out FRAMES.jsonl]
+        [--in-place] [--basemap WORLD.jpg] [--clouds real|simulated|none|both ...] [--ceiling] [--with-time]
+        [--out FRAMES.jsonl]
 
 The simulator's clouds are fractal noise; acceptance has real cloud fields. This bench takes the cloud field of a
 real satellite scene (opacity from its bright, grey pixels: HSV value ramped over 120..210 DN, saturation over
@@ -107,6 +108,7 @@ def main() -> None:
     ap.add_argument("--camera", action="append", default=None, metavar="WxH@FOV",
                     help="a camera (repeatable); default 256x256@80 and 512x512@60, the eval's two")
     ap.add_argument("--config", default=None, help="Localizer config YAML (default: the shipped defaults)")
+    ap.add_argument("--with-time", action="store_true", help="give locate each frame's UTC time (the Sun's checks)")
     ap.add_argument("--bundle", default=None, help="bundle directory (default: the default bundle)")
     ap.add_argument("--v-ramp", type=float, nargs=2, default=(120.0, 210.0), metavar=("LO", "HI"),
                     help="opacity ramps up over this HSV value (DN)")
@@ -164,7 +166,7 @@ def run(a, out) -> None:
                 continue
             total, bins, recs = Tally(), [Tally() for _ in BINS[1:]], []
             for i, (img, truth) in enumerate(frames()):
-                f = loc.locate(img, cam)
+                f = loc.locate(img, cam, time=truth["time"] if a.with_time else None)
                 err = total.add(f, truth, (lambda: either_look_fixed(loc, img, cam, truth)) if a.ceiling else None)
                 recs.append(dict(frame_record(cam, i, f, err, truth), clouds=kind))
                 if out is not None:
