@@ -178,6 +178,12 @@ def test_with_the_frames_time_a_keypoint_votes_with_its_lit_store_neighbours_onl
     assert placed and geodesy.great_circle_km(placed[0].lat, placed[0].lon, 24.0, 33.0) < 50.0
     assert all(geodesy.great_circle_km(c.lat, c.lon, 24.0, 33.0) > 500.0      # ...but not in the night
                for c in voter.candidates(fe, cam256, daylight=dusk))
+    # a wide vote (made last, over all the neighbours searched) keeps to the frame's lit ground too
+    wide = Spy(setup.store, setup.index, VoteConfig(sure_votes=10_000, wide_k=4))
+    wide.candidates(fw, cam256, daylight=dusk)
+    assert wide.last_query.daylight is dusk
+    wide.wide_candidates(dataclasses.replace(wide.last_query, places=()), max_candidates=3)
+    assert len(wide.seen) and dusk.lit(setup.store.lat[wide.seen], setup.store.lon[wide.seen]).all()
 
 
 def test_config_checks(setup):
