@@ -175,12 +175,17 @@ def test_describe_300_patches(benchmark, patches, describers, precision):
     assert d.shape[0] == 300 and np.allclose(np.linalg.norm(d, axis=1), 1.0, atol=1e-3)
 
 
-def test_vote(benchmark, frame, camera, localizer):
-    """Keypoint voting on the frame's features (extracted once, as ``Localizer.locate`` shares them)."""
+@pytest.mark.parametrize("time", [None, "2025-06-21T12:00:00Z"])
+def test_vote(benchmark, frame, camera, localizer, time):
+    """Keypoint voting on the frame's features (extracted once, as ``Localizer.locate`` shares them); with a
+    frame time, on lit ground only (``sun.Daylight``: each keypoint's first 2 lit neighbours among its first 4)."""
     if localizer.voter is None:
         pytest.skip("the bench bundle has no key index")
+    from earthfix.onboard.localizer import DAYLIGHT_SLACK_DEG
+    from earthfix.onboard.sun import Daylight
     feats = localizer.verifier.extract(frame)
-    cands = benchmark(localizer.voter.candidates, feats, camera)
+    daylight = None if time is None else Daylight.at(time, localizer.cfg["min_sun_elev_deg"] - DAYLIGHT_SLACK_DEG)
+    cands = benchmark(localizer.voter.candidates, feats, camera, daylight=daylight)
     assert isinstance(cands, list)
 
 
