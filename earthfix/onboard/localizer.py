@@ -142,7 +142,8 @@ class _Retrieval:
     """The encoder's retrieval for one frame, made once when first called: preprocess -> encode -> HNSW
     top-k (stage times into ``stages``). ``views``: the frame, then any cleaned views of it (config
     ``encoder_views``) whose descriptors are averaged with its own. ``candidates`` is None until it has run;
-    ``seconds`` is what it cost."""
+    ``seconds`` is what it cost. ``daylight``: the frame's ``sun.Daylight`` (config daylight_search) or None, the
+    one the frame's votes keep to as well."""
 
     def __init__(self, loc: "Localizer", views: list, stages: dict, camera: Camera | None = None, daylight=None):
         self.loc, self.views, self.stages, self.camera = loc, list(views), stages, camera
@@ -233,7 +234,6 @@ class _FrameSearch:
     looks_cut: int = 0               # later looks the plan had no room for (evidence)
     lean_looks: int = 0              # later looks run lean (evidence)
     lowres_cut: bool = False         # the low-resolution store's look had no room in the deadline's plan
-    daylight: object = None          # ``sun.Daylight`` at the frame's time (config daylight_search), or None
 
 
 def despeckle_geometry(vcfg, camera: Camera) -> tuple[int, int]:
@@ -516,7 +516,7 @@ class Localizer:
             return
         t = _time.perf_counter()
         votes = self.lowres_voter.candidates(s.first_feats, s.camera, max_candidates=self.cfg["vote_k"],
-                                             daylight=s.daylight)
+                                             daylight=s.retrieval.daylight)
         cands = _as_candidates(votes, "lowres")
         stages["lowres_vote_ms"] = (_time.perf_counter() - t) * 1e3
         if not cands:
@@ -747,7 +747,7 @@ class Localizer:
         if blank:
             fix.reason = "blank frame"
         elif verifying:
-            search = self._first_look(img, camera, attitude, t0, stages, retrieval, order, daylight)
+            search = self._first_look(img, camera, attitude, t0, stages, retrieval, order)
             self._later_looks(search)
             self._after_looks(search)
             self._answer(fix, search, cond, time_s)
@@ -756,7 +756,7 @@ class Localizer:
         fix.stages_ms = {k: round(v, 3) for k, v in stages.items()}
         return fix
 
-    def _first_look(self, img, camera, attitude, t0, stages, retrieval, order, daylight=None) -> _FrameSearch:
+    def _first_look(self, img, camera, attitude, t0, stages, retrieval, order) -> _FrameSearch:
         """The frame's looks made (``prepare``) and the first one verified: the search that later looks go on."""
         # a place or a look, once started, runs to its end: work is admitted against a plan that ends
         # DEADLINE_MARGIN inside the budget, so that the frame ends within it
@@ -770,7 +770,7 @@ class Localizer:
         defer = self.cfg["defer_votes_below"] if len(prep.looks) > 1 and order != "lazy" else 0
         merged, v, feats, query, weak = self._look(
             first.image, first.verifier, first.drop, camera, attitude, deadline, cands, stages,
-            retrieval=retrieval if order == "lazy" else None, defer_below=defer, daylight=daylight)
+            retrieval=retrieval if order == "lazy" else None, defer_below=defer, daylight=retrieval.daylight)
         slowest_s = v.slowest_place_s
         if weak and not v.groups_evaluated:     # none yet (all deferred): a typical place's cost
             slowest_s = max(slowest_s, SECOND_LOOK_EXTRA_MS / 1e3)
@@ -778,7 +778,7 @@ class Localizer:
         # search resumes over them
         return _FrameSearch(camera, attitude, deadline, stages, retrieval, order, prep, feats, query, weak, v=v,
                             v_first=v, candidates=(merged + weak)[: self.cfg["top_k"]], slowest_s=slowest_s,
-                            tried=[(v, 0)], daylight=daylight)
+                            tried=[(v, 0)])
 
     def _later_looks(self, s: _FrameSearch) -> None:
         """The frame's later looks in turn while none has verified and the deadline's plan has room for one
@@ -808,7 +808,8 @@ class Localizer:
             t = _time.perf_counter()
             # the slowest place so far sets the bar for this look's first one too
             cands2, v2, _, _, _ = self._look(nxt.image, nxt.verifier, nxt.drop, s.camera, s.attitude, s.deadline,
-                                             [], {}, s.slowest_s, lean=how == "lean", daylight=s.daylight)
+                                             [], {}, s.slowest_s, lean=how == "lean",
+                                             daylight=s.retrieval.daylight)
             hit = i
             if not v2.ok and first.name == "filled" and cands2:
                 # a place this look's vote found, seen through the cloud: the filled look's features
