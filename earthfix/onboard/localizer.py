@@ -87,7 +87,7 @@ from .features import (clear_near_cloud_share, despeckle_clouds, exposure_stretc
 from .fix import Candidate, Fix
 from .frames import FrameError, check_size, normalise_frame
 from .preprocess import preprocess
-from .sun import Daylight, sun_elevation_deg, utc_posix_s
+from .sun import Daylight, sun_direction_ecef, sun_elevation_deg, utc_posix_s
 from .threads import limit_threads
 
 BLANK_STD = 2.0            # grey-level std below which a frame carries no information...
@@ -733,10 +733,12 @@ class Localizer:
         if verifying:
             cond = self._conditioned(img, camera, stages)
             img = cond.image
-        # with the frame's time, retrieval keeps to ground lit then (config daylight_search)
+        # with the frame's time, the Sun (once): retrieval keeps to ground lit then (config daylight_search)
+        # and a pose in the dark is no fix (_answer)
+        sun = None if time_s is None else sun_direction_ecef(time_s)
         daylight = None
-        if time_s is not None and self.cfg["daylight_search"] and self.cfg["min_sun_elev_deg"] > -90.0:
-            daylight = Daylight.at(time_s, self.cfg["min_sun_elev_deg"] - DAYLIGHT_SLACK_DEG)
+        if sun is not None and self.cfg["daylight_search"] and self.cfg["min_sun_elev_deg"] > -90.0:
+            daylight = Daylight(sun, self.cfg["min_sun_elev_deg"] - DAYLIGHT_SLACK_DEG)
         retrieval = _Retrieval(self, [img], stages, camera, daylight)
         # the encoder runs only when its places are to be verified: "lazy" when the first look's vote
         # places leave the answer open, "last" when every look's have (docs/VERIFICATION.md)
@@ -750,7 +752,7 @@ class Localizer:
             search = self._first_look(img, camera, attitude, t0, stages, retrieval, order)
             self._later_looks(search)
             self._after_looks(search)
-            self._answer(fix, search, cond, time_s)
+            self._answer(fix, search, cond, sun)
         fix.latency_ms = (_time.perf_counter() - t0) * 1e3
         stages["total_ms"] = fix.latency_ms
         fix.stages_ms = {k: round(v, 3) for k, v in stages.items()}
@@ -870,11 +872,11 @@ class Localizer:
             # matches; the first look on a tie), not the first look's whatever a later one came to
             s.v, s.look = max([(s.v, s.look)] + s.tried, key=lambda t: (t[0].inliers, t[0].matches))
 
-    def _answer(self, fix: Fix, s: _FrameSearch, cond: Conditioned, time_s: float | None = None) -> None:
+    def _answer(self, fix: Fix, s: _FrameSearch, cond: Conditioned, sun: np.ndarray | None = None) -> None:
         """``fix`` from the search's answer: candidates, evidence, the calibrated confidence and, above the bar,
         the position (the locate contract: position fields only with a trusted fix). With the frame's time
-        (``time_s``, POSIX seconds) a pose whose boresight point lies in the dark then (the Sun below config
-        ``min_sun_elev_deg``) is no fix: the frame shows lit ground, so it cannot be there."""
+        (``sun``: the Sun's ECEF direction then) a pose whose boresight point lies in the dark (the Sun below
+        config ``min_sun_elev_deg``) is no fix: the frame shows lit ground, so it cannot be there."""
         v, prep = s.v, s.prep
         fix.candidates, fix.encoder_candidates = s.candidates, s.retrieval.candidates or []
         fix.inliers = int(v.inliers)
@@ -896,8 +898,8 @@ class Localizer:
         if source == "wide":
             bar = max(bar, self.cfg["vote_wide_min_confidence"])
         fix.fix = bool(v.ok and fix.confidence >= bar)
-        if time_s is not None and v.ok and v.lat is not None:
-            sun_deg = float(sun_elevation_deg(v.lat, v.lon, time_s))
+        if sun is not None and v.ok and v.lat is not None:
+            sun_deg = float(sun_elevation_deg(v.lat, v.lon, sun_dir=sun))
             fix.evidence["sun_elev_deg"] = round(sun_deg, 2)
             if sun_deg < self.cfg["min_sun_elev_deg"]:
                 fix.fix, fix.confidence = False, 0.0
