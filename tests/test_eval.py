@@ -77,6 +77,14 @@ def test_position_error_is_great_circle_km():
     assert ev.position_error_km(1.0, 1.0, dict(t, bore_lat=None)) == math.inf
 
 
+def test_the_sub_satellite_error_is_against_the_truths_sub_satellite_point_not_the_boresight():
+    t = dict(truth_at(0.0, 0.0), sub_lat=0.0, sub_lon=0.5)
+    lat, lon = offset(0.0, 0.5, 7.0, az=120.0)
+    assert ev.sub_error_km(lat, lon, t) == pytest.approx(7.0, abs=0.01)
+    assert ev.sub_error_km(None, None, t) is None
+    assert ev.sub_error_km(lat, lon, dict(t, sub_lat=None)) is None
+
+
 def test_false_fix_over_all_frames_any_fix_beyond_50_km():
     fixed = [True, True, True, False, False]
     err = [10.0, 50.0, 50.1, 9999.0, None]       # a non-fix is never false, whatever its error
@@ -142,6 +150,9 @@ def test_summaries_on_synthetic_records(tmp_path):
     assert s["fix_rate"] == 0.5
     assert s["false_fixes"] == 1 and s["false_fix_rate"] == 0.25
     assert s["error_km"]["p50"] == pytest.approx(401.5)
+    assert s["sub_error_km"]["p50"] is None                             # no record says it: none
+    assert ev.summarise([dict(r, sub_err_km=e) for r, e in zip(recs, (2.0, None, 9.0, None))])[
+        "sub_error_km"] == {"p50": 5.5, "p90": pytest.approx(8.3)}     # over the fixes
     assert s["latency_ms"]["total_ms"]["p50"] == pytest.approx(10.0)
     assert s["latency_ms"]["preprocess_ms"]["n"] == 3
     od = ev.over_deadline(recs, 5.0)                                    # three frames of 10 ms, one of 3

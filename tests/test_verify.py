@@ -378,6 +378,7 @@ def test_a_known_attitude_far_off_nadir_is_the_star_trackers_tilt_not_a_bent_fit
     assert v.tilt_deg > verifier.cfg.max_tilt_deg and abs(v.tilt_deg - 40.0) < 2.0
     assert geodesy.great_circle_km(v.lat, v.lon, blat, blon) < 5.0
     assert geodesy.great_circle_km(v.sub_lat, v.sub_lon, lat, lon) < 5.0 and abs(v.alt_km - alt) < 10
+    assert verifier.cfg.nadir_prior_deg > 0 and np.array_equal(v.position_ecef_km, v.ecef_km)  # not drawn to nadir
     assert v.evidence["attitude_given"] and features(v.evidence)[FEATURES.index("tilt_10deg")] == 0.0
     # without the attitude the same tilt is a fit's, and counts
     assert features(dict(v.evidence, attitude_given=False))[FEATURES.index("tilt_10deg")] == pytest.approx(
@@ -540,7 +541,7 @@ def test_a_search_resumed_with_more_places_answers_as_one_search_with_them_all(s
 
 
 def test_boresight_sigma_grows_when_inliers_bunch_in_a_corner():
-    from earthfix.onboard.verify import _boresight_sigma_km
+    from earthfix.onboard.verify import _boresight_sigma_km, _fitted_pose_cov
     cam = Camera.from_fov(256, 256, 80)
     k = np.array([[cam.fx, 0, cam.cx], [0, cam.fy, cam.cy], [0, 0, 1]], np.float64)
     # camera 600 km above the ENU origin looking down (camera x east, y south, z down)
@@ -554,11 +555,38 @@ def test_boresight_sigma_grows_when_inliers_bunch_in_a_corner():
         rays = np.linalg.solve(k, np.c_[uv, np.ones(n)].T).T @ r       # camera rays in ENU
         enu = np.array([0, 0, 600.0]) + rays * (-600.0 / rays[:, 2:3])  # on the ground plane u = 0
         err = np.full(n, 0.5)
-        return _boresight_sigma_km(enu, uv, k, rvec, tvec.reshape(3, 1), err, 0.3)
+        tv = tvec.reshape(3, 1)
+        return _boresight_sigma_km(rvec, tv, _fitted_pose_cov(enu, k, rvec, tv, err, 0.3))
 
     spread, corner = sigma(10, 246), sigma(200, 246)
     assert spread < 3.0
     assert corner > 5 * spread
+
+
+def test_the_sub_satellite_offset_is_drawn_toward_nadir_by_as_much_as_the_pose_leaves_its_tilt_unknown():
+    """The spacecraft's offset from above the boresight point (here 31 km: 3 deg off nadir at 600 km) is kept
+    where many spread inliers pin the tilt, drawn toward nadir where a few bunched ones leave it loose (a
+    coarse map's pose), and left as fitted where the pose has no covariance; the boresight point and the
+    altitude stay the pose's."""
+    from earthfix.onboard.verify import _bore_enu, _camera_enu, _fitted_pose_cov, _offset_cov_km, _toward_nadir
+
+    def offsets(n, bunch):
+        enu, uv, k, rvec, tvec, _, _ = tilted_view(n=n, bunch=bunch, tilt_deg=3.0)
+        err = np.hypot(*(cv2.projectPoints(enu, rvec, tvec, k, None)[0].reshape(-1, 2) - uv).T)
+        c, bore = _camera_enu(rvec, tvec), _bore_enu(rvec, tvec)
+        cov = _offset_cov_km(rvec, tvec, _fitted_pose_cov(enu, k, rvec, tvec, err, 0.3))
+        s = _toward_nadir(rvec, tvec, cov, None, 600.0, 2.0)
+        assert s[2] == c[2]
+        assert np.array_equal(_toward_nadir(rvec, tvec, None, None, 600.0, 2.0), c)
+        return np.linalg.norm(c[:2] - bore), np.linalg.norm(s[:2] - bore)
+
+    with pytest.raises(ValueError, match="nadir_prior_deg"):
+        VerifyConfig(nadir_prior_deg=-1.0)
+    fitted, pinned = offsets(40, (10, 246))
+    assert fitted == pytest.approx(31.4, abs=0.1)
+    assert pinned > 0.99 * fitted
+    _, loose = offsets(6, (210, 246))
+    assert loose < 0.75 * fitted
 
 
 def test_the_tilt_priors_analytic_jacobian_is_its_residuals_derivative():
@@ -665,7 +693,7 @@ def _judged(store, cfg, scene, uv_):
     pose = ver._pose(enu, uv_, k, None, basis, origin, rvec, tvec)
     err = np.hypot(*(cv2.projectPoints(enu, *pose, k, None)[0].reshape(-1, 2) - uv_).T)
     out = V.Verification()
-    out.bore_sigma_km = V._boresight_sigma_km(enu, uv_, k, *pose, err, 0.15)
+    out.bore_sigma_km = V._boresight_sigma_km(*pose, V._fitted_pose_cov(enu, k, *pose, err, 0.15))
     return ver._held_by_one(out, enu, uv_, k, None, basis, origin, *pose, 1.0), out, err
 
 

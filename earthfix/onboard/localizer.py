@@ -907,4 +907,4 @@ class Localizer:
         if fix.fix:
             fix.lat, fix.lon, fix.sub_lat, fix.sub_lon = v.lat, v.lon, v.sub_lat, v.sub_lon
             fix.alt_km, fix.yaw_deg = v.alt_km, v.yaw_deg
-            fix.ecef_km = None if v.ecef_km is None else [float(a) for a in v.ecef_km]
+            fix.ecef_km = None if v.position_ecef_km is None else [float(a) for a in v.position_ecef_km]

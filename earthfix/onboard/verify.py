@@ -116,6 +116,14 @@ class VerifyConfig:
     noise_floor_work_px: float = 0.3    # floor on the reprojection noise propagated to the boresight's
                                         # uncertainty (a near-exact fit of few points is not near-exact truth)
     sub_from: str = "pose"              # "pose" (geodetic of the fitted position) or "nadir" (= boresight)
+    nadir_prior_deg: float = 2.0        # > 0, without attitude and sub_from "pose": the fitted position's offset
+                                        # from above the boresight is shrunk toward nadir by its own uncertainty
+                                        # (the pose's covariance) against a prior of this 1-sigma off-nadir angle
+                                        # per axis: a loose tilt (a coarse map's few inliers) is not taken at its
+                                        # word, a well-pinned one is kept (0: off). 2 deg: the per-axis spread of
+                                        # the 0-5 deg the contract tolerates; only the sub-satellite point and the
+                                        # reported position move (docs/VERIFICATION.md, "The sub-satellite point:
+                                        # the pose's tilt against nadir")
     early_inliers: int = 20             # stop when a hypothesis has this many inliers... (40 until session 30:
                                         # a pose of 20-39 well-spread inliers then had every later place verified
                                         # too, 5-15 ms, and no later place ever outranked it; the same fixes at
@@ -172,6 +180,8 @@ class VerifyConfig:
             raise ValueError(f"verify: 'fit' must be 'homography' or 'pnp', got {self.fit!r}")
         if self.sub_from not in ("pose", "nadir"):
             raise ValueError(f"verify: 'sub_from' must be 'pose' or 'nadir', got {self.sub_from!r}")
+        if not 0.0 <= self.nadir_prior_deg < 90.0:
+            raise ValueError(f"verify: 'nadir_prior_deg' must be in [0, 90) deg, got {self.nadir_prior_deg!r}")
 
 
 def native_km_per_px(cfg: VerifyConfig, camera: Camera) -> float:
@@ -231,13 +241,17 @@ class Verification:
     attitude_given: bool = False        # the pose's rotation is the given attitude's (its tilt is no fit's)
     bore_sigma_km: float = float("inf") # 1-sigma horizontal uncertainty of the boresight point, propagated
                                         # from the reprojection noise through the pose fit
+    offset_sigma_km: float = float("inf")   # the same of the spacecraft's offset from above the boresight point
+                                        # (the pose's tilt on the ground: how well its sub-satellite point is held)
     lever_km: float = 0.0               # largest boresight move with one far inlier left out (cfg.lever_points;
                                         # computed for poses that pass the other checks)
     group_lever_km: float = 0.0         # the same with a far inlier's group left out (cfg.lever_group_work_px)
     group_held: int = 0                 # > 0: the size of the group found to hold the pose
     inlier_px: np.ndarray | None = None     # the pose's inliers: frame pixels (x, y)...
     inlier_latlon: np.ndarray | None = None # ...and their store keypoints' ground (lat, lon deg), for diagnosis
-    ecef_km: np.ndarray | None = None   # spacecraft position
+    ecef_km: np.ndarray | None = None   # the pose's camera centre (with r_cam2ecef, what the store is projected by)
+    position_ecef_km: np.ndarray | None = None  # the spacecraft position reported: the pose's, its offset from
+                                        # above the boresight drawn toward nadir (cfg.nadir_prior_deg, sub_from)
     r_cam2ecef: np.ndarray | None = None
     candidate: int = -1                 # index (in the input list) of the candidate nearest the fix
     group: int = -1                     # merged group evaluated
@@ -635,11 +649,13 @@ class Verifier:
         out.spread = _hull_fraction(uv[mask], camera)
         out.inlier_px = uv[mask]
         out.inlier_latlon = np.c_[lat[mask], lon[mask]]
-        # a few inliers bunched in one corner fit a pose whose boresight, far from them, is poorly pinned
-        out.bore_sigma_km = _boresight_sigma_km(enu[mask], uv[mask], k, rvec, tvec, err[mask],
-                                                cfg.noise_floor_work_px / wscale, position_only=r_att is not None,
-                                                ray=ray)
         out.ecef_km = pos
+        # a few inliers bunched in one corner fit a pose whose boresight, far from them, is poorly pinned
+        pose_cov = _fitted_pose_cov(enu[mask], k, rvec, tvec, err[mask], cfg.noise_floor_work_px / wscale,
+                                    position_only=r_att is not None)
+        out.bore_sigma_km = _boresight_sigma_km(rvec, tvec, pose_cov, ray)
+        offset_cov = _offset_cov_km(rvec, tvec, pose_cov, ray)
+        out.offset_sigma_km = float("inf") if offset_cov is None else float(np.sqrt(max(np.trace(offset_cov), 0.0)))
         out.r_cam2ecef = r_c2e
         sub_lat, sub_lon, alt = geodesy.ecef_to_geodetic(pos)
         out.alt_km = float(alt)
@@ -653,9 +669,14 @@ class Verifier:
         blat, blon = geodesy.surface_to_geodetic(bore)
         out.lat, out.lon = float(blat), float(blon)
         if cfg.sub_from == "nadir" and r_att is None:
-            out.sub_lat, out.sub_lon = out.lat, out.lon
+            out.position_ecef_km = geodesy.geodetic_to_ecef(out.lat, out.lon, out.alt_km)
+        elif r_att is None and cfg.nadir_prior_deg > 0:
+            out.position_ecef_km = origin + basis.T @ _toward_nadir(rvec, tvec, offset_cov, ray, out.alt_km,
+                                                                    cfg.nadir_prior_deg)
         else:
-            out.sub_lat, out.sub_lon = float(sub_lat), float(sub_lon)
+            out.position_ecef_km = pos
+        sub_lat, sub_lon, _ = geodesy.ecef_to_geodetic(out.position_ecef_km)
+        out.sub_lat, out.sub_lon = float(sub_lat), float(sub_lon)
         out.yaw_deg = yaw_of_attitude(r_c2e, out.lat, out.lon, ray)
         if not (cfg.alt_range_km[0] <= alt <= cfg.alt_range_km[1]):
             out.reason = f"implausible altitude {alt:.0f} km"
@@ -862,7 +883,8 @@ class Verifier:
                 "alt_km": float("nan") if alt is None else float(alt), "alt_out_of_range_km": alt_dev,
                 "tilt_deg": float("nan") if v.tilt_deg is None else float(v.tilt_deg),
                 "attitude_given": bool(v.attitude_given),
-                "bore_sigma_km": float(v.bore_sigma_km), "lever_km": float(v.lever_km),
+                "bore_sigma_km": float(v.bore_sigma_km), "offset_sigma_km": float(v.offset_sigma_km),
+                "lever_km": float(v.lever_km),
                 "group_lever_km": float(v.group_lever_km),
                 "second_inliers": int(v.second_inliers),
                 "inlier_margin": int(v.inliers) - int(v.second_inliers),
@@ -1161,39 +1183,83 @@ def _bore_enu(rvec, tvec, ray=None) -> np.ndarray:
     return (c - c[2] / d[2] * d)[:2]
 
 
-def _boresight_sigma_km(enu, uv, k, rvec, tvec, err_px, floor_px: float, position_only: bool = False,
-                        ray=None) -> float:
-    """1-sigma horizontal uncertainty (km) of the boresight's ground point: the reprojection noise (from
-    the residuals, 6 pose parameters taken out, floored) propagated through the pose's Jacobian
-    (``cv2.projectPoints``) and, by finite differences, through the ray to the local ground plane."""
-    n = len(enu)
+def _fitted_pose_cov(enu, k, rvec, tvec, err_px, floor_px: float, position_only: bool = False):
+    """Covariance of the fitted pose's parameters (rvec, tvec: 6 x 6; ``position_only``, a known attitude:
+    tvec's 3 x 3) from the reprojection noise (``_pose_covariance``), or None for a singular or underdetermined
+    fit."""
     n_par = 3 if position_only else 6
-    if n * 2 <= n_par:
-        return float("inf")
+    if len(enu) * 2 <= n_par:
+        return None
     _, jac = cv2.projectPoints(enu.reshape(-1, 1, 3), rvec, tvec, k, None)
     try:
         cov, _ = _pose_covariance(jac[:, 3:6] if position_only else jac[:, :6], err_px, floor_px)
     except np.linalg.LinAlgError:
-        return float("inf")
+        return None
+    return cov
 
-    def bore(p):
-        return _bore_enu(p[:3], p[3:], ray)
 
+def _ground_cov_km(point, rvec, tvec, pose_cov) -> np.ndarray | None:
+    """2 x 2 covariance (km^2, local east / north) of the ground point ``point(p)`` of the pose parameters
+    ``p`` (rvec then tvec), from ``pose_cov`` (6 x 6, or tvec's 3 x 3 with a known attitude) by finite
+    differences; None where it is not finite."""
+    if pose_cov is None:
+        return None
     p0 = np.r_[np.ravel(rvec), np.ravel(tvec)].astype(np.float64)
-    b0 = bore(p0)
+    b0 = point(p0)
     if not np.all(np.isfinite(b0)):
-        return float("inf")
+        return None
     steps = np.r_[np.full(3, 1e-6), np.full(3, 1e-3)]       # rad, km
     jb = np.empty((2, 6))
     for i in range(6):
         p = p0.copy()
         p[i] += steps[i]
-        jb[:, i] = (bore(p) - b0) / steps[i]
+        jb[:, i] = (point(p) - b0) / steps[i]
     if not np.all(np.isfinite(jb)):
-        return float("inf")
-    jb = jb[:, 3:] if position_only else jb
-    var = float(np.trace(jb @ cov @ jb.T))
+        return None
+    jb = jb[:, 3:] if len(pose_cov) == 3 else jb
+    cov = jb @ pose_cov @ jb.T
+    return cov if np.all(np.isfinite(cov)) else None
+
+
+def _boresight_sigma_km(rvec, tvec, pose_cov, ray=None) -> float:
+    """1-sigma horizontal uncertainty (km) of the boresight's ground point: the pose's covariance
+    (``_fitted_pose_cov``: the reprojection noise through the pose's Jacobian) propagated through the ray to
+    the local ground plane; inf where it cannot be."""
+    cov = _ground_cov_km(lambda p: _bore_enu(p[:3], p[3:], ray), rvec, tvec, pose_cov)
+    var = float("nan") if cov is None else float(np.trace(cov))
     return float(np.sqrt(var)) if np.isfinite(var) and var >= 0 else float("inf")
+
+
+def _camera_enu(rvec, tvec) -> np.ndarray:
+    r, _ = cv2.Rodrigues(np.asarray(rvec, np.float64).reshape(3, 1))
+    return -r.T @ np.asarray(tvec, np.float64).ravel()
+
+
+def _offset_enu(rvec, tvec, ray=None) -> np.ndarray:
+    """(east, north) km of the camera's position from above the boresight point (``_bore_enu``): zero when
+    the camera points at nadir."""
+    return _camera_enu(rvec, tvec)[:2] - _bore_enu(rvec, tvec, ray)
+
+
+def _offset_cov_km(rvec, tvec, pose_cov, ray=None) -> np.ndarray | None:
+    """2 x 2 covariance (km^2) of ``_offset_enu`` from the pose's (``_ground_cov_km``)."""
+    return _ground_cov_km(lambda p: _offset_enu(p[:3], p[3:], ray), rvec, tvec, pose_cov)
+
+
+def _toward_nadir(rvec, tvec, offset_cov, ray, alt_km: float, prior_deg: float) -> np.ndarray:
+    """The camera's local ENU position (km) with its horizontal offset from above the boresight point
+    (``_offset_enu``) shrunk toward zero (nadir pointing): the posterior mean of that offset under a Gaussian
+    prior of ``prior_deg`` off nadir per axis (``alt_km * tan``) and the pose's own covariance of it
+    (``offset_cov``), P (P + C)^-1 o. A pose whose tilt its inliers pin (C << P) keeps its offset; a loose one
+    (a coarse map's few bunched inliers) is drawn toward nadir by as much as its tilt is unknown. The boresight
+    point and the altitude stay the pose's; without a covariance the position is the pose's."""
+    c = _camera_enu(rvec, tvec)
+    bore = _bore_enu(rvec, tvec, ray)
+    if offset_cov is None or not np.all(np.isfinite(bore)):
+        return c
+    prior = (alt_km * math.tan(math.radians(prior_deg))) ** 2
+    shrunk = prior * np.linalg.solve(prior * np.eye(2) + offset_cov, c[:2] - bore)
+    return np.r_[bore + shrunk, c[2]]
 
 
 def _hull_fraction(pts: np.ndarray, camera: Camera) -> float:

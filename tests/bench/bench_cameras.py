@@ -30,7 +30,8 @@ from earthfix.onboard.camera import Camera
 from earthfix.onboard.features import fill_clouds
 from earthfix.onboard.localizer import Localizer
 from earthfix.tools.build_index import ensure_default_bundle
-from earthfix.tools.evaluate import FALSE_FIX_KM, first_hit_rank, is_eligible, near_wrong, position_error_km
+from earthfix.tools.evaluate import (FALSE_FIX_KM, first_hit_rank, is_eligible, near_wrong, position_error_km,
+                                     sub_error_km)
 from earthfix.tools.framesets import FrameSpec, make_frameset
 
 from bench_ceiling import true_place_fixed
@@ -130,10 +131,13 @@ def frame_record(cam, i: int, f, err, truth: dict) -> dict:
             "fix": f.fix, "err_km": err, "confidence": round(f.confidence, 4),
             "hyp_err_km": (None if ev.get("hyp_lat") is None else round(float(
                 position_error_km(ev["hyp_lat"], ev["hyp_lon"], truth)), 2)),
-            "inliers": f.inliers, "bore_sigma_km": ev.get("bore_sigma_km"), "source": ev.get("source"),
+            "inliers": f.inliers, "bore_sigma_km": ev.get("bore_sigma_km"), "offset_sigma_km": ev.get("offset_sigma_km"),
+            "source": ev.get("source"),
             "look": ev.get("look"), "reason": f.reason, "cloud_frac": truth.get("cloud_frac"),
             "bore_lat": round(float(truth["bore_lat"]), 3), "bore_lon": round(float(truth["bore_lon"]), 3),
             "alt_km": round(float(truth["alt_km"]), 1), "hyp_alt_km": ev.get("hyp_alt_km"),
+            "sub_err_km": None if not f.fix else round(sub_error_km(f.sub_lat, f.sub_lon, truth), 2),
+            "tilt_deg": ev.get("tilt_deg"), "true_tilt_deg": truth.get("tilt_deg"),
             "latency_ms": round(f.latency_ms, 2), "stages_ms": f.stages_ms}
 
 
