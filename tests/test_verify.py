@@ -379,6 +379,7 @@ def test_a_known_attitude_far_off_nadir_is_the_star_trackers_tilt_not_a_bent_fit
     assert geodesy.great_circle_km(v.lat, v.lon, blat, blon) < 5.0
     assert geodesy.great_circle_km(v.sub_lat, v.sub_lon, lat, lon) < 5.0 and abs(v.alt_km - alt) < 10
     assert verifier.cfg.nadir_prior_deg > 0 and np.array_equal(v.position_ecef_km, v.ecef_km)  # not drawn to nadir
+    assert v.bore_sigma_km <= v.sub_sigma_km < 5.0 and 0 < v.alt_sigma_km < 10.0     # the star tracker's tilt: held
     assert v.evidence["attitude_given"] and features(v.evidence)[FEATURES.index("tilt_10deg")] == 0.0
     # without the attitude the same tilt is a fit's, and counts
     assert features(dict(v.evidence, attitude_given=False))[FEATURES.index("tilt_10deg")] == pytest.approx(
@@ -575,9 +576,11 @@ def test_the_sub_satellite_offset_is_drawn_toward_nadir_by_as_much_as_the_pose_l
         err = np.hypot(*(cv2.projectPoints(enu, rvec, tvec, k, None)[0].reshape(-1, 2) - uv).T)
         c, bore = _camera_enu(rvec, tvec), _bore_enu(rvec, tvec)
         cov = _offset_cov_km(rvec, tvec, _fitted_pose_cov(enu, k, rvec, tvec, err, 0.3))
-        s = _toward_nadir(rvec, tvec, cov, None, 600.0, 2.0)
+        s, post = _toward_nadir(rvec, tvec, cov, None, 600.0, 2.0)
         assert s[2] == c[2]
-        assert np.array_equal(_toward_nadir(rvec, tvec, None, None, 600.0, 2.0), c)
+        assert np.trace(post) < min(np.trace(cov), 2 * (600.0 * np.tan(np.radians(2.0))) ** 2)  # narrower than both
+        fitted_pos, none = _toward_nadir(rvec, tvec, None, None, 600.0, 2.0)
+        assert np.array_equal(fitted_pos, c) and none is None
         return np.linalg.norm(c[:2] - bore), np.linalg.norm(s[:2] - bore)
 
     with pytest.raises(ValueError, match="nadir_prior_deg"):

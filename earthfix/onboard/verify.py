@@ -243,6 +243,10 @@ class Verification:
                                         # from the reprojection noise through the pose fit
     offset_sigma_km: float = float("inf")   # the same of the spacecraft's offset from above the boresight point
                                         # (the pose's tilt on the ground: how well its sub-satellite point is held)
+    alt_sigma_km: float = float("inf")  # 1-sigma of the pose's altitude (a bunch of inliers trades tilt for it)
+    sub_sigma_km: float = float("nan")  # 1-sigma horizontal uncertainty of the reported sub-satellite point: the
+                                        # boresight's and the offset's after it was drawn toward nadir, added in
+                                        # quadrature (nan: not known, sub_from "nadir")
     lever_km: float = 0.0               # largest boresight move with one far inlier left out (cfg.lever_points;
                                         # computed for poses that pass the other checks)
     group_lever_km: float = 0.0         # the same with a far inlier's group left out (cfg.lever_group_work_px)
@@ -655,6 +659,8 @@ class Verifier:
                                     position_only=r_att is not None)
         out.bore_sigma_km = _boresight_sigma_km(rvec, tvec, pose_cov, ray)
         offset_cov = _offset_cov_km(rvec, tvec, pose_cov, ray)
+        alt_var = _ground_cov_km(lambda p: _camera_enu(p[:3], p[3:])[2], rvec, tvec, pose_cov)
+        out.alt_sigma_km = float("inf") if alt_var is None else float(np.sqrt(max(float(alt_var[0, 0]), 0.0)))
         out.offset_sigma_km = float("inf") if offset_cov is None else float(np.sqrt(max(np.trace(offset_cov), 0.0)))
         out.r_cam2ecef = r_c2e
         sub_lat, sub_lon, alt = geodesy.ecef_to_geodetic(pos)
@@ -671,10 +677,12 @@ class Verifier:
         if cfg.sub_from == "nadir" and r_att is None:
             out.position_ecef_km = geodesy.geodetic_to_ecef(out.lat, out.lon, out.alt_km)
         elif r_att is None and cfg.nadir_prior_deg > 0:
-            out.position_ecef_km = origin + basis.T @ _toward_nadir(rvec, tvec, offset_cov, ray, out.alt_km,
-                                                                    cfg.nadir_prior_deg)
+            c_enu, post_cov = _toward_nadir(rvec, tvec, offset_cov, ray, out.alt_km, cfg.nadir_prior_deg)
+            out.position_ecef_km = origin + basis.T @ c_enu
+            out.sub_sigma_km = _quadrature_km(out.bore_sigma_km, post_cov)
         else:
             out.position_ecef_km = pos
+            out.sub_sigma_km = _quadrature_km(out.bore_sigma_km, offset_cov)
         sub_lat, sub_lon, _ = geodesy.ecef_to_geodetic(out.position_ecef_km)
         out.sub_lat, out.sub_lon = float(sub_lat), float(sub_lon)
         out.yaw_deg = yaw_of_attitude(r_c2e, out.lat, out.lon, ray)
@@ -884,6 +892,7 @@ class Verifier:
                 "tilt_deg": float("nan") if v.tilt_deg is None else float(v.tilt_deg),
                 "attitude_given": bool(v.attitude_given),
                 "bore_sigma_km": float(v.bore_sigma_km), "offset_sigma_km": float(v.offset_sigma_km),
+                "sub_sigma_km": float(v.sub_sigma_km), "alt_sigma_km": float(v.alt_sigma_km),
                 "lever_km": float(v.lever_km),
                 "group_lever_km": float(v.group_lever_km),
                 "second_inliers": int(v.second_inliers),
@@ -1199,21 +1208,21 @@ def _fitted_pose_cov(enu, k, rvec, tvec, err_px, floor_px: float, position_only:
 
 
 def _ground_cov_km(point, rvec, tvec, pose_cov) -> np.ndarray | None:
-    """2 x 2 covariance (km^2, local east / north) of the ground point ``point(p)`` of the pose parameters
-    ``p`` (rvec then tvec), from ``pose_cov`` (6 x 6, or tvec's 3 x 3 with a known attitude) by finite
-    differences; None where it is not finite."""
+    """Covariance (km^2) of ``point(p)`` (a k-vector, km: a ground point's local east / north, a height) of the
+    pose parameters ``p`` (rvec then tvec), from ``pose_cov`` (6 x 6, or tvec's 3 x 3 with a known attitude) by
+    finite differences; None where it is not finite."""
     if pose_cov is None:
         return None
     p0 = np.r_[np.ravel(rvec), np.ravel(tvec)].astype(np.float64)
-    b0 = point(p0)
+    b0 = np.atleast_1d(point(p0))
     if not np.all(np.isfinite(b0)):
         return None
     steps = np.r_[np.full(3, 1e-6), np.full(3, 1e-3)]       # rad, km
-    jb = np.empty((2, 6))
+    jb = np.empty((len(b0), 6))
     for i in range(6):
         p = p0.copy()
         p[i] += steps[i]
-        jb[:, i] = (point(p) - b0) / steps[i]
+        jb[:, i] = (np.atleast_1d(point(p)) - b0) / steps[i]
     if not np.all(np.isfinite(jb)):
         return None
     jb = jb[:, 3:] if len(pose_cov) == 3 else jb
@@ -1246,20 +1255,28 @@ def _offset_cov_km(rvec, tvec, pose_cov, ray=None) -> np.ndarray | None:
     return _ground_cov_km(lambda p: _offset_enu(p[:3], p[3:], ray), rvec, tvec, pose_cov)
 
 
-def _toward_nadir(rvec, tvec, offset_cov, ray, alt_km: float, prior_deg: float) -> np.ndarray:
-    """The camera's local ENU position (km) with its horizontal offset from above the boresight point
-    (``_offset_enu``) shrunk toward zero (nadir pointing): the posterior mean of that offset under a Gaussian
-    prior of ``prior_deg`` off nadir per axis (``alt_km * tan``) and the pose's own covariance of it
-    (``offset_cov``), P (P + C)^-1 o. A pose whose tilt its inliers pin (C << P) keeps its offset; a loose one
-    (a coarse map's few bunched inliers) is drawn toward nadir by as much as its tilt is unknown. The boresight
-    point and the altitude stay the pose's; without a covariance the position is the pose's."""
+def _toward_nadir(rvec, tvec, offset_cov, ray, alt_km: float, prior_deg: float):
+    """(the camera's local ENU position km, the covariance of its offset km^2 or None) with the horizontal offset
+    from above the boresight point (``_offset_enu``) shrunk toward zero (nadir pointing): the posterior of that
+    offset under a Gaussian prior of ``prior_deg`` off nadir per axis (``alt_km * tan``, variance P) and the pose's
+    own covariance of it (``offset_cov``, C): mean P (P + C)^-1 o, covariance P (P + C)^-1 C. A pose whose tilt its
+    inliers pin (C << P) keeps its offset; a loose one (a coarse map's few bunched inliers) is drawn toward nadir
+    by as much as its tilt is unknown. The boresight point and the altitude stay the pose's; without a covariance
+    the position is the pose's."""
     c = _camera_enu(rvec, tvec)
     bore = _bore_enu(rvec, tvec, ray)
     if offset_cov is None or not np.all(np.isfinite(bore)):
-        return c
+        return c, None
     prior = (alt_km * math.tan(math.radians(prior_deg))) ** 2
-    shrunk = prior * np.linalg.solve(prior * np.eye(2) + offset_cov, c[:2] - bore)
-    return np.r_[bore + shrunk, c[2]]
+    gain = prior * np.linalg.inv(prior * np.eye(2) + offset_cov)
+    return np.r_[bore + gain @ (c[:2] - bore), c[2]], gain @ offset_cov
+
+
+def _quadrature_km(sigma_km: float, cov) -> float:
+    """``sigma_km`` and the 1-sigma of the 2 x 2 covariance ``cov`` (km^2) added in quadrature; inf without it."""
+    if cov is None or not math.isfinite(sigma_km):
+        return float("inf")
+    return float(math.sqrt(sigma_km ** 2 + max(float(np.trace(cov)), 0.0)))
 
 
 def _hull_fraction(pts: np.ndarray, camera: Camera) -> float:
