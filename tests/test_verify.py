@@ -965,7 +965,7 @@ def test_a_vote_places_own_pose_holds_a_place_its_matches_cannot(store, basemap,
     plat, plon = geodesy.destination(lat, lon, 120.0, 10.0)
     place = (float(plat), float(plon), 500.0, yaw + 8.0, 600.0 * 1.15)
     v = Verifier(store, cfg).verify(f, cam, [place])
-    assert v.ok and v.guided, v.reason
+    assert v.ok and v.guided and v.from_prior and v.evidence["from_prior"], v.reason
     assert geodesy.great_circle_km(v.lat, v.lon, lat, lon) < 5.0 and abs(v.alt_km - 600.0) < 30.0
     for verifier, p in ((Verifier(store, VerifyConfig(prior_work_px=0.0)), place), (Verifier(store, cfg), place[:3])):
         off = verifier.verify(f, cam, [p])

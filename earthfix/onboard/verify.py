@@ -263,6 +263,7 @@ class Verification:
     groups_evaluated: int = 0
     slowest_place_s: float = 0.0        # the longest a candidate place took (for a later look's deadline)
     guided: bool = False                # the pose came from matching again where a first pose put the keypoints
+    from_prior: bool = False            # ...and that first pose was the vote place's prior (its own matches made none)
     clear: bool = False                 # the pose ended the search (``VerifyConfig.early_*``): no later place could
                                         # outrank it
     evidence: dict = field(default_factory=dict)
@@ -509,8 +510,10 @@ class Verifier:
                 first = self._guided(f, qdesc, camera, g, idx, sdesc, ground, prior, r_att, wscale, use_orient,
                                      win_work_px=cfg.prior_work_px, reach_windows=PRIOR_REACH)
                 if first is not None and first.r_cam2ecef is not None:
-                    out = self._guided_rounds(f, qdesc, camera, g, idx, sdesc, first, out, r_att, wscale,
+                    res = self._guided_rounds(f, qdesc, camera, g, idx, sdesc, first, out, r_att, wscale,
                                               use_orient, ground)
+                    res.from_prior = res is not out
+                    out = res
         finally:
             stages["fit_ms"] += (time.perf_counter() - t) * 1e3
         return out
@@ -897,7 +900,8 @@ class Verifier:
                 "group_lever_km": float(v.group_lever_km),
                 "second_inliers": int(v.second_inliers),
                 "inlier_margin": int(v.inliers) - int(v.second_inliers),
-                "groups_evaluated": int(v.groups_evaluated), "guided": bool(v.guided), "ok": bool(v.ok),
+                "groups_evaluated": int(v.groups_evaluated), "guided": bool(v.guided),
+                "from_prior": bool(v.from_prior), "ok": bool(v.ok),
                 # what a wrong pose is studied from on the ground (tests/bench/bench_pose_residuals.py)
                 "inlier_px": None if v.inlier_px is None else np.round(v.inlier_px, 2).tolist(),
                 "inlier_latlon": None if v.inlier_latlon is None else np.round(v.inlier_latlon, 5).tolist()}

@@ -737,7 +737,7 @@ def retrieval_ms(stages_ms: dict) -> float:
 
 # keys of ``Verifier._evidence`` kept in each frame record's "pose"
 POSE_EVIDENCE = ("matches", "inlier_ratio", "spread", "reproj_rms_work_px", "alt_km", "tilt_deg", "lever_km",
-                 "group_lever_km", "inlier_margin", "groups_evaluated", "guided")
+                 "group_lever_km", "inlier_margin", "groups_evaluated", "guided", "from_prior")
 
 
 def evaluate_frame(loc, cam, img, truth: dict, sdef: ScenarioDef, baselines: Baselines | None,
