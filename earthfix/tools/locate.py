@@ -16,6 +16,10 @@ boresight) makes no fix; a pointing error of a few degrees is absorbed by the po
 moves by about altitude x tan(error) and the boresight point far less (docs/VERIFICATION.md, "Off-nadir imaging
 with a known attitude").
 
+Without an attitude the sub-satellite point is the pose's, its offset from above the boresight point drawn toward
+nadir by as much as the frame's matches leave the tilt unknown (config ``verify.nadir_prior_deg``, 2° per axis;
+docs/VERIFICATION.md, "The sub-satellite point: the pose's tilt against nadir").
+
 A ``FRAME`` of ``-`` reads frame paths from stdin, one a line (blank lines skipped), and answers each as it
 arrives, one flushed line, with the bundle loaded once before the first: a camera process or a directory
 watcher can pipe frames in as it writes them (``inotifywait -m -e close_write --format '%w%f' DIR | earthfix
