@@ -1244,6 +1244,7 @@ def _boresight_sigma_km(rvec, tvec, pose_cov, ray=None) -> float:
 
 
 def _camera_enu(rvec, tvec) -> np.ndarray:
+    """The camera centre (east, north, up km) of the pose (``rvec``, ``tvec``: local ENU -> camera)."""
     r, _ = cv2.Rodrigues(np.asarray(rvec, np.float64).reshape(3, 1))
     return -r.T @ np.asarray(tvec, np.float64).ravel()
 
