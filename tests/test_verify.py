@@ -569,19 +569,21 @@ def test_the_sub_satellite_offset_is_drawn_toward_nadir_by_as_much_as_the_pose_l
     where many spread inliers pin the tilt, drawn toward nadir where a few bunched ones leave it loose (a
     coarse map's pose), and left as fitted where the pose has no covariance; the boresight point and the
     altitude stay the pose's."""
-    from earthfix.onboard.verify import _bore_enu, _camera_enu, _fitted_pose_cov, _offset_cov_km, _toward_nadir
+    from earthfix.onboard.verify import _fitted_pose_cov, _ground_cov_km, _pose_ground_enu, _toward_nadir
 
     def offsets(n, bunch):
         enu, uv, k, rvec, tvec, _, _ = tilted_view(n=n, bunch=bunch, tilt_deg=3.0)
         err = np.hypot(*(cv2.projectPoints(enu, rvec, tvec, k, None)[0].reshape(-1, 2) - uv).T)
-        c, bore = _camera_enu(rvec, tvec), _bore_enu(rvec, tvec)
-        cov = _offset_cov_km(rvec, tvec, _fitted_pose_cov(enu, k, rvec, tvec, err, 0.3))
-        s, post = _toward_nadir(rvec, tvec, cov, None, 600.0, 2.0)
-        assert s[2] == c[2]
+        ground = _pose_ground_enu(np.r_[rvec.ravel(), tvec.ravel()])
+        c = np.array([5.0, -3.0, 600.0])                                 # tilted_view's camera centre
+        assert np.allclose(np.r_[ground[:2] + ground[2:4], ground[4]], c)
+        cov = _ground_cov_km(_pose_ground_enu, rvec, tvec, _fitted_pose_cov(enu, k, rvec, tvec, err, 0.3))[2:4, 2:4]
+        s, post = _toward_nadir(ground, cov, 600.0, 2.0)
+        assert s[2] == ground[4]
         assert np.trace(post) < min(np.trace(cov), 2 * (600.0 * np.tan(np.radians(2.0))) ** 2)  # narrower than both
-        fitted_pos, none = _toward_nadir(rvec, tvec, None, None, 600.0, 2.0)
-        assert np.array_equal(fitted_pos, c) and none is None
-        return np.linalg.norm(c[:2] - bore), np.linalg.norm(s[:2] - bore)
+        fitted_pos, none = _toward_nadir(ground, None, 600.0, 2.0)
+        assert np.allclose(fitted_pos, c) and none is None
+        return np.linalg.norm(ground[2:4]), np.linalg.norm(s[:2] - ground[:2])
 
     with pytest.raises(ValueError, match="nadir_prior_deg"):
         VerifyConfig(nadir_prior_deg=-1.0)

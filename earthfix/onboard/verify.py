@@ -660,11 +660,12 @@ class Verifier:
         # a few inliers bunched in one corner fit a pose whose boresight, far from them, is poorly pinned
         pose_cov = _fitted_pose_cov(enu[mask], k, rvec, tvec, err[mask], cfg.noise_floor_work_px / wscale,
                                     position_only=r_att is not None)
-        out.bore_sigma_km = _boresight_sigma_km(rvec, tvec, pose_cov, ray)
-        offset_cov = _offset_cov_km(rvec, tvec, pose_cov, ray)
-        alt_var = _ground_cov_km(lambda p: _camera_enu(p[:3], p[3:])[2], rvec, tvec, pose_cov)
-        out.alt_sigma_km = float("inf") if alt_var is None else float(np.sqrt(max(float(alt_var[0, 0]), 0.0)))
-        out.offset_sigma_km = float("inf") if offset_cov is None else float(np.sqrt(max(np.trace(offset_cov), 0.0)))
+        ground = _pose_ground_enu(np.r_[np.ravel(rvec), np.ravel(tvec)], ray)
+        ground_cov = _ground_cov_km(lambda p: _pose_ground_enu(p, ray), rvec, tvec, pose_cov)
+        offset_cov = None if ground_cov is None else ground_cov[2:4, 2:4]
+        out.bore_sigma_km = _sigma_km(ground_cov, 0, 2)
+        out.offset_sigma_km = _sigma_km(ground_cov, 2, 4)
+        out.alt_sigma_km = _sigma_km(ground_cov, 4, 5)
         out.r_cam2ecef = r_c2e
         sub_lat, sub_lon, alt = geodesy.ecef_to_geodetic(pos)
         out.alt_km = float(alt)
@@ -679,8 +680,8 @@ class Verifier:
         out.lat, out.lon = float(blat), float(blon)
         if cfg.sub_from == "nadir" and r_att is None:
             out.position_ecef_km = geodesy.geodetic_to_ecef(out.lat, out.lon, out.alt_km)
-        elif r_att is None and cfg.nadir_prior_deg > 0:
-            c_enu, post_cov = _toward_nadir(rvec, tvec, offset_cov, ray, out.alt_km, cfg.nadir_prior_deg)
+        elif r_att is None and cfg.nadir_prior_deg > 0 and np.all(np.isfinite(ground)):
+            c_enu, post_cov = _toward_nadir(ground, offset_cov, out.alt_km, cfg.nadir_prior_deg)
             out.position_ecef_km = origin + basis.T @ c_enu
             out.sub_sigma_km = _quadrature_km(out.bore_sigma_km, post_cov)
         else:
@@ -1234,47 +1235,47 @@ def _ground_cov_km(point, rvec, tvec, pose_cov) -> np.ndarray | None:
     return cov if np.all(np.isfinite(cov)) else None
 
 
+def _pose_ground_enu(p, ray=None) -> np.ndarray:
+    """What a pose ``p`` (rvec then tvec: local ENU -> camera) puts on the ground, km in the local frame: the
+    boresight point (east, north: where ``ray``, camera frame, default the optical axis, meets u = 0), the
+    camera's offset from above it (east, north: zero when it points at nadir) and the camera's height; inf
+    when the boresight points away from the ground."""
+    r, _ = cv2.Rodrigues(np.asarray(p[:3], np.float64).reshape(3, 1))
+    c = -r.T @ np.asarray(p[3:], np.float64)
+    d = r.T @ (_AXIS if ray is None else np.asarray(ray, np.float64))
+    if d[2] >= -1e-9:
+        return np.full(5, np.inf)
+    bore = (c - c[2] / d[2] * d)[:2]
+    return np.r_[bore, c[:2] - bore, c[2]]
+
+
+def _sigma_km(cov, i: int, j: int) -> float:
+    """1-sigma (km, root of the trace) of the block ``i:j`` of the covariance ``cov`` (km^2); inf without it."""
+    var = float("nan") if cov is None else float(np.trace(cov[i:j, i:j]))
+    return float(np.sqrt(var)) if np.isfinite(var) and var >= 0 else float("inf")
+
+
 def _boresight_sigma_km(rvec, tvec, pose_cov, ray=None) -> float:
     """1-sigma horizontal uncertainty (km) of the boresight's ground point: the pose's covariance
     (``_fitted_pose_cov``: the reprojection noise through the pose's Jacobian) propagated through the ray to
     the local ground plane; inf where it cannot be."""
-    cov = _ground_cov_km(lambda p: _bore_enu(p[:3], p[3:], ray), rvec, tvec, pose_cov)
-    var = float("nan") if cov is None else float(np.trace(cov))
-    return float(np.sqrt(var)) if np.isfinite(var) and var >= 0 else float("inf")
+    return _sigma_km(_ground_cov_km(lambda p: _pose_ground_enu(p, ray)[:2], rvec, tvec, pose_cov), 0, 2)
 
 
-def _camera_enu(rvec, tvec) -> np.ndarray:
-    """The camera centre (east, north, up km) of the pose (``rvec``, ``tvec``: local ENU -> camera)."""
-    r, _ = cv2.Rodrigues(np.asarray(rvec, np.float64).reshape(3, 1))
-    return -r.T @ np.asarray(tvec, np.float64).ravel()
-
-
-def _offset_enu(rvec, tvec, ray=None) -> np.ndarray:
-    """(east, north) km of the camera's position from above the boresight point (``_bore_enu``): zero when
-    the camera points at nadir."""
-    return _camera_enu(rvec, tvec)[:2] - _bore_enu(rvec, tvec, ray)
-
-
-def _offset_cov_km(rvec, tvec, pose_cov, ray=None) -> np.ndarray | None:
-    """2 x 2 covariance (km^2) of ``_offset_enu`` from the pose's (``_ground_cov_km``)."""
-    return _ground_cov_km(lambda p: _offset_enu(p[:3], p[3:], ray), rvec, tvec, pose_cov)
-
-
-def _toward_nadir(rvec, tvec, offset_cov, ray, alt_km: float, prior_deg: float):
-    """(the camera's local ENU position km, the covariance of its offset km^2 or None) with the horizontal offset
-    from above the boresight point (``_offset_enu``) shrunk toward zero (nadir pointing): the posterior of that
-    offset under a Gaussian prior of ``prior_deg`` off nadir per axis (``alt_km * tan``, variance P) and the pose's
-    own covariance of it (``offset_cov``, C): mean P (P + C)^-1 o, covariance P (P + C)^-1 C. A pose whose tilt its
-    inliers pin (C << P) keeps its offset; a loose one (a coarse map's few bunched inliers) is drawn toward nadir
-    by as much as its tilt is unknown. The boresight point and the altitude stay the pose's; without a covariance
-    the position is the pose's."""
-    c = _camera_enu(rvec, tvec)
-    bore = _bore_enu(rvec, tvec, ray)
-    if offset_cov is None or not np.all(np.isfinite(bore)):
-        return c, None
+def _toward_nadir(ground, offset_cov, alt_km: float, prior_deg: float):
+    """(the camera's local ENU position km, the covariance of its offset km^2 or None) from a pose's
+    ``_pose_ground_enu`` with the offset from above the boresight point shrunk toward zero (nadir pointing): the
+    posterior of that offset under a Gaussian prior of ``prior_deg`` off nadir per axis (``alt_km * tan``,
+    variance P) and the pose's own covariance of it (``offset_cov``, C): mean P (P + C)^-1 o, covariance
+    P (P + C)^-1 C. A pose whose tilt its inliers pin (C << P) keeps its offset; a loose one (a coarse map's few
+    bunched inliers) is drawn toward nadir by as much as its tilt is unknown. The boresight point and the height
+    stay the pose's; without a covariance the position is the pose's."""
+    bore, offset, up = ground[:2], ground[2:4], ground[4]
+    if offset_cov is None:
+        return np.r_[bore + offset, up], None
     prior = (alt_km * math.tan(math.radians(prior_deg))) ** 2
     gain = prior * np.linalg.inv(prior * np.eye(2) + offset_cov)
-    return np.r_[bore + gain @ (c[:2] - bore), c[2]], gain @ offset_cov
+    return np.r_[bore + gain @ offset, up], gain @ offset_cov
 
 
 def _quadrature_km(sigma_km: float, cov) -> float:
