@@ -210,6 +210,9 @@ def test_replay_with_stub_localizer_writes_every_product(tmp_path):
     assert saved["frames"] == report["frames"]
     assert 0.5 < report["fix_rate"] <= 1.0
     assert report["boresight_error_km_eligible"]["p50"] < 5.0
+    sub = report["sub_satellite_error_km"]                  # the stub's fixes: 3 km about the true sub point
+    assert sub["n"] == report["fixes"] and sub["p50"] < 5.0 and sub["p99"] > 200.0   # its false fixes too
+    assert "sub-satellite point error" in (tmp_path / "report.md").read_text()
     assert report["false_fixes"] >= 1
     assert report["false_fix_rate"] == pytest.approx(report["false_fixes"] / report["frames"], abs=1e-5)
     assert report["latency_ms"]["total"]["p50"] == pytest.approx(5.0)

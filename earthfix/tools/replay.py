@@ -248,12 +248,15 @@ def _frame_record(i, t, t_start, truth, fix, est) -> dict:
             err = math.inf            # a fix where the truth has no ground point, or without a position
         else:
             err = float(geodesy.great_circle_km(fix.lat, fix.lon, truth["bore_lat"], truth["bore_lon"]))
+    sub_err = None
+    if fix.fix and fix.sub_lat is not None:
+        sub_err = float(geodesy.great_circle_km(fix.sub_lat, fix.sub_lon, truth["sub_lat"], truth["sub_lon"]))
     rec = {"i": i, "t_s": (t - t_start).total_seconds(), "time": t,
            "sub_lat": float(truth["sub_lat"]), "sub_lon": float(truth["sub_lon"]),
            "truth_ecef": truth_r, "eligible": bool(truth.get("eligible", False)),
            "sun_elev_deg": truth.get("sun_elev_deg"), "land_clear_frac": truth.get("land_clear_frac"),
            "fix": bool(fix.fix), "lat": fix.lat, "lon": fix.lon, "confidence": float(fix.confidence),
-           "err_km": err, "latency_ms": float(fix.latency_ms), "stages_ms": dict(fix.stages_ms or {}),
+           "err_km": err, "sub_err_km": sub_err, "latency_ms": float(fix.latency_ms), "stages_ms": dict(fix.stages_ms or {}),
            "false": bool(fix.fix) and not (err <= FALSE_FIX_KM),
            "measured": False, "fusion": None, "fused_ecef": None, "fused_err_km": None, "fused_sigma_km": None}
     if est is not None:
@@ -323,6 +326,7 @@ def compute_report(recs, fuser) -> dict:
         "fix_rate": None if not elig else round(sum(r["fix"] for r in elig) / len(elig), 4),
         "boresight_error_km": _pct([r["err_km"] for r in fixes if math.isfinite(r["err_km"])]),
         "boresight_error_km_eligible": _pct([r["err_km"] for r in elig if r["fix"] and math.isfinite(r["err_km"])]),
+        "sub_satellite_error_km": _pct([r["sub_err_km"] for r in fixes if r.get("sub_err_km") is not None]),
         "false_fixes": len(false),
         "false_fix_rate": None if not n else round(len(false) / n, 5),
         "false_fixes_on_ineligible": sum(not r["eligible"] for r in false),
@@ -414,6 +418,8 @@ def report_markdown(report: dict) -> str:
          f"{_pcts(report['boresight_error_km'])} (n={report['boresight_error_km']['n']})"),
         ("boresight error p50 / p90 / p99, eligible frames",
          f"{_pcts(report['boresight_error_km_eligible'])} (n={report['boresight_error_km_eligible']['n']})"),
+        ("sub-satellite point error p50 / p90 / p99, all fixes",
+         f"{_pcts(report['sub_satellite_error_km'])} (n={report['sub_satellite_error_km']['n']})"),
         ("false fixes (> 50 km, over all frames)",
          f"{report['false_fixes']} ({_percent(report['false_fix_rate'])}), "
          f"{report['false_fixes_on_ineligible']} on ineligible frames"),
