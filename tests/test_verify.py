@@ -583,6 +583,8 @@ def test_the_sub_satellite_offset_is_drawn_toward_nadir_by_as_much_as_the_pose_l
         assert np.trace(post) < min(np.trace(cov), 2 * (600.0 * np.tan(np.radians(2.0))) ** 2)  # narrower than both
         fitted_pos, none = _toward_nadir(ground, None, 600.0, 2.0)
         assert np.allclose(fitted_pos, c) and none is None
+        flat, same = _toward_nadir(ground, np.zeros((2, 2)), 0.0, 2.0)         # degenerate: as fitted, no error
+        assert np.allclose(flat, c) and np.array_equal(same, np.zeros((2, 2)))
         return np.linalg.norm(ground[2:4]), np.linalg.norm(s[:2] - ground[:2])
 
     with pytest.raises(ValueError, match="nadir_prior_deg"):

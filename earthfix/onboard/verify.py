@@ -1274,7 +1274,10 @@ def _toward_nadir(ground, offset_cov, alt_km: float, prior_deg: float):
     if offset_cov is None:
         return np.r_[bore + offset, up], None
     prior = (alt_km * math.tan(math.radians(prior_deg))) ** 2
-    gain = prior * np.linalg.inv(prior * np.eye(2) + offset_cov)
+    try:
+        gain = prior * np.linalg.inv(prior * np.eye(2) + offset_cov)
+    except np.linalg.LinAlgError:                           # no prior and a degenerate pose: as fitted
+        return np.r_[bore + offset, up], offset_cov
     return np.r_[bore + gain @ offset, up], gain @ offset_cov
 
 
