@@ -396,6 +396,7 @@ def summary_text(report: dict, out_dir) -> str:
         f"{report['fixes']} fixes (fix rate {_percent(report['fix_rate'])} of eligible), "
         f"{report['false_fixes']} false",
         f"boresight error p50/p90/p99: {_pcts(report['boresight_error_km'])};  "
+        f"sub-satellite point: {_pcts(report['sub_satellite_error_km'])};  "
         f"latency p50/p99: {_fmt(lat['p50'], ' ms')} / {_fmt(lat['p99'], ' ms')}",
         f"first fix after {_fmt(report['time_to_first_fix_s'], ' s', 0)}, first orbit estimate after "
         f"{_fmt(report['time_to_first_estimate_s'], ' s', 0)}; fused position error: final "
