@@ -256,7 +256,8 @@ def _frame_record(i, t, t_start, truth, fix, est) -> dict:
            "truth_ecef": truth_r, "eligible": bool(truth.get("eligible", False)),
            "sun_elev_deg": truth.get("sun_elev_deg"), "land_clear_frac": truth.get("land_clear_frac"),
            "fix": bool(fix.fix), "lat": fix.lat, "lon": fix.lon, "confidence": float(fix.confidence),
-           "err_km": err, "sub_err_km": sub_err, "latency_ms": float(fix.latency_ms), "stages_ms": dict(fix.stages_ms or {}),
+           "err_km": err, "sub_err_km": sub_err, "latency_ms": float(fix.latency_ms),
+           "stages_ms": dict(fix.stages_ms or {}),
            "false": bool(fix.fix) and not (err <= FALSE_FIX_KM),
            "measured": False, "fusion": None, "fused_ecef": None, "fused_err_km": None, "fused_sigma_km": None}
     if est is not None:

@@ -131,7 +131,8 @@ def frame_record(cam, i: int, f, err, truth: dict) -> dict:
             "fix": f.fix, "err_km": err, "confidence": round(f.confidence, 4),
             "hyp_err_km": (None if ev.get("hyp_lat") is None else round(float(
                 position_error_km(ev["hyp_lat"], ev["hyp_lon"], truth)), 2)),
-            "inliers": f.inliers, "bore_sigma_km": ev.get("bore_sigma_km"), "offset_sigma_km": ev.get("offset_sigma_km"),
+            "inliers": f.inliers, "bore_sigma_km": ev.get("bore_sigma_km"),
+            "offset_sigma_km": ev.get("offset_sigma_km"),
             "source": ev.get("source"), "from_prior": ev.get("from_prior"),
             "look": ev.get("look"), "reason": f.reason, "cloud_frac": truth.get("cloud_frac"),
             "bore_lat": round(float(truth["bore_lat"]), 3), "bore_lon": round(float(truth["bore_lon"]), 3),
