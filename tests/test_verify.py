@@ -578,12 +578,12 @@ def test_the_sub_satellite_offset_is_drawn_toward_nadir_by_as_much_as_the_pose_l
         c = np.array([5.0, -3.0, 600.0])                                 # tilted_view's camera centre
         assert np.allclose(np.r_[ground[:2] + ground[2:4], ground[4]], c)
         cov = _ground_cov_km(_pose_ground_enu, rvec, tvec, _fitted_pose_cov(enu, k, rvec, tvec, err, 0.3))[2:4, 2:4]
-        s, post = _toward_nadir(ground, cov, 600.0, 2.0)
+        s, post = _toward_nadir(ground, cov, 600.0, ((1.0, 2.0),))
         assert s[2] == ground[4]
         assert np.trace(post) < min(np.trace(cov), 2 * (600.0 * np.tan(np.radians(2.0))) ** 2)  # narrower than both
-        fitted_pos, none = _toward_nadir(ground, None, 600.0, 2.0)
+        fitted_pos, none = _toward_nadir(ground, None, 600.0, ((1.0, 2.0),))
         assert np.allclose(fitted_pos, c) and none is None
-        flat, same = _toward_nadir(ground, np.zeros((2, 2)), 0.0, 2.0)         # degenerate: as fitted, no error
+        flat, same = _toward_nadir(ground, np.zeros((2, 2)), 0.0, ((1.0, 2.0),))         # degenerate: as fitted, no error
         assert np.allclose(flat, c) and np.array_equal(same, np.zeros((2, 2)))
         return np.linalg.norm(ground[2:4]), np.linalg.norm(s[:2] - ground[:2])
 
@@ -594,6 +594,26 @@ def test_the_sub_satellite_offset_is_drawn_toward_nadir_by_as_much_as_the_pose_l
     assert pinned > 0.99 * fitted
     _, loose = offsets(6, (210, 246))
     assert loose < 0.75 * fitted
+
+
+def test_a_wide_share_of_the_nadir_prior_leaves_a_tilt_far_beyond_the_narrow_one_nearly_as_fitted():
+    """Six bunched inliers, 3 deg and 12 deg off nadir: under the narrow prior alone both offsets are drawn toward
+    nadir; with a tenth of the prior 15 deg wide (``nadir_prior_wide_share``) the 3 deg one is drawn as before and
+    the 12 deg one (127 km), far beyond what 2 deg explains, is left nearly as fitted."""
+    from earthfix.onboard.verify import _fitted_pose_cov, _ground_cov_km, _pose_ground_enu, _toward_nadir
+    narrow, mixed = ((1.0, 2.0),), ((0.9, 2.0), (0.1, 15.0))
+    drawn = {}
+    for tilt_deg in (3.0, 12.0):
+        enu, uv, k, rvec, tvec, _, _ = tilted_view(n=6, bunch=(210, 246), tilt_deg=tilt_deg)
+        err = np.hypot(*(cv2.projectPoints(enu, rvec, tvec, k, None)[0].reshape(-1, 2) - uv).T)
+        ground = _pose_ground_enu(np.r_[rvec.ravel(), tvec.ravel()])
+        cov = _ground_cov_km(_pose_ground_enu, rvec, tvec, _fitted_pose_cov(enu, k, rvec, tvec, err, 0.3))[2:4, 2:4]
+        drawn[tilt_deg] = [np.linalg.norm(_toward_nadir(ground, cov, 600.0, p)[0][:2] - ground[:2]) /
+                           np.linalg.norm(ground[2:4]) for p in (narrow, mixed)]
+    assert drawn[3.0][0] < 0.75 and drawn[3.0][1] == pytest.approx(drawn[3.0][0], abs=0.02)
+    assert drawn[12.0][0] < 0.9 and drawn[12.0][1] > 0.98
+    with pytest.raises(ValueError, match="nadir_prior_wide_share"):
+        VerifyConfig(nadir_prior_wide_share=1.0)
 
 
 def test_the_tilt_priors_analytic_jacobian_is_its_residuals_derivative():

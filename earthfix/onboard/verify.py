@@ -124,6 +124,13 @@ class VerifyConfig:
                                         # the 0-5 deg the contract tolerates; only the sub-satellite point and the
                                         # reported position move (docs/VERIFICATION.md, "The sub-satellite point:
                                         # the pose's tilt against nadir")
+    nadir_prior_wide_share: float = 0.0  # > 0: that share of the prior is a wider Gaussian (nadir_prior_wide_deg),
+    nadir_prior_wide_deg: float = 15.0  # so that a tilt the pose pins well beyond the narrow prior is drawn little:
+                                        # for a bus that may point 5-15 deg off nadir unannounced (outside the
+                                        # contract's few degrees). 0.1 / 15 deg there: sub-satellite RMS 32 -> 28 km
+                                        # at 10-15 deg (the pose's 22), but on a coarse map's 0-5 deg frames 28.7
+                                        # -> 36.2 km (the pose's 49.4) (docs/VERIFICATION.md, "The sub-satellite
+                                        # point: the pose's tilt against nadir"). 0: one Gaussian
     early_inliers: int = 20             # stop when a hypothesis has this many inliers... (40 until session 30:
                                         # a pose of 20-39 well-spread inliers then had every later place verified
                                         # too, 5-15 ms, and no later place ever outranked it; the same fixes at
@@ -180,8 +187,11 @@ class VerifyConfig:
             raise ValueError(f"verify: 'fit' must be 'homography' or 'pnp', got {self.fit!r}")
         if self.sub_from not in ("pose", "nadir"):
             raise ValueError(f"verify: 'sub_from' must be 'pose' or 'nadir', got {self.sub_from!r}")
-        if not 0.0 <= self.nadir_prior_deg < 90.0:
-            raise ValueError(f"verify: 'nadir_prior_deg' must be in [0, 90) deg, got {self.nadir_prior_deg!r}")
+        if not 0.0 <= self.nadir_prior_deg < 90.0 or not 0.0 <= self.nadir_prior_wide_deg < 90.0:
+            raise ValueError(f"verify: 'nadir_prior_deg' and 'nadir_prior_wide_deg' must be in [0, 90) deg, got "
+                             f"{self.nadir_prior_deg!r}, {self.nadir_prior_wide_deg!r}")
+        if not 0.0 <= self.nadir_prior_wide_share < 1.0:
+            raise ValueError(f"verify: 'nadir_prior_wide_share' must be in [0, 1), got {self.nadir_prior_wide_share!r}")
 
 
 def native_km_per_px(cfg: VerifyConfig, camera: Camera) -> float:
@@ -681,7 +691,10 @@ class Verifier:
         if cfg.sub_from == "nadir" and r_att is None:
             out.position_ecef_km = geodesy.geodetic_to_ecef(out.lat, out.lon, out.alt_km)
         elif r_att is None and cfg.nadir_prior_deg > 0 and np.all(np.isfinite(ground)):
-            c_enu, post_cov = _toward_nadir(ground, offset_cov, out.alt_km, cfg.nadir_prior_deg)
+            priors = ((1.0 - cfg.nadir_prior_wide_share, cfg.nadir_prior_deg),)
+            if cfg.nadir_prior_wide_share > 0:
+                priors += ((cfg.nadir_prior_wide_share, cfg.nadir_prior_wide_deg),)
+            c_enu, post_cov = _toward_nadir(ground, offset_cov, out.alt_km, priors)
             out.position_ecef_km = origin + basis.T @ c_enu
             out.sub_sigma_km = _quadrature_km(out.bore_sigma_km, post_cov)
         else:
@@ -1262,23 +1275,41 @@ def _boresight_sigma_km(rvec, tvec, pose_cov, ray=None) -> float:
     return _sigma_km(_ground_cov_km(lambda p: _pose_ground_enu(p, ray)[:2], rvec, tvec, pose_cov), 0, 2)
 
 
-def _toward_nadir(ground, offset_cov, alt_km: float, prior_deg: float):
+def _toward_nadir(ground, offset_cov, alt_km: float, priors):
     """(the camera's local ENU position km, the covariance of its offset km^2 or None) from a pose's
-    ``_pose_ground_enu`` with the offset from above the boresight point shrunk toward zero (nadir pointing): the
-    posterior of that offset under a Gaussian prior of ``prior_deg`` off nadir per axis (``alt_km * tan``,
-    variance P) and the pose's own covariance of it (``offset_cov``, C): mean P (P + C)^-1 o, covariance
-    P (P + C)^-1 C. A pose whose tilt its inliers pin (C << P) keeps its offset; a loose one (a coarse map's few
-    bunched inliers) is drawn toward nadir by as much as its tilt is unknown. The boresight point and the height
-    stay the pose's; without a covariance the position is the pose's."""
+    ``_pose_ground_enu`` with the offset from above the boresight point drawn toward zero (nadir pointing): the
+    posterior of that offset under a prior of Gaussians ``priors`` ((share, off-nadir deg per axis), ...; variance
+    P = (``alt_km`` tan)^2 each) and the pose's own covariance of it (``offset_cov``, C). For one Gaussian: mean
+    P (P + C)^-1 o, covariance P (P + C)^-1 C — a pose whose tilt its inliers pin (C << P) keeps its offset, a loose
+    one (a coarse map's few bunched inliers) is drawn toward nadir by as much as its tilt is unknown. With a wider
+    one beside it, an offset the pose pins far beyond the narrow prior is taken as the wide one's (a camera
+    pointed well off nadir is drawn little). The boresight point and the height stay the pose's; without a
+    covariance the position is the pose's."""
     bore, offset, up = ground[:2], ground[2:4], ground[4]
     if offset_cov is None:
         return np.r_[bore + offset, up], None
-    prior = (alt_km * math.tan(math.radians(prior_deg))) ** 2
-    try:
-        gain = prior * np.linalg.inv(prior * np.eye(2) + offset_cov)
-    except np.linalg.LinAlgError:                           # no prior and a degenerate pose: as fitted
+    comps = []
+    for share, deg in priors:
+        prior = (alt_km * math.tan(math.radians(deg))) ** 2
+        spread = prior * np.eye(2) + offset_cov
+        try:
+            inv = np.linalg.inv(spread)
+        except np.linalg.LinAlgError:                       # no prior and a degenerate pose
+            continue
+        det = float(np.linalg.det(spread))
+        if not det > 0:
+            continue
+        gain = prior * inv
+        log_w = math.log(share) - 0.5 * float(offset @ inv @ offset) - 0.5 * math.log(det)
+        comps.append((log_w, gain @ offset, gain @ offset_cov))
+    if not comps:
         return np.r_[bore + offset, up], offset_cov
-    return np.r_[bore + gain @ offset, up], gain @ offset_cov
+    log_w = np.array([c[0] for c in comps])
+    w = np.exp(log_w - log_w.max())
+    w /= w.sum()
+    mean = sum(wk * c[1] for wk, c in zip(w, comps))
+    cov = sum(wk * (c[2] + np.outer(c[1], c[1])) for wk, c in zip(w, comps)) - np.outer(mean, mean)
+    return np.r_[bore + mean, up], cov
 
 
 def _quadrature_km(sigma_km: float, cov) -> float:

@@ -108,6 +108,8 @@ def main() -> None:
                     help="render the frames from this global equirectangular image (default: the default basemap)")
     ap.add_argument("--alt-km", type=float, nargs=2, default=FrameSpec.alt_km, metavar=("LO", "HI"),
                     help="altitudes the frames are drawn from, km (default: the eval's 400-800)")
+    ap.add_argument("--tilt-max-deg", type=float, default=FrameSpec.tilt_max_deg, metavar="DEG",
+                    help="frames are drawn 0 to this many degrees off nadir (default: the eval's 5; no attitude given)")
     ap.add_argument("--with-time", action="store_true",
                     help="give locate each frame's UTC time (a fix in the dark is then refused: min_sun_elev_deg)")
     ap.add_argument("--out", default=None, metavar="FRAMES.jsonl", help="one JSON line per frame")
@@ -163,7 +165,7 @@ def run(a, out) -> None:
     for cam in cameras:
         w, h, fov = cam.width, cam.height, cam.fov_deg
         tally, recs = Tally(), []
-        spec = FrameSpec(day_hours=tuple(a.day_hours), alt_km=tuple(a.alt_km))
+        spec = FrameSpec(day_hours=tuple(a.day_hours), alt_km=tuple(a.alt_km), tilt_max_deg=a.tilt_max_deg)
         frames = make_frameset(a.n, a.seed + w, cam, basemap, spec, effects=effects)
         for i, (img, truth) in enumerate(frames):
             f = loc.locate(img, cam, time=truth["time"] if a.with_time else None)
