@@ -542,7 +542,7 @@ def test_a_search_resumed_with_more_places_answers_as_one_search_with_them_all(s
 
 
 def test_boresight_sigma_grows_when_inliers_bunch_in_a_corner():
-    from earthfix.onboard.verify import _boresight_sigma_km, _fitted_pose_cov
+    from earthfix.onboard.verify import _fitted_pose_cov, _ground_cov_km, _pose_ground_enu, _sigma_km
     cam = Camera.from_fov(256, 256, 80)
     k = np.array([[cam.fx, 0, cam.cx], [0, cam.fy, cam.cy], [0, 0, 1]], np.float64)
     # camera 600 km above the ENU origin looking down (camera x east, y south, z down)
@@ -557,7 +557,8 @@ def test_boresight_sigma_grows_when_inliers_bunch_in_a_corner():
         enu = np.array([0, 0, 600.0]) + rays * (-600.0 / rays[:, 2:3])  # on the ground plane u = 0
         err = np.full(n, 0.5)
         tv = tvec.reshape(3, 1)
-        return _boresight_sigma_km(rvec, tv, _fitted_pose_cov(enu, k, rvec, tv, err, 0.3))
+        cov = _ground_cov_km(_pose_ground_enu, rvec, tv, _fitted_pose_cov(enu, k, rvec, tv, err, 0.3))
+        return _sigma_km(cov, 0, 2)                                     # the boresight's (east, north)
 
     spread, corner = sigma(10, 246), sigma(200, 246)
     assert spread < 3.0
@@ -720,7 +721,8 @@ def _judged(store, cfg, scene, uv_):
     pose = ver._pose(enu, uv_, k, None, basis, origin, rvec, tvec)
     err = np.hypot(*(cv2.projectPoints(enu, *pose, k, None)[0].reshape(-1, 2) - uv_).T)
     out = V.Verification()
-    out.bore_sigma_km = V._boresight_sigma_km(*pose, V._fitted_pose_cov(enu, k, *pose, err, 0.15))
+    cov = V._ground_cov_km(V._pose_ground_enu, *pose, V._fitted_pose_cov(enu, k, *pose, err, 0.15))
+    out.bore_sigma_km = V._sigma_km(cov, 0, 2)
     return ver._held_by_one(out, enu, uv_, k, None, basis, origin, *pose, 1.0), out, err
 
 

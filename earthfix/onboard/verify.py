@@ -1202,12 +1202,7 @@ _AXIS = np.array([0.0, 0.0, 1.0])
 def _bore_enu(rvec, tvec, ray=None) -> np.ndarray:
     """(east, north) km where the boresight ``ray`` (camera frame; default the optical axis) of the pose
     (``rvec``, ``tvec``: local ENU -> camera) meets the local ground plane u = 0; inf when it points away."""
-    r, _ = cv2.Rodrigues(np.asarray(rvec, np.float64).reshape(3, 1))
-    c = -r.T @ np.asarray(tvec, np.float64).ravel()
-    d = r.T @ (_AXIS if ray is None else np.asarray(ray, np.float64))
-    if d[2] >= -1e-9:
-        return np.array([np.inf, np.inf])
-    return (c - c[2] / d[2] * d)[:2]
+    return _pose_ground_enu(np.r_[np.ravel(rvec), np.ravel(tvec)], ray)[:2]
 
 
 def _fitted_pose_cov(enu, k, rvec, tvec, err_px, floor_px: float, position_only: bool = False):
@@ -1266,13 +1261,6 @@ def _sigma_km(cov, i: int, j: int) -> float:
     """1-sigma (km, root of the trace) of the block ``i:j`` of the covariance ``cov`` (km^2); inf without it."""
     var = float("nan") if cov is None else float(np.trace(cov[i:j, i:j]))
     return float(np.sqrt(var)) if np.isfinite(var) and var >= 0 else float("inf")
-
-
-def _boresight_sigma_km(rvec, tvec, pose_cov, ray=None) -> float:
-    """1-sigma horizontal uncertainty (km) of the boresight's ground point: the pose's covariance
-    (``_fitted_pose_cov``: the reprojection noise through the pose's Jacobian) propagated through the ray to
-    the local ground plane; inf where it cannot be."""
-    return _sigma_km(_ground_cov_km(lambda p: _pose_ground_enu(p, ray)[:2], rvec, tvec, pose_cov), 0, 2)
 
 
 def _toward_nadir(ground, offset_cov, alt_km: float, priors):
