@@ -186,6 +186,44 @@ def test_with_the_frames_time_a_keypoint_votes_with_its_lit_store_neighbours_onl
     assert len(wide.seen) and dusk.lit(setup.store.lat[wide.seen], setup.store.lon[wide.seen]).all()
 
 
+def test_a_place_whose_votes_straddle_the_bins_corners_is_still_found(setup, cam256):
+    """Each prediction's vote is spread bilinearly over 2 x 2 cells x 2 yaw bins, so a tight cluster at a corner
+    of the grid leaves at most an eighth of its votes in any one bin. With bins examined down to a soft score
+    of ``min_bin_share`` x ``min_votes`` = an eighth of 2 (an option, measured in session 71), four keypoints
+    agreeing there make a place of 4 votes, which the shipped floor of one whole vote (0.5 x 2) never examines;
+    from such a bin a place needs a vote more than ``min_votes``; one keypoint agreeing with itself through
+    several store neighbours is still no place."""
+    v = setup.voter
+    r = int((24.0 + 90.0) / v._dlat) - 1                  # a row edge near 24 N, a column edge, a yaw edge
+    lat = (r + 1) * v._dlat - 90.0
+    ncol = int(v._n_cols[r])
+    lon = (int((20.0 + 180.0) / 360.0 * ncol) + 1) / ncol * 360.0 - 180.0
+    yaw0 = 2 * 360.0 / v._n_yaw
+    rng = np.random.default_rng(5)
+    n = 4
+    blat = lat + rng.normal(0.0, 0.02, n)                 # ~2 km apart: one place
+    blon = lon + rng.normal(0.0, 0.02, n)
+    yaw = yaw0 + rng.normal(0.0, 1.0, n)
+    log_alt = np.full(n, np.log2(600.0))
+    g = np.full(n, 600.0 * np.tan(np.radians(40.0)) / 128.0)
+    keys, wts = v._keys(blat, blon, yaw, log_alt)
+    score = {}
+    for k, w in zip(keys.ravel(), wts.ravel()):
+        score[k] = score.get(k, 0.0) + w
+    assert max(score.values()) < 1.0                      # no bin holds one whole vote
+
+    def places(qi, share):
+        voter = KeypointVoter(setup.store, setup.index, dataclasses.replace(v.cfg, min_bin_share=share))
+        return voter._peaks(cam256, np.asarray(qi), blat, blon, yaw, log_alt, g, 3, {"peaks": []})
+
+    assert VoteConfig.min_bin_share == 0.5 and places(np.arange(n), 0.5) == []
+    got = places(np.arange(n), 0.125)
+    assert len(got) == 1 and got[0].votes == n
+    assert geodesy.great_circle_km(got[0].lat, got[0].lon, lat, lon) < 10.0
+    assert places(np.zeros(n, np.int64), 0.125) == []           # one keypoint: one vote
+    assert places(np.array([0, 0, 1, 1]), 0.125) == []          # two: min_votes, but split: one vote short
+
+
 def test_config_checks(setup):
     with pytest.raises(ValueError):
         VoteConfig(k=3, ef=2)

@@ -309,7 +309,8 @@ class Localizer:
             from .vote import KeypointVoter, VoteConfig
             vote_cfg = VoteConfig(min_votes=int(config["vote_min_votes"]),
                                   ef=max(int(config["vote_ef"]), int(config["vote_wide_k"])),
-                                  wide_k=int(config["vote_wide_k"]))
+                                  wide_k=int(config["vote_wide_k"]),
+                                  min_bin_share=float(config["vote_min_bin_share"]))
             self.voter = KeypointVoter(bundle.keystore, bundle.keyindex, vote_cfg)
             lowres = getattr(bundle, "keystore_lowres", None)
             if config.get("lowres_store", True) and lowres is not None:

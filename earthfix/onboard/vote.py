@@ -37,6 +37,9 @@ from .features import Features
 from .keystore import KeypointStore
 
 
+SPLIT_BIN_SHARE = 0.5   # a bin under this x min_votes of soft score holds a place split across bins (or a weak one)
+
+
 @dataclass(frozen=True)
 class VoteConfig:
     k: int = 2                    # store neighbours per frame keypoint (true matches are 93 % first NN)
@@ -61,6 +64,14 @@ class VoteConfig:
     min_votes: int = 2            # distinct frame keypoints supporting a peak (3 until 2026-12-01: 2 finds
                                   # the place under broken cloud; verification alone decides)
     max_peaks: int = 20           # bins examined for candidates
+    min_bin_share: float = 0.5    # bins are examined, best soft score first, down to this x min_votes. Each
+                                  # prediction's vote is spread over 8 bins (2 x 2 cells x 2 yaw bins), so a
+                                  # place at their corners holds an eighth of its votes in each: at 0.125 places
+                                  # of 3-5 votes split so are found too (measured in session 71, not adopted:
+                                  # a few more right places, and a bent pose at one of them made a false fix;
+                                  # docs/VERIFICATION.md, "Places split across the vote's bins")...
+    split_extra_votes: int = 1    # ...and a place from a bin under SPLIT_BIN_SHARE x min_votes needs this many
+                                  # votes more (such places of min_votes are chance: ~1 right in 80)
     support_km: float = 200.0     # a peak's support: predictions this close to its centre (re-centred)...
     support_yaw_deg: float = 20.0 # ...with a yaw this close to its mean
     nms_factor: float = 1.0       # candidates closer than factor x implied footprint half-width are one
@@ -314,7 +325,7 @@ class KeypointVoter:
         out: list[VoteCandidate] = []
         used = np.zeros(len(qi), bool)
         for b in np.argsort(-score, kind="stable")[: c.max_peaks]:
-            if len(out) >= max_candidates or score[b] < 0.5 * c.min_votes:
+            if len(out) >= max_candidates or score[b] < c.min_bin_share * c.min_votes:
                 break
             sel = np.flatnonzero((keys == bins[b]).any(axis=1) & ~used)
             if len(np.unique(qi[sel])) < c.min_votes:
@@ -329,7 +340,7 @@ class KeypointVoter:
                     break
                 sel = np.flatnonzero(near)
             votes = len(np.unique(qi[sel]))
-            if votes < c.min_votes:
+            if votes < c.min_votes + (c.split_extra_votes if score[b] < SPLIT_BIN_SHARE * c.min_votes else 0):
                 continue
             used[sel] = True
             ctr = np.median(u[sel], axis=0)
