@@ -402,6 +402,32 @@ def test_weak_vote_places_wait_for_the_later_looks(tiny_bundle, frames, monkeypa
     assert strong.fix and strong.evidence["deferred"] == 0 and "deferred_ms" not in strong.stages_ms
 
 
+def test_places_from_split_bins_wait_for_the_later_looks_and_have_a_gate_of_their_own(tiny_bundle, frames,
+                                                                                         monkeypatch):
+    """A vote place found in split bins (``VoteCandidate.split``: config ``vote_min_bin_share``) is verified after the
+    frame's later looks, as a weak one is, whatever its votes, and its pose is a fix only when pinned within
+    ``vote_split_max_sigma_km`` (a gate of 0.01 km: its pose refused, whatever other places then give)."""
+    from earthfix.onboard.localizer import Localizer
+    from earthfix.onboard.vote import VoteCandidate
+    cam, clear, cloudy, grey = frames
+    cfg = dict(localizer_config(), deadline_ms=10000)
+    out = {}
+    for gate in (5.0, 0.01):
+        loc = Localizer.load(tiny_bundle, config=dict(cfg, vote_split_max_sigma_km=gate))
+        real, calls = loc.voter.candidates, []
+
+        def split_then_none(feats, camera, max_candidates=3, daylight=None, real=real, calls=calls):
+            calls.append(1)
+            got = real(feats, camera, max_candidates=max_candidates, daylight=daylight) if len(calls) == 1 else []
+            return [VoteCandidate(c.lat, c.lon, c.radius_km, 9, c.yaw_deg, c.alt_km, split=True) for c in got]
+        monkeypatch.setattr(loc.voter, "candidates", split_then_none)
+        out[gate] = (loc.locate(cloudy, cam), len(calls))
+    (fix, n), (refused, _) = out[5.0], out[0.01]
+    assert fix.fix and fix.evidence["deferred"] >= 1 and n == 2 and fix.evidence["bore_sigma_km"] <= 5.0
+    assert fix.evidence["source"] == "vote"
+    assert not (refused.fix and refused.evidence["source"] == "vote")     # (the encoder's places may still fix it)
+
+
 def test_a_later_look_without_room_in_full_runs_lean(tiny_bundle, frames, monkeypatch):
     """Config ``lean_looks``: the plan runs a later look in full when it fits, lean when only a lean one does (its
     vote over the strongest ``first_query`` keypoints, verification over all of them), else not at all."""

@@ -1074,3 +1074,21 @@ def test_a_pose_from_a_higher_orbit_counts_nothing_against_its_altitude_within_l
     assert old.ok and old.evidence["alt_out_of_range_km"] == pytest.approx(old.alt_km - 1000.0)
     conf = ConfidenceModel.load(MODELS / "confidence.json")
     assert conf(v.evidence) >= 0.9 > conf(old.evidence)
+
+
+def test_a_place_with_a_precision_gate_of_its_own_refuses_a_pose_pinned_worse_than_it(store, basemap):
+    """A candidate ``(lat, lon, radius, yaw, alt, max_sigma_km)`` (a vote place from split bins,
+    ``vote_split_max_sigma_km``) holds its pose to that gate as well as the verifier's: a pose pinned worse than
+    it is refused as imprecise, and the same pose passes a looser gate unchanged."""
+    cam = Camera.from_fov(256, 256, 80)
+    lat, lon, yaw = 24.0, 12.0, 37.0
+    img = appearance(frame(basemap, cam, lat, lon, 600.0, yaw), seed=5)
+    ver = Verifier(store, VerifyConfig())
+    f = ver.extract(img)
+    place = (lat, lon, 500.0, yaw, 600.0)
+    v = ver.verify(f, cam, [place])
+    assert v.ok and 0.0 < v.bore_sigma_km < ver.cfg.max_bore_sigma_km, v.reason
+    tight = ver.verify(f, cam, [place + (0.5 * v.bore_sigma_km,)])
+    assert not tight.ok and tight.reason.startswith("imprecise pose"), tight.reason
+    loose = ver.verify(f, cam, [place + (2.0 * v.bore_sigma_km,)])
+    assert loose.ok and (loose.lat, loose.lon, loose.inliers) == (v.lat, v.lon, v.inliers)

@@ -186,13 +186,13 @@ def test_with_the_frames_time_a_keypoint_votes_with_its_lit_store_neighbours_onl
     assert len(wide.seen) and dusk.lit(setup.store.lat[wide.seen], setup.store.lon[wide.seen]).all()
 
 
-def test_a_place_whose_votes_straddle_the_bins_corners_is_still_found(setup, cam256):
+def test_a_place_whose_votes_straddle_the_bins_corners_is_still_found(setup, basemap, cam256):
     """Each prediction's vote is spread bilinearly over 2 x 2 cells x 2 yaw bins, so a tight cluster at a corner
     of the grid leaves at most an eighth of its votes in any one bin. With bins examined down to a soft score
-    of ``min_bin_share`` x ``min_votes`` = an eighth of 2 (an option, measured in session 71), four keypoints
-    agreeing there make a place of 4 votes, which the shipped floor of one whole vote (0.5 x 2) never examines;
-    from such a bin a place needs a vote more than ``min_votes``; one keypoint agreeing with itself through
-    several store neighbours is still no place."""
+    of ``min_bin_share`` x ``min_votes`` = an eighth of 2 (session 71), four keypoints agreeing there make a
+    place of 4 votes, which the floor of one whole vote (0.5 x 2, before) never examined; from such a bin a
+    place needs a vote more than ``min_votes``, and it goes to verification with a gate of its own; one keypoint
+    agreeing with itself through several store neighbours is still no place."""
     v = setup.voter
     r = int((24.0 + 90.0) / v._dlat) - 1                  # a row edge near 24 N, a column edge, a yaw edge
     lat = (r + 1) * v._dlat - 90.0
@@ -216,12 +216,19 @@ def test_a_place_whose_votes_straddle_the_bins_corners_is_still_found(setup, cam
         voter = KeypointVoter(setup.store, setup.index, dataclasses.replace(v.cfg, min_bin_share=share))
         return voter._peaks(cam256, np.asarray(qi), blat, blon, yaw, log_alt, g, 3, {"peaks": []})
 
-    assert VoteConfig.min_bin_share == 0.5 and places(np.arange(n), 0.5) == []
+    assert VoteConfig.min_bin_share == 0.125 and places(np.arange(n), 0.5) == []
     got = places(np.arange(n), 0.125)
     assert len(got) == 1 and got[0].votes == n
     assert geodesy.great_circle_km(got[0].lat, got[0].lon, lat, lon) < 10.0
     assert places(np.zeros(n, np.int64), 0.125) == []           # one keypoint: one vote
     assert places(np.array([0, 0, 1, 1]), 0.125) == []          # two: min_votes, but split: one vote short
+    assert got[0].split and not any(c.split for c in KeypointVoter(                # the floor as before: never
+        setup.store, setup.index, dataclasses.replace(v.cfg, min_bin_share=0.5)).candidates(
+        setup.verifier.extract(sim_frame(basemap, cam256, 24.0, 20.0, 600.0, 30.0, seed=2)[0]), cam256))
+    # a split place goes to verification with the tighter gate of its own (vote_split_max_sigma_km)
+    from earthfix.onboard.localizer import _as_candidates
+    assert [c.max_sigma_km for c in _as_candidates(got + [dataclasses.replace(got[0], split=False)], "vote",
+                                                     5.0)] == [5.0, None]
 
 
 def test_config_checks(setup):

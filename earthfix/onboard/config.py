@@ -24,6 +24,7 @@ DEFAULTS = {
     "vote_min_votes": VoteConfig.min_votes,   # the voter's own defaults, written once (vote.VoteConfig)
     "vote_ef": VoteConfig.ef,
     "vote_min_bin_share": VoteConfig.min_bin_share,
+    "vote_split_max_sigma_km": 5.0,
     "vote_wide_k": VoteConfig.wide_k,
     "vote_wide_min_confidence": 0.99,
     "encoder_places": "listed",
@@ -136,6 +137,7 @@ def validate(cfg: dict) -> dict:
     _check("vote_min_votes", out["vote_min_votes"], int, 1, 100)
     _check("vote_ef", out["vote_ef"], int, 2, 1024)
     _check("vote_min_bin_share", out["vote_min_bin_share"], float, 0.0, 10.0)
+    _check("vote_split_max_sigma_km", out["vote_split_max_sigma_km"], float, 0.0, 1000.0)
     _check("vote_wide_k", out["vote_wide_k"], int, 0, 32)
     _check("vote_wide_min_confidence", out["vote_wide_min_confidence"], float, 0.0, 1.0)
     _check("lowres_max_bore_sigma_km", out["lowres_max_bore_sigma_km"], float, 0.1, 100.0)

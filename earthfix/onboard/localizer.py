@@ -116,11 +116,12 @@ DAYLIGHT_SLACK_DEG = 5.0   # with the frame's time (config daylight_search) retr
                            # stands above min_sun_elev_deg less this: the almanac's and the twilight's edge
 
 
-def _as_candidates(votes, source: str) -> list[Candidate]:
+def _as_candidates(votes, source: str, split_max_sigma_km: float | None = None) -> list[Candidate]:
     """Vote places (``vote.VoteCandidate``) as candidates of ``source``, each with its own search radius and its
-    peak's pose (yaw, implied altitude) for verification; the score is its votes."""
+    peak's pose (yaw, implied altitude) for verification; the score is its votes. A place found in split bins
+    (``VoteCandidate.split``) carries the precision gate ``split_max_sigma_km``."""
     return [Candidate(c.lat, c.lon, float(c.votes), source=source, radius_km=c.radius_km, yaw_deg=c.yaw_deg,
-                      alt_km=c.alt_km) for c in votes]
+                      alt_km=c.alt_km, max_sigma_km=split_max_sigma_km if c.split else None) for c in votes]
 
 
 def spaced_places(lat, lon, k: int, spacing_km: float) -> np.ndarray:
@@ -422,7 +423,8 @@ class Localizer:
         for c in cands[: self.cfg["verify_k"]]:
             r = c.radius_km if c.radius_km is not None else rf * self.bundle.scales_km[c.scale]
             prior = (c.yaw_deg, c.alt_km) if c.yaw_deg is not None and c.alt_km is not None else ()
-            out.append((c.lat, c.lon, r) + prior)
+            gate = (c.max_sigma_km,) if prior and c.max_sigma_km is not None else ()
+            out.append((c.lat, c.lon, r) + prior + gate)
         return out
 
     def _look(self, img, verifier, drop, camera, attitude, deadline, cands, stages, place_s=0.0, retrieval=None,
@@ -450,9 +452,11 @@ class Localizer:
             votes = self.voter.candidates(strongest, camera, max_candidates=self.cfg["vote_k"], daylight=daylight)
             query = self.voter.last_query
             stages["vote_ms"] = (_time.perf_counter() - t) * 1e3
-            voted = _as_candidates(votes, "vote")
-        weak = [c for c in voted if c.score < defer_below]
-        voted = [c for c in voted if c.score >= defer_below]
+            voted = _as_candidates(votes, "vote", self.cfg["vote_split_max_sigma_km"])
+        # weak places wait for the frame's later looks; so do places from split bins (vote_min_bin_share), found
+        # where the vote's floor of one whole vote saw nothing, and a chance slower than the looks' own
+        weak = [c for c in voted if c.score < defer_below or (defer_below > 0 and c.max_sigma_km is not None)]
+        voted = [c for c in voted if not (c.score < defer_below or (defer_below > 0 and c.max_sigma_km is not None))]
         lazy = retrieval is not None and bool(voted)
         if retrieval is not None and not voted:
             cands = retrieval()
@@ -488,7 +492,8 @@ class Localizer:
         counts the places ``v`` verified before, as one search over all of them would (the confidence model
         was fitted on such margins)."""
         t = _time.perf_counter()
-        wide = _as_candidates(self.voter.wide_candidates(query, max_candidates=self.cfg["vote_k"]), "wide")
+        wide = _as_candidates(self.voter.wide_candidates(query, max_candidates=self.cfg["vote_k"]), "wide",
+                              self.cfg["vote_split_max_sigma_km"])
         stages["wide_vote_ms"] = (_time.perf_counter() - t) * 1e3
         if not wide:
             return wide, None
@@ -518,7 +523,7 @@ class Localizer:
         t = _time.perf_counter()
         votes = self.lowres_voter.candidates(s.first_feats, s.camera, max_candidates=self.cfg["vote_k"],
                                              daylight=s.retrieval.daylight)
-        cands = _as_candidates(votes, "lowres")
+        cands = _as_candidates(votes, "lowres", self.cfg["vote_split_max_sigma_km"])
         stages["lowres_vote_ms"] = (_time.perf_counter() - t) * 1e3
         if not cands:
             return

@@ -309,6 +309,7 @@ class _Group:
     radius_km: float
     members: list
     prior: tuple | None = None          # (yaw_deg, alt_km) of its first member's own pose, when it has one
+    max_sigma_km: float | None = None   # its first member's own precision gate (``Candidate.max_sigma_km``)
 
 
 class Verifier:
@@ -336,8 +337,9 @@ class Verifier:
         """Verify candidates in rank order; return the best hypothesis.
 
         ``candidates``: objects with ``lat``, ``lon`` (and optionally ``radius_km``) or tuples
-        ``(lat, lon[, radius_km[, yaw_deg, alt_km]])`` (the last two: the place's own nadir pose prior, as a
-        vote peak has; ``cfg.prior_work_px``), best first. ``attitude``: camera -> ECEF quaternion [w, x, y, z] or
+        ``(lat, lon[, radius_km[, yaw_deg, alt_km[, max_sigma_km]]])`` (yaw and altitude: the place's own nadir
+        pose prior, as a vote peak has, ``cfg.prior_work_px``; the last a precision gate of the place's own, tighter
+        than ``cfg.max_bore_sigma_km``), best first. ``attitude``: camera -> ECEF quaternion [w, x, y, z] or
         3x3 matrix, or None. ``deadline``: a ``time.perf_counter()`` value; a group (a candidate place) is
         started only when the slowest group so far would still end before it; the first always runs unless
         ``place_s`` (seconds a place took in an earlier look at the same frame) says it would not end in time.
@@ -430,10 +432,12 @@ class Verifier:
         default_r = camera.footprint_half_width_km(cfg.nominal_alt_km) * cfg.radius_factor
         cands = []
         for i, c in enumerate(candidates):
+            gate = None
             if isinstance(c, (tuple, list, np.ndarray)):
                 lat, lon = float(c[0]), float(c[1])
                 r = float(c[2]) if len(c) > 2 else default_r
                 prior = (float(c[3]), float(c[4])) if len(c) > 4 else None
+                gate = float(c[5]) if len(c) > 5 else None
             else:
                 lat, lon = float(c.lat), float(c.lon)
                 r = float(getattr(c, "radius_km", default_r) or default_r)
@@ -441,20 +445,20 @@ class Verifier:
             if prior is not None and not all(math.isfinite(x) for x in prior):
                 prior = None
             if math.isfinite(lat) and math.isfinite(lon):
-                cands.append((i, lat, lon, min(r, cfg.max_radius_km), prior))
+                cands.append((i, lat, lon, min(r, cfg.max_radius_km), prior, gate))
         # a group is searched within its first (best-ranked) member's circle: a member merged in shares that
         # search and does not widen it. Widening to cover the member's circle too (d + r, until session 29)
         # put hundreds more store keypoints beside a vote place (469 -> 765 km): its few right matches then
         # lost the ratio test to them (docs/VERIFICATION.md, "One search circle per place")
         groups: list[_Group] = []
-        for i, lat, lon, r, prior in cands:
+        for i, lat, lon, r, prior, gate in cands:
             for g in groups:
                 d = float(geodesy.great_circle_km(g.lat, g.lon, lat, lon))
                 if d <= cfg.merge_factor * max(r, g.radius_km):
                     g.members.append(i)
                     break
             else:
-                groups.append(_Group(lat, lon, r, [i], prior))
+                groups.append(_Group(lat, lon, r, [i], prior, gate))
         return groups
 
     @staticmethod
@@ -711,7 +715,8 @@ class Verifier:
         elif (cfg.max_prior_alt_log > 0 and n_in < cfg.prior_alt_below_inliers and g.prior is not None
                 and g.prior[1] > 0 and abs(math.log(alt / g.prior[1])) > cfg.max_prior_alt_log):
             out.reason = f"altitude {alt:.0f} km against its place's {g.prior[1]:.0f} km"
-        elif not out.bore_sigma_km <= cfg.max_bore_sigma_km:
+        elif not out.bore_sigma_km <= (cfg.max_bore_sigma_km if g.max_sigma_km is None
+                                       else min(cfg.max_bore_sigma_km, g.max_sigma_km)):
             out.reason = f"imprecise pose ({out.bore_sigma_km:.0f} km 1-sigma at the boresight)"
         elif n_in < cfg.min_inliers:
             out.reason = f"few inliers ({n_in})"

@@ -64,14 +64,15 @@ class VoteConfig:
     min_votes: int = 2            # distinct frame keypoints supporting a peak (3 until 2026-12-01: 2 finds
                                   # the place under broken cloud; verification alone decides)
     max_peaks: int = 20           # bins examined for candidates
-    min_bin_share: float = 0.5    # bins are examined, best soft score first, down to this x min_votes. Each
+    min_bin_share: float = 0.125  # bins are examined, best soft score first, down to this x min_votes. Each
                                   # prediction's vote is spread over 8 bins (2 x 2 cells x 2 yaw bins), so a
-                                  # place at their corners holds an eighth of its votes in each: at 0.125 places
-                                  # of 3-5 votes split so are found too (measured in session 71, not adopted:
-                                  # a few more right places, and a bent pose at one of them made a false fix;
-                                  # docs/VERIFICATION.md, "Places split across the vote's bins")...
-    split_extra_votes: int = 1    # ...and a place from a bin under SPLIT_BIN_SHARE x min_votes needs this many
-                                  # votes more (such places of min_votes are chance: ~1 right in 80)
+                                  # place at their corners holds an eighth of its votes in each (0.5 until
+                                  # session 71: places of 3-5 votes split so were never examined)...
+    split_extra_votes: int = 1    # ...and a place from a bin under SPLIT_BIN_SHARE x min_votes (``split``) needs
+                                  # this many votes more (such places of min_votes are chance: ~1 right in 80).
+                                  # The Localizer verifies split places after the frame's later looks, with a
+                                  # precision gate of their own (config vote_split_max_sigma_km; docs/
+                                  # VERIFICATION.md, "Places split across the vote's bins")
     support_km: float = 200.0     # a peak's support: predictions this close to its centre (re-centred)...
     support_yaw_deg: float = 20.0 # ...with a yaw this close to its mean
     nms_factor: float = 1.0       # candidates closer than factor x implied footprint half-width are one
@@ -103,6 +104,7 @@ class VoteCandidate:
     votes: int
     yaw_deg: float = float("nan")
     alt_km: float = float("nan")
+    split: bool = False          # found in a bin under SPLIT_BIN_SHARE x min_votes (``min_bin_share`` < 0.5)
 
     def __iter__(self):          # (lat, lon, radius_km, votes), as the API promises
         return iter((self.lat, self.lon, self.radius_km, self.votes))
@@ -354,7 +356,8 @@ class KeypointVoter:
                 continue
             radius = min(max(c.radius_factor * gm * half_diag_px, c.min_radius_km), c.max_radius_km)
             out.append(VoteCandidate(clat, clon, float(radius), int(votes), _circ_mean(yaw[sel]),
-                                     float(2.0 ** np.median(log_alt[sel]))))
+                                     float(2.0 ** np.median(log_alt[sel])),
+                                     bool(score[b] < SPLIT_BIN_SHARE * c.min_votes)))
             stats["peaks"].append(round(float(score[b]), 2))
         out.sort(key=lambda o: -o.votes)
         return out
