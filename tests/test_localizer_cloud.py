@@ -373,26 +373,31 @@ def test_cloud_in_a_mass_is_looked_past_first_and_broken_cloud_filled_first(tiny
     assert 0.0 < clear_near_cloud_share(m, 1.5) < 0.05 < clear_near_cloud_share(m, 30.0) == 1.0
 
 
+def _located_with_first_look_places(tiny_bundle, config, frame, cam, monkeypatch, votes: int, split: bool = False):
+    """(fix, vote calls) of ``frame`` located with the first look's vote places made ``votes``-vote ones (and
+    ``split``), the later looks' votes finding nothing."""
+    from earthfix.onboard.localizer import Localizer
+    from earthfix.onboard.vote import VoteCandidate
+    loc = Localizer.load(tiny_bundle, config=config)
+    real, calls = loc.voter.candidates, []
+
+    def first_only(feats, camera, max_candidates=3, daylight=None):
+        calls.append(1)
+        got = real(feats, camera, max_candidates=max_candidates, daylight=daylight) if len(calls) == 1 else []
+        return [VoteCandidate(c.lat, c.lon, c.radius_km, votes, c.yaw_deg, c.alt_km, split=split) for c in got]
+    monkeypatch.setattr(loc.voter, "candidates", first_only)
+    return loc.locate(frame, cam), len(calls)
+
+
 def test_weak_vote_places_wait_for_the_later_looks(tiny_bundle, frames, monkeypatch):
     """Config ``defer_votes_below``: the first look's vote places with fewer votes are verified after the frame's
     later looks, in the first look's own search: the same pose as verifying them first (``defer_votes_below: 0``),
     reached after the later look ran; a place of enough votes is verified in the first look as before."""
     from earthfix.onboard.localizer import Localizer
-    from earthfix.onboard.vote import VoteCandidate
     cam, clear, cloudy, grey = frames
     cfg = dict(localizer_config(), deadline_ms=10000)
-    runs = {}
-    for below in (3, 0):
-        loc = Localizer.load(tiny_bundle, config=dict(cfg, defer_votes_below=below))
-        real, calls = loc.voter.candidates, []
-
-        def weak_then_none(feats, camera, max_candidates=3, daylight=None, real=real, calls=calls):
-            # the first look's places as two-vote ones; the later looks' votes find nothing
-            calls.append(1)
-            got = real(feats, camera, max_candidates=max_candidates, daylight=daylight) if len(calls) == 1 else []
-            return [VoteCandidate(c.lat, c.lon, c.radius_km, 2, c.yaw_deg, c.alt_km) for c in got]
-        monkeypatch.setattr(loc.voter, "candidates", weak_then_none)
-        runs[below] = (loc.locate(cloudy, cam), len(calls))
+    runs = {below: _located_with_first_look_places(tiny_bundle, dict(cfg, defer_votes_below=below), cloudy, cam,
+                                                   monkeypatch, votes=2) for below in (3, 0)}
     (late, n_late), (early, n_early) = runs[3], runs[0]
     assert early.fix and early.evidence["look"] == "filled" and early.evidence["deferred"] == 0 and n_early == 1
     assert late.fix and late.evidence["look"] == "filled" and late.evidence["deferred"] >= 1
@@ -407,21 +412,10 @@ def test_places_from_split_bins_wait_for_the_later_looks_and_have_a_gate_of_thei
     """A vote place found in split bins (``VoteCandidate.split``: config ``vote_min_bin_share``) is verified after the
     frame's later looks, as a weak one is, whatever its votes, and its pose is a fix only when pinned within
     ``vote_split_max_sigma_km`` (a gate of 0.01 km: its pose refused, whatever other places then give)."""
-    from earthfix.onboard.localizer import Localizer
-    from earthfix.onboard.vote import VoteCandidate
     cam, clear, cloudy, grey = frames
     cfg = dict(localizer_config(), deadline_ms=10000)
-    out = {}
-    for gate in (5.0, 0.01):
-        loc = Localizer.load(tiny_bundle, config=dict(cfg, vote_split_max_sigma_km=gate))
-        real, calls = loc.voter.candidates, []
-
-        def split_then_none(feats, camera, max_candidates=3, daylight=None, real=real, calls=calls):
-            calls.append(1)
-            got = real(feats, camera, max_candidates=max_candidates, daylight=daylight) if len(calls) == 1 else []
-            return [VoteCandidate(c.lat, c.lon, c.radius_km, 9, c.yaw_deg, c.alt_km, split=True) for c in got]
-        monkeypatch.setattr(loc.voter, "candidates", split_then_none)
-        out[gate] = (loc.locate(cloudy, cam), len(calls))
+    out = {gate: _located_with_first_look_places(tiny_bundle, dict(cfg, vote_split_max_sigma_km=gate), cloudy, cam,
+                                                 monkeypatch, votes=9, split=True) for gate in (5.0, 0.01)}
     (fix, n), (refused, _) = out[5.0], out[0.01]
     assert fix.fix and fix.evidence["deferred"] >= 1 and n == 2 and fix.evidence["bore_sigma_km"] <= 5.0
     assert fix.evidence["source"] == "vote"
