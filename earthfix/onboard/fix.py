@@ -24,7 +24,7 @@ class Candidate:
     yaw_deg: float | None = None     # a vote peak's yaw and implied altitude: the place's own nadir pose, which
     alt_km: float | None = None      # verification starts from when the place's matches reach none
     max_sigma_km: float | None = None   # a precision gate of its own for the pose verified at it (None: the
-                                        # verifier's): a vote place from split bins (config split_max_sigma_km)
+                                        # verifier's): a vote place from split bins (config vote_split_max_sigma_km)
 
     def to_json(self) -> dict:
         return {"lat": round(self.lat, 4), "lon": round(self.lon, 4), "score": round(float(self.score), 4)}

@@ -453,10 +453,12 @@ class Localizer:
             query = self.voter.last_query
             stages["vote_ms"] = (_time.perf_counter() - t) * 1e3
             voted = _as_candidates(votes, "vote", self.cfg["vote_split_max_sigma_km"])
-        # weak places wait for the frame's later looks; so do places from split bins (vote_min_bin_share), found
-        # where the vote's floor of one whole vote saw nothing, and a chance slower than the looks' own
-        weak = [c for c in voted if c.score < defer_below or (defer_below > 0 and c.max_sigma_km is not None)]
-        voted = [c for c in voted if not (c.score < defer_below or (defer_below > 0 and c.max_sigma_km is not None))]
+        # weak places wait for the frame's later looks; so do places from split bins (they carry a gate of their
+        # own: vote_min_bin_share), found where the vote's floor of one whole vote saw nothing: a chance slower
+        # than the later looks' own (verified at once they cost those looks' fixes under the deadline)
+        waits = [c.score < defer_below or (defer_below > 0 and c.max_sigma_km is not None) for c in voted]
+        weak = [c for c, w in zip(voted, waits) if w]
+        voted = [c for c, w in zip(voted, waits) if not w]
         lazy = retrieval is not None and bool(voted)
         if retrieval is not None and not voted:
             cands = retrieval()

@@ -342,7 +342,8 @@ class KeypointVoter:
                     break
                 sel = np.flatnonzero(near)
             votes = len(np.unique(qi[sel]))
-            if votes < c.min_votes + (c.split_extra_votes if score[b] < SPLIT_BIN_SHARE * c.min_votes else 0):
+            split = bool(score[b] < SPLIT_BIN_SHARE * c.min_votes)
+            if votes < c.min_votes + (c.split_extra_votes if split else 0):
                 continue
             used[sel] = True
             ctr = np.median(u[sel], axis=0)
@@ -356,8 +357,7 @@ class KeypointVoter:
                 continue
             radius = min(max(c.radius_factor * gm * half_diag_px, c.min_radius_km), c.max_radius_km)
             out.append(VoteCandidate(clat, clon, float(radius), int(votes), _circ_mean(yaw[sel]),
-                                     float(2.0 ** np.median(log_alt[sel])),
-                                     bool(score[b] < SPLIT_BIN_SHARE * c.min_votes)))
+                                     float(2.0 ** np.median(log_alt[sel])), split))
             stats["peaks"].append(round(float(score[b]), 2))
         out.sort(key=lambda o: -o.votes)
         return out
