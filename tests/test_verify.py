@@ -1092,3 +1092,31 @@ def test_a_place_with_a_precision_gate_of_its_own_refuses_a_pose_pinned_worse_th
     assert not tight.ok and tight.reason.startswith("imprecise pose"), tight.reason
     loose = ver.verify(f, cam, [place + (2.0 * v.bore_sigma_km,)])
     assert loose.ok and (loose.lat, loose.lon, loose.inliers) == (v.lat, v.lon, v.inliers)
+
+
+def test_a_pose_matched_from_a_places_prior_is_held_to_its_own_precision_gate(store, basemap, monkeypatch):
+    """``prior_max_sigma_km``: a pose whose matches were sought where a vote place's prior put them (``from_prior``)
+    is a fix only when pinned within it (else the place ends as its own matches left it); the place's own
+    matches' poses are not held to it."""
+    cam = Camera.from_fov(256, 256, 80)
+    lat, lon, yaw = 24.0, 12.0, 37.0
+    img = appearance(frame(basemap, cam, lat, lon, 600.0, yaw), seed=5)
+    f = Verifier(store, VerifyConfig()).extract(img)
+    plat, plon = geodesy.destination(lat, lon, 120.0, 10.0)
+    place = (float(plat), float(plon), 500.0, yaw + 8.0, 600.0 * 1.15)
+    whole = Verifier._match
+    own = Verifier(store, VerifyConfig(prior_max_sigma_km=0.01)).verify(f, cam, [place])
+    assert own.ok and not own.from_prior                         # its own matches: the gate does not apply
+
+    def five_only(self, qdesc, sdesc):
+        qi, si = whole(self, qdesc, sdesc)
+        return qi[:5], si[:5]
+
+    monkeypatch.setattr(Verifier, "_match", five_only)
+    assert VerifyConfig.prior_max_sigma_km == 7.0
+    v = Verifier(store, VerifyConfig(prior_max_sigma_km=float("inf"))).verify(f, cam, [place])
+    assert v.ok and v.from_prior, v.reason
+    tight = Verifier(store, VerifyConfig(prior_max_sigma_km=0.5 * v.bore_sigma_km)).verify(f, cam, [place])
+    assert not tight.ok and not tight.from_prior and tight.reason.startswith("few matches"), tight.reason
+    loose = Verifier(store, VerifyConfig(prior_max_sigma_km=2.0 * v.bore_sigma_km)).verify(f, cam, [place])
+    assert loose.ok and loose.from_prior and (loose.lat, loose.lon) == (v.lat, v.lon)

@@ -163,6 +163,11 @@ class VerifyConfig:
                                         # (the prior's yaw and scale are ~10 deg and ~20 % off: ~12 px at the frame's
                                         # edge), then guided from that fit as above (docs/VERIFICATION.md, "A vote
                                         # place's own pose as the first pose"; 0: off)
+    prior_max_sigma_km: float = 7.0     # a pose matched from a place's prior (``from_prior``) is a fix only when its
+                                        # boresight is pinned this well: its matches were sought where the prior put
+                                        # them. Session 71: a false fix at 7.7 km (52.5 km off, the winter map); of
+                                        # ~2,300 right fixes on five maps deadline-free 2 lost (22 and 10 km off).
+                                        # 1e9: off (docs/VERIFICATION.md, "Places split across the vote's bins")
     guided_budget_ms: float = 20.0      # the guided pass (both rounds) starts only with this long left before the
                                         # deadline (a round took 9 ms p50, 12.5 max at one thread, session 34);
                                         # 0: no check. Without it one place ran 60 ms past a look's admission
@@ -521,6 +526,8 @@ class Verifier:
                                      r_cam2ecef=nadir_attitude(g.lat, g.lon, yaw_deg) @ camera.centring_rotation(),
                                      yaw_deg=yaw_deg)
                 ground = self._ground(idx)
+                if math.isfinite(cfg.prior_max_sigma_km):
+                    g = replace(g, max_sigma_km=min(cfg.prior_max_sigma_km, g.max_sigma_km or math.inf))
                 first = self._guided(f, qdesc, camera, g, idx, sdesc, ground, prior, r_att, wscale, use_orient,
                                      win_work_px=cfg.prior_work_px, reach_windows=PRIOR_REACH)
                 if first is not None and first.r_cam2ecef is not None:
