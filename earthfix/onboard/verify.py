@@ -527,7 +527,8 @@ class Verifier:
                                      yaw_deg=yaw_deg)
                 ground = self._ground(idx)
                 if math.isfinite(cfg.prior_max_sigma_km):
-                    g = replace(g, max_sigma_km=min(cfg.prior_max_sigma_km, g.max_sigma_km or math.inf))
+                    g = replace(g, max_sigma_km=cfg.prior_max_sigma_km if g.max_sigma_km is None
+                                else min(cfg.prior_max_sigma_km, g.max_sigma_km))
                 first = self._guided(f, qdesc, camera, g, idx, sdesc, ground, prior, r_att, wscale, use_orient,
                                      win_work_px=cfg.prior_work_px, reach_windows=PRIOR_REACH)
                 if first is not None and first.r_cam2ecef is not None:

@@ -241,6 +241,7 @@ def run_replay(scenario, localizer, out_dir, progress=True, *, fuser=None, camer
 def _frame_record(i, t, t_start, truth, fix, est) -> dict:
     from ..onboard import geodesy
     from ..onboard.fusion import position_sigma_km
+    from .evaluate import sub_error_km
     truth_r = np.asarray(truth["ecef_km"], dtype=float)
     err = None
     if fix.fix:
@@ -248,9 +249,7 @@ def _frame_record(i, t, t_start, truth, fix, est) -> dict:
             err = math.inf            # a fix where the truth has no ground point, or without a position
         else:
             err = float(geodesy.great_circle_km(fix.lat, fix.lon, truth["bore_lat"], truth["bore_lon"]))
-    sub_err = None
-    if fix.fix and fix.sub_lat is not None:
-        sub_err = float(geodesy.great_circle_km(fix.sub_lat, fix.sub_lon, truth["sub_lat"], truth["sub_lon"]))
+    sub_err = sub_error_km(fix.sub_lat, fix.sub_lon, truth) if fix.fix else None
     rec = {"i": i, "t_s": (t - t_start).total_seconds(), "time": t,
            "sub_lat": float(truth["sub_lat"]), "sub_lon": float(truth["sub_lon"]),
            "truth_ecef": truth_r, "eligible": bool(truth.get("eligible", False)),
