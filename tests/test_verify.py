@@ -880,6 +880,25 @@ def test_an_imprecise_pose_is_matched_again_where_it_puts_the_keypoints(store, b
     assert Verifier(store, cfg).verify(f, cam, [(lat, lon)], deadline=time.perf_counter() + 10.0).guided
     late = Verifier(store, cfg).verify(f, cam, [(lat, lon)], deadline=time.perf_counter() + cfg.guided_budget_ms / 2e3)
     assert not late.ok and not late.guided and late.reason.startswith("imprecise pose")
+    # each round after the first starts only when the longest round so far still ends before the deadline:
+    # rounds made to last 0.3 s, 0.5 s left, the second round is left out (and said so); not with the
+    # admission off, nor without a deadline
+    real = Verifier._guided
+    rounds = []
+
+    def slow_round(self, *a, **k):
+        rounds.append(1)
+        time.sleep(0.3)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Verifier, "_guided", slow_round)
+    for admission, deadline_s, n_rounds, cut in ((True, 0.5, 1, True), (False, 0.5, 2, False), (True, None, 2, False)):
+        rounds.clear()
+        cfg = VerifyConfig(max_bore_sigma_km=gate, guided_above_sigma_km=gate,
+                           guided_max_sigma_km=2 * loose.bore_sigma_km, guided_round_admission=admission)
+        got = Verifier(store, cfg).verify(f, cam, [(lat, lon)], deadline=None if deadline_s is None
+                                          else time.perf_counter() + deadline_s)
+        assert len(rounds) == n_rounds and got.evidence["guided_cut"] is cut, (admission, deadline_s, len(rounds))
 
 
 def test_matching_again_at_a_wrong_place_finds_no_pose(store, basemap):

@@ -171,6 +171,9 @@ class VerifyConfig:
     guided_budget_ms: float = 20.0      # the guided pass (both rounds) starts only with this long left before the
                                         # deadline (a round took 9 ms p50, 12.5 max at one thread, session 34);
                                         # 0: no check. Without it one place ran 60 ms past a look's admission
+    guided_round_admission: bool = True # a round after the pass's first starts only when the longest round so far
+                                        # still ends before the deadline (False: every round runs, as before session
+                                        # 72: two rounds ran frames 6-20 ms past their deadline on other imagery)
     fill_max_work_px: float = 0.0       # > 0: longest working side of a cloud-filled look (cloud_fill_config;
                                         # 0: no cap). The store's sample puts a wide camera's filled look near
                                         # full size (256 px at 100 deg: 238 px, SIFT ~14 ms against ~9 at 168):
@@ -279,6 +282,7 @@ class Verification:
     slowest_place_s: float = 0.0        # the longest a candidate place took (for a later look's deadline)
     guided: bool = False                # the pose came from matching again where a first pose put the keypoints
     from_prior: bool = False            # ...and that first pose was the vote place's prior (its own matches made none)
+    guided_cut: bool = False            # a guided round was left out: it would have ended past the deadline
     clear: bool = False                 # the pose ended the search (``VerifyConfig.early_*``): no later place could
                                         # outrank it
     evidence: dict = field(default_factory=dict)
@@ -515,7 +519,8 @@ class Verifier:
                     and out.lever_km <= cfg.guided_max_lever_km
                     and cfg.alt_range_km[0] <= out.alt_km <= cfg.alt_range_km[1]
                     and (r_att is not None or out.tilt_deg <= cfg.max_tilt_deg)):
-                out = self._guided_rounds(f, qdesc, camera, g, idx, sdesc, out, out, r_att, wscale, use_orient)
+                out = self._guided_rounds(f, qdesc, camera, g, idx, sdesc, out, out, r_att, wscale, use_orient,
+                                          deadline=deadline)
             elif (cfg.prior_work_px > 0 and cfg.guided_work_px > 0 and out.r_cam2ecef is None
                     and g.prior is not None and time_left):
                 # the place's own matches reach no pose, but the place came with one (a vote peak: its centre,
@@ -529,11 +534,12 @@ class Verifier:
                 if math.isfinite(cfg.prior_max_sigma_km):
                     g = replace(g, max_sigma_km=cfg.prior_max_sigma_km if g.max_sigma_km is None
                                 else min(cfg.prior_max_sigma_km, g.max_sigma_km))
+                t_prior = time.perf_counter()
                 first = self._guided(f, qdesc, camera, g, idx, sdesc, ground, prior, r_att, wscale, use_orient,
                                      win_work_px=cfg.prior_work_px, reach_windows=PRIOR_REACH)
                 if first is not None and first.r_cam2ecef is not None:
                     res = self._guided_rounds(f, qdesc, camera, g, idx, sdesc, first, out, r_att, wscale,
-                                              use_orient, ground)
+                                              use_orient, ground, deadline, time.perf_counter() - t_prior)
                     res.from_prior = res is not out
                     out = res
         finally:
@@ -545,19 +551,30 @@ class Verifier:
         return geodesy.geodetic_to_ecef(st.lat[idx].astype(np.float64), st.lon[idx].astype(np.float64), 0.0)
 
     def _guided_rounds(self, f: Features, qdesc, camera: Camera, g: _Group, idx, sdesc, seed: Verification,
-                       out: Verification, r_att, wscale, use_orient, ground=None) -> Verification:
+                       out: Verification, r_att, wscale, use_orient, ground=None, deadline: float | None = None,
+                       round_s: float = 0.0) -> Verification:
         """``GUIDED_ROUNDS`` of ``_guided`` from ``seed``'s pose, each from the last: the last pose standing
         replaces ``out`` when it is valid (and, without an attitude, within ``guided_max_tilt_deg``); a pose
-        that does not survive matching again from itself is dropped."""
+        that does not survive matching again from itself is dropped. With a ``deadline`` a round starts only
+        when the longest one so far (``round_s``: a round already made for this pass, as the prior's) still
+        fits before it; the pass's first round is admitted by ``guided_budget_ms`` (the caller's)."""
         cfg = self.cfg
         ground = self._ground(idx) if ground is None else ground
+        cut = False
         for _ in range(GUIDED_ROUNDS):
+            t = time.perf_counter()
+            if cfg.guided_round_admission and deadline is not None and round_s > 0 and t + round_s > deadline:
+                cut = True      # a round runs 7-15 ms: two of them ran 10-20 ms past the deadline
+                break
             again = self._guided(f, qdesc, camera, g, idx, sdesc, ground, seed, r_att, wscale, use_orient)
+            round_s = max(round_s, time.perf_counter() - t)
             if again is None or again.r_cam2ecef is None:
                 break
             seed = again
         if seed is not out and seed.ok and (r_att is not None or seed.tilt_deg <= cfg.guided_max_tilt_deg):
+            seed.guided_cut = cut
             return seed
+        out.guided_cut = cut
         return out
 
     def _guided(self, f: Features, qdesc, camera: Camera, g: _Group, idx, sdesc, ground, hyp: Verification,
@@ -928,7 +945,7 @@ class Verifier:
                 "second_inliers": int(v.second_inliers),
                 "inlier_margin": int(v.inliers) - int(v.second_inliers),
                 "groups_evaluated": int(v.groups_evaluated), "guided": bool(v.guided),
-                "from_prior": bool(v.from_prior), "ok": bool(v.ok),
+                "from_prior": bool(v.from_prior), "guided_cut": bool(v.guided_cut), "ok": bool(v.ok),
                 # what a wrong pose is studied from on the ground (tests/bench/bench_pose_residuals.py)
                 "inlier_px": None if v.inlier_px is None else np.round(v.inlier_px, 2).tolist(),
                 "inlier_latlon": None if v.inlier_latlon is None else np.round(v.inlier_latlon, 5).tolist()}
