@@ -31,10 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .evaluate import FALSE_FIX_KM, sub_error_km
+
 DEFAULT_CAMERA = {"width": 256, "height": 256, "fov_deg": 80}
 DEMO_DURATION = "95m"          # about one ISS orbit: ~570 frames, ~2 minutes on 2 cores
 DEMO_INTERVAL = "10s"
-FALSE_FIX_KM = 50.0            # CONVENTIONS: a fix more than 50 km from the truth is false
 OEM_STEP_S = 60.0
 
 
@@ -241,7 +242,6 @@ def run_replay(scenario, localizer, out_dir, progress=True, *, fuser=None, camer
 def _frame_record(i, t, t_start, truth, fix, est) -> dict:
     from ..onboard import geodesy
     from ..onboard.fusion import position_sigma_km
-    from .evaluate import sub_error_km
     truth_r = np.asarray(truth["ecef_km"], dtype=float)
     err = None
     if fix.fix:

@@ -35,8 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .evaluate import FALSE_FIX_KM
+
 MIN_FRAMES_FOR_RSS_CHECK = 2000
-FALSE_FIX_KM = 50.0
 MUTATIONS = ("bitflip", "bitflips_many", "truncate", "random_bytes", "zero_range", "splice", "trailing_garbage",
              "header_corrupt", "png_forged_size", "drop_chunk", "duplicate_range")
 
