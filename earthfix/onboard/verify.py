@@ -168,12 +168,12 @@ class VerifyConfig:
                                         # them. Session 71: a false fix at 7.7 km (52.5 km off, the winter map); of
                                         # ~2,300 right fixes on five maps deadline-free 2 lost (22 and 10 km off).
                                         # 1e9: off (docs/VERIFICATION.md, "Places split across the vote's bins")
-    guided_budget_ms: float = 20.0      # the guided pass (both rounds) starts only with this long left before the
+    guided_budget_ms: float = 20.0      # the guided pass (its first round) starts only with this long left before the
                                         # deadline (a round took 9 ms p50, 12.5 max at one thread, session 34);
                                         # 0: no check. Without it one place ran 60 ms past a look's admission
     guided_round_admission: bool = True # a round after the pass's first starts only when the longest round so far
                                         # still ends before the deadline (False: every round runs, as before session
-                                        # 72: two rounds ran frames 6-20 ms past their deadline on other imagery)
+                                        # 72: the later rounds ran frames 6-20 ms past their deadline on other imagery)
     fill_max_work_px: float = 0.0       # > 0: longest working side of a cloud-filled look (cloud_fill_config;
                                         # 0: no cap). The store's sample puts a wide camera's filled look near
                                         # full size (256 px at 100 deg: 238 px, SIFT ~14 ms against ~9 at 168):
@@ -1067,8 +1067,8 @@ def ratio_matches_within(xy: np.ndarray, uv: np.ndarray, qdesc: np.ndarray, sdes
 
 def similarity_consensus(src: np.ndarray, dst: np.ndarray, thr: float, max_pairs: int = 600) -> np.ndarray:
     """Inlier mask of the 2-point similarity (rotation, scale, translation) that maps the most ``src``
-    (ground plane, y north) points within ``thr`` of their ``dst`` (image, y down); all pairs are tried when there are at most
-    ``max_pairs`` of them, else a fixed (deterministic) sample. Vectorised: ~1 ms for 80 matches."""
+    (ground plane, y north) points within ``thr`` of their ``dst`` (image, y down); all pairs are tried when there
+    are at most ``max_pairs`` of them, else a fixed (deterministic) sample. Vectorised: ~1 ms for 80 matches."""
     n = len(src)
     if n < 2:
         return np.zeros(n, bool)
