@@ -217,6 +217,32 @@ def test_blur_ratio_tells_a_blurred_frame_and_only_that_one_is_sharpened(basemap
     assert sharpened(grey)[0].ndim == 2
 
 
+def test_a_sensors_stuck_lines_and_column_gains_are_mended_and_a_clean_frame_is_left_alone(basemap):
+    """``features.repair_lines``: four columns and a row stuck dark or bright take the lines beside them; a 5 %
+    column gain pattern is mostly equalised; a frame of the map as rendered comes back as the same object
+    (no line found, no striping beyond its texture's scatter); ``striping_above`` 0 turns it off."""
+    from earthfix.onboard.features import repair_lines
+    cam = Camera.from_fov(256, 256, 80)
+    img = frame(basemap, cam, 35.0, -108.0, 600.0, 37.0)
+    same, found = repair_lines(img)
+    assert same is img and found["lines"] == 0 and found["striping"] < 0.02
+    stuck = img.copy()
+    for j, c in enumerate((40, 41, 130, 200)):
+        stuck[:, c] = 0 if j % 2 else 255
+    stuck[90] = 0
+    mended, found = repair_lines(stuck)
+    assert found["lines"] == 5, found
+    assert np.abs(mended.astype(int) - img).mean() < 0.1 * np.abs(stuck.astype(int) - img).mean()
+    assert repair_lines(stuck, striping_above=0.0)[0] is stuck
+    gains = 1.0 + np.random.default_rng(0).normal(0.0, 0.05, 256)
+    striped = np.clip(img * gains[None, :, None], 0, 255).astype(np.uint8)
+    mended, found = repair_lines(striped)
+    assert found["striping"] > 0.03 and found["lines"] == 0, found
+    assert np.abs(mended.astype(int) - img).mean() < 0.6 * np.abs(striped.astype(int) - img).mean()
+    grey = cv2.cvtColor(stuck, cv2.COLOR_BGR2GRAY)
+    assert repair_lines(grey)[0].ndim == 2
+
+
 def test_a_colour_cast_hides_clouds_from_the_mask_and_the_balance_gives_them_back(basemap):
     """Another sensor's band gains give a white cloud their colour: the mask misses it. Balanced by each
     band's brightest pixels (the cloud's), the mask finds it again; a balanced or grey frame needs none."""

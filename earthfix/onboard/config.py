@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from .features import EXPOSURE_BELOW_DN, SHARPEN_BELOW, TONE_LIFT_DN
+from .features import EXPOSURE_BELOW_DN, SHARPEN_BELOW, STRIPING_ABOVE, TONE_LIFT_DN
 from .vote import VoteConfig
 
 DEFAULTS = {
@@ -34,7 +34,8 @@ DEFAULTS = {
     "lean_looks": True,
     "despeckle": True,
     "balance_look": True,
-    "exposure_below_dn": EXPOSURE_BELOW_DN,  # features' own defaults, written once
+    "repair_striping_above": STRIPING_ABOVE,  # features' own defaults, written once
+    "exposure_below_dn": EXPOSURE_BELOW_DN,
     "tone_lift_dn": TONE_LIFT_DN,
     "sharpen_below": SHARPEN_BELOW,
     "max_frame_side_px": 1024,
@@ -147,6 +148,7 @@ def validate(cfg: dict) -> dict:
     _check("exposure_below_dn", out["exposure_below_dn"], float, 0.0, 255.0)
     _check("tone_lift_dn", out["tone_lift_dn"], float, 0.0, 128.0)
     _check("sharpen_below", out["sharpen_below"], float, 0.0, 2.0)
+    _check("repair_striping_above", out["repair_striping_above"], float, 0.0, 1.0)
     _check("plain_first_below", out["plain_first_below"], float, 0.0, 1.0)
     _check("defer_votes_below", out["defer_votes_below"], int, 0, 1000)
     views = out["encoder_views"]

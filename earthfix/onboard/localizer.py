@@ -82,8 +82,8 @@ from .camera import Camera
 from .config import load_config
 from .confidence import ConfidenceModel
 from .encoder import Encoder, sha256_bytes
-from .features import (clear_near_cloud_share, despeckle_clouds, exposure_stretched, fill_clouds, sharpened,
-                       tone_lifted, work_scale)
+from .features import (clear_near_cloud_share, despeckle_clouds, exposure_stretched, fill_clouds, repair_lines,
+                       sharpened, tone_lifted, work_scale)
 from .fix import Candidate, Fix
 from .frames import FrameError, check_size, normalise_frame
 from .preprocess import preprocess
@@ -193,6 +193,8 @@ class Conditioned(NamedTuple):
     power: float
     blur_ratio: float
     sharpened: bool
+    lines: int = 0              # stuck columns and rows mended (evidence ``lines_mended``)
+    striping: float = 0.0       # the lines' gains' spread found (evidence ``striping``; equalised above the config's)
 
 
 class Look(NamedTuple):
@@ -679,16 +681,19 @@ class Localizer:
         return img, gain, power
 
     def _conditioned(self, img: np.ndarray, camera: Camera, stages: dict) -> "Conditioned":
-        """The frame every stage sees: through the tone stage (``toned``), then sharpened when blurred;
-        stage times into ``stages``. ``locate`` and the eval's encoder rows (``encoder_images``) both see the
-        frame through this."""
+        """The frame every stage sees: its sensor's line defects mended (``features.repair_lines``), through the
+        tone stage (``toned``), then sharpened when blurred; stage times into ``stages``. ``locate`` and the
+        eval's encoder rows (``encoder_images``) both see the frame through this."""
+        t = _time.perf_counter()
+        img, lines = repair_lines(img, self.cfg["repair_striping_above"])
+        stages["lines_ms"] = (_time.perf_counter() - t) * 1e3
         t = _time.perf_counter()
         lifted, gain, power = self.toned(img)
         stages["tone_ms"] = (_time.perf_counter() - t) * 1e3
         t = _time.perf_counter()
         out, blur = self.sharpened(lifted, camera)
         stages["sharpen_ms"] = (_time.perf_counter() - t) * 1e3
-        return Conditioned(out, gain, power, blur, out is not lifted)
+        return Conditioned(out, gain, power, blur, out is not lifted, lines["lines"], lines["striping"])
 
     def _verifying(self, img: np.ndarray) -> tuple[bool, bool]:
         """(blank, verifying) for a normalised frame."""
@@ -899,7 +904,7 @@ class Localizer:
                             look=prep.looks[s.look].name, looks_cut=s.looks_cut, lean_looks=s.lean_looks,
                             lowres_cut=s.lowres_cut, deferred=len(s.weak), exposure_gain=round(cond.gain, 3),
                             tone_gamma=round(cond.power, 3), blur_ratio=round(cond.blur_ratio, 3),
-                            sharpened=cond.sharpened)
+                            sharpened=cond.sharpened, lines_mended=cond.lines, striping=cond.striping)
         # a wide-vote place (chancier neighbours, on a frame every other place failed; the confidence model
         # was fitted without them) is trusted only at its own, higher bar
         bar = self.cfg["min_confidence"]

@@ -61,7 +61,7 @@ EARTHLOC_VIEWS = 150_000
 HEAVY_SEARCH_SAMPLE = 10_000      # views of random 4096-D vectors actually searched (then scaled linearly)
 PERCENTILES = (50, 90, 99)
 NO_TRUTH_ERR_KM = 1e9            # error recorded for a position when the truth has no boresight point
-STAGES = ("tone_ms", "sharpen_ms", "preprocess_ms", "encode_ms", "search_ms", "despeckle_ms", "fill_ms",
+STAGES = ("lines_ms", "tone_ms", "sharpen_ms", "preprocess_ms", "encode_ms", "search_ms", "despeckle_ms", "fill_ms",
           "features_ms", "vote_ms", "verify_ms", "second_look_ms", "third_look_ms", "balance_ms", "balanced_look_ms",
           "deferred_ms", "total_ms")
 
