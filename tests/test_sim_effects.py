@@ -189,6 +189,30 @@ def test_the_sensor_tone_curve_maps_every_pixel_by_the_same_power(basemap, cam25
             fx.EffectsConfig.from_dict({"tone_gamma": bad})
 
 
+def test_a_sensors_line_defects_are_its_own_pattern_and_the_flight_code_mends_them(basemap, cam256):
+    """``column_gain_sigma`` and ``dead_columns``: the same column pattern in every frame of a width (not drawn
+    from the frame's stream), off by default bit for bit; ``features.repair_lines`` finds the stuck columns."""
+    from earthfix.onboard.features import repair_lines
+    hazy = _hazy_frame(basemap, cam256)
+    d = fx.EffectsConfig.default()
+    assert d.column_gain_sigma == 0.0 and d.dead_columns == 0
+    ref = hazy()
+    assert np.array_equal(ref, hazy(column_gain_sigma=0.0, dead_columns=0))
+    stuck = hazy(dead_columns=4)
+    cols = np.flatnonzero(np.any(stuck != ref, axis=(0, 2)))
+    assert len(cols) == 4 and all(np.all(stuck[:, c] == 0) or np.all(stuck[:, c] == 255) for c in cols)
+    assert np.array_equal(np.delete(stuck, cols, axis=1), np.delete(ref, cols, axis=1))
+    assert np.array_equal(stuck, hazy(dead_columns=4))
+    mended, found = repair_lines(stuck)
+    assert found["lines"] == 4 and np.abs(mended.astype(int) - ref).mean() < 0.5
+    striped = hazy(column_gain_sigma=0.04).astype(float)
+    ratio = np.median((striped + 1) / (ref.astype(float) + 1), axis=(0, 2))
+    assert 0.02 < np.std(ratio) < 0.06
+    for bad in ({"column_gain_sigma": 0.6}, {"dead_columns": 2.5}, {"dead_columns": 65}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            fx.EffectsConfig.from_dict(bad)
+
+
 def test_the_cameras_exposure_scales_every_pixels_light(basemap, cam256):
     """``exposure``: a gain on the light before the sensor (noise and quantisation after it); 1 (the default)
     leaves frames as they were, bit for bit; above 1 bright pixels saturate."""

@@ -77,6 +77,9 @@ class EffectsConfig:
                                   # cells where they occur (~30 % of the globe fully, ~70 % in part); a
                                   # pixel is as opaque as the share of it the cells cover, "cloudy" above
                                   # 0.5 like any cloud
+    column_gain_sigma: float = 0.0  # a pushbroom's or CMOS column amplifiers' fixed pattern: each column's light
+                                  # times 1 + N(0, sigma), the same pattern in every frame of a frame width (0: none)
+    dead_columns: float = 0       # columns stuck at 0 or 255 in turn, at places fixed for a frame width (0: none)
     tone_gamma: float = 1.0       # the sensor's tone curve, out = 255 * (in / 255) ** tone_gamma over the whole
                                   # frame (ground and cloud), before quantisation: 1 none; ~2.2 a sensor that
                                   # delivers linear counts of an sRGB-like scene (dark, contrasty ground), ~0.5
@@ -146,6 +149,10 @@ class EffectsConfig:
                     raise ValueError(f"effects: 'exposure' must be in [0.05, 10], got {val!r}")
                 if key == "tone_gamma" and not 0.2 <= val <= 5:
                     raise ValueError(f"effects: 'tone_gamma' must be in [0.2, 5], got {val!r}")
+                if key == "column_gain_sigma" and val > 0.5:
+                    raise ValueError(f"effects: 'column_gain_sigma' must be in [0, 0.5], got {val!r}")
+                if key == "dead_columns" and (val > 64 or val != int(val)):
+                    raise ValueError(f"effects: 'dead_columns' must be an integer 0..64, got {val!r}")
                 if key == "cumulus" and val > 0.6:
                     raise ValueError(f"effects: 'cumulus' must be in [0, 0.6], got {val!r}")
                 val = float(val)
@@ -643,6 +650,9 @@ def apply(view, t, cfg: EffectsConfig, rng: np.random.Generator, clouds: CloudFi
 
     if cfg.blur_sigma > 0:
         img = cv2.GaussianBlur(img, (0, 0), cfg.blur_sigma)
+    if cfg.column_gain_sigma > 0:                       # the sensor's own pattern: not from the frame's stream
+        gains = 1.0 + cfg.column_gain_sigma * np.random.default_rng([0xC01, w]).standard_normal(w)
+        img *= gains.astype(np.float32)[None, :, None]
     if cfg.noise_sigma > 0 or cfg.shot_noise > 0:
         noise = _noise(h, w, rng)
         if cfg.shot_noise > 0:
@@ -659,6 +669,10 @@ def apply(view, t, cfg: EffectsConfig, rng: np.random.Generator, clouds: CloudFi
         cv2.pow(img, float(cfg.tone_gamma), dst=img)
         img *= np.float32(255.0)
     out = cv2.convertScaleAbs(cv2.max(img, 0.0))        # round and saturate to uint8 (negatives -> 0 first)
+    if cfg.dead_columns > 0:
+        cols = np.random.default_rng([0xDEAD, w]).choice(w, min(int(cfg.dead_columns), w), replace=False)
+        for j, c in enumerate(cols):
+            out[:, c] = 0 if j % 2 == 0 else 255
     if cfg.jpeg_quality is not None:
         _, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(cfg.jpeg_quality)])
         out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
