@@ -462,62 +462,49 @@ def tone_lifted(image: np.ndarray, low_dn: float = TONE_LIFT_DN, max_lift: float
 
 
 LINE_BAD_DEV = 0.25     # a column (row) whose light is off its neighbours' by more than this share is a stuck line
-STRIPING_ABOVE = 0.025  # the robust spread of the lines' gains (beyond their own texture's scatter) that is striping
-                        # (600 release frames: p50 0.003, max 0.017; column gain patterns of 2 / 4 %: p50 0.024 / 0.046)
+STRIPING_ABOVE = 0.03   # the robust spread of the columns' (rows') mean gains that is striping (900 release frames:
+                        # p50 0.004, max 0.022; column gain patterns of 2 / 4 %: p50 0.024 / 0.045, min 0.019 / 0.035)
 LINE_MAX_BAD_SHARE = 0.05   # more "stuck" lines than this share is the scene's own texture, not a sensor's defect
 
 
 class LineGains(NamedTuple):
-    """Each column's light against its neighbours' (``line_gains``): nan where too few rows qualify."""
-    gain: np.ndarray    # against the median of the four nearest columns (c-2, c-1, c+1, c+2)
-    error: np.ndarray   # its standard error: a line's own texture scatters its ratios, a sensor's gain does not
+    """Each column's mean light against its neighbours' (``line_gains``); nan where the neighbours are dark."""
+    gain: np.ndarray    # against the median of the four nearest columns' (c-2, c-1, c+1, c+2)
     left: np.ndarray    # against the mean of the two on its left (c-2, c-1)...
     right: np.ndarray   # ...and on its right (c+1, c+2): a stuck line is off both the same way, an edge is not
 
 
-def line_gains(grey: np.ndarray, step: int = 4) -> LineGains:
-    """``LineGains`` of every column of ``grey``: ratios averaged over every ``step``-th row (at most ~64 rows)
-    where the neighbours are neither dark nor saturated, each clipped to 0..2. For rows, pass the transpose."""
-    grey = np.asarray(grey)
-    s = grey[::max(step, grey.shape[0] // 64)].astype(np.float32)     # ~64 rows are plenty for a line's gain
-    h, w = s.shape
-    if w < 5 or h < 4:
+def line_gains(grey: np.ndarray, axis: int = 1) -> LineGains:
+    """``LineGains`` of every column (``axis`` 1; 0: every row) of ``grey`` from the lines' mean grey (a line's
+    whole length averages its ground's texture away)."""
+    m = cv2.reduce(np.ascontiguousarray(grey), 0 if axis == 1 else 1, cv2.REDUCE_AVG, dtype=cv2.CV_32F).ravel()
+    w = len(m)
+    if w < 5:
         nan = np.full(w, np.nan, np.float32)
-        return LineGains(nan, nan, nan, nan)
-    p = cv2.copyMakeBorder(s, 0, 0, 2, 2, cv2.BORDER_REFLECT_101)
-    a, b, c, d = p[:, :w], p[:, 1:w + 1], p[:, 3:w + 3], p[:, 4:w + 4]
+        return LineGains(nan, nan, nan)
+    p = np.pad(m, 2, mode="reflect")
+    a, b, c, d = p[:w], p[1:w + 1], p[3:w + 3], p[4:w + 4]
     # the median of four: their sum less the largest and the smallest, halved
     ref = 0.5 * (a + b + c + d - np.maximum(np.maximum(a, b), np.maximum(c, d))
                  - np.minimum(np.minimum(a, b), np.minimum(c, d)))
-    ok = (ref > 12.0) & (ref < 240.0)
-    cnt = ok.sum(axis=0)
-    n = np.maximum(cnt, 1)
-    few = cnt < max(4, h // 4)
 
-    def mean_ratio(r_ref):
-        r = np.where(ok, np.clip(s / np.maximum(r_ref, 1.0), 0.0, 2.0), 0.0)
-        m = (r.sum(axis=0) / n).astype(np.float32)
-        m[few] = np.nan
-        return m, r
+    def ratio(r):
+        return np.where(r > 12.0, m / np.maximum(r, 1.0), np.nan).astype(np.float32)
 
-    g, r = mean_ratio(ref)
-    se = (np.sqrt(np.maximum((r * r).sum(axis=0) / n - g * g, 0.0)) / np.sqrt(n)).astype(np.float32)
-    se[few] = np.nan
-    return LineGains(g, se, mean_ratio(0.5 * (a + b))[0], mean_ratio(0.5 * (c + d))[0])
+    return LineGains(ratio(ref), ratio(0.5 * (a + b)), ratio(0.5 * (c + d)))
 
 
 def repair_lines(image: np.ndarray, striping_above: float = STRIPING_ABOVE, rounds: int = 3):
     """(``image`` with a sensor's line defects mended, {"lines": stuck lines mended, "striping": the gains'
-    spread found}): columns, then rows, that are stuck (dead, hot: darker or brighter than the lines on both
-    sides by more than ``LINE_BAD_DEV`` over the whole line; an edge in the scene is darker on one side only)
-    are replaced by the nearest good lines on both sides, interpolated; when the good lines' gains spread more
-    than ``striping_above`` beyond their own texture's scatter (a pushbroom's or a CMOS column amplifier's fixed
-    pattern), each line is divided by its gain, ``rounds`` times (each gain is against its neighbours', so the
-    pattern shrinks by rounds). ``image`` itself when nothing is found (most frames); ``striping_above`` 0 turns
-    it off.
+    spread found}): columns, then rows, that are stuck (dead, hot: darker or brighter on average than the lines
+    on both sides by more than ``LINE_BAD_DEV``; an edge in the scene is darker on one side only) are replaced
+    by the nearest good lines on both sides, interpolated; when the good lines' gains spread more than
+    ``striping_above`` (a pushbroom's or a CMOS column amplifier's fixed pattern), each line is divided by its
+    gain, ``rounds`` times (each gain is against its neighbours', so the pattern shrinks by rounds). ``image``
+    itself when nothing is found (most frames); ``striping_above`` 0 turns it off.
 
     Why: the keypoint store's tiles have no such lines, and a frame's do not move with the ground: four stuck
-    columns of 256 cost 11 of 256 fixes of the release frames, a 4 % column gain pattern 19 (docs/VERIFICATION.md,
+    columns of 256 cost 12 of 256 fixes of the release frames, a 4 % column gain pattern 23 (docs/VERIFICATION.md,
     "A sensor's line defects")."""
     if striping_above <= 0:
         return image, {"lines": 0, "striping": 0.0}
@@ -526,19 +513,17 @@ def repair_lines(image: np.ndarray, striping_above: float = STRIPING_ABOVE, roun
     grey = to_grey(image)
     for axis in (1, 0):
         for k in range(max(1, rounds)):
-            lg = line_gains(grey if axis == 1 else grey.T)
+            lg = line_gains(grey, axis)
             g, n = lg.gain, len(lg.gain)
             known = ~np.isnan(g)
             with np.errstate(invalid="ignore"):
                 bad = known & (((lg.left > 1 + LINE_BAD_DEV) & (lg.right > 1 + LINE_BAD_DEV))
                                | ((lg.left < 1 - LINE_BAD_DEV) & (lg.right < 1 - LINE_BAD_DEV)))
-            good = known & ~bad & (np.abs(g - 1.0) <= LINE_BAD_DEV)
+                good = known & ~bad & (np.abs(g - 1.0) <= LINE_BAD_DEV)
             if good.sum() < n // 2 or bad.sum() > LINE_MAX_BAD_SHARE * n:
                 break
             dev = g[good] - 1.0
-            # the gains' robust spread beyond what each line's own texture scatters them by
-            spread = float(np.sqrt(max((1.4826 * np.median(np.abs(dev - np.median(dev)))) ** 2
-                                       - float(np.median(lg.error[good])) ** 2, 0.0)))
+            spread = float(1.4826 * np.median(np.abs(dev - np.median(dev))))
             if k == 0:
                 found["striping"] = max(found["striping"], round(spread, 4))
             # a stuck line has good lines on both sides (a no-data border's edge has none on one)
@@ -546,7 +531,7 @@ def repair_lines(image: np.ndarray, striping_above: float = STRIPING_ABOVE, roun
             j = np.searchsorted(idx, np.flatnonzero(bad))
             flanked = (j > 0) & (j < len(idx))
             bad_idx = np.flatnonzero(bad)[flanked]
-            striped = spread > striping_above
+            striped = spread > striping_above or (k > 0 and spread > 0.5 * striping_above)
             if not striped and not len(bad_idx):
                 break
             if x is None:
