@@ -389,6 +389,38 @@ def _located_with_first_look_places(tiny_bundle, config, frame, cam, monkeypatch
     return loc.locate(frame, cam), len(calls)
 
 
+def test_a_later_looks_places_seen_through_the_cloud_wait_behind_that_looks_slowest_place(tiny_bundle, frames,
+                                                                                          monkeypatch):
+    """A later look's vote places that its own verification left unfixed are verified again with the filled
+    look's features; that verification's bar (``place_s``: the slowest place so far) includes the later look's
+    own places (before session 72 it did not, and a 13 ms verification started with 1 ms left)."""
+    from earthfix.onboard.fix import Candidate
+    from earthfix.onboard.localizer import Localizer
+    from earthfix.onboard.verify import Verification, Verifier
+    cam, clear, cloudy, grey = frames
+    loc = Localizer.load(tiny_bundle, config=dict(localizer_config(), deadline_ms=10000))
+    assert loc.prepare(cloudy, cam, {}).looks[0].name == "filled"
+    real_look, real_verify, looks, bars = Localizer._look, Verifier.verify, [], []
+
+    def look(self, img, *a, **k):
+        looks.append(1)
+        if len(looks) == 1:         # the first look: its own places, none fixed
+            merged, v, feats, query, weak = real_look(self, img, *a, **k)
+            return [], Verification(reason="few matches (0)", search=v.search), feats, query, []
+        # a later look whose own place took 0.25 s and failed
+        return ([Candidate(LAT, LON, 5.0, source="vote", radius_km=300.0)],
+                Verification(reason="few matches (3)", slowest_place_s=0.25), None, None, [])
+
+    def verify(self, f, camera, candidates, *a, **k):
+        bars.append(k.get("place_s", 0.0))
+        return real_verify(self, f, camera, candidates, *a, **k)
+
+    monkeypatch.setattr(Localizer, "_look", look)
+    monkeypatch.setattr(Verifier, "verify", verify)
+    loc.locate(cloudy, cam)
+    assert len(looks) >= 2 and bars and max(bars) >= 0.25, (len(looks), bars)
+
+
 def test_weak_vote_places_wait_for_the_later_looks(tiny_bundle, frames, monkeypatch):
     """Config ``defer_votes_below``: the first look's vote places with fewer votes are verified after the frame's
     later looks, in the first look's own search: the same pose as verifying them first (``defer_votes_below: 0``),
