@@ -91,6 +91,24 @@ def test_despeckle(benchmark, frame, camera, localizer):
     assert share > 0.09 and out is not speckled
 
 
+def test_line_check(benchmark, frame):
+    """The line-defect check on every frame (each column's and row's mean grey against its neighbours'; the
+    frame has no stuck line and no gain pattern: it comes back as it is)."""
+    from earthfix.onboard.features import repair_lines
+    out, found = benchmark(repair_lines, frame)
+    assert out is frame and found["lines"] == 0
+
+
+def test_line_repair(benchmark, frame):
+    """The line repair when it fires: four stuck columns and a 4 % column gain pattern (three rounds)."""
+    from earthfix.onboard.features import repair_lines
+    gains = 1.0 + np.random.default_rng(0).normal(0.0, 0.04, frame.shape[1])
+    bad = np.clip(frame * gains[None, :, None], 0, 255).astype(np.uint8)
+    bad[:, [30, 90, 150, 210]] = 0
+    out, found = benchmark(repair_lines, bad)
+    assert out is not bad and found["lines"] == 4 and found["striping"] > 0.03
+
+
 def test_tone(benchmark, frame, localizer):
     """The exposure and tone checks on every frame (a histogram of the brightest band, one of the grey; the
     frame is exposed as the map is and on its curve)."""
