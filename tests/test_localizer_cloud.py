@@ -342,6 +342,24 @@ def test_a_blurred_frame_is_sharpened_and_a_sharp_one_is_left_alone(tiny_bundle,
     assert (on.fix, on.lat, on.lon, on.inliers) == (off.fix, off.lat, off.lon, off.inliers)
 
 
+def test_a_frame_with_mended_lines_is_held_to_a_tighter_precision_gate(tiny_bundle, frames):
+    """A frame whose stuck columns were mended (evidence ``lines_mended``) is fixed as the clean frame is, but its
+    pose is a fix only when pinned within ``repaired_max_bore_sigma_km``: a gate under the pose's sigma refuses
+    it, and the clean frame is not held to that gate."""
+    from earthfix.onboard import geodesy
+    cam, clear, cloudy, grey = frames
+    stuck = clear.copy()
+    stuck[:, [60, 61, 190]] = 0
+    slow = {"deadline_ms": 10000}
+    clean, mended = _locate(tiny_bundle, slow, cam, clear), _locate(tiny_bundle, slow, cam, stuck)
+    assert clean.fix and mended.fix and mended.evidence["lines_mended"] == 3 and clean.evidence["lines_mended"] == 0
+    assert geodesy.great_circle_km(mended.lat, mended.lon, LAT, LON) < 5.0
+    tight = dict(slow, repaired_max_bore_sigma_km=0.5 * mended.evidence["bore_sigma_km"])
+    refused = _locate(tiny_bundle, tight, cam, stuck)
+    assert not refused.fix and refused.reason.startswith("imprecise pose for a frame with mended lines")
+    assert _locate(tiny_bundle, tight, cam, clear).fix
+
+
 def test_cloud_in_a_mass_is_looked_past_first_and_broken_cloud_filled_first(tiny_bundle, frames):
     """Which look goes first (config ``plain_first_below``): one cloud mass over 40 % of the frame leaves clear
     ground far from its edge (``near_cloud_share`` under 0.15), so the frame is looked at as it is first, and fixed

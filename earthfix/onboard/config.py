@@ -35,6 +35,7 @@ DEFAULTS = {
     "despeckle": True,
     "balance_look": True,
     "repair_striping_above": STRIPING_ABOVE,  # features' own defaults, written once
+    "repaired_max_bore_sigma_km": 6.0,
     "exposure_below_dn": EXPOSURE_BELOW_DN,
     "tone_lift_dn": TONE_LIFT_DN,
     "sharpen_below": SHARPEN_BELOW,
@@ -149,6 +150,7 @@ def validate(cfg: dict) -> dict:
     _check("tone_lift_dn", out["tone_lift_dn"], float, 0.0, 128.0)
     _check("sharpen_below", out["sharpen_below"], float, 0.0, 2.0)
     _check("repair_striping_above", out["repair_striping_above"], float, 0.0, 1.0)
+    _check("repaired_max_bore_sigma_km", out["repaired_max_bore_sigma_km"], float, 0.1, 1000.0)
     _check("plain_first_below", out["plain_first_below"], float, 0.0, 1.0)
     _check("defer_votes_below", out["defer_votes_below"], int, 0, 1000)
     views = out["encoder_views"]

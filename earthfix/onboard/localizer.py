@@ -914,6 +914,14 @@ class Localizer:
         if source == "wide":
             bar = max(bar, self.cfg["vote_wide_min_confidence"])
         fix.fix = bool(v.ok and fix.confidence >= bar)
+        gate = self.cfg["repaired_max_bore_sigma_km"]
+        mended = cond.lines > 0 or cond.striping > self.cfg["repair_striping_above"]
+        if fix.fix and mended and v.bore_sigma_km > gate:
+            # a frame whose lines were mended keeps their residue (interpolated columns, half the gain pattern),
+            # which can pin a few-inlier pose wrongly: two such fixes 54 and 69 km off at sigma 6.9-7.7 km on
+            # a held-out map (docs/VERIFICATION.md, "A sensor's line defects")
+            fix.fix, fix.confidence = False, 0.0
+            fix.reason = f"imprecise pose for a frame with mended lines ({v.bore_sigma_km:.0f} km 1-sigma)"
         if sun is not None and v.ok and v.lat is not None:
             sun_deg = float(sun_elevation_deg(v.lat, v.lon, sun_dir=sun))
             fix.evidence["sun_elev_deg"] = round(sun_deg, 2)
