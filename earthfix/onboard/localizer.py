@@ -195,6 +195,7 @@ class Conditioned(NamedTuple):
     sharpened: bool
     lines: int = 0              # stuck columns and rows mended (evidence ``lines_mended``)
     striping: float = 0.0       # the lines' gains' spread found (evidence ``striping``; equalised above the config's)
+    mended: bool = False        # the line repair changed the frame (its poses meet repaired_max_bore_sigma_km)
 
 
 class Look(NamedTuple):
@@ -685,15 +686,16 @@ class Localizer:
         tone stage (``toned``), then sharpened when blurred; stage times into ``stages``. ``locate`` and the
         eval's encoder rows (``encoder_images``) both see the frame through this."""
         t = _time.perf_counter()
-        img, lines = repair_lines(img, self.cfg["repair_striping_above"])
+        repaired, lines = repair_lines(img, self.cfg["repair_striping_above"])
         stages["lines_ms"] = (_time.perf_counter() - t) * 1e3
         t = _time.perf_counter()
-        lifted, gain, power = self.toned(img)
+        lifted, gain, power = self.toned(repaired)
         stages["tone_ms"] = (_time.perf_counter() - t) * 1e3
         t = _time.perf_counter()
         out, blur = self.sharpened(lifted, camera)
         stages["sharpen_ms"] = (_time.perf_counter() - t) * 1e3
-        return Conditioned(out, gain, power, blur, out is not lifted, lines["lines"], lines["striping"])
+        return Conditioned(out, gain, power, blur, out is not lifted, lines["lines"], lines["striping"],
+                           repaired is not img)
 
     def _verifying(self, img: np.ndarray) -> tuple[bool, bool]:
         """(blank, verifying) for a normalised frame."""
@@ -915,8 +917,7 @@ class Localizer:
             bar = max(bar, self.cfg["vote_wide_min_confidence"])
         fix.fix = bool(v.ok and fix.confidence >= bar)
         gate = self.cfg["repaired_max_bore_sigma_km"]
-        mended = cond.lines > 0 or cond.striping > self.cfg["repair_striping_above"]
-        if fix.fix and mended and v.bore_sigma_km > gate:
+        if fix.fix and cond.mended and v.bore_sigma_km > gate:
             # a frame whose lines were mended keeps their residue (interpolated columns, half the gain pattern),
             # which can pin a few-inlier pose wrongly: two such fixes 54 and 69 km off at sigma 6.9-7.7 km on
             # a held-out map (docs/VERIFICATION.md, "A sensor's line defects")
