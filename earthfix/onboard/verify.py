@@ -532,8 +532,7 @@ class Verifier:
                                      yaw_deg=yaw_deg)
                 ground = self._ground(idx)
                 if math.isfinite(cfg.prior_max_sigma_km):
-                    g = replace(g, max_sigma_km=cfg.prior_max_sigma_km if g.max_sigma_km is None
-                                else min(cfg.prior_max_sigma_km, g.max_sigma_km))
+                    g = replace(g, max_sigma_km=_tighter_gate(cfg.prior_max_sigma_km, g.max_sigma_km))
                 t_prior = time.perf_counter()
                 first = self._guided(f, qdesc, camera, g, idx, sdesc, ground, prior, r_att, wscale, use_orient,
                                      win_work_px=cfg.prior_work_px, reach_windows=PRIOR_REACH)
@@ -740,8 +739,7 @@ class Verifier:
         elif (cfg.max_prior_alt_log > 0 and n_in < cfg.prior_alt_below_inliers and g.prior is not None
                 and g.prior[1] > 0 and abs(math.log(alt / g.prior[1])) > cfg.max_prior_alt_log):
             out.reason = f"altitude {alt:.0f} km against its place's {g.prior[1]:.0f} km"
-        elif not out.bore_sigma_km <= (cfg.max_bore_sigma_km if g.max_sigma_km is None
-                                       else min(cfg.max_bore_sigma_km, g.max_sigma_km)):
+        elif not out.bore_sigma_km <= _tighter_gate(cfg.max_bore_sigma_km, g.max_sigma_km):
             out.reason = f"imprecise pose ({out.bore_sigma_km:.0f} km 1-sigma at the boresight)"
         elif n_in < cfg.min_inliers:
             out.reason = f"few inliers ({n_in})"
@@ -949,6 +947,11 @@ class Verifier:
                 # what a wrong pose is studied from on the ground (tests/bench/bench_pose_residuals.py)
                 "inlier_px": None if v.inlier_px is None else np.round(v.inlier_px, 2).tolist(),
                 "inlier_latlon": None if v.inlier_latlon is None else np.round(v.inlier_latlon, 5).tolist()}
+
+
+def _tighter_gate(gate_km: float, own_km: float | None) -> float:
+    """The tighter of a precision gate and a place's own (None: the place has none)."""
+    return gate_km if own_km is None else min(gate_km, own_km)
 
 
 def orientation_filter(frame_angle_deg, store_azimuth_deg, tol_deg: float, yaw_prior_deg=None):
