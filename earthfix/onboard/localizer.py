@@ -309,6 +309,7 @@ class Localizer:
         self._work_shrinks: dict = {}         # camera -> work_shrink
         self.voter = self.lowres_voter = None
         self._lowres_verifiers: dict = {}     # the first look's verifier -> its twin on the low-resolution store
+        self._gated_verifiers: dict = {}      # (a verifier, a precision gate) -> its twin held to that gate
         if config.get("vote", True) and self.verifier is not None and getattr(bundle, "keyindex", None) is not None:
             from .vote import KeypointVoter, VoteConfig
             vote_cfg = VoteConfig(min_votes=int(config["vote_min_votes"]),
@@ -415,6 +416,18 @@ class Localizer:
             base = self.verifier_for(camera)
             v = self._fill_verifiers[key] = Verifier(
                 base.store, cloud_fill_config(base.cfg, camera, self.verifier.store.gsd_km))
+        return v
+
+    def _gated(self, verifier, gate_km: float | None):
+        """``verifier``, or its twin (the same store, cached) whose precision gate (``max_bore_sigma_km``) is
+        ``gate_km`` when that is tighter: every place and look of a frame verified with it is held to the gate."""
+        if gate_km is None or not gate_km < verifier.cfg.max_bore_sigma_km:
+            return verifier
+        v = self._gated_verifiers.get((verifier, gate_km))
+        if v is None:
+            from .verify import Verifier
+            v = self._gated_verifiers[(verifier, gate_km)] = Verifier(
+                verifier.store, replace(verifier.cfg, max_bore_sigma_km=float(gate_km)))
         return v
 
     def _places(self, cands, verifier) -> list[tuple]:
@@ -603,14 +616,15 @@ class Localizer:
             self._work_shrinks[key] = k
         return k
 
-    def prepare(self, img: np.ndarray, camera: Camera, stages: dict) -> Prepared:
+    def prepare(self, img: np.ndarray, camera: Camera, stages: dict, gate_km: float | None = None) -> Prepared:
         """The looks of a frame to verify (despeckled, cloud-filled, as it came; stage times into
-        ``stages``) and the cleaned views the encoder averages with it."""
+        ``stages``) and the cleaned views the encoder averages with it. ``gate_km``: a precision gate tighter
+        than the verifiers' own that every look's poses are held to (``_gated``)."""
         # cloud: a frame with broken cloud is looked at with its cloud-like pixels filled from the
         # clear ground around them (features.fill_clouds) first, then as it is (snow, ice and pale
         # desert look like cloud and are better seen unfilled); a frame whose clear ground lies mostly
         # away from the cloud (config plain_first_below) is looked at as it is first, then filled
-        plain_ver = self.verifier_for(camera)
+        plain_ver = self._gated(self.verifier_for(camera), gate_km)
         # a grey frame is judged and filled as three equal bands (features.cloud_mask: by brightness)
         bgr = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
         speckle = 0.0
@@ -629,7 +643,7 @@ class Localizer:
         share = near = 0.0
         if self.cfg["cloud_fill"]:
             t = _time.perf_counter()
-            fver = self.fill_verifier(camera)
+            fver = self._gated(self.fill_verifier(camera), gate_km)
             filled, mask = fill_clouds(bgr, fver.cfg.feature, share=FILL_SHARE)
             share = 0.0 if mask is None else cv2.countNonZero(mask.view(np.uint8)) / mask.size
             if filled is not bgr:
@@ -764,7 +778,12 @@ class Localizer:
         if blank:
             fix.reason = "blank frame"
         elif verifying:
-            search = self._first_look(img, camera, attitude, t0, stages, retrieval, order)
+            # a frame whose lines were mended keeps their residue (interpolated columns, half the gain pattern),
+            # which can pin a few-inlier pose wrongly (two such fixes 54 and 69 km off at sigma 6.9-7.7 km on a
+            # held-out map): every place and look of it is held to a tighter precision gate, so that a pose
+            # refused there leaves the search to go on (docs/VERIFICATION.md, "A sensor's line defects")
+            gate_km = self.cfg["repaired_max_bore_sigma_km"] if cond.mended else None
+            search = self._first_look(img, camera, attitude, t0, stages, retrieval, order, gate_km)
             self._later_looks(search)
             self._after_looks(search)
             self._answer(fix, search, cond, sun)
@@ -773,12 +792,13 @@ class Localizer:
         fix.stages_ms = {k: round(v, 3) for k, v in stages.items()}
         return fix
 
-    def _first_look(self, img, camera, attitude, t0, stages, retrieval, order) -> _FrameSearch:
-        """The frame's looks made (``prepare``) and the first one verified: the search that later looks go on."""
+    def _first_look(self, img, camera, attitude, t0, stages, retrieval, order, gate_km=None) -> _FrameSearch:
+        """The frame's looks made (``prepare``, every look's poses held to ``gate_km`` when it is given) and the
+        first one verified: the search that later looks go on."""
         # a place or a look, once started, runs to its end: work is admitted against a plan that ends
         # DEADLINE_MARGIN inside the budget, so that the frame ends within it
         deadline = t0 + self.cfg["deadline_ms"] * (1.0 - DEADLINE_MARGIN) / 1e3
-        prep = self.prepare(img, camera, stages)
+        prep = self.prepare(img, camera, stages, gate_km)
         retrieval.views += self.encoder_views(prep)
         cands = retrieval() if order == "first" else []
         first = prep.looks[0]
@@ -916,13 +936,6 @@ class Localizer:
         if source == "wide":
             bar = max(bar, self.cfg["vote_wide_min_confidence"])
         fix.fix = bool(v.ok and fix.confidence >= bar)
-        gate = self.cfg["repaired_max_bore_sigma_km"]
-        if fix.fix and cond.mended and v.bore_sigma_km > gate:
-            # a frame whose lines were mended keeps their residue (interpolated columns, half the gain pattern),
-            # which can pin a few-inlier pose wrongly: two such fixes 54 and 69 km off at sigma 6.9-7.7 km on
-            # a held-out map (docs/VERIFICATION.md, "A sensor's line defects")
-            fix.fix, fix.confidence = False, 0.0
-            fix.reason = f"imprecise pose for a frame with mended lines ({v.bore_sigma_km:.0f} km 1-sigma)"
         if sun is not None and v.ok and v.lat is not None:
             sun_deg = float(sun_elevation_deg(v.lat, v.lon, sun_dir=sun))
             fix.evidence["sun_elev_deg"] = round(sun_deg, 2)
