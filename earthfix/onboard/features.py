@@ -21,6 +21,7 @@ Determinism: SIFT in OpenCV is deterministic for a given image and thread count;
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
@@ -465,6 +466,7 @@ LINE_BAD_DEV = 0.25     # a column (row) whose light is off its neighbours' by m
 STRIPING_ABOVE = 0.03   # the robust spread of the columns' (rows') mean gains that is striping (900 release frames:
                         # p50 0.004, max 0.022; column gain patterns of 2 / 4 %: p50 0.024 / 0.045, min 0.019 / 0.035)
 LINE_MAX_BAD_SHARE = 0.05   # more "stuck" lines than this share is the scene's own texture, not a sensor's defect
+STRIPE_TREND_LINES = 4.0    # stripe_gains: the gains' trend over this many lines (Gaussian sigma) is the ground's
 
 
 class LineGains(NamedTuple):
@@ -494,13 +496,41 @@ def line_gains(grey: np.ndarray, axis: int = 1) -> LineGains:
     return LineGains(ratio(ref), ratio(0.5 * (a + b)), ratio(0.5 * (c + d)))
 
 
-def repair_lines(image: np.ndarray, striping_above: float = STRIPING_ABOVE, rounds: int = 3):
+def stripe_gains(grey: np.ndarray, axis: int = 1, trend_lines: float = STRIPE_TREND_LINES) -> np.ndarray:
+    """Each column's (``axis`` 1; 0: each row's) gain against a smooth trend, from neighbouring lines pixel by
+    pixel: the median over every other row of the log-ratio of each line to the one before it (pixels under 8 or
+    over 250 DN left out) is the step between their gains, since the ground barely changes from one line to the
+    next; the steps summed give every line's log gain, and their trend (a Gaussian of ``trend_lines``) is taken
+    out as the ground's own. Why not the lines' mean grey (``line_gains``): a line's mean holds its ground's
+    brightness as well as its gain, and dividing by it left about half of a 4 % pattern; this leaves about a
+    quarter (docs/VERIFICATION.md, "A sensor's line defects")."""
+    g = (grey if axis == 1 else grey.T)[::2]
+    if g.shape[1] < 2:
+        return np.ones(g.shape[1], np.float32)
+    lg = cv2.log(g.astype(np.float32) + 1.0)
+    step = lg[:, 1:] - lg[:, :-1]
+    off = (g < 8) | (g > 250)
+    off = off[:, 1:] | off[:, :-1]
+    if off.any():
+        step[off] = np.nan
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)      # a line with no valid pixel: no step
+            d = np.nanmedian(step, axis=0)
+        d[~np.isfinite(d)] = 0.0
+    else:
+        d = np.median(step, axis=0)
+    e = np.concatenate([[0.0], np.cumsum(d)]).astype(np.float32)
+    trend = cv2.GaussianBlur(e.reshape(1, -1), (0, 0), trend_lines, borderType=cv2.BORDER_REFLECT).ravel()
+    return np.exp(e - trend).astype(np.float32)
+
+
+def repair_lines(image: np.ndarray, striping_above: float = STRIPING_ABOVE):
     """(``image`` with a sensor's line defects mended, {"lines": stuck lines mended, "striping": the gains'
     spread found}): columns, then rows, that are stuck (dead, hot: darker or brighter on average than the lines
     on both sides by more than ``LINE_BAD_DEV``; an edge in the scene is darker on one side only) are replaced
-    by the nearest good lines on both sides, interpolated; when the good lines' gains spread more than
-    ``striping_above`` (a pushbroom's or a CMOS column amplifier's fixed pattern), each line is divided by its
-    gain, ``rounds`` times (each gain is against its neighbours', so the pattern shrinks by rounds). ``image``
+    by the nearest good lines on both sides, interpolated; then, when the good lines' mean gains
+    (``line_gains``) spread more than ``striping_above`` (a pushbroom's or a CMOS column amplifier's fixed
+    pattern), each line is divided by its gain from its neighbours pixel by pixel (``stripe_gains``). ``image``
     itself when nothing is found (most frames); ``striping_above`` 0 turns it off.
 
     Why: the keypoint store's tiles have no such lines, and a frame's do not move with the ground: four stuck
@@ -512,43 +542,39 @@ def repair_lines(image: np.ndarray, striping_above: float = STRIPING_ABOVE, roun
     found = {"lines": 0, "striping": 0.0}
     grey = to_grey(image)
     for axis in (1, 0):
-        for k in range(max(1, rounds)):
-            lg = line_gains(grey, axis)
-            g, n = lg.gain, len(lg.gain)
-            known = ~np.isnan(g)
-            with np.errstate(invalid="ignore"):
-                bad = known & (((lg.left > 1 + LINE_BAD_DEV) & (lg.right > 1 + LINE_BAD_DEV))
-                               | ((lg.left < 1 - LINE_BAD_DEV) & (lg.right < 1 - LINE_BAD_DEV)))
-                good = known & ~bad & (np.abs(g - 1.0) <= LINE_BAD_DEV)
-            if good.sum() < n // 2 or bad.sum() > LINE_MAX_BAD_SHARE * n:
-                break
-            dev = g[good] - 1.0
-            spread = float(1.4826 * np.median(np.abs(dev - np.median(dev))))
-            if k == 0:
-                found["striping"] = max(found["striping"], round(spread, 4))
-            # a stuck line has good lines on both sides (a no-data border's edge has none on one)
-            idx = np.flatnonzero(good)
-            j = np.searchsorted(idx, np.flatnonzero(bad))
-            flanked = (j > 0) & (j < len(idx))
-            bad_idx = np.flatnonzero(bad)[flanked]
-            striped = spread > striping_above or (k > 0 and spread > 0.5 * striping_above)
-            if not striped and not len(bad_idx):
-                break
-            if x is None:
-                x = np.asarray(image).astype(np.float32)
-            view = x if axis == 1 else np.swapaxes(x, 0, 1)
-            if striped:
-                gain = np.where(good, g, 1.0).astype(np.float32)
-                view /= gain.reshape((1, n) + (1,) * (view.ndim - 2))
-            if len(bad_idx):
-                lo, hi = idx[j[flanked] - 1], idx[j[flanked]]
-                w = ((bad_idx - lo) / (hi - lo)).astype(np.float32).reshape((-1,) + (1,) * (view.ndim - 2))
-                view[:, bad_idx] = (1.0 - w) * view[:, lo] + w * view[:, hi]
-                if k == 0:
-                    found["lines"] += int(len(bad_idx))
+        lg = line_gains(grey, axis)
+        g, n = lg.gain, len(lg.gain)
+        known = ~np.isnan(g)
+        with np.errstate(invalid="ignore"):
+            bad = known & (((lg.left > 1 + LINE_BAD_DEV) & (lg.right > 1 + LINE_BAD_DEV))
+                           | ((lg.left < 1 - LINE_BAD_DEV) & (lg.right < 1 - LINE_BAD_DEV)))
+            good = known & ~bad & (np.abs(g - 1.0) <= LINE_BAD_DEV)
+        if good.sum() < n // 2 or bad.sum() > LINE_MAX_BAD_SHARE * n:
+            continue
+        dev = g[good] - 1.0
+        spread = float(1.4826 * np.median(np.abs(dev - np.median(dev))))
+        found["striping"] = max(found["striping"], round(spread, 4))
+        # a stuck line has good lines on both sides (a no-data border's edge has none on one)
+        idx = np.flatnonzero(good)
+        j = np.searchsorted(idx, np.flatnonzero(bad))
+        flanked = (j > 0) & (j < len(idx))
+        bad_idx = np.flatnonzero(bad)[flanked]
+        striped = spread > striping_above
+        if not striped and not len(bad_idx):
+            continue
+        if x is None:
+            x = np.asarray(image).astype(np.float32)
+        view = x if axis == 1 else np.swapaxes(x, 0, 1)
+        if len(bad_idx):
+            # first, so that a stuck line's step does not break the chain of stripe_gains' steps
+            lo, hi = idx[j[flanked] - 1], idx[j[flanked]]
+            w = ((bad_idx - lo) / (hi - lo)).astype(np.float32).reshape((-1,) + (1,) * (view.ndim - 2))
+            view[:, bad_idx] = (1.0 - w) * view[:, lo] + w * view[:, hi]
+            found["lines"] += int(len(bad_idx))
             grey = to_grey(np.clip(x + 0.5, 0, 255).astype(np.uint8))
-            if not striped:
-                break
+        if striped:
+            view /= stripe_gains(grey, axis).reshape((1, n) + (1,) * (view.ndim - 2))
+            grey = to_grey(np.clip(x + 0.5, 0, 255).astype(np.uint8))
     if x is None:
         return image, found
     return np.clip(x + 0.5, 0, 255).astype(np.uint8), found

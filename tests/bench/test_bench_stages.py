@@ -100,7 +100,8 @@ def test_line_check(benchmark, frame):
 
 
 def test_line_repair(benchmark, frame):
-    """The line repair when it fires: four stuck columns and a 4 % column gain pattern (three rounds)."""
+    """The line repair when it fires: four stuck columns mended, then a 4 % column gain pattern divided out
+    (``stripe_gains``)."""
     from earthfix.onboard.features import repair_lines
     gains = 1.0 + np.random.default_rng(0).normal(0.0, 0.04, frame.shape[1])
     bad = np.clip(frame * gains[None, :, None], 0, 255).astype(np.uint8)
