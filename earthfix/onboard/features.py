@@ -513,7 +513,7 @@ def stripe_gains(grey: np.ndarray, axis: int = 1, trend_lines: float = STRIPE_TR
     off = off[:, 1:] | off[:, :-1]
     if off.any():
         step[off] = np.nan
-        with np.errstate(all="ignore"), warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)      # a line with no valid pixel: no step
             d = np.nanmedian(step, axis=0)
         d[~np.isfinite(d)] = 0.0

@@ -778,7 +778,7 @@ class Localizer:
         if blank:
             fix.reason = "blank frame"
         elif verifying:
-            # a frame whose lines were mended keeps their residue (interpolated columns, half the gain pattern),
+            # a frame whose lines were mended keeps their residue (interpolated columns, a part of the gain pattern),
             # which can pin a few-inlier pose wrongly (two such fixes 54 and 69 km off at sigma 6.9-7.7 km on a
             # held-out map): every place and look of it is held to a tighter precision gate, so that a pose
             # refused there leaves the search to go on (docs/VERIFICATION.md, "A sensor's line defects")
