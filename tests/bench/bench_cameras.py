@@ -16,8 +16,8 @@ retrieval recall@10 (its ``candidates``, CONVENTIONS recall). ``--ceiling`` adds
 share of eligible frames that the Localizer's verifier fixes when given the true place, as the frame is or
 cloud-filled (``bench_ceiling.py``'s question at this camera). Footprint half-width quoted at 600 km.
 ``--out`` writes one JSON line a frame (camera, eligible, fix, error, confidence, inliers, the verified place's
-source and look, what the deadline cut: ``looks_cut``, ``lowres_cut``, ``guided_cut``, latency and its stages) for
-comparing runs frame by frame.
+source and look, what the deadline cut: ``looks_cut``, ``lowres_cut``, ``guided_cut``, the line repair's
+``lines_mended`` and ``striping``, latency and its stages) for comparing runs frame by frame.
 """
 from __future__ import annotations
 
@@ -139,6 +139,7 @@ def frame_record(cam, i: int, f, err, truth: dict) -> dict:
             "source": ev.get("source"), "from_prior": ev.get("from_prior"),
             "look": ev.get("look"), "reason": f.reason, "cloud_frac": truth.get("cloud_frac"),
             "looks_cut": ev.get("looks_cut"), "lowres_cut": ev.get("lowres_cut"), "guided_cut": ev.get("guided_cut"),
+            "lines_mended": ev.get("lines_mended"), "striping": ev.get("striping"),
             "bore_lat": round(float(truth["bore_lat"]), 3), "bore_lon": round(float(truth["bore_lon"]), 3),
             "alt_km": round(float(truth["alt_km"]), 1), "hyp_alt_km": ev.get("hyp_alt_km"),
             "sub_err_km": None if not f.fix else round(sub_error_km(f.sub_lat, f.sub_lon, truth), 2),
