@@ -1,7 +1,7 @@
 """Paired A/B of two Localizer configurations on the release frames (not a pytest test; run as a script).
 
     PYTHONPATH=. python tests/bench/bench_paired.py --b B.yaml [--a A.yaml] [--frames 100] [--seed 0]
-        [--bundle DIR] [--a-keyindex FILE] [--with-time] [--basemap WORLD.jpg] [--out pairs.jsonl]
+        [--bundle DIR] [--a-keyindex FILE] [--with-time] [--basemap WORLD.jpg] [--effects E.yaml] [--out pairs.jsonl]
 
 Why: with the flight deadline, which frames are fixed depends on the machine's speed at that minute, and
 two ``earthfix eval`` runs one after the other on a shared 2-core machine differ by 10-25 % in every stage
@@ -16,6 +16,8 @@ earthfix.tools.build_keyindex --store DIR/keystore.npz --out FILE --M 8 --ef-con
 ``--with-time`` gives both each frame's UTC time (the Sun's checks: ``Localizer.locate(time=)``).
 ``--basemap`` renders the scenarios drawn from the default map from another global image instead (as ``earthfix eval
 --basemap``: the season, winter and relief sets keep their own maps).
+``--effects`` renders every set under the simulator's effects of that YAML over the defaults (as ``earthfix eval
+--effects``; e.g. ``configs/effects/line_defects.yaml``: a sensor with line defects).
 ``--out`` keeps one JSON line per frame (scenario, index, eligible, and per configuration fix, error km,
 latency ms, confidence).
 """
@@ -80,6 +82,7 @@ def main() -> None:
     ap.add_argument("--a-keyindex", default=None, help="another key index (hnswlib file) for A's vote")
     ap.add_argument("--with-time", action="store_true", help="give locate each frame's UTC time")
     ap.add_argument("--basemap", default=None, help="render the default map's scenarios from this global image")
+    ap.add_argument("--effects", default=None, help="simulator effects YAML over the defaults (as earthfix eval --effects)")
     ap.add_argument("--out", default=None, help="per-frame JSON lines")
     args = ap.parse_args()
     cv2.setNumThreads(1)
@@ -93,10 +96,14 @@ def main() -> None:
     if args.basemap:
         from earthfix.sim.basemap import Basemap
         basemap = Basemap.load(args.basemap)
+    effects = None
+    if args.effects:
+        from earthfix.sim.effects import EffectsConfig
+        effects = EffectsConfig.from_yaml(args.effects)
     rows, n = [], 0
     sink = open(args.out, "w") if args.out else None
     for k, sdef in enumerate(SCENARIOS):
-        cam, frames = scenario_frames(sdef, args.frames, scenario_seed(args.seed, k), basemap=basemap)
+        cam, frames = scenario_frames(sdef, args.frames, scenario_seed(args.seed, k), basemap=basemap, effects=effects)
         for i, (img, truth) in enumerate(tqdm(frames, total=args.frames, desc=sdef.name, unit="frame")):
             row = {"scenario": sdef.name, "index": i, "stress": sdef.stress, "eligible": is_eligible(truth)}
             for v in (("A", "B") if n % 2 == 0 else ("B", "A")):     # neither always runs first
