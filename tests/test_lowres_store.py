@@ -82,7 +82,7 @@ def test_a_frame_of_coarse_imagery_is_fixed_through_the_low_resolution_store(tin
     # its poses are held to their own, tighter precision gate
     loc = _localizer(tiny_bundle, lowres_max_bore_sigma_km=5.0)
     assert loc.locate(img, cam).fix
-    assert {v.cfg.max_bore_sigma_km for v in loc._lowres_verifiers.values()} == {5.0}
+    assert {v.cfg.max_bore_sigma_km for v in loc._twins.values() if v.store is loc.bundle.keystore_lowres} == {5.0}
     assert not _localizer(tiny_bundle, lowres_max_bore_sigma_km=0.5).locate(img, cam).fix
     off = _localizer(tiny_bundle, lowres_store=False)
     assert off.lowres_voter is None

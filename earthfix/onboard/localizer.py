@@ -308,8 +308,7 @@ class Localizer:
         self._fill_verifiers: dict = {}
         self._work_shrinks: dict = {}         # camera -> work_shrink
         self.voter = self.lowres_voter = None
-        self._lowres_verifiers: dict = {}     # the first look's verifier -> its twin on the low-resolution store
-        self._gated_verifiers: dict = {}      # (a verifier, a precision gate) -> its twin held to that gate
+        self._twins: dict = {}                # (a verifier, a store, a precision gate) -> its twin (``_twin``)
         if config.get("vote", True) and self.verifier is not None and getattr(bundle, "keyindex", None) is not None:
             from .vote import KeypointVoter, VoteConfig
             vote_cfg = VoteConfig(min_votes=int(config["vote_min_votes"]),
@@ -418,17 +417,20 @@ class Localizer:
                 base.store, cloud_fill_config(base.cfg, camera, self.verifier.store.gsd_km))
         return v
 
-    def _gated(self, verifier, gate_km: float | None):
-        """``verifier``, or its twin (the same store, cached) whose precision gate (``max_bore_sigma_km``) is
-        ``gate_km`` when that is tighter: every place and look of a frame verified with it is held to the gate."""
-        if gate_km is None or not gate_km < verifier.cfg.max_bore_sigma_km:
+    def _twin(self, verifier, gate_km: float | None = None, store=None):
+        """``verifier``, or its twin (cached) on ``store`` (None: its own) whose precision gate
+        (``max_bore_sigma_km``) is the tighter of its own and ``gate_km``: a mended frame's looks (every place of
+        it held to the gate) and the low-resolution store's places verify with such twins."""
+        store = verifier.store if store is None else store
+        own = verifier.cfg.max_bore_sigma_km
+        gate = own if gate_km is None else min(float(gate_km), own)
+        if store is verifier.store and gate == own:
             return verifier
-        v = self._gated_verifiers.get((verifier, gate_km))
-        if v is None:
+        key = (verifier, store, gate)
+        if key not in self._twins:
             from .verify import Verifier
-            v = self._gated_verifiers[(verifier, gate_km)] = Verifier(
-                verifier.store, replace(verifier.cfg, max_bore_sigma_km=float(gate_km)))
-        return v
+            self._twins[key] = Verifier(store, replace(verifier.cfg, max_bore_sigma_km=gate))
+        return self._twins[key]
 
     def _places(self, cands, verifier) -> list[tuple]:
         """(lat, lon, search radius km[, yaw deg, altitude km]) of the first ``verify_k`` candidates: a vote
@@ -548,14 +550,9 @@ class Localizer:
         if _time.perf_counter() + max(s.slowest_s, SECOND_LOOK_EXTRA_MS / 1e3) > s.deadline:
             s.lowres_cut = True
             return
-        ver = self._lowres_verifiers.get(first.verifier)
-        if ver is None:
-            # the store's keypoints sit on blurred maps: a pose's errors run further past its sigma (82 fixes
-            # deadline-free: error/sigma up to 6.3, one 46 km off at 7.3 km), so its precision gate is tighter
-            from .verify import Verifier
-            gate_km = min(first.verifier.cfg.max_bore_sigma_km, self.cfg["lowres_max_bore_sigma_km"])
-            ver = self._lowres_verifiers[first.verifier] = Verifier(
-                self.bundle.keystore_lowres, replace(first.verifier.cfg, max_bore_sigma_km=gate_km))
+        # the store's keypoints sit on blurred maps: a pose's errors run further past its sigma (82 fixes
+        # deadline-free: error/sigma up to 6.3, one 46 km off at 7.3 km), so its precision gate is tighter
+        ver = self._twin(first.verifier, self.cfg["lowres_max_bore_sigma_km"], self.bundle.keystore_lowres)
         t = _time.perf_counter()
         v = ver.verify(s.first_feats, s.camera, self._places(cands, ver), attitude=s.attitude, deadline=s.deadline,
                        place_s=s.slowest_s)
@@ -619,12 +616,12 @@ class Localizer:
     def prepare(self, img: np.ndarray, camera: Camera, stages: dict, gate_km: float | None = None) -> Prepared:
         """The looks of a frame to verify (despeckled, cloud-filled, as it came; stage times into
         ``stages``) and the cleaned views the encoder averages with it. ``gate_km``: a precision gate tighter
-        than the verifiers' own that every look's poses are held to (``_gated``)."""
+        than the verifiers' own that every look's poses are held to (``_twin``)."""
         # cloud: a frame with broken cloud is looked at with its cloud-like pixels filled from the
         # clear ground around them (features.fill_clouds) first, then as it is (snow, ice and pale
         # desert look like cloud and are better seen unfilled); a frame whose clear ground lies mostly
         # away from the cloud (config plain_first_below) is looked at as it is first, then filled
-        plain_ver = self._gated(self.verifier_for(camera), gate_km)
+        plain_ver = self._twin(self.verifier_for(camera), gate_km)
         # a grey frame is judged and filled as three equal bands (features.cloud_mask: by brightness)
         bgr = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
         speckle = 0.0
@@ -643,7 +640,7 @@ class Localizer:
         share = near = 0.0
         if self.cfg["cloud_fill"]:
             t = _time.perf_counter()
-            fver = self._gated(self.fill_verifier(camera), gate_km)
+            fver = self._twin(self.fill_verifier(camera), gate_km)
             filled, mask = fill_clouds(bgr, fver.cfg.feature, share=FILL_SHARE)
             share = 0.0 if mask is None else cv2.countNonZero(mask.view(np.uint8)) / mask.size
             if filled is not bgr:
