@@ -541,7 +541,10 @@ def repair_lines(image: np.ndarray, striping_above: float = STRIPING_ABOVE):
     x = None
     found = {"lines": 0, "striping": 0.0}
     grey = to_grey(image)
+    stale = False                 # grey no longer shows x: made again only where a later step reads it
     for axis in (1, 0):
+        if stale:
+            grey, stale = to_grey(_rounded_u8(x)), False
         lg = line_gains(grey, axis)
         g, n = lg.gain, len(lg.gain)
         known = ~np.isnan(g)
@@ -571,13 +574,20 @@ def repair_lines(image: np.ndarray, striping_above: float = STRIPING_ABOVE):
             w = ((bad_idx - lo) / (hi - lo)).astype(np.float32).reshape((-1,) + (1,) * (view.ndim - 2))
             view[:, bad_idx] = (1.0 - w) * view[:, lo] + w * view[:, hi]
             found["lines"] += int(len(bad_idx))
-            grey = to_grey(np.clip(x + 0.5, 0, 255).astype(np.uint8))
+            stale = True
         if striped:
+            if stale:
+                grey, stale = to_grey(_rounded_u8(x)), False
             view /= stripe_gains(grey, axis).reshape((1, n) + (1,) * (view.ndim - 2))
-            grey = to_grey(np.clip(x + 0.5, 0, 255).astype(np.uint8))
+            stale = True
     if x is None:
         return image, found
-    return np.clip(x + 0.5, 0, 255).astype(np.uint8), found
+    return _rounded_u8(x), found
+
+
+def _rounded_u8(x: np.ndarray) -> np.ndarray:
+    """A float image rounded and saturated to 8 bits."""
+    return np.clip(x + 0.5, 0, 255).astype(np.uint8)
 
 
 def blur_ratio(image: np.ndarray, cfg: FeatureConfig = FeatureConfig()) -> float:
