@@ -519,3 +519,40 @@ def test_a_frame_without_a_fix_reports_its_closest_look(tiny_bundle, frames, mon
         fix = loc.locate(cloudy, cam)
         assert not answers and not fix.fix and fix.lat is None
         assert (fix.evidence["look"], fix.inliers, fix.reason) == want
+
+
+def test_a_weak_prior_pose_does_not_end_the_search(tiny_bundle, frames, monkeypatch):
+    """Config ``weak_prior_pose_inliers``: a pose matched from its vote place's own pose (``from_prior``) on fewer
+    inliers does not end the frame's search: the later look still runs and the pose of higher confidence stands
+    (a 7-inlier prior pose 62 km off at p 0.988 stood where the frame as it is fixed 1.7 km off at p 0.998); with
+    the option off (0) the first pose ends the search as before session 74, and a later pose of lower confidence
+    does not replace a weak one."""
+    from earthfix.onboard.localizer import Localizer
+    cam, clear, cloudy, grey = frames
+    real_look, looks = Localizer._look, []
+
+    def look(self, img, *a, **k):
+        looks.append(1)
+        out = real_look(self, img, *a, **k)
+        if len(looks) == 1 and out[1].ok:     # the first look's pose as if matched from its place's prior
+            out[1].from_prior = out[1].evidence["from_prior"] = True
+        return out
+
+    def located(weak_inliers, prior_p):
+        loc = Localizer.load(tiny_bundle, config=dict(localizer_config(), deadline_ms=10000,
+                                                      weak_prior_pose_inliers=weak_inliers))
+        looks.clear()               # (loading warms the pipeline up on a frame of its own)
+        real_conf = loc.confidence
+        loc.confidence = lambda ev: prior_p if ev.get("from_prior") else real_conf(ev)
+        return loc.locate(cloudy, cam), len(looks)
+
+    monkeypatch.setattr(Localizer, "_look", look)
+    ended, n_ended = located(0, 0.95)
+    assert ended.fix and ended.evidence["look"] == "filled" and ended.evidence["from_prior"] and n_ended == 1
+    assert ended.confidence == 0.95
+    went_on, n_went_on = located(1000, 0.95)
+    assert n_went_on == 2 and "second_look_ms" in went_on.stages_ms
+    assert went_on.fix and went_on.evidence["look"] == "plain" and not went_on.evidence["from_prior"]
+    assert went_on.confidence > 0.95
+    kept, n_kept = located(1000, 1.0)
+    assert n_kept == 2 and kept.fix and kept.evidence["look"] == "filled" and kept.confidence == 1.0

@@ -31,6 +31,7 @@ DEFAULTS = {
     "cloud_fill": True,
     "plain_first_below": 0.3,
     "defer_votes_below": 3,
+    "weak_prior_pose_inliers": 10,
     "lean_looks": True,
     "despeckle": True,
     "balance_look": True,
@@ -153,6 +154,7 @@ def validate(cfg: dict) -> dict:
     _check("repaired_max_bore_sigma_km", out["repaired_max_bore_sigma_km"], float, 0.1, 1000.0)
     _check("plain_first_below", out["plain_first_below"], float, 0.0, 1.0)
     _check("defer_votes_below", out["defer_votes_below"], int, 0, 1000)
+    _check("weak_prior_pose_inliers", out["weak_prior_pose_inliers"], int, 0, 1000)
     views = out["encoder_views"]
     if not isinstance(views, list) or any(v not in ENCODER_VIEWS for v in views):
         raise ConfigError(f"config: 'encoder_views' must be a list of {', '.join(ENCODER_VIEWS)} (or []), "

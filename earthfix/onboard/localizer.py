@@ -825,7 +825,7 @@ class Localizer:
         later_ms = stages["features_ms"] + stages.get("vote_ms", 0.0) + SECOND_LOOK_EXTRA_MS
         lean_ms = later_ms - stages.get("vote_ms", 0.0) * (1.0 - self._first_batch_share())
         for i, nxt in enumerate(looks[1:], 1):
-            if s.v.ok:
+            if s.v.ok and not self._weak_prior_pose(s.v):
                 break
             how = look_plan(_time.perf_counter(), s.deadline, later_ms, lean_ms if self.cfg["lean_looks"] else None)
             if how is None:
@@ -854,13 +854,20 @@ class Localizer:
                                                 attitude=s.attitude, deadline=s.deadline, place_s=s.slowest_s), 0
                 s.slowest_s = max(s.slowest_s, v2.slowest_place_s)
             s.tried.append((v2, hit))
-            if v2.ok:
+            if v2.ok and (not s.v.ok or self.confidence(v2.evidence) > self.confidence(s.v.evidence)):
                 s.candidates, s.v, s.look = (cands2 + encoder_cands)[: self.cfg["top_k"]], v2, hit
-            else:
+            elif not v2.ok:
                 s.later_votes += cands2
             stage = ("balanced_look_ms" if nxt.name == "balanced" else
                      "second_look_ms" if i == 1 else "third_look_ms")
             stages[stage] = (_time.perf_counter() - t) * 1e3
+
+    def _weak_prior_pose(self, v) -> bool:
+        """A verified pose matched from its vote place's own pose (``from_prior``: its matches were sought where
+        that prior put them) on fewer inliers than config ``weak_prior_pose_inliers``: such a pose follows a
+        biased prior (a vote place's altitude or yaw off) into a bent fit, so it does not end the frame's search
+        (``_later_looks``). Measured: docs/VERIFICATION.md, "A weak prior pose does not end the search"."""
+        return bool(v.ok and v.from_prior and v.inliers < self.cfg["weak_prior_pose_inliers"])
 
     def _after_looks(self, s: _FrameSearch) -> None:
         """When every look's own places have failed, as time allows: the first look's deferred places, the
