@@ -79,6 +79,8 @@ def test_a_frame_of_coarse_imagery_is_fixed_through_the_low_resolution_store(tin
     assert fix.evidence["source"] == "lowres"
     assert geodesy.great_circle_km(fix.lat, fix.lon, LAT, LON) < 15.0
     assert "lowres_vote_ms" in fix.stages_ms
+    # before the encoder's places (session 74): a frame the store fixes never runs the encoder
+    assert "encode_ms" not in fix.stages_ms and "encoder_places_ms" not in fix.stages_ms
     # its poses are held to their own, tighter precision gate
     loc = _localizer(tiny_bundle, lowres_max_bore_sigma_km=5.0)
     assert loc.locate(img, cam).fix

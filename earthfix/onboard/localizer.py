@@ -527,14 +527,15 @@ class Localizer:
         return wide, vw
 
     def _lowres_look(self, s: _FrameSearch) -> None:
-        """Last of all, as the deadline allows: the first look's features voted on the bundle's low-resolution
+        """After the looks, as the deadline allows: the first look's features voted on the bundle's low-resolution
         keypoint store (``keystore_lowres.npz``: the same maps area-averaged to ``keystore.lowres_map_px`` pixels
         around the globe) and its places verified there with the first look's verifier settings.
         Why: frames of imagery coarser than the maps (global mosaics of 10-20 km a pixel) have lost the finer
         blobs the main store matches on; the low-resolution store holds what they still show. It never replaces
-        the main store (it loses frames of fine imagery) and comes after every other place: made any earlier, after
-        a failed first look, it cut the later looks that fix veiled frames (docs/VERIFICATION.md, "Low-resolution
-        imagery"). The frame's features are reused: a store's projection is made where they are matched."""
+        the main store (it loses frames of fine imagery) and comes after every look's own places: made after a
+        failed first look, it cut the later looks that fix veiled frames (docs/VERIFICATION.md, "Low-resolution
+        imagery"); since session 74 it comes before the encoder's places. The frame's features are reused: a
+        store's projection is made where they are matched."""
         first, stages = s.prep.looks[0], s.stages
         look_ms = stages.get("vote_ms", 0.0) + SECOND_LOOK_EXTRA_MS
         if look_plan(_time.perf_counter(), s.deadline, look_ms, None) is None:
@@ -871,8 +872,9 @@ class Localizer:
 
     def _after_looks(self, s: _FrameSearch) -> None:
         """When every look's own places have failed, as time allows: the first look's deferred places, the
-        encoder's places (verified or only listed: config ``encoder_places``), a wide vote's; then, still
-        without a pose, the later looks' places listed and the closest look's answer kept."""
+        low-resolution store's look, the encoder's places (verified or only listed: config ``encoder_places``), a
+        wide vote's; then, still without a pose, the later looks' places listed and the closest look's answer
+        kept."""
         first, stages = s.prep.looks[0], s.stages
         if s.weak and not s.v.ok and s.v_first.resumable and _time.perf_counter() + s.slowest_s < s.deadline:
             # the first look's deferred places, in its own search (the answer one search over all its places
@@ -885,6 +887,11 @@ class Localizer:
             s.tried.append((s.v_first, 0))
             if s.v_first.ok:
                 s.v, s.look = s.v_first, 0
+        if self.lowres_voter is not None and not s.v.ok:
+            # before the encoder: on imagery coarser than the maps it fixes frames the deadline left it no room
+            # for when it came last, and the encoder's places fix ~1 frame in 1,500 (docs/VERIFICATION.md, "The
+            # low-resolution store before the encoder's places")
+            self._lowres_look(s)
         if s.order == "listed" and not (s.later_votes or any(c.source == "vote" for c in s.candidates)):
             s.order = "last"                    # no look's vote offered a place: the encoder's are all there are
         if (s.order == "last" and not s.v.ok and s.v_first.resumable
@@ -905,8 +912,6 @@ class Localizer:
             s.candidates = (s.candidates + wide)[: self.cfg["top_k"]]
             if vw is not None and vw.ok:
                 s.v, s.verified, s.look = vw, wide, 0
-        if self.lowres_voter is not None and not s.v.ok:
-            self._lowres_look(s)
         if not s.v.ok and s.later_votes:
             s.candidates = self._with_votes(s.candidates, s.later_votes, s.camera)
         if not s.v.ok:
