@@ -431,7 +431,7 @@ def exposure_stretched(image: np.ndarray, below_dn: float = EXPOSURE_BELOW_DN, t
     if p >= below_dn or p <= SPACE_DN:
         return image, 1.0
     gain = min(max_gain, to_dn / p)
-    lut = np.clip(np.arange(256) * gain + 0.5, 0, 255).astype(np.uint8)
+    lut = _rounded_u8(np.arange(256) * gain)
     return cv2.LUT(np.ascontiguousarray(image), lut), gain
 
 
@@ -458,7 +458,7 @@ def tone_lifted(image: np.ndarray, low_dn: float = TONE_LIFT_DN, max_lift: float
     if p25 >= low_dn:
         return image, 1.0
     g = max(1.0 / max_lift, math.log(low_dn / 255.0) / math.log(max(p25, 1.0) / 255.0))
-    lut = np.clip(255.0 * (np.arange(256) / 255.0) ** g + 0.5, 0, 255).astype(np.uint8)
+    lut = _rounded_u8(255.0 * (np.arange(256) / 255.0) ** g)
     return cv2.LUT(np.ascontiguousarray(image), lut), g
 
 
