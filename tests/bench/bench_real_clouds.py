@@ -2,8 +2,8 @@
 
     PYTHONPATH=. python tests/bench/bench_real_clouds.py --scene SCENE.jpg --bounds LONMIN LONMAX LATMIN LATMAX \\
         [--n 200] [--seed 4343] [--camera 256x256@80 ...] [--config C.yaml] [--v-ramp 120 210] [--s-ramp 70 30]
-        [--in-place] [--basemap WORLD.jpg] [--clouds real|simulated|none|both ...] [--ceiling] [--with-time]
-        [--out FRAMES.jsonl]
+        [--in-place] [--basemap WORLD.jpg] [--effects EFFECTS.yaml] [--clouds real|simulated|none|both ...]
+        [--ceiling] [--with-time] [--out FRAMES.jsonl]
 
 The simulator's clouds are fractal noise; acceptance has real cloud fields. This bench takes the cloud field of a
 real satellite scene (opacity from its bright, grey pixels: HSV value ramped over 120..210 DN, saturation over
@@ -19,7 +19,9 @@ A scene with an alpha channel (a cloud layer) gives its opacity as that channel.
 global one (bounds -180 180 -90 90) and each frame takes the clouds that lie over its own ground, not a random
 turned piece of them: a real day's weather where it was. ``--basemap``: the frames rendered from another global
 equirectangular image (another product, season or month) instead of the default basemap: the nearest stand-in
-here for acceptance's frames (other imagery, real clouds, several cameras). ``--clouds real`` locates the real
+here for acceptance's frames (other imagery, real clouds, several cameras); ``--effects`` adds another sensor (a YAML
+of ``EffectsConfig`` keys over the simulator's defaults, as ``earthfix eval --effects``: e.g.
+``configs/effects/other_sensor.yaml``) to all three kinds of frame. ``--clouds real`` locates the real
 field's frames only; ``--clouds real none`` also the same poses with the simulator's clouds off (what the cloud
 costs, frame by frame). ``--ceiling`` adds, for eligible frames, whether the Localizer's verifiers given the true place
 fix it (the plain look, then the cloud-filled one: bench_cameras.py's ceiling). Every false fix (> 50 km) is written to
@@ -118,6 +120,8 @@ def main() -> None:
                     help="a global field: each frame takes the clouds over its own ground (no random piece, no turn)")
     ap.add_argument("--basemap", default=None, metavar="WORLD.jpg",
                     help="render the frames from this global equirectangular image (default: the default basemap)")
+    ap.add_argument("--effects", default=None, metavar="EFFECTS.yaml",
+                    help="simulator effects YAML over the defaults (another sensor; as eval --effects)")
     ap.add_argument("--out", default=None, metavar="FRAMES.jsonl",
                     help="one JSON line per located frame (bench_cameras.py's, with the cloud field's name)")
     ap.add_argument("--clouds", choices=("real", "simulated", "none", "both"), nargs="+", default=["both"],
@@ -142,7 +146,8 @@ def run(a, out) -> None:
     print(f"scene {a.scene}: {opacity.shape[1]}x{opacity.shape[0]} px, {km_per_px:.2f} km/px, "
           f"{(opacity > 0.5).mean():.0%} of it cloud by the opacity test")
     wanted = {"real", "simulated"} if "both" in a.clouds else set(a.clouds)
-    clear = replace(EffectsConfig.default(), clouds=False, cloud_cover=0.0)   # "none": the same poses, cloud-free
+    effects = EffectsConfig.from_yaml(a.effects) if a.effects else EffectsConfig.default()
+    clear = replace(effects, clouds=False, cloud_cover=0.0)   # "none": the same poses, cloud-free
     head = ("| camera | clouds | eligible | fix rate |" + (" ceiling |" if a.ceiling else "")
             + " false fixes (all frames) | near-wrong poses | ") + " | ".join(
         f"cloud {BINS[i]:.1f}-{min(BINS[i + 1], 1.0):.1f}" for i in range(len(BINS) - 1)) + " |"
@@ -158,8 +163,8 @@ def run(a, out) -> None:
             return SceneClouds(opacity, km_per_px, rng.uniform(0, opacity.shape[1]),
                                rng.uniform(0, opacity.shape[0]), rng.uniform(0, 360), lat, lon)
         # the same seed gives both sets the same poses (framesets.make_frameset): paired frame by frame
-        sets = {"real": lambda: make_frameset(a.n, a.seed + w, cam, basemap, clouds=real),
-                "simulated": lambda: make_frameset(a.n, a.seed + w, cam, basemap),
+        sets = {"real": lambda: make_frameset(a.n, a.seed + w, cam, basemap, effects=effects, clouds=real),
+                "simulated": lambda: make_frameset(a.n, a.seed + w, cam, basemap, effects=effects),
                 "none": lambda: make_frameset(a.n, a.seed + w, cam, basemap, effects=clear)}
         for kind, frames in sets.items():
             if kind not in wanted:
