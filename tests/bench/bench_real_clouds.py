@@ -23,7 +23,8 @@ here for acceptance's frames (other imagery, real clouds, several cameras); ``--
 of ``EffectsConfig`` keys over the simulator's defaults, as ``earthfix eval --effects``: e.g.
 ``configs/effects/other_sensor.yaml``) to all three kinds of frame. ``--clouds real`` locates the real
 field's frames only; ``--clouds real none`` also the same poses with the simulator's clouds off (what the cloud
-costs, frame by frame). ``--ceiling`` adds, for eligible frames, whether the Localizer's verifiers given the true place
+costs, frame by frame); after the table, one line a kind over all cameras: the fixes' error p50 / p90, the frames'
+latency p50 / p99 and those past the config's deadline. ``--ceiling`` adds, for eligible frames, whether the Localizer's verifiers given the true place
 fix it (the plain look, then the cloud-filled one: bench_cameras.py's ceiling). Every false fix (> 50 km) is written to
 stderr with its place, error and evidence; "near-wrong poses" counts the frames without a fix whose closest pose was
 wrong but pinned within 1.5 precision gates (``evaluate.near_wrong``: the false-fix margin).
@@ -153,6 +154,7 @@ def run(a, out) -> None:
         f"cloud {BINS[i]:.1f}-{min(BINS[i + 1], 1.0):.1f}" for i in range(len(BINS) - 1)) + " |"
     print(head)
     print("| --- | --- | ---: | ---: | ---: | ---: |" + " ---: |" * (len(BINS) - 1 + a.ceiling))
+    every = {kind: [] for kind in ("real", "simulated", "none")}
     for w, h, fov in cameras:
         cam = Camera.from_fov(w, h, fov)
         rng = np.random.default_rng([a.seed, w])
@@ -174,6 +176,7 @@ def run(a, out) -> None:
                 f = loc.locate(img, cam, time=truth["time"] if a.with_time else None)
                 err = total.add(f, truth, (lambda: either_look_fixed(loc, img, cam, truth)) if a.ceiling else None)
                 recs.append(dict(frame_record(cam, i, f, err, truth), clouds=kind))
+                every[kind].append(recs[-1])
                 if out is not None:
                     out.write(json.dumps(recs[-1]) + "\n")
                 if err is not None and err > FALSE_FIX_KM:
@@ -187,6 +190,20 @@ def run(a, out) -> None:
             ceil = f" {total.ceiling} |" if a.ceiling else ""
             print(f"| {w}×{h}, {fov:g}° | {kind} | {total.eligible} of {a.n} | {rate} |{ceil} {total.false} | "
                   f"{near_wrong_poses(loc, recs)} | {cells} |", flush=True)
+    for kind, recs in every.items():
+        if recs:
+            print(summary_line(kind, recs, float(loc.cfg["deadline_ms"])))
+
+
+def summary_line(kind: str, recs: list[dict], deadline_ms: float) -> str:
+    """One line over every camera's frames of a kind: the fixes' boresight error p50 / p90, the frames' latency
+    p50 / p99 and how many ran past the deadline (as the docs' tables quote them)."""
+    lat = np.array([r["latency_ms"] for r in recs])
+    err = np.array([r["err_km"] for r in recs if r["fix"] and r["err_km"] is not None])
+    e = "error p50 / p90 –" if not len(err) else "error p50 / p90 %.1f / %.1f km" % tuple(np.percentile(err, [50, 90]))
+    return (f"{kind}, all cameras: {len(recs)} frames, {len(err)} fixes, {e}, latency p50 / p99 "
+            f"{np.percentile(lat, 50):.1f} / {np.percentile(lat, 99):.1f} ms, {int((lat > deadline_ms).sum())} over "
+            f"{deadline_ms:g} ms (longest {lat.max():.1f})")
 
 
 if __name__ == "__main__":
