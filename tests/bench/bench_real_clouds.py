@@ -24,8 +24,9 @@ of ``EffectsConfig`` keys over the simulator's defaults, as ``earthfix eval --ef
 ``configs/effects/other_sensor.yaml``) to all three kinds of frame. ``--clouds real`` locates the real
 field's frames only; ``--clouds real none`` also the same poses with the simulator's clouds off (what the cloud
 costs, frame by frame); after the table, one line a kind over all cameras: the fixes' error p50 / p90, the frames'
-latency p50 / p99 and those past the config's deadline. ``--ceiling`` adds, for eligible frames, whether the Localizer's verifiers given the true place
-fix it (the plain look, then the cloud-filled one: bench_cameras.py's ceiling). Every false fix (> 50 km) is written to
+latency p50 / p99 and those past the config's deadline. ``--ceiling`` adds, for eligible frames, whether the
+Localizer's verifiers given the true place fix it (the plain look, then the cloud-filled one: bench_cameras.py's
+ceiling). Every false fix (> 50 km) is written to
 stderr with its place, error and evidence; "near-wrong poses" counts the frames without a fix whose closest pose was
 wrong but pinned within 1.5 precision gates (``evaluate.near_wrong``: the false-fix margin).
 
