@@ -10,8 +10,8 @@ real satellite scene (opacity from its bright, grey pixels: HSV value ramped ove
 70..30) and lays it over the eval's kind of land frame (the default basemap and the simulator's effects, as
 ``earthfix eval``'s land256 / land512 sets draw them: place, time, altitude, yaw, tilt), moved so that a random
 point of the scene lies under the boresight, turned by a random angle, at the scene's own ground scale (km per
-pixel; beyond the scene's edges the field is mirrored). Everything else (illumination, haze, cloud shading and shadows, sensor) is the simulator's: the
-difference from the simulator's own clouds is the clouds' shape. Each pose is rendered twice, under the real
+pixel; beyond the scene's edges the field is mirrored). Everything else (illumination, haze, cloud shading and
+shadows, sensor) is the simulator's: the difference from the simulator's own clouds is the clouds' shape. Each pose is rendered twice, under the real
 field and under the simulator's field (its default cover), and both are located; the table bins eligible frames
 by their cloud fraction (CONVENTIONS eligibility: at least 20 % of the pixels clear land).
 
@@ -201,7 +201,7 @@ def summary_line(kind: str, recs: list[dict], deadline_ms: float) -> str:
     p50 / p99 and how many ran past the deadline (as the docs' tables quote them)."""
     lat = np.array([r["latency_ms"] for r in recs])
     err = np.array([r["err_km"] for r in recs if r["fix"] and r["err_km"] is not None])
-    e = "error p50 / p90 –" if not len(err) else "error p50 / p90 %.1f / %.1f km" % tuple(np.percentile(err, [50, 90]))
+    e = ("error p50 / p90 %.1f / %.1f km" % tuple(np.percentile(err, [50, 90]))) if len(err) else "error p50 / p90 –"
     return (f"{kind}, all cameras: {len(recs)} frames, {len(err)} fixes, {e}, latency p50 / p99 "
             f"{np.percentile(lat, 50):.1f} / {np.percentile(lat, 99):.1f} ms, {int((lat > deadline_ms).sum())} over "
             f"{deadline_ms:g} ms (longest {lat.max():.1f})")
