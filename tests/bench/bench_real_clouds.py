@@ -13,7 +13,8 @@ point of the scene lies under the boresight, turned by a random angle, at the sc
 pixel; beyond the scene's edges the field is mirrored). Everything else (illumination, haze, cloud shading and
 shadows, sensor) is the simulator's: the difference from the simulator's own clouds is the clouds' shape. Each
 pose is rendered twice, under the real field and under the simulator's field (its default cover), and both are
-located; the table bins eligible frames by their cloud fraction (CONVENTIONS eligibility: at least 20 % of the pixels clear land).
+located; the table bins eligible frames by their cloud fraction (CONVENTIONS eligibility: at least 20 % of the
+pixels clear land).
 
 A scene with an alpha channel (a cloud layer) gives its opacity as that channel. ``--in-place``: the field is a
 global one (bounds -180 180 -90 90) and each frame takes the clouds that lie over its own ground, not a random
