@@ -62,7 +62,7 @@ from earthfix.sim.basemap import Basemap, read_image
 from earthfix.sim.effects import EffectsConfig
 from earthfix.sim.real_clouds import GlobalCloudField, image_opacity, sample_opacity
 from earthfix.tools.build_index import ensure_default_bundle
-from earthfix.tools.evaluate import FALSE_FIX_KM
+from earthfix.tools.evaluate import FALSE_FIX_KM, over_deadline, percentiles
 from earthfix.tools.framesets import make_frameset
 
 from bench_cameras import Tally, either_look_fixed, frame_record, near_wrong_poses, parse_cameras
@@ -199,14 +199,14 @@ def run(a, out) -> None:
 
 def summary_line(kind: str, recs: list[dict], deadline_ms: float) -> str:
     """One line over every camera's frames of a kind: the fixes' boresight error p50 / p90, the frames' latency
-    p50 / p99 and how many ran past the deadline (as the docs' tables quote them)."""
-    lat = np.array([r["latency_ms"] for r in recs])
-    err = np.array([r["err_km"] for r in recs if r["fix"] and r["err_km"] is not None])
-    e = ("error p50 / p90 %.1f / %.1f km" % tuple(np.percentile(err, [50, 90]))) if len(err) else "error p50 / p90 –"
-    return (f"{kind}, all cameras: {len(recs)} frames, {len(err)} fixes, {e}, latency p50 / p99 "
-            f"{np.percentile(lat, 50):.1f} / {np.percentile(lat, 99):.1f} ms, {int((lat > deadline_ms).sum())} over "
-            f"{deadline_ms:g} ms (longest {lat.max():.1f})")
-
+    p50 / p99 and how many ran past the deadline (as the docs' tables quote them; the eval's metric functions)."""
+    err = percentiles([r["err_km"] for r in recs if r["fix"]], (50, 90))
+    lat = percentiles([r["latency_ms"] for r in recs], (50, 99))
+    late = over_deadline(recs, deadline_ms)
+    e = "–" if err["p50"] is None else f"{err['p50']:.1f} / {err['p90']:.1f} km"
+    return (f"{kind}, all cameras: {len(recs)} frames, {sum(bool(r['fix']) for r in recs)} fixes, error p50 / p90 {e}, "
+            f"latency p50 / p99 {lat['p50']:.1f} / {lat['p99']:.1f} ms, {late['frames']} over {deadline_ms:g} ms "
+            f"(longest {late['max_ms']:.1f})")
 
 if __name__ == "__main__":
     main()
