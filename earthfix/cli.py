@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "earthfix.tools.train_encoder",    # train
     "earthfix.tools.export_encoder",   # export
     "earthfix.tools.train_localdesc",  # train-localdesc
+    "earthfix.tools.season_map",       # fit-snow
     "earthfix.tools.build_index",      # build-index, info
     "earthfix.tools.locate",           # locate
     "earthfix.tools.replay",           # replay, demo

@@ -11,7 +11,8 @@ import yaml
 from earthfix.onboard.bundle import MANIFEST, Bundle
 from earthfix.tools.build_keystore import BuildConfig
 from earthfix.tools.build_index import (DEFAULT_KEYINDEX, DEFAULT_KEYSTORE_EXTRA, FINE_KEYSTORE_GSD_KM, LOWRES_MAP_PX,
-                                       WHITEN_POWER, fit_pca, is_current, shipped_local_sha256)
+                                       WHITEN_POWER, fit_pca, is_current, shipped_local_sha256, snow_season_recipe)
+from earthfix.tools.season_map import SNOW_COLOURS_SHA256
 
 
 def _descriptors(n=2000, d=16, seed=0):
@@ -46,9 +47,10 @@ def test_built_bundle_records_the_power_and_flight_reduction_reproduces_its_rows
     manifest = yaml.safe_load((tiny_bundle / MANIFEST).read_text())
     assert manifest["pca"]["whiten_power"] == WHITEN_POWER
     b = Bundle.load(tiny_bundle, load_keystore=False)
-    # built without the shipped maps in its keypoint stores: of the default recipe but for them
+    # built without the shipped maps and the snow season in its keypoint stores: of the default recipe but for them
     assert not is_current(manifest, b.manifest["encoder"]["sha256"], shipped_local_sha256())
-    shipped = dict(manifest, keystore=dict(manifest["keystore"], extra_basemaps=_shipped_extra()))
+    shipped = dict(manifest, keystore=dict(manifest["keystore"], extra_basemaps=_shipped_extra(),
+                                           snow_season=_shipped_snow()))
     assert is_current(shipped, b.manifest["encoder"]["sha256"], shipped_local_sha256())
     # the stored rows are unit vectors of the whitened projection: a stored row, mapped back to descriptor
     # space through the projection's pseudo-inverse and reduced again, is itself
@@ -62,9 +64,14 @@ def _shipped_extra():
     return [{"source": n, "sha256": SHIPPED_MAPS[n]} for n in DEFAULT_KEYSTORE_EXTRA]
 
 
+def _shipped_snow():
+    return {"sha256": SNOW_COLOURS_SHA256, **snow_season_recipe()}
+
+
 def test_a_cached_default_bundle_of_another_recipe_or_encoder_is_not_reused():
     fine = {"gsd_km": 6.0, "fine_gsd_km": FINE_KEYSTORE_GSD_KM, "fine_keypoints": 10,
-            "extra_basemaps": _shipped_extra(), "lowres_map_px": LOWRES_MAP_PX, "lowres_keypoints": 10}
+            "extra_basemaps": _shipped_extra(), "lowres_map_px": LOWRES_MAP_PX, "lowres_keypoints": 10,
+            "snow_season": _shipped_snow()}
     ki = {"library": "hnswlib", "space": "l2", "M": DEFAULT_KEYINDEX["M"],
           "ef_construction": DEFAULT_KEYINDEX["ef_construction"], "ef": DEFAULT_KEYINDEX["ef"],
           "file": "keyindex.graph", "dim": BuildConfig.pca_dim}
@@ -74,6 +81,10 @@ def test_a_cached_default_bundle_of_another_recipe_or_encoder_is_not_reused():
     # without the low-resolution store (before session 67) or of another sample: rebuilt
     assert not is_current(dict(m, keystore=dict(fine, lowres_map_px=None)), "abc")
     assert not is_current(dict(m, keystore=dict(fine, lowres_map_px=1024)), "abc")
+    # without the snow season (before session 76), with another colour map or another snowline: rebuilt
+    assert not is_current(dict(m, keystore={k: v for k, v in fine.items() if k != "snow_season"}), "abc")
+    assert not is_current(dict(m, keystore=dict(fine, snow_season=dict(_shipped_snow(), sha256="0" * 64))), "abc")
+    assert not is_current(dict(m, keystore=dict(fine, snow_season=dict(_shipped_snow(), snowline_deg=50.0))), "abc")
     # the key index kept whole (keyindex.hnsw, before session 51): still read, but not the default recipe
     assert not is_current(dict(m, keyindex={k: v for k, v in ki.items() if k != "file"}), "abc")
     # the key index's graph: the flight's vote_ef is tuned to it (M 8 / ef_construction 100 until session 38)

@@ -69,7 +69,9 @@ class Basemap:
     """An equirectangular image: row 0 at ``lat_max``, column 0 at ``lon_min``; pixel edges at the bounds.
 
     ``image`` is BGR uint8 with water flattened, ``land`` the land fraction per pixel (float32, 0..1),
-    ``raw`` the image as loaded (kept for display and for the map's registration check).
+    ``raw`` the image as loaded (kept for display and for the map's registration check), ``keypoint_mask``
+    where a keypoint store keeps this map's keypoints (0..1 on the same grid, kept where >= 0.5; None: everywhere;
+    a season painted on part of the globe, ``tools.season_map``).
     """
     image: np.ndarray
     land: np.ndarray
@@ -79,6 +81,7 @@ class Basemap:
     lat_max: float = 90.0
     source: str = ""
     raw: np.ndarray | None = None
+    keypoint_mask: np.ndarray | None = None
     _pyramid: list = field(default_factory=list, repr=False)
     _land_pyramid: list = field(default_factory=list, repr=False)
 
@@ -117,8 +120,20 @@ class Basemap:
         h = max(1, int(round(raw.shape[0] * w / raw.shape[1])))
         img = cv2.resize(raw, (w, h), interpolation=cv2.INTER_AREA)
         land = self._land_for_grid(w, h, self.lon_min, self.lon_max, self.lat_min, self.lat_max)
+        mask = None if self.keypoint_mask is None else cv2.resize(self.keypoint_mask, (w, h), interpolation=cv2.INTER_AREA)
         return Basemap(flatten(img, land), land, self.lon_min, self.lon_max, self.lat_min, self.lat_max,
-                       f"{self.source}@{w}px", img)
+                       f"{self.source}@{w}px", img, keypoint_mask=mask)
+
+    def keeps_keypoints(self, lat, lon) -> np.ndarray:
+        """Whether a keypoint store keeps this map's keypoints at (lat, lon) deg (``keypoint_mask`` >= 0.5 at the
+        pixel holding each; all True without a mask)."""
+        lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
+        if self.keypoint_mask is None:
+            return np.ones(lat.shape, bool)
+        h, w = self.keypoint_mask.shape
+        r = np.clip(((self.lat_max - lat) / (self.lat_max - self.lat_min) * h).astype(np.int64), 0, h - 1)
+        c = np.clip(((lon - self.lon_min) / (self.lon_max - self.lon_min) * w).astype(np.int64), 0, w - 1)
+        return self.keypoint_mask[r, c] >= 0.5
 
     @classmethod
     def default(cls, name: str = "bmng.jpg") -> "Basemap":

@@ -46,6 +46,9 @@ DEFAULT_KEYSTORE_EXTRA = ("nasa-bmng-07_2048.jpg",)   # shipped maps (maps/) who
                              # bundle's stores: imagery without the default map's relief shading, so that
                              # frames of other products and seasons find keypoints they share (docs/VERIFICATION.md,
                              # "A second map in the keypoint store")
+DEFAULT_SNOW_SEASON = True  # the default map under a painted snow season joins the default bundle's stores where
+                             # snow lies (tools/season_map.py; docs/VERIFICATION.md, "A snow season in the keypoint
+                             # store")
 LOWRES_MAP_PX = 2048         # keystore_lowres.npz: the maps area-averaged to 2048 px around the globe (19.6 km
                              # a pixel), for frames of low-resolution imagery (docs/VERIFICATION.md)
 FINE_KEYSTORE_GSD_KM = 4.0   # keystore_fine.npz, for cameras finer than the 6 km store: 1024 px at 40 deg
@@ -123,7 +126,7 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
                  keystore=True, progress=True, region=None, threads=2, log=None, keyindex=True,
                  keyindex_params=None, keystore_gsd_km=None, fine_keystore_gsd_km=FINE_KEYSTORE_GSD_KM,
                  local_descriptor=None, keystore_extra_basemaps=(), keystore_dim=None,
-                 lowres_map_px=LOWRES_MAP_PX) -> Path:
+                 lowres_map_px=LOWRES_MAP_PX, snow_season=None) -> Path:
     """Build a bundle into ``out_dir`` (written to a temporary sibling, then renamed: never half-written).
 
     ``pca_dim`` None: ``DEFAULT_PCA_DIM``, or ``TURNED_PCA_DIM`` when the encoder's references are stored at
@@ -140,6 +143,9 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
     its voting index ``keyindex_lowres.graph``, the same maps area-averaged to that many pixels around the
     globe (``Basemap.coarsened``), at the main store's sample, for frames of imagery coarser than the maps
     (``Localizer._lowres_look``).
+    ``snow_season`` (with ``keystore``; a ``season_map.load_snow_colours`` record, None: none): the basemap under
+    a painted snow season also joins the keypoint stores, its keypoints kept only where snow lies
+    (``season_map.snow_map``); recorded in manifest 'keystore' 'snow_season'.
     ``local_descriptor`` (with ``keystore``): the learned local descriptor's ONNX (None: the shipped
     ``models/localdesc.onnx`` if there is one; "none": RootSIFT); copied into the bundle as ``localdesc.onnx``
     and recorded in manifest 'local_descriptor'.
@@ -194,12 +200,15 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
             local_meta = {"file": BUNDLE_FILE, "kind": "patchnet", "sha256": describer.sha256,
                           "source": Path(describer.name).name}
         kcfg = BuildConfig(bbox=tuple(region) if region else None)
+        extra_maps = tuple(keystore_extra_basemaps)
+        if snow_season is not None:
+            from .season_map import snow_map
+            extra_maps += (snow_map(basemap, snow_season),)
         if keystore_gsd_km is not None:
             kcfg = replace(kcfg, gsd_km=float(keystore_gsd_km))
         if keystore_dim is not None:
             kcfg = replace(kcfg, pca_dim=int(keystore_dim))
-        store = build_keystore(basemap, kcfg, progress=progress, describer=describer,
-                               extra_basemaps=tuple(keystore_extra_basemaps))
+        store = build_keystore(basemap, kcfg, progress=progress, describer=describer, extra_basemaps=extra_maps)
         store.save(tmp / "keystore.npz")
         n_kp = len(store)
         if fine_keystore_gsd_km:
@@ -207,7 +216,7 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
                 raise ValueError(f"the fine keypoint store's sample ({fine_keystore_gsd_km:g} km) must be finer "
                                  f"than the main store's ({kcfg.gsd_km:g} km)")
             fine = build_keystore(basemap, replace(kcfg, gsd_km=float(fine_keystore_gsd_km)), progress=progress,
-                                  describer=describer, extra_basemaps=tuple(keystore_extra_basemaps))
+                                  describer=describer, extra_basemaps=extra_maps)
             fine.save(tmp / "keystore_fine.npz")
             keystore_meta = {"gsd_km": kcfg.gsd_km, "fine_gsd_km": float(fine_keystore_gsd_km),
                              "fine_keypoints": len(fine)}
@@ -215,6 +224,8 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
             keystore_meta = {"gsd_km": kcfg.gsd_km, "fine_gsd_km": None, "fine_keypoints": 0}
         keystore_meta["extra_basemaps"] = [{"source": Path(b.source).name, "sha256": sha256_file(Path(b.source))}
                                            for b in keystore_extra_basemaps]
+        keystore_meta["snow_season"] = None if snow_season is None else {
+            k: snow_season.get(k) for k in ("sha256", "fitted_on", "r2_bgr")} | snow_season_recipe()
         if keyindex:
             keyindex_meta = _write_keyindex(store, keyindex_params, tmp, KEYINDEX_GRAPH)
             keyindex_meta["vectors"] = "the coarse keypoint store's, decoded"
@@ -222,7 +233,7 @@ def build_bundle(out_dir, basemap=None, encoder_path=None, pca_dim=None, index_p
             if lowres_map_px:
                 lowres = build_keystore(basemap.coarsened(int(lowres_map_px)), kcfg, progress=progress,
                                         describer=describer, extra_basemaps=tuple(
-                                            b.coarsened(int(lowres_map_px)) for b in keystore_extra_basemaps))
+                                            b.coarsened(int(lowres_map_px)) for b in extra_maps))
                 lowres.save(tmp / KEYSTORE_LOWRES)
                 keyindex_lowres_meta = _write_keyindex(lowres, keyindex_params, tmp, KEYINDEX_LOWRES_GRAPH)
                 keyindex_lowres_meta["vectors"] = f"{KEYSTORE_LOWRES}'s, decoded"
@@ -288,13 +299,30 @@ def ensure_default_bundle(progress=True) -> Path:
     # a corrupted shipped encoder would otherwise be built into a bundle that then vouches for it
     check_encoder_record(enc)
     out.parent.mkdir(parents=True, exist_ok=True)
-    return build_bundle(out, progress=progress, keystore_extra_basemaps=default_keystore_extra())
+    return build_bundle(out, progress=progress, keystore_extra_basemaps=default_keystore_extra(),
+                        snow_season=default_snow_season())
 
 
 def default_keystore_extra() -> tuple:
     """The shipped maps of the default recipe (``DEFAULT_KEYSTORE_EXTRA``), each checked against its SHA-256."""
     from ..sim.basemap import Basemap
     return tuple(Basemap.shipped(name) for name in DEFAULT_KEYSTORE_EXTRA)
+
+
+def default_snow_season() -> dict | None:
+    """The shipped snow season's colour map (``maps/snow_colours.yaml``, SHA-256 checked), or None when the default
+    recipe has none."""
+    if not DEFAULT_SNOW_SEASON:
+        return None
+    from .season_map import load_snow_colours
+    return load_snow_colours()
+
+
+def snow_season_recipe() -> dict:
+    """What besides the colour map decides the snow-season map (manifest 'keystore' 'snow_season')."""
+    from . import season_map as sm
+    return {"seed": sm.SNOW_SEED, "snowline_deg": sm.SNOWLINE_DEG, "wander_deg": sm.SNOWLINE_WANDER_DEG,
+            "ramp_deg": sm.SNOW_RAMP_DEG, "keep_cover": sm.SNOW_KEEP}
 
 
 def shipped_local_sha256() -> str | None:
@@ -312,6 +340,7 @@ def is_current(manifest: dict, encoder_sha256: str, local_sha256: str | None = N
     extra = [e.get("sha256") for e in (manifest.get("keystore") or {}).get("extra_basemaps") or []]
     return (manifest.get("encoder", {}).get("sha256") == encoder_sha256
             and extra == [SHIPPED_MAPS[n] for n in DEFAULT_KEYSTORE_EXTRA]
+            and _snow_sha(manifest) == (_shipped_snow_sha() if DEFAULT_SNOW_SEASON else None)
             and (manifest.get("local_descriptor") or {}).get("sha256") == local_sha256
             and float(manifest.get("pca", {}).get("whiten_power", 0.0)) == WHITEN_POWER
             and (manifest.get("keystore") or {}).get("fine_gsd_km") == FINE_KEYSTORE_GSD_KM
@@ -319,6 +348,20 @@ def is_current(manifest: dict, encoder_sha256: str, local_sha256: str | None = N
             and (manifest.get("keyindex") or {}).get("file") == KEYINDEX_GRAPH
             and (manifest.get("keyindex") or {}).get("dim", 32) == BuildConfig.pca_dim
             and all((manifest.get("keyindex") or {}).get(k) == DEFAULT_KEYINDEX[k] for k in ("M", "ef_construction")))
+
+
+def _snow_sha(manifest: dict) -> str | None:
+    """The SHA-256 of the snow season's colour map a manifest records if built with this recipe ("another recipe"
+    if not; None: no snow season)."""
+    snow = (manifest.get("keystore") or {}).get("snow_season")
+    if not snow:
+        return None
+    return snow.get("sha256") if all(snow.get(k) == v for k, v in snow_season_recipe().items()) else "another recipe"
+
+
+def _shipped_snow_sha() -> str:
+    from .season_map import SNOW_COLOURS_SHA256
+    return SNOW_COLOURS_SHA256
 
 
 def bundle_info(bundle_dir: Path, encoder_path: Path) -> dict:
@@ -355,6 +398,11 @@ def register(sub):
                         "the keypoint stores', under one PCA (repeatable; default: the shipped "
                         f"{', '.join(DEFAULT_KEYSTORE_EXTRA)} when --basemap is not given, none otherwise; 'none': "
                         "none; docs/VERIFICATION.md, 'A second map in the keypoint store')")
+    p.add_argument("--snow-season", default=None, metavar="COLOURS.yaml",
+                   help="paint a snow season on the basemap with this colour map (earthfix fit-snow) and add its "
+                        "snow-covered ground's keypoints to the keypoint stores (default: the shipped "
+                        "maps/snow_colours.yaml when --basemap is not given, none otherwise; 'none': none; "
+                        "docs/VERIFICATION.md, 'A snow season in the keypoint store')")
     p.add_argument("--bounds", nargs=4, type=float, default=[-180, 180, -90, 90],
                    metavar=("LON_MIN", "LON_MAX", "LAT_MIN", "LAT_MAX"))
     p.add_argument("--encoder", default=None, help="ONNX encoder (default: the shipped INT8 model)")
@@ -401,6 +449,13 @@ def run_build(args) -> int:
             extra = default_keystore_extra() if basemap is None else ()
         else:
             extra = tuple(Basemap.load(p) for p in extra_paths if p.lower() != "none")
+        if args.snow_season is None:
+            snow = default_snow_season() if basemap is None else None
+        elif args.snow_season.lower() == "none":
+            snow = None
+        else:
+            from .season_map import load_snow_colours
+            snow = load_snow_colours(args.snow_season)
     except BasemapError as exc:
         print(f"earthfix build-index: {exc}", file=sys.stderr)
         return 2
@@ -411,7 +466,7 @@ def run_build(args) -> int:
                      keystore=not args.no_keystore, region=args.region, keyindex=not args.no_keyindex,
                      keystore_gsd_km=args.keystore_gsd_km, fine_keystore_gsd_km=args.fine_keystore_gsd_km,
                      local_descriptor=args.local_descriptor, keystore_extra_basemaps=extra,
-                     keystore_dim=args.keystore_dim, lowres_map_px=args.lowres_map_px)
+                     keystore_dim=args.keystore_dim, lowres_map_px=args.lowres_map_px, snow_season=snow)
     except (FileNotFoundError, ValueError) as exc:
         print(f"earthfix build-index: {exc}", file=sys.stderr)
         return 2

@@ -167,7 +167,7 @@ def build_keystore(basemap: Basemap, cfg: BuildConfig | None = None, progress: b
     ``localdesc.PatchDescriber`` (the learned local descriptor, recorded in the store's meta and attached
     to it), or None for RootSIFT. ``extra_basemaps``: other global images of the same ground (another
     product or season) whose tiles' keypoints join the store's, under one PCA (each map's density cap
-    applies to its own keypoints)."""
+    applies to its own keypoints; a map's ``keypoint_mask`` limits where its keypoints are kept)."""
     cfg = cfg or BuildConfig()
     fcfg = cfg.feature_config()
     t_start = time.perf_counter()
@@ -196,11 +196,14 @@ def build_keystore(basemap: Basemap, cfg: BuildConfig | None = None, progress: b
     n_detected = 0
     for i, bm in ((i, bm) for i in it for bm in (basemap, *extra_basemaps)):
         la, lo = centres[i]
+        if bm.keypoint_mask is not None and not _keeps_near(bm, la, lo, half_km):
+            continue        # a tile where this map keeps no keypoint: not rendered
         kp = tile_keypoints(bm, cfg, la, lo, fcfg, describer)
         if kp is None:
             continue
         n_detected += len(kp["lat"])
         keep = (kp["land"] >= cfg.min_land) & _in_bbox(kp["lat"], kp["lon"], cfg.bbox)
+        keep &= bm.keeps_keypoints(kp["lat"], kp["lon"])
         keep &= geodesy.great_circle_km(la, lo, kp["lat"], kp["lon"]) < half_km - cfg.margin_km
         if not keep.any():
             continue
@@ -303,6 +306,13 @@ def _land_near(basemap: Basemap, lat, lon, radius_km, n=24) -> float:
     xi = np.clip(np.round(x).astype(int), 0, w - 1)
     yi = np.clip(np.round(y).astype(int), 0, h - 1)
     return float(basemap.land[yi, xi].mean())
+
+
+def _keeps_near(basemap: Basemap, lat, lon, radius_km, n=24) -> bool:
+    """Whether ``basemap`` keeps keypoints anywhere on a polar grid of points within ``radius_km`` of (lat, lon)."""
+    A, R = np.meshgrid(np.linspace(0, 360, n, endpoint=False), np.linspace(0, radius_km, 8))
+    la, lo = geodesy.destination(lat, lon, A.ravel(), R.ravel())
+    return bool(basemap.keeps_keypoints(la, lo).any())
 
 
 def land_area_km2(basemap: Basemap, bbox=None) -> float:
