@@ -26,9 +26,9 @@ def test_the_bundle_has_a_finer_store_and_records_it(tiny_bundle):
     # a finer sample of the same ground holds more keypoints
     assert len(b.keystore_fine) > len(b.keystore)
     m = yaml.safe_load((tiny_bundle / MANIFEST).read_text())
-    # (built by build_bundle without other maps: the default recipe's shipped map is added by its callers)
+    # (built by build_bundle without other maps or a snow season: the default recipe's are added by its callers)
     assert m["keystore"] == {"gsd_km": b.keystore.gsd_km, "fine_gsd_km": FINE_KEYSTORE_GSD_KM,
-                             "fine_keypoints": len(b.keystore_fine), "extra_basemaps": [],
+                             "fine_keypoints": len(b.keystore_fine), "extra_basemaps": [], "snow_season": None,
                              "lowres_map_px": LOWRES_MAP_PX, "lowres_keypoints": len(b.keystore_lowres)}
 
 
