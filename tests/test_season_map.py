@@ -72,5 +72,7 @@ def test_the_snow_map_changes_only_snowy_ground_and_keeps_its_keypoints_there():
     one = build_keystore(base, cfg, progress=False)
     both = build_keystore(base, cfg, progress=False, extra_basemaps=(snow,))
     assert len(both) > len(one)
+    # projected with the summer keypoints' PCA and quantiser: every summer keypoint is stored as it was
+    assert np.array_equal(both.pca_components, one.pca_components) and np.array_equal(both.qstep, one.qstep)
     added_lat = np.setdiff1d(np.round(both.lat, 4), np.round(one.lat, 4))
     assert added_lat.min() > 35.0 and (added_lat > 55.0).any()

@@ -167,7 +167,8 @@ def build_keystore(basemap: Basemap, cfg: BuildConfig | None = None, progress: b
     ``localdesc.PatchDescriber`` (the learned local descriptor, recorded in the store's meta and attached
     to it), or None for RootSIFT. ``extra_basemaps``: other global images of the same ground (another
     product or season) whose tiles' keypoints join the store's, under one PCA (each map's density cap
-    applies to its own keypoints; a map's ``keypoint_mask`` limits where its keypoints are kept)."""
+    applies to its own keypoints; a map's ``keypoint_mask`` limits where its keypoints are kept, and such a map's
+    keypoints are projected with the PCA of the others)."""
     cfg = cfg or BuildConfig()
     fcfg = cfg.feature_config()
     t_start = time.perf_counter()
@@ -216,14 +217,21 @@ def build_keystore(basemap: Basemap, cfg: BuildConfig | None = None, progress: b
             area = _owned_area_km2(cfg)
             cap = int(cfg.density_per_1e4_km2 * area / 1e4)
             sel = sel[np.argsort(-kp["response"][sel], kind="stable")[:cap]]
-        parts.append({k: v[sel] for k, v in kp.items()})
+        parts.append(dict({k: v[sel] for k, v in kp.items()},
+                          seasonal=np.full(len(sel), bm.keypoint_mask is not None)))
     if not parts:
         raise ValueError("no keypoints: the region has no textured land")
     allk = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     desc = allk["desc"].astype(np.float32)
-    # PCA on a deterministic subsample
+    # PCA and quantiser on a deterministic subsample of the whole maps' keypoints: a map painted on part of the
+    # globe (a keypoint_mask: the snow season) is projected with them, so that adding it leaves every other
+    # keypoint's stored descriptor as it was
+    whole = ~allk.pop("seasonal")
+    if not whole.any():
+        whole[:] = True
     rng = np.random.default_rng(0)
-    sub = desc if len(desc) <= cfg.pca_fit_max else desc[rng.choice(len(desc), cfg.pca_fit_max, replace=False)]
+    fit = desc[whole]
+    sub = fit if len(fit) <= cfg.pca_fit_max else fit[rng.choice(len(fit), cfg.pca_fit_max, replace=False)]
     mean = sub.mean(axis=0)
     _, sv, vt = np.linalg.svd(sub - mean, full_matrices=False)
     dim = int(min(cfg.pca_dim, desc.shape[1]))
@@ -232,7 +240,7 @@ def build_keystore(basemap: Basemap, cfg: BuildConfig | None = None, progress: b
     sgn = np.sign(comps[np.arange(dim), np.argmax(np.abs(comps), axis=1)])
     comps *= sgn[:, None]
     proj = (desc - mean) @ comps.T
-    std = proj.std(axis=0) + 1e-6
+    std = proj[whole].std(axis=0) + 1e-6
     qstep = (cfg.q_sigmas * std / 127.0).astype(np.float32)
     desc_q = quantise(proj, qstep)
     var_kept = float((sv[:dim] ** 2).sum() / (sv ** 2).sum())
