@@ -39,7 +39,7 @@ def test_the_colour_fit_recovers_a_known_map_from_summer_to_winter():
         sm.fit_snow_colours(summer, winter[:, :700])
 
 
-def test_the_shipped_colour_map_loads_only_as_recorded(tmp_path):
+def test_the_shipped_colour_map_loads_only_as_recorded(tmp_path, monkeypatch):
     c = sm.load_snow_colours()
     assert c["sha256"] == sm.SNOW_COLOURS_SHA256 and np.asarray(c["coefficients"]).shape == (3, 20)
     assert c["fitted_on"]["file"] == "nasa-bmng-01_2048.jpg"           # the winter map is not itself shipped
@@ -53,6 +53,16 @@ def test_the_shipped_colour_map_loads_only_as_recorded(tmp_path):
         sm.load_snow_colours(p)
     with pytest.raises(BasemapError, match="missing"):
         sm.load_snow_colours(tmp_path / "none.yaml")
+    # the shipped file with one byte changed is refused, and a missing one named as the package's
+    shipped = tmp_path / "maps"
+    shipped.mkdir()
+    (shipped / sm.SNOW_COLOURS_FILE).write_text((sm.shipped_maps_dir() / sm.SNOW_COLOURS_FILE).read_text() + " ")
+    monkeypatch.setattr(sm, "shipped_maps_dir", lambda: shipped)
+    with pytest.raises(BasemapError, match="corrupted"):
+        sm.load_snow_colours()
+    (shipped / sm.SNOW_COLOURS_FILE).unlink()
+    with pytest.raises(BasemapError, match="reinstall"):
+        sm.load_snow_colours()
 
 
 def test_the_snow_map_changes_only_snowy_ground_and_keeps_its_keypoints_there():

@@ -46,7 +46,7 @@ DEFAULT_KEYSTORE_EXTRA = ("nasa-bmng-07_2048.jpg",)   # shipped maps (maps/) who
                              # bundle's stores: imagery without the default map's relief shading, so that
                              # frames of other products and seasons find keypoints they share (docs/VERIFICATION.md,
                              # "A second map in the keypoint store")
-DEFAULT_SNOW_SEASON = True  # the default map under a painted snow season joins the default bundle's stores where
+DEFAULT_SNOW_SEASON = True   # the default map under a painted snow season joins the default bundle's stores where
                              # snow lies (tools/season_map.py; docs/VERIFICATION.md, "A snow season in the keypoint
                              # store")
 LOWRES_MAP_PX = 2048         # keystore_lowres.npz: the maps area-averaged to 2048 px around the globe (19.6 km

@@ -109,14 +109,15 @@ def snow_map(base: Basemap, colours: dict, seed: int = SNOW_SEED) -> Basemap:
                    keypoint_mask=mask)
 
 
-def load_snow_colours(path=None, sha256: str | None = SNOW_COLOURS_SHA256) -> dict:
-    """The shipped colour map (``maps/snow_colours.yaml``; ``path``: another, unchecked unless ``sha256``),
-    refused if its SHA-256 is not the recorded one or its coefficients are not 3 x 20 numbers."""
+def load_snow_colours(path=None) -> dict:
+    """The shipped colour map (``maps/snow_colours.yaml``), refused if its SHA-256 is not the recorded one, or the
+    one at ``path`` (``earthfix fit-snow --out``); either refused if its coefficients are not 3 x 20 numbers. The
+    record returned carries the file's ``sha256`` (the bundle's manifest keeps it)."""
     from ..onboard.bundle import sha256_file
     p = Path(path) if path is not None else shipped_maps_dir() / SNOW_COLOURS_FILE
     if not p.is_file():
         raise BasemapError(f"snow colour map {p} is missing" + ("" if path else ": reinstall earthfix"))
-    if sha256 is not None and path is None and sha256_file(p) != sha256:
+    if path is None and sha256_file(p) != SNOW_COLOURS_SHA256:
         raise BasemapError(f"snow colour map {p} is corrupted (SHA-256 does not match the recorded one): "
                            "reinstall earthfix")
     try:
