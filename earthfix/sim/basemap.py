@@ -127,12 +127,12 @@ class Basemap:
     def keeps_keypoints(self, lat, lon) -> np.ndarray:
         """Whether a keypoint store keeps this map's keypoints at (lat, lon) deg (``keypoint_mask`` >= 0.5 at the
         pixel holding each; all True without a mask)."""
-        lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
         if self.keypoint_mask is None:
-            return np.ones(lat.shape, bool)
-        h, w = self.keypoint_mask.shape
-        r = np.clip(((self.lat_max - lat) / (self.lat_max - self.lat_min) * h).astype(np.int64), 0, h - 1)
-        c = np.clip(((lon - self.lon_min) / (self.lon_max - self.lon_min) * w).astype(np.int64), 0, w - 1)
+            return np.ones(np.shape(lat), bool)
+        x, y = self.to_pixel(np.asarray(lat, np.float64), np.asarray(lon, np.float64))
+        h, w = self.keypoint_mask.shape          # the image's grid (``coarsened`` keeps them together)
+        r = np.clip(np.floor(y + 0.5).astype(np.int64), 0, h - 1)
+        c = np.clip(np.floor(x + 0.5).astype(np.int64), 0, w - 1)
         return self.keypoint_mask[r, c] >= 0.5
 
     @classmethod

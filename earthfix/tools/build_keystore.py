@@ -303,12 +303,15 @@ def _owned_area_km2(cfg: BuildConfig) -> float:
     return cfg.spacing_km ** 2 * math.sqrt(3.0) / 2.0
 
 
+def _polar_grid(lat, lon, radius_km, n=24):
+    """(lat, lon) of a coarse polar grid of points within ``radius_km`` of (lat, lon): ``n`` azimuths x 8 ranges."""
+    A, R = np.meshgrid(np.linspace(0, 360, n, endpoint=False), np.linspace(0, radius_km, 8))
+    return geodesy.destination(lat, lon, A.ravel(), R.ravel())
+
+
 def _land_near(basemap: Basemap, lat, lon, radius_km, n=24) -> float:
     """Land fraction on a coarse polar grid of points within ``radius_km`` of (lat, lon)."""
-    az = np.linspace(0, 360, n, endpoint=False)
-    rr = np.linspace(0, radius_km, 8)
-    A, R = np.meshgrid(az, rr)
-    la, lo = geodesy.destination(lat, lon, A.ravel(), R.ravel())
+    la, lo = _polar_grid(lat, lon, radius_km, n)
     x, y = basemap.to_pixel(la, lo)
     h, w = basemap.land.shape
     xi = np.clip(np.round(x).astype(int), 0, w - 1)
@@ -318,9 +321,7 @@ def _land_near(basemap: Basemap, lat, lon, radius_km, n=24) -> float:
 
 def _keeps_near(basemap: Basemap, lat, lon, radius_km, n=24) -> bool:
     """Whether ``basemap`` keeps keypoints anywhere on a polar grid of points within ``radius_km`` of (lat, lon)."""
-    A, R = np.meshgrid(np.linspace(0, 360, n, endpoint=False), np.linspace(0, radius_km, 8))
-    la, lo = geodesy.destination(lat, lon, A.ravel(), R.ravel())
-    return bool(basemap.keeps_keypoints(la, lo).any())
+    return bool(basemap.keeps_keypoints(*_polar_grid(lat, lon, radius_km, n)).any())
 
 
 def land_area_km2(basemap: Basemap, bbox=None) -> float:

@@ -208,5 +208,6 @@ def summary_line(kind: str, recs: list[dict], deadline_ms: float) -> str:
             f"latency p50 / p99 {lat['p50']:.1f} / {lat['p99']:.1f} ms, {late['frames']} over {deadline_ms:g} ms "
             f"(longest {late['max_ms']:.1f})")
 
+
 if __name__ == "__main__":
     main()
