@@ -32,3 +32,49 @@ def test_a_map_drawn_far_off_its_grid_is_flagged_and_a_faithful_one_is_not():
     assert far["windows"] > 20 and far["offset_p50_km"] > 25.0 and far["suspect"]
     near = Registration(cv2.GaussianBlur(ref, (0, 0), 1.0), ref).summary(step_deg=20.0)  # blurred, not moved
     assert near["windows"] > 20 and near["offset_p50_km"] < 5.0 and not near["suspect"]   # the floor: ~3.4 km
+
+
+def _geotiff_tags(path, epsg: int, scale=(300.0, 300.0), tie=(0.0, 0.0, 101985.0, 2826915.0)):
+    """A little-endian TIFF holding only the three GeoTIFF tags ``utm_scene.geotiff_utm`` reads."""
+    import struct
+    keys = (1, 1, 0, 1, 3072, 0, 1, epsg)
+    entries = [(33550, 12, (*scale, 0.0)), (33922, 12, (tie[0], tie[1], 0.0, tie[2], tie[3], 0.0)), (34735, 3, keys)]
+    data_at = 8 + 2 + 12 * len(entries) + 4
+    ifd, blobs = b"", b""
+    for tag, typ, vals in entries:
+        fmt = "d" if typ == 12 else "H"
+        ifd += struct.pack("<HHII", tag, typ, len(vals), data_at + len(blobs))
+        blobs += struct.pack("<" + fmt * len(vals), *vals)
+    path.write_bytes(b"II" + struct.pack("<HI", 42, 8) + struct.pack("<H", len(entries)) + ifd + b"\0\0\0\0" + blobs)
+    return path
+
+
+def test_utm_scene_projects_as_the_wgs84_utm_grid_and_reads_a_geotiffs_georeference(tmp_path):
+    import pytest
+    import utm_scene as u
+    # the WGS84 meridian arc to 45 deg and to the pole (standard values, m)
+    assert abs(u.meridian_arc_m(math.radians(45.0)) - 4_984_944.378) < 0.01
+    assert abs(u.meridian_arc_m(math.radians(90.0)) - 10_001_965.729) < 0.01
+    e, n = u.utm_from_geodetic(0.0, -75.0, 18)
+    assert abs(e - 500_000.0) < 1e-6 and abs(n) < 1e-6
+    e, n = u.utm_from_geodetic(-10.0, -75.0, 18, south=True)
+    assert abs(n - (10_000_000.0 - 0.9996 * u.meridian_arc_m(math.radians(10.0)))) < 1e-3
+    e_w, _ = u.utm_from_geodetic(25.0, -77.0, 18)
+    e_e, _ = u.utm_from_geodetic(25.0, -73.0, 18)
+    assert abs((e_w - 500_000.0) + (e_e - 500_000.0)) < 1e-6 and e_w < 500_000.0 < e_e
+    for lat, lon in ((25.5, -78.96), (-33.9, 18.4 - 0.0), (60.0, -72.5)):
+        zone = int((lon + 180.0) // 6) + 1
+        back = u.geodetic_from_utm(*u.utm_from_geodetic(lat, lon, zone, lat < 0), zone, lat < 0)
+        assert abs(back[0] - lat) < 1e-7 and abs(back[1] - lon) < 1e-7
+    geo = u.geotiff_utm(_geotiff_tags(tmp_path / "s.tif", 32618))
+    assert geo == {"x0_m": 101985.0, "y0_m": 2826915.0, "dx_m": 300.0, "dy_m": 300.0, "zone": 18, "south": False}
+    assert u.geotiff_utm(_geotiff_tags(tmp_path / "s2.tif", 32733))["south"] is True
+    with pytest.raises(ValueError, match="not WGS84 UTM"):
+        u.geotiff_utm(_geotiff_tags(tmp_path / "g.tif", 4326))
+    (tmp_path / "x.tif").write_bytes(b"not a tiff")
+    with pytest.raises(ValueError, match="not a classic TIFF"):
+        u.geotiff_utm(tmp_path / "x.tif")
+    img = np.full((40, 50, 3), 200, np.uint8)
+    out, (lon0, lon1, lat0, lat1) = u.to_equirectangular(img, geo, 0.01)
+    assert lat0 < 25.506 < lat1 and lon0 < -78.959 < lon1            # the top-left corner (rasterio's Landsat scene)
+    assert out.max() == 200 and out.min() == 0                        # the scene, and no-data around it
