@@ -62,7 +62,7 @@ def test_utm_scene_projects_as_the_wgs84_utm_grid_and_reads_a_geotiffs_georefere
     e_w, _ = u.utm_from_geodetic(25.0, -77.0, 18)
     e_e, _ = u.utm_from_geodetic(25.0, -73.0, 18)
     assert abs((e_w - 500_000.0) + (e_e - 500_000.0)) < 1e-6 and e_w < 500_000.0 < e_e
-    for lat, lon in ((25.5, -78.96), (-33.9, 18.4 - 0.0), (60.0, -72.5)):
+    for lat, lon in ((25.5, -78.96), (-33.9, 18.4), (60.0, -72.5)):
         zone = int((lon + 180.0) // 6) + 1
         back = u.geodetic_from_utm(*u.utm_from_geodetic(lat, lon, zone, lat < 0), zone, lat < 0)
         assert abs(back[0] - lat) < 1e-7 and abs(back[1] - lon) < 1e-7

@@ -24,6 +24,7 @@ import argparse
 import math
 import struct
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -62,7 +63,7 @@ def utm_from_geodetic(lat_deg, lon_deg, zone: int, south: bool = False):
 def geotiff_utm(path) -> dict:
     """The georeference of a north-up UTM GeoTIFF: ``x0_m``, ``y0_m`` (the top-left pixel's corner), ``dx_m``,
     ``dy_m`` (pixel size), ``zone``, ``south``. ValueError for anything else (another projection, a rotated grid)."""
-    blob = open(path, "rb").read()
+    blob = Path(path).read_bytes()
     order = {b"II": "<", b"MM": ">"}.get(blob[:2])
     if order is None or struct.unpack(order + "H", blob[2:4])[0] != 42:
         raise ValueError(f"{path}: not a classic TIFF")
@@ -109,7 +110,7 @@ def to_equirectangular(img: np.ndarray, geo: dict, deg_per_px: float, pad_deg: f
                                  geo["south"]) for px, py in ((0, 0), (w, 0), (0, h), (w, h))]
     lat_min, lat_max = min(c[0] for c in corners) - pad_deg, max(c[0] for c in corners) + pad_deg
     lon_min, lon_max = min(c[1] for c in corners) - pad_deg, max(c[1] for c in corners) + pad_deg
-    gw, gh = int(round((lon_max - lon_min) / deg_per_px)), int(round((lat_max - lat_min) / deg_per_px))
+    gw, gh = round((lon_max - lon_min) / deg_per_px), round((lat_max - lat_min) / deg_per_px)
     lon = lon_min + (np.arange(gw) + 0.5) * (lon_max - lon_min) / gw
     lat = lat_max - (np.arange(gh) + 0.5) * (lat_max - lat_min) / gh
     e, n = utm_from_geodetic(lat[:, None], lon[None, :], geo["zone"], geo["south"])
