@@ -29,6 +29,8 @@ true-colour scene of Hurricane Miriam over Baja California and western Mexico (2
     unzip -j /tmp/cartopy/cartopy-*.whl 'cartopy/data/raster/sample/Miriam.A2012270.2050.2km.jpg' -d /tmp
     PYTHONPATH=. python tests/bench/bench_real_scene.py --scene /tmp/Miriam.A2012270.2050.2km.jpg \\
         --bounds -120.6766 -106.32104523 13.2301484511 30.7669 --time 2012-09-26T20:50:00Z
+
+A scene in UTM (Landsat, Sentinel-2): ``tests/bench/utm_scene.py`` resamples it to this grid and prints its bounds.
 """
 from __future__ import annotations
 
