@@ -8,7 +8,7 @@ three GeoTIFF tags of a north-up UTM product (ModelPixelScale, ModelTiepoint, th
 ProjectedCSTypeGeoKey: EPSG 326zz / 327zz, WGS84 UTM north / south), samples it on a latitude-longitude grid
 covering the scene (no-data outside it: black, as the product's own corners) and prints the bounds for
 ``bench_real_scene.py --bounds``. The projection is the transverse Mercator series of Snyder (1987, eqs. 8-9,
-8-10; ~1 mm within a zone), written here because the bench needs UTM alone and pyproj is no dependency.
+8-10; well under a 10 m pixel inside a zone), written here because the bench needs UTM alone and pyproj is no dependency.
 
 A real scene to try (CC0, from USGS Landsat 7 ETM+, rasterio's test data; Andros Island, the Bahamas: real
 shallow-bank sea floor, cumulus and no-data corners, 300 m):
@@ -16,7 +16,7 @@ shallow-bank sea floor, cumulus and no-data corners, 300 m):
     git clone --depth 1 https://github.com/rasterio/rasterio /tmp/rasterio
     PYTHONPATH=. python tests/bench/utm_scene.py /tmp/rasterio/tests/data/RGB.byte.tif /tmp/andros.png
     PYTHONPATH=. python tests/bench/bench_real_scene.py --scene /tmp/andros.png --bounds ... --min-land 0 \\
-        --camera 512x512@20 --camera 1024x1024@15 --camera 640x480@25 --control --ceiling
+        --camera 512x512@20 --camera 1024x1024@15 --camera 640x480@20 --control --ceiling
 """
 from __future__ import annotations
 
