@@ -337,10 +337,11 @@ def is_current(manifest: dict, encoder_sha256: str, local_sha256: str | None = N
     compact file and dimension, the shipped maps in the keypoint stores)."""
     from ..sim.basemap import SHIPPED_MAPS
     from .build_keystore import BuildConfig
+    from .season_map import SNOW_COLOURS_SHA256
     extra = [e.get("sha256") for e in (manifest.get("keystore") or {}).get("extra_basemaps") or []]
     return (manifest.get("encoder", {}).get("sha256") == encoder_sha256
             and extra == [SHIPPED_MAPS[n] for n in DEFAULT_KEYSTORE_EXTRA]
-            and _snow_sha(manifest) == (_shipped_snow_sha() if DEFAULT_SNOW_SEASON else None)
+            and _snow_sha(manifest) == (SNOW_COLOURS_SHA256 if DEFAULT_SNOW_SEASON else None)
             and (manifest.get("local_descriptor") or {}).get("sha256") == local_sha256
             and float(manifest.get("pca", {}).get("whiten_power", 0.0)) == WHITEN_POWER
             and (manifest.get("keystore") or {}).get("fine_gsd_km") == FINE_KEYSTORE_GSD_KM
@@ -357,11 +358,6 @@ def _snow_sha(manifest: dict) -> str | None:
     if not snow:
         return None
     return snow.get("sha256") if all(snow.get(k) == v for k, v in snow_season_recipe().items()) else "another recipe"
-
-
-def _shipped_snow_sha() -> str:
-    from .season_map import SNOW_COLOURS_SHA256
-    return SNOW_COLOURS_SHA256
 
 
 def bundle_info(bundle_dir: Path, encoder_path: Path) -> dict:

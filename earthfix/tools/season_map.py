@@ -28,7 +28,8 @@ import cv2
 import numpy as np
 import yaml
 
-from ..sim.basemap import Basemap, BasemapError, shipped_maps_dir
+from ..onboard.bundle import sha256_file
+from ..sim.basemap import Basemap, BasemapError, flatten, read_image, shipped_maps_dir
 
 SNOW_COLOURS_FILE = "snow_colours.yaml"
 # maps/snow_colours.yaml's SHA-256 (maps/README.md): the bundle's manifest records it, a changed file is refused
@@ -96,7 +97,6 @@ def snow_cover(h: int, w: int, seed: int = SNOW_SEED) -> np.ndarray:
 def snow_map(base: Basemap, colours: dict, seed: int = SNOW_SEED) -> Basemap:
     """``base`` under the snow season: its colours mapped through ``colours`` where ``snow_cover`` says, water
     flattened as ever, and a ``keypoint_mask`` of the snow-covered ground (cover >= ``SNOW_KEEP``)."""
-    from ..sim.basemap import flatten
     if (base.lon_min, base.lon_max, base.lat_min, base.lat_max) != (-180.0, 180.0, -90.0, 90.0):
         raise BasemapError("the snow season is painted on a global map only")
     raw = base.image if base.raw is None else base.raw
@@ -113,7 +113,6 @@ def load_snow_colours(path=None) -> dict:
     """The shipped colour map (``maps/snow_colours.yaml``), refused if its SHA-256 is not the recorded one, or the
     one at ``path`` (``earthfix fit-snow --out``); either refused if its coefficients are not 3 x 20 numbers. The
     record returned carries the file's ``sha256`` (the bundle's manifest keeps it)."""
-    from ..onboard.bundle import sha256_file
     p = Path(path) if path is not None else shipped_maps_dir() / SNOW_COLOURS_FILE
     if not p.is_file():
         raise BasemapError(f"snow colour map {p} is missing" + ("" if path else ": reinstall earthfix"))
@@ -140,8 +139,6 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
-    from ..onboard.bundle import sha256_file
-    from ..sim.basemap import read_image
     winter = read_image(args.winter)
     if winter is None:
         raise BasemapError(f"cannot read winter map {args.winter}")

@@ -4,6 +4,7 @@ import math
 
 import cv2
 import numpy as np
+import pytest
 
 from earthfix.sim.basemap import shipped_maps_dir
 from earthfix.tools.map_registration import Registration
@@ -50,7 +51,6 @@ def _geotiff_tags(path, epsg: int, scale=(300.0, 300.0), tie=(0.0, 0.0, 101985.0
 
 
 def test_utm_scene_projects_as_the_wgs84_utm_grid_and_reads_a_geotiffs_georeference(tmp_path):
-    import pytest
     import utm_scene as u
     # the WGS84 meridian arc to 45 deg and to the pole (standard values, m)
     assert abs(u.meridian_arc_m(math.radians(45.0)) - 4_984_944.378) < 0.01
