@@ -164,3 +164,29 @@ def test_bundles_are_built_with_the_int8_descriptor_when_it_is_shipped(tmp_path,
     assert build_keystore.shipped_local_descriptor().name == "localdesc.onnx"
     (tmp_path / "localdesc_int8.onnx").write_bytes(_block_means(8))
     assert build_keystore.shipped_local_descriptor().name == "localdesc_int8.onnx"
+
+
+def test_a_network_samples_its_patches_at_the_window_it_records(tmp_path):
+    # the window travels in the network's ONNX metadata: the store's and the flight's patches follow it
+    from earthfix.onboard.localdesc import WINDOW_PER_SIZE
+    from earthfix.tools.train_localdesc import set_window
+    path = tmp_path / "net.onnx"
+    path.write_bytes(_block_means(8))
+    set_window(path, WINDOW_PER_SIZE)                   # the default writes nothing: the bytes stay the same
+    assert path.read_bytes() == _block_means(8)
+    plain = PatchDescriber(path.read_bytes())
+    assert plain.window_per_size == WINDOW_PER_SIZE
+    set_window(path, 9.0)
+    wide = PatchDescriber(path.read_bytes())
+    assert wide.window_per_size == 9.0
+    g = _texture(256, seed=5)
+    xy, size, angle = np.array([[100.0, 120.0], [150.5, 90.25]]), np.array([3.0, 4.5]), np.array([10.0, 250.0])
+    np.testing.assert_allclose(wide.describe(g, xy, size, angle),
+                               wide.describe_patches(sample_patches(g, *patch_grid(xy, size, angle, 9.0))))
+    assert np.abs(wide.describe(g, xy, size, angle) - plain.describe(g, xy, size, angle)).max() > 1e-3
+    # a window no network could have been trained at is a corrupt file, refused with one line
+    import onnx
+    model = onnx.load(str(path))
+    model.metadata_props[0].value = "nine"
+    with pytest.raises(LocalDescError, match="window_per_size='nine'"):
+        PatchDescriber(model.SerializeToString())

@@ -7,7 +7,8 @@ frames in flight (``features.extract_features``), and the bundle carries the net
 
 Patch convention (both sides)
 - Sampled from the working grey image (after CLAHE) on a ``PATCH_PX`` x ``PATCH_PX`` grid centred on the
-  keypoint, ``WINDOW_PER_SIZE`` x its OpenCV ``size`` on a side (SIFT's own descriptor window), turned by its
+  keypoint, the network's window (its ONNX metadata ``window_per_size``; ``WINDOW_PER_SIZE``, SIFT's own
+  descriptor window, for a network that records none) x its OpenCV ``size`` on a side, turned by its
   OpenCV ``angle`` (degrees): the patch's +x runs along (cos a, sin a) in image pixels (x right, y down),
   which makes the patch of a turned image the same patch (measured: 0.96 median correlation against
   0.06 for the other sense).
@@ -28,6 +29,8 @@ import numpy as np
 BUNDLE_FILE = "localdesc.onnx"   # the network's file name in a bundle and in models/
 PATCH_PX = 32               # samples per patch side fed to the network
 WINDOW_PER_SIZE = 6.0       # patch side / OpenCV keypoint size (SIFT's descriptor window: 4 bins of 1.5 size)
+WINDOW_KEY = "window_per_size"   # ONNX metadata: the window the network was trained at (travels with it)
+WINDOW_RANGE = (2.0, 24.0)  # windows a network may record (outside: refused as corrupt)
 _CHUNK = 1000               # remap's output must stay under 32767 rows: patches per call
 
 _T = ((np.arange(PATCH_PX) + 0.5) / PATCH_PX - 0.5).astype(np.float32)
@@ -38,11 +41,12 @@ class LocalDescError(ValueError):
     """A local-descriptor network that cannot be used."""
 
 
-def patch_grid(xy, size, angle_deg) -> tuple[np.ndarray, np.ndarray]:
+def patch_grid(xy, size, angle_deg, window_per_size: float = WINDOW_PER_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Sample positions (x, y), each K x PATCH_PX x PATCH_PX, of the patches of K keypoints at ``xy``
-    (K x 2, pixels of the image they are sampled from) with OpenCV ``size`` and ``angle_deg``."""
+    (K x 2, pixels of the image they are sampled from) with OpenCV ``size`` and ``angle_deg``, each patch
+    ``window_per_size`` x its ``size`` on a side."""
     xy = np.asarray(xy, dtype=np.float32).reshape(-1, 2)
-    side = WINDOW_PER_SIZE * np.asarray(size, dtype=np.float32).reshape(-1)
+    side = np.float32(window_per_size) * np.asarray(size, dtype=np.float32).reshape(-1)
     a = np.radians(np.asarray(angle_deg, dtype=np.float32).reshape(-1))
     c, s = (side * np.cos(a))[:, None], (side * np.sin(a))[:, None]
     px = xy[:, :1] + c * _U - s * _V          # float32 throughout: ~10x faster than float64 grids
@@ -88,11 +92,12 @@ class PatchDescriber:
                                  f"[N, 1, {PATCH_PX}, {PATCH_PX}]")
         self.dim = int(out.shape[1]) if isinstance(out.shape[1], int) else None
         self.input_name = inp.name
+        self.window_per_size = network_window(self.session, name)
 
     def describe(self, grey: np.ndarray, xy, size, angle_deg) -> np.ndarray:
         """Descriptors (N x D float32, unit L2) of keypoints of the 8-bit ``grey`` image (pixels, OpenCV
         size and angle in that image)."""
-        return self.describe_patches(sample_patches(grey, *patch_grid(xy, size, angle_deg)))
+        return self.describe_patches(sample_patches(grey, *patch_grid(xy, size, angle_deg, self.window_per_size)))
 
     def describe_patches(self, patches: np.ndarray) -> np.ndarray:
         """Descriptors (N x D float32, unit L2) of N x 32 x 32 grey patches (``sample_patches``)."""
@@ -102,3 +107,19 @@ class PatchDescriber:
         d = self.session.run(None, {self.input_name: x})[0].astype(np.float32, copy=False)
         n = np.linalg.norm(d, axis=1, keepdims=True)
         return d / np.maximum(n, 1e-12)
+
+
+def network_window(session, name: str = BUNDLE_FILE) -> float:
+    """The patch window (x keypoint size) a network was trained at: its ONNX metadata ``window_per_size``,
+    ``WINDOW_PER_SIZE`` when it records none (every network before session 78)."""
+    raw = session.get_modelmeta().custom_metadata_map.get(WINDOW_KEY)
+    if raw is None:
+        return WINDOW_PER_SIZE
+    try:
+        w = float(raw)
+    except ValueError:
+        w = float("nan")
+    if not WINDOW_RANGE[0] <= w <= WINDOW_RANGE[1]:
+        raise LocalDescError(f"local descriptor {name}: metadata {WINDOW_KEY}={raw!r} is not a window in "
+                             f"{WINDOW_RANGE[0]:g}..{WINDOW_RANGE[1]:g}")
+    return w

@@ -51,7 +51,8 @@ WIDTHS = (24, 48)                   # channels of the network's first two convol
 # ---- pairs -------------------------------------------------------------------------------------------
 
 def frame_pairs(seed: int, i: int, per_frame: int = 200, cloud_edge_max: float = 0.0,
-                frame_maps: tuple = (), frame_map_share: float = 0.0, snow_pairs: bool = False):
+                frame_maps: tuple = (), frame_map_share: float = 0.0, snow_pairs: bool = False,
+                window: float | None = None):
     """The patch pairs of frame ``i`` of ``seed``: dict of uint8 arrays ``tile``, ``plain``, ``filled``
     (K x 32 x 32), or None when the frame is not eligible or holds fewer than 5 usable keypoints.
     ``cloud_edge_max`` > 0: half the frames get clouds with translucent margins (``EffectsConfig.cloud_edge``
@@ -62,12 +63,14 @@ def frame_pairs(seed: int, i: int, per_frame: int = 200, cloud_edge_max: float =
     ``snow_pairs``: on such a frame the keypoints are kept where the same frame rendered from the default
     basemap (the same pose, clouds and effects) has no cloud-like pixel, rather than where the frame itself has
     none: snow, which the flight's cloud mask takes for cloud, is ground to the plain look, so its pairs are
-    kept; the filled look's patch of a keypoint under the frame's own mask (filled over) is its plain patch."""
+    kept; the filled look's patch of a keypoint under the frame's own mask (filled over) is its plain patch.
+    ``window``: the patch side per keypoint size (``localdesc.WINDOW_PER_SIZE`` when None)."""
     import cv2
     from ..onboard import geodesy
     from ..onboard.camera import Camera
     from ..onboard.features import cloud_mask, extract_features, fill_clouds, preprocess
     from ..onboard.localdesc import WINDOW_PER_SIZE, patch_grid, sample_patches
+    window = WINDOW_PER_SIZE if window is None else float(window)
     from ..onboard.verify import VerifyConfig, cloud_fill_config
     from ..sim import render as render_mod
     from ..sim.effects import CLOUD_EDGE
@@ -125,10 +128,10 @@ def frame_pairs(seed: int, i: int, per_frame: int = 200, cloud_edge_max: float =
     k = len(idx)
     grey_tile = preprocess(tview.image, sfc)[0]
     xy, size, ang = f.xy[idx].astype(np.float64), f.size[idx].astype(np.float64), f.angle[idx].astype(np.float64)
-    out = {"tile": sample_patches(grey_tile, *patch_grid(xy, size, ang))}
+    out = {"tile": sample_patches(grey_tile, *patch_grid(xy, size, ang, window))}
     d_ang, d_scale, d_pos = POS_JITTER
-    jxy = xy + rng.normal(0.0, d_pos, (k, 2)) * (WINDOW_PER_SIZE * size)[:, None]
-    qx, qy = patch_grid(jxy, size * np.exp(rng.normal(0.0, d_scale, k)), ang + rng.normal(0.0, d_ang, k))
+    jxy = xy + rng.normal(0.0, d_pos, (k, 2)) * (window * size)[:, None]
+    qx, qy = patch_grid(jxy, size * np.exp(rng.normal(0.0, d_scale, k)), ang + rng.normal(0.0, d_ang, k), window)
     fu, fv = render_mod.project_ground(cam, pos, rot, _bilinear(pts, qx.ravel(), qy.ravel()))
     fu = np.nan_to_num(fu, nan=-100.0).reshape(qx.shape)
     fv = np.nan_to_num(fv, nan=-100.0).reshape(qx.shape)
@@ -159,17 +162,17 @@ def _basemap(kind: str):
 
 
 def _pairs_of(args) -> list:
-    seed, frames, per_frame, cloud_edge_max, frame_maps, share, snow_pairs = args
-    return [frame_pairs(seed, i, per_frame, cloud_edge_max, frame_maps, share, snow_pairs) for i in frames]
+    seed, frames, per_frame, cloud_edge_max, frame_maps, share, snow_pairs, window = args
+    return [frame_pairs(seed, i, per_frame, cloud_edge_max, frame_maps, share, snow_pairs, window) for i in frames]
 
 
 def make_pairs(n_frames: int, seed: int, workers: int = 2, per_frame: int = 200, progress: bool = True,
                cloud_edge_max: float = 0.0, frame_maps: tuple = (), frame_map_share: float = 0.0,
-               snow_pairs: bool = False) -> dict:
+               snow_pairs: bool = False, window: float | None = None) -> dict:
     """Pairs of ``n_frames`` frames of ``seed`` (deterministic whatever ``workers``): dict of uint8 arrays."""
     from multiprocessing import get_context
     chunks = [(seed, list(range(s, min(s + 25, n_frames))), per_frame, cloud_edge_max, tuple(frame_maps),
-               frame_map_share, snow_pairs)
+               frame_map_share, snow_pairs, window)
               for s in range(0, n_frames, 25)]
     parts = []
     bar = None
@@ -187,11 +190,11 @@ def make_pairs(n_frames: int, seed: int, workers: int = 2, per_frame: int = 200,
 
 
 def validation_pairs(n_frames: int, seed: int, workers: int = 2, per_frame: int = 200, n_pairs: int = 4000,
-                     frame_maps: tuple = (), snow_pairs: bool = False) -> dict:
+                     frame_maps: tuple = (), snow_pairs: bool = False, window: float | None = None) -> dict:
     """The validation figure's pairs: ``n_pairs`` drawn (seeded) from the pairs of ``n_frames`` frames of ``seed``
     (every frame rendered from one of ``frame_maps`` when given)."""
     val = make_pairs(n_frames, seed, workers, per_frame, frame_maps=frame_maps,
-                     frame_map_share=1.0 if frame_maps else 0.0, snow_pairs=snow_pairs)
+                     frame_map_share=1.0 if frame_maps else 0.0, snow_pairs=snow_pairs, window=window)
     vi = np.random.default_rng(1).permutation(len(val["tile"]))[:n_pairs]
     return {k: np.ascontiguousarray(v[vi]) for k, v in val.items()}
 
@@ -245,8 +248,9 @@ def top1(net, tile: np.ndarray, frame: np.ndarray) -> float:
     return float((torch.cdist(b, a).argmin(1) == torch.arange(len(a))).float().mean())
 
 
-def rootsift_top1(tile: np.ndarray, frame: np.ndarray) -> float:
-    """The same figure for RootSIFT computed on the patches (one keypoint at the centre, SIFT's window)."""
+def rootsift_top1(tile: np.ndarray, frame: np.ndarray, window: float | None = None) -> float:
+    """The same figure for RootSIFT computed on the patches: one keypoint at the centre, as large as the
+    patches' keypoint (patches sampled at ``window`` x its size), so SIFT describes its own window (6 x)."""
     import cv2
     from ..onboard.features import root_sift
     from ..onboard.localdesc import PATCH_PX, WINDOW_PER_SIZE
@@ -254,7 +258,7 @@ def rootsift_top1(tile: np.ndarray, frame: np.ndarray) -> float:
     c = (PATCH_PX - 1) / 2.0
 
     def desc(ps):
-        kp = [cv2.KeyPoint(c, c, PATCH_PX / WINDOW_PER_SIZE, 0.0)]
+        kp = [cv2.KeyPoint(c, c, PATCH_PX / (window or WINDOW_PER_SIZE), 0.0)]
         return root_sift(np.concatenate([sift.compute(np.ascontiguousarray(p), kp)[1] for p in ps]))
     return pair_top1(desc(tile), desc(frame))
 
@@ -366,15 +370,31 @@ def train(pairs: dict, val: dict, minutes: float, seed: int = 0, batch: int = 10
     return net, rec
 
 
-def export(net, path: Path) -> str:
-    """ONNX FP32 (opset 17, dynamic batch); returns its SHA-256."""
+def export(net, path: Path, window: float | None = None) -> str:
+    """ONNX FP32 (opset 17, dynamic batch), the patch window it was trained at in its metadata when it is not
+    ``WINDOW_PER_SIZE``; returns its SHA-256."""
     import torch
     from ..onboard.localdesc import PATCH_PX
     net.eval()
     torch.onnx.export(net, torch.zeros(2, 1, PATCH_PX, PATCH_PX), str(path), input_names=["patches"],
                       output_names=["desc"], dynamic_axes={"patches": {0: "n"}, "desc": {0: "n"}},
                       opset_version=17, dynamo=False)
+    set_window(path, window)
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def set_window(path: Path, window: float | None) -> None:
+    """Record ``window`` (patch side per keypoint size) in the ONNX metadata of ``path``, where every user of
+    the network reads it (``localdesc.network_window``); None or ``WINDOW_PER_SIZE``: nothing written, so the
+    network is byte for byte what a network of the default window always was."""
+    import onnx
+    from ..onboard.localdesc import WINDOW_KEY, WINDOW_PER_SIZE
+    if window is None or float(window) == WINDOW_PER_SIZE:
+        return
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    model.metadata_props.add(key=WINDOW_KEY, value=repr(float(window)))
+    onnx.save(model, str(path))
 
 
 def run(args) -> int:
@@ -389,10 +409,10 @@ def run(args) -> int:
     t0 = time.time()
     pairs = make_pairs(args.frames, args.seed, args.workers, args.per_frame, cloud_edge_max=args.cloud_edge,
                        frame_maps=tuple(args.frame_basemaps or ()), frame_map_share=args.frame_basemap_share,
-                       snow_pairs=args.snow_pairs)
-    val = validation_pairs(args.val_frames, args.seed + 1, args.workers, args.per_frame)
+                       snow_pairs=args.snow_pairs, window=args.window)
+    val = validation_pairs(args.val_frames, args.seed + 1, args.workers, args.per_frame, window=args.window)
     val_maps = validation_pairs(args.val_frames, args.seed + 1, args.workers, args.per_frame,
-                                frame_maps=tuple(args.val_basemaps), snow_pairs=args.snow_pairs
+                                frame_maps=tuple(args.val_basemaps), snow_pairs=args.snow_pairs, window=args.window
                                 ) if args.val_basemaps else None
     log(f"train-localdesc: {len(pairs['tile'])} training pairs, {len(val['tile'])} validation pairs "
         f"({time.time() - t0:.0f} s)")
@@ -404,16 +424,18 @@ def run(args) -> int:
     rec["frame_basemaps"] = [Path(m).name for m in args.frame_basemaps or ()]
     rec["frame_basemap_share"] = args.frame_basemap_share
     rec["snow_pairs"] = args.snow_pairs
+    rec["window_per_size"] = args.window
     if val_maps is not None:
         rec["val_basemaps"] = [Path(m).name for m in args.val_basemaps]
         rec["val_top1_other_maps"] = {look: round(top1(net, val_maps["tile"], val_maps[look]), 4)
                                       for look in ("plain", "filled")}
-        rec["val_top1_other_maps_rootsift"] = {look: round(rootsift_top1(val_maps["tile"], val_maps[look]), 4)
-                                               for look in ("plain", "filled")}
-    rec["val_top1_rootsift"] = {look: round(rootsift_top1(val["tile"], val[look]), 4) for look in ("plain", "filled")}
+        rec["val_top1_other_maps_rootsift"] = {
+            look: round(rootsift_top1(val_maps["tile"], val_maps[look], args.window), 4) for look in ("plain", "filled")}
+    rec["val_top1_rootsift"] = {look: round(rootsift_top1(val["tile"], val[look], args.window), 4)
+                                for look in ("plain", "filled")}
     models = Path(args.models) if args.models else out
     models.mkdir(parents=True, exist_ok=True)
-    sha = export(net, models / "localdesc.onnx")
+    sha = export(net, models / "localdesc.onnx", args.window)
     rec.update(file="localdesc.onnx", sha256=sha, bytes=(models / "localdesc.onnx").stat().st_size,
                pairs=int(len(pairs["tile"])), frames=args.frames, val_frames=args.val_frames, seed=args.seed,
                command="earthfix train-localdesc " + " ".join(sys.argv[2:]),
@@ -443,13 +465,15 @@ def quantize(models: Path, frames: int = 48, seed: int = 94, val_frames: int = 1
     fp32 = models / "localdesc.onnx"
     if not fp32.is_file():
         raise FileNotFoundError(f"{fp32}: no FP32 local descriptor to quantize (earthfix train-localdesc)")
-    cal = make_pairs(frames, seed, workers)
+    d32 = PatchDescriber(fp32.read_bytes())
+    window = d32.window_per_size                        # the INT8 copy samples as the network was trained
+    cal = make_pairs(frames, seed, workers, window=window)
     x = np.concatenate([cal["tile"], cal["plain"], cal["filled"]])
     x = x[np.random.default_rng(seed).permutation(len(x))[:max_calib]].astype(np.float32)[:, None]
     out = models / INT8_FILE
-    d32 = PatchDescriber(fp32.read_bytes())
     quantize_int8(fp32, out, x, input_name=d32.input_name, batch=256)
-    val = validation_pairs(val_frames, 92, workers)     # train-localdesc's validation pairs (seed 91 + 1)
+    set_window(out, window)
+    val = validation_pairs(val_frames, 92, workers, window=window)   # train-localdesc's (seed 91 + 1)
     rec = {"file": INT8_FILE, "sha256": hashlib.sha256(out.read_bytes()).hexdigest(), "bytes": out.stat().st_size,
            "calib_patches": int(len(x)), "calib_frames": frames, "calib_seed": seed,
            "val_top1_fp32": looks_top1(d32, val), "val_top1": looks_top1(PatchDescriber(out.read_bytes()), val),
@@ -505,6 +529,9 @@ def register(sub) -> None:
                         "takes for cloud (the mask of the same frame from the default basemap decides; default off)")
     p.add_argument("--invert-share", type=float, default=0.0, metavar="S",
                    help="share of the frame patches with their grey inverted in training (0: the shipped recipe)")
+    p.add_argument("--window", type=float, default=None, metavar="W",
+                   help="patch side per keypoint size (default: localdesc.WINDOW_PER_SIZE, SIFT's 6; the network "
+                        "records any other in its ONNX metadata, which the stores and the flight read)")
     p.add_argument("--widths", type=int, nargs=2, default=list(WIDTHS), metavar=("C1", "C2"),
                    help="channels of the network's first two convolutions (default: the shipped network's, %(default)s)")
     p.set_defaults(func=run)
