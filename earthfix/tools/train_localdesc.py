@@ -70,7 +70,6 @@ def frame_pairs(seed: int, i: int, per_frame: int = 200, cloud_edge_max: float =
     from ..onboard.camera import Camera
     from ..onboard.features import cloud_mask, extract_features, fill_clouds, preprocess
     from ..onboard.localdesc import WINDOW_PER_SIZE, patch_grid, sample_patches
-    window = WINDOW_PER_SIZE if window is None else float(window)
     from ..onboard.verify import VerifyConfig, cloud_fill_config
     from ..sim import render as render_mod
     from ..sim.effects import CLOUD_EDGE
@@ -78,6 +77,7 @@ def frame_pairs(seed: int, i: int, per_frame: int = 200, cloud_edge_max: float =
     from .evaluate import is_eligible
     from .framesets import FrameSpec, make_frameset
     cv2.setNumThreads(1)
+    window = WINDOW_PER_SIZE if window is None else float(window)
     rng = np.random.default_rng([seed, i])
     wide = rng.uniform() < 0.7
     cam = Camera.from_fov(256, 256, 80.0) if wide else Camera.from_fov(512, 512, 60.0)
@@ -424,7 +424,8 @@ def run(args) -> int:
     rec["frame_basemaps"] = [Path(m).name for m in args.frame_basemaps or ()]
     rec["frame_basemap_share"] = args.frame_basemap_share
     rec["snow_pairs"] = args.snow_pairs
-    rec["window_per_size"] = args.window
+    from ..onboard.localdesc import WINDOW_PER_SIZE
+    rec["window_per_size"] = float(args.window or WINDOW_PER_SIZE)
     if val_maps is not None:
         rec["val_basemaps"] = [Path(m).name for m in args.val_basemaps]
         rec["val_top1_other_maps"] = {look: round(top1(net, val_maps["tile"], val_maps[look]), 4)
