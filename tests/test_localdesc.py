@@ -4,12 +4,13 @@ A tiny numpy-free ONNX stand-in (4 block means of the patch) plays the network."
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper
 
 from earthfix.onboard.features import FeatureConfig, extract_features
 from earthfix.onboard.keystore import KeypointStore, KeystoreError
-from earthfix.onboard.localdesc import (PATCH_PX, LocalDescError, PatchDescriber, patch_grid,
+from earthfix.onboard.localdesc import (PATCH_PX, WINDOW_PER_SIZE, LocalDescError, PatchDescriber, patch_grid,
                                         sample_patches)
 
 
@@ -168,7 +169,6 @@ def test_bundles_are_built_with_the_int8_descriptor_when_it_is_shipped(tmp_path,
 
 def test_a_network_samples_its_patches_at_the_window_it_records(tmp_path):
     # the window travels in the network's ONNX metadata: the store's and the flight's patches follow it
-    from earthfix.onboard.localdesc import WINDOW_PER_SIZE
     from earthfix.tools.train_localdesc import set_window
     path = tmp_path / "net.onnx"
     path.write_bytes(_block_means(8))
@@ -184,9 +184,16 @@ def test_a_network_samples_its_patches_at_the_window_it_records(tmp_path):
     np.testing.assert_allclose(wide.describe(g, xy, size, angle),
                                wide.describe_patches(sample_patches(g, *patch_grid(xy, size, angle, 9.0))))
     assert np.abs(wide.describe(g, xy, size, angle) - plain.describe(g, xy, size, angle)).max() > 1e-3
-    # a window no network could have been trained at is a corrupt file, refused with one line
-    import onnx
+    # writing again replaces the window and keeps the file's other metadata
     model = onnx.load(str(path))
-    model.metadata_props[0].value = "nine"
+    model.metadata_props.add(key="note", value="kept")
+    onnx.save(model, str(path))
+    set_window(path, 12.0)
+    assert {(e.key, e.value) for e in onnx.load(str(path)).metadata_props} == {("note", "kept"),
+                                                                             ("window_per_size", "12.0")}
+    assert PatchDescriber(path.read_bytes()).window_per_size == 12.0
+    # a window no network could have been trained at is a corrupt file, refused with one line
+    model = onnx.load(str(path))
+    next(e for e in model.metadata_props if e.key == "window_per_size").value = "nine"
     with pytest.raises(LocalDescError, match="window_per_size='nine'"):
         PatchDescriber(model.SerializeToString())

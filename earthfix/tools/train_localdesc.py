@@ -385,15 +385,18 @@ def export(net, path: Path, window: float | None = None) -> str:
 
 def set_window(path: Path, window: float | None) -> None:
     """Record ``window`` (patch side per keypoint size) in the ONNX metadata of ``path``, where every user of
-    the network reads it (``localdesc.network_window``); None or ``WINDOW_PER_SIZE``: nothing written, so the
-    network is byte for byte what a network of the default window always was."""
+    the network reads it (``localdesc.network_window``), replacing a window recorded before and keeping any other
+    metadata; None or ``WINDOW_PER_SIZE``: nothing written, so the network is byte for byte what a network of the
+    default window always was."""
     import onnx
     from ..onboard.localdesc import WINDOW_KEY, WINDOW_PER_SIZE
     if window is None or float(window) == WINDOW_PER_SIZE:
         return
     model = onnx.load(str(path))
+    kept = [(e.key, e.value) for e in model.metadata_props if e.key != WINDOW_KEY]
     del model.metadata_props[:]
-    model.metadata_props.add(key=WINDOW_KEY, value=repr(float(window)))
+    for key, value in kept + [(WINDOW_KEY, repr(float(window)))]:
+        model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))
 
 
