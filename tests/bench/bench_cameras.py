@@ -17,7 +17,8 @@ share of eligible frames that the Localizer's verifier fixes when given the true
 cloud-filled (``bench_ceiling.py``'s question at this camera). Footprint half-width quoted at 600 km.
 ``--out`` writes one JSON line a frame (camera, eligible, fix, error, confidence, inliers, the verified place's
 source and look, what the deadline cut: ``looks_cut``, ``lowres_cut``, ``guided_cut``, the line repair's
-``lines_mended`` and ``striping``, latency and its stages) for comparing runs frame by frame.
+``lines_mended`` and ``striping``, latency and its stages, and the verified pose's evidence as the eval's
+``frames.jsonl`` keeps it: ``pose``) for comparing runs frame by frame.
 """
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ from earthfix.onboard.camera import Camera
 from earthfix.onboard.features import fill_clouds
 from earthfix.onboard.localizer import Localizer
 from earthfix.tools.build_index import ensure_default_bundle
-from earthfix.tools.evaluate import (FALSE_FIX_KM, first_hit_rank, is_eligible, near_wrong, position_error_km,
-                                     sub_error_km)
+from earthfix.tools.evaluate import (FALSE_FIX_KM, POSE_EVIDENCE, first_hit_rank, is_eligible, near_wrong,
+                                     position_error_km, sub_error_km)
 from earthfix.tools.framesets import FrameSpec, make_frameset
 
 from bench_ceiling import true_place_fixed
@@ -144,7 +145,8 @@ def frame_record(cam, i: int, f, err, truth: dict) -> dict:
             "alt_km": round(float(truth["alt_km"]), 1), "hyp_alt_km": ev.get("hyp_alt_km"),
             "sub_err_km": None if not f.fix else round(sub_error_km(f.sub_lat, f.sub_lon, truth), 2),
             "tilt_deg": ev.get("tilt_deg"), "true_tilt_deg": truth.get("tilt_deg"),
-            "latency_ms": round(f.latency_ms, 2), "stages_ms": f.stages_ms}
+            "latency_ms": round(f.latency_ms, 2), "stages_ms": f.stages_ms,
+            "pose": {k: ev.get(k) for k in POSE_EVIDENCE} if ev.get("ok") else None}
 
 
 def run(a, out) -> None:

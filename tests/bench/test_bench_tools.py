@@ -78,3 +78,25 @@ def test_utm_scene_projects_as_the_wgs84_utm_grid_and_reads_a_geotiffs_georefere
     out, (lon0, lon1, lat0, lat1) = u.to_equirectangular(img, geo, 0.01)
     assert lat0 < 25.506 < lat1 and lon0 < -78.959 < lon1            # the top-left corner (rasterio's Landsat scene)
     assert out.max() == 200 and out.min() == 0                        # the scene, and no-data around it
+
+
+def test_prior_poses_sets_each_wrong_weak_prior_pose_against_the_right_ones():
+    import bench_prior_poses as bp
+
+    def rec(i, err, conf, inliers=7, prior=True, fix=True, spread=0.2):
+        return {"camera": "1024x1024@40", "index": i, "fix": fix, "err_km": err if fix else None,
+                "confidence": conf, "inliers": inliers, "from_prior": prior, "bore_sigma_km": 3.0,
+                "pose": {"spread": spread, "matches": inliers + 2} if fix else None}
+    recs = [rec(0, 2.0, 0.991), rec(1, 3.0, 0.999), rec(2, 4.0, 0.995, spread=0.4),
+            rec(3, 1.0, 0.95, inliers=30, prior=False),          # a blind fix: right, not of the path
+            rec(4, 1.0, 0.999, inliers=12),                      # a prior pose strong enough to end the search
+            rec(5, 5116.0, 0.996, spread=0.09),                  # the wrong weak prior pose
+            rec(6, None, 0.0, fix=False)]
+    s = bp.summarise(recs, below_inliers=10)
+    assert (s["frames"], s["fixes"], s["right_fixes"], s["weak_prior"], s["weak_prior_right"]) == (7, 6, 5, 4, 3)
+    assert s["ranges"]["spread"]["max"] == 0.4 and s["ranges"]["spread"]["p50"] == 0.2
+    assert s["ranges"]["inliers"]["max"] == 7.0       # the 12- and 30-inlier fixes are not weak prior poses
+    (w,) = s["wrong"]
+    assert w["index"] == 5 and w["values"]["spread"] == 0.09 and w["values"]["matches"] == 9.0
+    # a bar at p 0.996 refuses the right fixes below it: 0.991, 0.995 (prior) and 0.95 (blind)
+    assert (w["refused_all"], w["refused_prior"]) == (3, 2)
