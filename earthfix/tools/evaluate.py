@@ -735,9 +735,11 @@ def retrieval_ms(stages_ms: dict) -> float:
     return sum(stages_ms.get(k, 0.0) for k in ("encode_ms", "despeckle_ms", "fill_ms", "features_ms", "vote_ms"))
 
 
-# keys of ``Verifier._evidence`` kept in each frame record's "pose"
+# keys of ``Verifier._evidence`` kept in each frame record's "pose" (with the record's inliers and bore_sigma_km,
+# every input of the confidence model: a pose can be scored again under another model)
 POSE_EVIDENCE = ("matches", "inlier_ratio", "spread", "reproj_rms_work_px", "alt_km", "tilt_deg", "lever_km",
-                 "group_lever_km", "inlier_margin", "groups_evaluated", "guided", "from_prior")
+                 "group_lever_km", "inlier_margin", "groups_evaluated", "guided", "from_prior", "alt_out_of_range_km",
+                 "attitude_given")
 
 
 def evaluate_frame(loc, cam, img, truth: dict, sdef: ScenarioDef, baselines: Baselines | None,

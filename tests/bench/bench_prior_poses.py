@@ -1,6 +1,7 @@
 """Weak poses of the vote's prior path, right against wrong (not a pytest test).
 
     PYTHONPATH=. python tests/bench/bench_prior_poses.py FRAMES.jsonl [FRAMES.jsonl ...] [--below-inliers 10]
+        [--confidence MODEL.json]
 
 Reads the ``--out`` files of ``bench_cameras.py`` / ``bench_real_clouds.py`` (their records' ``pose`` holds the
 verified pose's evidence) and takes the fixes matched where a vote place's own pose put the store keypoints
@@ -9,6 +10,9 @@ end a frame's search, docs/VERIFICATION.md "A weak prior pose does not end the s
 (within 50 km), each evidence value's p1 / p5 / p50 / p95 / p99 / max, then each wrong one's values beside them and
 how many right fixes (of every kind, and of this path) a confidence bar at the wrong one's confidence would refuse:
 the question whether anything in the evidence tells such a wrong pose from the right ones before it flies.
+``--confidence``: every fix scored again under another confidence model (``earthfix calibrate``'s JSON; the
+records' ``pose`` holds its inputs): each wrong one's new probability and the right fixes it would take below
+``min_confidence`` (the searches themselves are not re-run: a fix the old model let end a search stands as it was).
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import json
 
 import numpy as np
 
+from earthfix.onboard.confidence import ConfidenceModel
 from earthfix.tools.evaluate import FALSE_FIX_KM
 
 # evidence compared (the record's own keys first, then its "pose"'s)
@@ -37,6 +42,20 @@ def weak_prior(rec: dict, below_inliers: int) -> bool:
 
 def is_right(rec: dict) -> bool:
     return rec.get("err_km") is not None and rec["err_km"] <= FALSE_FIX_KM
+
+
+def evidence(rec: dict) -> dict:
+    """The confidence model's inputs of a fixed frame's record (``ConfidenceModel``'s evidence keys)."""
+    return dict(rec.get("pose") or {}, ok=True, inliers=rec.get("inliers"), bore_sigma_km=rec.get("bore_sigma_km"))
+
+
+def rescore(recs: list[dict], model: ConfidenceModel, min_confidence: float = 0.9) -> dict:
+    """Every fix under ``model``: the right ones it takes below ``min_confidence``, each wrong one's probability."""
+    fixes = [r for r in recs if r.get("fix") and r.get("pose")]
+    p = {id(r): model(evidence(r)) for r in fixes}
+    return {"right_below": sum(p[id(r)] < min_confidence for r in fixes if is_right(r)),
+            "right": sum(is_right(r) for r in fixes),
+            "wrong": [(r.get("camera"), r.get("index"), r["confidence"], p[id(r)]) for r in fixes if not is_right(r)]}
 
 
 def summarise(recs: list[dict], below_inliers: int = 10) -> dict:
@@ -67,6 +86,8 @@ def main() -> None:
     ap.add_argument("frames", nargs="+", metavar="FRAMES.jsonl")
     ap.add_argument("--below-inliers", type=int, default=10, help="weak: fewer inliers than this (config "
                     "weak_prior_pose_inliers)")
+    ap.add_argument("--confidence", default=None, metavar="MODEL.json", help="also score every fix under this "
+                    "confidence model")
     a = ap.parse_args()
     recs = []
     for path in a.frames:
@@ -86,6 +107,10 @@ def main() -> None:
         print(f"wrong {w['camera']} frame {w['index']}: {w['err_km']:.0f} km off; a bar at its confidence "
               f"{w['values']['confidence']:.4f} refuses {w['refused_all']} of {s['right_fixes']} right fixes "
               f"({w['refused_prior']} of {s['weak_prior_right']} right weak prior poses)")
+    if a.confidence:
+        r = rescore(recs, ConfidenceModel.load(a.confidence))
+        print(f"under {a.confidence}: {r['right_below']} of {r['right']} right fixes below 0.9; wrong: " + ", ".join(
+            f"{c} {i} p {p0:.4f} -> {p1:.4f}" for c, i, p0, p1 in r["wrong"]))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """The diagnostic benches' own helpers: a map's registration offsets (earthfix.tools.map_registration; its sign
-conventions are what a reader of their tables relies on)."""
+conventions are what a reader of their tables relies on), the UTM scene reader (utm_scene) and the weak prior-path
+poses' comparison (bench_prior_poses)."""
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -100,3 +102,25 @@ def test_prior_poses_sets_each_wrong_weak_prior_pose_against_the_right_ones():
     assert w["index"] == 5 and w["values"]["spread"] == 0.09 and w["values"]["matches"] == 9.0
     # a bar at p 0.996 refuses the right fixes below it: 0.991, 0.995 (prior) and 0.95 (blind)
     assert (w["refused_all"], w["refused_prior"]) == (3, 2)
+
+
+def test_prior_poses_scores_a_record_again_as_the_localizer_scored_its_evidence():
+    import bench_prior_poses as bp
+    from earthfix.onboard.confidence import FEATURES, ConfidenceModel
+    from earthfix.tools.evaluate import POSE_EVIDENCE
+
+    ev = {"ok": True, "inliers": 7, "matches": 8, "inlier_ratio": 0.875, "spread": 0.089, "reproj_rms_work_px": 1.41,
+          "alt_out_of_range_km": 0.0, "inlier_margin": 7, "attitude_given": False, "tilt_deg": 0.63,
+          "bore_sigma_km": 5.29, "from_prior": True}
+    model = ConfidenceModel.load(Path(__file__).resolve().parents[2] / "models" / "confidence.json")
+    rec = {"fix": True, "err_km": 5116.0, "confidence": model(ev), "inliers": 7, "bore_sigma_km": 5.29,
+           "camera": "1024x1024@40", "index": 137, "pose": {k: ev.get(k) for k in POSE_EVIDENCE}}
+    # the record's pose holds every input of the model: scored again, the same probability (0.99 here)
+    r = bp.rescore([rec], model)
+    assert r["right"] == 0 and r["wrong"] == [("1024x1024@40", 137, rec["confidence"], rec["confidence"])]
+    assert rec["confidence"] > 0.9
+    # the right fixes a stricter model takes below 0.9 are counted
+    right = dict(rec, err_km=2.0, index=1)
+    strict = ConfidenceModel(model.intercept - 4.0, {k: float(w) for k, w in zip(FEATURES, model.w)})
+    assert bp.rescore([rec, right], strict)["right_below"] == 1
+    assert bp.rescore([rec, right], model)["right_below"] == 0
