@@ -22,7 +22,7 @@ import json
 import numpy as np
 
 from earthfix.onboard.confidence import ConfidenceModel
-from earthfix.tools.evaluate import FALSE_FIX_KM
+from earthfix.tools.evaluate import FALSE_FIX_KM, percentiles
 
 # evidence compared (the record's own keys first, then its "pose"'s)
 KEYS = ("inliers", "confidence", "bore_sigma_km", "offset_sigma_km", "tilt_deg", "matches", "inlier_ratio", "spread",
@@ -69,10 +69,10 @@ def summarise(recs: list[dict], below_inliers: int = 10) -> dict:
     prior_conf = np.array([r["confidence"] for r in right], float)
     ranges = {}
     for k in KEYS:
-        v = np.array([x for x in (value(r, k) for r in right) if x is not None and np.isfinite(x)], float)
-        if len(v):
-            ranges[k] = dict(zip(("p1", "p5", "p50", "p95", "p99", "max"),
-                                 [float(x) for x in np.percentile(v, (1, 5, 50, 95, 99, 100))]))
+        q = percentiles([value(r, k) for r in right], (1, 5, 50, 95, 99, 100))
+        if q["p50"] is not None:
+            q["max"] = q.pop("p100")
+            ranges[k] = q
     wrong_out = [{"camera": r.get("camera"), "index": r.get("index"), "err_km": r["err_km"],
                   "values": {k: value(r, k) for k in KEYS},
                   "refused_all": int((right_conf < r["confidence"]).sum()),
