@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python tests/bench/bench_real_scene.py --scene SCENE.jpg --bounds LONMIN LONMAX LATMIN LATMAX \\
         [--time ISO] [--n 200] [--seed 4242] [--camera 512x512@60 ...] [--bundle DIR] [--config C.yaml]
-        [--save DIR]
+        [--control [--control-basemap MAP] [--masked]] [--ceiling] [--save DIR]
 
 The scene is any georeferenced equirectangular image (row 0 at LATMAX, column 0 at LONMIN) of another
 sensor, day and atmosphere than the bundle's Blue Marble: its clouds, haze, sun and colours are the real
@@ -18,8 +18,12 @@ sensor's own cloud mask is not in a JPEG). Prints, per camera: frames, eligible,
 false fixes (> 50 km, over all frames), boresight error p50 / p90, retrieval recall@10 (the pipeline's
 ``candidates``) and latency p50; ``--ceiling`` adds the share of eligible frames verified when the true
 place is given (``bench_cameras.either_look_fixed``: is it the imagery or the retrieval); ``--control`` the
-eligible frames fixed when the same poses are rendered from the Blue Marble with the same sensor (what the
-scene's own sky, date and sensor cost) and the control's false fixes. ``--save DIR`` writes the frames and a truth/fix line per frame.
+eligible frames fixed when the same poses are rendered from the Blue Marble (or ``--control-basemap``) with the
+same sensor (what the scene's own sky, date and sensor cost) and the control's false fixes; ``--masked`` with it
+splits that cost: the share of eligible frames verified at the true place on the scene's frame and on the control's
+when both keep keypoints only outside the scene frame's own cloud mask (``masked_true_place``: the same ground seen,
+so a gap between the two is the scene's ground itself, not its cloud). ``--save DIR`` writes the frames and a
+truth/fix line per frame.
 
 A real scene at hand (no network needed beyond the package index): cartopy's wheel ships a MODIS Aqua
 true-colour scene of Hurricane Miriam over Baja California and western Mexico (2012-09-26 20:50 UTC,
@@ -44,6 +48,7 @@ import numpy as np
 
 from earthfix.onboard import geodesy
 from earthfix.onboard.camera import Camera, nadir_attitude, tilt_rotation
+from earthfix.onboard.features import fill_clouds
 from earthfix.onboard.localizer import Localizer
 from earthfix.sim import effects as fx
 from earthfix.sim.basemap import Basemap
@@ -54,6 +59,7 @@ from earthfix.tools.build_index import ensure_default_bundle
 from earthfix.tools.evaluate import is_eligible
 
 from bench_cameras import Tally, either_look_fixed, parse_cameras
+from bench_ceiling import true_place_fixed
 
 CAMERAS = ((256, 256, 80.0), (512, 512, 60.0), (1024, 1024, 40.0), (640, 480, 50.0))
 
@@ -74,6 +80,18 @@ def camera_only_effects() -> fx.EffectsConfig:
 def cloud_mask(bgr: np.ndarray, v_min: int, s_max: int) -> np.ndarray:
     hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)
     return (hsv[..., 2] >= v_min) & (hsv[..., 1] <= s_max)
+
+
+def masked_true_place(loc: Localizer, scene_img: np.ndarray, control_img: np.ndarray, cam: Camera,
+                      truth: dict) -> tuple[bool, bool]:
+    """(scene, control): is each frame verified within 50 km when the plain look's verifier is given the true place
+    only, both keeping keypoints only outside the scene frame's own cloud mask (the filled look's, ``fill_clouds``)?
+    The two frames are one pose over two images (the scene, the bundle's map), so under one mask they show the same
+    ground: a frame the control verifies and the scene does not is lost to the scene's ground as that image shows
+    it (its season, product, atmosphere), not to its cloud."""
+    _, drop = fill_clouds(scene_img, loc.fill_verifier(cam).cfg.feature)
+    ver = loc.verifier_for(cam)
+    return tuple(true_place_fixed(ver, ver.extract(img, drop=drop), cam, truth) for img in (scene_img, control_img))
 
 
 def frames(scene: Basemap, cam: Camera, n: int, seed: int, t, v_min: int, s_max: int, min_land: float,
@@ -133,9 +151,16 @@ def main() -> None:
     ap.add_argument("--config", default=None, help="Localizer config YAML (default: the shipped defaults)")
     ap.add_argument("--control", action="store_true",
                     help="also the same poses over the Blue Marble (the bundle's own imagery), same sensor")
+    ap.add_argument("--control-basemap", default=None, metavar="MAP",
+                    help="render the control from this global equirectangular image (default: the Blue Marble)")
+    ap.add_argument("--masked", action="store_true",
+                    help="with --control: the true place verified on the scene's and the control's frame, both under "
+                         "the scene frame's cloud mask (its ground or its cloud?)")
     ap.add_argument("--ceiling", action="store_true", help="also verify the true place (plain or filled look)")
     ap.add_argument("--save", default=None, help="write frames and per-frame records here")
     a = ap.parse_args()
+    if (a.masked or a.control_basemap) and not a.control:
+        ap.error("--masked and --control-basemap need --control")
     cameras = parse_cameras(a.camera) if a.camera else CAMERAS
     scene = Basemap.load(a.scene, tuple(a.bounds), flatten_water=False)
     t = parse_time(a.time)
@@ -144,21 +169,25 @@ def main() -> None:
     if out:
         out.mkdir(parents=True, exist_ok=True)
     print(f"scene {a.scene}: {scene.image.shape[1]}x{scene.image.shape[0]} px, {scene.km_per_px:.2f} km/px")
-    extra = (" ceiling |" if a.ceiling else "") + (" control fixes (false) |" if a.control else "")
+    control_map = (Basemap.load(a.control_basemap) if a.control_basemap else Basemap.default()) if a.control else None
+    extra = ((" ceiling |" if a.ceiling else "") + (" control fixes (false) |" if a.control else "")
+             + (" masked ceiling: scene / control |" if a.masked else ""))
     print("| camera | frames | eligible | fixes (rate) | false fixes | error p50 / p90 | R@10 |" + extra + " latency p50 |")
     print("| --- | ---: | ---: | ---: | ---: | --- | ---: |" + (" ---: |" if a.ceiling else "")
-          + (" ---: |" if a.control else "") + " ---: |")
+          + (" ---: |" if a.control else "") + (" ---: |" if a.masked else "") + " ---: |")
     for w, h, fov in cameras:
         cam = Camera.from_fov(w, h, fov)
         tally = Tally()
         recs = []
         try:
             drawn = list(frames(scene, cam, a.n, a.seed + w, t, a.cloud_v, a.cloud_s, a.min_land,
-                                Basemap.default() if a.control else None, a.lat_band))
+                                control_map, a.lat_band))
         except DoesNotFit as exc:
-            print(f"| {w}×{h}, {fov:g}° | does not fit the scene: {exc} |" + " |" * (6 + a.ceiling + a.control), flush=True)
+            print(f"| {w}×{h}, {fov:g}° | does not fit the scene: {exc} |" + " |" * (6 + a.ceiling + a.control + a.masked),
+                  flush=True)
             continue
         n_ctl = n_ctl_false = 0
+        masked = np.zeros(2, dtype=int)
         for i, (img, truth, ctl) in enumerate(drawn):
             f = loc.locate(img, cam)
             err = tally.add(f, truth, (lambda: either_look_fixed(loc, img, cam, truth)) if a.ceiling else None)
@@ -168,6 +197,8 @@ def main() -> None:
                     e = float(geodesy.great_circle_km(fc.lat, fc.lon, truth["bore_lat"], truth["bore_lon"]))
                     n_ctl_false += e > 50.0
                     n_ctl += is_eligible(truth) and e <= 50.0
+                if a.masked and is_eligible(truth):
+                    masked += masked_true_place(loc, img, ctl, cam, truth)
             if out:
                 name = f"{w}x{h}_{i:04d}.png"
                 cv2.imwrite(str(out / name), img)
@@ -180,6 +211,7 @@ def main() -> None:
               f"{p[0]:.1f} / {p[1]:.1f} km | {tally.pct(tally.hits)} |"
               + (f" {tally.pct(tally.ceiling)} |" if a.ceiling else "")
               + (f" {n_ctl} ({tally.pct(n_ctl)}) ({n_ctl_false}) |" if a.control else "")
+              + (f" {tally.pct(masked[0])} / {tally.pct(masked[1])} |" if a.masked else "")
               + f" {np.median(tally.lat_ms):.1f} ms |",
               flush=True)
 

@@ -1,6 +1,6 @@
 """The diagnostic benches' own helpers: a map's registration offsets (earthfix.tools.map_registration; its sign
-conventions are what a reader of their tables relies on), the UTM scene reader (utm_scene) and the weak prior-path
-poses' comparison (bench_prior_poses)."""
+conventions are what a reader of their tables relies on), the UTM scene reader (utm_scene), the weak prior-path
+poses' comparison (bench_prior_poses) and a real scene's ground set apart from its cloud (bench_real_scene)."""
 import math
 from pathlib import Path
 
@@ -124,3 +124,26 @@ def test_prior_poses_scores_a_record_again_as_the_localizer_scored_its_evidence(
     strict = ConfidenceModel(model.intercept - 4.0, {k: float(w) for k, w in zip(FEATURES, model.w)})
     assert bp.rescore([rec, right], strict)["right_below"] == 1
     assert bp.rescore([rec, right], model)["right_below"] == 0
+
+
+def test_a_scenes_ground_is_told_from_its_cloud_under_one_mask(localizer, camera):
+    import bench_real_scene as brs
+    from support import under_cloud
+    from earthfix.sim.basemap import Basemap
+    from earthfix.sim.effects import EffectsConfig
+    from earthfix.sim.scenario import single_frame
+
+    def frame(lat, lon, seed, **tilt):
+        return single_frame(Basemap.default(), camera, lat, lon, 600.0, 37.0, effects=EffectsConfig.default(),
+                            rng=np.random.default_rng(seed), **tilt)
+    img, truth = frame(35.0, -108.0, 0, tilt_deg=2.0, tilt_az_deg=45.0)
+    assert brs.masked_true_place(localizer, img, img, camera, truth) == (True, True)
+    # the scene shows other ground (a frame 600 km away): its frame fails, the control's ground holds
+    other, _ = frame(33.0, -102.0, 1)
+    assert brs.masked_true_place(localizer, other, img, camera, truth) == (False, True)
+    # the scene's cloud over 70 % of the frame: the control keeps only the scene's clear ground, and that is too
+    # little here, although the control alone is verified
+    opacity = np.zeros(img.shape[:2] + (1,))
+    opacity[:, : int(0.7 * img.shape[1])] = 1.0
+    assert brs.masked_true_place(localizer, under_cloud(img, opacity), img, camera, truth) == (False, False)
+    assert brs.either_look_fixed(localizer, img, camera, truth)
