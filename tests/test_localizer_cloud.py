@@ -556,3 +556,58 @@ def test_a_weak_prior_pose_does_not_end_the_search(tiny_bundle, frames, monkeypa
     assert went_on.confidence > 0.95
     kept, n_kept = located(1000, 1.0)
     assert n_kept == 2 and kept.fix and kept.evidence["look"] == "filled" and kept.confidence == 1.0
+
+
+def test_a_later_looks_vote_is_planned_again_with_its_own_keypoints(tiny_bundle, frames, monkeypatch):
+    """Config ``later_look_check``: once a later look's features are known, the plan is asked again with their count
+    at the first look's vote cost per keypoint and room for a place after it ("full", "lean" or None: the look ends
+    with its features, nothing voted or verified), and the look's first place is not started blind (its bar at least
+    ``SECOND_LOOK_EXTRA_MS``). A plain look after a filled one held 300 keypoints to the filled look's 168, and its
+    vote and one place ran a 60 ms frame to 77 ms (docs/VERIFICATION.md, "A later look planned with its own
+    keypoints")."""
+    import time
+    from types import SimpleNamespace
+    from earthfix.onboard.localizer import SECOND_LOOK_EXTRA_MS, Localizer
+    cam, clear, cloudy, grey = frames
+    loc = Localizer.load(tiny_bundle, config=dict(localizer_config(), deadline_ms=10000))
+    first = loc.voter.cfg.first_query
+    # 10 ms for a first look of 100 keypoints: 0.1 ms a keypoint, and a place of 8 ms after the vote
+    search = SimpleNamespace(stages={"vote_ms": 10.0}, first_feats=[0] * 100, slowest_s=0.0,
+                             deadline=time.perf_counter() + 0.040)
+    admit = loc._later_look_admission(search)
+    assert admit(200) == "full"                         # 20 + 8 ms
+    assert admit(400) == "lean"                         # 40 + 8 ms does not fit; the first batch's 15 + 8 does
+    search.deadline = time.perf_counter() + 0.015
+    assert admit(400) is None and admit(100) is None    # 15 + 8 and 10 + 8 ms do not fit 15 ms
+    loc.cfg["lean_looks"] = False
+    search.deadline = time.perf_counter() + 0.040
+    assert loc._later_look_admission(search)(400) is None
+    loc.cfg["lean_looks"] = True
+    # the look itself: the admission sees its keypoints; None ends it after them, "lean" votes the first batch
+    real, seen, asked = loc.voter.candidates, [], []
+
+    def counted(feats, camera, max_candidates=3, daylight=None):
+        seen.append(len(feats))
+        return real(feats, camera, max_candidates=max_candidates, daylight=daylight)
+    monkeypatch.setattr(loc.voter, "candidates", counted)
+    ver = loc.verifier_for(cam)
+    cut = loc._look(clear, ver, None, cam, None, None, [], {}, admit=lambda n: asked.append(n))
+    assert not cut[1].ok and cut[0] == [] and not seen and asked == [len(cut[2])] and len(cut[2]) > first
+    lean = loc._look(clear, ver, None, cam, None, None, [], {}, admit=lambda n: "lean")
+    assert seen == [first] and lean[1].ok
+    # in the frame's search: the later look's places wait behind a place's worth of time although none was timed
+    from earthfix.onboard.verify import Verification, Verifier
+    real_look, real_verify, bars = Localizer._look, Verifier.verify, []
+
+    def look(self, img, *a, **k):
+        if not bars and "admit" not in k:         # the first look: no place verified, none timed
+            merged, v, feats, query, weak = real_look(self, img, *a, **k)
+            return [], Verification(reason="few matches (0)", search=v.search), feats, query, []
+        bars.append(a[7] if len(a) > 7 else k.get("place_s", 0.0))
+        return [], Verification(reason="few matches (3)"), None, None, []
+    monkeypatch.setattr(Localizer, "_look", look)
+    for check in (True, False):
+        bars.clear()
+        loc.cfg["later_look_check"] = check
+        loc.locate(cloudy, cam)
+        assert bars and (min(bars) >= SECOND_LOOK_EXTRA_MS / 1e3 if check else bars[0] == 0.0), (check, bars)

@@ -33,6 +33,7 @@ DEFAULTS = {
     "defer_votes_below": 3,
     "weak_prior_pose_inliers": 10,
     "lean_looks": True,
+    "later_look_check": True,
     "despeckle": True,
     "balance_look": True,
     "repair_striping_above": STRIPING_ABOVE,  # features' own defaults, written once
@@ -163,7 +164,7 @@ def validate(cfg: dict) -> dict:
         raise ConfigError(f"config: 'encoder_places' must be one of {', '.join(ENCODER_PLACES)}, "
                           f"got {_r(out['encoder_places'])}")
     for k in ("vote", "cloud_fill", "despeckle", "balance_look", "fine_store", "warm_up", "shrink_to_work",
-              "lean_looks", "lowres_store", "daylight_search"):
+              "lean_looks", "later_look_check", "lowres_store", "daylight_search"):
         if not isinstance(out[k], bool):
             raise ConfigError(f"config: '{k}' must be true or false, got {_r(out[k])}")
     for k in ("verify", "confidence"):

@@ -446,7 +446,7 @@ class Localizer:
         return out
 
     def _look(self, img, verifier, drop, camera, attitude, deadline, cands, stages, place_s=0.0, retrieval=None,
-              defer_below: int = 0, lean: bool = False, daylight=None):
+              defer_below: int = 0, lean: bool = False, daylight=None, admit=None):
         """Local features (none centred on ``drop``) -> keypoint vote (merged ahead of the encoder's
         ``cands``) -> verification. Returns (candidate list, Verification, Features, the vote's search for a
         wide vote or None: ``vote.VoteQuery``, the vote places left unverified); stage times go into ``stages``.
@@ -457,11 +457,19 @@ class Localizer:
 
         With ``retrieval`` (a ``_Retrieval`` not yet run) the encoder's candidates are that retrieval's, made
         only if the vote's places end without a clear pose (``encoder_places: lazy``): the places verified
-        and the answer are the same as with them made first. ``daylight``: the vote keeps to lit ground."""
+        and the answer are the same as with them made first. ``daylight``: the vote keeps to lit ground.
+        ``admit(n_keypoints)``: asked once the features are known, "full", "lean" or None (the look ends there,
+        nothing verified): a later look's vote costs with its own keypoints, which the plan could not know."""
         t = _time.perf_counter()
         feats = verifier.extract(img, drop=drop)
         stages["features_ms"] = (_time.perf_counter() - t) * 1e3
         voted, query = [], None
+        if admit is not None:
+            how = admit(len(feats))
+            if how is None:
+                from .verify import Verification
+                return [], Verification(), feats, None, []
+            lean = lean or how == "lean"
         if self.voter is not None:
             t = _time.perf_counter()
             strongest = feats
@@ -825,6 +833,9 @@ class Localizer:
         # lean_looks) votes with the first batch of keypoints only, at that share of the first look's vote
         later_ms = stages["features_ms"] + stages.get("vote_ms", 0.0) + SECOND_LOOK_EXTRA_MS
         lean_ms = later_ms - stages.get("vote_ms", 0.0) * (1.0 - self._first_batch_share())
+        admit, place_s = None, s.slowest_s
+        if self.cfg["later_look_check"]:
+            admit, place_s = self._later_look_admission(s), max(s.slowest_s, SECOND_LOOK_EXTRA_MS / 1e3)
         for i, nxt in enumerate(looks[1:], 1):
             if s.v.ok and not self._weak_prior_pose(s.v):
                 break
@@ -843,16 +854,17 @@ class Localizer:
             t = _time.perf_counter()
             # the slowest place so far sets the bar for this look's first one too
             cands2, v2, _, _, _ = self._look(nxt.image, nxt.verifier, nxt.drop, s.camera, s.attitude, s.deadline,
-                                             [], {}, s.slowest_s, lean=how == "lean",
-                                             daylight=s.retrieval.daylight)
+                                             [], {}, place_s, lean=how == "lean",
+                                             daylight=s.retrieval.daylight, admit=admit)
             hit = i
             s.slowest_s = max(s.slowest_s, v2.slowest_place_s)
+            place_s = max(place_s, s.slowest_s)
             if not v2.ok and first.name == "filled" and cands2:
                 # a place this look's vote found, seen through the cloud: the filled look's features (its bar
                 # the slowest place so far, this look's included: before session 72 the bar left this look's
                 # own places out and a 13 ms verification started with 1 ms left)
                 v2, hit = first.verifier.verify(s.first_feats, s.camera, self._places(cands2, first.verifier),
-                                                attitude=s.attitude, deadline=s.deadline, place_s=s.slowest_s), 0
+                                                attitude=s.attitude, deadline=s.deadline, place_s=place_s), 0
                 s.slowest_s = max(s.slowest_s, v2.slowest_place_s)
             s.tried.append((v2, hit))
             if v2.ok and (not s.v.ok or self.confidence(v2.evidence) > self.confidence(s.v.evidence)):
@@ -862,6 +874,22 @@ class Localizer:
             stage = ("balanced_look_ms" if nxt.name == "balanced" else
                      "second_look_ms" if i == 1 else "third_look_ms")
             stages[stage] = (_time.perf_counter() - t) * 1e3
+
+    def _later_look_admission(self, s: _FrameSearch):
+        """The check a later look's features are put to before its vote (config ``later_look_check``): the plan
+        (``look_plan``) again, now with this look's own keypoint count at the first look's vote cost per keypoint
+        and a place of at least ``SECOND_LOOK_EXTRA_MS`` after it. A plain look after a filled one holds up to
+        twice the keypoints, and its vote twice the time the plan had set aside."""
+        n_first = max(1, len(s.first_feats))
+        vote_ms_kp = s.stages.get("vote_ms", 0.0) / n_first
+        first_query = self.voter.cfg.first_query if self.voter is not None else 0
+
+        def admit(n: int):
+            place_ms = max(s.slowest_s * 1e3, SECOND_LOOK_EXTRA_MS)
+            lean_n = min(n, first_query) if first_query > 0 else n
+            return look_plan(_time.perf_counter(), s.deadline, vote_ms_kp * n + place_ms,
+                             vote_ms_kp * lean_n + place_ms if self.cfg["lean_looks"] else None)
+        return admit
 
     def _weak_prior_pose(self, v) -> bool:
         """A verified pose matched from its vote place's own pose (``from_prior``: its matches were sought where
