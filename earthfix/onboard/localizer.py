@@ -41,7 +41,10 @@ left, in the first look's own search (evidence ``deferred``, stage ``deferred_ms
 to later looks that fix more (docs/VERIFICATION.md, "Weak vote places after the later looks").
 A later look the deadline's plan has no room for in full (the first look's features and vote plus a place) runs
 lean when that fits (config ``lean_looks``; evidence ``lean_looks``): its vote over its strongest keypoints only,
-the vote's first batch, which is what a sure place needs (docs/VERIFICATION.md, "Lean later looks").
+the vote's first batch, which is what a sure place needs (docs/VERIFICATION.md, "Lean later looks"). Its
+features known, the plan is asked again with their own count (config ``later_look_check``): a plain look after a
+filled one can hold twice the keypoints, and its vote twice the time (docs/VERIFICATION.md, "A later look planned
+with its own keypoints").
 
 Small cloud cells (config ``despeckle``): a frame whose cloud-like pixels are mostly fragments under ~6 km
 (fair-weather cumulus) is eroded before both looks (``features.despeckle_clouds``; evidence
