@@ -596,8 +596,8 @@ def test_a_later_looks_vote_is_planned_again_with_its_own_keypoints(tiny_bundle,
     lean = loc._look(clear, ver, None, cam, None, None, [], {}, admit=lambda n: "lean")
     assert seen == [first] and lean[1].ok
     # in the frame's search: the later look's places wait behind a place's worth of time although none was timed
-    from earthfix.onboard.verify import Verification, Verifier
-    real_look, real_verify, bars = Localizer._look, Verifier.verify, []
+    from earthfix.onboard.verify import Verification
+    real_look, bars = Localizer._look, []
 
     def look(self, img, *a, **k):
         if not bars and "admit" not in k:         # the first look: no place verified, none timed
