@@ -595,6 +595,14 @@ def test_a_later_looks_vote_is_planned_again_with_its_own_keypoints(tiny_bundle,
     assert not cut[1].ok and cut[0] == [] and not seen and asked == [len(cut[2])] and len(cut[2]) > first
     lean = loc._look(clear, ver, None, cam, None, None, [], {}, admit=lambda n: "lean")
     assert seen == [first] and lean[1].ok
+    # a later look the admission cuts after its features counts as cut in the evidence; its reason is no answer's
+    from earthfix.onboard.localizer import LOOK_CUT
+    monkeypatch.setattr(loc, "_later_look_admission", lambda search: (lambda n: None))
+    monkeypatch.setattr(loc, "_weak_prior_pose", lambda v: True)          # no pose ends the search before it
+    cut_fix = loc.locate(cloudy, cam)
+    assert cut_fix.evidence["looks_cut"] >= 1 and "second_look_ms" in cut_fix.stages_ms
+    assert cut_fix.reason != LOOK_CUT
+    monkeypatch.undo()
     # in the frame's search: the later look's places wait behind a place's worth of time although none was timed
     from earthfix.onboard.verify import Verification
     real_look, bars = Localizer._look, []

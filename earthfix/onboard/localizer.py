@@ -106,6 +106,7 @@ NEAR_CLOUD_KM = 15.0       # clear ground this close to the fill's cloud counts 
 SECOND_LOOK_EXTRA_MS = 8.0 # a second look costs the first's features and vote plus ~one verified place
 ENCODER_MS = 5.0           # preprocess + encode + search, one thread (p50 ~4 ms, p99 ~6 ms: eval reports)
 ENCODER_VIEW_MS = 2.5      # each further view the encoder averages (preprocess ~1.4 ms for a 512 px frame + 4 turns)
+LOOK_CUT = "no room for the look's vote"    # a later look's reason when the plan, asked again, cut it
 DEADLINE_MARGIN = 0.07     # share of deadline_ms kept free of planned work (places and looks admitted by
                            # estimates overran a 60 ms plan by up to 11 ms: release p99 60.6 ms; with 7 %
                            # paired runs gave p99 55.3-57.1 ms for 0-2 main frames of ~300 fewer fixed, 4 %
@@ -255,6 +256,11 @@ def despeckle_geometry(vcfg, camera: Camera) -> tuple[int, int]:
     shrink = max(1, int(round(DESPECKLE_KM_PER_PX / km)))
     n = CUMULUS_CELL_KM / (km * shrink)
     return shrink, max(3, 2 * int(round((n - 1.0) / 2.0)) + 1)
+
+
+def _look_stage(name: str, i: int) -> str:
+    """The stage a later look's time is recorded under (``Fix.stages_ms``)."""
+    return "balanced_look_ms" if name == "balanced" else "second_look_ms" if i == 1 else "third_look_ms"
 
 
 def look_plan(now_s: float, deadline_s: float, full_ms: float, lean_ms: float | None) -> str | None:
@@ -471,7 +477,7 @@ class Localizer:
             how = admit(len(feats))
             if how is None:
                 from .verify import Verification
-                return [], Verification(), feats, None, []
+                return [], Verification(reason=LOOK_CUT), feats, None, []
             lean = lean or how == "lean"
         if self.voter is not None:
             t = _time.perf_counter()
@@ -860,6 +866,10 @@ class Localizer:
                                              [], {}, place_s, lean=how == "lean",
                                              daylight=s.retrieval.daylight, admit=admit)
             hit = i
+            if v2.reason == LOOK_CUT:           # its features done, the plan had no room for its vote: cut here
+                s.looks_cut = len(looks) - i
+                stages[_look_stage(nxt.name, i)] = (_time.perf_counter() - t) * 1e3
+                break
             s.slowest_s = max(s.slowest_s, v2.slowest_place_s)
             place_s = max(place_s, s.slowest_s)
             if not v2.ok and first.name == "filled" and cands2:
@@ -874,9 +884,7 @@ class Localizer:
                 s.candidates, s.v, s.look = (cands2 + encoder_cands)[: self.cfg["top_k"]], v2, hit
             elif not v2.ok:
                 s.later_votes += cands2
-            stage = ("balanced_look_ms" if nxt.name == "balanced" else
-                     "second_look_ms" if i == 1 else "third_look_ms")
-            stages[stage] = (_time.perf_counter() - t) * 1e3
+            stages[_look_stage(nxt.name, i)] = (_time.perf_counter() - t) * 1e3
 
     def _later_look_admission(self, s: _FrameSearch):
         """The check a later look's features are put to before its vote (config ``later_look_check``): the plan
