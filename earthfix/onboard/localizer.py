@@ -258,6 +258,12 @@ def despeckle_geometry(vcfg, camera: Camera) -> tuple[int, int]:
     return shrink, max(3, 2 * int(round((n - 1.0) / 2.0)) + 1)
 
 
+def place_bar_s(slowest_s: float) -> float:
+    """The bar a place is admitted against where none may have been timed yet (s): the slowest place so far
+    (``slowest_s``), and at least a typical one (``SECOND_LOOK_EXTRA_MS``)."""
+    return max(slowest_s, SECOND_LOOK_EXTRA_MS / 1e3)
+
+
 def _look_stage(name: str, i: int) -> str:
     """The stage a later look's time is recorded under (``Fix.stages_ms``)."""
     return "balanced_look_ms" if name == "balanced" else "second_look_ms" if i == 1 else "third_look_ms"
@@ -565,7 +571,7 @@ class Localizer:
         stages["lowres_vote_ms"] = (_time.perf_counter() - t) * 1e3
         if not cands:
             return
-        if _time.perf_counter() + max(s.slowest_s, SECOND_LOOK_EXTRA_MS / 1e3) > s.deadline:
+        if _time.perf_counter() + place_bar_s(s.slowest_s) > s.deadline:
             s.lowres_cut = True
             return
         # the store's keypoints sit on blurred maps: a pose's errors run further past its sigma (82 fixes
@@ -825,7 +831,7 @@ class Localizer:
             retrieval=retrieval if order == "lazy" else None, defer_below=defer, daylight=retrieval.daylight)
         slowest_s = v.slowest_place_s
         if weak and not v.groups_evaluated:     # none yet (all deferred): a typical place's cost
-            slowest_s = max(slowest_s, SECOND_LOOK_EXTRA_MS / 1e3)
+            slowest_s = place_bar_s(slowest_s)
         # the deferred places are listed after the places verified (which index the list), so that v_first's
         # search resumes over them
         return _FrameSearch(camera, attitude, deadline, stages, retrieval, order, prep, feats, query, weak, v=v,
@@ -842,9 +848,12 @@ class Localizer:
         # lean_looks) votes with the first batch of keypoints only, at that share of the first look's vote
         later_ms = stages["features_ms"] + stages.get("vote_ms", 0.0) + SECOND_LOOK_EXTRA_MS
         lean_ms = later_ms - stages.get("vote_ms", 0.0) * (1.0 - self._first_batch_share())
-        admit, place_s = None, s.slowest_s
-        if self.cfg["later_look_check"]:
-            admit, place_s = self._later_look_admission(s), max(s.slowest_s, SECOND_LOOK_EXTRA_MS / 1e3)
+        check = self.cfg["later_look_check"]
+        admit = self._later_look_admission(s) if check else None
+
+        def bar() -> float:     # a later look's places: with the check, never started blind
+            return place_bar_s(s.slowest_s) if check else s.slowest_s
+
         for i, nxt in enumerate(looks[1:], 1):
             if s.v.ok and not self._weak_prior_pose(s.v):
                 break
@@ -863,7 +872,7 @@ class Localizer:
             t = _time.perf_counter()
             # the slowest place so far sets the bar for this look's first one too
             cands2, v2, _, _, _ = self._look(nxt.image, nxt.verifier, nxt.drop, s.camera, s.attitude, s.deadline,
-                                             [], {}, place_s, lean=how == "lean",
+                                             [], {}, bar(), lean=how == "lean",
                                              daylight=s.retrieval.daylight, admit=admit)
             hit = i
             if v2.reason == LOOK_CUT:           # its features done, the plan had no room for its vote: cut here
@@ -871,13 +880,12 @@ class Localizer:
                 stages[_look_stage(nxt.name, i)] = (_time.perf_counter() - t) * 1e3
                 break
             s.slowest_s = max(s.slowest_s, v2.slowest_place_s)
-            place_s = max(place_s, s.slowest_s)
             if not v2.ok and first.name == "filled" and cands2:
                 # a place this look's vote found, seen through the cloud: the filled look's features (its bar
                 # the slowest place so far, this look's included: before session 72 the bar left this look's
                 # own places out and a 13 ms verification started with 1 ms left)
                 v2, hit = first.verifier.verify(s.first_feats, s.camera, self._places(cands2, first.verifier),
-                                                attitude=s.attitude, deadline=s.deadline, place_s=place_s), 0
+                                                attitude=s.attitude, deadline=s.deadline, place_s=bar()), 0
                 s.slowest_s = max(s.slowest_s, v2.slowest_place_s)
             s.tried.append((v2, hit))
             if v2.ok and (not s.v.ok or self.confidence(v2.evidence) > self.confidence(s.v.evidence)):
@@ -896,7 +904,7 @@ class Localizer:
         first_query = self.voter.cfg.first_query if self.voter is not None else 0
 
         def admit(n: int):
-            place_ms = max(s.slowest_s * 1e3, SECOND_LOOK_EXTRA_MS)
+            place_ms = place_bar_s(s.slowest_s) * 1e3
             lean_n = min(n, first_query) if first_query > 0 else n
             return look_plan(_time.perf_counter(), s.deadline, vote_ms_kp * n + place_ms,
                              vote_ms_kp * lean_n + place_ms if self.cfg["lean_looks"] else None)
