@@ -571,16 +571,21 @@ def test_a_later_looks_vote_is_planned_again_with_its_own_keypoints(tiny_bundle,
     cam, clear, cloudy, grey = frames
     loc = Localizer.load(tiny_bundle, config=dict(localizer_config(), deadline_ms=10000))
     first = loc.voter.cfg.first_query
-    # 10 ms for a first look of 100 keypoints: 0.1 ms a keypoint, and a place of 8 ms after the vote
-    search = SimpleNamespace(stages={"vote_ms": 10.0}, first_feats=[0] * 100, slowest_s=0.0,
-                             deadline=time.perf_counter() + 0.040)
+    # a first look's vote of 1 s over 100 keypoints (10 ms a keypoint: seconds, so that no pause of the machine
+    # between setting the clock and asking turns an answer), and a place of at least 8 ms after the vote
+    search = SimpleNamespace(stages={"vote_ms": 1000.0}, first_feats=[0] * 100, slowest_s=0.0,
+                             deadline=time.perf_counter() + 4.0)
     admit = loc._later_look_admission(search)
-    assert admit(200) == "full"                         # 20 + 8 ms
-    assert admit(400) == "lean"                         # 40 + 8 ms does not fit; the first batch's 15 + 8 does
-    search.deadline = time.perf_counter() + 0.015
-    assert admit(400) is None and admit(100) is None    # 15 + 8 and 10 + 8 ms do not fit 15 ms
+    assert admit(200) == "full"                         # 2 s + 8 ms
+    assert admit(400) == "lean"                         # 4 s + 8 ms does not fit; the first batch's 1.5 s + 8 ms does
+    search.deadline = time.perf_counter() + 1.5
+    assert admit(400) is None                           # nor does 1.5 s + 8 ms
+    # the floor: 10 ms a vote of 100 keypoints and the 8 ms place do not fit 15 ms (the vote alone would)
+    fast = SimpleNamespace(stages={"vote_ms": 10.0}, first_feats=[0] * 100, slowest_s=0.0,
+                           deadline=time.perf_counter() + 0.015)
+    assert loc._later_look_admission(fast)(100) is None
     loc.cfg["lean_looks"] = False
-    search.deadline = time.perf_counter() + 0.040
+    search.deadline = time.perf_counter() + 4.0
     assert loc._later_look_admission(search)(400) is None
     loc.cfg["lean_looks"] = True
     # the look itself: the admission sees its keypoints; None ends it after them, "lean" votes the first batch
