@@ -239,7 +239,12 @@ def build_keystore(basemap: Basemap, cfg: BuildConfig | None = None, progress: b
     # deterministic sign: largest-magnitude loading positive
     sgn = np.sign(comps[np.arange(dim), np.argmax(np.abs(comps), axis=1)])
     comps *= sgn[:, None]
-    proj = (desc - mean) @ comps.T
+    # the whole maps' keypoints projected in a product of their own: a BLAS product's rows can round differently
+    # with other rows beside them (OpenBLAS's AVX-512 kernels do), and a seasonal map must not move them by a bit
+    proj = np.empty((len(desc), dim), np.float32)
+    proj[whole] = (desc[whole] - mean) @ comps.T
+    if not whole.all():
+        proj[~whole] = (desc[~whole] - mean) @ comps.T
     std = proj[whole].std(axis=0) + 1e-6
     qstep = (cfg.q_sigmas * std / 127.0).astype(np.float32)
     desc_q = quantise(proj, qstep)
