@@ -10,7 +10,8 @@ eval``'s scenario sets (same seeds, same frames) is located by both configuratio
 alternating order, so both see the same minute. A is the shipped defaults unless ``--a`` is given.
 
 Prints, for the main sets (the eval's "overall") and all sets: eligible frames fixed, false fixes
-(> 50 km, over all frames), latency p50 / p99 (ms, one thread), and the frames only one of the two fixed.
+(> 50 km, over all frames), latency p50 / p99 (ms, one thread), the frames past the shipped 60 ms deadline (the
+longest), and the frames only one of the two fixed.
 ``--a-keyindex`` gives A's vote another key index over the same store (another graph, e.g. from ``python -m
 earthfix.tools.build_keyindex --store DIR/keystore.npz --out FILE --M 8 --ef-construction 100``).
 ``--with-time`` gives both each frame's UTC time (the Sun's checks: ``Localizer.locate(time=)``).
@@ -35,6 +36,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from earthfix.onboard.config import DEFAULTS  # noqa: E402
 from earthfix.onboard.localizer import Localizer  # noqa: E402
 from earthfix.onboard.vote import KeypointVoter  # noqa: E402
 from earthfix.tools.build_index import ensure_default_bundle  # noqa: E402
@@ -57,7 +59,9 @@ def one(loc: Localizer, img, cam, truth, with_time: bool = False) -> dict:
     return {"fix": bool(fix.fix), "err_km": err, "ms": float(fix.latency_ms), "conf": float(fix.confidence)}
 
 
-def summary(rows: list[dict]) -> list[str]:
+def summary(rows: list[dict], deadline_ms: float = DEFAULTS["deadline_ms"]) -> list[str]:
+    """The lines printed after a run: per side, eligible frames fixed, false fixes, latency p50 / p99 and the frames
+    past the flight's ``deadline_ms`` (the shipped budget, whatever either configuration sets), with the longest."""
     out = []
     for name, sel in (("main", [r for r in rows if not r["stress"]]), ("all", rows)):
         el = [r for r in sel if r["eligible"]]
@@ -65,7 +69,8 @@ def summary(rows: list[dict]) -> list[str]:
             ms = np.array([r[v]["ms"] for r in sel])
             false = sum(1 for r in sel if r[v]["fix"] and r[v]["err_km"] > FALSE_FIX_KM)
             out.append(f"{name:4s} {v}: fixed {sum(r[v]['fix'] for r in el)} of {len(el)} eligible, {false} false, "
-                       f"latency p50 / p99 {np.percentile(ms, 50):.1f} / {np.percentile(ms, 99):.1f} ms")
+                       f"latency p50 / p99 {np.percentile(ms, 50):.1f} / {np.percentile(ms, 99):.1f} ms, "
+                       f"{int((ms > deadline_ms).sum())} over {deadline_ms:g} ms (longest {ms.max():.1f})")
         only_a = sum(r["A"]["fix"] and not r["B"]["fix"] for r in el)
         only_b = sum(r["B"]["fix"] and not r["A"]["fix"] for r in el)
         out.append(f"{name:4s} fixed by A only {only_a}, by B only {only_b}")

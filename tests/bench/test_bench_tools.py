@@ -1,6 +1,7 @@
 """The diagnostic benches' own helpers: a map's registration offsets (earthfix.tools.map_registration; its sign
 conventions are what a reader of their tables relies on), the UTM scene reader (utm_scene), the weak prior-path
-poses' comparison (bench_prior_poses) and a real scene's ground set apart from its cloud (bench_real_scene)."""
+poses' comparison (bench_prior_poses), a real scene's ground set apart from its cloud (bench_real_scene) and the
+paired A/B's summary (bench_paired)."""
 import math
 from pathlib import Path
 
@@ -147,3 +148,23 @@ def test_a_scenes_ground_is_told_from_its_cloud_under_one_mask(localizer, camera
     opacity[:, : int(0.7 * img.shape[1])] = 1.0
     assert brs.masked_true_place(localizer, under_cloud(img, opacity), img, camera, truth) == (False, False)
     assert brs.either_look_fixed(localizer, img, camera, truth)
+
+
+def test_the_paired_summary_counts_each_sides_frames_past_the_flights_deadline():
+    import bench_paired as bpp
+
+    def side(fix, err, ms):
+        return {"fix": fix, "err_km": err, "ms": ms, "conf": 1.0 if fix else 0.0}
+    rows = [{"scenario": "land256", "index": 0, "stress": False, "eligible": True,
+             "A": side(True, 2.0, 20.0), "B": side(True, 2.0, 61.0)},
+            {"scenario": "land256", "index": 1, "stress": False, "eligible": True,
+             "A": side(False, None, 59.9), "B": side(True, 80.0, 75.5)},
+            {"scenario": "stress_thin", "index": 0, "stress": True, "eligible": False,
+             "A": side(False, None, 90.0), "B": side(False, None, 30.0)}]
+    lines = bpp.summary(rows)
+    main_a, main_b = lines[0], lines[1]
+    assert "fixed 1 of 2 eligible, 0 false" in main_a and "0 over 60 ms (longest 59.9)" in main_a
+    assert "fixed 2 of 2 eligible, 1 false" in main_b and "2 over 60 ms (longest 75.5)" in main_b
+    assert "fixed by A only 0, by B only 1" in lines[2]
+    assert "1 over 60 ms (longest 90.0)" in lines[3] and "2 over 60 ms (longest 75.5)" in lines[4]
+    assert "2 over 50 ms (longest 90.0)" in bpp.summary(rows, deadline_ms=50.0)[3]
