@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -171,7 +170,6 @@ def build_keystore(basemap: Basemap, cfg: BuildConfig | None = None, progress: b
     keypoints are projected with the PCA of the others)."""
     cfg = cfg or BuildConfig()
     fcfg = cfg.feature_config()
-    t_start = time.perf_counter()
     centres = lattice(cfg)
     cu = _unit(centres[:, 0], centres[:, 1])
     half_km = cfg.tile_extent_km / 2.0
@@ -249,11 +247,10 @@ def build_keystore(basemap: Basemap, cfg: BuildConfig | None = None, progress: b
     qstep = (cfg.q_sigmas * std / 127.0).astype(np.float32)
     desc_q = quantise(proj, qstep)
     var_kept = float((sv[:dim] ** 2).sum() / (sv ** 2).sum())
-    elapsed = time.perf_counter() - t_start
+    # no build time in the store (the bundle's manifest keeps the build's): its file is the same bytes on every build
     meta = {"build": _jsonable(asdict(cfg)), "feature": fcfg.to_dict(), "basemap": basemap.source,
             "extra_basemaps": [b.source for b in extra_basemaps],
             "tiles": len(todo), "keypoints_detected": int(n_detected), "pca_variance_kept": var_kept,
-            "build_s": round(elapsed, 1),
             "descriptor": ({"kind": "rootsift"} if describer is None else
                            {"kind": "patchnet", "sha256": describer.sha256, "file": Path(describer.name).name})}
     store = KeypointStore.from_unsorted(allk["lat"], allk["lon"], desc_q, allk["size_km"],
