@@ -624,3 +624,23 @@ def test_a_later_looks_vote_is_planned_again_with_its_own_keypoints(tiny_bundle,
         loc.cfg["later_look_check"] = check
         loc.locate(cloudy, cam)
         assert bars and (min(bars) >= SECOND_LOOK_EXTRA_MS / 1e3 if check else bars[0] == 0.0), (check, bars)
+
+
+def test_the_encoders_cost_is_planned_from_what_it_has_cost_where_the_constants_are_less(tiny_bundle, frames):
+    """``_Retrieval.estimate_ms``: the constants tuned on fast machines (``ENCODER_MS`` + ``ENCODER_VIEW_MS`` a further
+    view), or the median of the encoder's last runs a view times the frame's views where that is more (on an AVX2
+    EPYC three views took ~25 ms against the constants' 10, and frames planned with 10 ended past the deadline). The
+    warm-up's first calls are not counted."""
+    from earthfix.onboard.localizer import ENCODER_CLOCK, ENCODER_MS, ENCODER_VIEW_MS, Localizer, _Retrieval
+    cam, clear, cloudy, grey = frames
+    loc = Localizer.load(tiny_bundle, config=dict(localizer_config(), warm_up=True))
+    assert len(loc.encoder_clock) == 0                  # the warm-up's run left out
+    r = _Retrieval(loc, [clear, clear, clear], {}, cam)
+    constants = ENCODER_MS + 2 * ENCODER_VIEW_MS
+    assert r.estimate_ms() == constants                 # nothing measured yet
+    r()                                                 # a real run is measured, a view at a time
+    assert len(loc.encoder_clock) == 1 and loc.encoder_clock[0] == pytest.approx(r.seconds * 1e3 / 3)
+    loc.encoder_clock.extend([1.0] * 5)                 # a fast machine: 1 ms a view, the constants rule
+    assert r.estimate_ms() == constants
+    loc.encoder_clock.extend([8.0] * ENCODER_CLOCK)     # a slow one: 8 ms a view, 24 for the frame's three
+    assert len(loc.encoder_clock) == ENCODER_CLOCK and r.estimate_ms() == pytest.approx(24.0)

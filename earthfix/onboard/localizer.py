@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import math
 import time as _time
+from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -106,6 +107,7 @@ NEAR_CLOUD_KM = 15.0       # clear ground this close to the fill's cloud counts 
 SECOND_LOOK_EXTRA_MS = 8.0 # a second look costs the first's features and vote plus ~one verified place
 ENCODER_MS = 5.0           # preprocess + encode + search, one thread (p50 ~4 ms, p99 ~6 ms: eval reports)
 ENCODER_VIEW_MS = 2.5      # each further view the encoder averages (preprocess ~1.4 ms for a 512 px frame + 4 turns)
+ENCODER_CLOCK = 32         # the encoder's last runs whose median cost a view sets the plan's floor (_Retrieval)
 LOOK_CUT = "no room for the look's vote"    # a later look's reason when the plan, asked again, cut it
 DEADLINE_MARGIN = 0.07     # share of deadline_ms kept free of planned work (places and looks admitted by
                            # estimates overran a 60 ms plan by up to 11 ms: release p99 60.6 ms; with 7 %
@@ -168,11 +170,19 @@ class _Retrieval:
             t3 = _time.perf_counter()
             self.stages.update(preprocess_ms=(t1 - t0) * 1e3, encode_ms=(t2 - t1) * 1e3, search_ms=(t3 - t2) * 1e3)
             self.seconds = t3 - t0
+            self.loc.encoder_clock.append(self.seconds * 1e3 / len(self.views))
         return self.candidates
 
     def estimate_ms(self) -> float:
-        """What the retrieval should cost, for the deadline's plan."""
-        return ENCODER_MS + ENCODER_VIEW_MS * (len(self.views) - 1)
+        """What the retrieval should cost, for the deadline's plan: the constants measured on the machines the
+        plan was tuned on, or what a view has cost this process (the median of its last ``ENCODER_CLOCK``
+        runs) where that is more. Why: on a slower CPU (an AVX2 EPYC, session 82) a frame's three views took
+        ~25 ms against the constants' 10, and the encoder's places planned with 10 ended frames up to 70 ms,
+        past the 60 ms deadline; on the tuning machines a view costs ~2 ms and the constants rule."""
+        n = len(self.views)
+        clock = self.loc.encoder_clock
+        learned = float(np.median(clock)) * n if len(clock) >= 4 else 0.0
+        return max(ENCODER_MS + ENCODER_VIEW_MS * (n - 1), learned)
 
 
 class Prepared(NamedTuple):
@@ -315,6 +325,7 @@ class Localizer:
         self.encoder = encoder
         self.cfg = config
         self.warm_up_ms = 0.0                    # the load's synthetic frame (warm_up), 0 until it has run
+        self.encoder_clock: deque = deque(maxlen=ENCODER_CLOCK)   # ms a view of the encoder's last runs
         self.confidence = confidence
         vcfg = VerifyConfig(**{k: v for k, v in config.get("verify", {}).items()})
         self.verifier = Verifier(bundle.keystore, vcfg) if bundle.keystore is not None else None
@@ -374,6 +385,7 @@ class Localizer:
         g = cv2.normalize(g, None, 20, 200, cv2.NORM_MINMAX).astype(np.uint8)
         self.locate(cv2.merge([g, (g * 0.8).astype(np.uint8), (g * 0.6).astype(np.uint8)]),
                     Camera.from_fov(256, 256, 80.0))
+        self.encoder_clock.clear()              # first calls are not the machine's pace
         self.warm_up_ms = (_time.perf_counter() - t0) * 1e3
         return self.warm_up_ms
 
