@@ -524,3 +524,14 @@ def test_another_basemap_replaces_the_default_for_the_default_sets_only():
     _, own = ev.scenario_frames(season, 2, 321)
     for (a, _), (b, _) in zip(kept, own, strict=True):
         assert np.array_equal(a, b)
+
+
+def test_the_machine_table_names_the_cpus_vector_extensions():
+    """Two machines both named "AMD EPYC" ran the flight code 2.5x apart, the slower with AVX2 alone: the report
+    says which extensions the CPU has (x86 flags or ARM features)."""
+    from earthfix.tools.evaluate import cpu_features, machine_info
+    assert cpu_features("processor\t: 0\nflags\t\t: fpu sse avx avx2 fma\n") == "avx2"
+    assert cpu_features("flags : avx2 avx512f avx512bw avx512_vnni amx_int8\n") == "avx2 avx512f avx512_vnni amx_int8"
+    assert cpu_features("Features\t: fp asimd evtstrm asimddp\n") == "asimd asimddp"
+    assert cpu_features("flags : fpu sse2\n") == "none" and cpu_features("") == "unknown"
+    assert "cpu_features" in machine_info()

@@ -797,18 +797,34 @@ def evaluate_frame(loc, cam, img, truth: dict, sdef: ScenarioDef, baselines: Bas
     return rec
 
 
+# the CPU's vector extensions that set the flight code's speed: "AMD EPYC" named machines 2.5x apart, the slower
+# one with AVX2 alone, where INT8 also needs 7-bit weights (models/README.md, "7-bit weights")
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp")
+
+
+def cpu_features(cpuinfo: str) -> str:
+    """Which of ``CPU_FEATURES`` the first processor of a /proc/cpuinfo text lists ("none" if none)."""
+    for line in cpuinfo.splitlines():
+        if line.lower().startswith(("flags", "features")):
+            have = set(line.split(":", 1)[1].split())
+            return " ".join(f for f in CPU_FEATURES if f in have) or "none"
+    return "unknown"
+
+
 def machine_info() -> dict:
     import cv2
     import onnxruntime as ort
-    cpu = "unknown"
+    cpu, features = "unknown", "unknown"
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        text = Path("/proc/cpuinfo").read_text()
+        for line in text.splitlines():
             if line.lower().startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
+        features = cpu_features(text)
     except OSError:
         pass
-    info = {"cpu_model": cpu, "logical_cores": os.cpu_count(),
+    info = {"cpu_model": cpu, "cpu_features": features, "logical_cores": os.cpu_count(),
             "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "python": platform.python_version(), "platform": platform.platform(),
             "onnxruntime": ort.__version__, "opencv": cv2.__version__, "numpy": np.__version__}
