@@ -967,7 +967,7 @@ def nearest_two(q: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     nearest (inf where ``s`` has one row). Why not OpenCV's ``BFMatcher.knnMatch``: its per-pair loop and a
     Python object per match took 4.5 ms of a 300 x 1,100 place on an AVX2 machine where this matrix product
     (|q|^2 + |s|^2 - 2 q.s) takes 1.4, with the same neighbours and ratio decisions on 14,977 frame keypoints
-    of 65 places (docs/VERIFICATION.md, "Matching by matrix product")."""
+    of 65 places (docs/VERIFICATION.md, "A slower computer")."""
     n = len(q)
     if len(s) == 0:
         return np.zeros(n, np.int64), np.full(n, np.inf, np.float32), np.full(n, np.inf, np.float32)
