@@ -535,3 +535,5 @@ def test_the_machine_table_names_the_cpus_vector_extensions():
     assert cpu_features("Features\t: fp asimd evtstrm asimddp\n") == "asimd asimddp"
     assert cpu_features("flags : fpu sse2\n") == "none" and cpu_features("") == "unknown"
     assert "cpu_features" in machine_info()
+    assert ev.machine_table({"cpu_model": "AMD EPYC", "cpu_features": "avx2"})[2:] == [
+        "| cpu_model | AMD EPYC |", "| cpu_features | avx2 |"]

@@ -1083,15 +1083,19 @@ def _mb(x) -> str:
     return "–" if x is None else f"{x / 1e6:.1f} MB"
 
 
-def _md_machine(r: dict) -> list[str]:
-    """The machine, bundle and encoder the figures were measured with."""
-    L = []
-    m = r["machine"]
-    L += ["## Machine", "", "| item | value |", "| --- | --- |"]
-    for k in ("cpu_model", "logical_cores", "usable_cores", "python", "platform", "onnxruntime", "opencv", "numpy",
-              "hnswlib", "blas_threads", "git_commit"):
+def machine_table(m: dict) -> list[str]:
+    """The report's table of :func:`machine_info` (and the run's BLAS threads), in a fixed order."""
+    L = ["| item | value |", "| --- | --- |"]
+    for k in ("cpu_model", "cpu_features", "logical_cores", "usable_cores", "python", "platform", "onnxruntime",
+              "opencv", "numpy", "hnswlib", "blas_threads", "git_commit"):
         if k in m:
             L.append(f"| {k} | {m[k]} |")
+    return L
+
+
+def _md_machine(r: dict) -> list[str]:
+    """The machine, bundle and encoder the figures were measured with."""
+    L = ["## Machine", ""] + machine_table(r["machine"])
     b, e = r["bundle"], r["encoder"]
     L += ["", f"Bundle: `{b['path']}` — {b['views']} views, {_mb(b['bytes'])}"
           + (f", region {b['region']}" if b.get("region") else "") + f"; basemap {b['basemap']}.",
