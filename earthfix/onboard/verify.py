@@ -962,6 +962,14 @@ def orientation_filter(frame_angle_deg, store_azimuth_deg, tol_deg: float, yaw_p
     return d <= tol_deg, mode
 
 
+def squared_distances(q: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """The len(q) x len(s) squared L2 distances of descriptor rows, as |q|^2 + |s|^2 - 2 q.s in float32 (one BLAS
+    product): a place's ratio test (``nearest_two``) and guided matching's dense matrix (``ratio_matches_within``)."""
+    q = q.astype(np.float32, copy=False)
+    s = s.astype(np.float32, copy=False)
+    return (q * q).sum(axis=1)[:, None] + (s * s).sum(axis=1)[None, :] - 2.0 * (q @ s.T)
+
+
 def nearest_two(q: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each row of ``q``, its nearest row of ``s`` (index) and the L2 distances to its nearest and second
     nearest (inf where ``s`` has one row). Why not OpenCV's ``BFMatcher.knnMatch``: its per-pair loop and a
@@ -971,9 +979,7 @@ def nearest_two(q: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     n = len(q)
     if len(s) == 0:
         return np.zeros(n, np.int64), np.full(n, np.inf, np.float32), np.full(n, np.inf, np.float32)
-    q = q.astype(np.float32, copy=False)
-    s = s.astype(np.float32, copy=False)
-    d2 = (q * q).sum(axis=1)[:, None] + (s * s).sum(axis=1)[None, :] - 2.0 * (q @ s.T)
+    d2 = squared_distances(q, s)
     r = np.arange(n)
     j1 = np.argmin(d2, axis=1)
     first = d2[r, j1].copy()
@@ -1060,13 +1066,11 @@ def ratio_matches_within(xy: np.ndarray, uv: np.ndarray, qdesc: np.ndarray, sdes
         ok = has2 & close & (dist[h] < ratio * dist[nxt])
         return qi[h[ok]], sj[h[ok]], dist[h[ok]]
     xy32, uv32 = xy.astype(np.float32, copy=False), uv.astype(np.float32, copy=False)
-    q = qdesc.astype(np.float32, copy=False)
-    s = sdesc.astype(np.float32, copy=False)
     px2 = (xy32[:, 0, None] - uv32[None, :, 0]) ** 2 + (xy32[:, 1, None] - uv32[None, :, 1]) ** 2
     near = px2 < reach * reach
     if int(near.sum()) < min_pairs:
         return None
-    d2 = (q * q).sum(axis=1)[:, None] + (s * s).sum(axis=1)[None, :] - 2.0 * (q @ s.T)
+    d2 = squared_distances(qdesc, sdesc)
     d2[~near] = np.inf
     r = np.arange(n)
     j1 = np.argmin(d2, axis=1)

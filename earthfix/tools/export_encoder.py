@@ -92,6 +92,11 @@ def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, input_name: str = "i
         pre.unlink(missing_ok=True)
 
 
+def file_sums(*paths: Path) -> dict:
+    """``encoder.json``'s record of the model files: {name: {"sha256", "bytes"}}."""
+    return {f.name: {"sha256": sha256_bytes(f.read_bytes()), "bytes": f.stat().st_size} for f in paths}
+
+
 def export(checkpoint: Path, models: Path, n_calib: int = 256, reference_turns: int | None = None) -> dict:
     """FP32 + INT8 ONNX and the card ``encoder.json``. ``reference_turns`` (1 or 4; default from the
     run's ``train_log.json``: 4 when it trained with ``--max-yaw-deg`` <= 45, else 1) says how the model
@@ -112,8 +117,7 @@ def export(checkpoint: Path, models: Path, n_calib: int = 256, reference_turns: 
             "rotation_handling": ("query averaged over 4 turns" if reference_turns == 1 else
                                   f"references stored at {reference_turns} turns, query encoded once"),
             "rotations": 4 if reference_turns == 1 else 1, "reference_turns": int(reference_turns),
-            "files": {f.name: {"sha256": sha256_bytes(f.read_bytes()), "bytes": f.stat().st_size}
-                      for f in (fp32, int8)}}
+            "files": file_sums(fp32, int8)}
     (models / "encoder.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
@@ -128,7 +132,7 @@ def requantize(models: Path, n_calib: int = 256) -> dict:
     side = int(ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).get_inputs()[0].shape[-1])
     quantize_int8(fp32, int8, calibration_inputs(n_calib, input_px=side))
     meta = json.loads(card.read_text())
-    meta["files"] = {f.name: {"sha256": sha256_bytes(f.read_bytes()), "bytes": f.stat().st_size} for f in (fp32, int8)}
+    meta["files"] = file_sums(fp32, int8)
     card.write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
