@@ -231,6 +231,20 @@ def test_a_place_whose_votes_straddle_the_bins_corners_is_still_found(setup, bas
                                                      5.0)] == [5.0, None]
 
 
+def test_the_votes_bins_are_taken_in_a_stable_sorts_order_and_keypoints_counted_once():
+    """The vote's bookkeeping without a full sort (session 83: the same places 1.6x sooner): ``_top`` is a
+    stable descending sort's first n (ties in index order, as the bins were examined before), ``_n_distinct``
+    counts the distinct keypoints of an ordered run as np.unique does."""
+    from earthfix.onboard.vote import _n_distinct, _top
+    rng = np.random.default_rng(3)
+    for size, n in ((50, 20), (2000, 20), (30, 20), (20, 20), (5, 20), (0, 20), (300, 1)):
+        score = rng.integers(0, 6, size) / 4.0            # many ties, at the cut too
+        assert _top(score, n).tolist() == np.argsort(-score, kind="stable")[:n].tolist()
+    for size in (0, 1, 2, 40, 600):
+        q = np.sort(rng.integers(0, 30, size))
+        assert _n_distinct(q) == len(np.unique(q))
+
+
 def test_config_checks(setup):
     with pytest.raises(ValueError):
         VoteConfig(k=3, ef=2)

@@ -314,23 +314,31 @@ class KeypointVoter:
         nq = int(qi.max()) + 1
         comp = (keys * nq + qi[:, None]).ravel()
         w = wts.ravel()
-        order = np.lexsort((-w, comp))
+        order = np.argsort(comp)        # the order within a pair does not matter: its largest weight is kept
         comp_s = comp[order]
-        first = np.ones(len(comp_s), bool)
-        first[1:] = comp_s[1:] != comp_s[:-1]
-        bins, inv = np.unique(comp_s[first] // nq, return_inverse=True)
-        score = np.bincount(inv, weights=w[order][first])
+        starts = np.flatnonzero(np.r_[True, comp_s[1:] != comp_s[:-1]])
+        best_w = np.maximum.reduceat(w[order], starts)         # each (bin, keypoint) pair's largest weight
+        pair_bin = comp_s[starts] // nq                       # sorted, as comp_s is
+        bin_start = np.r_[True, pair_bin[1:] != pair_bin[:-1]]
+        bins, inv = pair_bin[bin_start], np.cumsum(bin_start) - 1
+        score = np.bincount(inv, weights=best_w)
+        # distinct frame keypoints a bin holds: one with fewer than min_votes can hold no place, whatever the
+        # places before it used up (most bins examined; skipped without a look, the answer the same)
+        distinct = np.bincount(inv, minlength=len(bins))
+        n_distinct = _n_distinct if bool(np.all(qi[1:] >= qi[:-1])) else (lambda q: len(np.unique(q)))
         la, lo = np.radians(blat), np.radians(blon)
         u = np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], axis=1)
         cos_support = math.cos(c.support_km / geodesy.R_MEAN_KM)
         half_diag_px = math.hypot(camera.width / 2.0, camera.height / 2.0)
         out: list[VoteCandidate] = []
         used = np.zeros(len(qi), bool)
-        for b in np.argsort(-score, kind="stable")[: c.max_peaks]:
+        for b in _top(score, c.max_peaks):
             if len(out) >= max_candidates or score[b] < c.min_bin_share * c.min_votes:
                 break
+            if distinct[b] < c.min_votes:
+                continue
             sel = np.flatnonzero((keys == bins[b]).any(axis=1) & ~used)
-            if len(np.unique(qi[sel])) < c.min_votes:
+            if n_distinct(qi[sel]) < c.min_votes:
                 continue
             # re-centre twice: mean direction and circular-mean yaw of the support, then every unused
             # prediction near both (the bin edges cut true clusters; this gathers them whole)
@@ -341,7 +349,7 @@ class KeypointVoter:
                 if near.sum() < c.min_votes:
                     break
                 sel = np.flatnonzero(near)
-            votes = len(np.unique(qi[sel]))
+            votes = n_distinct(qi[sel])
             split = bool(score[b] < SPLIT_BIN_SHARE * c.min_votes)
             if votes < c.min_votes + (c.split_extra_votes if split else 0):
                 continue
@@ -361,6 +369,22 @@ class KeypointVoter:
             stats["peaks"].append(round(float(score[b]), 2))
         out.sort(key=lambda o: -o.votes)
         return out
+
+
+def _top(score: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` largest scores, largest first, ties in index order: a stable sort's first ``n``,
+    sorting only the scores that can be among them."""
+    if len(score) > n:
+        cut = np.partition(score, len(score) - n)[len(score) - n]
+        idx = np.flatnonzero(score >= cut)
+        return idx[np.argsort(-score[idx], kind="stable")][:n]
+    return np.argsort(-score, kind="stable")
+
+
+def _n_distinct(q: np.ndarray) -> int:
+    """Distinct values of ``q``, a run of the vote's keypoint indices in order (``_vote`` makes them so): no
+    sort as np.unique's."""
+    return int(len(q) > 0) + int(np.count_nonzero(q[1:] != q[:-1]))
 
 
 def _mean_direction(u: np.ndarray) -> np.ndarray:
