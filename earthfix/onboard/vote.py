@@ -316,10 +316,10 @@ class KeypointVoter:
         w = wts.ravel()
         order = np.argsort(comp)        # the order within a pair does not matter: its largest weight is kept
         comp_s = comp[order]
-        starts = np.flatnonzero(np.r_[True, comp_s[1:] != comp_s[:-1]])
+        starts = np.flatnonzero(np.concatenate(([True], comp_s[1:] != comp_s[:-1])))
         best_w = np.maximum.reduceat(w[order], starts)         # each (bin, keypoint) pair's largest weight
         pair_bin = comp_s[starts] // nq                       # sorted, as comp_s is
-        bin_start = np.r_[True, pair_bin[1:] != pair_bin[:-1]]
+        bin_start = np.concatenate(([True], pair_bin[1:] != pair_bin[:-1]))
         bins, inv = pair_bin[bin_start], np.cumsum(bin_start) - 1
         score = np.bincount(inv, weights=best_w)
         # distinct frame keypoints a bin holds: one with fewer than min_votes can hold no place, whatever the
