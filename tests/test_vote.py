@@ -237,7 +237,7 @@ def test_the_votes_bins_are_taken_in_a_stable_sorts_order_and_keypoints_counted_
     counts the distinct keypoints of an ordered run as np.unique does."""
     from earthfix.onboard.vote import _n_distinct, _top
     rng = np.random.default_rng(3)
-    for size, n in ((50, 20), (2000, 20), (30, 20), (20, 20), (5, 20), (0, 20), (300, 1)):
+    for size, n in ((50, 20), (2000, 20), (30, 20), (20, 20), (5, 20), (0, 20), (300, 1), (300, 0)):
         score = rng.integers(0, 6, size) / 4.0            # many ties, at the cut too
         assert _top(score, n).tolist() == np.argsort(-score, kind="stable")[:n].tolist()
     for size in (0, 1, 2, 40, 600):

@@ -374,6 +374,8 @@ class KeypointVoter:
 def _top(score: np.ndarray, n: int) -> np.ndarray:
     """Indices of the ``n`` largest scores, largest first, ties in index order: a stable sort's first ``n``,
     sorting only the scores that can be among them."""
+    if n <= 0:
+        return np.zeros(0, np.int64)
     if len(score) > n:
         cut = np.partition(score, len(score) - n)[len(score) - n]
         idx = np.flatnonzero(score >= cut)
