@@ -979,13 +979,17 @@ def nearest_two(q: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     n = len(q)
     if len(s) == 0:
         return np.zeros(n, np.int64), np.full(n, np.inf, np.float32), np.full(n, np.inf, np.float32)
-    d2 = squared_distances(q, s)
-    r = np.arange(n)
+    return nearest_two_of(squared_distances(q, s))
+
+
+def nearest_two_of(d2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``nearest_two`` of a query x store matrix of squared distances (at least one column; inf where a pair is
+    not allowed; overwritten): each row's nearest column and the L2 distances to its nearest and second nearest."""
+    r = np.arange(len(d2))
     j1 = np.argmin(d2, axis=1)
-    first = d2[r, j1].copy()
+    first = d2[r, j1]
     d2[r, j1] = np.inf
-    second = d2[r, np.argmin(d2, axis=1)]
-    return j1, np.sqrt(np.maximum(first, 0.0)), np.sqrt(np.maximum(second, 0.0))
+    return j1, np.sqrt(np.maximum(first, 0.0)), np.sqrt(np.maximum(d2.min(axis=1), 0.0))
 
 
 def closest_per_store(si: np.ndarray, dist: np.ndarray) -> np.ndarray:
@@ -1072,11 +1076,8 @@ def ratio_matches_within(xy: np.ndarray, uv: np.ndarray, qdesc: np.ndarray, sdes
         return None
     d2 = squared_distances(qdesc, sdesc)
     d2[~near] = np.inf
+    j1, d1, dn = nearest_two_of(d2)
     r = np.arange(n)
-    j1 = np.argmin(d2, axis=1)
-    d1 = np.sqrt(np.maximum(d2[r, j1], 0.0))
-    d2[r, j1] = np.inf
-    dn = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
     ok = np.isfinite(dn) & (px2[r, j1] < win * win) & (d1 < ratio * dn)
     return r[ok], j1[ok], d1[ok]
 
