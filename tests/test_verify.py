@@ -486,17 +486,20 @@ def test_a_candidate_merged_into_a_place_does_not_widen_its_search(verifier):
     assert (groups[0].lat, groups[0].lon) == (lat, lon)
 
 
-def test_a_place_is_started_only_when_the_slowest_so_far_would_end_before_the_deadline(store, basemap):
+@pytest.mark.parametrize("own_fits_first", [True, False])
+def test_a_place_is_started_only_when_the_slowest_so_far_would_end_before_the_deadline(store, basemap, own_fits_first):
     """A place runs to its end once started, so the deadline admits the next place only if a place as slow
     as the slowest so far would still finish in time (places made 50 ms slow here), and a later look's first
-    place only if one as slow as the earlier look's slowest would."""
+    place only if one as slow as the earlier look's slowest would. A place is its own fit when the rescues
+    come after every place's (``own_fits_first``), else its own fit and its rescue."""
     import time
     cam = Camera.from_fov(256, 256, 80)
     lat, lon = 26.0, 20.0
-    ver = Verifier(store, VerifyConfig())
+    ver = Verifier(store, VerifyConfig(own_fits_first=own_fits_first))
     f = ver.extract(appearance(frame(basemap, cam, lat, lon, 600.0, 300.0), seed=5))
-    slow = ver._verify_group
-    ver._verify_group = lambda *a, **k: (time.sleep(0.05), slow(*a, **k))[1]
+    name = "_own_fit" if own_fits_first else "_verify_group"
+    slow = getattr(ver, name)
+    setattr(ver, name, lambda *a, **k: (time.sleep(0.05), slow(*a, **k))[1])
     wrong = [geodesy.destination(lat, lon, az, 2500.0) for az in (0.0, 120.0, 240.0)]
     v = ver.verify(f, cam, wrong)
     assert v.groups_evaluated == 3 and not v.evidence["deadline_hit"]
@@ -534,7 +537,8 @@ def test_a_clear_pose_ends_the_search_and_a_weaker_one_does_not(store, basemap):
     assert (w.lat, w.lon, w.inliers) == (v.lat, v.lon, v.inliers)
 
 
-def test_a_search_resumed_with_more_places_answers_as_one_search_with_them_all(store, basemap):
+@pytest.mark.parametrize("own_fits_first", [True, False])
+def test_a_search_resumed_with_more_places_answers_as_one_search_with_them_all(store, basemap, own_fits_first):
     """``resume(v, longer)`` verifies only the places ``v`` had not: its answer (pose, evidence, the candidate
     it names) is that of one ``verify`` with the longer list; a search a clear pose or the deadline ended is
     not resumable and ``resume`` returns it as it was."""
@@ -548,12 +552,14 @@ def test_a_search_resumed_with_more_places_answers_as_one_search_with_them_all(s
     f = ver.extract(hazy)
     v = ver.verify(f, cam, [(lat, lon)])
     assert v.ok and v.clear and not v.resumable and ver.resume(v, [(lat, lon)] + far) is v
-    open_ = Verifier(store, replace(VerifyConfig(), early_inliers=10 ** 6))     # nothing is ever clear
+    open_ = Verifier(store, replace(VerifyConfig(), early_inliers=10 ** 6,     # nothing is ever clear
+                                    own_fits_first=own_fits_first))
     key = lambda w: (w.ok, w.lat, w.lon, w.inliers, w.second_inliers, w.groups_evaluated, w.candidate,
                      w.evidence["groups_total"], w.evidence["inlier_margin"])
     verified = []
-    slow = open_._verify_group
-    open_._verify_group = lambda *a, **k: (verified.append(a[3].lat), slow(*a, **k))[1]
+    name = "_own_fit" if own_fits_first else "_verify_group"     # a place begins there
+    slow = getattr(open_, name)
+    setattr(open_, name, lambda *a, **k: (verified.append(a[3].lat), slow(*a, **k))[1])
     # (places given first, places resume verifies, groups in all): a repeated place is one group
     for first, new, total in (([], 3, 3), ([far[1]], 2, 3), ([(lat, lon)], 3, 4), ([(lat, lon), far[0]], 2, 4)):
         w = open_.verify(f, cam, first)
@@ -1012,7 +1018,7 @@ def test_a_guided_pose_never_outranks_one_the_places_own_matches_hold(store, mon
     made = iter([Verification(ok=True, inliers=20, guided=True, lat=24.0, lon=12.0),
                  Verification(ok=True, inliers=8, lat=27.0, lon=20.0),
                  Verification(ok=False, inliers=30, reason="imprecise pose")])
-    monkeypatch.setattr(Verifier, "_verify_group", lambda self, *a, **k: next(made))
+    monkeypatch.setattr(Verifier, "_own_fit", lambda self, *a, **k: (next(made), None))
     n = 50
     f = Features(np.random.default_rng(0).uniform(0, 255, (n, 2)).astype(np.float32),
                  np.ones((n, 128), np.float32), np.full(n, 4, np.float32), np.zeros(n, np.float32),
@@ -1051,6 +1057,31 @@ def test_a_vote_places_own_pose_holds_a_place_its_matches_cannot(store, basemap,
     for wlat, wlon in ((27.0, 20.0), (18.0, 30.0), (30.0, 2.0)):
         wrong = Verifier(store, cfg).verify(f, cam, [(wlat, wlon, 500.0, yaw, 600.0)])
         assert not wrong.ok, (wlat, wlon, wrong.inliers)
+
+
+def test_every_places_own_fit_comes_before_any_rescue(store, basemap, monkeypatch):
+    """With ``own_fits_first`` (flight) a search fits each place on its own matches before it rescues any: a
+    wrong first place bound for its prior's rescue (8-50 ms in flight) no longer keeps waiting a right second
+    place that its own matches fix clearly; place by place, the wrong place's rescue runs first. Both give the
+    same answer, and where no pose is clear both verify every place and every rescue, alike."""
+    cam = Camera.from_fov(256, 256, 80)
+    lat, lon, yaw = 24.0, 12.0, 37.0
+    f = Verifier(store, VerifyConfig()).extract(appearance(frame(basemap, cam, lat, lon, 600.0, yaw), seed=5))
+    places = [(18.0, 30.0, 500.0, yaw, 600.0), (lat, lon, 500.0, yaw + 8.0, 600.0)]    # vote places: own priors
+    rescued = []
+    real = Verifier._rescue
+    monkeypatch.setattr(Verifier, "_rescue", lambda self, *a, **k: (rescued.append(a[3].lat), real(self, *a, **k))[1])
+    key = lambda v: (v.ok, v.group, v.lat, v.lon, v.inliers, v.yaw_deg, v.second_inliers, v.groups_evaluated)
+    for early, want_rescued in ((20, {True: [], False: [18.0]}), (10 ** 6, {True: [18.0], False: [18.0]})):
+        answers = {}
+        for first in (True, False):
+            rescued.clear()
+            v = Verifier(store, VerifyConfig(own_fits_first=first, early_inliers=early)).verify(f, cam, places)
+            assert v.ok and v.group == 1 and not v.guided and v.clear == (early == 20), (first, early, v.reason)
+            assert geodesy.great_circle_km(v.lat, v.lon, lat, lon) < 5.0
+            assert rescued == want_rescued[first], (first, early, rescued)
+            answers[first] = key(v)
+        assert answers[True] == answers[False]
 
 
 def test_a_pose_whose_altitude_disagrees_with_its_vote_places_is_refused(store, basemap):

@@ -174,6 +174,14 @@ class VerifyConfig:
     guided_round_admission: bool = True # a round after the pass's first starts only when the longest round so far
                                         # still ends before the deadline (False: every round runs, as before session
                                         # 72: the later rounds ran frames 6-20 ms past their deadline on other imagery)
+    own_fits_first: bool = True         # a search fits every place on its own matches first and makes the guided
+                                        # passes (the rescues: from a refused first pose or a vote place's prior,
+                                        # 8-50 ms a place) after them, in rank order: a right place further down
+                                        # that its own matches fix clearly (>= early_inliers) is no longer kept
+                                        # waiting behind a wrong place's rescue. The answer is the one place-by-place
+                                        # search's (the same results, best of all) unless a clear pose ends it
+                                        # sooner; False: each place with its rescue, in turn, as before session 84
+                                        # (docs/VERIFICATION.md, "Every place's own fit before any rescue")
     fill_max_work_px: float = 0.0       # > 0: longest working side of a cloud-filled look (cloud_fill_config;
                                         # 0: no cap). The store's sample puts a wide camera's filled look near
                                         # full size (256 px at 100 deg: 238 px, SIFT ~14 ms against ~9 at 168):
@@ -309,6 +317,8 @@ class _Search:
     use_orient: bool
     slowest_s: float = 0.0
     results: list = field(default_factory=list)
+    rescues: dict = field(default_factory=dict)    # group index -> (store rows, their descriptors): a place
+                                                   # fitted on its own matches whose rescue is still to come
 
 
 @dataclass
@@ -391,7 +401,9 @@ class Verifier:
         return self._search(v.search, candidates, deadline, time.perf_counter())
 
     def _search(self, s: "_Search", candidates, deadline, t0) -> Verification:
-        """Verify the groups of ``candidates`` from the first ``s`` has not done; the best of all of ``s``."""
+        """Verify the groups of ``candidates`` from the first ``s`` has not done; the best of all of ``s``.
+        With ``cfg.own_fits_first`` every new group is fitted on its own matches first and the rescues (guided
+        passes) come after, in rank order; a clear pose ends the search either way."""
         cfg = self.cfg
         stages = {"match_ms": 0.0, "fit_ms": 0.0, "fetch_ms": 0.0}
         groups = self._groups(candidates, s.camera)
@@ -404,15 +416,33 @@ class Verifier:
             if deadline is not None and (gi > 0 or s.slowest_s > 0) and t_group + s.slowest_s > deadline:
                 hit_deadline = True
                 break
-            h = self._verify_group(s.f, s.qdesc, s.camera, g, s.r_att, s.wscale, s.use_orient, stages, deadline)
+            if cfg.own_fits_first:
+                h, rows = self._own_fit(s.f, s.qdesc, s.camera, g, s.r_att, s.wscale, s.use_orient, stages)
+                if rows is not None:
+                    s.rescues[gi] = rows
+            else:
+                h = self._verify_group(s.f, s.qdesc, s.camera, g, s.r_att, s.wscale, s.use_orient, stages, deadline)
             s.slowest_s = max(s.slowest_s, time.perf_counter() - t_group)
             h.group = gi
             s.results.append(h)
             gi += 1
-            if h.ok and (h.inliers >= cfg.early_inliers and h.spread >= cfg.early_spread
-                         and h.reproj_rms_px * s.wscale <= cfg.early_rms_work_px):
+            if gi - 1 not in s.rescues and self._clear(h, s):
                 clear = True
                 break
+        if not (clear or hit_deadline):
+            # the rescues, best-ranked place first (each admitted by the guided pass's own budget and rounds)
+            for gi in sorted(s.rescues):
+                if deadline is not None and time.perf_counter() + cfg.guided_budget_ms / 1e3 > deadline:
+                    hit_deadline = True
+                    break
+                idx, sdesc = s.rescues.pop(gi)
+                h = self._rescue(s.f, s.qdesc, s.camera, groups[gi], s.r_att, s.wscale, s.use_orient, stages,
+                                 s.results[gi], idx, sdesc, deadline)
+                h.group = gi
+                s.results[gi] = h
+                if self._clear(h, s):
+                    clear = True
+                    break
         best = Verification(reason="deadline" if hit_deadline else "no candidates")
         if s.results:
             # a guided pose (a rescue) never outranks a pose the place's own matches hold
@@ -481,8 +511,25 @@ class Verifier:
         return best
 
     # ---- one group -----------------------------------------------------------------------------------
+    def _clear(self, h: Verification, s: "_Search") -> bool:
+        """A pose that ends the search: no later place could outrank it (``cfg.early_*``)."""
+        cfg = self.cfg
+        return bool(h.ok and h.inliers >= cfg.early_inliers and h.spread >= cfg.early_spread
+                    and h.reproj_rms_px * s.wscale <= cfg.early_rms_work_px)
+
     def _verify_group(self, f: Features, qdesc, camera: Camera, g: _Group, r_att, wscale, use_orient,
                       stages, deadline: float | None = None) -> Verification:
+        """One place: its own fit (``_own_fit``), then its rescue (``_rescue``) when one applies."""
+        out, rows = self._own_fit(f, qdesc, camera, g, r_att, wscale, use_orient, stages)
+        if rows is None:
+            return out
+        return self._rescue(f, qdesc, camera, g, r_att, wscale, use_orient, stages, out, *rows, deadline)
+
+    def _own_fit(self, f: Features, qdesc, camera: Camera, g: _Group, r_att, wscale, use_orient,
+                 stages) -> tuple[Verification, tuple | None]:
+        """A place fitted on its own matches (the ratio test over its store keypoints): (the result, and when
+        a rescue applies to it (``_rescue_kind``) the store rows and their descriptors the rescue needs, else
+        None)."""
         cfg = self.cfg
         st = self.store
         t = time.perf_counter()
@@ -492,7 +539,7 @@ class Verifier:
         stages["fetch_ms"] += (time.perf_counter() - t) * 1e3
         out = Verification(reason="few store keypoints")
         if len(idx) < cfg.min_matches:
-            return out
+            return out, None
         t = time.perf_counter()
         sdesc = st.decode(idx)
         qi, si = self._match(qdesc, sdesc)
@@ -510,39 +557,62 @@ class Verifier:
                 out = self._fit(f, camera, g, idx[si], qi, r_att, wscale, out)
             else:
                 out.reason = f"few matches ({len(qi)})"
-            time_left = (deadline is None or cfg.guided_budget_ms <= 0
-                         or time.perf_counter() + cfg.guided_budget_ms / 1e3 <= deadline)
-            if (cfg.guided_work_px > 0 and out.r_cam2ecef is not None and time_left
-                    and (not out.ok or out.bore_sigma_km > cfg.guided_above_sigma_km)
+        finally:
+            stages["fit_ms"] += (time.perf_counter() - t) * 1e3
+        return out, ((idx, sdesc) if self._rescue_kind(out, g, r_att) else None)
+
+    def _rescue_kind(self, out: Verification, g: _Group, r_att) -> str | None:
+        """Which rescue a place's own fit ``out`` gets, time allowing: "guided" (matching again from a plausible
+        first pose that was refused or is pinned worse than ``cfg.guided_above_sigma_km``), "prior" (no pose, but
+        the place came with one: a vote peak's centre, yaw and implied altitude), or None."""
+        cfg = self.cfg
+        if cfg.guided_work_px <= 0:
+            return None
+        if out.r_cam2ecef is not None:
+            if ((not out.ok or out.bore_sigma_km > cfg.guided_above_sigma_km)
                     and out.bore_sigma_km <= cfg.guided_max_sigma_km and out.inliers >= cfg.min_inliers - 1
                     and out.lever_km <= cfg.guided_max_lever_km
                     and cfg.alt_range_km[0] <= out.alt_km <= cfg.alt_range_km[1]
                     and (r_att is not None or out.tilt_deg <= cfg.max_tilt_deg)):
-                out = self._guided_rounds(f, qdesc, camera, g, idx, sdesc, out, out, r_att, wscale, use_orient,
-                                          deadline=deadline)
-            elif (cfg.prior_work_px > 0 and cfg.guided_work_px > 0 and out.r_cam2ecef is None
-                    and g.prior is not None and time_left):
-                # the place's own matches reach no pose, but the place came with one (a vote peak: its centre,
-                # yaw and implied altitude, nadir): match where that pose puts the store keypoints, within the
-                # prior's wider window, then as the guided pass from whatever that fits
-                yaw_deg, alt_km = g.prior
-                prior = Verification(ecef_km=geodesy.geodetic_to_ecef(g.lat, g.lon, alt_km),
-                                     r_cam2ecef=nadir_attitude(g.lat, g.lon, yaw_deg) @ camera.centring_rotation(),
-                                     yaw_deg=yaw_deg)
-                ground = self._ground(idx)
-                if math.isfinite(cfg.prior_max_sigma_km):
-                    g = replace(g, max_sigma_km=_tighter_gate(cfg.prior_max_sigma_km, g.max_sigma_km))
-                t_prior = time.perf_counter()
-                first = self._guided(f, qdesc, camera, g, idx, sdesc, ground, prior, r_att, wscale, use_orient,
-                                     win_work_px=cfg.prior_work_px, reach_windows=PRIOR_REACH)
-                if first is not None and first.r_cam2ecef is not None:
-                    res = self._guided_rounds(f, qdesc, camera, g, idx, sdesc, first, out, r_att, wscale,
-                                              use_orient, ground, deadline, time.perf_counter() - t_prior)
-                    res.from_prior = res is not out
-                    out = res
+                return "guided"
+            return None
+        return "prior" if cfg.prior_work_px > 0 and g.prior is not None else None
+
+    def _rescue(self, f: Features, qdesc, camera: Camera, g: _Group, r_att, wscale, use_orient, stages,
+                out: Verification, idx, sdesc, deadline: float | None = None) -> Verification:
+        """A place's rescue (``_rescue_kind``) from its own fit ``out``, started only with
+        ``cfg.guided_budget_ms`` left before ``deadline``: the better result, or ``out``."""
+        cfg = self.cfg
+        kind = self._rescue_kind(out, g, r_att)
+        if kind is None or not (deadline is None or cfg.guided_budget_ms <= 0
+                                or time.perf_counter() + cfg.guided_budget_ms / 1e3 <= deadline):
+            return out
+        t = time.perf_counter()
+        try:
+            if kind == "guided":
+                return self._guided_rounds(f, qdesc, camera, g, idx, sdesc, out, out, r_att, wscale, use_orient,
+                                           deadline=deadline)
+            # the place's own matches reach no pose, but the place came with one (a vote peak: its centre,
+            # yaw and implied altitude, nadir): match where that pose puts the store keypoints, within the
+            # prior's wider window, then as the guided pass from whatever that fits
+            yaw_deg, alt_km = g.prior
+            prior = Verification(ecef_km=geodesy.geodetic_to_ecef(g.lat, g.lon, alt_km),
+                                 r_cam2ecef=nadir_attitude(g.lat, g.lon, yaw_deg) @ camera.centring_rotation(),
+                                 yaw_deg=yaw_deg)
+            ground = self._ground(idx)
+            if math.isfinite(cfg.prior_max_sigma_km):
+                g = replace(g, max_sigma_km=_tighter_gate(cfg.prior_max_sigma_km, g.max_sigma_km))
+            t_prior = time.perf_counter()
+            first = self._guided(f, qdesc, camera, g, idx, sdesc, ground, prior, r_att, wscale, use_orient,
+                                 win_work_px=cfg.prior_work_px, reach_windows=PRIOR_REACH)
+            if first is not None and first.r_cam2ecef is not None:
+                res = self._guided_rounds(f, qdesc, camera, g, idx, sdesc, first, out, r_att, wscale,
+                                          use_orient, ground, deadline, time.perf_counter() - t_prior)
+                res.from_prior = res is not out
+                return res
+            return out
         finally:
             stages["fit_ms"] += (time.perf_counter() - t) * 1e3
-        return out
 
     def _ground(self, idx) -> np.ndarray:
         st = self.store
