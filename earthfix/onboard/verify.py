@@ -432,7 +432,7 @@ class Verifier:
         if not (clear or hit_deadline):
             # the rescues, best-ranked place first (each admitted by the guided pass's own budget and rounds)
             for gi in sorted(s.rescues):
-                if deadline is not None and time.perf_counter() + cfg.guided_budget_ms / 1e3 > deadline:
+                if not self._rescue_fits(deadline):
                     hit_deadline = True
                     break
                 idx, sdesc = s.rescues.pop(gi)
@@ -578,14 +578,19 @@ class Verifier:
             return None
         return "prior" if cfg.prior_work_px > 0 and g.prior is not None else None
 
+    def _rescue_fits(self, deadline: float | None) -> bool:
+        """A rescue (its first round) starts only with ``cfg.guided_budget_ms`` left before ``deadline`` (0: no
+        check); its later rounds are admitted one by one (``_guided_rounds``)."""
+        budget_s = self.cfg.guided_budget_ms / 1e3
+        return deadline is None or budget_s <= 0 or time.perf_counter() + budget_s <= deadline
+
     def _rescue(self, f: Features, qdesc, camera: Camera, g: _Group, r_att, wscale, use_orient, stages,
                 out: Verification, idx, sdesc, deadline: float | None = None) -> Verification:
         """A place's rescue (``_rescue_kind``) from its own fit ``out``, started only with
         ``cfg.guided_budget_ms`` left before ``deadline``: the better result, or ``out``."""
         cfg = self.cfg
         kind = self._rescue_kind(out, g, r_att)
-        if kind is None or not (deadline is None or cfg.guided_budget_ms <= 0
-                                or time.perf_counter() + cfg.guided_budget_ms / 1e3 <= deadline):
+        if kind is None or not self._rescue_fits(deadline):
             return out
         t = time.perf_counter()
         try:
