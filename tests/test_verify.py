@@ -1082,6 +1082,11 @@ def test_every_places_own_fit_comes_before_any_rescue(store, basemap, monkeypatc
             assert rescued == want_rescued[first], (first, early, rescued)
             answers[first] = key(v)
         assert answers[True] == answers[False]
+    # a rescue starts only with guided_budget_ms (20) left: with 15 ms the own fits answer and the search has ended
+    import time
+    rescued.clear()
+    v = Verifier(store, VerifyConfig(early_inliers=10 ** 6)).verify(f, cam, places, deadline=time.perf_counter() + 0.015)
+    assert rescued == [] and v.evidence["deadline_hit"] and not v.resumable
 
 
 def test_a_pose_whose_altitude_disagrees_with_its_vote_places_is_refused(store, basemap):
